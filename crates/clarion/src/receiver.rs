@@ -1,0 +1,185 @@
+//! A local End of Sequence Report receiver: verifies each POST, parses the report and hands
+//! it to the caller. Used by `clarion webhook listen` and by tests.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clarion_webhooks::{OutreachType, SequenceReport, Verifier, VerifyError, WebhookHeaders};
+use tokio::sync::mpsc;
+
+/// One verified report as the receiver got it.
+#[derive(Debug, Clone)]
+pub struct ReceivedReport {
+    /// The `webhook-id` header: the same on every attempt of one message.
+    pub webhook_id: String,
+    /// The parsed report.
+    pub report: SequenceReport,
+    /// The body bytes exactly as received.
+    pub body: Bytes,
+    /// True when a report with this `webhook-id` was already received (a retry after a lost
+    /// answer, say). Webhooks are at-least-once: receivers de-duplicate on `webhook-id`.
+    pub duplicate: bool,
+}
+
+struct ReceiverState {
+    verifier: Verifier,
+    seen: Mutex<HashSet<String>>,
+    reports: mpsc::UnboundedSender<ReceivedReport>,
+}
+
+/// A router that answers every POST: 204 for a validly signed report, 400 with a JSON error
+/// body naming the reason otherwise. Accepted reports arrive on the returned channel.
+pub fn router(verifier: Verifier) -> (Router, mpsc::UnboundedReceiver<ReceivedReport>) {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    let state = Arc::new(ReceiverState {
+        verifier,
+        seen: Mutex::default(),
+        reports: sender,
+    });
+    (Router::new().fallback(receive).with_state(state), receiver)
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if method != Method::POST {
+        return rejection(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "send a POST",
+        );
+    }
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let webhook_headers = WebhookHeaders::from_lookup(header);
+    if let Err(reason) = state.verifier.verify(&webhook_headers, &body) {
+        return rejection(
+            StatusCode::BAD_REQUEST,
+            verify_error_code(&reason),
+            &reason.to_string(),
+        );
+    }
+    let report: SequenceReport = match serde_json::from_slice(&body) {
+        Ok(report) => report,
+        Err(error) => {
+            // serde's message names the field and position, never the value.
+            let message = format!("the body is not an End of Sequence Report: {error}");
+            return rejection(StatusCode::BAD_REQUEST, "invalid_report", &message);
+        }
+    };
+    let webhook_id = webhook_headers.id.unwrap_or_default().to_owned();
+    let duplicate = match state.seen.lock() {
+        Ok(mut seen) => !seen.insert(webhook_id.clone()),
+        Err(poisoned) => !poisoned.into_inner().insert(webhook_id.clone()),
+    };
+    let _ = state.reports.send(ReceivedReport {
+        webhook_id,
+        report,
+        body,
+        duplicate,
+    });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The stable machine-readable code for each verification failure.
+pub fn verify_error_code(error: &VerifyError) -> &'static str {
+    match error {
+        VerifyError::MissingHeader(_) => "missing_header",
+        VerifyError::InvalidTimestamp => "invalid_timestamp",
+        VerifyError::TimestampTooOld { .. } => "timestamp_too_old",
+        VerifyError::TimestampTooNew { .. } => "timestamp_too_new",
+        VerifyError::NoMatchingSignature => "invalid_signature",
+    }
+}
+
+fn rejection(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message, "field": null } });
+    (status, axum::Json(body)).into_response()
+}
+
+/// A short human-readable summary of a received report: one header line, the outcome, and one
+/// line per outreach step. It shows no transcript, summary or phone number.
+pub fn summarize(received: &ReceivedReport) -> String {
+    let report = &received.report;
+    let mut text = format!(
+        "sequence {} {} at {} (webhook-id {}{})",
+        report.id,
+        report.status,
+        report.last_updated,
+        received.webhook_id,
+        if received.duplicate {
+            ", duplicate delivery"
+        } else {
+            ""
+        },
+    );
+    let outcome = report
+        .outcome_description
+        .as_deref()
+        .unwrap_or("(no outcome description)");
+    let _ = write!(text, "\n  outcome: {outcome}");
+    if report.outreach.is_empty() {
+        text.push_str("\n  no outreach was performed");
+    }
+    for step in &report.outreach {
+        let _ = write!(
+            text,
+            "\n  step {:>2}  {:<4}  ",
+            step.step,
+            kind_name(step.kind)
+        );
+        match (&step.call, &step.sms) {
+            (Some(call), _) => {
+                let _ = write!(
+                    text,
+                    "call {}  outcome={}  ended_reason={}",
+                    call.id,
+                    call.outcome.as_ref().map_or("-", |o| o.as_str()),
+                    call.ended_reason.as_ref().map_or("-", |r| r.as_str()),
+                );
+                if let Some(reason) = call.failure_reason {
+                    let _ = write!(text, "  failure_reason={}", enum_text(&reason));
+                }
+                if let Some(ms) = call.duration_ms {
+                    let _ = write!(text, "  duration={:.1}s", ms as f64 / 1000.0);
+                }
+            }
+            (None, Some(sms)) => {
+                let _ = write!(
+                    text,
+                    "sms {}  status={}  ended_reason={}",
+                    sms.id,
+                    enum_text(&sms.status),
+                    sms.ended_reason
+                        .as_ref()
+                        .map_or_else(|| "-".to_owned(), enum_text),
+                );
+            }
+            (None, None) => text.push_str("(no details)"),
+        }
+    }
+    text
+}
+
+fn kind_name(kind: OutreachType) -> &'static str {
+    match kind {
+        OutreachType::Call => "call",
+        OutreachType::Sms => "sms",
+    }
+}
+
+/// The wire text of a closed enum value.
+fn enum_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}

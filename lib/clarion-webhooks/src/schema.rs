@@ -1,0 +1,58 @@
+//! The JSON Schema (draft 2020-12) of the End of Sequence Report.
+//!
+//! The schema is generated from the Rust types, so it cannot drift from what Clarion sends.
+//! It describes what Clarion *sends*: every documented key is required (present, possibly
+//! `null`), while extra keys stay allowed so that the payload can grow. The repository
+//! commits the generated document at `schemas/end-of-sequence-report.schema.json`; a test
+//! fails when the two differ.
+
+use schemars::Schema;
+use schemars::generate::SchemaSettings;
+use schemars::transform::RecursiveTransform;
+
+use crate::SequenceReport;
+
+/// The `$id` of the published schema.
+pub const SCHEMA_ID: &str = "https://schemas.clarion.health/end-of-sequence-report.schema.json";
+
+/// The JSON Schema of [`SequenceReport`] as a JSON value.
+pub fn report_schema() -> serde_json::Value {
+    let settings =
+        SchemaSettings::draft2020_12().with_transform(RecursiveTransform(require_every_property));
+    let generated = settings
+        .into_generator()
+        .into_root_schema_for::<SequenceReport>()
+        .to_value();
+    // Identification first, then the generated body, so the file reads top-down.
+    let mut root = serde_json::Map::new();
+    root.insert("$schema".to_owned(), generated["$schema"].clone());
+    root.insert("$id".to_owned(), SCHEMA_ID.into());
+    root.insert("title".to_owned(), "End of Sequence Report".into());
+    if let serde_json::Value::Object(body) = generated {
+        for (key, value) in body {
+            root.entry(key).or_insert(value);
+        }
+    }
+    root.into()
+}
+
+/// The schema as pretty-printed JSON with a trailing newline, byte for byte the committed file.
+pub fn report_schema_pretty() -> String {
+    let mut text = serde_json::to_string_pretty(&report_schema())
+        .unwrap_or_else(|_| unreachable!("a JSON value always serialises"));
+    text.push('\n');
+    text
+}
+
+/// Clarion writes every documented key, `null` where unknown: the schema says so by requiring
+/// each property of every object.
+fn require_every_property(schema: &mut Schema) {
+    let Some(object) = schema.as_object_mut() else {
+        return;
+    };
+    let Some(properties) = object.get("properties").and_then(|p| p.as_object()) else {
+        return;
+    };
+    let names: Vec<serde_json::Value> = properties.keys().cloned().map(Into::into).collect();
+    object.insert("required".to_owned(), names.into());
+}
