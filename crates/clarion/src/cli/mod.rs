@@ -1,10 +1,17 @@
 //! Command-line parsing and dispatch.
 
+mod serve;
 mod webhook;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DevOverrides, Overrides};
+
+pub use serve::{dispatcher_config, ssrf_policy};
 
 /// Clarion: patient-outreach sequences that end in a signed End of Sequence Report webhook.
 #[derive(Debug, Parser)]
@@ -16,9 +23,40 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Runs the API and the webhook dispatcher.
+    Serve {
+        /// A TOML configuration file laid over the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides `listen`).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Database URL (overrides `database_url`), e.g. sqlite://clarion.db.
+        #[arg(long)]
+        database: Option<String>,
+        /// Development mode: webhook targets on loopback/private addresses and plain http://.
+        #[arg(long)]
+        dev: bool,
+    },
+    /// Organisations.
+    #[command(subcommand)]
+    Org(OrgCommand),
     /// Tools for receivers of the End of Sequence Report webhook.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum OrgCommand {
+    /// Creates an organisation; prints {"org_id": N, "api_key": "..."} (the key is shown once).
+    Create {
+        name: String,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Database URL (overrides `database_url`).
+        #[arg(long)]
+        database: Option<String>,
+    },
 }
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info`). They never carry
@@ -36,6 +74,68 @@ pub fn init_tracing() {
 /// environment error (exit code 2).
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve {
+            config,
+            listen,
+            database,
+            dev,
+        } => {
+            let overrides = Overrides {
+                listen,
+                database_url: database,
+                webhooks: dev.then_some(DevOverrides {
+                    allow_private_targets: true,
+                    allow_http: true,
+                }),
+            };
+            let config = Config::load(config.as_deref(), overrides)?;
+            runtime()?.block_on(serve::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Org(OrgCommand::Create {
+            name,
+            config,
+            database,
+        }) => {
+            let overrides = Overrides {
+                database_url: database,
+                ..Overrides::default()
+            };
+            let config = Config::load(config.as_deref(), overrides)?;
+            let name = name.trim().to_owned();
+            if name.is_empty() {
+                anyhow::bail!("the organisation name must not be empty");
+            }
+            runtime()?.block_on(async {
+                let store = clarion_store::Store::connect(&config.database_url)
+                    .await
+                    .context("opening the database")?;
+                let now = chrono::Utc::now().timestamp_millis();
+                let (org_id, api_key) = store.create_org(&name, now).await?;
+                #[derive(serde::Serialize)]
+                struct Created {
+                    org_id: i64,
+                    api_key: String,
+                }
+                println!(
+                    "{}",
+                    serde_json::to_string(&Created {
+                        org_id: org_id.0,
+                        api_key
+                    })?
+                );
+                store.close().await;
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Webhook(command) => webhook::run(command),
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
 }

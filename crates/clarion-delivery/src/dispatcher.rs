@@ -1,0 +1,482 @@
+//! The dispatcher: claims due deliveries under a lease, attempts them, records every attempt
+//! and schedules the next.
+//!
+//! Shape of the loop: claim as much due work as there are free slots (first attempts before
+//! retries, with a share of the slots kept for first attempts), start one task per attempt,
+//! and let a single writer task record finished attempts in batches. Wake-ups come from the
+//! outbox (new work committed), from the writer (slots freed) and from a timer set to the next
+//! due retry or the poll interval, whichever is sooner; the poll also picks up deliveries
+//! whose lease expired because the node that held them died.
+//!
+//! Invariants kept here:
+//! - at least once: a delivery leaves `pending` only when an attempt is recorded for it; a
+//!   crash before that leaves it leased, and the lease expiring makes it due again;
+//! - the same bytes and the same `webhook-id` on every attempt (both come from the message);
+//!   a fresh timestamp and signature per attempt;
+//! - bounded concurrency overall and per endpoint, so a slow endpoint holds at most its own
+//!   share of slots.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clarion_store::{
+    AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, EndpointId, Millis,
+    Store, StoreError,
+};
+use clarion_webhooks::{Secret, sign_header};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinSet;
+
+use crate::clock::Clock;
+use crate::outbox::Outbox;
+use crate::schedule::{RetryPolicy, parse_retry_after};
+use crate::sender::{HttpSender, SignedHeaders};
+use crate::ssrf::SsrfPolicy;
+
+/// Dispatcher settings (the `[webhooks]` section of the configuration).
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub retry: RetryPolicy,
+    /// The whole attempt, connection to last byte read, must finish within this.
+    pub attempt_timeout: Duration,
+    /// Lease length beyond the attempt timeout; a lease outlives any attempt made under it.
+    pub lease_margin: Duration,
+    /// Attempts in flight on this node.
+    pub max_in_flight: usize,
+    /// Attempts in flight on this node for any one endpoint.
+    pub max_in_flight_per_endpoint: u32,
+    /// How often to look for due retries and expired leases when nothing wakes the loop.
+    pub poll_interval: Duration,
+    pub ssrf: SsrfPolicy,
+}
+
+/// Errors building a dispatcher.
+#[derive(Debug, thiserror::Error)]
+pub enum DispatcherError {
+    #[error("building the HTTP client failed")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The webhook dispatcher of one node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Dispatcher {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    config: DispatcherConfig,
+    sender: HttpSender,
+    /// This node's lease-owner name.
+    owner: String,
+    wake: Arc<Notify>,
+    in_flight: Mutex<InFlight>,
+}
+
+#[derive(Debug, Default)]
+struct InFlight {
+    total: usize,
+    retries: usize,
+    per_endpoint: HashMap<EndpointId, u32>,
+}
+
+impl InFlight {
+    fn add(&mut self, delivery: &ClaimedDelivery) {
+        self.total += 1;
+        if delivery.attempt_count > 0 {
+            self.retries += 1;
+        }
+        *self.per_endpoint.entry(delivery.endpoint_id).or_default() += 1;
+    }
+
+    fn remove(&mut self, endpoint: EndpointId, was_retry: bool) {
+        self.total = self.total.saturating_sub(1);
+        if was_retry {
+            self.retries = self.retries.saturating_sub(1);
+        }
+        if let Some(count) = self.per_endpoint.get_mut(&endpoint) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.per_endpoint.remove(&endpoint);
+            }
+        }
+    }
+}
+
+/// A finished attempt on its way to the writer.
+struct Finished {
+    outcome: AttemptOutcome,
+    endpoint: EndpointId,
+    was_retry: bool,
+}
+
+/// Records attempt outcomes; how many at most per transaction.
+const WRITE_BATCH: usize = 512;
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        config: DispatcherConfig,
+    ) -> Result<Self, DispatcherError> {
+        let sender = HttpSender::new(config.ssrf.clone(), config.attempt_timeout)?;
+        let owner = crate::outbox::new_webhook_id("node_");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                config,
+                sender,
+                owner,
+                wake: Arc::new(Notify::new()),
+                in_flight: Mutex::default(),
+            }),
+        })
+    }
+
+    /// The outbox that feeds this dispatcher (it wakes the dispatcher after each commit).
+    pub fn outbox(&self) -> Outbox {
+        Outbox::new(
+            self.inner.store.clone(),
+            self.inner.config.retry.first_delay(),
+            self.inner.wake.clone(),
+        )
+    }
+
+    /// Wakes the loop now (new work was committed, or the clock moved).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Runs until `shutdown` resolves, then stops claiming, lets in-flight attempts finish
+    /// (each is bounded by the attempt timeout), records them and returns.
+    pub async fn run(&self, shutdown: impl Future<Output = ()>) {
+        let (finished_tx, finished_rx) = mpsc::unbounded_channel::<Finished>();
+        let writer = tokio::spawn(self.clone().write_outcomes(finished_rx));
+        let mut attempts = JoinSet::new();
+        tokio::pin!(shutdown);
+        loop {
+            match self.claim_round().await {
+                Ok(claimed) => {
+                    for delivery in claimed {
+                        let this = self.clone();
+                        let finished_tx = finished_tx.clone();
+                        attempts.spawn(async move {
+                            let endpoint = delivery.endpoint_id;
+                            let was_retry = delivery.attempt_count > 0;
+                            let outcome = this.attempt(delivery).await;
+                            let _ = finished_tx.send(Finished {
+                                outcome,
+                                endpoint,
+                                was_retry,
+                            });
+                        });
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(error = %error, "claiming webhook deliveries failed");
+                }
+            }
+            // Reap finished tasks so the set does not grow.
+            while attempts.try_join_next().is_some() {}
+            let pause = self.pause().await;
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+        tracing::info!(
+            in_flight = attempts.len(),
+            "dispatcher stopping; finishing attempts in flight"
+        );
+        while attempts.join_next().await.is_some() {}
+        drop(finished_tx);
+        let _ = writer.await;
+    }
+
+    /// Test and tooling driver: attempts everything due now, records the outcomes, and repeats
+    /// until nothing is due. Returns the number of attempts made. Never sleeps.
+    pub async fn run_due_now(&self) -> Result<usize, StoreError> {
+        let mut total = 0;
+        loop {
+            let claimed = self.claim_round().await?;
+            if claimed.is_empty() {
+                return Ok(total);
+            }
+            total += claimed.len();
+            let mut attempts = JoinSet::new();
+            for delivery in claimed {
+                let this = self.clone();
+                attempts.spawn(async move {
+                    let endpoint = delivery.endpoint_id;
+                    let was_retry = delivery.attempt_count > 0;
+                    let outcome = this.attempt(delivery).await;
+                    Finished {
+                        outcome,
+                        endpoint,
+                        was_retry,
+                    }
+                });
+            }
+            let mut batch = Vec::new();
+            while let Some(joined) = attempts.join_next().await {
+                if let Ok(finished) = joined {
+                    batch.push(finished);
+                }
+            }
+            self.record(batch).await.map_err(|(error, _)| error)?;
+        }
+    }
+
+    /// How long to wait before looking again: until the next retry falls due, at most the
+    /// poll interval.
+    async fn pause(&self) -> Duration {
+        let poll = self.inner.config.poll_interval;
+        let now = self.inner.clock.now_millis();
+        match self.inner.store.next_due_after(now).await {
+            Ok(Some(due)) => {
+                let wait = u64::try_from(due.saturating_sub(now)).unwrap_or(0);
+                poll.min(Duration::from_millis(wait))
+            }
+            Ok(None) => poll,
+            Err(error) => {
+                tracing::error!(error = %error, "reading the next due delivery failed");
+                poll
+            }
+        }
+    }
+
+    /// Claims due work for the free slots: first attempts first, then retries, which may use
+    /// at most three quarters of all slots so fresh reports always find room.
+    async fn claim_round(&self) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let config = &self.inner.config;
+        let now = self.inner.clock.now_millis();
+        let lease = config.attempt_timeout + config.lease_margin;
+        let lease_until = now.saturating_add(Millis::try_from(lease.as_millis()).unwrap_or(0));
+        let mut claimed = Vec::new();
+        for first_attempts in [true, false] {
+            let (free, snapshot) = {
+                let in_flight = self.lock_in_flight();
+                let free = config.max_in_flight.saturating_sub(in_flight.total);
+                let free = if first_attempts {
+                    free
+                } else {
+                    let retry_cap = (config.max_in_flight * 3 / 4).max(1);
+                    free.min(retry_cap.saturating_sub(in_flight.retries))
+                };
+                let snapshot: Vec<(EndpointId, u32)> = in_flight
+                    .per_endpoint
+                    .iter()
+                    .map(|(e, c)| (*e, *c))
+                    .collect();
+                (free, snapshot)
+            };
+            if free == 0 {
+                continue;
+            }
+            let request = ClaimRequest {
+                owner: &self.inner.owner,
+                now,
+                lease_until,
+                limit: u32::try_from(free).unwrap_or(u32::MAX),
+                first_attempts,
+                per_endpoint_limit: config.max_in_flight_per_endpoint,
+                in_flight: &snapshot,
+            };
+            let batch = self.inner.store.claim_due(&request).await?;
+            let mut in_flight = self.lock_in_flight();
+            for delivery in &batch {
+                in_flight.add(delivery);
+            }
+            drop(in_flight);
+            claimed.extend(batch);
+        }
+        Ok(claimed)
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        // The guarded data stays consistent even if a holder panicked: counters only.
+        self.inner
+            .in_flight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes one attempt and decides what comes next. Never fails: every error becomes an
+    /// attempt record with its class.
+    async fn attempt(&self, delivery: ClaimedDelivery) -> AttemptOutcome {
+        let inner = &self.inner;
+        let attempt_number = delivery.attempt_count + 1;
+        let attempted_at = inner.clock.now_millis();
+        let started = Instant::now();
+        let result = match self.signature(&delivery, attempted_at).await {
+            Ok((timestamp, signature)) => {
+                let headers = SignedHeaders {
+                    webhook_id: &delivery.webhook_id,
+                    timestamp,
+                    signature: &signature,
+                    event_type: &delivery.event_type,
+                    attempt: attempt_number,
+                };
+                inner
+                    .sender
+                    .send(&delivery.url, &headers, delivery.body.clone())
+                    .await
+            }
+            Err(class) => Err(class),
+        };
+        let duration = started.elapsed();
+        metrics::histogram!("clarion_webhook_attempt_duration_seconds")
+            .record(duration.as_secs_f64());
+
+        let (status_code, error, response_body, retry_after) = match &result {
+            Ok(answer) => (
+                Some(answer.status),
+                None,
+                Some(answer.body_prefix.clone()),
+                answer
+                    .retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, attempted_at / 1000)),
+            ),
+            Err(class) => (None, Some((*class).to_owned()), None, None),
+        };
+        let succeeded = status_code.is_some_and(|s| (200..300).contains(&s));
+        let gone = status_code == Some(410);
+        let honour_retry_after = matches!(status_code, Some(429 | 503));
+
+        let next =
+            if succeeded {
+                AfterAttempt::Delivered
+            } else if gone || delivery.manual {
+                AfterAttempt::Failed
+            } else {
+                let retry_after = if honour_retry_after {
+                    retry_after
+                } else {
+                    None
+                };
+                match inner
+                    .config
+                    .retry
+                    .delay_after(attempt_number, retry_after, &mut rand::rng())
+                {
+                    Some(delay) => AfterAttempt::RetryAt(inner.clock.now_millis().saturating_add(
+                        Millis::try_from(delay.as_millis()).unwrap_or(Millis::MAX),
+                    )),
+                    None => AfterAttempt::Failed,
+                }
+            };
+        let result_label = match (&result, succeeded) {
+            (_, true) => "success",
+            (Ok(_), false) => "http-error",
+            (Err(class), _) => class,
+        };
+        metrics::counter!("clarion_webhook_attempts_total", "result" => result_label).increment(1);
+        match next {
+            AfterAttempt::Delivered => {
+                metrics::counter!("clarion_webhook_deliveries_total", "result" => "delivered")
+                    .increment(1);
+            }
+            AfterAttempt::Failed => {
+                metrics::counter!("clarion_webhook_deliveries_total", "result" => "failed")
+                    .increment(1);
+            }
+            AfterAttempt::RetryAt(_) => {}
+        }
+        tracing::debug!(
+            delivery_id = delivery.id.0,
+            endpoint_id = delivery.endpoint_id.0,
+            attempt = attempt_number,
+            status = status_code,
+            error = error.as_deref(),
+            "webhook attempt"
+        );
+        AttemptOutcome {
+            delivery_id: delivery.id,
+            lease_owner: inner.owner.clone(),
+            attempt: Attempt {
+                attempt_number,
+                attempted_at,
+                status_code,
+                duration_ms: u64::try_from(duration.as_millis()).unwrap_or(u64::MAX),
+                error,
+                response_body,
+            },
+            next,
+            disable_endpoint: gone.then(|| {
+                (
+                    delivery.endpoint_id,
+                    "the endpoint answered 410 Gone".to_owned(),
+                )
+            }),
+        }
+    }
+
+    /// A fresh timestamp and the signatures of every secret active now.
+    async fn signature(
+        &self,
+        delivery: &ClaimedDelivery,
+        now: Millis,
+    ) -> Result<(i64, String), &'static str> {
+        let secrets = self
+            .inner
+            .store
+            .signing_secrets(delivery.endpoint_id, now)
+            .await
+            .map_err(|_| "internal-error")?;
+        let secrets: Vec<Secret> = secrets.iter().filter_map(|s| s.parse().ok()).collect();
+        if secrets.is_empty() {
+            return Err("no-signing-secret");
+        }
+        let timestamp = now.div_euclid(1000);
+        Ok((
+            timestamp,
+            sign_header(&secrets, &delivery.webhook_id, timestamp, &delivery.body),
+        ))
+    }
+
+    /// The writer: records finished attempts in batches, then frees their slots.
+    async fn write_outcomes(self, mut finished: mpsc::UnboundedReceiver<Finished>) {
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
+        while finished.recv_many(&mut batch, WRITE_BATCH).await > 0 {
+            let mut pending = std::mem::take(&mut batch);
+            // A failed write is retried until it succeeds: the leases keep other nodes off
+            // these deliveries meanwhile, and if this node dies the leases expire and the
+            // deliveries are attempted again (at least once).
+            loop {
+                match self.record(pending).await {
+                    Ok(()) => break,
+                    Err((error, unwritten)) => {
+                        tracing::error!(error = %error, "recording webhook attempts failed; retrying");
+                        pending = unwritten;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+            self.wake();
+        }
+    }
+
+    async fn record(&self, batch: Vec<Finished>) -> Result<(), (StoreError, Vec<Finished>)> {
+        let outcomes: Vec<AttemptOutcome> = batch.iter().map(|f| f.outcome.clone()).collect();
+        if let Err(error) = self
+            .inner
+            .store
+            .record_outcomes(&outcomes, self.inner.clock.now_millis())
+            .await
+        {
+            return Err((error, batch));
+        }
+        let mut in_flight = self.lock_in_flight();
+        for finished in &batch {
+            in_flight.remove(finished.endpoint, finished.was_retry);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,24 @@
+//! Webhook delivery: from the outbox to the receiver.
+//!
+//! - [`Outbox`] is how the rest of Clarion queues an End of Sequence Report: inside the
+//!   caller's transaction, so a report exists exactly when the change that ended the sequence
+//!   committed.
+//! - [`Dispatcher`] claims due deliveries under a lease, signs each attempt (Standard
+//!   Webhooks, fresh timestamp, same `webhook-id`), POSTs it through the SSRF guard, records
+//!   the attempt and schedules the next from the [`RetryPolicy`].
+//! - [`ssrf`] refuses internal targets, at endpoint creation and on every connection.
+//! - [`Clock`] makes time a dependency, so tests run the whole retry schedule on a
+//!   [`ManualClock`].
+
+pub mod clock;
+mod dispatcher;
+mod outbox;
+pub mod schedule;
+mod sender;
+pub mod ssrf;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use dispatcher::{Dispatcher, DispatcherConfig, DispatcherError};
+pub use outbox::{EVENT_TYPE_TEST, Enqueued, Outbox, new_webhook_id};
+pub use schedule::RetryPolicy;
+pub use sender::RESPONSE_BODY_LIMIT;

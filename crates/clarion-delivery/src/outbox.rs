@@ -1,0 +1,136 @@
+//! The outbox entry point: reports become messages and deliveries inside the caller's
+//! transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clarion_store::{
+    EndpointId, MessageId, Millis, NewMessage, OrgId, Recipients, Store, StoreError, Tx,
+};
+use clarion_webhooks::{EVENT_TYPE_SEQUENCE_ENDED, SequenceReport, Timestamp};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use tokio::sync::Notify;
+
+/// The event type of a test report sent with the "test" button; receivers see it in the
+/// `clarion-event-type` header and in the `msg_test_` prefix of `webhook-id`.
+pub const EVENT_TYPE_TEST: &str = "sequence.ended.test";
+
+/// A fresh `webhook-id`: `msg_` and 24 random alphanumerics. It names the message for all of
+/// its attempts, so receivers de-duplicate on it; it never contains a `.`, which would be
+/// ambiguous in the signed content.
+pub fn new_webhook_id(prefix: &str) -> String {
+    let random: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(24)
+        .map(char::from)
+        .collect();
+    format!("{prefix}{random}")
+}
+
+/// What the outbox wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Enqueued {
+    pub webhook_id: String,
+    pub message_id: MessageId,
+    /// Deliveries created (one per enabled endpoint).
+    pub deliveries: u64,
+}
+
+/// The handle through which the rest of Clarion queues reports. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    store: Store,
+    first_delay_ms: Millis,
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    /// An outbox over `store`; first attempts are due `first_delay` after enqueueing, and
+    /// `wake` is notified after a commit (the dispatcher waits on it).
+    pub fn new(store: Store, first_delay: Duration, wake: Arc<Notify>) -> Self {
+        let first_delay_ms = Millis::try_from(first_delay.as_millis()).unwrap_or(Millis::MAX);
+        Self {
+            store,
+            first_delay_ms,
+            wake,
+        }
+    }
+
+    /// Queues the End of Sequence Report for every enabled endpoint of the organisation,
+    /// inside `tx`: the report is durable exactly when the caller's transaction (the one that
+    /// ended the sequence) commits. The body is serialised once, here; every attempt sends
+    /// these bytes.
+    ///
+    /// Call [`Outbox::wake`] after the commit so that the first attempt goes out at once.
+    pub async fn enqueue_report(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        report: &SequenceReport,
+        now: Millis,
+    ) -> Result<Enqueued, StoreError> {
+        let body = serde_json::to_vec(report)
+            .map_err(|_| StoreError::Corrupt("a report that does not serialise"))?;
+        let webhook_id = new_webhook_id("msg_");
+        let message = NewMessage {
+            org_id: org,
+            webhook_id: &webhook_id,
+            event_type: EVENT_TYPE_SEQUENCE_ENDED,
+            sequence_id: Some(report.id),
+            is_test: false,
+            body: &body,
+            created_at: now,
+        };
+        let first_attempt_at = now.saturating_add(self.first_delay_ms);
+        let (message_id, deliveries) = self
+            .store
+            .insert_message(tx, &message, Recipients::AllEnabled, first_attempt_at)
+            .await?;
+        Ok(Enqueued {
+            webhook_id,
+            message_id,
+            deliveries,
+        })
+    }
+
+    /// Queues a sample report, marked as a test, for one endpoint, and wakes the dispatcher.
+    pub async fn enqueue_test(
+        &self,
+        org: OrgId,
+        endpoint: EndpointId,
+        now: Millis,
+    ) -> Result<Enqueued, StoreError> {
+        let mut report = clarion_webhooks::examples::call_only();
+        report.last_updated = Timestamp::from_unix_millis(now).unwrap_or(report.last_updated);
+        let body = serde_json::to_vec(&report)
+            .map_err(|_| StoreError::Corrupt("a report that does not serialise"))?;
+        let webhook_id = new_webhook_id("msg_test_");
+        let message = NewMessage {
+            org_id: org,
+            webhook_id: &webhook_id,
+            event_type: EVENT_TYPE_TEST,
+            sequence_id: None,
+            is_test: true,
+            body: &body,
+            created_at: now,
+        };
+        let mut tx = self.store.begin().await?;
+        let (message_id, deliveries) = self
+            .store
+            .insert_message(&mut tx, &message, Recipients::One(endpoint), now)
+            .await?;
+        tx.commit().await?;
+        self.wake();
+        Ok(Enqueued {
+            webhook_id,
+            message_id,
+            deliveries,
+        })
+    }
+
+    /// Tells the dispatcher that new work was committed.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+}

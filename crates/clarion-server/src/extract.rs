@@ -1,0 +1,176 @@
+//! Request extractors that fail with [`ApiError`]s: the API key, JSON bodies with the path of
+//! the offending field, and query strings.
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::request::Parts;
+use clarion_store::OrgId;
+use serde::de::DeserializeOwned;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The organisation of the request's API key. Every tenant-scoped handler takes one, and
+/// every query it runs is filtered by it.
+#[derive(Debug, Clone, Copy)]
+pub struct Org(pub OrgId);
+
+impl<S> FromRequestParts<S> for Org
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let key = parts
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        match state.store.authenticate(key).await? {
+            Some(org) => Ok(Org(org)),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+/// A JSON body. Syntax errors are 400 `invalid_json`; a body that does not fit the schema is
+/// 422 `invalid_field` with the JSON path of the field at fault.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = request
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("application/json")
+            });
+        if !is_json {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as application/json",
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|_| {
+                ApiError::bad_request("invalid_body", "the request body could not be read")
+            })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON, naming the field at fault. Messages carry paths and expectations, never the
+/// submitted values (which may be PHI).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::bad_request(
+                "invalid_json",
+                format!(
+                    "the body is not valid JSON (line {}, column {})",
+                    inner.line(),
+                    inner.column()
+                ),
+            );
+        }
+        let message = describe_data_error(&inner.to_string());
+        let field = if path == "." { None } else { Some(path) };
+        let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
+        if let Some(field) = field {
+            error = error.with_field(field);
+        } else if let Some(missing) = missing_field_name(&inner.to_string()) {
+            error = error.with_field(missing);
+        }
+        error
+    })
+}
+
+/// serde's data errors, minus the position suffix and any quoted input value.
+fn describe_data_error(text: &str) -> String {
+    let text = text.split(" at line ").next().unwrap_or(text);
+    // "invalid type: string \"...\", expected ..." quotes the value; keep only the kinds.
+    if let Some(rest) = text.strip_prefix("invalid type: ")
+        && let Some((found, expected)) = rest.split_once(", expected ")
+    {
+        let kind = found.split_whitespace().next().unwrap_or("value");
+        return format!("invalid type: {kind}, expected {expected}");
+    }
+    if let Some(rest) = text.strip_prefix("invalid value: ")
+        && let Some((_, expected)) = rest.split_once(", expected ")
+    {
+        return format!("invalid value, expected {expected}");
+    }
+    if let Some(rest) = text.strip_prefix("unknown variant ")
+        && let Some((_, expected)) = rest.split_once(", expected ")
+    {
+        return format!("unknown value, expected {expected}");
+    }
+    text.to_owned()
+}
+
+fn missing_field_name(text: &str) -> Option<String> {
+    let rest = text.strip_prefix("missing field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+/// Query-string parameters, with 422 `invalid_field` naming the parameter.
+#[derive(Debug)]
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(ApiQuery)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                let message = describe_data_error(&error.into_inner().to_string());
+                ApiError::invalid(if path == "." { "query" } else { &path }, message)
+            })
+    }
+}
+
+/// The integer id in a `/{id}` path. A non-integer id cannot name anything: 404.
+#[derive(Debug, Clone, Copy)]
+pub struct IdPath(pub i64);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Path::<i64>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| IdPath(id))
+            .map_err(|_| ApiError::not_found("resource"))
+    }
+}

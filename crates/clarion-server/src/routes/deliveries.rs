@@ -1,0 +1,163 @@
+//! `/v1/webhook-deliveries`: every message's delivery to every endpoint, with its attempts.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use clarion_store::{Delivery, DeliveryFilter, DeliveryId, DeliveryStatus, EndpointId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiQuery, IdPath, Org};
+use crate::wire::{self, Page};
+
+/// One message's delivery to one endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryOut {
+    pub id: i64,
+    pub endpoint_id: i64,
+    /// The sequence whose report this is; null for a test report.
+    pub sequence_id: Option<i64>,
+    /// The `webhook-id` header: the same on every attempt.
+    pub webhook_id: String,
+    pub event_type: String,
+    /// `pending`, `delivered` or `failed`.
+    pub status: &'static str,
+    pub attempt_count: u32,
+    /// When the next attempt is due; null unless pending.
+    pub next_attempt_at: Option<String>,
+    pub created_at: String,
+    pub attempts: Vec<AttemptOut>,
+}
+
+/// One attempt.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AttemptOut {
+    pub attempt: u32,
+    pub at: String,
+    /// The HTTP status received; null when there was no answer.
+    pub status_code: Option<u16>,
+    pub duration_ms: u64,
+    /// Null, or a short class: `timeout`, `connection-refused`, `ssrf-blocked`, ...
+    pub error: Option<String>,
+    /// The first KiB of the answer's body, as text (lossy UTF-8).
+    pub response_body: Option<String>,
+}
+
+impl From<Delivery> for DeliveryOut {
+    fn from(delivery: Delivery) -> Self {
+        Self {
+            id: delivery.id.0,
+            endpoint_id: delivery.endpoint_id.0,
+            sequence_id: delivery.sequence_id,
+            webhook_id: delivery.webhook_id,
+            event_type: delivery.event_type,
+            status: delivery.status.as_str(),
+            attempt_count: delivery.attempt_count,
+            next_attempt_at: delivery.next_attempt_at.map(wire::time),
+            created_at: wire::time(delivery.created_at),
+            attempts: delivery
+                .attempts
+                .into_iter()
+                .map(|a| AttemptOut {
+                    attempt: a.attempt_number,
+                    at: wire::time(a.attempted_at),
+                    status_code: a.status_code,
+                    duration_ms: a.duration_ms,
+                    error: a.error,
+                    response_body: a
+                        .response_body
+                        .map(|b| String::from_utf8_lossy(&b).into_owned()),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub sequence_id: Option<i64>,
+    pub endpoint_id: Option<i64>,
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/webhook-deliveries", tag = "webhook deliveries",
+    params(("sequence_id" = Option<i64>, Query), ("endpoint_id" = Option<i64>, Query),
+           ("status" = Option<String>, Query, description = "pending, delivered or failed"),
+           ("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = inline(Page<DeliveryOut>)), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Page<DeliveryOut>>, ApiError> {
+    let limit = wire::limit(query.limit)?;
+    let before = wire::cursor(query.after.as_deref())?.map(DeliveryId);
+    let status = match query.status.as_deref() {
+        None => None,
+        Some("pending") => Some(DeliveryStatus::Pending),
+        Some("delivered") => Some(DeliveryStatus::Delivered),
+        Some("failed") => Some(DeliveryStatus::Failed),
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "status",
+                "expected pending, delivered or failed",
+            ));
+        }
+    };
+    let filter = DeliveryFilter {
+        sequence_id: query.sequence_id,
+        endpoint_id: query.endpoint_id.map(EndpointId),
+        status,
+    };
+    let deliveries = state
+        .store
+        .list_deliveries(org, &filter, before, limit)
+        .await?;
+    let next_cursor = (deliveries.len() == limit as usize)
+        .then(|| deliveries.last().map(|d| d.id.0.to_string()))
+        .flatten();
+    Ok(Json(Page {
+        data: deliveries.into_iter().map(DeliveryOut::from).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/webhook-deliveries/{id}", tag = "webhook deliveries",
+    responses((status = 200, body = DeliveryOut), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Json<DeliveryOut>, ApiError> {
+    let delivery = state
+        .store
+        .get_delivery(org, DeliveryId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
+    Ok(Json(delivery.into()))
+}
+
+#[utoipa::path(post, path = "/v1/webhook-deliveries/{id}/retry", tag = "webhook deliveries",
+    responses((status = 202, body = DeliveryOut), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn retry(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
+    let now = state.clock.now_millis();
+    let delivery = state
+        .store
+        .retry_delivery(org, DeliveryId(id), now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
+    state.outbox.wake();
+    Ok((StatusCode::ACCEPTED, Json(delivery.into())))
+}

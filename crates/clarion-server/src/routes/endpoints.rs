@@ -1,0 +1,337 @@
+//! `/v1/webhook-endpoints`: where an organisation's reports go.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use clarion_delivery::ssrf::{self, SsrfPolicy};
+use clarion_store::{Endpoint, EndpointId, EndpointPatch};
+use clarion_webhooks::Secret;
+use rand::RngCore;
+use reqwest::Url;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, IdPath, Org};
+use crate::wire::{self, Page};
+
+/// How long a rotated-out secret keeps signing alongside the new one.
+pub const ROTATION_OVERLAP: Duration = Duration::from_secs(24 * 60 * 60);
+/// Longest accepted endpoint URL.
+const MAX_URL_LEN: usize = 2048;
+/// How long endpoint validation waits for DNS.
+const DNS_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A webhook endpoint.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointOut {
+    pub id: i64,
+    pub url: String,
+    pub description: String,
+    pub enabled: bool,
+    /// Why Clarion disabled the endpoint by itself (e.g. it answered 410 Gone); null otherwise.
+    pub disabled_reason: Option<String>,
+    pub created_at: String,
+    pub updated_at: String,
+    /// The signing secret (`whsec_...`): present only when creating the endpoint, rotating
+    /// its secret, or reading `/secret`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+impl EndpointOut {
+    fn new(endpoint: Endpoint, secret: Option<String>) -> Self {
+        Self {
+            id: endpoint.id.0,
+            url: endpoint.url,
+            description: endpoint.description,
+            enabled: endpoint.enabled,
+            disabled_reason: endpoint.disabled_reason,
+            created_at: wire::time(endpoint.created_at),
+            updated_at: wire::time(endpoint.updated_at),
+            secret,
+        }
+    }
+}
+
+/// Body of `POST /v1/webhook-endpoints`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateEndpoint {
+    /// Where to POST reports: `https://` (plain `http://` only in development).
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+/// Body of `PATCH /v1/webhook-endpoints/{id}`; absent fields stay as they are.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateEndpoint {
+    pub url: Option<String>,
+    pub description: Option<String>,
+    /// Re-enabling an endpoint Clarion disabled resumes its pending deliveries.
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+/// Answer of `POST /v1/webhook-endpoints/{id}/test`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TestSent {
+    /// The test message's `webhook-id` (prefixed `msg_test_`).
+    pub webhook_id: String,
+    pub event_type: &'static str,
+}
+
+fn new_secret() -> String {
+    let mut key = [0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    Secret::from_bytes(&key)
+        .map(|s| s.to_whsec())
+        .unwrap_or_else(|_| unreachable!("32 bytes is a valid secret length"))
+}
+
+/// Checks an endpoint URL: a well-formed http(s) URL, allowed by the SSRF policy, whose
+/// host name does not resolve to a forbidden address. Connections are checked again on
+/// every attempt, since DNS answers change. A name that does not resolve yet is accepted.
+pub async fn validate_target(policy: &SsrfPolicy, url: &str) -> Result<Url, ApiError> {
+    if url.len() > MAX_URL_LEN {
+        return Err(ApiError::invalid(
+            "url",
+            format!("the URL is longer than {MAX_URL_LEN} characters"),
+        ));
+    }
+    let parsed = Url::parse(url).map_err(|_| ApiError::invalid("url", "not an absolute URL"))?;
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(ApiError::invalid(
+            "url",
+            "credentials in the URL are not supported",
+        ));
+    }
+    policy.check_url(&parsed).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "target_not_allowed",
+            error.to_string(),
+        )
+        .with_field("url")
+    })?;
+    if policy.allow_private {
+        return Ok(parsed);
+    }
+    if let Some(url::Host::Domain(host)) = parsed.host() {
+        let lookup = tokio::net::lookup_host((host, parsed.port_or_known_default().unwrap_or(443)));
+        if let Ok(Ok(addresses)) = tokio::time::timeout(DNS_CHECK_TIMEOUT, lookup).await {
+            for address in addresses {
+                if let Some(range) = ssrf::classify(address.ip()) {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "target_not_allowed",
+                        format!("the host name resolves to a {} address", range.as_str()),
+                    )
+                    .with_field("url"));
+                }
+            }
+        }
+    }
+    Ok(parsed)
+}
+
+#[utoipa::path(post, path = "/v1/webhook-endpoints", tag = "webhook endpoints",
+    request_body = CreateEndpoint,
+    responses((status = 201, body = EndpointOut), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiJson(body): ApiJson<CreateEndpoint>,
+) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
+    let url = validate_target(&state.ssrf, &body.url).await?;
+    let secret = new_secret();
+    let now = state.clock.now_millis();
+    let endpoint = state
+        .store
+        .create_endpoint(org, url.as_str(), &body.description, &secret, now)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(EndpointOut::new(endpoint, Some(secret))),
+    ))
+}
+
+#[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhook endpoints",
+    params(("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = inline(Page<EndpointOut>))),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Page<EndpointOut>>, ApiError> {
+    let limit = wire::limit(query.limit)?;
+    let after = wire::cursor(query.after.as_deref())?.map(EndpointId);
+    let endpoints = state.store.list_endpoints(org, after, limit).await?;
+    let next_cursor = (endpoints.len() == limit as usize)
+        .then(|| endpoints.last().map(|e| e.id.0.to_string()))
+        .flatten();
+    let data = endpoints
+        .into_iter()
+        .map(|e| EndpointOut::new(e, None))
+        .collect();
+    Ok(Json(Page { data, next_cursor }))
+}
+
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "webhook endpoints",
+    responses((status = 200, body = EndpointOut), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Json<EndpointOut>, ApiError> {
+    let endpoint = state
+        .store
+        .get_endpoint(org, EndpointId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    Ok(Json(EndpointOut::new(endpoint, None)))
+}
+
+#[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "webhook endpoints",
+    request_body = UpdateEndpoint,
+    responses((status = 200, body = EndpointOut), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<UpdateEndpoint>,
+) -> Result<Json<EndpointOut>, ApiError> {
+    // Existence first, so another organisation's id is 404 before any validation detail.
+    state
+        .store
+        .get_endpoint(org, EndpointId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let url = match &body.url {
+        Some(url) => Some(validate_target(&state.ssrf, url).await?.to_string()),
+        None => None,
+    };
+    let patch = EndpointPatch {
+        url,
+        description: body.description,
+        enabled: body.enabled,
+    };
+    let now = state.clock.now_millis();
+    let endpoint = state
+        .store
+        .update_endpoint(org, EndpointId(id), &patch, now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    if patch.enabled == Some(true) {
+        state.outbox.wake();
+    }
+    Ok(Json(EndpointOut::new(endpoint, None)))
+}
+
+#[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhook endpoints",
+    responses((status = 204), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn delete(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<StatusCode, ApiError> {
+    let now = state.clock.now_millis();
+    if state
+        .store
+        .delete_endpoint(org, EndpointId(id), now)
+        .await?
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("webhook endpoint"))
+    }
+}
+
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/secret", tag = "webhook endpoints",
+    responses((status = 200, body = EndpointOut), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn secret(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Json<EndpointOut>, ApiError> {
+    let endpoint = state
+        .store
+        .get_endpoint(org, EndpointId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let secret = state.store.current_secret(org, EndpointId(id)).await?;
+    Ok(Json(EndpointOut::new(endpoint, secret)))
+}
+
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhook endpoints",
+    responses((status = 200, body = EndpointOut), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn rotate_secret(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Json<EndpointOut>, ApiError> {
+    let secret = new_secret();
+    let now = state.clock.now_millis();
+    let overlap = i64::try_from(ROTATION_OVERLAP.as_millis()).unwrap_or(i64::MAX);
+    let rotated = state
+        .store
+        .rotate_endpoint_secret(
+            org,
+            EndpointId(id),
+            &secret,
+            now.saturating_add(overlap),
+            now,
+        )
+        .await?;
+    if !rotated {
+        return Err(ApiError::not_found("webhook endpoint"));
+    }
+    let endpoint = state
+        .store
+        .get_endpoint(org, EndpointId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    Ok(Json(EndpointOut::new(endpoint, Some(secret))))
+}
+
+#[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/test", tag = "webhook endpoints",
+    responses((status = 202, body = TestSent), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn send_test(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<(StatusCode, Json<TestSent>), ApiError> {
+    state
+        .store
+        .get_endpoint(org, EndpointId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let now = state.clock.now_millis();
+    let enqueued = state.outbox.enqueue_test(org, EndpointId(id), now).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TestSent {
+            webhook_id: enqueued.webhook_id,
+            event_type: clarion_delivery::EVENT_TYPE_TEST,
+        }),
+    ))
+}

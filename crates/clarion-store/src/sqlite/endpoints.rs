@@ -1,0 +1,243 @@
+//! Webhook endpoints and their signing secrets.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use crate::{
+    DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result, Store, StoreError,
+};
+
+const ENDPOINT_COLUMNS: &str =
+    "id, org_id, url, description, enabled, disabled_reason, created_at, updated_at";
+
+fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
+    Ok(Endpoint {
+        id: EndpointId(row.try_get("id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        url: row.try_get("url")?,
+        description: row.try_get("description")?,
+        enabled: row.try_get("enabled")?,
+        disabled_reason: row.try_get("disabled_reason")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl Store {
+    /// Creates an enabled endpoint with its first secret.
+    pub async fn create_endpoint(
+        &self,
+        org: OrgId,
+        url: &str,
+        description: &str,
+        secret: &str,
+        now: Millis,
+    ) -> Result<Endpoint> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO webhook_endpoints (org_id, url, description, enabled, created_at, updated_at) \
+             VALUES (?, ?, ?, 1, ?, ?) RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(org.0)
+        .bind(url)
+        .bind(description)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        let endpoint = endpoint_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(endpoint.id.0)
+        .bind(secret)
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        Ok(endpoint)
+    }
+
+    /// One endpoint of the organisation (`None` for another organisation's or a deleted one).
+    pub async fn get_endpoint(&self, org: OrgId, id: EndpointId) -> Result<Option<Endpoint>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL"
+        ))
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    /// A page of the organisation's endpoints, by id, after the cursor.
+    pub async fn list_endpoints(
+        &self,
+        org: OrgId,
+        after: Option<EndpointId>,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE org_id = ? AND deleted_at IS NULL AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(org.0)
+        .bind(after.map_or(0, |a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(endpoint_from_row).collect()
+    }
+
+    /// Applies a patch; re-enabling clears the reason Clarion disabled it for.
+    pub async fn update_endpoint(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+        patch: &EndpointPatch,
+        now: Millis,
+    ) -> Result<Option<Endpoint>> {
+        let row = sqlx::query(&format!(
+            "UPDATE webhook_endpoints SET \
+                url = COALESCE(?, url), \
+                description = COALESCE(?, description), \
+                enabled = COALESCE(?, enabled), \
+                disabled_reason = CASE WHEN ? = 1 THEN NULL ELSE disabled_reason END, \
+                updated_at = ? \
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(patch.url.as_deref())
+        .bind(patch.description.as_deref())
+        .bind(patch.enabled)
+        .bind(patch.enabled == Some(true))
+        .bind(now)
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    /// Deletes an endpoint. Its pending deliveries end as `failed` (nothing is silently
+    /// dropped: they stay listed and the reports stay in the pull API).
+    pub async fn delete_endpoint(&self, org: OrgId, id: EndpointId, now: Millis) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
+            "UPDATE webhook_endpoints SET deleted_at = ?, enabled = 0, updated_at = ? \
+             WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id.0)
+        .bind(org.0)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected()
+            == 1;
+        if deleted {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = ?, next_attempt_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ? \
+                 WHERE endpoint_id = ? AND status = 'pending'",
+            )
+            .bind(DeliveryStatus::Failed.as_str())
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *tx.inner)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    /// Installs `new_secret` as the current secret; the previous current one keeps signing
+    /// until `old_expires_at`. Returns `false` when the endpoint is not the organisation's.
+    pub async fn rotate_endpoint_secret(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+        new_secret: &str,
+        old_expires_at: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let owned: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM webhook_endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        if owned.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE webhook_endpoint_secrets SET expires_at = ? \
+             WHERE endpoint_id = ? AND expires_at IS NULL",
+        )
+        .bind(old_expires_at)
+        .bind(id.0)
+        .execute(&mut *tx.inner)
+        .await?;
+        sqlx::query(
+            "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(id.0)
+        .bind(new_secret)
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
+        sqlx::query("UPDATE webhook_endpoints SET updated_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *tx.inner)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// The secrets that sign an attempt at `now`: the current one first, then rotated-out
+    /// ones that have not expired yet.
+    pub async fn signing_secrets(&self, id: EndpointId, now: Millis) -> Result<Vec<String>> {
+        let secrets = sqlx::query_scalar(
+            "SELECT secret FROM webhook_endpoint_secrets \
+             WHERE endpoint_id = ? AND (expires_at IS NULL OR expires_at > ?) \
+             ORDER BY expires_at IS NOT NULL, id DESC",
+        )
+        .bind(id.0)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(secrets)
+    }
+
+    /// The current secret of one of the organisation's endpoints.
+    pub async fn current_secret(&self, org: OrgId, id: EndpointId) -> Result<Option<String>> {
+        let secret = sqlx::query_scalar(
+            "SELECT s.secret FROM webhook_endpoint_secrets s \
+             JOIN webhook_endpoints e ON e.id = s.endpoint_id \
+             WHERE e.id = ? AND e.org_id = ? AND e.deleted_at IS NULL AND s.expires_at IS NULL \
+             ORDER BY s.id DESC LIMIT 1",
+        )
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(secret)
+    }
+
+    /// Disables an endpoint on Clarion's own initiative, recording why.
+    pub async fn disable_endpoint(&self, id: EndpointId, reason: &str, now: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await
+        .map_err(StoreError::from)?;
+        Ok(())
+    }
+}

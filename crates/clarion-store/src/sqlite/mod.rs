@@ -1,0 +1,102 @@
+//! The SQLite backend (the embedded default).
+
+mod endpoints;
+mod orgs;
+mod outbox;
+
+pub use outbox::Recipients;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Sqlite, Transaction};
+
+use crate::{Result, Store, StoreError};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How to open the store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Connections in the pool. SQLite has one writer at a time; readers run alongside it.
+    pub max_connections: u32,
+    /// How long a writer waits for the write lock before failing.
+    pub busy_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A write transaction. SQLite transactions here begin `IMMEDIATE`, taking the write lock up
+/// front, so two writers queue on the busy timeout instead of failing on a lock upgrade.
+#[derive(Debug)]
+pub struct Tx {
+    pub(crate) inner: Transaction<'static, Sqlite>,
+}
+
+impl Tx {
+    /// Makes the transaction's writes durable.
+    pub async fn commit(self) -> Result<()> {
+        self.inner.commit().await.map_err(StoreError::from)
+    }
+
+    /// Discards the transaction's writes.
+    pub async fn rollback(self) -> Result<()> {
+        self.inner.rollback().await.map_err(StoreError::from)
+    }
+}
+
+impl Store {
+    /// Opens (creating it if missing) the database at `url` and applies pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::connect_with(url, StoreOptions::default()).await
+    }
+
+    /// Like [`Store::connect`], with options.
+    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::UnsupportedUrl);
+        }
+        let connect = SqliteConnectOptions::from_str(url)
+            .map_err(|_| StoreError::UnsupportedUrl)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(options.busy_timeout);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(options.max_connections)
+            .connect_with(connect)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(Self { pool })
+    }
+
+    /// Starts a write transaction.
+    pub async fn begin(&self) -> Result<Tx> {
+        let inner = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Tx { inner })
+    }
+
+    /// Checks that the database answers (for health checks).
+    pub async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Closes the pool, waiting for connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn to_u32(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,431 @@
+//! The webhook outbox: messages, deliveries, leases and attempts.
+
+use std::fmt::Write as _;
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::{Tx, to_u32};
+use crate::{
+    AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
+    DeliveryId, DeliveryStatus, EndpointId, MessageId, Millis, NewMessage, OrgId, QueueStats,
+    Result, Store, StoreError, StoredReport,
+};
+
+/// Which endpoints a new message goes to.
+#[derive(Debug, Clone, Copy)]
+pub enum Recipients {
+    /// Every enabled endpoint of the organisation (a report).
+    AllEnabled,
+    /// One endpoint (a test report).
+    One(EndpointId),
+}
+
+/// How many rows past the limit a claim looks at, so that the per-endpoint cap can skip a
+/// busy endpoint's rows and still fill the batch from others.
+const CLAIM_LOOKAHEAD: u32 = 4;
+
+const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.message_id, m.webhook_id, m.event_type, \
+     m.sequence_id, m.is_test, d.status, d.attempt_count, d.next_attempt_at, d.created_at";
+
+fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
+    let status: String = row.try_get("status")?;
+    Ok(Delivery {
+        id: DeliveryId(row.try_get("id")?),
+        endpoint_id: EndpointId(row.try_get("endpoint_id")?),
+        message_id: MessageId(row.try_get("message_id")?),
+        webhook_id: row.try_get("webhook_id")?,
+        event_type: row.try_get("event_type")?,
+        sequence_id: row.try_get("sequence_id")?,
+        is_test: row.try_get("is_test")?,
+        status: status.parse()?,
+        attempt_count: to_u32(row.try_get("attempt_count")?),
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        created_at: row.try_get("created_at")?,
+        attempts: Vec::new(),
+    })
+}
+
+/// A JSON array of ids, for `json_each` (SQLite has no array parameters).
+fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
+    let mut text = String::from("[");
+    for (i, id) in ids.into_iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let _ = write!(text, "{id}");
+    }
+    text.push(']');
+    text
+}
+
+impl Store {
+    /// The outbox write: stores the message and one pending delivery per recipient endpoint,
+    /// due at `first_attempt_at`, inside the caller's transaction. Returns the message id and
+    /// the number of deliveries created (zero when the organisation has no enabled endpoint;
+    /// the report is still kept for the pull API).
+    pub async fn insert_message(
+        &self,
+        tx: &mut Tx,
+        message: &NewMessage<'_>,
+        recipients: Recipients,
+        first_attempt_at: Millis,
+    ) -> Result<(MessageId, u64)> {
+        let message_id: i64 = sqlx::query_scalar(
+            "INSERT INTO webhook_messages \
+             (org_id, webhook_id, event_type, sequence_id, is_test, body, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(message.org_id.0)
+        .bind(message.webhook_id)
+        .bind(message.event_type)
+        .bind(message.sequence_id)
+        .bind(message.is_test)
+        .bind(message.body)
+        .bind(message.created_at)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        let only_endpoint = match recipients {
+            Recipients::AllEnabled => None,
+            Recipients::One(id) => Some(id.0),
+        };
+        let created = sqlx::query(
+            "INSERT INTO webhook_deliveries \
+             (org_id, message_id, endpoint_id, status, attempt_count, next_attempt_at, created_at, updated_at) \
+             SELECT org_id, ?, id, 'pending', 0, ?, ?, ? FROM webhook_endpoints \
+             WHERE org_id = ? AND deleted_at IS NULL AND (? IS NULL AND enabled = 1 OR id = ?)",
+        )
+        .bind(message_id)
+        .bind(first_attempt_at)
+        .bind(message.created_at)
+        .bind(message.created_at)
+        .bind(message.org_id.0)
+        .bind(only_endpoint)
+        .bind(only_endpoint)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        Ok((MessageId(message_id), created))
+    }
+
+    /// Claims due deliveries under a lease. A delivery is due when it is pending, its time has
+    /// come, its endpoint is enabled and nobody holds an unexpired lease on it.
+    pub async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
+        if request.limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut in_flight = String::from("{");
+        for (i, (endpoint, count)) in request.in_flight.iter().enumerate() {
+            if i > 0 {
+                in_flight.push(',');
+            }
+            let _ = write!(in_flight, "\"{}\":{count}", endpoint.0);
+        }
+        in_flight.push('}');
+
+        let mut tx = self.begin().await?;
+        let claimed: Vec<(i64, i64, i64, bool)> = sqlx::query_as(
+            "UPDATE webhook_deliveries SET lease_owner = ?1, lease_expires_at = ?2 \
+             WHERE id IN ( \
+               SELECT id FROM ( \
+                 SELECT c.id, c.next_attempt_at, \
+                   ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
+                   + COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0) \
+                   AS endpoint_rank \
+                 FROM ( \
+                   SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
+                   JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+                   WHERE d.status = 'pending' AND d.next_attempt_at <= ?4 \
+                     AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
+                     AND e.enabled = 1 AND (d.attempt_count = 0) = ?5 \
+                   ORDER BY d.next_attempt_at, d.id LIMIT ?6 \
+                 ) c \
+               ) WHERE endpoint_rank <= ?7 ORDER BY next_attempt_at, id LIMIT ?8 \
+             ) \
+             RETURNING id, message_id, attempt_count, manual",
+        )
+        .bind(request.owner)
+        .bind(request.lease_until)
+        .bind(&in_flight)
+        .bind(request.now)
+        .bind(request.first_attempts)
+        .bind(i64::from(request.limit.saturating_mul(CLAIM_LOOKAHEAD)))
+        .bind(i64::from(request.per_endpoint_limit))
+        .bind(i64::from(request.limit))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        if claimed.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let details = sqlx::query(
+            "SELECT d.id, d.endpoint_id, e.url, m.webhook_id, m.event_type, m.body \
+             FROM webhook_deliveries d \
+             JOIN webhook_endpoints e ON e.id = d.endpoint_id \
+             JOIN webhook_messages m ON m.id = d.message_id \
+             WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id",
+        )
+        .bind(json_ids(claimed.iter().map(|c| c.0)))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+
+        details
+            .iter()
+            .map(|row| {
+                let id: i64 = row.try_get("id")?;
+                let (_, _, attempt_count, manual) = claimed
+                    .iter()
+                    .find(|c| c.0 == id)
+                    .ok_or(StoreError::Corrupt("claimed delivery vanished"))?;
+                Ok(ClaimedDelivery {
+                    id: DeliveryId(id),
+                    endpoint_id: EndpointId(row.try_get("endpoint_id")?),
+                    url: row.try_get("url")?,
+                    webhook_id: row.try_get("webhook_id")?,
+                    event_type: row.try_get("event_type")?,
+                    body: row.try_get("body")?,
+                    attempt_count: to_u32(*attempt_count),
+                    manual: *manual,
+                })
+            })
+            .collect()
+    }
+
+    /// Records a batch of attempt outcomes in one transaction. Every attempt is recorded; the
+    /// delivery moves on only while the recording node still holds its lease (if the lease
+    /// expired and another node took the delivery over, that node decides what happens next).
+    pub async fn record_outcomes(&self, outcomes: &[AttemptOutcome], now: Millis) -> Result<()> {
+        if outcomes.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for outcome in outcomes {
+            let attempt = &outcome.attempt;
+            sqlx::query(
+                "INSERT INTO webhook_attempts \
+                 (delivery_id, attempt_number, attempted_at, status_code, duration_ms, error, response_body) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(outcome.delivery_id.0)
+            .bind(i64::from(attempt.attempt_number))
+            .bind(attempt.attempted_at)
+            .bind(attempt.status_code.map(i64::from))
+            .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
+            .bind(attempt.error.as_deref())
+            .bind(attempt.response_body.as_deref())
+            .execute(&mut *tx.inner)
+            .await?;
+            let (status, next_attempt_at) = match outcome.next {
+                AfterAttempt::Delivered => (DeliveryStatus::Delivered, None),
+                AfterAttempt::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
+                AfterAttempt::Failed => (DeliveryStatus::Failed, None),
+            };
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = ?, attempt_count = MAX(attempt_count, ?), \
+                 next_attempt_at = ?, manual = 0, lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = ? WHERE id = ? AND lease_owner = ?",
+            )
+            .bind(status.as_str())
+            .bind(i64::from(attempt.attempt_number))
+            .bind(next_attempt_at)
+            .bind(now)
+            .bind(outcome.delivery_id.0)
+            .bind(&outcome.lease_owner)
+            .execute(&mut *tx.inner)
+            .await?;
+            if let Some((endpoint, reason)) = &outcome.disable_endpoint {
+                sqlx::query(
+                    "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? \
+                     WHERE id = ?",
+                )
+                .bind(reason)
+                .bind(now)
+                .bind(endpoint.0)
+                .execute(&mut *tx.inner)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives leases back without an attempt (shutting down with claimed work not started).
+    pub async fn release_leases(&self, owner: &str, ids: &[DeliveryId]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(owner)
+        .bind(json_ids(ids.iter().map(|id| id.0)))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The earliest future time a pending delivery falls due, to sleep exactly until then.
+    pub async fn next_due_after(&self, now: Millis) -> Result<Option<Millis>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at) FROM webhook_deliveries \
+             WHERE status = 'pending' AND next_attempt_at > ?",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
+    }
+
+    /// A page of the organisation's deliveries, newest first, with their attempts.
+    pub async fn list_deliveries(
+        &self,
+        org: OrgId,
+        filter: &DeliveryFilter,
+        before: Option<DeliveryId>,
+        limit: u32,
+    ) -> Result<Vec<Delivery>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d \
+             JOIN webhook_messages m ON m.id = d.message_id \
+             WHERE d.org_id = ? AND d.id < ? \
+               AND (? IS NULL OR m.sequence_id = ?) \
+               AND (? IS NULL OR d.endpoint_id = ?) \
+               AND (? IS NULL OR d.status = ?) \
+             ORDER BY d.id DESC LIMIT ?"
+        ))
+        .bind(org.0)
+        .bind(before.map_or(i64::MAX, |b| b.0))
+        .bind(filter.sequence_id)
+        .bind(filter.sequence_id)
+        .bind(filter.endpoint_id.map(|e| e.0))
+        .bind(filter.endpoint_id.map(|e| e.0))
+        .bind(filter.status.map(DeliveryStatus::as_str))
+        .bind(filter.status.map(DeliveryStatus::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut deliveries = rows
+            .iter()
+            .map(delivery_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        self.attach_attempts(&mut deliveries).await?;
+        Ok(deliveries)
+    }
+
+    /// One of the organisation's deliveries with its attempts.
+    pub async fn get_delivery(&self, org: OrgId, id: DeliveryId) -> Result<Option<Delivery>> {
+        let row = sqlx::query(&format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d \
+             JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ? AND d.org_id = ?"
+        ))
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let mut deliveries = vec![delivery_from_row(&row)?];
+        self.attach_attempts(&mut deliveries).await?;
+        Ok(deliveries.pop())
+    }
+
+    async fn attach_attempts(&self, deliveries: &mut [Delivery]) -> Result<()> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let rows = sqlx::query(
+            "SELECT delivery_id, attempt_number, attempted_at, status_code, duration_ms, error, \
+             response_body FROM webhook_attempts \
+             WHERE delivery_id IN (SELECT value FROM json_each(?)) ORDER BY id",
+        )
+        .bind(json_ids(deliveries.iter().map(|d| d.id.0)))
+        .fetch_all(&self.pool)
+        .await?;
+        for row in rows {
+            let delivery_id = DeliveryId(row.try_get("delivery_id")?);
+            let status_code: Option<i64> = row.try_get("status_code")?;
+            let attempt = Attempt {
+                attempt_number: to_u32(row.try_get("attempt_number")?),
+                attempted_at: row.try_get("attempted_at")?,
+                status_code: status_code.and_then(|s| u16::try_from(s).ok()),
+                duration_ms: u64::try_from(row.try_get::<i64, _>("duration_ms")?).unwrap_or(0),
+                error: row.try_get("error")?,
+                response_body: row.try_get("response_body")?,
+            };
+            if let Some(delivery) = deliveries.iter_mut().find(|d| d.id == delivery_id) {
+                delivery.attempts.push(attempt);
+            }
+        }
+        Ok(())
+    }
+
+    /// Queues one more attempt now. A pending delivery is brought forward and keeps its
+    /// schedule; a delivered or failed one gets a single manual attempt.
+    pub async fn retry_delivery(
+        &self,
+        org: OrgId,
+        id: DeliveryId,
+        now: Millis,
+    ) -> Result<Option<Delivery>> {
+        let updated = sqlx::query(
+            "UPDATE webhook_deliveries SET \
+                manual = CASE WHEN status = 'pending' THEN manual ELSE 1 END, \
+                status = 'pending', next_attempt_at = ?, updated_at = ? \
+             WHERE id = ? AND org_id = ?",
+        )
+        .bind(now)
+        .bind(now)
+        .bind(id.0)
+        .bind(org.0)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        if updated == 0 {
+            return Ok(None);
+        }
+        self.get_delivery(org, id).await
+    }
+
+    /// Ended sequences' reports in the order they were queued, after the cursor.
+    pub async fn list_reports(
+        &self,
+        org: OrgId,
+        event_type: &str,
+        after: Option<MessageId>,
+        limit: u32,
+    ) -> Result<Vec<StoredReport>> {
+        let rows = sqlx::query(
+            "SELECT id, webhook_id, body FROM webhook_messages \
+             WHERE org_id = ? AND is_test = 0 AND event_type = ? AND id > ? ORDER BY id LIMIT ?",
+        )
+        .bind(org.0)
+        .bind(event_type)
+        .bind(after.map_or(0, |a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(StoredReport {
+                    message_id: MessageId(row.try_get("id")?),
+                    webhook_id: row.try_get("webhook_id")?,
+                    body: row.try_get("body")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Pending deliveries and the creation time of the oldest, for metrics.
+    pub async fn queue_stats(&self) -> Result<QueueStats> {
+        let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(
+            "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(QueueStats {
+            pending: u64::try_from(pending).unwrap_or(0),
+            oldest_pending_created_at: oldest,
+        })
+    }
+}

@@ -1,0 +1,97 @@
+//! `clarion serve`: the API and the webhook dispatcher in one process.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clarion_delivery::ssrf::SsrfPolicy;
+use clarion_delivery::{Clock, Dispatcher, DispatcherConfig, RetryPolicy, SystemClock};
+use clarion_server::AppState;
+use clarion_store::Store;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The dispatcher settings from the `[webhooks]` section.
+pub fn dispatcher_config(config: &Config) -> DispatcherConfig {
+    let webhooks = &config.webhooks;
+    DispatcherConfig {
+        retry: RetryPolicy {
+            schedule: webhooks.retry_schedule.iter().map(|d| d.0).collect(),
+            retry_after_max: webhooks.retry_after_max.0,
+        },
+        attempt_timeout: webhooks.attempt_timeout.0,
+        lease_margin: webhooks.lease_margin.0,
+        max_in_flight: webhooks.max_in_flight,
+        max_in_flight_per_endpoint: webhooks.max_in_flight_per_endpoint,
+        poll_interval: webhooks.poll_interval.0,
+        ssrf: ssrf_policy(config),
+    }
+}
+
+/// The SSRF policy from the configuration.
+pub fn ssrf_policy(config: &Config) -> SsrfPolicy {
+    SsrfPolicy {
+        allow_private: config.webhooks.allow_private_targets,
+        allow_http: config.webhooks.allow_http,
+        ..SsrfPolicy::default()
+    }
+}
+
+/// Runs until SIGINT or SIGTERM. Then the listener stops accepting, the dispatcher stops
+/// claiming, in-flight attempts finish and are recorded, and the process exits.
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config(&config))
+        .context("starting the webhook dispatcher")?;
+    let state = AppState {
+        store: store.clone(),
+        outbox: dispatcher.outbox(),
+        clock,
+        ssrf: ssrf_policy(&config),
+        metrics: clarion_server::metrics_handle(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let address = listener.local_addr()?;
+    tracing::info!(%address, "clarion serving");
+    println!("listening on http://{address}");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let server = axum::serve(listener, clarion_server::router(state))
+        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let dispatch = dispatcher.run(shutdown.clone().cancelled_owned());
+    let (served, ()) = tokio::join!(server, dispatch);
+    served.context("serving HTTP")?;
+    store.close().await;
+    tracing::info!("clarion stopped");
+    Ok(())
+}
+
+async fn signal_shutdown(shutdown: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -1,0 +1,225 @@
+//! Configuration: the embedded, commented defaults (`config.default.toml`), then an optional
+//! file, then `CLARION_*` environment variables (`__` for nesting), then flags; then checks.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::Deserialize;
+
+/// The defaults, every key commented.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../config.default.toml");
+
+/// Environment variables that share the `CLARION_` prefix but are not configuration.
+const NOT_CONFIG: &[&str] = &["webhook_secret", "interop_python", "bless", "log"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub database_url: String,
+    pub webhooks: WebhooksConfig,
+    pub channels: ChannelsConfig,
+    pub simulator: SimulatorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksConfig {
+    pub retry_schedule: Vec<HumanDuration>,
+    pub attempt_timeout: HumanDuration,
+    pub allow_private_targets: bool,
+    pub allow_http: bool,
+    pub retry_after_max: HumanDuration,
+    pub max_in_flight: usize,
+    pub max_in_flight_per_endpoint: u32,
+    pub poll_interval: HumanDuration,
+    pub lease_margin: HumanDuration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallChannel {
+    Simulator,
+    Vapi,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmsChannel {
+    Simulator,
+    Twilio,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelsConfig {
+    pub call: CallChannel,
+    pub sms: SmsChannel,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SimulatorConfig {
+    pub time_scale: f64,
+}
+
+/// A duration written the humantime way (`"5s"`, `"2h"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(text.trim())
+            .map(HumanDuration)
+            .map_err(|e| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration like \"5s\" or \"2h\": {e}"
+                ))
+            })
+    }
+}
+
+/// Command-line overrides, applied last.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhooks: Option<DevOverrides>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+pub struct DevOverrides {
+    pub allow_private_targets: bool,
+    pub allow_http: bool,
+}
+
+impl Config {
+    /// Loads the layers and checks the result.
+    pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
+        let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG));
+        if let Some(file) = file {
+            if !file.exists() {
+                bail!("the configuration file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        figment =
+            figment
+                .merge(Env::prefixed("CLARION_").split("__").filter(|key| {
+                    !NOT_CONFIG.contains(&key.as_str().to_ascii_lowercase().as_str())
+                }))
+                .merge(Serialized::defaults(overrides));
+        let config: Config = figment.extract().context("invalid configuration")?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        let webhooks = &self.webhooks;
+        if webhooks.retry_schedule.is_empty() {
+            bail!("webhooks.retry_schedule needs at least one entry");
+        }
+        if webhooks.attempt_timeout.0.is_zero() {
+            bail!("webhooks.attempt_timeout must be more than zero");
+        }
+        if webhooks.max_in_flight == 0 || webhooks.max_in_flight_per_endpoint == 0 {
+            bail!("webhooks.max_in_flight and max_in_flight_per_endpoint must be at least 1");
+        }
+        if webhooks.poll_interval.0.is_zero() {
+            bail!("webhooks.poll_interval must be more than zero");
+        }
+        if !(self.simulator.time_scale.is_finite() && self.simulator.time_scale > 0.0) {
+            bail!("simulator.time_scale must be a positive number");
+        }
+        if self.channels.call != CallChannel::Simulator
+            || self.channels.sms != SmsChannel::Simulator
+        {
+            bail!("only the simulator channels are available in this build");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment::Jail's closures return figment's error type
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_embedded_defaults_load_and_match_the_documented_contract() {
+        let config = figment::Figment::from(Toml::string(DEFAULT_CONFIG))
+            .extract::<Config>()
+            .unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.database_url, "sqlite://clarion.db");
+        let schedule: Vec<u64> = config
+            .webhooks
+            .retry_schedule
+            .iter()
+            .map(|d| d.0.as_secs())
+            .collect();
+        assert_eq!(schedule, [0, 5, 300, 1800, 7200, 18000, 36000, 36000]);
+        assert_eq!(config.webhooks.attempt_timeout.0, Duration::from_secs(15));
+        assert!(!config.webhooks.allow_private_targets);
+        assert_eq!(config.channels.call, CallChannel::Simulator);
+        assert!((config.simulator.time_scale - 1.0).abs() < f64::EPSILON);
+    }
+
+    #[test]
+    fn file_then_environment_then_flags_override_the_defaults() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file(
+                "clarion.toml",
+                "listen = \"127.0.0.1:9000\"\n[webhooks]\nattempt_timeout = \"3s\"\n",
+            )?;
+            jail.set_env("CLARION_WEBHOOKS__ATTEMPT_TIMEOUT", "4s");
+            jail.set_env("CLARION_WEBHOOKS__RETRY_SCHEDULE", "[\"0s\", \"1s\"]");
+            jail.set_env("CLARION_WEBHOOK_SECRET", "not configuration");
+            let overrides = Overrides {
+                database_url: Some("sqlite://other.db".into()),
+                webhooks: Some(DevOverrides {
+                    allow_private_targets: true,
+                    allow_http: true,
+                }),
+                ..Overrides::default()
+            };
+            let config = Config::load(Some(Path::new("clarion.toml")), overrides).unwrap();
+            assert_eq!(config.listen.port(), 9000);
+            assert_eq!(config.webhooks.attempt_timeout.0, Duration::from_secs(4));
+            assert_eq!(config.webhooks.retry_schedule.len(), 2);
+            assert_eq!(config.database_url, "sqlite://other.db");
+            assert!(config.webhooks.allow_private_targets);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_key_named() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CLARION_WEBHOOKS__ATTEMPT_TIMEOUT", "soon");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.to_lowercase().contains("attempt_timeout"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("typo.toml", "[webhooks]\nretry_schedul = []\n")?;
+            let error = format!(
+                "{:#}",
+                Config::load(Some(Path::new("typo.toml")), Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("retry_schedul"), "{error}");
+            Ok(())
+        });
+    }
+}

@@ -1,0 +1,342 @@
+//! Test support: an in-process Clarion (store on a temp SQLite file, API on port 0, a
+//! dispatcher driven synchronously on a manual clock) and a receiver whose answers a test
+//! can change mid-test.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clarion::config::{Config, Overrides};
+use clarion_delivery::ssrf::SsrfPolicy;
+use clarion_delivery::{Clock, Dispatcher, DispatcherConfig, ManualClock};
+use clarion_server::AppState;
+use clarion_store::{OrgId, Store};
+use serde_json::Value;
+use tokio::sync::Notify;
+
+/// How long a test waits for something that should happen, before failing.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub store: Store,
+    pub dispatcher: Dispatcher,
+    pub clock: ManualClock,
+    pub config: DispatcherConfig,
+    _dir: tempfile::TempDir,
+}
+
+/// The embedded default configuration's dispatcher settings, as `clarion serve` builds them.
+pub fn default_dispatcher_config() -> DispatcherConfig {
+    let config = Config::load(None, Overrides::default()).unwrap();
+    clarion::cli::dispatcher_config(&config)
+}
+
+pub struct AppOptions {
+    pub dispatcher: DispatcherConfig,
+    /// The policy the API checks endpoint URLs against.
+    pub api_ssrf: SsrfPolicy,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        let mut dispatcher = default_dispatcher_config();
+        dispatcher.ssrf = dev_policy();
+        dispatcher.attempt_timeout = Duration::from_secs(5);
+        Self {
+            dispatcher,
+            api_ssrf: dev_policy(),
+        }
+    }
+}
+
+pub fn dev_policy() -> SsrfPolicy {
+    SsrfPolicy {
+        allow_private: true,
+        allow_http: true,
+        ..SsrfPolicy::default()
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("clarion.db").display());
+    let store = Store::connect(&url).await.unwrap();
+    let clock = ManualClock::starting_now();
+    let shared_clock: Arc<dyn Clock> = Arc::new(clock.clone());
+    let dispatcher = Dispatcher::new(
+        store.clone(),
+        shared_clock.clone(),
+        options.dispatcher.clone(),
+    )
+    .unwrap();
+    let state = AppState {
+        store: store.clone(),
+        outbox: dispatcher.outbox(),
+        clock: shared_clock,
+        ssrf: options.api_ssrf,
+        metrics: clarion_server::metrics_handle(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        axum::serve(listener, clarion_server::router(state))
+            .await
+            .unwrap();
+    });
+    TestApp {
+        base,
+        http: reqwest::Client::new(),
+        store,
+        dispatcher,
+        clock,
+        config: options.dispatcher,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    /// Creates an organisation and returns its id and API key.
+    pub async fn org(&self, name: &str) -> (OrgId, String) {
+        self.store
+            .create_org(name, self.clock.now_millis())
+            .await
+            .unwrap()
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        key: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        (status, value)
+    }
+
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        self.request(reqwest::Method::GET, key, path, None).await
+    }
+
+    pub async fn post(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::POST, key, path, Some(body))
+            .await
+    }
+
+    /// Creates an endpoint through the API; returns (id, secret).
+    pub async fn endpoint(&self, key: &str, url: &str) -> (i64, String) {
+        let (status, body) = self
+            .post(
+                key,
+                "/v1/webhook-endpoints",
+                serde_json::json!({ "url": url }),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        (
+            body["id"].as_i64().unwrap(),
+            body["secret"].as_str().unwrap().to_owned(),
+        )
+    }
+
+    /// Queues a report through the outbox, as the engine does when a sequence ends.
+    pub async fn enqueue(&self, org: OrgId, report: &clarion_webhooks::SequenceReport) {
+        let outbox = self.dispatcher.outbox();
+        let mut tx = self.store.begin().await.unwrap();
+        outbox
+            .enqueue_report(&mut tx, org, report, self.clock.now_millis())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        outbox.wake();
+    }
+
+    /// The organisation's deliveries (newest first).
+    pub async fn deliveries(&self, key: &str) -> Vec<Value> {
+        let (status, body) = self.get(key, "/v1/webhook-deliveries?limit=200").await;
+        assert_eq!(status, 200);
+        body["data"].as_array().unwrap().clone()
+    }
+}
+
+/// What the test receiver answers.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    Status(u16),
+    StatusWithHeader(u16, &'static str, String),
+    /// Wait this long, then answer 204.
+    Delay(Duration),
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    answer: Mutex<Option<Answer>>,
+    received: Mutex<Vec<Received>>,
+    in_flight: Mutex<(usize, usize)>,
+    arrived: Notify,
+}
+
+/// A webhook receiver on 127.0.0.1:0 that records every request and answers as told.
+#[derive(Clone)]
+pub struct TestReceiver {
+    pub url: String,
+    pub addr: SocketAddr,
+    state: Arc<ReceiverState>,
+}
+
+impl TestReceiver {
+    pub async fn start(answer: Answer) -> Self {
+        let state = Arc::new(ReceiverState::default());
+        *state.answer.lock().unwrap() = Some(answer);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = Router::new().fallback(receive).with_state(state.clone());
+        tokio::spawn(async move {
+            axum::serve(listener, router).await.unwrap();
+        });
+        Self {
+            url: format!("http://{addr}/hooks"),
+            addr,
+            state,
+        }
+    }
+
+    pub fn answer(&self, answer: Answer) {
+        *self.state.answer.lock().unwrap() = Some(answer);
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.received.lock().unwrap().clone()
+    }
+
+    /// The most requests it held at once.
+    pub fn max_concurrent(&self) -> usize {
+        self.state.in_flight.lock().unwrap().1
+    }
+
+    /// Waits until at least `n` requests arrived.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let notified = self.state.arrived.notified();
+            let received = self.received();
+            if received.len() >= n {
+                return received;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "only {} of {n} requests arrived before the deadline",
+                    self.received().len()
+                );
+            }
+        }
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    {
+        let mut in_flight = state.in_flight.lock().unwrap();
+        in_flight.0 += 1;
+        in_flight.1 = in_flight.1.max(in_flight.0);
+    }
+    // Decrements when the request ends, even when the sender gives up and the future drops.
+    let _guard = InFlightGuard(state.clone());
+    state
+        .received
+        .lock()
+        .unwrap()
+        .push(Received { headers, body });
+    state.arrived.notify_waiters();
+    let answer = state
+        .answer
+        .lock()
+        .unwrap()
+        .clone()
+        .unwrap_or(Answer::Status(204));
+    match answer {
+        Answer::Status(code) => StatusCode::from_u16(code).unwrap().into_response(),
+        Answer::StatusWithHeader(code, name, value) => {
+            let mut response = StatusCode::from_u16(code).unwrap().into_response();
+            response
+                .headers_mut()
+                .insert(name, HeaderValue::from_str(&value).unwrap());
+            response
+        }
+        Answer::Delay(delay) => {
+            tokio::time::sleep(delay).await;
+            StatusCode::NO_CONTENT.into_response()
+        }
+    }
+}
+
+struct InFlightGuard(Arc<ReceiverState>);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        if let Ok(mut in_flight) = self.0.in_flight.lock() {
+            in_flight.0 -= 1;
+        }
+    }
+}
+
+/// Waits for `condition` to hold, polling, within the deadline.
+pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
