@@ -314,7 +314,7 @@ impl Dispatcher {
         let attempt_number = delivery.attempt_count + 1;
         let attempted_at = inner.clock.now_millis();
         let started = Instant::now();
-        let result = match self.signature(&delivery, attempted_at).await {
+        let result = match Self::signature(&delivery, attempted_at) {
             Ok((timestamp, signature)) => {
                 let headers = SignedHeaders {
                     webhook_id: &delivery.webhook_id,
@@ -418,19 +418,13 @@ impl Dispatcher {
         }
     }
 
-    /// A fresh timestamp and the signatures of every secret active now.
-    async fn signature(
-        &self,
-        delivery: &ClaimedDelivery,
-        now: Millis,
-    ) -> Result<(i64, String), &'static str> {
-        let secrets = self
-            .inner
-            .store
-            .signing_secrets(delivery.endpoint_id, now)
-            .await
-            .map_err(|_| "internal-error")?;
-        let secrets: Vec<Secret> = secrets.iter().filter_map(|s| s.parse().ok()).collect();
+    /// A fresh timestamp and the signatures of every secret active at claim time.
+    fn signature(delivery: &ClaimedDelivery, now: Millis) -> Result<(i64, String), &'static str> {
+        let secrets: Vec<Secret> = delivery
+            .signing_secrets
+            .iter()
+            .filter_map(|s| s.parse().ok())
+            .collect();
         if secrets.is_empty() {
             return Err("no-signing-secret");
         }

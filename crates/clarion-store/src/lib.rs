@@ -28,6 +28,8 @@ pub type Millis = i64;
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: sqlx::SqlitePool,
+    /// Serialises this process's write transactions (see [`Tx`]).
+    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Errors at the store's boundary.
@@ -159,7 +161,9 @@ pub struct DeliveryFilter {
 }
 
 /// A delivery claimed by a dispatcher, with everything needed to attempt it.
-#[derive(Debug, Clone)]
+///
+/// `Debug` leaves out the URL, the body and the secrets.
+#[derive(Clone)]
 pub struct ClaimedDelivery {
     pub id: DeliveryId,
     pub endpoint_id: EndpointId,
@@ -167,10 +171,25 @@ pub struct ClaimedDelivery {
     pub webhook_id: String,
     pub event_type: String,
     pub body: Vec<u8>,
+    /// The endpoint's secrets that sign at claim time: the current one first, then rotated-out
+    /// ones still within their overlap.
+    pub signing_secrets: Vec<String>,
     /// Attempts made before this one.
     pub attempt_count: u32,
     /// A hand-requested extra attempt: on failure the delivery goes back to `failed`.
     pub manual: bool,
+}
+
+impl std::fmt::Debug for ClaimedDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimedDelivery")
+            .field("id", &self.id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("webhook_id", &self.webhook_id)
+            .field("attempt_count", &self.attempt_count)
+            .field("manual", &self.manual)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a claim asks for.

@@ -98,6 +98,7 @@ impl Store {
         patch: &EndpointPatch,
         now: Millis,
     ) -> Result<Option<Endpoint>> {
+        let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
             "UPDATE webhook_endpoints SET \
                 url = COALESCE(?, url), \
@@ -114,8 +115,9 @@ impl Store {
         .bind(now)
         .bind(id.0)
         .bind(org.0)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx.inner)
         .await?;
+        tx.commit().await?;
         row.as_ref().map(endpoint_from_row).transpose()
     }
 
@@ -229,15 +231,16 @@ impl Store {
 
     /// Disables an endpoint on Clarion's own initiative, recording why.
     pub async fn disable_endpoint(&self, id: EndpointId, reason: &str, now: Millis) -> Result<()> {
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?",
         )
         .bind(reason)
         .bind(now)
         .bind(id.0)
-        .execute(&self.pool)
+        .execute(&mut *tx.inner)
         .await
         .map_err(StoreError::from)?;
-        Ok(())
+        tx.commit().await
     }
 }

@@ -46,6 +46,14 @@ fn delivery_from_row(row: &SqliteRow) -> Result<Delivery> {
     })
 }
 
+fn hex(bytes: &[u8]) -> String {
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(text, "{byte:02x}");
+    }
+    text
+}
+
 /// A JSON array of ids, for `json_each` (SQLite has no array parameters).
 fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
     let mut text = String::from("[");
@@ -159,12 +167,17 @@ impl Store {
             return Ok(Vec::new());
         }
         let details = sqlx::query(
-            "SELECT d.id, d.endpoint_id, e.url, m.webhook_id, m.event_type, m.body \
+            "SELECT d.id, d.endpoint_id, e.url, m.webhook_id, m.event_type, m.body, \
+               (SELECT json_group_array(secret) FROM ( \
+                  SELECT s.secret FROM webhook_endpoint_secrets s \
+                  WHERE s.endpoint_id = d.endpoint_id AND (s.expires_at IS NULL OR s.expires_at > ?) \
+                  ORDER BY s.expires_at IS NOT NULL, s.id DESC)) AS secrets \
              FROM webhook_deliveries d \
              JOIN webhook_endpoints e ON e.id = d.endpoint_id \
              JOIN webhook_messages m ON m.id = d.message_id \
              WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id",
         )
+        .bind(request.now)
         .bind(json_ids(claimed.iter().map(|c| c.0)))
         .fetch_all(&mut *tx.inner)
         .await?;
@@ -185,6 +198,8 @@ impl Store {
                     webhook_id: row.try_get("webhook_id")?,
                     event_type: row.try_get("event_type")?,
                     body: row.try_get("body")?,
+                    signing_secrets: serde_json::from_str(&row.try_get::<String, _>("secrets")?)
+                        .map_err(|_| StoreError::Corrupt("endpoint secrets"))?,
                     attempt_count: to_u32(*attempt_count),
                     manual: *manual,
                 })
@@ -199,41 +214,60 @@ impl Store {
         if outcomes.is_empty() {
             return Ok(());
         }
-        let mut tx = self.begin().await?;
-        for outcome in outcomes {
+        // Two statements for the whole batch: SQLite statements are cheap, but each one is a
+        // round trip to the connection's thread.
+        let mut batch = String::with_capacity(outcomes.len() * 160);
+        batch.push('[');
+        for (i, outcome) in outcomes.iter().enumerate() {
             let attempt = &outcome.attempt;
-            sqlx::query(
-                "INSERT INTO webhook_attempts \
-                 (delivery_id, attempt_number, attempted_at, status_code, duration_ms, error, response_body) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(outcome.delivery_id.0)
-            .bind(i64::from(attempt.attempt_number))
-            .bind(attempt.attempted_at)
-            .bind(attempt.status_code.map(i64::from))
-            .bind(i64::try_from(attempt.duration_ms).unwrap_or(i64::MAX))
-            .bind(attempt.error.as_deref())
-            .bind(attempt.response_body.as_deref())
-            .execute(&mut *tx.inner)
-            .await?;
             let (status, next_attempt_at) = match outcome.next {
                 AfterAttempt::Delivered => (DeliveryStatus::Delivered, None),
                 AfterAttempt::RetryAt(at) => (DeliveryStatus::Pending, Some(at)),
                 AfterAttempt::Failed => (DeliveryStatus::Failed, None),
             };
-            sqlx::query(
-                "UPDATE webhook_deliveries SET status = ?, attempt_count = MAX(attempt_count, ?), \
-                 next_attempt_at = ?, manual = 0, lease_owner = NULL, lease_expires_at = NULL, \
-                 updated_at = ? WHERE id = ? AND lease_owner = ?",
-            )
-            .bind(status.as_str())
-            .bind(i64::from(attempt.attempt_number))
-            .bind(next_attempt_at)
-            .bind(now)
-            .bind(outcome.delivery_id.0)
-            .bind(&outcome.lease_owner)
-            .execute(&mut *tx.inner)
-            .await?;
+            let row = serde_json::json!({
+                "d": outcome.delivery_id.0,
+                "o": outcome.lease_owner,
+                "n": attempt.attempt_number,
+                "at": attempt.attempted_at,
+                "s": attempt.status_code,
+                "ms": attempt.duration_ms,
+                "e": attempt.error,
+                "b": attempt.response_body.as_deref().map(hex),
+                "st": status.as_str(),
+                "next": next_attempt_at,
+            });
+            if i > 0 {
+                batch.push(',');
+            }
+            batch.push_str(&row.to_string());
+        }
+        batch.push(']');
+
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO webhook_attempts \
+             (delivery_id, attempt_number, attempted_at, status_code, duration_ms, error, response_body) \
+             SELECT j.value->>'d', j.value->>'n', j.value->>'at', j.value->>'s', j.value->>'ms', \
+                    j.value->>'e', unhex(j.value->>'b') \
+             FROM json_each(?) j",
+        )
+        .bind(&batch)
+        .execute(&mut *tx.inner)
+        .await?;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = u.st, attempt_count = MAX(attempt_count, u.n), \
+             next_attempt_at = u.next, manual = 0, lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = ? \
+             FROM (SELECT j.value->>'d' AS d, j.value->>'o' AS o, j.value->>'n' AS n, \
+                          j.value->>'st' AS st, j.value->>'next' AS next FROM json_each(?) j) AS u \
+             WHERE webhook_deliveries.id = u.d AND webhook_deliveries.lease_owner = u.o",
+        )
+        .bind(now)
+        .bind(&batch)
+        .execute(&mut *tx.inner)
+        .await?;
+        for outcome in outcomes {
             if let Some((endpoint, reason)) = &outcome.disable_endpoint {
                 sqlx::query(
                     "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? \
@@ -255,15 +289,16 @@ impl Store {
         if ids.is_empty() {
             return Ok(());
         }
+        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires_at = NULL \
              WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
         )
         .bind(owner)
         .bind(json_ids(ids.iter().map(|id| id.0)))
-        .execute(&self.pool)
+        .execute(&mut *tx.inner)
         .await?;
-        Ok(())
+        tx.commit().await
     }
 
     /// The earliest future time a pending delivery falls due, to sleep exactly until then.
@@ -368,6 +403,7 @@ impl Store {
         id: DeliveryId,
         now: Millis,
     ) -> Result<Option<Delivery>> {
+        let mut tx = self.begin().await?;
         let updated = sqlx::query(
             "UPDATE webhook_deliveries SET \
                 manual = CASE WHEN status = 'pending' THEN manual ELSE 1 END, \
@@ -378,9 +414,10 @@ impl Store {
         .bind(now)
         .bind(id.0)
         .bind(org.0)
-        .execute(&self.pool)
+        .execute(&mut *tx.inner)
         .await?
         .rows_affected();
+        tx.commit().await?;
         if updated == 0 {
             return Ok(None);
         }

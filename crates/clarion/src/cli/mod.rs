@@ -1,5 +1,6 @@
 //! Command-line parsing and dispatch.
 
+mod bench;
 mod serve;
 mod webhook;
 
@@ -44,6 +45,15 @@ enum Command {
     /// Tools for receivers of the End of Sequence Report webhook.
     #[command(subcommand)]
     Webhook(webhook::WebhookCommand),
+    /// Benchmarks on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Webhook delivery throughput and enqueue-to-receipt latency on loopback.
+    Delivery(bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -130,6 +140,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook(command) => webhook::run(command),
+        Command::Bench(BenchCommand::Delivery(args)) => {
+            runtime()?.block_on(bench::delivery(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -1,0 +1,261 @@
+//! `clarion bench delivery`: webhook delivery throughput and latency on this machine.
+//!
+//! Everything runs in one process on loopback: a store on a temporary SQLite file (the same
+//! durability settings as `serve`), the dispatcher on the system clock, and a receiver that
+//! answers 204 and notes when each message arrived. Two phases:
+//!
+//! 1. throughput: N reports are queued up front, then the dispatcher is started; deliveries/s
+//!    is N over the time until every delivery is recorded as delivered;
+//! 2. latency: reports are queued one transaction each at a steady offered rate while the
+//!    dispatcher runs; latency is from the commit of the enqueue to the receiver's arrival.
+//!
+//! It prints the figures and the peak resident set size of the process.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{HeaderMap, StatusCode};
+use clarion_delivery::ssrf::SsrfPolicy;
+use clarion_delivery::{Clock, Dispatcher, SystemClock};
+use clarion_store::Store;
+use clarion_webhooks::SequenceReport;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Overrides};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Reports for the throughput phase.
+    #[arg(long, default_value_t = 20_000)]
+    pub reports: usize,
+    /// Offered load for the latency phase, reports per second.
+    #[arg(long, default_value_t = 500)]
+    pub rate: u32,
+    /// Webhook endpoints of the organisation; every report is delivered to each.
+    #[arg(long, default_value_t = 8)]
+    pub endpoints: usize,
+    /// Length of the latency phase.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+}
+
+type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+
+pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
+    let config = Config::load(None, Overrides::default())?;
+    let mut dispatcher_config = super::dispatcher_config(&config);
+    dispatcher_config.ssrf = SsrfPolicy {
+        allow_private: true,
+        allow_http: true,
+        ..SsrfPolicy::default()
+    };
+
+    let dir = tempfile::tempdir().context("creating a temporary directory")?;
+    let database = format!("sqlite://{}", dir.path().join("bench.db").display());
+    let store = Store::connect(&database).await?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (org, _key) = store.create_org("Benchmark", clock.now_millis()).await?;
+
+    let arrivals: Arrivals = Arc::default();
+    let receiver_url = start_receiver(arrivals.clone()).await?;
+    let secret = clarion_webhooks::Secret::from_bytes(&[7; 32])?.to_whsec();
+    let endpoints = args.endpoints.max(1);
+    for i in 0..endpoints {
+        let url = format!("{receiver_url}/{i}");
+        store
+            .create_endpoint(org, &url, "benchmark receiver", &secret, clock.now_millis())
+            .await?;
+    }
+
+    let report = realistic_report();
+    let body_len = serde_json::to_vec(&report)?.len();
+    println!("clarion bench delivery");
+    println!(
+        "  machine: {} cores, report body {} bytes, SQLite WAL synchronous=FULL",
+        cores(),
+        body_len
+    );
+    println!(
+        "  webhooks: max_in_flight={}, per endpoint={}",
+        dispatcher_config.max_in_flight, dispatcher_config.max_in_flight_per_endpoint
+    );
+
+    let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config)?;
+    let outbox = dispatcher.outbox();
+
+    // Phase 1: throughput.
+    let started = Instant::now();
+    for chunk in (0..args.reports).collect::<Vec<_>>().chunks(500) {
+        let mut tx = store.begin().await?;
+        for i in chunk {
+            let mut report = report.clone();
+            report.id = *i as i64 + 1;
+            outbox
+                .enqueue_report(&mut tx, org, &report, clock.now_millis())
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    let enqueue_secs = started.elapsed().as_secs_f64();
+    println!(
+        "  throughput: queued {} reports in {:.2} s ({:.0}/s, 500 per transaction)",
+        args.reports,
+        enqueue_secs,
+        args.reports as f64 / enqueue_secs
+    );
+    let stop = CancellationToken::new();
+    let running = tokio::spawn({
+        let dispatcher = dispatcher.clone();
+        let stop = stop.clone();
+        async move { dispatcher.run(stop.cancelled_owned()).await }
+    });
+    let started = Instant::now();
+    wait_until_drained(&store).await?;
+    let drain = started.elapsed().as_secs_f64();
+    let deliveries = args.reports * endpoints;
+    println!(
+        "  throughput: {deliveries} deliveries ({} reports x {endpoints} endpoints) recorded delivered in {:.2} s = {:.0} deliveries/s",
+        args.reports,
+        drain,
+        deliveries as f64 / drain
+    );
+    println!("  peak RSS after throughput phase: {} MiB", peak_rss_mib());
+
+    // Phase 2: latency at a steady offered load, one transaction per report, for an
+    // organisation with one endpoint (so the offered load is `rate` deliveries/s).
+    let (latency_org, _) = store.create_org("Latency", clock.now_millis()).await?;
+    store
+        .create_endpoint(
+            latency_org,
+            &format!("{receiver_url}/latency"),
+            "latency receiver",
+            &secret,
+            clock.now_millis(),
+        )
+        .await?;
+    arrivals
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clear();
+    let total = (f64::from(args.rate) * args.duration.as_secs_f64()) as usize;
+    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
+    let mut enqueued: Vec<(String, Instant)> = Vec::with_capacity(total);
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let phase_start = Instant::now();
+    for i in 0..total {
+        ticker.tick().await;
+        let mut report = report.clone();
+        report.id = (args.reports + i) as i64 + 1;
+        let mut tx = store.begin().await?;
+        let queued = outbox
+            .enqueue_report(&mut tx, org, &report, clock.now_millis())
+            .await?;
+        tx.commit().await?;
+        let committed = Instant::now();
+        outbox.wake();
+        enqueued.push((queued.webhook_id, committed));
+    }
+    let offered_secs = phase_start.elapsed().as_secs_f64();
+    wait_until_drained(&store).await?;
+    let arrivals = arrivals
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .clone();
+    let mut latencies: Vec<f64> = enqueued
+        .iter()
+        .filter_map(|(id, at)| {
+            arrivals
+                .get(id)
+                .map(|arrived| arrived.duration_since(*at).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    println!(
+        "  latency: {} reports at {}/s offered to one endpoint ({:.0}/s achieved), enqueue commit -> received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        args.rate,
+        total as f64 / offered_secs,
+        pct(0.5),
+        pct(0.99),
+        latencies.last().copied().unwrap_or(f64::NAN)
+    );
+    println!("  peak RSS: {} MiB", peak_rss_mib());
+    stop.cancel();
+    let _ = running.await;
+    Ok(())
+}
+
+async fn wait_until_drained(store: &Store) -> anyhow::Result<()> {
+    loop {
+        if store.queue_stats().await?.pending == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn start_receiver(arrivals: Arrivals) -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hooks", listener.local_addr()?);
+    let router = Router::new().fallback(move |headers: HeaderMap| {
+        let arrivals = arrivals.clone();
+        async move {
+            let now = Instant::now();
+            if let Some(id) = headers.get("webhook-id").and_then(|v| v.to_str().ok())
+                && let Ok(mut arrivals) = arrivals.lock()
+            {
+                arrivals.entry(id.to_owned()).or_insert(now);
+            }
+            StatusCode::NO_CONTENT
+        }
+    });
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    Ok(url)
+}
+
+/// A three-step report of about 5 KB, like a real one.
+fn realistic_report() -> SequenceReport {
+    let mut report = clarion_webhooks::examples::call_sms_call();
+    for step in &mut report.outreach {
+        if let Some(call) = &mut step.call {
+            let line = "AI: I'm calling to confirm your appointment on Thursday at 10:30 with Dr. Patel at the Riverside clinic.\nUser: Let me check my calendar, I think that should work for me.\n";
+            call.transcript = Some(line.repeat(8));
+        }
+    }
+    report
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(usize::from)
+        .unwrap_or(1)
+}
+
+/// Peak resident set size (VmHWM) of this process.
+fn peak_rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|kb| kb.parse::<u64>().ok())
+                })
+        })
+        .map_or(0, |kb| kb / 1024)
+}
