@@ -116,6 +116,8 @@ struct Finished {
 
 /// Records attempt outcomes; how many at most per transaction.
 const WRITE_BATCH: usize = 512;
+/// How many times the writer tries to record one batch before letting it go.
+const WRITE_TRIES: u32 = 10;
 
 impl Dispatcher {
     pub fn new(
@@ -440,14 +442,23 @@ impl Dispatcher {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         while finished.recv_many(&mut batch, WRITE_BATCH).await > 0 {
             let mut pending = std::mem::take(&mut batch);
-            // A failed write is retried until it succeeds: the leases keep other nodes off
-            // these deliveries meanwhile, and if this node dies the leases expire and the
-            // deliveries are attempted again (at least once).
+            // A failed write is retried a few times: the leases keep other nodes off these
+            // deliveries meanwhile. If it keeps failing, the batch is let go and its slots
+            // freed so the loop goes on; the leases then expire and the deliveries are
+            // attempted again (at least once), so nothing is lost.
+            let mut tries = 0;
             loop {
                 match self.record(pending).await {
                     Ok(()) => break,
                     Err((error, unwritten)) => {
-                        tracing::error!(error = %error, "recording webhook attempts failed; retrying");
+                        tries += 1;
+                        if tries >= WRITE_TRIES {
+                            tracing::error!(error = %error, attempts = unwritten.len(),
+                                "recording webhook attempts keeps failing; their deliveries will be retried when the leases expire");
+                            self.release_slots(&unwritten);
+                            break;
+                        }
+                        tracing::warn!(error = %error, "recording webhook attempts failed; retrying");
                         pending = unwritten;
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
@@ -467,10 +478,14 @@ impl Dispatcher {
         {
             return Err((error, batch));
         }
+        self.release_slots(&batch);
+        Ok(())
+    }
+
+    fn release_slots(&self, batch: &[Finished]) {
         let mut in_flight = self.lock_in_flight();
-        for finished in &batch {
+        for finished in batch {
             in_flight.remove(finished.endpoint, finished.was_retry);
         }
-        Ok(())
     }
 }

@@ -78,9 +78,8 @@ impl Store {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(options.busy_timeout)
-            // A 64 MiB page cache and memory-mapped reads keep hot pages out of read(2).
-            .pragma("cache_size", "-65536")
-            .pragma("mmap_size", "268435456");
+            // A 16 MiB page cache per connection keeps the hot part of the queue in memory.
+            .pragma("cache_size", "-16384");
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .connect_with(connect)

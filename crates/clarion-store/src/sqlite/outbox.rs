@@ -132,7 +132,14 @@ impl Store {
         in_flight.push('}');
 
         let mut tx = self.begin().await?;
-        let claimed: Vec<(i64, i64, i64, bool)> = sqlx::query_as(
+        // The lane condition is written out (not bound) so SQLite can use the lane's partial
+        // index.
+        let lane = if request.first_attempts {
+            "d.attempt_count = 0"
+        } else {
+            "d.attempt_count > 0"
+        };
+        let claim_sql = format!(
             "UPDATE webhook_deliveries SET lease_owner = ?1, lease_expires_at = ?2 \
              WHERE id IN ( \
                SELECT id FROM ( \
@@ -143,25 +150,25 @@ impl Store {
                  FROM ( \
                    SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
                    JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-                   WHERE d.status = 'pending' AND d.next_attempt_at <= ?4 \
+                   WHERE d.status = 'pending' AND {lane} AND d.next_attempt_at <= ?4 \
                      AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
-                     AND e.enabled = 1 AND (d.attempt_count = 0) = ?5 \
-                   ORDER BY d.next_attempt_at, d.id LIMIT ?6 \
+                     AND e.enabled = 1 \
+                   ORDER BY d.next_attempt_at, d.id LIMIT ?5 \
                  ) c \
-               ) WHERE endpoint_rank <= ?7 ORDER BY next_attempt_at, id LIMIT ?8 \
+               ) WHERE endpoint_rank <= ?6 ORDER BY next_attempt_at, id LIMIT ?7 \
              ) \
-             RETURNING id, message_id, attempt_count, manual",
-        )
-        .bind(request.owner)
-        .bind(request.lease_until)
-        .bind(&in_flight)
-        .bind(request.now)
-        .bind(request.first_attempts)
-        .bind(i64::from(request.limit.saturating_mul(CLAIM_LOOKAHEAD)))
-        .bind(i64::from(request.per_endpoint_limit))
-        .bind(i64::from(request.limit))
-        .fetch_all(&mut *tx.inner)
-        .await?;
+             RETURNING id, message_id, attempt_count, manual"
+        );
+        let claimed: Vec<(i64, i64, i64, bool)> = sqlx::query_as(&claim_sql)
+            .bind(request.owner)
+            .bind(request.lease_until)
+            .bind(&in_flight)
+            .bind(request.now)
+            .bind(i64::from(request.limit.saturating_mul(CLAIM_LOOKAHEAD)))
+            .bind(i64::from(request.per_endpoint_limit))
+            .bind(i64::from(request.limit))
+            .fetch_all(&mut *tx.inner)
+            .await?;
         if claimed.is_empty() {
             tx.commit().await?;
             return Ok(Vec::new());
