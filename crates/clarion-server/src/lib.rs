@@ -27,6 +27,8 @@ pub use routes::endpoints::validate_target;
 pub struct AppState {
     pub store: Store,
     pub outbox: Outbox,
+    /// Enrollment and sequence controls.
+    pub scheduler: clarion_scheduler::Scheduler,
     pub clock: Arc<dyn Clock>,
     /// The policy endpoint URLs are checked against when created or changed.
     pub ssrf: SsrfPolicy,

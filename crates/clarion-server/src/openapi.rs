@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{deliveries, endpoints, reports};
+use crate::routes::{
+    assistants, deliveries, endpoints, reports, sequences, suppressions, templates,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -13,6 +15,11 @@ use crate::routes::{deliveries, endpoints, reports};
         endpoints::secret, endpoints::rotate_secret, endpoints::send_test,
         deliveries::list, deliveries::get, deliveries::retry,
         reports::list,
+        assistants::create, assistants::list, assistants::get,
+        templates::create, templates::list, templates::get, templates::replace,
+        sequences::enroll, sequences::enroll_batch, sequences::get, sequences::list,
+        sequences::cancel, sequences::pause, sequences::resume, sequences::events,
+        suppressions::list, suppressions::create, suppressions::delete,
     ),
     modifiers(&BearerKey),
 )]

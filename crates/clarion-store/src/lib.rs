@@ -19,7 +19,10 @@ mod sqlite;
 use std::str::FromStr;
 
 pub use ids::{DeliveryId, EndpointId, MessageId, OrgId};
-pub use sqlite::{Recipients, StoreOptions, Tx};
+pub use sqlite::{
+    Assistant, EncounterRow, InsertSequenceError, NewSequence, Recipients, SequenceEvent,
+    SequenceRow, SequenceUpdate, StoreOptions, Suppression, TemplateVersion, Tx,
+};
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.
 pub type Millis = i64;

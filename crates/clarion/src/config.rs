@@ -23,7 +23,15 @@ pub struct Config {
     pub database_url: String,
     pub webhooks: WebhooksConfig,
     pub channels: ChannelsConfig,
+    pub compliance: ComplianceConfig,
     pub simulator: SimulatorConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ComplianceConfig {
+    pub max_contacts_per_day: u32,
+    pub max_contacts_per_week: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -65,6 +73,7 @@ pub struct ChannelsConfig {
 #[serde(deny_unknown_fields)]
 pub struct SimulatorConfig {
     pub time_scale: f64,
+    pub from_number: String,
 }
 
 /// A duration written the humantime way (`"5s"`, `"2h"`).

@@ -1,9 +1,13 @@
 //! Routes, one module per resource.
 
+pub mod assistants;
 pub mod deliveries;
 pub mod endpoints;
 pub mod ops;
 pub mod reports;
+pub mod sequences;
+pub mod suppressions;
+pub mod templates;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -15,6 +19,37 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route(
+            "/v1/assistants",
+            post(assistants::create).get(assistants::list),
+        )
+        .route("/v1/assistants/{id}", get(assistants::get))
+        .route(
+            "/v1/sequence-templates",
+            post(templates::create).get(templates::list),
+        )
+        .route(
+            "/v1/sequence-templates/{id}",
+            get(templates::get).put(templates::replace),
+        )
+        .route(
+            "/v1/sequences",
+            post(sequences::enroll).get(sequences::list),
+        )
+        .route("/v1/sequences/batch", post(sequences::enroll_batch))
+        .route("/v1/sequences/{id}", get(sequences::get))
+        .route("/v1/sequences/{id}/cancel", post(sequences::cancel))
+        .route("/v1/sequences/{id}/pause", post(sequences::pause))
+        .route("/v1/sequences/{id}/resume", post(sequences::resume))
+        .route("/v1/sequences/{id}/events", get(sequences::events))
+        .route(
+            "/v1/suppressions",
+            get(suppressions::list).post(suppressions::create),
+        )
+        .route(
+            "/v1/suppressions/{phone_number}",
+            axum::routing::delete(suppressions::delete),
+        )
         .route(
             "/v1/webhook-endpoints",
             post(endpoints::create).get(endpoints::list),

@@ -3,8 +3,13 @@
 mod endpoints;
 mod orgs;
 mod outbox;
+mod sequences;
 
 pub use outbox::Recipients;
+pub use sequences::{
+    Assistant, EncounterRow, InsertSequenceError, NewSequence, SequenceEvent, SequenceRow,
+    SequenceUpdate, Suppression, TemplateVersion,
+};
 
 use std::str::FromStr;
 use std::sync::Arc;

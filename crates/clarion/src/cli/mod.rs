@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch.
 
 mod bench;
+mod demo;
 mod serve;
 mod webhook;
 
@@ -12,7 +13,7 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DevOverrides, Overrides};
 
-pub use serve::{dispatcher_config, ssrf_policy};
+pub use serve::{dispatcher_config, scheduler_config, ssrf_policy};
 
 /// Clarion: patient-outreach sequences that end in a signed End of Sequence Report webhook.
 #[derive(Debug, Parser)]
@@ -39,6 +40,8 @@ enum Command {
         #[arg(long)]
         dev: bool,
     },
+    /// A self-contained tour: server, simulator and a verifying receiver in one process.
+    Demo,
     /// Organisations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -140,6 +143,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Webhook(command) => webhook::run(command),
+        Command::Demo => {
+            runtime()?.block_on(demo::run())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench(BenchCommand::Delivery(args)) => {
             runtime()?.block_on(bench::delivery(args))?;
             Ok(ExitCode::SUCCESS)

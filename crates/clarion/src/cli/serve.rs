@@ -28,6 +28,24 @@ pub fn dispatcher_config(config: &Config) -> DispatcherConfig {
     }
 }
 
+/// The scheduler settings.
+pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
+    let compliance = &config.compliance;
+    let caps = (compliance.max_contacts_per_day > 0 || compliance.max_contacts_per_week > 0)
+        .then_some(clarion_scheduler::ContactCaps {
+            per_day: compliance.max_contacts_per_day,
+            per_week: compliance.max_contacts_per_week,
+        });
+    clarion_scheduler::SchedulerConfig {
+        clinic_number: config.simulator.from_number.clone(),
+        batch_size: 256,
+        poll_interval: config.webhooks.poll_interval.0,
+        contact_caps: caps,
+        reconcile_after: std::time::Duration::from_secs(60),
+        time_scale: config.simulator.time_scale,
+    }
+}
+
 /// The SSRF policy from the configuration.
 pub fn ssrf_policy(config: &Config) -> SsrfPolicy {
     SsrfPolicy {
@@ -46,9 +64,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config(&config))
         .context("starting the webhook dispatcher")?;
+    let engine_clock: Arc<dyn Clock> = Arc::new(clarion_scheduler::ScaledClock::new(
+        config.simulator.time_scale,
+    ));
+    let scheduler = clarion_scheduler::Scheduler::new(
+        store.clone(),
+        engine_clock,
+        clock.clone(),
+        dispatcher.outbox(),
+        scheduler_config(&config),
+    );
     let state = AppState {
         store: store.clone(),
         outbox: dispatcher.outbox(),
+        scheduler: scheduler.clone(),
         clock,
         ssrf: ssrf_policy(&config),
         metrics: clarion_server::metrics_handle(),
@@ -65,7 +94,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let server = axum::serve(listener, clarion_server::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
     let dispatch = dispatcher.run(shutdown.clone().cancelled_owned());
-    let (served, ()) = tokio::join!(server, dispatch);
+    let schedule = scheduler.run(shutdown.clone().cancelled_owned());
+    let (served, (), ()) = tokio::join!(server, dispatch, schedule);
     served.context("serving HTTP")?;
     store.close().await;
     tracing::info!("clarion stopped");

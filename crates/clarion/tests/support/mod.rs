@@ -28,6 +28,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub store: Store,
     pub dispatcher: Dispatcher,
+    pub scheduler: clarion_scheduler::Scheduler,
     pub clock: ManualClock,
     pub config: DispatcherConfig,
     _dir: tempfile::TempDir,
@@ -43,6 +44,7 @@ pub struct AppOptions {
     pub dispatcher: DispatcherConfig,
     /// The policy the API checks endpoint URLs against.
     pub api_ssrf: SsrfPolicy,
+    pub contact_caps: Option<clarion_scheduler::ContactCaps>,
 }
 
 impl Default for AppOptions {
@@ -53,6 +55,7 @@ impl Default for AppOptions {
         Self {
             dispatcher,
             api_ssrf: dev_policy(),
+            contact_caps: None,
         }
     }
 }
@@ -81,9 +84,20 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         options.dispatcher.clone(),
     )
     .unwrap();
+    let mut scheduler_config =
+        clarion::cli::scheduler_config(&Config::load(None, Overrides::default()).unwrap());
+    scheduler_config.contact_caps = options.contact_caps;
+    let scheduler = clarion_scheduler::Scheduler::new(
+        store.clone(),
+        shared_clock.clone(),
+        shared_clock.clone(),
+        dispatcher.outbox(),
+        scheduler_config,
+    );
     let state = AppState {
         store: store.clone(),
         outbox: dispatcher.outbox(),
+        scheduler: scheduler.clone(),
         clock: shared_clock,
         ssrf: options.api_ssrf,
         metrics: clarion_server::metrics_handle(),
@@ -100,6 +114,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         http: reqwest::Client::new(),
         store,
         dispatcher,
+        scheduler,
         clock,
         config: options.dispatcher,
         _dir: dir,

@@ -1,0 +1,71 @@
+//! The Clarion sequence engine: what an outreach sequence does next.
+//!
+//! # The model
+//!
+//! A sequence walks the steps of its template in order. Each step is a call or an SMS
+//! conversation; a call that did not reach the contact (no answer, busy, voicemail) may be
+//! tried again up to `max_attempts` times. After every encounter the engine decides, in this
+//! order: an opt-out stops the sequence and suppresses the number (always, for compliance);
+//! an outcome listed in the template's `stop_on` stops it; a retryable call with attempts
+//! left is retried after `retry_delay`; otherwise the next step is scheduled `delay` after
+//! the encounter ended; and after the last step the sequence ends.
+//!
+//! Between encounters a sequence waits for a *due time*. When the scheduler wakes it, the
+//! engine checks, in order, that the number is not suppressed (else the sequence ends with
+//! no further contact), that the organisation's contact cap allows contact, and that the
+//! contact's local time is inside the calling hours. If either of the last two says "not
+//! yet", the engine computes the exact instant it will say yes ([`next_allowed_instant`]),
+//! records a deferral and asks to be woken then. Nothing is polled.
+//!
+//! # Pure
+//!
+//! Everything here is one function:
+//!
+//! ```text
+//! step(plan, state, event, now) -> Transition { state', actions }
+//! ```
+//!
+//! [`step`] does no I/O, never reads the clock (`now` is an argument), and uses no
+//! randomness: the same inputs always give the same outputs. Facts that need I/O, such as
+//! whether the number is suppressed or when the contact cap allows contact, are looked up by
+//! the driver and passed in the [`Event`]. Effects come back as [`Action`]s for the driver to
+//! perform: start an encounter, record a history note, suppress the number, end.
+//!
+//! This is what makes the engine testable as data (scripts of timed events and the trace
+//! they produce, in `tests/engine.rs`) and what lets the durable scheduler keep its
+//! guarantees: it stores [`Transition::state`] and the effects of [`Transition::actions`] in
+//! one database transaction, so a crash either happened before the step or after it, never
+//! in the middle. Because [`Action::StartEncounter`] names the (step, attempt) pair, the
+//! driver can make that pair unique and so never contact a patient twice for the same
+//! attempt.
+//!
+//! # Robustness
+//!
+//! Events that do not fit the current state are ignored rather than refused: a wake-up
+//! before the due time (it only re-arms `next_wake`), a duplicate or late
+//! `EncounterEnded`, a second `Enrolled`, anything after the end. The scheduler delivers
+//! at least once, so every event must be safe to see twice. Pause, resume and cancel on an
+//! ended sequence return no actions; the API layer reports that as a conflict.
+//!
+//! # Conventions
+//!
+//! Step indexes are 0-based everywhere in the data ([`SequenceState::step`], notes,
+//! actions); attempts are 1-based. Only the human-readable `outcome_description` says
+//! "step 1". Descriptions name steps, channels and outcomes, never anything about the
+//! patient.
+
+#![warn(missing_docs)]
+
+mod hours;
+mod machine;
+mod outcome;
+mod plan;
+mod state;
+
+pub use hours::next_allowed_instant;
+pub use machine::step;
+pub use outcome::{EncounterOutcome, StopReason};
+pub use plan::{CallingHours, Channel, Plan, StepSpec};
+pub use state::{
+    Action, DeferReason, Event, Note, Phase, SequenceState, SequenceStatus, SkipReason, Transition,
+};

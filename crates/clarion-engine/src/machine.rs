@@ -1,0 +1,324 @@
+//! The transition function.
+
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use crate::hours::next_allowed_instant;
+use crate::outcome::EncounterOutcome;
+use crate::plan::{Channel, Plan};
+use crate::state::{
+    Action, DeferReason, Event, Note, Phase, SequenceState, SequenceStatus, SkipReason, Transition,
+};
+
+/// Applies one event to a sequence at instant `now` and returns the new state and the actions
+/// the driver must perform.
+///
+/// Pure: the result depends only on the arguments. Events that do not apply to the current
+/// state (a duplicate callback, a wake-up before the due time, anything after the end) leave
+/// the state as it is, apart from re-arming `next_wake`, and return no actions.
+pub fn step(plan: &Plan, state: &SequenceState, event: &Event, now: DateTime<Utc>) -> Transition {
+    let mut m = Machine {
+        plan,
+        state: state.clone(),
+        actions: Vec::new(),
+    };
+    // An ended sequence is final: its report is already queued, so nothing may change it.
+    if state.status != SequenceStatus::Ended {
+        match *event {
+            Event::Enrolled => m.enrolled(now),
+            Event::Wake {
+                suppressed,
+                contact_cap_allows_at,
+            } => m.wake(now, suppressed, contact_cap_allows_at),
+            Event::EncounterEnded { outcome, ended_at } => m.encounter_ended(outcome, ended_at),
+            Event::Cancel => m.cancel(),
+            Event::Pause => m.pause(),
+            Event::Resume => m.resume(now),
+        }
+    }
+    Transition {
+        state: m.state,
+        actions: m.actions,
+    }
+}
+
+struct Machine<'a> {
+    plan: &'a Plan,
+    state: SequenceState,
+    actions: Vec<Action>,
+}
+
+impl Machine<'_> {
+    fn enrolled(&mut self, now: DateTime<Utc>) {
+        // A second Enrolled (a redelivered creation event) must not restart the sequence.
+        if self.state.phase != Phase::New {
+            return;
+        }
+        match self.plan.steps.first() {
+            Some(first) => {
+                let due_at = after(now, first.delay);
+                self.wait(0, 1, due_at);
+                self.note(Note::StepScheduled {
+                    step: 0,
+                    attempt: 1,
+                    due_at,
+                });
+            }
+            None => self.end(
+                "Ended at enrollment: the template has no steps, so no contact was made.".into(),
+            ),
+        }
+    }
+
+    fn wake(
+        &mut self,
+        now: DateTime<Utc>,
+        suppressed: bool,
+        contact_cap_allows_at: Option<DateTime<Utc>>,
+    ) {
+        // A paused sequence has no wake-up armed; a stray one must not start anything.
+        if self.state.status != SequenceStatus::Active {
+            return;
+        }
+        let Phase::WaitingToStart { due_at } = self.state.phase else {
+            return;
+        };
+        if now < due_at {
+            // Early (clock skew, a stale timer): keep the real wake-up armed.
+            self.state.next_wake = Some(due_at);
+            return;
+        }
+        let (step, attempt) = (self.state.step, self.state.attempt);
+        let Some(spec) = self.plan.steps.get(step) else {
+            return self.missing_step();
+        };
+        // Suppression is checked first: it ends the sequence, so deferring first would only
+        // postpone the same answer.
+        if suppressed {
+            self.note(Note::Skipped {
+                step,
+                attempt,
+                reason: SkipReason::Suppressed,
+            });
+            let no_contact = if step == 0 && attempt == 1 {
+                "no contact was made"
+            } else {
+                "no further contact was made"
+            };
+            return self.end(format!(
+                "Ended before {}: the number is on the suppression list; {no_contact}.",
+                label(step, attempt, spec.channel),
+            ));
+        }
+        // The cap is applied first and calling hours to its result, so a cap that lands after
+        // the window closes goes straight to the next window instead of waking in the night.
+        let cap_ok = contact_cap_allows_at.map_or(now, |cap| cap.max(now));
+        let allowed = match &self.plan.calling_hours {
+            Some(hours) => next_allowed_instant(cap_ok, self.plan.time_zone, hours),
+            None => cap_ok,
+        };
+        if allowed > now {
+            let reason = if allowed > cap_ok {
+                DeferReason::CallingHours
+            } else {
+                DeferReason::ContactCap
+            };
+            // A spurious wake-up repeats the same deferral; one history entry is enough.
+            if self.state.next_wake != Some(allowed) {
+                self.note(Note::Deferred {
+                    step,
+                    attempt,
+                    reason,
+                    until: allowed,
+                });
+            }
+            self.state.next_wake = Some(allowed);
+            return;
+        }
+        self.state.phase = Phase::InEncounter { started_at: now };
+        self.state.next_wake = None;
+        self.note(Note::EncounterStarted {
+            step,
+            attempt,
+            channel: spec.channel,
+        });
+        self.actions.push(Action::StartEncounter {
+            step,
+            attempt,
+            channel: spec.channel,
+            assistant_id: spec.assistant_id,
+        });
+    }
+
+    fn encounter_ended(&mut self, outcome: EncounterOutcome, ended_at: DateTime<Utc>) {
+        // Only the encounter we started counts; a duplicate or late callback changes nothing.
+        // A paused sequence still takes it: the encounter was under way before the pause.
+        if !matches!(self.state.phase, Phase::InEncounter { .. }) {
+            return;
+        }
+        let (step, attempt) = (self.state.step, self.state.attempt);
+        self.state.last_outcome = Some(outcome);
+        self.note(Note::EncounterEnded {
+            step,
+            attempt,
+            outcome,
+        });
+        let Some(spec) = self.plan.steps.get(step) else {
+            return self.missing_step();
+        };
+        let here = label(step, attempt, spec.channel);
+
+        // Compliance: an opt-out always stops and suppresses, whatever `stop_on` says.
+        if outcome == EncounterOutcome::OptOut {
+            self.actions.push(Action::SuppressNumber);
+            return self.end(format!(
+                "Stopped on {here}: the contact opted out; the number is now on the suppression \
+                 list."
+            ));
+        }
+        if let Some(reason) = outcome.stop_reason()
+            && self.plan.stop_on.contains(&reason)
+        {
+            return self.end(match outcome {
+                EncounterOutcome::Resolved => format!("Resolved on {here}."),
+                _ => format!("Stopped on {here}: {}.", outcome.phrase()),
+            });
+        }
+        if spec.channel == Channel::Call
+            && outcome.is_retryable_call()
+            && attempt < spec.max_attempts
+        {
+            let due_at = after(ended_at, spec.retry_delay);
+            self.wait(step, attempt + 1, due_at);
+            return self.note(Note::RetryScheduled {
+                step,
+                attempt: attempt + 1,
+                due_at,
+            });
+        }
+        if let Some(next) = self.plan.steps.get(step + 1) {
+            let due_at = after(ended_at, next.delay);
+            self.wait(step + 1, 1, due_at);
+            return self.note(Note::StepScheduled {
+                step: step + 1,
+                attempt: 1,
+                due_at,
+            });
+        }
+        let total = self.plan.steps.len();
+        let unresolved = if outcome == EncounterOutcome::Resolved {
+            ""
+        } else {
+            " without resolution"
+        };
+        let tries = if attempt > 1 {
+            format!(" on attempt {attempt} of {}", spec.max_attempts)
+        } else {
+            String::new()
+        };
+        let what = outcome.phrase();
+        let (n, channel) = (step + 1, spec.channel);
+        self.end(match total {
+            1 => format!("The only step ({channel}) ended{unresolved}: {what}{tries}."),
+            2 => format!("Both steps done{unresolved}; step {n} ({channel}) ended: {what}{tries}."),
+            _ => format!(
+                "All {total} steps done{unresolved}; step {n} ({channel}) ended: {what}{tries}."
+            ),
+        });
+    }
+
+    fn cancel(&mut self) {
+        let (step, attempt) = (self.state.step, self.state.attempt);
+        let channel = self.plan.steps.get(step).map(|s| s.channel);
+        let when = match (&self.state.phase, channel) {
+            (Phase::InEncounter { .. }, Some(ch)) => format!("on step {} ({ch})", step + 1),
+            (Phase::WaitingToStart { .. }, Some(ch)) if attempt == 1 => {
+                format!("before step {} ({ch}) ran", step + 1)
+            }
+            (Phase::WaitingToStart { .. }, Some(ch)) => {
+                format!("on step {} ({ch}), before attempt {attempt}", step + 1)
+            }
+            _ => "before step 1 ran".to_string(),
+        };
+        self.note(Note::Cancelled);
+        self.end(format!("Cancelled through the API {when}."));
+    }
+
+    fn pause(&mut self) {
+        if self.state.status != SequenceStatus::Active {
+            return;
+        }
+        // The phase is kept so that resume picks up exactly where the sequence stood.
+        self.state.status = SequenceStatus::Paused;
+        self.state.next_wake = None;
+        self.note(Note::Paused);
+    }
+
+    fn resume(&mut self, now: DateTime<Utc>) {
+        if self.state.status != SequenceStatus::Paused {
+            return;
+        }
+        self.state.status = SequenceStatus::Active;
+        // A due time that passed while paused fires at once; the wake-up still checks calling
+        // hours, caps and suppression, so "at once" never means "at night".
+        self.state.next_wake = match self.state.phase {
+            Phase::WaitingToStart { due_at } => Some(due_at.max(now)),
+            _ => None,
+        };
+        self.note(Note::Resumed);
+    }
+
+    /// Moves to "waiting for (step, attempt) at `due_at`"; armed only while active.
+    fn wait(&mut self, step: usize, attempt: u32, due_at: DateTime<Utc>) {
+        self.state.step = step;
+        self.state.attempt = attempt;
+        self.state.phase = Phase::WaitingToStart { due_at };
+        self.state.next_wake = (self.state.status == SequenceStatus::Active).then_some(due_at);
+    }
+
+    fn missing_step(&mut self) {
+        let (step, attempt) = (self.state.step, self.state.attempt);
+        self.note(Note::Skipped {
+            step,
+            attempt,
+            reason: SkipReason::MissingStep,
+        });
+        self.end(format!(
+            "Ended: step {} is not in the template; no further contact was made.",
+            step + 1
+        ));
+    }
+
+    /// Every ending goes through here so that each keeps the same shape: status, phase and
+    /// wake-up cleared together, the description recorded, and `End` last.
+    fn end(&mut self, description: String) {
+        self.state.status = SequenceStatus::Ended;
+        self.state.phase = Phase::Done;
+        self.state.next_wake = None;
+        self.state.outcome_description = Some(description.clone());
+        self.note(Note::Ended { description });
+        self.actions.push(Action::End);
+    }
+
+    fn note(&mut self, note: Note) {
+        self.actions.push(Action::Record(note));
+    }
+}
+
+/// "step 2 (sms)", or "attempt 3 of step 1 (call)" for a retry.
+fn label(step: usize, attempt: u32, channel: Channel) -> String {
+    if attempt > 1 {
+        format!("attempt {attempt} of step {} ({channel})", step + 1)
+    } else {
+        format!("step {} ({channel})", step + 1)
+    }
+}
+
+/// `at + d`, saturating instead of overflowing on absurd delays.
+fn after(at: DateTime<Utc>, d: Duration) -> DateTime<Utc> {
+    TimeDelta::from_std(d)
+        .ok()
+        .and_then(|d| at.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}

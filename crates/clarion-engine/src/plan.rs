@@ -1,0 +1,113 @@
+//! What a sequence is told to do: the template's steps and rules, fixed for one contact.
+
+use std::fmt;
+use std::time::Duration;
+
+use chrono::NaiveTime;
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::StopReason;
+
+/// How a step reaches the contact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Channel {
+    /// An AI phone call.
+    Call,
+    /// An AI SMS conversation.
+    Sms,
+}
+
+impl Channel {
+    /// The wire name, also used in human-readable descriptions.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Call => "call",
+            Channel::Sms => "sms",
+        }
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One step of a template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepSpec {
+    /// Call or SMS.
+    pub channel: Channel,
+    /// The assistant that handles the encounter.
+    pub assistant_id: i64,
+    /// Wait before this step, counted from the end of the previous step's last encounter (for
+    /// step 1, from enrollment).
+    pub delay: Duration,
+    /// How many times the step may be tried (at least 1; a 0 behaves as 1). Only calls are
+    /// retried, and only after no-answer, busy or voicemail.
+    pub max_attempts: u32,
+    /// Wait between the end of a failed attempt and the next one.
+    pub retry_delay: Duration,
+}
+
+/// The window of local time in which the contact may be called or texted: `[start, end)`.
+///
+/// Validation at the API refuses windows with `start >= end` (overnight windows are not
+/// offered), so the engine is written for `start < end`. If one slips through anyway it is
+/// read as wrapping midnight rather than panicking or contacting at any hour; see
+/// [`CallingHours::allows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CallingHours {
+    /// First allowed local time (inclusive).
+    pub start: NaiveTime,
+    /// First local time that is no longer allowed (exclusive).
+    pub end: NaiveTime,
+}
+
+impl CallingHours {
+    /// The API's default window, 08:00–21:00.
+    pub const DEFAULT: CallingHours = CallingHours {
+        start: hm(8, 0),
+        end: hm(21, 0),
+    };
+
+    /// Whether `local` (a wall-clock time in the contact's zone) falls inside the window.
+    pub fn allows(&self, local: NaiveTime) -> bool {
+        if self.start < self.end {
+            self.start <= local && local < self.end
+        } else {
+            // Not produced by validated input; wrapping keeps an invalid window fail-safe
+            // (some hours allowed, deterministic) instead of panicking.
+            local >= self.start || local < self.end
+        }
+    }
+}
+
+const fn hm(hour: u32, min: u32) -> NaiveTime {
+    match NaiveTime::from_hms_opt(hour, min, 0) {
+        Some(t) => t,
+        None => panic!("invalid constant time"),
+    }
+}
+
+/// Everything the engine needs to know about the template and the contact, resolved by the
+/// driver before calling [`step`](crate::step). The driver must pass the same plan for the
+/// life of a sequence (snapshot the template at enrollment), since the state refers to steps
+/// by index.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The steps, in order.
+    pub steps: Vec<StepSpec>,
+    /// Outcomes that end the sequence early. Opt-out always ends it, listed or not.
+    pub stop_on: Vec<StopReason>,
+    /// `None` means no restriction.
+    pub calling_hours: Option<CallingHours>,
+    /// The contact's time zone; calling hours are read in it.
+    pub time_zone: Tz,
+    /// How long an SMS conversation waits for a reply before it ends as `no-reply`. The
+    /// encounter producer enforces it; the engine only carries it so that the plan is the one
+    /// place a driver reads template settings from.
+    pub sms_timeout: Duration,
+}

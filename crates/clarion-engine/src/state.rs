@@ -1,0 +1,243 @@
+//! The persisted state of one sequence, and what goes in and out of [`step`](crate::step).
+//!
+//! Step indexes in every type here are 0-based, like [`SequenceState::step`]; attempts are
+//! 1-based. Only the human-readable descriptions say "step 1" for index 0.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::EncounterOutcome;
+use crate::plan::Channel;
+
+/// Whether the sequence is running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SequenceStatus {
+    /// Running: the scheduler wakes it at `next_wake`.
+    Active,
+    /// Paused through the API: never woken; an encounter already under way may still end.
+    Paused,
+    /// Finished for good; every later event is ignored.
+    Ended,
+}
+
+/// Where the current step stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Phase {
+    /// Created by [`SequenceState::new`]; waiting for [`Event::Enrolled`].
+    New,
+    /// The current step/attempt may start at `due_at`, if calling hours, contact caps and the
+    /// suppression list allow it then. Deferrals move `next_wake`, never `due_at`, so the
+    /// history keeps when the step was first due.
+    WaitingToStart {
+        /// When the step/attempt became (or becomes) due.
+        due_at: DateTime<Utc>,
+    },
+    /// An encounter for (step, attempt) was started; waiting for [`Event::EncounterEnded`].
+    InEncounter {
+        /// When the engine asked for the encounter.
+        started_at: DateTime<Utc>,
+    },
+    /// The sequence ended.
+    Done,
+}
+
+/// Everything the engine remembers between events. The scheduler stores it as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SequenceState {
+    /// Active, paused or ended.
+    pub status: SequenceStatus,
+    /// 0-based index of the current step.
+    pub step: usize,
+    /// 1-based attempt of the current step.
+    pub attempt: u32,
+    /// Where the current step stands.
+    pub phase: Phase,
+    /// When the scheduler must deliver [`Event::Wake`]. `None` while waiting for an encounter
+    /// to end, while paused, and once ended.
+    pub next_wake: Option<DateTime<Utc>>,
+    /// Set when the sequence ends; goes into the report.
+    pub outcome_description: Option<String>,
+    /// The outcome of the most recent encounter.
+    pub last_outcome: Option<EncounterOutcome>,
+}
+
+impl SequenceState {
+    /// The state of a sequence that was just created; feed it [`Event::Enrolled`] next.
+    pub fn new() -> Self {
+        SequenceState {
+            status: SequenceStatus::Active,
+            step: 0,
+            attempt: 1,
+            phase: Phase::New,
+            next_wake: None,
+            outcome_description: None,
+            last_outcome: None,
+        }
+    }
+}
+
+impl Default for SequenceState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Something that happened to the sequence. The driver looks up any facts the engine needs
+/// (suppression, contact caps) and passes them in, so the engine never does I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// The sequence was created; always the first event.
+    Enrolled,
+    /// The scheduler woke the sequence (normally at `next_wake`, but any time is harmless).
+    Wake {
+        /// Whether the contact's number is on the organisation's suppression list now.
+        suppressed: bool,
+        /// With contact caps on, the earliest instant the contact may be contacted; `None`
+        /// when allowed now or caps are off.
+        contact_cap_allows_at: Option<DateTime<Utc>>,
+    },
+    /// The encounter the engine started has ended.
+    EncounterEnded {
+        /// What the channel reported.
+        outcome: EncounterOutcome,
+        /// When it ended (the provider's time, which may be earlier than `now` if the
+        /// callback arrived late). Delays and retries count from here.
+        ended_at: DateTime<Utc>,
+    },
+    /// `POST /v1/sequences/{id}/cancel`.
+    Cancel,
+    /// `POST /v1/sequences/{id}/pause`.
+    Pause,
+    /// `POST /v1/sequences/{id}/resume`.
+    Resume,
+}
+
+/// Something the driver must do, in order, in the same transaction that stores the new state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Commit the encounter row for (step, attempt), then ask the provider. The pair is unique
+    /// per sequence, which is what lets the driver keep contact at-most-once.
+    StartEncounter {
+        /// 0-based step index.
+        step: usize,
+        /// 1-based attempt.
+        attempt: u32,
+        /// Call or SMS.
+        channel: Channel,
+        /// The assistant to use.
+        assistant_id: i64,
+    },
+    /// Append to the sequence's history (`GET /v1/sequences/{id}/events`).
+    Record(Note),
+    /// Put the contact's number on the organisation's suppression list (an opt-out).
+    SuppressNumber,
+    /// The sequence ended: build the report and enqueue it in the same transaction.
+    /// `outcome_description` is set in the new state. Always the last action.
+    End,
+}
+
+/// Why a due step did not start yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeferReason {
+    /// Outside the contact's local calling hours.
+    CallingHours,
+    /// The organisation's contact cap does not allow contact yet.
+    ContactCap,
+}
+
+/// Why a step was not run at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SkipReason {
+    /// The number is on the suppression list.
+    Suppressed,
+    /// The plan has no step at this index (the driver passed a different plan than the one
+    /// the sequence started with). Defensive: ends the sequence instead of panicking.
+    MissingStep,
+}
+
+/// One history entry. Each carries what is needed to answer "why wasn't this patient called?"
+/// without reading anything else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Note {
+    /// A step's first attempt was scheduled.
+    StepScheduled {
+        /// 0-based step index.
+        step: usize,
+        /// Always 1.
+        attempt: u32,
+        /// When it becomes due.
+        due_at: DateTime<Utc>,
+    },
+    /// A due step/attempt was held back.
+    Deferred {
+        /// 0-based step index.
+        step: usize,
+        /// 1-based attempt.
+        attempt: u32,
+        /// What held it back (the constraint that pushed it latest).
+        reason: DeferReason,
+        /// When it will be tried again.
+        until: DateTime<Utc>,
+    },
+    /// A step was not run, and the sequence ended.
+    Skipped {
+        /// 0-based step index.
+        step: usize,
+        /// 1-based attempt that would have run.
+        attempt: u32,
+        /// Why.
+        reason: SkipReason,
+    },
+    /// An encounter was started.
+    EncounterStarted {
+        /// 0-based step index.
+        step: usize,
+        /// 1-based attempt.
+        attempt: u32,
+        /// Call or SMS.
+        channel: Channel,
+    },
+    /// An encounter ended.
+    EncounterEnded {
+        /// 0-based step index.
+        step: usize,
+        /// 1-based attempt.
+        attempt: u32,
+        /// What the channel reported.
+        outcome: EncounterOutcome,
+    },
+    /// A call will be tried again.
+    RetryScheduled {
+        /// 0-based step index.
+        step: usize,
+        /// The next attempt (1-based).
+        attempt: u32,
+        /// When it becomes due.
+        due_at: DateTime<Utc>,
+    },
+    /// Paused through the API.
+    Paused,
+    /// Resumed through the API.
+    Resumed,
+    /// Cancelled through the API.
+    Cancelled,
+    /// The sequence ended.
+    Ended {
+        /// The same text as `outcome_description`.
+        description: String,
+    },
+}
+
+/// The result of [`step`](crate::step): the state to store and the actions to perform.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transition {
+    /// The new state.
+    pub state: SequenceState,
+    /// What to do, in order. Empty when the event changed nothing worth recording.
+    pub actions: Vec<Action>,
+}

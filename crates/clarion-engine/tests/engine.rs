@@ -1,0 +1,1345 @@
+//! The state machine, tested as data.
+//!
+//! Each test is a plan and a script of (time, event) pairs starting with `Enrolled`. `check`
+//! runs the script through `step`, asserts the invariants every transition must keep, round
+//! trips the state through JSON as the scheduler would, and compares a readable trace with a
+//! snapshot in `tests/snapshots/`. Trace times are UTC, with the contact's local time in
+//! brackets when the plan has a time zone other than UTC. Step indexes in the trace are the
+//! engine's 0-based ones; descriptions say "step 1" for index 0.
+#![allow(clippy::unwrap_used)]
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
+use chrono_tz::Tz;
+use clarion_engine::{
+    Action, CallingHours, Channel, EncounterOutcome as O, Event, Note, Phase, Plan, SequenceState,
+    SequenceStatus, StepSpec, StopReason, next_allowed_instant, step,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The harness
+// ---------------------------------------------------------------------------------------------
+
+/// A script entry; times come from the script so they are written once.
+#[derive(Clone, Copy)]
+enum In {
+    Enrolled,
+    Wake,
+    /// A wake-up with the number on the suppression list.
+    WakeSuppressed,
+    /// A wake-up with the contact cap allowing contact only at this time.
+    WakeCapped(&'static str),
+    /// The encounter ended at the script time.
+    Ended(O),
+    /// The encounter ended at the given time; the callback arrives at the script time.
+    EndedAt(O, &'static str),
+    Cancel,
+    Pause,
+    Resume,
+}
+use In::*;
+
+impl In {
+    fn event(self, now: DateTime<Utc>) -> Event {
+        let wake = |suppressed, cap| Event::Wake {
+            suppressed,
+            contact_cap_allows_at: cap,
+        };
+        match self {
+            Enrolled => Event::Enrolled,
+            Wake => wake(false, None),
+            WakeSuppressed => wake(true, None),
+            WakeCapped(at) => wake(false, Some(t(at))),
+            Ended(outcome) => Event::EncounterEnded {
+                outcome,
+                ended_at: now,
+            },
+            EndedAt(outcome, at) => Event::EncounterEnded {
+                outcome,
+                ended_at: t(at),
+            },
+            Cancel => Event::Cancel,
+            Pause => Event::Pause,
+            Resume => Event::Resume,
+        }
+    }
+}
+
+fn check(name: &str, plan: &Plan, script: &[(&str, In)]) {
+    assert!(
+        matches!(script.first(), Some((_, Enrolled))),
+        "scripts start with Enrolled"
+    );
+    let tz = plan.time_zone;
+    let mut out = render_plan(plan);
+    let mut state = SequenceState::new();
+    for &(time, input) in script {
+        let now = t(time);
+        let event = input.event(now);
+        let tr = step(plan, &state, &event, now);
+        assert_invariants(plan, &state, &event, now, &tr.state, &tr.actions);
+
+        writeln!(out, "{} {}", at(now, tz), render_event(&event, tz)).unwrap();
+        if tr.actions.is_empty() {
+            writeln!(out, "    (no actions)").unwrap();
+        }
+        for action in &tr.actions {
+            writeln!(out, "    {}", render_action(action, tz)).unwrap();
+        }
+        writeln!(out, "    = {}", render_state(&tr.state, tz)).unwrap();
+
+        // The scheduler stores the state as JSON between events; continue from what it reads.
+        let json = serde_json::to_string(&tr.state).unwrap();
+        state = serde_json::from_str(&json).unwrap();
+        assert_eq!(state, tr.state, "state survives a JSON round trip");
+    }
+    insta::assert_snapshot!(name, out);
+}
+
+/// What every transition must keep, whatever the script.
+fn assert_invariants(
+    plan: &Plan,
+    before: &SequenceState,
+    event: &Event,
+    now: DateTime<Utc>,
+    after: &SequenceState,
+    actions: &[Action],
+) {
+    let ctx = format!("{event:?} at {now}");
+    // An ended sequence is final.
+    if before.status == SequenceStatus::Ended {
+        assert_eq!(before, after, "{ctx}: ended sequences do not change");
+        assert!(
+            actions.is_empty(),
+            "{ctx}: ended sequences produce no actions"
+        );
+    }
+    // No actions means nothing happened, except re-arming the wake-up.
+    if actions.is_empty() {
+        let rearmed = SequenceState {
+            next_wake: after.next_wake,
+            ..before.clone()
+        };
+        assert_eq!(
+            &rearmed, after,
+            "{ctx}: a silent transition changes only next_wake"
+        );
+    }
+    // Endings all have the same shape.
+    let ends = actions.iter().filter(|a| **a == Action::End).count();
+    if after.status == SequenceStatus::Ended && before.status != SequenceStatus::Ended {
+        assert_eq!(ends, 1, "{ctx}: one End");
+        assert_eq!(actions.last(), Some(&Action::End), "{ctx}: End comes last");
+        let description = after.outcome_description.clone().expect("description set");
+        assert_eq!(
+            actions.get(actions.len().wrapping_sub(2)),
+            Some(&Action::Record(Note::Ended { description })),
+            "{ctx}: Note::Ended right before End"
+        );
+        assert_eq!(after.phase, Phase::Done, "{ctx}");
+        assert_eq!(after.next_wake, None, "{ctx}");
+    } else {
+        assert_eq!(ends, 0, "{ctx}: End only when the sequence ends");
+        let done = after.phase == Phase::Done;
+        assert_eq!(
+            done,
+            after.status == SequenceStatus::Ended,
+            "{ctx}: Done iff ended"
+        );
+    }
+    // Wake-ups are armed exactly when the scheduler has something to do.
+    match (after.status, &after.phase) {
+        (SequenceStatus::Active, Phase::WaitingToStart { due_at }) => {
+            let wake = after
+                .next_wake
+                .expect("a waiting, active sequence has a wake-up");
+            assert!(wake >= *due_at, "{ctx}: never woken before the due time");
+        }
+        _ => assert_eq!(after.next_wake, None, "{ctx}: no wake-up armed"),
+    }
+    // Contact happens only when everything allows it.
+    for action in actions {
+        if let Action::StartEncounter { step, attempt, .. } = *action {
+            assert_eq!((step, attempt), (after.step, after.attempt), "{ctx}");
+            assert_eq!(after.phase, Phase::InEncounter { started_at: now }, "{ctx}");
+            if let Event::Wake {
+                suppressed,
+                contact_cap_allows_at,
+            } = *event
+            {
+                assert!(!suppressed, "{ctx}: never contact a suppressed number");
+                assert!(
+                    contact_cap_allows_at.is_none_or(|cap| cap <= now),
+                    "{ctx}: cap"
+                );
+            } else {
+                panic!("{ctx}: encounters start only on a wake-up");
+            }
+            if let Some(hours) = &plan.calling_hours {
+                let local = now.with_timezone(&plan.time_zone).time();
+                assert!(hours.allows(local), "{ctx}: outside calling hours");
+            }
+        }
+        if *action == Action::SuppressNumber {
+            assert_eq!(
+                after.last_outcome,
+                Some(O::OptOut),
+                "{ctx}: suppress only on opt-out"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rendering
+// ---------------------------------------------------------------------------------------------
+
+fn render_plan(plan: &Plan) -> String {
+    let steps: Vec<String> = plan
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            format!(
+                "  {i}: {} assistant={} delay={} max_attempts={} retry_delay={}\n",
+                s.channel,
+                s.assistant_id,
+                secs(s.delay),
+                s.max_attempts,
+                secs(s.retry_delay)
+            )
+        })
+        .collect();
+    let stop_on: Vec<String> = plan.stop_on.iter().map(kebab).collect();
+    let hours = match &plan.calling_hours {
+        Some(h) => format!("{}-{}", h.start.format("%H:%M"), h.end.format("%H:%M")),
+        None => "none".to_string(),
+    };
+    format!(
+        "plan:\n{}  stop_on=[{}] calling_hours={} time_zone={}\n\n",
+        steps.concat(),
+        stop_on.join(", "),
+        hours,
+        plan.time_zone
+    )
+}
+
+fn render_event(event: &Event, tz: Tz) -> String {
+    match event {
+        Event::Enrolled => "Enrolled".into(),
+        Event::Wake {
+            suppressed,
+            contact_cap_allows_at,
+        } => {
+            let mut s = "Wake".to_string();
+            if *suppressed {
+                s.push_str(" suppressed");
+            }
+            if let Some(cap) = contact_cap_allows_at {
+                write!(s, " cap_allows_at={}", at(*cap, tz)).unwrap();
+            }
+            s
+        }
+        Event::EncounterEnded { outcome, ended_at } => {
+            format!("EncounterEnded {outcome} ended_at={}", at(*ended_at, tz))
+        }
+        Event::Cancel => "Cancel".into(),
+        Event::Pause => "Pause".into(),
+        Event::Resume => "Resume".into(),
+    }
+}
+
+fn render_action(action: &Action, tz: Tz) -> String {
+    match action {
+        Action::StartEncounter {
+            step,
+            attempt,
+            channel,
+            assistant_id,
+        } => format!(
+            "start-encounter step={step} attempt={attempt} {channel} assistant={assistant_id}"
+        ),
+        Action::SuppressNumber => "suppress-number".into(),
+        Action::End => "end".into(),
+        Action::Record(note) => format!("note {}", render_note(note, tz)),
+    }
+}
+
+fn render_note(note: &Note, tz: Tz) -> String {
+    match note {
+        Note::StepScheduled {
+            step,
+            attempt,
+            due_at,
+        } => format!(
+            "step-scheduled step={step} attempt={attempt} due={}",
+            at(*due_at, tz)
+        ),
+        Note::Deferred {
+            step,
+            attempt,
+            reason,
+            until,
+        } => format!(
+            "deferred step={step} attempt={attempt} reason={} until={}",
+            kebab(reason),
+            at(*until, tz)
+        ),
+        Note::Skipped {
+            step,
+            attempt,
+            reason,
+        } => format!(
+            "skipped step={step} attempt={attempt} reason={}",
+            kebab(reason)
+        ),
+        Note::EncounterStarted {
+            step,
+            attempt,
+            channel,
+        } => format!("encounter-started step={step} attempt={attempt} {channel}"),
+        Note::EncounterEnded {
+            step,
+            attempt,
+            outcome,
+        } => format!("encounter-ended step={step} attempt={attempt} {outcome}"),
+        Note::RetryScheduled {
+            step,
+            attempt,
+            due_at,
+        } => format!(
+            "retry-scheduled step={step} attempt={attempt} due={}",
+            at(*due_at, tz)
+        ),
+        Note::Paused => "paused".into(),
+        Note::Resumed => "resumed".into(),
+        Note::Cancelled => "cancelled".into(),
+        Note::Ended { description } => format!("ended {description:?}"),
+    }
+}
+
+fn render_state(s: &SequenceState, tz: Tz) -> String {
+    let phase = match &s.phase {
+        Phase::New => "new".to_string(),
+        Phase::WaitingToStart { due_at } => format!("waiting due={}", at(*due_at, tz)),
+        Phase::InEncounter { started_at } => format!("in-encounter since={}", at(*started_at, tz)),
+        Phase::Done => "done".to_string(),
+    };
+    let wake = s.next_wake.map_or("none".to_string(), |w| at(w, tz));
+    let last = s.last_outcome.map_or("none".to_string(), |o| o.to_string());
+    format!(
+        "{} step={} attempt={} {phase} wake={wake} last={last}",
+        kebab(&s.status),
+        s.step,
+        s.attempt
+    )
+}
+
+/// "2025-06-02 14:00Z", with the contact's local time when it is not UTC.
+fn at(instant: DateTime<Utc>, tz: Tz) -> String {
+    let secs = if instant.timestamp() % 60 == 0 {
+        ""
+    } else {
+        ":%S"
+    };
+    let utc = format!("{}Z", instant.format(&format!("%Y-%m-%d %H:%M{secs}")));
+    if tz == Tz::UTC {
+        utc
+    } else {
+        let local = instant.with_timezone(&tz);
+        format!("{utc} [{}]", local.format(&format!("%a %H:%M{secs} %Z")))
+    }
+}
+
+fn kebab<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => "0s".into(),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builders
+// ---------------------------------------------------------------------------------------------
+
+/// "2025-06-02 14:00" or "2025-06-02 14:00:30", UTC.
+fn t(s: &str) -> DateTime<Utc> {
+    let fmt = if s.len() > 16 {
+        "%Y-%m-%d %H:%M:%S"
+    } else {
+        "%Y-%m-%d %H:%M"
+    };
+    NaiveDateTime::parse_from_str(s, fmt).unwrap().and_utc()
+}
+
+fn d(s: &str) -> Duration {
+    let (n, unit) = s.split_at(s.len() - 1);
+    let n: u64 = n.parse().unwrap();
+    Duration::from_secs(match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => panic!("unit {unit}"),
+    })
+}
+
+fn hours(start: &str, end: &str) -> Option<CallingHours> {
+    let p = |s| NaiveTime::parse_from_str(s, "%H:%M").unwrap();
+    Some(CallingHours {
+        start: p(start),
+        end: p(end),
+    })
+}
+
+fn spec(channel: Channel, assistant_id: i64) -> StepSpec {
+    StepSpec {
+        channel,
+        assistant_id,
+        delay: Duration::ZERO,
+        max_attempts: 1,
+        retry_delay: d("4h"),
+    }
+}
+
+fn call(assistant_id: i64) -> StepSpec {
+    spec(Channel::Call, assistant_id)
+}
+
+fn sms(assistant_id: i64) -> StepSpec {
+    spec(Channel::Sms, assistant_id)
+}
+
+trait StepExt {
+    fn delay(self, delay: &str) -> Self;
+    fn attempts(self, max: u32, retry_delay: &str) -> Self;
+}
+
+impl StepExt for StepSpec {
+    fn delay(self, delay: &str) -> Self {
+        StepSpec {
+            delay: d(delay),
+            ..self
+        }
+    }
+    fn attempts(self, max_attempts: u32, retry_delay: &str) -> Self {
+        StepSpec {
+            max_attempts,
+            retry_delay: d(retry_delay),
+            ..self
+        }
+    }
+}
+
+const ALL_STOPS: [StopReason; 4] = [
+    StopReason::Resolved,
+    StopReason::OptOut,
+    StopReason::Declined,
+    StopReason::Escalated,
+];
+
+/// Stops on everything, no calling hours, UTC: the plain plan most logic tests want.
+fn plan(steps: Vec<StepSpec>) -> Plan {
+    Plan {
+        steps,
+        stop_on: ALL_STOPS.to_vec(),
+        calling_hours: None,
+        time_zone: Tz::UTC,
+        sms_timeout: d("24h"),
+    }
+}
+
+/// The API default window in the given zone.
+fn plan_in(tz: Tz, steps: Vec<StepSpec>) -> Plan {
+    Plan {
+        calling_hours: hours("08:00", "21:00"),
+        time_zone: tz,
+        ..plan(steps)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outcomes
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn every_call_outcome_on_a_first_call_step() {
+    let p = plan(vec![call(11).attempts(2, "4h"), sms(12).delay("1d")]);
+    for outcome in O::CALL {
+        check(
+            &format!("call_outcome_{outcome}"),
+            &p,
+            &[
+                ("2025-06-02 09:00", Enrolled),
+                ("2025-06-02 09:00", Wake),
+                ("2025-06-02 09:05", Ended(outcome)),
+            ],
+        );
+    }
+}
+
+#[test]
+fn every_sms_outcome_on_a_first_sms_step() {
+    // max_attempts 3 on purpose: SMS steps are never retried, whatever the outcome.
+    let p = plan(vec![sms(21).attempts(3, "1h"), call(22).delay("2h")]);
+    for outcome in O::SMS {
+        check(
+            &format!("sms_outcome_{outcome}"),
+            &p,
+            &[
+                ("2025-06-02 09:00", Enrolled),
+                ("2025-06-02 09:00", Wake),
+                ("2025-06-03 09:00", Ended(outcome)),
+            ],
+        );
+    }
+}
+
+#[test]
+fn each_stop_reason_stops_only_when_listed() {
+    let reasons = [
+        (StopReason::Resolved, O::Resolved),
+        (StopReason::Declined, O::Declined),
+        (StopReason::Escalated, O::Escalated),
+    ];
+    for (reason, outcome) in reasons {
+        let steps = vec![call(11), call(12).delay("1h")];
+        let script = [
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:10", Ended(outcome)),
+            ("2025-06-02 10:10", Wake),
+            ("2025-06-02 10:20", Ended(outcome)),
+        ];
+        let listed = Plan {
+            stop_on: vec![reason],
+            ..plan(steps.clone())
+        };
+        let others: Vec<StopReason> = ALL_STOPS.into_iter().filter(|r| *r != reason).collect();
+        let unlisted = Plan {
+            stop_on: others,
+            ..plan(steps)
+        };
+        check(
+            &format!("stop_on_{}_listed", kebab(&reason)),
+            &listed,
+            &script,
+        );
+        check(
+            &format!("stop_on_{}_not_listed", kebab(&reason)),
+            &unlisted,
+            &script,
+        );
+    }
+}
+
+#[test]
+fn call_opt_out_stops_and_suppresses_even_with_empty_stop_on() {
+    let p = Plan {
+        stop_on: vec![],
+        ..plan(vec![call(11).attempts(3, "1h"), sms(12)])
+    };
+    check(
+        "call_opt_out_with_empty_stop_on",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:03", Ended(O::OptOut)),
+        ],
+    );
+}
+
+#[test]
+fn sms_opt_out_on_a_later_step_stops_and_suppresses_even_with_empty_stop_on() {
+    let p = Plan {
+        stop_on: vec![],
+        ..plan(vec![call(11), sms(12).delay("1d"), call(13)])
+    };
+    check(
+        "sms_opt_out_with_empty_stop_on",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:03", Ended(O::Unresolved)),
+            ("2025-06-03 09:03", Wake),
+            ("2025-06-03 09:30", Ended(O::OptOut)),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries and the end of the template
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn call_is_retried_up_to_max_attempts_then_moves_on() {
+    let p = plan(vec![call(11).attempts(3, "4h"), sms(12).delay("1d")]);
+    check(
+        "retries_up_to_max_attempts_then_next_step",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::NoAnswer)),
+            ("2025-06-02 13:01", Wake),
+            ("2025-06-02 13:02", Ended(O::Busy)),
+            ("2025-06-02 17:02", Wake),
+            ("2025-06-02 17:03", Ended(O::Voicemail)),
+            ("2025-06-03 17:03", Wake),
+            ("2025-06-04 17:03", Ended(O::NoReply)),
+        ],
+    );
+}
+
+#[test]
+fn a_retry_that_resolves_ends_the_sequence_on_that_attempt() {
+    let p = plan(vec![call(11).attempts(3, "2h"), sms(12)]);
+    check(
+        "retry_resolves",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Voicemail)),
+            ("2025-06-02 11:01", Wake),
+            ("2025-06-02 11:09", Ended(O::Resolved)),
+        ],
+    );
+}
+
+#[test]
+fn a_non_retryable_call_outcome_moves_on_even_with_attempts_left() {
+    let p = plan(vec![call(11).attempts(3, "2h"), call(12).delay("1h")]);
+    check(
+        "non_retryable_outcome_moves_on",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::NoAnswer)),
+            ("2025-06-02 11:01", Wake),
+            ("2025-06-02 11:02", Ended(O::RequestedCallback)),
+        ],
+    );
+}
+
+#[test]
+fn a_single_step_that_runs_out_of_attempts_says_how_many() {
+    let p = plan(vec![call(11).attempts(2, "1h")]);
+    check(
+        "single_step_out_of_attempts",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::NoAnswer)),
+            ("2025-06-02 10:01", Wake),
+            ("2025-06-02 10:02", Ended(O::NoAnswer)),
+        ],
+    );
+}
+
+#[test]
+fn all_steps_done_without_resolution() {
+    let p = plan(vec![call(11), sms(12).delay("2d"), call(13).delay("3d")]);
+    check(
+        "all_steps_done",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:04", Ended(O::Unresolved)),
+            ("2025-06-04 09:04", Wake),
+            ("2025-06-05 09:04", Ended(O::NoReply)),
+            ("2025-06-08 09:04", Wake),
+            ("2025-06-08 09:05", Ended(O::CustomerDropped)),
+        ],
+    );
+}
+
+#[test]
+fn delays_count_from_when_the_previous_step_ended() {
+    // Step 1 is due 1 h after enrollment; step 2 is due 2 h after step 1's encounter ended,
+    // even when its callback arrives late.
+    let p = plan(vec![sms(11).delay("1h"), call(12).delay("2h")]);
+    check(
+        "delays_count_from_previous_end",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 10:00", Wake),
+            ("2025-06-03 10:15", EndedAt(O::NoReply, "2025-06-03 10:00")),
+            ("2025-06-03 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_template_with_no_steps_ends_at_enrollment() {
+    check("no_steps", &plan(vec![]), &[("2025-06-02 09:00", Enrolled)]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calling hours
+// ---------------------------------------------------------------------------------------------
+
+const NEW_YORK: Tz = chrono_tz::America::New_York;
+
+#[test]
+fn enrolled_before_the_window_waits_for_it_and_spurious_wakes_add_nothing() {
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "hours_before_window",
+        &p,
+        &[
+            ("2025-06-02 10:00", Enrolled),
+            ("2025-06-02 10:00", Wake),
+            ("2025-06-02 11:30", Wake),
+            ("2025-06-02 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn due_exactly_at_window_start_starts() {
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "hours_exactly_at_start",
+        &p,
+        &[("2025-06-02 12:00", Enrolled), ("2025-06-02 12:00", Wake)],
+    );
+}
+
+#[test]
+fn due_in_the_last_second_of_the_window_starts() {
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "hours_last_second",
+        &p,
+        &[
+            ("2025-06-03 00:59:59", Enrolled),
+            ("2025-06-03 00:59:59", Wake),
+        ],
+    );
+}
+
+#[test]
+fn due_exactly_at_window_end_is_deferred_to_next_morning() {
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "hours_exactly_at_end",
+        &p,
+        &[
+            ("2025-06-03 01:00", Enrolled),
+            ("2025-06-03 01:00", Wake),
+            ("2025-06-03 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_retry_falling_after_the_window_is_deferred_to_next_morning() {
+    let p = plan_in(NEW_YORK, vec![call(11).attempts(2, "2h")]);
+    check(
+        "hours_retry_after_window",
+        &p,
+        &[
+            ("2025-06-03 00:00", Enrolled),
+            ("2025-06-03 00:00", Wake),
+            ("2025-06-03 00:01", Ended(O::Busy)),
+            ("2025-06-03 02:01", Wake),
+            ("2025-06-03 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn sms_steps_obey_calling_hours_too() {
+    let p = plan_in(NEW_YORK, vec![sms(11)]);
+    check(
+        "hours_apply_to_sms",
+        &p,
+        &[
+            ("2025-06-03 03:00", Enrolled),
+            ("2025-06-03 03:00", Wake),
+            ("2025-06-03 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn spring_forward_night_defers_to_eight_edt() {
+    // Sat 2025-03-08 23:00 EST; the clocks jump 02:00 EST -> 03:00 EDT overnight.
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "hours_dst_spring_forward",
+        &p,
+        &[
+            ("2025-03-09 04:00", Enrolled),
+            ("2025-03-09 04:00", Wake),
+            ("2025-03-09 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn fall_back_night_defers_to_eight_est() {
+    // Sat 2025-11-01 23:00 EDT; the clocks go back 02:00 EDT -> 01:00 EST overnight.
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "hours_dst_fall_back",
+        &p,
+        &[
+            ("2025-11-02 03:00", Enrolled),
+            ("2025-11-02 03:00", Wake),
+            ("2025-11-02 13:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_window_starting_inside_the_spring_forward_gap_opens_when_the_gap_ends() {
+    // 02:30 does not exist on 2025-03-09 in New York; the first instant after the gap is
+    // 03:00 EDT (07:00Z).
+    let p = Plan {
+        calling_hours: hours("02:30", "06:00"),
+        ..plan_in(NEW_YORK, vec![call(11)])
+    };
+    check(
+        "hours_start_in_dst_gap",
+        &p,
+        &[
+            ("2025-03-09 05:00", Enrolled),
+            ("2025-03-09 05:00", Wake),
+            ("2025-03-09 07:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn far_time_zones_use_the_contacts_local_clock() {
+    let cases = [
+        // 01:00 AEST on Tuesday in Sydney while it is Monday afternoon in New York.
+        (
+            "hours_sydney",
+            chrono_tz::Australia::Sydney,
+            "2025-06-02 15:00",
+            "2025-06-02 22:00",
+        ),
+        // 21:30 IST: just after the window; Kolkata is UTC+05:30.
+        (
+            "hours_kolkata",
+            chrono_tz::Asia::Kolkata,
+            "2025-06-02 16:00",
+            "2025-06-03 02:30",
+        ),
+        // 07:00 HST: Honolulu has no DST.
+        (
+            "hours_honolulu",
+            chrono_tz::Pacific::Honolulu,
+            "2025-06-02 17:00",
+            "2025-06-02 18:00",
+        ),
+    ];
+    for (name, tz, enrolled, opens) in cases {
+        let p = plan_in(tz, vec![call(11)]);
+        check(
+            name,
+            &p,
+            &[(enrolled, Enrolled), (enrolled, Wake), (opens, Wake)],
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contact caps and suppression
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn contact_cap_defers_until_it_allows() {
+    let p = plan(vec![call(11)]);
+    check(
+        "cap_defers",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", WakeCapped("2025-06-02 12:00")),
+            ("2025-06-02 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn contact_cap_already_passed_does_not_defer() {
+    let p = plan(vec![call(11)]);
+    check(
+        "cap_in_the_past",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", WakeCapped("2025-06-02 08:00")),
+        ],
+    );
+}
+
+#[test]
+fn contact_cap_inside_the_window_defers_for_the_cap() {
+    // 06:00 EDT: the window opens at 08:00 but the cap only allows 09:30, so the cap is what
+    // holds the step back.
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "cap_later_than_window_start",
+        &p,
+        &[
+            ("2025-06-02 10:00", Enrolled),
+            ("2025-06-02 10:00", WakeCapped("2025-06-02 13:30")),
+            ("2025-06-02 13:30", Wake),
+        ],
+    );
+}
+
+#[test]
+fn contact_cap_before_the_window_opens_defers_for_calling_hours() {
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "cap_earlier_than_window_start",
+        &p,
+        &[
+            ("2025-06-02 10:00", Enrolled),
+            ("2025-06-02 10:00", WakeCapped("2025-06-02 11:00")),
+            ("2025-06-02 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn contact_cap_after_the_window_closes_defers_to_next_morning() {
+    // 20:00 EDT, cap allows 22:00 EDT: the next allowed instant is 08:00 EDT tomorrow, and
+    // calling hours are what pushed it there.
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "cap_after_window_end",
+        &p,
+        &[
+            ("2025-06-03 00:00", Enrolled),
+            ("2025-06-03 00:00", WakeCapped("2025-06-03 02:00")),
+            ("2025-06-03 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn suppressed_number_at_the_first_wake_ends_without_contact() {
+    let p = plan(vec![call(11), sms(12)]);
+    check(
+        "suppressed_before_first_step",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", WakeSuppressed),
+        ],
+    );
+}
+
+#[test]
+fn number_suppressed_between_steps_ends_before_the_next_step() {
+    let p = plan(vec![call(11), sms(12).delay("1d")]);
+    check(
+        "suppressed_before_second_step",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:02", Ended(O::Unresolved)),
+            ("2025-06-03 09:02", WakeSuppressed),
+        ],
+    );
+}
+
+#[test]
+fn number_suppressed_before_a_retry_ends_before_that_attempt() {
+    let p = plan(vec![call(11).attempts(2, "1h")]);
+    check(
+        "suppressed_before_retry",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::NoAnswer)),
+            ("2025-06-02 10:01", WakeSuppressed),
+        ],
+    );
+}
+
+#[test]
+fn suppression_is_checked_before_calling_hours() {
+    // 03:00 EDT: outside the window, but a suppressed number ends the sequence at once.
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    check(
+        "suppressed_outside_hours",
+        &p,
+        &[
+            ("2025-06-02 07:00", Enrolled),
+            ("2025-06-02 07:00", WakeSuppressed),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cancel, pause, resume
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn cancel_before_the_first_step_runs() {
+    let p = plan(vec![call(11).delay("1h")]);
+    check(
+        "cancel_before_start",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:30", Cancel),
+            ("2025-06-02 10:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn cancel_during_an_encounter_ends_and_ignores_the_late_callback() {
+    let p = plan(vec![call(11), sms(12)]);
+    check(
+        "cancel_during_encounter",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Cancel),
+            ("2025-06-02 09:05", Ended(O::Resolved)),
+        ],
+    );
+}
+
+#[test]
+fn cancel_while_waiting_for_a_later_step_or_a_retry() {
+    let p = plan(vec![call(11).attempts(2, "1h"), sms(12).delay("1d")]);
+    check(
+        "cancel_waiting_for_retry",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Busy)),
+            ("2025-06-02 09:30", Cancel),
+        ],
+    );
+    check(
+        "cancel_waiting_for_second_step",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Unresolved)),
+            ("2025-06-02 09:30", Cancel),
+        ],
+    );
+}
+
+#[test]
+fn cancel_while_paused_ends() {
+    let p = plan(vec![call(11).delay("1h")]);
+    check(
+        "cancel_while_paused",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:10", Pause),
+            ("2025-06-02 09:20", Cancel),
+        ],
+    );
+}
+
+#[test]
+fn every_event_after_the_end_changes_nothing() {
+    let p = plan(vec![call(11)]);
+    check(
+        "events_after_end",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:05", Ended(O::Resolved)),
+            ("2025-06-02 09:06", Cancel),
+            ("2025-06-02 09:07", Pause),
+            ("2025-06-02 09:08", Resume),
+            ("2025-06-02 09:09", Wake),
+            ("2025-06-02 09:10", Ended(O::OptOut)),
+            ("2025-06-02 09:11", Enrolled),
+        ],
+    );
+}
+
+#[test]
+fn pause_and_resume_before_the_due_time_keeps_the_due_time() {
+    let p = plan(vec![call(11).delay("2h")]);
+    check(
+        "pause_resume_before_due",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:30", Pause),
+            ("2025-06-02 10:00", Resume),
+            ("2025-06-02 11:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_due_time_that_passed_while_paused_fires_on_resume_but_still_respects_calling_hours() {
+    // Due 10:00 EDT; paused until 22:00 EDT; the wake-up at resume is deferred to morning.
+    let p = plan_in(NEW_YORK, vec![call(11).delay("1h")]);
+    check(
+        "pause_past_due_then_resume_at_night",
+        &p,
+        &[
+            ("2025-06-02 13:00", Enrolled),
+            ("2025-06-02 13:30", Pause),
+            ("2025-06-02 14:00", Wake),
+            ("2025-06-03 02:00", Resume),
+            ("2025-06-03 02:00", Wake),
+            ("2025-06-03 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn an_encounter_ending_while_paused_schedules_the_next_step_without_waking() {
+    let p = plan(vec![call(11), sms(12).delay("1h")]);
+    check(
+        "encounter_ends_while_paused",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Pause),
+            ("2025-06-02 09:05", Ended(O::Unresolved)),
+            ("2025-06-02 10:05", Wake),
+            ("2025-06-02 12:00", Resume),
+            ("2025-06-02 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn an_encounter_resolving_while_paused_ends_the_sequence() {
+    let p = plan(vec![call(11), sms(12)]);
+    check(
+        "encounter_resolves_while_paused",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Pause),
+            ("2025-06-02 09:05", Ended(O::Resolved)),
+            ("2025-06-02 09:06", Resume),
+        ],
+    );
+}
+
+#[test]
+fn pausing_during_an_encounter_and_resuming_arms_no_wake() {
+    let p = plan(vec![call(11)]);
+    check(
+        "pause_resume_during_encounter",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Pause),
+            ("2025-06-02 09:02", Resume),
+            ("2025-06-02 09:05", Ended(O::NoAnswer)),
+        ],
+    );
+}
+
+#[test]
+fn pause_twice_and_resume_while_active_change_nothing() {
+    let p = plan(vec![call(11).delay("1h")]);
+    check(
+        "pause_resume_idempotent",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:10", Resume),
+            ("2025-06-02 09:20", Pause),
+            ("2025-06-02 09:30", Pause),
+            ("2025-06-02 09:40", Resume),
+            ("2025-06-02 09:50", Resume),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Spurious and duplicate events
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn an_early_wake_only_rearms_the_due_time() {
+    let p = plan(vec![call(11).delay("1h")]);
+    check(
+        "early_wake",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:30", Wake),
+            ("2025-06-02 09:59:59", Wake),
+            ("2025-06-02 10:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_wake_during_an_encounter_changes_nothing() {
+    let p = plan(vec![call(11)]);
+    check(
+        "wake_during_encounter",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Wake),
+            ("2025-06-02 09:02", WakeSuppressed),
+        ],
+    );
+}
+
+#[test]
+fn a_duplicate_encounter_ended_is_ignored() {
+    let p = plan(vec![call(11).attempts(2, "1h"), sms(12)]);
+    check(
+        "duplicate_encounter_ended",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::NoAnswer)),
+            ("2025-06-02 09:02", EndedAt(O::NoAnswer, "2025-06-02 09:01")),
+            ("2025-06-02 09:03", Ended(O::Resolved)),
+        ],
+    );
+}
+
+#[test]
+fn encounter_ended_before_any_encounter_started_is_ignored() {
+    let p = plan(vec![call(11).delay("1h")]);
+    check(
+        "encounter_ended_while_waiting",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:10", Ended(O::Resolved)),
+        ],
+    );
+}
+
+#[test]
+fn a_second_enrolled_is_ignored() {
+    let p = plan(vec![call(11).delay("1h")]);
+    check(
+        "second_enrolled",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:30", Enrolled),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Beyond scripts
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn step_is_deterministic() {
+    // Same inputs, same outputs: no clock, no randomness.
+    let p = plan_in(NEW_YORK, vec![call(11).attempts(2, "1h"), sms(12)]);
+    let state = SequenceState::new();
+    let now = t("2025-06-02 09:00");
+    let a = step(&p, &state, &Event::Enrolled, now);
+    let b = step(&p, &state, &Event::Enrolled, now);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_deferral_wakes_exactly_at_the_next_allowed_instant() {
+    // The engine and the public helper agree, so the scheduler never wakes into a deferral.
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    let now = t("2025-06-02 03:00");
+    let enrolled = step(&p, &SequenceState::new(), &Event::Enrolled, now).state;
+    let wake = Event::Wake {
+        suppressed: false,
+        contact_cap_allows_at: None,
+    };
+    let deferred = step(&p, &enrolled, &wake, now).state;
+    let expected = next_allowed_instant(now, NEW_YORK, &p.calling_hours.unwrap());
+    assert_eq!(deferred.next_wake, Some(expected));
+    assert_eq!(expected, t("2025-06-02 12:00"));
+}
+
+#[test]
+fn huge_delays_saturate_instead_of_panicking() {
+    let p = plan(vec![call(11).attempts(2, "1s")]);
+    let huge = Plan {
+        steps: vec![StepSpec {
+            delay: Duration::from_secs(u64::MAX),
+            ..p.steps[0].clone()
+        }],
+        ..p
+    };
+    let tr = step(
+        &huge,
+        &SequenceState::new(),
+        &Event::Enrolled,
+        t("2025-06-02 09:00"),
+    );
+    assert_eq!(tr.state.next_wake, Some(DateTime::<Utc>::MAX_UTC));
+}
+
+#[test]
+fn a_state_pointing_past_the_plan_ends_instead_of_panicking() {
+    let p = plan(vec![call(11), sms(12)]);
+    let state = SequenceState {
+        step: 5,
+        phase: Phase::WaitingToStart {
+            due_at: t("2025-06-02 09:00"),
+        },
+        next_wake: Some(t("2025-06-02 09:00")),
+        ..SequenceState::new()
+    };
+    let wake = Event::Wake {
+        suppressed: false,
+        contact_cap_allows_at: None,
+    };
+    let tr = step(&p, &state, &wake, t("2025-06-02 09:00"));
+    assert_eq!(tr.state.status, SequenceStatus::Ended);
+    assert_eq!(tr.actions.last(), Some(&Action::End));
+    assert!(
+        !tr.actions
+            .iter()
+            .any(|a| matches!(a, Action::StartEncounter { .. }))
+    );
+}

@@ -1,0 +1,14 @@
+//! The durable scheduler: turns enrollments into runs of encounters through the pure engine
+//! (`clarion-engine`), the simulator channel (`clarion-channels`) and the outbox.
+
+pub mod clock;
+pub mod definition;
+pub mod report;
+mod scheduler;
+mod simulator;
+
+pub use clock::ScaledClock;
+pub use scheduler::{
+    ContactCaps, Control, EnrollRequest, Enrolled, Scheduler, SchedulerConfig, SchedulerError,
+    plan_for,
+};

@@ -1,0 +1,97 @@
+//! The End of Sequence Report, built from stored state: the same function serves
+//! `GET /v1/sequences/{id}` for a running sequence and the outbox when it ends.
+
+use clarion_store::{EncounterRow, Millis, SequenceRow};
+use clarion_webhooks::{
+    Call, CallStatus, OutreachStep, SequenceReport, SequenceStatus, Sms, SmsStatus, Timestamp,
+};
+
+fn at(millis: Millis) -> Option<Timestamp> {
+    Timestamp::from_unix_millis(millis)
+}
+
+/// The report of a sequence from its row and its encounters (in step, attempt order). Every
+/// encounter is an outreach entry; one that has not ended yet shows what is known so far.
+pub fn build_report(
+    sequence: &SequenceRow,
+    encounters: &[EncounterRow],
+    last_updated: Millis,
+) -> SequenceReport {
+    let outreach = encounters.iter().filter_map(outreach_step).collect();
+    SequenceReport {
+        id: sequence.id,
+        status: SequenceStatus::from(sequence.status.as_str()),
+        outcome_description: sequence.outcome_description.clone(),
+        last_updated: at(last_updated).unwrap_or_else(|| {
+            Timestamp::from_unix_millis(0)
+                .unwrap_or_else(|| unreachable!("the epoch is representable"))
+        }),
+        outreach,
+    }
+}
+
+fn outreach_step(encounter: &EncounterRow) -> Option<OutreachStep> {
+    let step = u32::try_from(encounter.step + 1).ok()?;
+    // An ended (or simulated, already known) encounter carries its full object.
+    if encounter.status == "ended"
+        && let Some(report) = &encounter.report
+    {
+        return match encounter.channel.as_str() {
+            "call" => serde_json::from_value::<Call>(report.clone())
+                .ok()
+                .map(|c| OutreachStep::call(step, c)),
+            _ => serde_json::from_value::<Sms>(report.clone())
+                .ok()
+                .map(|s| OutreachStep::sms(step, s)),
+        };
+    }
+    let started_at = at(encounter.created_at);
+    let ended_at = encounter.ended_at.and_then(at);
+    Some(match encounter.channel.as_str() {
+        "call" => OutreachStep::call(
+            step,
+            Call {
+                id: encounter.id,
+                assistant_id: encounter.assistant_id,
+                started_at,
+                ended_at,
+                call_status: if encounter.status == "ended" {
+                    CallStatus::Ended
+                } else {
+                    CallStatus::InProgress
+                },
+                duration_ms: None,
+                ended_reason: None,
+                transcript: None,
+                source_number: None,
+                destination_number: Some(encounter.phone_number.clone()),
+                call_type: Some(clarion_webhooks::CallType::OutboundPhoneCall),
+                analysis: None,
+                summary: None,
+                outcome: None,
+                failure_reason: None,
+                voicemail_message: None,
+            },
+        ),
+        _ => OutreachStep::sms(
+            step,
+            Sms {
+                id: encounter.id,
+                assistant_id: encounter.assistant_id,
+                started_at,
+                ended_at,
+                status: if encounter.status == "ended" {
+                    SmsStatus::Ended
+                } else {
+                    SmsStatus::Active
+                },
+                ended_reason: None,
+                transcript: None,
+                source_number: None,
+                destination_number: Some(encounter.phone_number.clone()),
+                analysis: None,
+                summary: None,
+            },
+        ),
+    })
+}

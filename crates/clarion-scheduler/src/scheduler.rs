@@ -1,0 +1,849 @@
+//! The durable scheduler: the I/O around the pure engine.
+//!
+//! Every state change runs in one write transaction that reads the state it changes, applies
+//! `clarion_engine::step`, performs the actions (history, suppression, encounter rows, the
+//! report into the outbox) and writes the new state. So:
+//!
+//! - **nothing is lost**: a sequence's next wake-up is in its row; a crash at any point leaves
+//!   either the old state or the new one, and the worker picks it up again;
+//! - **a report is queued in the transaction that ends the sequence** (transactional outbox);
+//! - **contact is at most once**: the encounter row, unique per (sequence, step, attempt), is
+//!   committed before the provider is asked. An encounter committed but never confirmed (the
+//!   process died in between) is reconciled: it ends as `failed` and is never sent again.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use clarion_delivery::{Clock, Outbox};
+use clarion_engine::{Action, Event, Note, Plan, SequenceState, StepSpec, Transition};
+use clarion_store::{
+    EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceRow, SequenceUpdate,
+    Store, StoreError, Tx,
+};
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
+use crate::report::build_report;
+
+/// Organisation-level contact caps (rolling windows, across sequences and channels).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ContactCaps {
+    pub per_day: u32,
+    pub per_week: u32,
+}
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The number the simulator calls and texts from.
+    pub clinic_number: String,
+    /// Sequences or encounters handled per transaction.
+    pub batch_size: u32,
+    /// Fallback poll when nothing wakes the loop (real time).
+    pub poll_interval: Duration,
+    pub contact_caps: Option<ContactCaps>,
+    /// An encounter committed but not confirmed as requested after this long (engine time)
+    /// is reconciled.
+    pub reconcile_after: Duration,
+    /// How much faster than real time the engine clock runs (`simulator.time_scale`).
+    pub time_scale: f64,
+}
+
+/// Errors of scheduler operations.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("no such sequence template")]
+    TemplateNotFound,
+    #[error("no such sequence")]
+    SequenceNotFound,
+    #[error("the number is on the organisation's suppression list")]
+    Suppressed,
+    #[error("the number is already in a running sequence of this template")]
+    AlreadyRunning,
+    #[error("the sequence has ended")]
+    Ended,
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(&'static str),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One enrollment.
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    pub template_id: i64,
+    pub contact: ContactInfo,
+    pub variables: Map<String, Value>,
+    pub simulation: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub allow_concurrent: bool,
+}
+
+/// What enrolling did.
+#[derive(Debug, Clone)]
+pub enum Enrolled {
+    Created(SequenceRow),
+    /// The idempotency key was used before: that sequence, unchanged.
+    Existing(SequenceRow),
+}
+
+/// API controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Cancel,
+    Pause,
+    Resume,
+}
+
+/// The scheduler of one node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    /// The engine's clock (sped up under `simulator.time_scale`).
+    clock: Arc<dyn Clock>,
+    /// Real time, for the outbox.
+    real_clock: Arc<dyn Clock>,
+    outbox: Outbox,
+    config: SchedulerConfig,
+    wake: Notify,
+    /// Template versions and assistants never change once written: cached by id.
+    plans: Mutex<HashMap<i64, Arc<TemplateDefinition>>>,
+}
+
+fn datetime(millis: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default()
+}
+
+fn millis(at: DateTime<Utc>) -> Millis {
+    at.timestamp_millis()
+}
+
+fn status_text(state: &SequenceState) -> &'static str {
+    match state.status {
+        clarion_engine::SequenceStatus::Active => "active",
+        clarion_engine::SequenceStatus::Paused => "paused",
+        clarion_engine::SequenceStatus::Ended => "ended",
+    }
+}
+
+fn note_kind(note: &Note) -> String {
+    serde_json::to_value(note)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "note".to_owned())
+}
+
+/// The engine's plan for a stored definition and a contact's zone.
+pub fn plan_for(definition: &TemplateDefinition, time_zone: &str) -> Result<Plan, SchedulerError> {
+    let time_zone = definition::parse_time_zone("contact.time_zone", time_zone)?;
+    let steps = definition
+        .steps
+        .iter()
+        .map(|s| StepSpec {
+            channel: if s.channel == "sms" {
+                clarion_engine::Channel::Sms
+            } else {
+                clarion_engine::Channel::Call
+            },
+            assistant_id: s.assistant_id,
+            delay: Duration::from_millis(s.delay_ms),
+            max_attempts: s.max_attempts,
+            retry_delay: Duration::from_millis(s.retry_delay_ms),
+        })
+        .collect();
+    let stop_on = definition
+        .stop_on
+        .iter()
+        .filter_map(|r| serde_json::from_value(Value::String(r.clone())).ok())
+        .collect();
+    Ok(Plan {
+        steps,
+        stop_on,
+        calling_hours: definition
+            .hours()
+            .map(|(start, end)| clarion_engine::CallingHours { start, end }),
+        time_zone,
+        sms_timeout: Duration::from_millis(definition.sms_timeout_ms),
+    })
+}
+
+impl Scheduler {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        real_clock: Arc<dyn Clock>,
+        outbox: Outbox,
+        config: SchedulerConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                real_clock,
+                outbox,
+                config,
+                wake: Notify::new(),
+                plans: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    /// Wakes the worker loop (work was committed).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    async fn definition(&self, version_id: i64) -> Result<Arc<TemplateDefinition>, SchedulerError> {
+        if let Some(found) = self.lock_plans().get(&version_id) {
+            return Ok(found.clone());
+        }
+        let version = self
+            .inner
+            .store
+            .get_template_version(version_id)
+            .await?
+            .ok_or(SchedulerError::Corrupt("template version missing"))?;
+        let definition: TemplateDefinition = serde_json::from_value(version.definition)
+            .map_err(|_| SchedulerError::Corrupt("template definition"))?;
+        let definition = Arc::new(definition);
+        self.lock_plans().insert(version_id, definition.clone());
+        Ok(definition)
+    }
+
+    fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<TemplateDefinition>>> {
+        self.inner
+            .plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn plan_of(&self, sequence: &SequenceRow) -> Result<Plan, SchedulerError> {
+        let definition = self.definition(sequence.template_version_id).await?;
+        let contact: ContactInfo = serde_json::from_value(sequence.contact.clone())
+            .map_err(|_| SchedulerError::Corrupt("contact"))?;
+        plan_for(&definition, &contact.time_zone)
+    }
+
+    /// Validates and enrolls one contact.
+    pub async fn enroll(
+        &self,
+        org: OrgId,
+        request: EnrollRequest,
+    ) -> Result<Enrolled, SchedulerError> {
+        let mut results = self.enroll_many(org, vec![request]).await?;
+        results
+            .pop()
+            .ok_or(SchedulerError::Corrupt("no enrollment result"))?
+    }
+
+    /// Enrolls several contacts in one transaction; each gets its own result.
+    pub async fn enroll_many(
+        &self,
+        org: OrgId,
+        requests: Vec<EnrollRequest>,
+    ) -> Result<Vec<Result<Enrolled, SchedulerError>>, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let mut templates = HashMap::new();
+        let mut tx = self.inner.store.begin().await?;
+        let mut results = Vec::with_capacity(requests.len());
+        for request in requests {
+            if let std::collections::hash_map::Entry::Vacant(slot) =
+                templates.entry(request.template_id)
+            {
+                let template = self
+                    .inner
+                    .store
+                    .get_template(org, request.template_id)
+                    .await?;
+                slot.insert(template);
+            }
+            let Some(Some(template)) = templates.get(&request.template_id) else {
+                results.push(Err(SchedulerError::TemplateNotFound));
+                continue;
+            };
+            results.push(self.enroll_in(&mut tx, org, template, request, now).await);
+        }
+        tx.commit().await?;
+        self.wake();
+        Ok(results)
+    }
+
+    async fn enroll_in(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        template: &clarion_store::TemplateVersion,
+        request: EnrollRequest,
+        now: Millis,
+    ) -> Result<Enrolled, SchedulerError> {
+        let store = &self.inner.store;
+        let contact = &request.contact;
+        definition::validate_e164("contact.phone_number", &contact.phone_number)?;
+        let definition: TemplateDefinition = serde_json::from_value(template.definition.clone())
+            .map_err(|_| SchedulerError::Corrupt("template definition"))?;
+        let plan = plan_for(&definition, &contact.time_zone)?;
+        if store.is_suppressed(tx, org, &contact.phone_number).await? {
+            // A replayed request (same idempotency key) still gets the sequence the first one
+            // created; a suppressed number never gets a new one.
+            if let Some(key) = &request.idempotency_key
+                && let Some(existing) = self.existing_by_key(tx, org, key).await?
+            {
+                return Ok(Enrolled::Existing(existing));
+            }
+            return Err(SchedulerError::Suppressed);
+        }
+        let Transition { state, actions } = clarion_engine::step(
+            &plan,
+            &SequenceState::new(),
+            &Event::Enrolled,
+            datetime(now),
+        );
+        let state_text =
+            serde_json::to_string(&state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let contact_json =
+            serde_json::to_value(contact).map_err(|_| SchedulerError::Corrupt("contact"))?;
+        let variables = Value::Object(request.variables.clone());
+        let new = NewSequence {
+            org_id: org,
+            template_id: template.template_id,
+            template_version_id: template.version_id,
+            phone_number: &contact.phone_number,
+            contact: &contact_json,
+            variables: &variables,
+            simulation: request.simulation.as_ref(),
+            status: status_text(&state),
+            state: &state_text,
+            next_wake_at: state.next_wake.map(millis),
+            allow_concurrent: request.allow_concurrent,
+            idempotency_key: request.idempotency_key.as_deref(),
+            now,
+        };
+        let row = match store.insert_sequence(tx, &new).await? {
+            Ok(row) => row,
+            Err(InsertSequenceError::SameIdempotencyKey(id)) => {
+                let existing = store
+                    .sequence_for_update(tx, id)
+                    .await?
+                    .ok_or(SchedulerError::Corrupt("idempotent sequence vanished"))?;
+                return Ok(Enrolled::Existing(existing));
+            }
+            Err(InsertSequenceError::AlreadyRunning) => return Err(SchedulerError::AlreadyRunning),
+        };
+        self.perform(tx, &row, &state, &actions, now).await?;
+        Ok(Enrolled::Created(row))
+    }
+
+    async fn existing_by_key(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        key: &str,
+    ) -> Result<Option<SequenceRow>, SchedulerError> {
+        let probe = NewSequence {
+            org_id: org,
+            template_id: 0,
+            template_version_id: 0,
+            phone_number: "",
+            contact: &Value::Null,
+            variables: &Value::Null,
+            simulation: None,
+            status: "ended",
+            state: "",
+            next_wake_at: None,
+            allow_concurrent: true,
+            idempotency_key: Some(key),
+            now: 0,
+        };
+        // insert_sequence answers SameIdempotencyKey before inserting anything.
+        match self.inner.store.insert_sequence(tx, &probe).await {
+            Ok(Err(InsertSequenceError::SameIdempotencyKey(id))) => {
+                Ok(self.inner.store.sequence_for_update(tx, id).await?)
+            }
+            Ok(Ok(_)) => Err(SchedulerError::Corrupt("probe inserted a sequence")),
+            Ok(Err(_)) | Err(_) => Ok(None),
+        }
+    }
+
+    /// Cancel, pause or resume.
+    pub async fn control(
+        &self,
+        org: OrgId,
+        id: i64,
+        control: Control,
+    ) -> Result<SequenceRow, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let mut tx = self.inner.store.begin().await?;
+        let sequence = self
+            .inner
+            .store
+            .sequence_for_update(&mut tx, id)
+            .await?
+            .filter(|s| s.org_id == org)
+            .ok_or(SchedulerError::SequenceNotFound)?;
+        if sequence.status == "ended" {
+            return Err(SchedulerError::Ended);
+        }
+        let event = match control {
+            Control::Cancel => Event::Cancel,
+            Control::Pause => Event::Pause,
+            Control::Resume => Event::Resume,
+        };
+        self.transition(&mut tx, &sequence, &event, now).await?;
+        tx.commit().await?;
+        self.inner.outbox.wake();
+        self.wake();
+        self.inner
+            .store
+            .get_sequence(org, id)
+            .await?
+            .ok_or(SchedulerError::SequenceNotFound)
+    }
+
+    /// Applies one event to a sequence inside `tx` and performs the resulting actions.
+    /// Returns the encounters it started (committed rows; the provider is asked after commit).
+    async fn transition(
+        &self,
+        tx: &mut Tx,
+        sequence: &SequenceRow,
+        event: &Event,
+        now: Millis,
+    ) -> Result<Vec<i64>, SchedulerError> {
+        let plan = self.plan_of(sequence).await?;
+        let state: SequenceState =
+            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let Transition { state, actions } =
+            clarion_engine::step(&plan, &state, event, datetime(now));
+        if actions.is_empty() && state.next_wake.map(millis) == sequence.next_wake_at {
+            return Ok(Vec::new());
+        }
+        self.perform(tx, sequence, &state, &actions, now).await
+    }
+
+    /// Stores the new state and performs the engine's actions, in `tx`.
+    async fn perform(
+        &self,
+        tx: &mut Tx,
+        sequence: &SequenceRow,
+        state: &SequenceState,
+        actions: &[Action],
+        now: Millis,
+    ) -> Result<Vec<i64>, SchedulerError> {
+        let store = &self.inner.store;
+        let mut started = Vec::new();
+        let mut ended = false;
+        for action in actions {
+            match action {
+                Action::Record(note) => {
+                    let detail = serde_json::to_value(note).unwrap_or(Value::Null);
+                    store
+                        .add_sequence_event(tx, sequence.id, now, &note_kind(note), &detail)
+                        .await?;
+                }
+                Action::SuppressNumber => {
+                    store
+                        .suppress(tx, sequence.org_id, &sequence.phone_number, "opt-out", now)
+                        .await?;
+                }
+                Action::StartEncounter {
+                    step,
+                    attempt,
+                    channel,
+                    assistant_id,
+                } => {
+                    let inserted = store
+                        .insert_encounter(
+                            tx,
+                            sequence.org_id,
+                            sequence.id,
+                            i64::try_from(*step).unwrap_or(i64::MAX),
+                            i64::from(*attempt),
+                            channel.as_str(),
+                            *assistant_id,
+                            &sequence.phone_number,
+                            now,
+                        )
+                        .await?;
+                    match inserted {
+                        Some(id) => started.push(id),
+                        None => tracing::warn!(
+                            sequence_id = sequence.id,
+                            step,
+                            attempt,
+                            "encounter for this step attempt exists already; not starting it again"
+                        ),
+                    }
+                }
+                Action::End => ended = true,
+            }
+        }
+        let state_text =
+            serde_json::to_string(state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let update = SequenceUpdate {
+            status: status_text(state),
+            state: &state_text,
+            next_wake_at: state.next_wake.map(millis),
+            outcome_description: state.outcome_description.as_deref(),
+            now,
+        };
+        store.update_sequence(tx, sequence.id, &update).await?;
+        if ended {
+            let mut row = sequence.clone();
+            row.status = "ended".to_owned();
+            row.outcome_description = state.outcome_description.clone();
+            let encounters = store.sequence_encounters_tx(tx, sequence.id).await?;
+            let report = build_report(&row, &encounters, now);
+            self.inner
+                .outbox
+                .enqueue_report(
+                    tx,
+                    sequence.org_id,
+                    &report,
+                    self.inner.real_clock.now_millis(),
+                )
+                .await?;
+        }
+        Ok(started)
+    }
+
+    /// The report shape of a sequence: for an ended one, the delivered bytes.
+    pub async fn report_json(&self, org: OrgId, id: i64) -> Result<Option<String>, SchedulerError> {
+        let Some(sequence) = self.inner.store.get_sequence(org, id).await? else {
+            return Ok(None);
+        };
+        if sequence.status == "ended"
+            && let Some(body) = self.inner.store.report_body(org, id).await?
+        {
+            return String::from_utf8(body)
+                .map(Some)
+                .map_err(|_| SchedulerError::Corrupt("report body"));
+        }
+        let encounters = self.inner.store.sequence_encounters(id).await?;
+        let report = build_report(&sequence, &encounters, sequence.last_updated);
+        serde_json::to_string(&report)
+            .map(Some)
+            .map_err(|_| SchedulerError::Corrupt("report"))
+    }
+
+    /// Runs until `shutdown` resolves.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(error) = self.run_due_now().await {
+                tracing::error!(error = %error, "running due sequences failed");
+            }
+            let pause = self.pause().await;
+            tokio::select! {
+                () = &mut shutdown => break,
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    async fn pause(&self) -> Duration {
+        let poll = self.inner.config.poll_interval;
+        let store = &self.inner.store;
+        let next = match (
+            store.next_sequence_wake().await,
+            store.next_encounter_end().await,
+        ) {
+            (Ok(a), Ok(b)) => a.into_iter().chain(b).min(),
+            _ => None,
+        };
+        let now = self.inner.clock.now_millis();
+        match next {
+            Some(at) if at > now => {
+                let virtual_wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+                poll.min(virtual_wait.div_f64(self.inner.config.time_scale.max(f64::MIN_POSITIVE)))
+            }
+            Some(_) => Duration::ZERO,
+            None => poll,
+        }
+    }
+
+    /// Does everything due now: wakes due sequences, starts their encounters, ends encounters
+    /// whose end is due, reconciles unconfirmed ones. Repeats until nothing is due. Returns the
+    /// number of sequence transitions made.
+    pub async fn run_due_now(&self) -> Result<usize, SchedulerError> {
+        let mut total = 0;
+        loop {
+            let mut done = 0;
+            done += self.wake_due_sequences().await?;
+            done += self.end_due_encounters().await?;
+            done += self.reconcile_unconfirmed().await?;
+            total += done;
+            if done == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    async fn wake_due_sequences(&self) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let store = &self.inner.store;
+        let mut tx = store.begin().await?;
+        let due = store
+            .due_sequences(&mut tx, now, self.inner.config.batch_size)
+            .await?;
+        let mut started = Vec::new();
+        for sequence in &due {
+            let suppressed = store
+                .is_suppressed(&mut tx, sequence.org_id, &sequence.phone_number)
+                .await?;
+            let cap = self.cap_allows_at(&mut tx, sequence, now).await?;
+            let event = Event::Wake {
+                suppressed,
+                contact_cap_allows_at: cap.map(datetime),
+            };
+            match self.transition(&mut tx, sequence, &event, now).await {
+                Ok(ids) => started.extend(ids.into_iter().map(|id| (id, sequence.clone()))),
+                Err(SchedulerError::Store(error)) => return Err(error.into()),
+                Err(error) => {
+                    // A bad row must not stop the loop: park it and say why.
+                    tracing::error!(sequence_id = sequence.id, error = %error, "sequence cannot run; parked");
+                    let update = SequenceUpdate {
+                        status: "paused",
+                        state: &sequence.state,
+                        next_wake_at: None,
+                        outcome_description: None,
+                        now,
+                    };
+                    store.update_sequence(&mut tx, sequence.id, &update).await?;
+                    store
+                        .add_sequence_event(
+                            &mut tx,
+                            sequence.id,
+                            now,
+                            "parked",
+                            &json!({ "reason": error.to_string() }),
+                        )
+                        .await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Rolling-window contact caps: the earliest instant another contact is allowed.
+    async fn cap_allows_at(
+        &self,
+        tx: &mut Tx,
+        sequence: &SequenceRow,
+        now: Millis,
+    ) -> Result<Option<Millis>, SchedulerError> {
+        let Some(caps) = self.inner.config.contact_caps else {
+            return Ok(None);
+        };
+        const DAY: Millis = 24 * 3600 * 1000;
+        let week_ago = now - 7 * DAY;
+        let contacts = self
+            .inner
+            .store
+            .contacts_since(tx, sequence.org_id, &sequence.phone_number, week_ago)
+            .await?;
+        let mut allows = now;
+        let day: Vec<Millis> = contacts
+            .iter()
+            .copied()
+            .filter(|t| *t >= now - DAY)
+            .collect();
+        for (window, cap, times) in [
+            (DAY, caps.per_day, &day),
+            (7 * DAY, caps.per_week, &contacts),
+        ] {
+            let cap = usize::try_from(cap).unwrap_or(usize::MAX);
+            if cap > 0 && times.len() >= cap {
+                // The contact that must fall out of the window before another is allowed.
+                allows = allows.max(times[times.len() - cap] + window);
+            }
+        }
+        Ok((allows > now).then_some(allows))
+    }
+
+    /// Asks the provider (the simulator) for each committed encounter, then records that it
+    /// was requested, with what the simulator already knows about how it will go.
+    async fn request_encounters(
+        &self,
+        started: Vec<(i64, SequenceRow)>,
+    ) -> Result<(), SchedulerError> {
+        let mut requested = Vec::with_capacity(started.len());
+        for (encounter_id, sequence) in started {
+            match self.simulate(encounter_id, &sequence).await {
+                Ok(result) => requested.push((encounter_id, result)),
+                Err(error) => {
+                    tracing::error!(encounter_id, error = %error, "starting a simulated encounter failed");
+                }
+            }
+        }
+        let mut tx = self.inner.store.begin().await?;
+        for (encounter_id, (ends_at, outcome, report)) in &requested {
+            self.inner
+                .store
+                .mark_encounter_requested(
+                    &mut tx,
+                    *encounter_id,
+                    &format!("sim_{encounter_id}"),
+                    Some(*ends_at),
+                    Some(report),
+                    Some(outcome),
+                )
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs the simulator for one encounter: (ends_at, outcome, report object).
+    async fn simulate(
+        &self,
+        encounter_id: i64,
+        sequence: &SequenceRow,
+    ) -> Result<(Millis, String, Value), SchedulerError> {
+        let store = &self.inner.store;
+        let encounters = store.sequence_encounters(sequence.id).await?;
+        let index = encounters
+            .iter()
+            .position(|e| e.id == encounter_id)
+            .ok_or(SchedulerError::Corrupt("encounter vanished"))?;
+        let encounter = &encounters[index];
+        let assistant = store
+            .get_assistant(sequence.org_id, encounter.assistant_id)
+            .await?
+            .ok_or(SchedulerError::Corrupt("assistant missing"))?;
+        let definition = self.definition(sequence.template_version_id).await?;
+        let sms_timeout = Duration::from_millis(definition.sms_timeout_ms);
+        crate::simulator::simulate(
+            sequence,
+            encounter,
+            index,
+            &assistant,
+            &self.inner.config.clinic_number,
+            sms_timeout,
+        )
+    }
+
+    async fn end_due_encounters(&self) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let store = &self.inner.store;
+        let mut tx = store.begin().await?;
+        let due = store
+            .due_encounters(&mut tx, now, self.inner.config.batch_size)
+            .await?;
+        let mut started = Vec::new();
+        for encounter in &due {
+            let outcome = encounter
+                .outcome
+                .clone()
+                .unwrap_or_else(|| "failed".to_owned());
+            let report = encounter.report.clone().unwrap_or(Value::Null);
+            let ended_at = encounter.ends_at.unwrap_or(now);
+            started.extend(
+                self.finish_encounter(&mut tx, encounter, &outcome, &report, ended_at, now)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        if !due.is_empty() {
+            self.inner.outbox.wake();
+        }
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Ends an encounter and feeds its outcome to the engine, in `tx`.
+    async fn finish_encounter(
+        &self,
+        tx: &mut Tx,
+        encounter: &EncounterRow,
+        outcome: &str,
+        report: &Value,
+        ended_at: Millis,
+        now: Millis,
+    ) -> Result<Vec<(i64, SequenceRow)>, SchedulerError> {
+        let store = &self.inner.store;
+        if !store
+            .end_encounter(tx, encounter.id, outcome, report, ended_at)
+            .await?
+        {
+            return Ok(Vec::new());
+        }
+        let Some(sequence) = store.sequence_for_update(tx, encounter.sequence_id).await? else {
+            return Ok(Vec::new());
+        };
+        let outcome = serde_json::from_value(Value::String(outcome.to_owned()))
+            .unwrap_or(clarion_engine::EncounterOutcome::Failed);
+        let event = Event::EncounterEnded {
+            outcome,
+            ended_at: datetime(ended_at),
+        };
+        let ids = self.transition(tx, &sequence, &event, now).await?;
+        // The sequence may have moved on: reload for the encounters it started.
+        let sequence = store
+            .sequence_for_update(tx, encounter.sequence_id)
+            .await?
+            .unwrap_or(sequence);
+        Ok(ids.into_iter().map(|id| (id, sequence.clone())).collect())
+    }
+
+    /// Encounters committed but never confirmed: the process died between committing the row
+    /// and recording the provider's answer. The provider may or may not have placed it, so it
+    /// is never re-sent: it ends as `failed`, and the sequence goes on by its rules.
+    async fn reconcile_unconfirmed(&self) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let before =
+            now - Millis::try_from(self.inner.config.reconcile_after.as_millis()).unwrap_or(0);
+        let stale = self
+            .inner
+            .store
+            .unconfirmed_encounters(before, self.inner.config.batch_size)
+            .await?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.inner.store.begin().await?;
+        let mut started = Vec::new();
+        for encounter in &stale {
+            tracing::warn!(
+                encounter_id = encounter.id,
+                "encounter was never confirmed by the provider; ending it as failed, not re-sending"
+            );
+            let report = crate::simulator::unknown_outcome_report(
+                encounter,
+                &self.inner.config.clinic_number,
+            );
+            started.extend(
+                self.finish_encounter(&mut tx, encounter, "failed", &report, now, now)
+                    .await?,
+            );
+        }
+        tx.commit().await?;
+        self.inner.outbox.wake();
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(stale.len())
+    }
+}

@@ -1,0 +1,189 @@
+//! `/v1/assistants`: the AI agents that handle calls and SMS conversations.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use clarion_store::Assistant;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, IdPath, Org};
+use crate::wire::{self, Page};
+
+/// An assistant.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AssistantOut {
+    pub id: i64,
+    pub name: String,
+    /// `call` or `sms`.
+    pub channel: String,
+    /// Provider configuration (for the simulator: `purpose`, `organisation_name`).
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    /// Custom analysis fields the assistant extracts: `[{"name", "type": "boolean"|"string"|"number"|"enum", "values"?, "description"?}]`.
+    #[schema(value_type = Vec<Object>)]
+    pub custom_fields: serde_json::Value,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Assistant> for AssistantOut {
+    fn from(a: Assistant) -> Self {
+        Self {
+            id: a.id,
+            name: a.name,
+            channel: a.channel,
+            config: a.config,
+            custom_fields: a.custom_fields,
+            created_at: wire::time(a.created_at),
+            updated_at: wire::time(a.updated_at),
+        }
+    }
+}
+
+/// Body of `POST /v1/assistants`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAssistant {
+    pub name: String,
+    /// `call` or `sms`.
+    pub channel: String,
+    #[serde(default = "empty_object")]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+    #[serde(default)]
+    pub custom_fields: Vec<CustomField>,
+}
+
+/// A custom analysis field.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomField {
+    pub name: String,
+    /// `boolean`, `string`, `number` or `enum`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The allowed values of an `enum` field.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(serde_json::Map::new())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/assistants", tag = "assistants", request_body = CreateAssistant,
+    responses((status = 201, body = AssistantOut), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiJson(body): ApiJson<CreateAssistant>,
+) -> Result<(StatusCode, Json<AssistantOut>), ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::invalid(
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    if body.channel != "call" && body.channel != "sms" {
+        return Err(ApiError::invalid("channel", "channel must be call or sms"));
+    }
+    if !body.config.is_object() {
+        return Err(ApiError::invalid("config", "config must be an object"));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (i, field) in body.custom_fields.iter().enumerate() {
+        let at = |f: &str| format!("custom_fields[{i}].{f}");
+        let valid_name = !field.name.is_empty()
+            && field.name.len() <= 64
+            && field
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid_name {
+            return Err(ApiError::invalid(
+                &at("name"),
+                "letters, digits and underscores, at most 64",
+            ));
+        }
+        if !seen.insert(field.name.clone()) {
+            return Err(ApiError::invalid(
+                &at("name"),
+                "custom field names must be unique",
+            ));
+        }
+        match field.kind.as_str() {
+            "boolean" | "string" | "number" => {}
+            "enum" if !field.values.is_empty() => {}
+            "enum" => {
+                return Err(ApiError::invalid(
+                    &at("values"),
+                    "an enum field needs values",
+                ));
+            }
+            _ => {
+                return Err(ApiError::invalid(
+                    &at("type"),
+                    "type must be boolean, string, number or enum",
+                ));
+            }
+        }
+    }
+    let custom_fields =
+        serde_json::to_value(&body.custom_fields).map_err(|e| ApiError::internal(&e))?;
+    let now = state.clock.now_millis();
+    let assistant = state
+        .store
+        .create_assistant(org, name, &body.channel, &body.config, &custom_fields, now)
+        .await?;
+    Ok((StatusCode::CREATED, Json(assistant.into())))
+}
+
+#[utoipa::path(get, path = "/v1/assistants", tag = "assistants",
+    params(("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = inline(Page<AssistantOut>))), security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Page<AssistantOut>>, ApiError> {
+    let limit = wire::limit(query.limit)?;
+    let after = wire::cursor(query.after.as_deref())?;
+    let assistants = state.store.list_assistants(org, after, limit).await?;
+    let next_cursor = (assistants.len() == limit as usize)
+        .then(|| assistants.last().map(|a| a.id.to_string()))
+        .flatten();
+    Ok(Json(Page {
+        data: assistants.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/assistants/{id}", tag = "assistants",
+    responses((status = 200, body = AssistantOut), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Json<AssistantOut>, ApiError> {
+    let assistant = state
+        .store
+        .get_assistant(org, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("assistant"))?;
+    Ok(Json(assistant.into()))
+}

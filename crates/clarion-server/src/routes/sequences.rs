@@ -1,0 +1,480 @@
+//! `/v1/sequences`: enrollment, reading, listing, cancel/pause/resume and history.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clarion_scheduler::definition::ContactInfo;
+use clarion_scheduler::{Control, EnrollRequest, Enrolled, SchedulerError};
+use clarion_store::OrgId;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, IdPath, Org};
+use crate::wire::{self, Page};
+
+/// Most items in one batch enrollment.
+pub const MAX_BATCH: usize = 1000;
+/// Longest accepted `Idempotency-Key`.
+const MAX_KEY_LEN: usize = 200;
+
+/// The contact to reach.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactIn {
+    /// E.164, e.g. `+15555550123`.
+    pub phone_number: String,
+    /// IANA zone, e.g. `America/New_York`; calling hours are read in it.
+    pub time_zone: String,
+    pub name: Option<String>,
+    pub external_id: Option<String>,
+}
+
+/// Body of `POST /v1/sequences`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollIn {
+    pub template_id: i64,
+    pub contact: ContactIn,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub variables: Map<String, Value>,
+    /// Simulator only: `{"outcomes": ["voicemail", "resolved"]}`, one per encounter in order.
+    #[schema(value_type = Option<Object>)]
+    pub simulation: Option<Value>,
+    /// Allow this number in more than one running sequence of the template.
+    #[serde(default)]
+    pub allow_concurrent: bool,
+}
+
+/// One item of a batch.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchItem {
+    pub contact: ContactIn,
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub variables: Map<String, Value>,
+    #[schema(value_type = Option<Object>)]
+    pub simulation: Option<Value>,
+    #[serde(default)]
+    pub allow_concurrent: bool,
+}
+
+/// Body of `POST /v1/sequences/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BatchIn {
+    pub template_id: i64,
+    pub items: Vec<BatchItem>,
+}
+
+/// One item's result.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchResult {
+    pub index: usize,
+    /// 201 created, or the status the item alone would have got.
+    pub status: u16,
+    #[schema(value_type = Option<Object>)]
+    pub sequence: Option<Box<RawValue>>,
+    #[schema(value_type = Option<Object>)]
+    pub error: Option<Value>,
+}
+
+fn validate_simulation(field: &str, simulation: &Option<Value>) -> Result<(), ApiError> {
+    let Some(simulation) = simulation else {
+        return Ok(());
+    };
+    let object = simulation
+        .as_object()
+        .ok_or_else(|| ApiError::invalid(field, "must be an object"))?;
+    for key in object.keys() {
+        if key != "outcomes" {
+            return Err(ApiError::invalid(
+                &format!("{field}.{key}"),
+                "unknown field",
+            ));
+        }
+    }
+    if let Some(outcomes) = object.get("outcomes") {
+        let list = outcomes.as_array().ok_or_else(|| {
+            ApiError::invalid(&format!("{field}.outcomes"), "must be an array of outcomes")
+        })?;
+        for (i, outcome) in list.iter().enumerate() {
+            let valid = outcome
+                .as_str()
+                .is_some_and(|s| s.parse::<clarion_channels::SimOutcome>().is_ok());
+            if !valid {
+                return Err(ApiError::invalid(
+                    &format!("{field}.outcomes[{i}]"),
+                    "not a simulator outcome (resolved, unresolved, voicemail, no-answer, busy, failed, declined, escalated, requested-callback, customer-dropped, assistant-ended, opt-out, no-reply, error)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn request(
+    template_id: i64,
+    contact: ContactIn,
+    variables: Map<String, Value>,
+    simulation: Option<Value>,
+    allow_concurrent: bool,
+    idempotency_key: Option<String>,
+    prefix: &str,
+) -> Result<EnrollRequest, ApiError> {
+    validate_simulation(&format!("{prefix}simulation"), &simulation)?;
+    let name = contact
+        .name
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if name.as_ref().is_some_and(|n| n.len() > 200) {
+        return Err(ApiError::invalid(
+            &format!("{prefix}contact.name"),
+            "at most 200 characters",
+        ));
+    }
+    Ok(EnrollRequest {
+        template_id,
+        contact: ContactInfo {
+            phone_number: contact.phone_number.trim().to_owned(),
+            time_zone: contact.time_zone.trim().to_owned(),
+            name,
+            external_id: contact.external_id,
+        },
+        variables,
+        simulation,
+        idempotency_key,
+        allow_concurrent,
+    })
+}
+
+/// Maps a scheduler error to the API's error (fields prefixed for batch items).
+fn scheduler_error(error: SchedulerError, prefix: &str) -> ApiError {
+    match error {
+        SchedulerError::Invalid(invalid) => ApiError::invalid(&format!("{prefix}{}", invalid.field), invalid.message),
+        SchedulerError::TemplateNotFound => ApiError::invalid("template_id", "no such sequence template"),
+        SchedulerError::SequenceNotFound => ApiError::not_found("sequence"),
+        SchedulerError::Suppressed => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "suppressed",
+            "the number is on the organisation's suppression list; it will not be contacted",
+        )
+        .with_field(format!("{prefix}contact.phone_number")),
+        SchedulerError::AlreadyRunning => ApiError::new(
+            StatusCode::CONFLICT,
+            "already_enrolled",
+            "the number is already in a running sequence of this template (set allow_concurrent to enroll it again)",
+        )
+        .with_field(format!("{prefix}contact.phone_number")),
+        SchedulerError::Ended => ApiError::new(StatusCode::CONFLICT, "sequence_ended", "the sequence has ended"),
+        SchedulerError::Store(error) => ApiError::from(error),
+        other @ SchedulerError::Corrupt(_) => ApiError::internal(&other),
+    }
+}
+
+async fn sequence_json(state: &AppState, org: OrgId, id: i64) -> Result<Box<RawValue>, ApiError> {
+    let text = state
+        .scheduler
+        .report_json(org, id)
+        .await
+        .map_err(|e| scheduler_error(e, ""))?
+        .ok_or_else(|| ApiError::not_found("sequence"))?;
+    RawValue::from_string(text).map_err(|e| ApiError::internal(&e))
+}
+
+fn raw_response(status: StatusCode, body: &RawValue) -> Response {
+    (
+        status,
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        body.get().to_owned(),
+    )
+        .into_response()
+}
+
+#[utoipa::path(post, path = "/v1/sequences", tag = "sequences", request_body = EnrollIn,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same sequence: a repeated request creates nothing")),
+    responses((status = 201, description = "The sequence, in the End of Sequence Report's shape"),
+               (status = 200, description = "An earlier request with the same Idempotency-Key created this sequence"),
+               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn enroll(
+    State(state): State<AppState>,
+    Org(org): Org,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<EnrollIn>,
+) -> Result<Response, ApiError> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(value) => {
+            let key = value
+                .to_str()
+                .ok()
+                .map(str::trim)
+                .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN);
+            Some(
+                key.ok_or_else(|| {
+                    ApiError::invalid("Idempotency-Key", "1 to 200 visible characters")
+                })?
+                .to_owned(),
+            )
+        }
+    };
+    let request = request(
+        body.template_id,
+        body.contact,
+        body.variables,
+        body.simulation,
+        body.allow_concurrent,
+        key,
+        "",
+    )?;
+    let enrolled = state
+        .scheduler
+        .enroll(org, request)
+        .await
+        .map_err(|e| scheduler_error(e, ""))?;
+    let (status, id) = match enrolled {
+        Enrolled::Created(row) => (StatusCode::CREATED, row.id),
+        Enrolled::Existing(row) => (StatusCode::OK, row.id),
+    };
+    Ok(raw_response(status, &sequence_json(&state, org, id).await?))
+}
+
+#[utoipa::path(post, path = "/v1/sequences/batch", tag = "sequences", request_body = BatchIn,
+    responses((status = 200, body = inline(Page<BatchResult>)), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn enroll_batch(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiJson(body): ApiJson<BatchIn>,
+) -> Result<Json<Value>, ApiError> {
+    if body.items.is_empty() || body.items.len() > MAX_BATCH {
+        return Err(ApiError::invalid(
+            "items",
+            format!("1 to {MAX_BATCH} items"),
+        ));
+    }
+    state
+        .store
+        .get_template(org, body.template_id)
+        .await?
+        .ok_or_else(|| ApiError::invalid("template_id", "no such sequence template"))?;
+    let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(body.items.len());
+    let mut requests = Vec::new();
+    let mut positions = Vec::new();
+    for (index, item) in body.items.into_iter().enumerate() {
+        let prefix = format!("items[{index}].");
+        match request(
+            body.template_id,
+            item.contact,
+            item.variables,
+            item.simulation,
+            item.allow_concurrent,
+            None,
+            &prefix,
+        ) {
+            Ok(request) => {
+                requests.push(request);
+                positions.push(index);
+                results.push(None);
+            }
+            Err(error) => results.push(Some(error_result(index, error))),
+        }
+    }
+    let outcomes = state
+        .scheduler
+        .enroll_many(org, requests)
+        .await
+        .map_err(|e| scheduler_error(e, ""))?;
+    for (index, outcome) in positions.into_iter().zip(outcomes) {
+        results[index] = Some(match outcome {
+            Ok(Enrolled::Created(row) | Enrolled::Existing(row)) => BatchResult {
+                index,
+                status: 201,
+                sequence: Some(sequence_json(&state, org, row.id).await?),
+                error: None,
+            },
+            Err(error) => error_result(index, scheduler_error(error, &format!("items[{index}]."))),
+        });
+    }
+    let data: Vec<BatchResult> = results.into_iter().flatten().collect();
+    Ok(Json(
+        serde_json::json!({ "data": data, "next_cursor": null }),
+    ))
+}
+
+fn error_result(index: usize, error: ApiError) -> BatchResult {
+    BatchResult {
+        index,
+        status: error.status.as_u16(),
+        sequence: None,
+        error: Some(
+            serde_json::json!({ "code": error.code, "message": error.message, "field": error.field }),
+        ),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/sequences/{id}", tag = "sequences",
+    responses((status = 200, description = "The sequence in the End of Sequence Report's shape; for an ended sequence, the delivered body"),
+               (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    Ok(raw_response(
+        StatusCode::OK,
+        &sequence_json(&state, org, id).await?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub status: Option<String>,
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/sequences", tag = "sequences",
+    params(("status" = Option<String>, Query, description = "active, paused or ended"), ("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, description = "`{\"data\": [sequence, ...], \"next_cursor\"}`"), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Page<Box<RawValue>>>, ApiError> {
+    let limit = wire::limit(query.limit)?;
+    let after = wire::cursor(query.after.as_deref())?;
+    if let Some(status) = &query.status
+        && !["active", "paused", "ended"].contains(&status.as_str())
+    {
+        return Err(ApiError::invalid(
+            "status",
+            "expected active, paused or ended",
+        ));
+    }
+    let rows = state
+        .store
+        .list_sequences(org, query.status.as_deref(), after, limit)
+        .await?;
+    let next_cursor = (rows.len() == limit as usize)
+        .then(|| rows.last().map(|r| r.id.to_string()))
+        .flatten();
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        data.push(sequence_json(&state, org, row.id).await?);
+    }
+    Ok(Json(Page { data, next_cursor }))
+}
+
+async fn control(
+    state: AppState,
+    org: OrgId,
+    id: i64,
+    control: Control,
+) -> Result<Response, ApiError> {
+    state
+        .scheduler
+        .control(org, id, control)
+        .await
+        .map_err(|e| scheduler_error(e, ""))?;
+    Ok(raw_response(
+        StatusCode::OK,
+        &sequence_json(&state, org, id).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/v1/sequences/{id}/cancel", tag = "sequences",
+    responses((status = 200, description = "The ended sequence; its report is queued"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    control(state, org, id, Control::Cancel).await
+}
+
+#[utoipa::path(post, path = "/v1/sequences/{id}/pause", tag = "sequences",
+    responses((status = 200, description = "The paused sequence"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn pause(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    control(state, org, id, Control::Pause).await
+}
+
+#[utoipa::path(post, path = "/v1/sequences/{id}/resume", tag = "sequences",
+    responses((status = 200, description = "The resumed sequence"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn resume(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Response, ApiError> {
+    control(state, org, id, Control::Resume).await
+}
+
+/// One history entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventOut {
+    pub id: i64,
+    pub at: String,
+    /// e.g. `step-scheduled`, `deferred`, `skipped`, `encounter-started`, `encounter-ended`,
+    /// `retry-scheduled`, `paused`, `resumed`, `cancelled`, `ended`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// The entry's details (`reason` and `until` for a deferral, say).
+    #[schema(value_type = Object)]
+    pub detail: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsQuery {
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+#[utoipa::path(get, path = "/v1/sequences/{id}/events", tag = "sequences",
+    responses((status = 200, body = inline(Page<EventOut>)), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn events(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+) -> Result<Json<Page<EventOut>>, ApiError> {
+    state
+        .store
+        .get_sequence(org, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("sequence"))?;
+    let limit = wire::limit(query.limit)?;
+    let after = wire::cursor(query.after.as_deref())?;
+    let events = state.store.sequence_events(id, after, limit).await?;
+    let next_cursor = (events.len() == limit as usize)
+        .then(|| events.last().map(|e| e.id.to_string()))
+        .flatten();
+    let data = events
+        .into_iter()
+        .map(|e| EventOut {
+            id: e.id,
+            at: wire::time(e.at),
+            kind: e.kind,
+            detail: e.detail,
+        })
+        .collect();
+    Ok(Json(Page { data, next_cursor }))
+}

@@ -1,0 +1,331 @@
+//! `/v1/sequence-templates`: ordered steps, delays, calling hours and stop rules. Every change
+//! makes a new version; running sequences keep the version they were enrolled on.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use clarion_scheduler::definition::{
+    self, DEFAULT_CALLING_HOURS, DEFAULT_SMS_TIMEOUT, HoursDefinition, Invalid, MAX_ATTEMPTS,
+    MAX_STEPS, STOP_REASONS, StepDefinition, TemplateDefinition,
+};
+use clarion_store::{OrgId, TemplateVersion};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, ApiQuery, IdPath, Org};
+use crate::wire::{self, Page};
+
+/// Body of `POST /v1/sequence-templates` and `PUT /v1/sequence-templates/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateIn {
+    pub name: String,
+    pub steps: Vec<StepIn>,
+    /// Outcomes that end the sequence early: `resolved`, `opt-out`, `declined`, `escalated`.
+    /// An opt-out always ends it, listed or not.
+    #[serde(default)]
+    pub stop_on: Vec<String>,
+    /// Local-time window for contact; absent = 08:00–21:00, `null` = no restriction.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<HoursIn>)]
+    pub calling_hours: Option<Option<HoursIn>>,
+    /// How long an SMS conversation waits for a reply (default `24h`).
+    pub sms_timeout: Option<String>,
+}
+
+/// One step.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepIn {
+    /// `call` or `sms`; must match the assistant's channel.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub assistant_id: i64,
+    /// Wait after the previous step ended (after enrollment for step 1), e.g. `"1h"`.
+    #[serde(default = "zero")]
+    pub delay: String,
+    #[serde(default = "one")]
+    pub max_attempts: u32,
+    /// Wait between attempts of a call that got no answer, a busy line or voicemail.
+    #[serde(default = "four_hours")]
+    pub retry_delay: String,
+}
+
+/// Calling hours, `HH:MM`, local to the contact.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HoursIn {
+    pub start: String,
+    pub end: String,
+}
+
+fn zero() -> String {
+    "0s".to_owned()
+}
+fn one() -> u32 {
+    1
+}
+fn four_hours() -> String {
+    "4h".to_owned()
+}
+
+/// Tells an absent key (`None`) from an explicit `null` (`Some(None)`).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// A template at its current version.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TemplateOut {
+    pub id: i64,
+    pub name: String,
+    pub version: i64,
+    pub steps: Vec<StepOut>,
+    pub stop_on: Vec<String>,
+    pub calling_hours: Option<HoursIn>,
+    pub sms_timeout: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StepOut {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub assistant_id: i64,
+    pub delay: String,
+    pub max_attempts: u32,
+    pub retry_delay: String,
+}
+
+pub fn template_out(template: TemplateVersion) -> Result<TemplateOut, ApiError> {
+    let definition: TemplateDefinition =
+        serde_json::from_value(template.definition).map_err(|e| ApiError::internal(&e))?;
+    Ok(TemplateOut {
+        id: template.template_id,
+        name: template.name,
+        version: template.version,
+        steps: definition
+            .steps
+            .iter()
+            .map(|s| StepOut {
+                kind: s.channel.clone(),
+                assistant_id: s.assistant_id,
+                delay: definition::format_duration(s.delay_ms),
+                max_attempts: s.max_attempts,
+                retry_delay: definition::format_duration(s.retry_delay_ms),
+            })
+            .collect(),
+        stop_on: definition.stop_on,
+        calling_hours: definition.calling_hours.map(|h| HoursIn {
+            start: h.start,
+            end: h.end,
+        }),
+        sms_timeout: definition::format_duration(definition.sms_timeout_ms),
+        created_at: wire::time(template.created_at),
+        updated_at: wire::time(template.updated_at),
+    })
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn from_invalid(error: Invalid) -> ApiError {
+    ApiError::invalid(&error.field, error.message)
+}
+
+/// Validates a template against the organisation's assistants.
+async fn validate(
+    state: &AppState,
+    org: OrgId,
+    body: &TemplateIn,
+) -> Result<TemplateDefinition, ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.len() > 200 {
+        return Err(ApiError::invalid(
+            "name",
+            "name must be 1 to 200 characters",
+        ));
+    }
+    if body.steps.is_empty() || body.steps.len() > MAX_STEPS {
+        return Err(ApiError::invalid(
+            "steps",
+            format!("a template has 1 to {MAX_STEPS} steps"),
+        ));
+    }
+    let mut steps = Vec::with_capacity(body.steps.len());
+    for (i, step) in body.steps.iter().enumerate() {
+        let at = |f: &str| format!("steps[{i}].{f}");
+        if step.kind != "call" && step.kind != "sms" {
+            return Err(ApiError::invalid(&at("type"), "type must be call or sms"));
+        }
+        let assistant = state
+            .store
+            .get_assistant(org, step.assistant_id)
+            .await?
+            .ok_or_else(|| ApiError::invalid(&at("assistant_id"), "no such assistant"))?;
+        if assistant.channel != step.kind {
+            return Err(ApiError::invalid(
+                &at("assistant_id"),
+                format!(
+                    "this assistant handles {}, not {}",
+                    assistant.channel, step.kind
+                ),
+            ));
+        }
+        if !(1..=MAX_ATTEMPTS).contains(&step.max_attempts) {
+            return Err(ApiError::invalid(
+                &at("max_attempts"),
+                format!("between 1 and {MAX_ATTEMPTS}"),
+            ));
+        }
+        let delay = definition::parse_duration(&at("delay"), &step.delay).map_err(from_invalid)?;
+        let retry = definition::parse_duration(&at("retry_delay"), &step.retry_delay)
+            .map_err(from_invalid)?;
+        steps.push(StepDefinition {
+            channel: step.kind.clone(),
+            assistant_id: step.assistant_id,
+            delay_ms: millis(delay),
+            max_attempts: step.max_attempts,
+            retry_delay_ms: millis(retry),
+        });
+    }
+    let mut stop_on = Vec::new();
+    for (i, reason) in body.stop_on.iter().enumerate() {
+        if !STOP_REASONS.contains(&reason.as_str()) {
+            return Err(ApiError::invalid(
+                &format!("stop_on[{i}]"),
+                format!("expected one of {}", STOP_REASONS.join(", ")),
+            ));
+        }
+        if !stop_on.contains(reason) {
+            stop_on.push(reason.clone());
+        }
+    }
+    let calling_hours = match &body.calling_hours {
+        None => Some(HoursDefinition {
+            start: DEFAULT_CALLING_HOURS.0.to_owned(),
+            end: DEFAULT_CALLING_HOURS.1.to_owned(),
+        }),
+        Some(None) => None,
+        Some(Some(hours)) => {
+            let start = definition::parse_time_of_day("calling_hours.start", &hours.start)
+                .map_err(from_invalid)?;
+            let end = definition::parse_time_of_day("calling_hours.end", &hours.end)
+                .map_err(from_invalid)?;
+            if start >= end {
+                return Err(ApiError::invalid(
+                    "calling_hours.end",
+                    "end must be after start (windows across midnight are not supported)",
+                ));
+            }
+            Some(HoursDefinition {
+                start: start.format("%H:%M").to_string(),
+                end: end.format("%H:%M").to_string(),
+            })
+        }
+    };
+    let sms_timeout = match &body.sms_timeout {
+        Some(text) => definition::parse_duration("sms_timeout", text).map_err(from_invalid)?,
+        None => DEFAULT_SMS_TIMEOUT,
+    };
+    if sms_timeout.is_zero() {
+        return Err(ApiError::invalid("sms_timeout", "must be more than zero"));
+    }
+    Ok(TemplateDefinition {
+        steps,
+        stop_on,
+        calling_hours,
+        sms_timeout_ms: millis(sms_timeout),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    pub limit: Option<u32>,
+    pub after: Option<String>,
+}
+
+#[utoipa::path(post, path = "/v1/sequence-templates", tag = "sequence templates", request_body = TemplateIn,
+    responses((status = 201, body = TemplateOut), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn create(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiJson(body): ApiJson<TemplateIn>,
+) -> Result<(StatusCode, Json<TemplateOut>), ApiError> {
+    let definition = validate(&state, org, &body).await?;
+    let value = serde_json::to_value(&definition).map_err(|e| ApiError::internal(&e))?;
+    let now = state.clock.now_millis();
+    let template = state
+        .store
+        .create_template(org, body.name.trim(), &value, now)
+        .await?;
+    Ok((StatusCode::CREATED, Json(template_out(template)?)))
+}
+
+#[utoipa::path(put, path = "/v1/sequence-templates/{id}", tag = "sequence templates", request_body = TemplateIn,
+    responses((status = 200, body = TemplateOut), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn replace(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+    ApiJson(body): ApiJson<TemplateIn>,
+) -> Result<Json<TemplateOut>, ApiError> {
+    state
+        .store
+        .get_template(org, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("sequence template"))?;
+    let definition = validate(&state, org, &body).await?;
+    let value = serde_json::to_value(&definition).map_err(|e| ApiError::internal(&e))?;
+    let now = state.clock.now_millis();
+    let template = state
+        .store
+        .update_template(org, id, Some(body.name.trim()), &value, now)
+        .await?
+        .ok_or_else(|| ApiError::not_found("sequence template"))?;
+    Ok(Json(template_out(template)?))
+}
+
+#[utoipa::path(get, path = "/v1/sequence-templates/{id}", tag = "sequence templates",
+    responses((status = 200, body = TemplateOut), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Json<TemplateOut>, ApiError> {
+    let template = state
+        .store
+        .get_template(org, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("sequence template"))?;
+    Ok(Json(template_out(template)?))
+}
+
+#[utoipa::path(get, path = "/v1/sequence-templates", tag = "sequence templates",
+    params(("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
+    responses((status = 200, body = inline(Page<TemplateOut>))), security(("api_key" = [])))]
+pub async fn list(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Page<TemplateOut>>, ApiError> {
+    let limit = wire::limit(query.limit)?;
+    let after = wire::cursor(query.after.as_deref())?;
+    let templates = state.store.list_templates(org, after, limit).await?;
+    let next_cursor = (templates.len() == limit as usize)
+        .then(|| templates.last().map(|t| t.template_id.to_string()))
+        .flatten();
+    let data = templates
+        .into_iter()
+        .map(template_out)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(Page { data, next_cursor }))
+}

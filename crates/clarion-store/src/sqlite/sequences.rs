@@ -1,0 +1,874 @@
+//! Assistants, versioned templates, sequences, encounters, history and suppressions.
+//!
+//! Sequence state changes happen inside write transactions that read the state they change
+//! (`Tx`), so an API call (cancel, pause) and a worker (wake, encounter ended) never overwrite
+//! each other: SQLite serialises writers.
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::Tx;
+use crate::{Millis, OrgId, Result, Store, StoreError};
+
+/// An assistant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assistant {
+    pub id: i64,
+    pub org_id: OrgId,
+    pub name: String,
+    /// `call` or `sms`.
+    pub channel: String,
+    pub config: serde_json::Value,
+    pub custom_fields: serde_json::Value,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A template at one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateVersion {
+    pub template_id: i64,
+    pub org_id: OrgId,
+    pub name: String,
+    pub version: i64,
+    pub version_id: i64,
+    pub definition: serde_json::Value,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A sequence row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceRow {
+    pub id: i64,
+    pub org_id: OrgId,
+    pub template_id: i64,
+    pub template_version_id: i64,
+    pub phone_number: String,
+    pub contact: serde_json::Value,
+    pub variables: serde_json::Value,
+    pub simulation: Option<serde_json::Value>,
+    pub status: String,
+    /// The engine's state, JSON.
+    pub state: String,
+    pub next_wake_at: Option<Millis>,
+    pub outcome_description: Option<String>,
+    pub created_at: Millis,
+    pub last_updated: Millis,
+    pub ended_at: Option<Millis>,
+}
+
+/// A new sequence.
+#[derive(Debug, Clone)]
+pub struct NewSequence<'a> {
+    pub org_id: OrgId,
+    pub template_id: i64,
+    pub template_version_id: i64,
+    pub phone_number: &'a str,
+    pub contact: &'a serde_json::Value,
+    pub variables: &'a serde_json::Value,
+    pub simulation: Option<&'a serde_json::Value>,
+    pub status: &'a str,
+    pub state: &'a str,
+    pub next_wake_at: Option<Millis>,
+    pub allow_concurrent: bool,
+    pub idempotency_key: Option<&'a str>,
+    pub now: Millis,
+}
+
+/// Why a sequence could not be inserted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertSequenceError {
+    /// The idempotency key was used before: the earlier sequence's id.
+    SameIdempotencyKey(i64),
+    /// The number is already in a running sequence of this template.
+    AlreadyRunning,
+}
+
+/// The state to write back after the engine moved a sequence.
+#[derive(Debug, Clone)]
+pub struct SequenceUpdate<'a> {
+    pub status: &'a str,
+    pub state: &'a str,
+    pub next_wake_at: Option<Millis>,
+    pub outcome_description: Option<&'a str>,
+    pub now: Millis,
+}
+
+/// An encounter row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncounterRow {
+    pub id: i64,
+    pub org_id: OrgId,
+    pub sequence_id: i64,
+    pub step: i64,
+    pub attempt: i64,
+    pub channel: String,
+    pub assistant_id: i64,
+    pub phone_number: String,
+    pub status: String,
+    pub provider_ref: Option<String>,
+    pub outcome: Option<String>,
+    pub report: Option<serde_json::Value>,
+    pub ends_at: Option<Millis>,
+    pub created_at: Millis,
+    pub ended_at: Option<Millis>,
+}
+
+/// One history entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceEvent {
+    pub id: i64,
+    pub at: Millis,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// A suppression entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    pub phone_number: String,
+    pub reason: String,
+    pub created_at: Millis,
+}
+
+fn json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
+    let text: String = row.try_get(column)?;
+    serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("stored JSON"))
+}
+
+fn assistant_from_row(row: &SqliteRow) -> Result<Assistant> {
+    Ok(Assistant {
+        id: row.try_get("id")?,
+        org_id: OrgId(row.try_get("org_id")?),
+        name: row.try_get("name")?,
+        channel: row.try_get("channel")?,
+        config: json(row, "config")?,
+        custom_fields: json(row, "custom_fields")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn template_from_row(row: &SqliteRow) -> Result<TemplateVersion> {
+    Ok(TemplateVersion {
+        template_id: row.try_get("template_id")?,
+        org_id: OrgId(row.try_get("org_id")?),
+        name: row.try_get("name")?,
+        version: row.try_get("version")?,
+        version_id: row.try_get("version_id")?,
+        definition: json(row, "definition")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+const SEQUENCE_COLUMNS: &str = "id, org_id, template_id, template_version_id, phone_number, \
+     contact, variables, simulation, status, state, next_wake_at, outcome_description, created_at, \
+     last_updated, ended_at";
+
+fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
+    let simulation: Option<String> = row.try_get("simulation")?;
+    Ok(SequenceRow {
+        id: row.try_get("id")?,
+        org_id: OrgId(row.try_get("org_id")?),
+        template_id: row.try_get("template_id")?,
+        template_version_id: row.try_get("template_version_id")?,
+        phone_number: row.try_get("phone_number")?,
+        contact: json(row, "contact")?,
+        variables: json(row, "variables")?,
+        simulation: simulation
+            .map(|s| serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("stored JSON")))
+            .transpose()?,
+        status: row.try_get("status")?,
+        state: row.try_get("state")?,
+        next_wake_at: row.try_get("next_wake_at")?,
+        outcome_description: row.try_get("outcome_description")?,
+        created_at: row.try_get("created_at")?,
+        last_updated: row.try_get("last_updated")?,
+        ended_at: row.try_get("ended_at")?,
+    })
+}
+
+const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
+     phone_number, status, provider_ref, outcome, report, ends_at, created_at, ended_at";
+
+fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
+    let report: Option<String> = row.try_get("report")?;
+    Ok(EncounterRow {
+        id: row.try_get("id")?,
+        org_id: OrgId(row.try_get("org_id")?),
+        sequence_id: row.try_get("sequence_id")?,
+        step: row.try_get("step")?,
+        attempt: row.try_get("attempt")?,
+        channel: row.try_get("channel")?,
+        assistant_id: row.try_get("assistant_id")?,
+        phone_number: row.try_get("phone_number")?,
+        status: row.try_get("status")?,
+        provider_ref: row.try_get("provider_ref")?,
+        outcome: row.try_get("outcome")?,
+        report: report
+            .map(|s| serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("stored JSON")))
+            .transpose()?,
+        ends_at: row.try_get("ends_at")?,
+        created_at: row.try_get("created_at")?,
+        ended_at: row.try_get("ended_at")?,
+    })
+}
+
+fn is_unique_violation(error: &sqlx::Error, index: &str) -> bool {
+    match error {
+        sqlx::Error::Database(db) => db.is_unique_violation() && db.message().contains(index),
+        _ => false,
+    }
+}
+
+impl Store {
+    // ---- assistants ----
+
+    pub async fn create_assistant(
+        &self,
+        org: OrgId,
+        name: &str,
+        channel: &str,
+        config: &serde_json::Value,
+        custom_fields: &serde_json::Value,
+        now: Millis,
+    ) -> Result<Assistant> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO assistants (org_id, name, channel, config, custom_fields, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+        )
+        .bind(org.0)
+        .bind(name)
+        .bind(channel)
+        .bind(config.to_string())
+        .bind(custom_fields.to_string())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        let assistant = assistant_from_row(&row)?;
+        tx.commit().await?;
+        Ok(assistant)
+    }
+
+    pub async fn get_assistant(&self, org: OrgId, id: i64) -> Result<Option<Assistant>> {
+        let row = sqlx::query("SELECT * FROM assistants WHERE id = ? AND org_id = ?")
+            .bind(id)
+            .bind(org.0)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(assistant_from_row).transpose()
+    }
+
+    pub async fn list_assistants(
+        &self,
+        org: OrgId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<Assistant>> {
+        let rows =
+            sqlx::query("SELECT * FROM assistants WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?")
+                .bind(org.0)
+                .bind(after.unwrap_or(0))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter().map(assistant_from_row).collect()
+    }
+
+    // ---- templates ----
+
+    /// Creates a template at version 1.
+    pub async fn create_template(
+        &self,
+        org: OrgId,
+        name: &str,
+        definition: &serde_json::Value,
+        now: Millis,
+    ) -> Result<TemplateVersion> {
+        let mut tx = self.begin().await?;
+        let template_id: i64 = sqlx::query_scalar(
+            "INSERT INTO sequence_templates (org_id, name, current_version, created_at, updated_at) \
+             VALUES (?, ?, 1, ?, ?) RETURNING id",
+        )
+        .bind(org.0)
+        .bind(name)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        sqlx::query(
+            "INSERT INTO sequence_template_versions (template_id, version, definition, created_at) \
+             VALUES (?, 1, ?, ?)",
+        )
+        .bind(template_id)
+        .bind(definition.to_string())
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        self.get_template(org, template_id)
+            .await?
+            .ok_or(StoreError::Corrupt("template vanished"))
+    }
+
+    /// Adds a version; running sequences keep the version they were enrolled on.
+    pub async fn update_template(
+        &self,
+        org: OrgId,
+        id: i64,
+        name: Option<&str>,
+        definition: &serde_json::Value,
+        now: Millis,
+    ) -> Result<Option<TemplateVersion>> {
+        let mut tx = self.begin().await?;
+        let version: Option<i64> = sqlx::query_scalar(
+            "UPDATE sequence_templates SET current_version = current_version + 1, \
+             name = COALESCE(?, name), updated_at = ? WHERE id = ? AND org_id = ? \
+             RETURNING current_version",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(id)
+        .bind(org.0)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        let Some(version) = version else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "INSERT INTO sequence_template_versions (template_id, version, definition, created_at) \
+             VALUES (?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(version)
+        .bind(definition.to_string())
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        self.get_template(org, id).await
+    }
+
+    /// A template at its current version.
+    pub async fn get_template(&self, org: OrgId, id: i64) -> Result<Option<TemplateVersion>> {
+        let row = sqlx::query(
+            "SELECT t.id AS template_id, t.org_id, t.name, v.version, v.id AS version_id, \
+             v.definition, t.created_at, t.updated_at \
+             FROM sequence_templates t JOIN sequence_template_versions v \
+               ON v.template_id = t.id AND v.version = t.current_version \
+             WHERE t.id = ? AND t.org_id = ?",
+        )
+        .bind(id)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(template_from_row).transpose()
+    }
+
+    /// One template version by its row id (what a sequence was enrolled on).
+    pub async fn get_template_version(&self, version_id: i64) -> Result<Option<TemplateVersion>> {
+        let row = sqlx::query(
+            "SELECT t.id AS template_id, t.org_id, t.name, v.version, v.id AS version_id, \
+             v.definition, t.created_at, t.updated_at \
+             FROM sequence_template_versions v JOIN sequence_templates t ON t.id = v.template_id \
+             WHERE v.id = ?",
+        )
+        .bind(version_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(template_from_row).transpose()
+    }
+
+    pub async fn list_templates(
+        &self,
+        org: OrgId,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<TemplateVersion>> {
+        let rows = sqlx::query(
+            "SELECT t.id AS template_id, t.org_id, t.name, v.version, v.id AS version_id, \
+             v.definition, t.created_at, t.updated_at \
+             FROM sequence_templates t JOIN sequence_template_versions v \
+               ON v.template_id = t.id AND v.version = t.current_version \
+             WHERE t.org_id = ? AND t.id > ? ORDER BY t.id LIMIT ?",
+        )
+        .bind(org.0)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(template_from_row).collect()
+    }
+
+    // ---- sequences ----
+
+    /// Inserts a sequence in the caller's transaction. A repeated idempotency key answers the
+    /// earlier sequence's id; a number already running in this template is refused.
+    pub async fn insert_sequence(
+        &self,
+        tx: &mut Tx,
+        new: &NewSequence<'_>,
+    ) -> Result<std::result::Result<SequenceRow, InsertSequenceError>> {
+        if let Some(key) = new.idempotency_key {
+            let existing: Option<i64> = sqlx::query_scalar(
+                "SELECT id FROM sequences WHERE org_id = ? AND idempotency_key = ?",
+            )
+            .bind(new.org_id.0)
+            .bind(key)
+            .fetch_optional(&mut *tx.inner)
+            .await?;
+            if let Some(id) = existing {
+                return Ok(Err(InsertSequenceError::SameIdempotencyKey(id)));
+            }
+        }
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO sequences (org_id, template_id, template_version_id, phone_number, contact, \
+             variables, simulation, status, state, next_wake_at, allow_concurrent, idempotency_key, \
+             created_at, last_updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
+             RETURNING {SEQUENCE_COLUMNS}"
+        ))
+        .bind(new.org_id.0)
+        .bind(new.template_id)
+        .bind(new.template_version_id)
+        .bind(new.phone_number)
+        .bind(new.contact.to_string())
+        .bind(new.variables.to_string())
+        .bind(new.simulation.map(|s| s.to_string()))
+        .bind(new.status)
+        .bind(new.state)
+        .bind(new.next_wake_at)
+        .bind(new.allow_concurrent)
+        .bind(new.idempotency_key)
+        .bind(new.now)
+        .bind(new.now)
+        .fetch_one(&mut *tx.inner)
+        .await;
+        match inserted {
+            Ok(row) => Ok(Ok(sequence_from_row(&row)?)),
+            Err(error) if is_unique_violation(&error, "phone_number") => {
+                Ok(Err(InsertSequenceError::AlreadyRunning))
+            }
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    pub async fn get_sequence(&self, org: OrgId, id: i64) -> Result<Option<SequenceRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE id = ? AND org_id = ?"
+        ))
+        .bind(id)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(sequence_from_row).transpose()
+    }
+
+    /// The sequence, read inside a write transaction (to change it).
+    pub async fn sequence_for_update(&self, tx: &mut Tx, id: i64) -> Result<Option<SequenceRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        row.as_ref().map(sequence_from_row).transpose()
+    }
+
+    pub async fn list_sequences(
+        &self,
+        org: OrgId,
+        status: Option<&str>,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SequenceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE org_id = ? AND (? IS NULL OR status = ?) \
+             AND id > ? ORDER BY id LIMIT ?"
+        ))
+        .bind(org.0)
+        .bind(status)
+        .bind(status)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(sequence_from_row).collect()
+    }
+
+    /// Sequences due at `now`, read inside the caller's write transaction.
+    pub async fn due_sequences(
+        &self,
+        tx: &mut Tx,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<SequenceRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SEQUENCE_COLUMNS} FROM sequences \
+             WHERE status = 'active' AND next_wake_at IS NOT NULL AND next_wake_at <= ? \
+             ORDER BY next_wake_at LIMIT ?"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        rows.iter().map(sequence_from_row).collect()
+    }
+
+    /// The earliest future wake-up, to sleep exactly until then.
+    pub async fn next_sequence_wake(&self) -> Result<Option<Millis>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_wake_at) FROM sequences WHERE status = 'active' AND next_wake_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
+    }
+
+    /// Writes the engine's new state.
+    pub async fn update_sequence(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        update: &SequenceUpdate<'_>,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE sequences SET status = ?, state = ?, next_wake_at = ?, \
+             outcome_description = COALESCE(?, outcome_description), last_updated = ?, \
+             ended_at = CASE WHEN ? = 'ended' THEN COALESCE(ended_at, ?) ELSE ended_at END \
+             WHERE id = ?",
+        )
+        .bind(update.status)
+        .bind(update.state)
+        .bind(update.next_wake_at)
+        .bind(update.outcome_description)
+        .bind(update.now)
+        .bind(update.status)
+        .bind(update.now)
+        .bind(id)
+        .execute(&mut *tx.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends history entries.
+    pub async fn add_sequence_event(
+        &self,
+        tx: &mut Tx,
+        sequence_id: i64,
+        at: Millis,
+        kind: &str,
+        detail: &serde_json::Value,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO sequence_events (sequence_id, at, kind, detail) VALUES (?, ?, ?, ?)",
+        )
+        .bind(sequence_id)
+        .bind(at)
+        .bind(kind)
+        .bind(detail.to_string())
+        .execute(&mut *tx.inner)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn sequence_events(
+        &self,
+        sequence_id: i64,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<SequenceEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, detail FROM sequence_events WHERE sequence_id = ? AND id > ? \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(sequence_id)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SequenceEvent {
+                    id: row.try_get("id")?,
+                    at: row.try_get("at")?,
+                    kind: row.try_get("kind")?,
+                    detail: json(row, "detail")?,
+                })
+            })
+            .collect()
+    }
+
+    // ---- encounters ----
+
+    /// Records an encounter before the provider is asked. `Ok(None)` when this step attempt
+    /// already has one (it was started before: never start it twice).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_encounter(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        sequence_id: i64,
+        step: i64,
+        attempt: i64,
+        channel: &str,
+        assistant_id: i64,
+        phone_number: &str,
+        now: Millis,
+    ) -> Result<Option<i64>> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO encounters (org_id, sequence_id, step, attempt, channel, assistant_id, \
+             phone_number, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'created', ?) \
+             ON CONFLICT (sequence_id, step, attempt) DO NOTHING RETURNING id",
+        )
+        .bind(org.0)
+        .bind(sequence_id)
+        .bind(step)
+        .bind(attempt)
+        .bind(channel)
+        .bind(assistant_id)
+        .bind(phone_number)
+        .bind(now)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        Ok(id)
+    }
+
+    /// The provider accepted the encounter: its reference, and when it is due to end (the
+    /// simulator knows; real providers report the end by callback).
+    pub async fn mark_encounter_requested(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        provider_ref: &str,
+        ends_at: Option<Millis>,
+        report: Option<&serde_json::Value>,
+        outcome: Option<&str>,
+    ) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE encounters SET status = 'requested', provider_ref = ?, ends_at = ?, report = ?, \
+             outcome = ? WHERE id = ? AND status = 'created'",
+        )
+        .bind(provider_ref)
+        .bind(ends_at)
+        .bind(report.map(|r| r.to_string()))
+        .bind(outcome)
+        .bind(id)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Ends an encounter with its outcome and report object. `false` if it already ended.
+    pub async fn end_encounter(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        outcome: &str,
+        report: &serde_json::Value,
+        now: Millis,
+    ) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE encounters SET status = 'ended', outcome = ?, report = ?, ended_at = ? \
+             WHERE id = ? AND status != 'ended'",
+        )
+        .bind(outcome)
+        .bind(report.to_string())
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    pub async fn get_encounter(&self, tx: &mut Tx, id: i64) -> Result<Option<EncounterRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        row.as_ref().map(encounter_from_row).transpose()
+    }
+
+    /// Requested encounters whose end is due, read inside the caller's write transaction.
+    pub async fn due_encounters(
+        &self,
+        tx: &mut Tx,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<EncounterRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters \
+             WHERE status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? ORDER BY ends_at LIMIT ?"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        rows.iter().map(encounter_from_row).collect()
+    }
+
+    /// Encounters committed but never confirmed as requested, older than `before`: after a
+    /// crash the provider may or may not have received them.
+    pub async fn unconfirmed_encounters(
+        &self,
+        before: Millis,
+        limit: u32,
+    ) -> Result<Vec<EncounterRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE status = 'created' AND created_at < ? \
+             ORDER BY created_at LIMIT ?"
+        ))
+        .bind(before)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(encounter_from_row).collect()
+    }
+
+    pub async fn next_encounter_end(&self) -> Result<Option<Millis>> {
+        let next: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(ends_at) FROM encounters WHERE status = 'requested' AND ends_at IS NOT NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(next)
+    }
+
+    /// A sequence's encounters in order, for its report.
+    pub async fn sequence_encounters(&self, sequence_id: i64) -> Result<Vec<EncounterRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE sequence_id = ? ORDER BY step, attempt"
+        ))
+        .bind(sequence_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(encounter_from_row).collect()
+    }
+
+    /// Same, inside a write transaction (to build the final report in the ending transaction).
+    pub async fn sequence_encounters_tx(
+        &self,
+        tx: &mut Tx,
+        sequence_id: i64,
+    ) -> Result<Vec<EncounterRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE sequence_id = ? ORDER BY step, attempt"
+        ))
+        .bind(sequence_id)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        rows.iter().map(encounter_from_row).collect()
+    }
+
+    /// Contacts (encounters started) with a number since `since`, for contact caps.
+    pub async fn contacts_since(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        phone_number: &str,
+        since: Millis,
+    ) -> Result<Vec<Millis>> {
+        let times = sqlx::query_scalar(
+            "SELECT created_at FROM encounters WHERE org_id = ? AND phone_number = ? AND created_at >= ? \
+             ORDER BY created_at",
+        )
+        .bind(org.0)
+        .bind(phone_number)
+        .bind(since)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        Ok(times)
+    }
+
+    /// The delivered body of an ended sequence's report.
+    pub async fn report_body(&self, org: OrgId, sequence_id: i64) -> Result<Option<Vec<u8>>> {
+        let body = sqlx::query_scalar(
+            "SELECT body FROM webhook_messages WHERE org_id = ? AND sequence_id = ? AND is_test = 0 \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(org.0)
+        .bind(sequence_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(body)
+    }
+
+    // ---- suppressions ----
+
+    pub async fn is_suppressed(&self, tx: &mut Tx, org: OrgId, phone_number: &str) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM suppressions WHERE org_id = ? AND phone_number = ?")
+                .bind(org.0)
+                .bind(phone_number)
+                .fetch_optional(&mut *tx.inner)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// Adds a number (idempotent: an existing entry keeps its reason and time).
+    pub async fn suppress(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        phone_number: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO suppressions (org_id, phone_number, reason, created_at) VALUES (?, ?, ?, ?) \
+             ON CONFLICT (org_id, phone_number) DO NOTHING",
+        )
+        .bind(org.0)
+        .bind(phone_number)
+        .bind(reason)
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn unsuppress(&self, org: OrgId, phone_number: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let removed = sqlx::query("DELETE FROM suppressions WHERE org_id = ? AND phone_number = ?")
+            .bind(org.0)
+            .bind(phone_number)
+            .execute(&mut *tx.inner)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(removed == 1)
+    }
+
+    pub async fn list_suppressions(
+        &self,
+        org: OrgId,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Suppression>> {
+        let rows = sqlx::query(
+            "SELECT phone_number, reason, created_at FROM suppressions WHERE org_id = ? \
+             AND phone_number > ? ORDER BY phone_number LIMIT ?",
+        )
+        .bind(org.0)
+        .bind(after.unwrap_or(""))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(Suppression {
+                    phone_number: row.try_get("phone_number")?,
+                    reason: row.try_get("reason")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,528 @@
+//! Sequences end to end, in process: assistants, templates, enrollment, the engine on a
+//! manual clock, the simulator, the report in the outbox, delivery to a receiver.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Answer, TestApp, TestReceiver, spawn_app};
+
+struct Fixture {
+    app: TestApp,
+    key: String,
+    receiver: TestReceiver,
+    call_assistant: i64,
+    sms_assistant: i64,
+}
+
+async fn fixture() -> Fixture {
+    let app = spawn_app().await;
+    let (_org, key) = app.org("Riverside Family Clinic").await;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    app.endpoint(&key, &receiver.url).await;
+    let (status, call) = app
+        .post(&key, "/v1/assistants", json!({
+            "name": "Reminder caller", "channel": "call",
+            "config": { "purpose": "confirm the upcoming appointment", "organisation_name": "Riverside Family Clinic" },
+            "custom_fields": [ { "name": "appointment_confirmed", "type": "boolean" } ]
+        }))
+        .await;
+    assert_eq!(status, 201, "{call}");
+    let (status, sms) = app
+        .post(&key, "/v1/assistants", json!({
+            "name": "Reminder texter", "channel": "sms",
+            "config": { "purpose": "confirm the upcoming appointment", "organisation_name": "Riverside Family Clinic" },
+            "custom_fields": [ { "name": "appointment_confirmed", "type": "boolean" } ]
+        }))
+        .await;
+    assert_eq!(status, 201, "{sms}");
+    Fixture {
+        app,
+        key,
+        receiver,
+        call_assistant: call["id"].as_i64().unwrap(),
+        sms_assistant: sms["id"].as_i64().unwrap(),
+    }
+}
+
+impl Fixture {
+    async fn template(&self, body: Value) -> i64 {
+        let (status, template) = self
+            .app
+            .post(&self.key, "/v1/sequence-templates", body)
+            .await;
+        assert_eq!(status, 201, "{template}");
+        template["id"].as_i64().unwrap()
+    }
+
+    async fn enroll(&self, template: i64, phone: &str, zone: &str, outcomes: &[&str]) -> Value {
+        let (status, sequence) = self
+            .app
+            .post(&self.key, "/v1/sequences", json!({
+                "template_id": template,
+                "contact": { "phone_number": phone, "time_zone": zone, "name": "Alex Rivera", "external_id": "MRN-1" },
+                "variables": { "appointment_date": "January 8", "provider_name": "Dr. Patel" },
+                "simulation": { "outcomes": outcomes },
+            }))
+            .await;
+        assert_eq!(status, 201, "{sequence}");
+        sequence
+    }
+
+    /// Runs the engine and the dispatcher, moving the clock an hour at a time, until the
+    /// sequence has ended and its report was delivered (or the simulated days run out).
+    async fn run_until_ended(&self, id: i64) -> Value {
+        for _ in 0..24 * 14 {
+            self.app.scheduler.run_due_now().await.unwrap();
+            self.app.dispatcher.run_due_now().await.unwrap();
+            let (_, sequence) = self
+                .app
+                .get(&self.key, &format!("/v1/sequences/{id}"))
+                .await;
+            if sequence["status"] == "ended" {
+                return sequence;
+            }
+            self.app.clock.advance(Duration::from_secs(3600));
+        }
+        panic!("sequence {id} did not end within two simulated weeks");
+    }
+
+    fn delivered(&self, id: i64) -> Value {
+        let received = self.receiver.received();
+        let request = received
+            .iter()
+            .find(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["id"] == id)
+            .unwrap_or_else(|| panic!("no report for sequence {id} reached the receiver"));
+        serde_json::from_slice(&request.body).unwrap()
+    }
+}
+
+fn schema_errors(report: &Value) -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/end-of-sequence-report.schema.json"
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    validator
+        .iter_errors(report)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
+}
+
+#[tokio::test]
+async fn every_simulator_outcome_ends_in_a_schema_valid_report_with_the_right_outreach() {
+    let f = fixture().await;
+    let call_template = f
+        .template(json!({ "name": "One call", "calling_hours": null,
+            "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let sms_template = f
+        .template(
+            json!({ "name": "One SMS", "calling_hours": null, "sms_timeout": "24h",
+            "steps": [ { "type": "sms", "assistant_id": f.sms_assistant } ] }),
+        )
+        .await;
+    let calls = [
+        ("resolved", "resolved", None),
+        ("unresolved", "unresolved", None),
+        ("voicemail", "voicemail", None),
+        ("no-answer", "no-answer", None),
+        ("busy", "busy", None),
+        ("failed", "failed", None),
+        ("declined", "unresolved", Some("declined")),
+        ("escalated", "unresolved", Some("escalated")),
+        (
+            "requested-callback",
+            "unresolved",
+            Some("requested-callback"),
+        ),
+        ("customer-dropped", "unresolved", Some("customer-dropped")),
+        ("assistant-ended", "unresolved", Some("assistant-ended")),
+        ("opt-out", "unresolved", Some("opt-out")),
+    ];
+    for (i, (scripted, outcome, failure_reason)) in calls.iter().enumerate() {
+        let phone = format!("+1555555{:04}", 300 + i);
+        let sequence = f
+            .enroll(call_template, &phone, "America/New_York", &[scripted])
+            .await;
+        let id = sequence["id"].as_i64().unwrap();
+        let ended = f.run_until_ended(id).await;
+        let delivered = f.delivered(id);
+        assert_eq!(
+            ended, delivered,
+            "GET /v1/sequences/{id} equals the delivered body"
+        );
+        assert_eq!(
+            schema_errors(&delivered),
+            Vec::<String>::new(),
+            "{scripted}"
+        );
+        let outreach = delivered["outreach"].as_array().unwrap();
+        assert_eq!(outreach.len(), 1, "{scripted}");
+        assert_eq!(outreach[0]["type"], "call");
+        assert_eq!(outreach[0]["step"], 1);
+        let call = &outreach[0]["call"];
+        assert_eq!(call["outcome"], *outcome, "{scripted}");
+        assert_eq!(
+            call["failure_reason"],
+            failure_reason.map_or(Value::Null, |r| json!(r)),
+            "{scripted}"
+        );
+        assert_eq!(call["call_status"], "ended");
+        assert_eq!(call["destination_number"], phone.as_str());
+        let description = delivered["outcome_description"].as_str().unwrap();
+        assert!(
+            description.contains("step") && description.contains("call"),
+            "{description}"
+        );
+    }
+    let sms = [
+        ("resolved", "resolved"),
+        ("no-reply", "conversation-timeout"),
+        ("declined", "contact-declined"),
+        ("opt-out", "contact-opt-out"),
+        ("error", "system-error"),
+    ];
+    for (i, (scripted, ended_reason)) in sms.iter().enumerate() {
+        let phone = format!("+1555555{:04}", 400 + i);
+        let sequence = f
+            .enroll(sms_template, &phone, "America/Chicago", &[scripted])
+            .await;
+        let id = sequence["id"].as_i64().unwrap();
+        f.run_until_ended(id).await;
+        let delivered = f.delivered(id);
+        assert_eq!(
+            schema_errors(&delivered),
+            Vec::<String>::new(),
+            "{scripted}"
+        );
+        let step = &delivered["outreach"][0];
+        assert_eq!(step["type"], "sms");
+        assert_eq!(step["sms"]["ended_reason"], *ended_reason, "{scripted}");
+        assert_eq!(step["sms"]["status"], "ended");
+        assert!(
+            step["sms"]["transcript"]
+                .as_str()
+                .unwrap()
+                .starts_with("AI:"),
+            "{step}"
+        );
+    }
+    // Opt-outs put the numbers on the suppression list.
+    let (_, suppressions) = f.app.get(&f.key, "/v1/suppressions").await;
+    let listed: Vec<&str> = suppressions["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["phone_number"].as_str().unwrap())
+        .collect();
+    assert!(listed.contains(&"+15555550311"), "{listed:?}");
+    assert!(listed.contains(&"+15555550403"), "{listed:?}");
+    assert_eq!(listed.len(), 2, "only the opt-outs: {listed:?}");
+}
+
+#[tokio::test]
+async fn a_three_step_sequence_retries_calls_moves_on_and_stops_when_resolved() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({
+            "name": "Appointment reminder", "calling_hours": null, "stop_on": ["resolved", "opt-out"],
+            "steps": [
+                { "type": "call", "assistant_id": f.call_assistant, "max_attempts": 2, "retry_delay": "4h" },
+                { "type": "sms", "assistant_id": f.sms_assistant, "delay": "1h" },
+                { "type": "call", "assistant_id": f.call_assistant, "delay": "1d" },
+            ]
+        }))
+        .await;
+    let sequence = f
+        .enroll(
+            template,
+            "+15555550150",
+            "America/New_York",
+            &["no-answer", "voicemail", "no-reply", "resolved"],
+        )
+        .await;
+    let id = sequence["id"].as_i64().unwrap();
+    let report = f.run_until_ended(id).await;
+    assert_eq!(schema_errors(&report), Vec::<String>::new());
+    let steps: Vec<(i64, &str)> = report["outreach"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["step"].as_i64().unwrap(), s["type"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps, [(1, "call"), (1, "call"), (2, "sms"), (3, "call")]);
+    assert_eq!(report["outreach"][0]["call"]["outcome"], "no-answer");
+    assert_eq!(report["outreach"][1]["call"]["outcome"], "voicemail");
+    assert!(report["outreach"][1]["call"]["voicemail_message"].is_string());
+    assert_eq!(report["outreach"][3]["call"]["outcome"], "resolved");
+    let description = report["outcome_description"].as_str().unwrap();
+    assert!(
+        description.to_lowercase().contains("resolved") && description.contains("step 3"),
+        "{description}"
+    );
+
+    // The history explains every move.
+    let (_, events) = f
+        .app
+        .get(&f.key, &format!("/v1/sequences/{id}/events?limit=200"))
+        .await;
+    let kinds: Vec<&str> = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"retry-scheduled"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "encounter-started").count(),
+        4,
+        "{kinds:?}"
+    );
+    assert_eq!(kinds.last(), Some(&"ended"));
+}
+
+#[tokio::test]
+async fn calling_hours_defer_a_due_step_to_the_contacts_morning_and_say_why() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Daytime call", "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    // 13:00 UTC is 03:00 in Honolulu (UTC-10, no DST): outside 08:00-21:00.
+    let day = chrono::Utc::now()
+        .date_naive()
+        .and_hms_opt(13, 0, 0)
+        .unwrap()
+        .and_utc();
+    f.app.clock.set_millis(day.timestamp_millis());
+    let sequence = f
+        .enroll(template, "+15555550160", "Pacific/Honolulu", &["resolved"])
+        .await;
+    let id = sequence["id"].as_i64().unwrap();
+    f.app.scheduler.run_due_now().await.unwrap();
+    let (_, events) = f
+        .app
+        .get(&f.key, &format!("/v1/sequences/{id}/events"))
+        .await;
+    let deferred = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "deferred")
+        .expect("a deferral is recorded");
+    assert_eq!(deferred["detail"]["reason"], "calling-hours");
+    let until: chrono::DateTime<chrono::Utc> = deferred["detail"]["until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        until,
+        day + chrono::Duration::hours(5),
+        "08:00 in Honolulu is 18:00 UTC"
+    );
+    let (_, current) = f.app.get(&f.key, &format!("/v1/sequences/{id}")).await;
+    assert!(
+        current["outreach"].as_array().unwrap().is_empty(),
+        "nobody was called at 3 a.m."
+    );
+
+    // At 08:00 local the call goes out.
+    f.app.clock.advance(Duration::from_secs(5 * 3600));
+    f.app.scheduler.run_due_now().await.unwrap();
+    let (_, current) = f.app.get(&f.key, &format!("/v1/sequences/{id}")).await;
+    assert_eq!(
+        current["outreach"].as_array().unwrap().len(),
+        1,
+        "{current}"
+    );
+}
+
+#[tokio::test]
+async fn opted_out_numbers_are_never_enrolled_again_and_running_duplicates_are_refused() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Call", "calling_hours": null, "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let first = f
+        .enroll(template, "+15555550170", "America/New_York", &["opt-out"])
+        .await;
+    // While it runs, the same number cannot be enrolled in the same template again.
+    let (status, error) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/sequences",
+            json!({ "template_id": template,
+            "contact": { "phone_number": "+15555550170", "time_zone": "America/New_York" } }),
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (409, Some("already_enrolled"))
+    );
+    f.run_until_ended(first["id"].as_i64().unwrap()).await;
+    let (status, error) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/sequences",
+            json!({ "template_id": template,
+            "contact": { "phone_number": "+15555550170", "time_zone": "America/New_York" } }),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["code"], "suppressed");
+    assert_eq!(error["error"]["field"], "contact.phone_number");
+    assert!(
+        !error.to_string().contains("5555550170"),
+        "errors never echo phone numbers"
+    );
+}
+
+#[tokio::test]
+async fn the_same_idempotency_key_returns_the_same_sequence() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Call", "calling_hours": null, "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let body = json!({ "template_id": template, "contact": { "phone_number": "+15555550180", "time_zone": "Europe/London" } });
+    let send = || async {
+        let response = f
+            .app
+            .http
+            .post(format!("{}/v1/sequences", f.app.base))
+            .bearer_auth(&f.key)
+            .header("Idempotency-Key", "enroll-180")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json::<Value>().await.unwrap(),
+        )
+    };
+    let (first_status, first) = send().await;
+    let (second_status, second) = send().await;
+    assert_eq!((first_status, second_status), (201, 200));
+    assert_eq!(first["id"], second["id"]);
+    let (_, list) = f.app.get(&f.key, "/v1/sequences").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn batch_enrollment_answers_per_item_with_field_precise_errors() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Call", "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let (status, body) = f
+        .app
+        .post(&f.key, "/v1/sequences/batch", json!({ "template_id": template, "items": [
+            { "contact": { "phone_number": "+15555550190", "time_zone": "America/Denver" } },
+            { "contact": { "phone_number": "555-0191", "time_zone": "America/Denver" } },
+            { "contact": { "phone_number": "+15555550192", "time_zone": "Mars/Olympus" } },
+            { "contact": { "phone_number": "+15555550193", "time_zone": "Asia/Kolkata" }, "simulation": { "outcomes": ["abducted"] } },
+        ] }))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["data"].as_array().unwrap();
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0]["status"], 201);
+    assert!(results[0]["sequence"]["id"].is_i64());
+    assert_eq!(
+        results[1]["error"]["field"],
+        "items[1].contact.phone_number"
+    );
+    assert_eq!(results[2]["error"]["field"], "items[2].contact.time_zone");
+    assert_eq!(
+        results[3]["error"]["field"],
+        "items[3].simulation.outcomes[0]"
+    );
+    for result in &results[1..] {
+        assert_eq!(result["status"], 422);
+    }
+}
+
+#[tokio::test]
+async fn cancel_pause_and_resume_work_and_an_ended_sequence_answers_409() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Later call", "calling_hours": null,
+            "steps": [ { "type": "call", "assistant_id": f.call_assistant, "delay": "2h" } ] }))
+        .await;
+    let sequence = f
+        .enroll(template, "+15555550195", "America/New_York", &["resolved"])
+        .await;
+    let id = sequence["id"].as_i64().unwrap();
+    let (status, paused) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{id}/pause"), json!({}))
+        .await;
+    assert_eq!((status, paused["status"].as_str()), (200, Some("paused")));
+    // Paused: its due time passes and nothing happens.
+    f.app.clock.advance(Duration::from_secs(3 * 3600));
+    f.app.scheduler.run_due_now().await.unwrap();
+    let (_, current) = f.app.get(&f.key, &format!("/v1/sequences/{id}")).await;
+    assert!(current["outreach"].as_array().unwrap().is_empty());
+    let (status, resumed) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{id}/resume"), json!({}))
+        .await;
+    assert_eq!((status, resumed["status"].as_str()), (200, Some("active")));
+    f.app.scheduler.run_due_now().await.unwrap();
+    let (status, cancelled) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!((status, cancelled["status"].as_str()), (200, Some("ended")));
+    assert!(
+        cancelled["outcome_description"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("cancel")
+    );
+    f.app.dispatcher.run_due_now().await.unwrap();
+    assert_eq!(
+        f.delivered(id)["status"],
+        "ended",
+        "the cancelled sequence's report is delivered"
+    );
+    let (status, error) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{id}/pause"), json!({}))
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (409, Some("sequence_ended"))
+    );
+
+    // Another organisation sees none of it.
+    let (_, other) = f.app.org("Other clinic").await;
+    for path in [
+        format!("/v1/sequences/{id}"),
+        format!("/v1/sequences/{id}/events"),
+    ] {
+        assert_eq!(f.app.get(&other, &path).await.0, 404, "{path}");
+    }
+    for path in ["cancel", "pause", "resume"] {
+        assert_eq!(
+            f.app
+                .post(&other, &format!("/v1/sequences/{id}/{path}"), json!({}))
+                .await
+                .0,
+            404
+        );
+    }
+    let (_, list) = f.app.get(&other, "/v1/sequences").await;
+    assert!(list["data"].as_array().unwrap().is_empty());
+}
