@@ -3,6 +3,7 @@
 
 pub mod clock;
 pub mod definition;
+pub mod fault;
 pub mod report;
 mod scheduler;
 mod simulator;

@@ -26,6 +26,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
 use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
+use crate::fault::crash_point;
 use crate::report::build_report;
 
 /// Organisation-level contact caps (rolling windows, across sequences and channels).
@@ -557,6 +558,15 @@ impl Scheduler {
         }
     }
 
+    /// The earliest engine time at which something is due (a sequence wake-up or an
+    /// encounter's end), if anything is scheduled.
+    pub async fn next_due_at(&self) -> Result<Option<Millis>, SchedulerError> {
+        let store = &self.inner.store;
+        let wake = store.next_sequence_wake().await?;
+        let end = store.next_encounter_end().await?;
+        Ok(wake.into_iter().chain(end).min())
+    }
+
     async fn pause(&self) -> Duration {
         let poll = self.inner.config.poll_interval;
         let store = &self.inner.store;
@@ -640,6 +650,7 @@ impl Scheduler {
         }
         tx.commit().await?;
         if !started.is_empty() {
+            crash_point("encounter-committed");
             self.request_encounters(started).await?;
         }
         Ok(due.len())
@@ -696,6 +707,9 @@ impl Scheduler {
                 }
             }
         }
+        if !requested.is_empty() {
+            crash_point("provider-asked");
+        }
         let mut tx = self.inner.store.begin().await?;
         for (encounter_id, (ends_at, outcome, report)) in &requested {
             self.inner
@@ -711,6 +725,9 @@ impl Scheduler {
                 .await?;
         }
         tx.commit().await?;
+        if !requested.is_empty() {
+            crash_point("encounter-requested");
+        }
         Ok(())
     }
 
@@ -765,6 +782,7 @@ impl Scheduler {
         }
         tx.commit().await?;
         if !due.is_empty() {
+            crash_point("encounter-ended");
             self.inner.outbox.wake();
         }
         if !started.is_empty() {

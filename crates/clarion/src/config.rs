@@ -14,7 +14,15 @@ use serde::Deserialize;
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config.default.toml");
 
 /// Environment variables that share the `CLARION_` prefix but are not configuration.
-const NOT_CONFIG: &[&str] = &["webhook_secret", "interop_python", "bless", "log"];
+const NOT_CONFIG: &[&str] = &[
+    "webhook_secret",
+    "interop_python",
+    "bless",
+    "log",
+    "crash_at",
+    "url",
+    "api_key",
+];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -800,6 +800,19 @@ impl Store {
         Ok(body)
     }
 
+    /// The latest engine time stored (sequence updates, encounter starts and ends), so that a
+    /// sped-up engine clock resumes after a restart without going back in time.
+    pub async fn latest_engine_time(&self) -> Result<Option<Millis>> {
+        let latest: Option<i64> = sqlx::query_scalar(
+            "SELECT MAX(t) FROM (SELECT MAX(last_updated) AS t FROM sequences \
+             UNION ALL SELECT MAX(created_at) FROM encounters \
+             UNION ALL SELECT MAX(ended_at) FROM encounters)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(latest)
+    }
+
     // ---- suppressions ----
 
     pub async fn is_suppressed(&self, tx: &mut Tx, org: OrgId, phone_number: &str) -> Result<bool> {

@@ -245,7 +245,7 @@ fn cores() -> usize {
 }
 
 /// Peak resident set size (VmHWM) of this process.
-fn peak_rss_mib() -> u64 {
+pub(crate) fn peak_rss_mib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {

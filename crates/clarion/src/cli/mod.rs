@@ -1,7 +1,9 @@
 //! Command-line parsing and dispatch.
 
 mod bench;
+mod bench_engine;
 mod demo;
+mod enroll;
 mod serve;
 mod webhook;
 
@@ -51,12 +53,16 @@ enum Command {
     /// Benchmarks on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Enrolls every row of a CSV file in a sequence template, through the API.
+    Enroll(enroll::EnrollArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Webhook delivery throughput and enqueue-to-receipt latency on loopback.
     Delivery(bench::BenchArgs),
+    /// Sequences through the engine and the simulator at full speed, to the report received.
+    Engine(bench_engine::EngineBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,6 +157,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(bench::delivery(args))?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Bench(BenchCommand::Engine(args)) => {
+            runtime()?.block_on(bench_engine::engine(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Enroll(args) => runtime()?.block_on(enroll::run(args)),
     }
 }
 

@@ -1,0 +1,30 @@
+//! Fault injection for crash tests.
+//!
+//! With `CLARION_CRASH_AT=<point>` in the environment, the process aborts (as `kill -9`
+//! would stop it: no unwinding, no cleanup) the first time it reaches that point. The crash
+//! tests use it to stop Clarion between each pair of steps of an encounter and check that,
+//! after a restart, no report is lost and no contact is repeated. Unset, it costs one load.
+
+use std::sync::OnceLock;
+
+/// Every point a crash can be injected at, in the order an encounter passes them.
+pub const CRASH_POINTS: &[&str] = &[
+    // the encounter row is committed; the provider has not been asked
+    "encounter-committed",
+    // the provider was asked; its answer is not recorded yet
+    "provider-asked",
+    // the provider's answer is recorded; the encounter has not ended
+    "encounter-requested",
+    // the encounter ended (and the sequence with it, report queued); not yet delivered
+    "encounter-ended",
+];
+
+/// Aborts the process if `CLARION_CRASH_AT` names `point`.
+pub fn crash_point(point: &str) {
+    static TARGET: OnceLock<Option<String>> = OnceLock::new();
+    let target = TARGET.get_or_init(|| std::env::var("CLARION_CRASH_AT").ok());
+    if target.as_deref() == Some(point) {
+        eprintln!("clarion: crash injected at {point}");
+        std::process::abort();
+    }
+}

@@ -1,0 +1,476 @@
+//! `clarion enroll --template ID FILE.csv`: bulk enrollment from a CSV file through
+//! `POST /v1/sequences/batch`.
+//!
+//! The file is streamed: a blocking reader parses rows into batches (at most [`MAX_ROWS`]
+//! rows, and about [`MAX_BATCH_BYTES`] of JSON, so the request stays well under the server's
+//! body limit) and hands them over a channel of one slot, so at most a few batches are in
+//! memory whatever the file's size. Each rejected row is printed as soon as its batch is
+//! answered (line number, error code, field, message: never a cell's value, which may be
+//! PHI), then the totals.
+//!
+//! Exit codes: 0 every row enrolled, 1 some rows rejected, 2 usage or connection errors and
+//! answers that refuse a whole batch (401, a bad template, ...).
+
+use std::fmt::Write as _;
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
+
+/// Most rows in one batch request (the API's limit).
+const MAX_ROWS: usize = 1000;
+/// A batch is sent once its items' JSON reaches this size (the server takes 2 MB bodies).
+const MAX_BATCH_BYTES: usize = 1024 * 1024;
+/// The columns that fill the contact; every other column is a variable.
+const PHONE: &str = "phone_number";
+const ZONE: &str = "time_zone";
+const NAME: &str = "name";
+const EXTERNAL_ID: &str = "external_id";
+
+#[derive(Clone, clap::Args)]
+pub struct EnrollArgs {
+    /// The sequence template every row is enrolled in.
+    #[arg(long, value_name = "ID")]
+    pub template: i64,
+    /// The Clarion API.
+    #[arg(long, env = "CLARION_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// The organisation's API key.
+    #[arg(long, env = "CLARION_API_KEY", hide_env_values = true)]
+    pub api_key: String,
+    /// A CSV file with a header row: phone_number and time_zone (required), name and
+    /// external_id (optional); every other column is a template variable.
+    #[arg(value_name = "FILE.csv")]
+    pub file: PathBuf,
+}
+
+impl std::fmt::Debug for EnrollArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollArgs")
+            .field("template", &self.template)
+            .field("url", &self.url)
+            .field("api_key", &"<redacted>")
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+/// Where each column goes.
+#[derive(Debug)]
+struct Columns {
+    len: usize,
+    phone: usize,
+    zone: usize,
+    name: Option<usize>,
+    external_id: Option<usize>,
+    /// (column, variable name)
+    variables: Vec<(usize, String)>,
+}
+
+impl Columns {
+    fn from_header(header: &csv::ByteRecord) -> anyhow::Result<Self> {
+        if header.is_empty() || header.iter().all(<[u8]>::is_empty) {
+            bail!("the file has no header row (expected at least {PHONE},{ZONE})");
+        }
+        let mut names = Vec::with_capacity(header.len());
+        for (i, cell) in header.iter().enumerate() {
+            let name = std::str::from_utf8(cell)
+                .with_context(|| format!("column {} of the header is not valid UTF-8", i + 1))?;
+            let name = name.trim_start_matches('\u{feff}').trim();
+            if name.is_empty() {
+                bail!("column {} of the header has no name", i + 1);
+            }
+            if names.iter().any(|n: &String| n.eq_ignore_ascii_case(name)) {
+                bail!("the header names the column `{name}` twice");
+            }
+            names.push(name.to_owned());
+        }
+        let find = |wanted: &str| names.iter().position(|n| n.eq_ignore_ascii_case(wanted));
+        let (Some(phone), Some(zone)) = (find(PHONE), find(ZONE)) else {
+            let missing: Vec<String> = [PHONE, ZONE]
+                .into_iter()
+                .filter(|c| find(c).is_none())
+                .map(|c| format!("`{c}`"))
+                .collect();
+            bail!(
+                "missing required column{} {} (the header has: {})",
+                if missing.len() > 1 { "s" } else { "" },
+                missing.join(", "),
+                names.join(", ")
+            );
+        };
+        let (name, external_id) = (find(NAME), find(EXTERNAL_ID));
+        let variables = names
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| ![Some(phone), Some(zone), name, external_id].contains(&Some(*i)))
+            .map(|(i, n)| (i, n.clone()))
+            .collect();
+        Ok(Self {
+            len: names.len(),
+            phone,
+            zone,
+            name,
+            external_id,
+            variables,
+        })
+    }
+
+    /// The batch item of one row, as JSON text; an error names the column, never the value.
+    fn item(&self, record: &csv::ByteRecord) -> Result<String, String> {
+        let cell = |i: usize| -> Result<&str, String> {
+            std::str::from_utf8(record.get(i).unwrap_or_default())
+                .map_err(|_| format!("column {} is not valid UTF-8", i + 1))
+        };
+        let optional = |i: Option<usize>| -> Result<Option<String>, String> {
+            match i {
+                None => Ok(None),
+                Some(i) => Ok(Some(cell(i)?.to_owned()).filter(|v| !v.is_empty())),
+            }
+        };
+        let mut contact = Map::new();
+        contact.insert(PHONE.into(), cell(self.phone)?.into());
+        contact.insert(ZONE.into(), cell(self.zone)?.into());
+        if let Some(name) = optional(self.name)? {
+            contact.insert(NAME.into(), name.into());
+        }
+        if let Some(external_id) = optional(self.external_id)? {
+            contact.insert(EXTERNAL_ID.into(), external_id.into());
+        }
+        let mut variables = Map::new();
+        for (i, name) in &self.variables {
+            let value = cell(*i)?;
+            if !value.is_empty() {
+                variables.insert(name.clone(), value.into());
+            }
+        }
+        let mut item = Map::new();
+        item.insert("contact".into(), Value::Object(contact));
+        item.insert("variables".into(), Value::Object(variables));
+        serde_json::to_string(&item).map_err(|_| "the row could not be encoded".to_owned())
+    }
+}
+
+/// One row sent in a batch.
+#[derive(Debug)]
+struct Item {
+    line: u64,
+    json: String,
+}
+
+/// A rejected row: what the summary prints about it.
+#[derive(Debug)]
+struct Rejected {
+    line: u64,
+    code: String,
+    field: Option<String>,
+    message: String,
+}
+
+/// Consecutive rows of the file: those to send, and those that did not parse.
+#[derive(Debug, Default)]
+struct Batch {
+    items: Vec<Item>,
+    bytes: usize,
+    rejected: Vec<Rejected>,
+    /// The first line of the batch (for a resumption hint when it fails).
+    first_line: u64,
+    /// The file offset just past the batch's last row.
+    end: u64,
+}
+
+impl Batch {
+    fn note_line(&mut self, line: u64) {
+        if self.first_line == 0 {
+            self.first_line = line;
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.items.len() + self.rejected.len() >= MAX_ROWS || self.bytes >= MAX_BATCH_BYTES
+    }
+
+    fn is_empty(&self) -> bool {
+        self.items.is_empty() && self.rejected.is_empty()
+    }
+}
+
+/// Reads the rows into batches and sends them down the channel. Stops quietly when the
+/// receiver is gone (the run stopped on an error); fails only when the file cannot be read.
+fn read_batches(
+    mut reader: csv::Reader<File>,
+    columns: &Columns,
+    batches: &mpsc::Sender<Batch>,
+) -> anyhow::Result<()> {
+    let mut record = csv::ByteRecord::new();
+    let mut batch = Batch::default();
+    loop {
+        match reader.read_byte_record(&mut record) {
+            Ok(false) => break,
+            Ok(true) => {
+                let line = record.position().map_or(0, csv::Position::line);
+                batch.note_line(line);
+                match columns.item(&record) {
+                    Ok(json) => {
+                        batch.bytes += json.len() + 1;
+                        batch.items.push(Item { line, json });
+                    }
+                    Err(message) => batch.rejected.push(Rejected {
+                        line,
+                        code: "invalid_csv".into(),
+                        field: None,
+                        message,
+                    }),
+                }
+            }
+            Err(error) => match error.kind() {
+                csv::ErrorKind::UnequalLengths { pos, len, .. } => {
+                    let line = pos.as_ref().map_or(0, csv::Position::line);
+                    batch.note_line(line);
+                    batch.rejected.push(Rejected {
+                        line,
+                        code: "invalid_csv".into(),
+                        field: None,
+                        message: format!(
+                            "the row has {len} field{}, the header {}",
+                            if *len == 1 { "" } else { "s" },
+                            columns.len
+                        ),
+                    });
+                }
+                _ => {
+                    return Err(anyhow!(error)).context(format!(
+                        "reading the file near line {}",
+                        reader.position().line()
+                    ));
+                }
+            },
+        }
+        if batch.is_full() {
+            batch.end = reader.position().byte();
+            if batches.blocking_send(std::mem::take(&mut batch)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    if !batch.is_empty() {
+        batch.end = reader.position().byte();
+        let _ = batches.blocking_send(batch);
+    }
+    Ok(())
+}
+
+/// The error shape of every API answer.
+#[derive(Debug, Deserialize)]
+struct ErrorAnswer {
+    error: ApiError,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiError {
+    code: String,
+    message: String,
+    field: Option<String>,
+}
+
+/// `POST /v1/sequences/batch`'s answer; each item's `sequence` is skipped.
+#[derive(Debug, Deserialize)]
+struct BatchAnswer {
+    data: Vec<ItemResult>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ItemResult {
+    index: usize,
+    status: u16,
+    error: Option<ApiError>,
+}
+
+struct Api {
+    http: reqwest::Client,
+    batch_url: String,
+    key: String,
+}
+
+impl Api {
+    /// Sends one batch; `Err` when the whole batch was refused or never arrived.
+    async fn send(&self, template: i64, items: &[Item]) -> anyhow::Result<Vec<ItemResult>> {
+        let mut body =
+            String::with_capacity(items.iter().map(|i| i.json.len() + 1).sum::<usize>() + 64);
+        let _ = write!(body, r#"{{"template_id":{template},"items":["#);
+        for (i, item) in items.iter().enumerate() {
+            if i > 0 {
+                body.push(',');
+            }
+            body.push_str(&item.json);
+        }
+        body.push_str("]}");
+        let response = self
+            .http
+            .post(&self.batch_url)
+            .bearer_auth(&self.key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .with_context(|| format!("could not reach the API at {}", self.batch_url))?;
+        let status = response.status();
+        let bytes = response
+            .bytes()
+            .await
+            .with_context(|| format!("reading the API's answer ({status})"))?;
+        if status != reqwest::StatusCode::OK {
+            return Err(match serde_json::from_slice::<ErrorAnswer>(&bytes) {
+                Ok(ErrorAnswer { error }) => anyhow!(
+                    "the API refused the batch (HTTP {}): {}{}: {}",
+                    status.as_u16(),
+                    error.code,
+                    error.field.map(|f| format!(" ({f})")).unwrap_or_default(),
+                    error.message
+                ),
+                Err(_) => anyhow!("the API answered HTTP {status} to the batch"),
+            });
+        }
+        let answer: BatchAnswer = serde_json::from_slice(&bytes)
+            .context("the API's answer to the batch was not understood")?;
+        if answer.data.len() != items.len() || answer.data.iter().any(|r| r.index >= items.len()) {
+            bail!(
+                "the API answered {} results for {} rows",
+                answer.data.len(),
+                items.len()
+            );
+        }
+        Ok(answer.data)
+    }
+}
+
+/// `items[3].contact.phone_number` → `contact.phone_number`.
+fn item_field(field: &str) -> &str {
+    field
+        .strip_prefix("items[")
+        .and_then(|rest| rest.split_once("]."))
+        .map_or(field, |(_, rest)| rest)
+}
+
+fn print_rejected(rejected: &Rejected) {
+    match &rejected.field {
+        Some(field) => println!(
+            "line {}: {} ({field}): {}",
+            rejected.line, rejected.code, rejected.message
+        ),
+        None => println!(
+            "line {}: {}: {}",
+            rejected.line, rejected.code, rejected.message
+        ),
+    }
+}
+
+pub async fn run(args: EnrollArgs) -> anyhow::Result<ExitCode> {
+    let file =
+        File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+    let size = file
+        .metadata()
+        .ok()
+        .filter(std::fs::Metadata::is_file)
+        .map(|m| m.len());
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let header = reader
+        .byte_headers()
+        .with_context(|| format!("reading the header row of {}", args.file.display()))?;
+    let columns =
+        Columns::from_header(header).with_context(|| format!("{}", args.file.display()))?;
+
+    let api = Api {
+        http: reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(300))
+            .build()
+            .context("building the HTTP client")?,
+        batch_url: format!("{}/v1/sequences/batch", args.url.trim_end_matches('/')),
+        key: args.api_key.clone(),
+    };
+
+    let progress = match size {
+        Some(size) if size > 0 => indicatif::ProgressBar::new(size).with_style(
+            indicatif::ProgressStyle::with_template("  {bar:40} {msg} ({percent}%, {elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        ),
+        _ => indicatif::ProgressBar::new_spinner().with_style(
+            indicatif::ProgressStyle::with_template("  {spinner} {msg} ({elapsed})")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+        ),
+    };
+    progress.set_message("0 rows sent");
+
+    let (sender, mut batches) = mpsc::channel::<Batch>(1);
+    let reading = tokio::task::spawn_blocking(move || read_batches(reader, &columns, &sender));
+
+    let (mut sent, mut enrolled, mut rejected) = (0_u64, 0_u64, 0_u64);
+    let stopped = |line: u64, enrolled: u64, rejected: u64| {
+        format!(
+            "stopped at the batch starting on line {line} \
+             ({enrolled} rows enrolled and {rejected} rejected before it)"
+        )
+    };
+    while let Some(batch) = batches.recv().await {
+        let mut failed = batch.rejected;
+        if !batch.items.is_empty() {
+            let results = match api.send(args.template, &batch.items).await {
+                Ok(results) => results,
+                Err(error) => {
+                    progress.abandon();
+                    return Err(error.context(stopped(batch.first_line, enrolled, rejected)));
+                }
+            };
+            sent += batch.items.len() as u64;
+            for result in results {
+                if result.status == 201 {
+                    enrolled += 1;
+                    continue;
+                }
+                let line = batch.items.get(result.index).map_or(0, |i| i.line);
+                failed.push(match result.error {
+                    Some(error) => Rejected {
+                        line,
+                        code: error.code,
+                        field: error.field.as_deref().map(item_field).map(str::to_owned),
+                        message: error.message,
+                    },
+                    None => Rejected {
+                        line,
+                        code: format!("http_{}", result.status),
+                        field: None,
+                        message: "rejected without a reason".into(),
+                    },
+                });
+            }
+        }
+        rejected += failed.len() as u64;
+        failed.sort_by_key(|r| r.line);
+        progress.suspend(|| failed.iter().for_each(print_rejected));
+        progress.set_position(batch.end);
+        progress.set_message(format!("{sent} rows sent"));
+    }
+    let read = reading.await.context("the CSV reader stopped");
+    if let Err(error) = read.and_then(|r| r) {
+        progress.abandon();
+        return Err(error.context(format!(
+            "{enrolled} rows enrolled and {rejected} rejected before the error"
+        )));
+    }
+    progress.finish_and_clear();
+    println!("enrolled {enrolled}, rejected {rejected}");
+    Ok(if rejected == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

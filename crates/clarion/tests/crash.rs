@@ -1,0 +1,217 @@
+//! Crash injection between each pair of steps of an encounter (the real binary, aborted as
+//! `kill -9` would stop it): after a restart no report is lost and no contact is repeated.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod support;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{Answer, DEADLINE, TestReceiver, eventually};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const CONFIG: &str = r#"
+[webhooks]
+retry_schedule = ["0s", "200ms", "200ms", "200ms"]
+attempt_timeout = "2s"
+lease_margin = "1s"
+poll_interval = "100ms"
+[simulator]
+time_scale = 2000.0
+"#;
+
+async fn start(dir: &std::path::Path, database: &str, crash_at: Option<&str>) -> (Child, String) {
+    let config = dir.join("clarion.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_clarion"));
+    command
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            database,
+            "--config",
+        ])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .env_remove("CLARION_CRASH_AT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(point) = crash_at {
+        command.env("CLARION_CRASH_AT", point);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (
+        child,
+        first.strip_prefix("listening on ").unwrap().to_owned(),
+    )
+}
+
+async fn post(http: &reqwest::Client, base: &str, key: &str, path: &str, body: Value) -> Value {
+    let response = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
+#[tokio::test]
+async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_contact() {
+    for point in clarion_scheduler::fault::CRASH_POINTS {
+        let dir = tempfile::tempdir().unwrap();
+        let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+        let output = Command::new(env!("CARGO_BIN_EXE_clarion"))
+            .args(["org", "create", "Riverside", "--database", &database])
+            .output()
+            .await
+            .unwrap();
+        let key = serde_json::from_slice::<Value>(&output.stdout).unwrap()["api_key"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let receiver = TestReceiver::start(Answer::Status(204)).await;
+        let http = reqwest::Client::new();
+
+        let (mut crashing, base) = start(dir.path(), &database, Some(point)).await;
+        post(
+            &http,
+            &base,
+            &key,
+            "/v1/webhook-endpoints",
+            json!({ "url": receiver.url }),
+        )
+        .await;
+        let caller = post(
+            &http,
+            &base,
+            &key,
+            "/v1/assistants",
+            json!({ "name": "Caller", "channel": "call" }),
+        )
+        .await;
+        let texter = post(
+            &http,
+            &base,
+            &key,
+            "/v1/assistants",
+            json!({ "name": "Texter", "channel": "sms" }),
+        )
+        .await;
+        let template = post(&http, &base, &key, "/v1/sequence-templates", json!({
+            "name": "Call then SMS", "calling_hours": null, "stop_on": ["resolved"], "sms_timeout": "1h",
+            "steps": [ { "type": "call", "assistant_id": caller["id"] }, { "type": "sms", "assistant_id": texter["id"] } ]
+        }))
+        .await;
+        let sequence = post(
+            &http,
+            &base,
+            &key,
+            "/v1/sequences",
+            json!({
+                "template_id": template["id"],
+                "contact": { "phone_number": "+15555550142", "time_zone": "America/New_York" },
+                "simulation": { "outcomes": ["unresolved", "resolved"] }
+            }),
+        )
+        .await;
+        let id = sequence["id"].as_i64().unwrap();
+        let status = tokio::time::timeout(DEADLINE, crashing.wait())
+            .await
+            .expect("the crash point was reached")
+            .unwrap();
+        assert!(
+            !status.success(),
+            "{point}: the process should have aborted"
+        );
+
+        let (mut server, base) = start(dir.path(), &database, None).await;
+        eventually(
+            &format!("{point}: the report is delivered after the restart"),
+            || async {
+                receiver
+                    .received()
+                    .iter()
+                    .any(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["id"] == id)
+            },
+        )
+        .await;
+        let report: Value = http
+            .get(format!("{base}/v1/sequences/{id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(report["status"], "ended", "{point}");
+        let steps: Vec<(i64, &str)> = report["outreach"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| (s["step"].as_i64().unwrap(), s["type"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            steps,
+            [(1, "call"), (2, "sms")],
+            "{point}: each step attempt exactly once"
+        );
+        let call = &report["outreach"][0]["call"];
+        if ["encounter-committed", "provider-asked"].contains(point) {
+            // The provider may have been asked: never asked again; the call ends as failed.
+            assert_eq!(call["outcome"], "failed", "{point}: {call}");
+            assert!(
+                call["summary"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not placed again"),
+                "{point}"
+            );
+        } else {
+            assert_eq!(call["outcome"], "unresolved", "{point}: {call}");
+        }
+        assert_eq!(
+            report["outreach"][1]["sms"]["ended_reason"], "resolved",
+            "{point}"
+        );
+
+        // In the database: one encounter per step attempt, every one ended.
+        let store = clarion_store::Store::connect(&database).await.unwrap();
+        let encounters = store.sequence_encounters(id).await.unwrap();
+        assert_eq!(encounters.len(), 2, "{point}");
+        assert!(encounters.iter().all(|e| e.status == "ended"), "{point}");
+        // The report was queued once, whatever the crash.
+        let deliveries: Value = http
+            .get(format!("{base}/v1/webhook-deliveries?sequence_id={id}"))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(deliveries["data"].as_array().unwrap().len(), 1, "{point}");
+        server.start_kill().unwrap();
+        let _ = server.wait().await;
+        let _ = Duration::ZERO;
+    }
+}
