@@ -220,7 +220,9 @@ pub async fn run() -> anyhow::Result<()> {
         }
         encounters += received.report.outreach.len();
         *endings.entry(ending(&received.report)).or_default() += 1;
-        progress.println(format!("{}\n", crate::receiver::summarize(&received)));
+        // To stdout, around the bar (which draws on stderr, and only on a terminal).
+        let summary = crate::receiver::summarize(&received);
+        progress.suspend(|| println!("{summary}\n"));
         progress.inc(1);
     }
     progress.finish();
