@@ -11,7 +11,7 @@
 //!   committed before the provider is asked. An encounter committed but never confirmed (the
 //!   process died in between) is reconciled: it ends as `failed` and is never sent again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,8 +19,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use clarion_delivery::{Clock, Outbox};
 use clarion_engine::{Action, Event, Note, Plan, SequenceState, StepSpec, Transition};
 use clarion_store::{
-    EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceRow, SequenceUpdate,
-    Store, StoreError, Tx,
+    Assistant, EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceRow,
+    SequenceUpdate, Store, StoreError, Tx,
 };
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
@@ -119,6 +119,143 @@ struct Inner {
     wake: Notify,
     /// Template versions and assistants never change once written: cached by id.
     plans: Mutex<HashMap<i64, Arc<TemplateDefinition>>>,
+    assistants: Mutex<HashMap<i64, Arc<Assistant>>>,
+}
+
+/// A write transaction with the writes it buffers: history entries and sequence updates are
+/// written in one statement each (every statement is a round trip to SQLite's thread), when a
+/// buffered sequence is read again and before the transaction commits. So they still commit
+/// atomically with the rest of the transaction.
+#[derive(Debug)]
+struct WriteTx {
+    tx: Tx,
+    events: Vec<(i64, Millis, String, Value)>,
+    updates: Vec<PendingUpdate>,
+    updated: HashSet<i64>,
+    /// A buffered update ends a sequence (frees its number for a new enrollment).
+    ends: bool,
+    /// Numbers suppressed in this transaction (for answers read before it started).
+    suppressed: HashSet<(OrgId, String)>,
+    /// Encounters to insert (their id is not known yet).
+    encounters: Vec<Started>,
+    /// Encounters inserted, for the provider once the transaction is committed.
+    started: Vec<Started>,
+}
+
+#[derive(Debug)]
+struct PendingUpdate {
+    id: i64,
+    status: &'static str,
+    state: String,
+    next_wake_at: Option<Millis>,
+    outcome_description: Option<String>,
+    now: Millis,
+}
+
+impl WriteTx {
+    async fn begin(store: &Store) -> Result<Self, StoreError> {
+        Ok(Self {
+            tx: store.begin().await?,
+            events: Vec::new(),
+            updates: Vec::new(),
+            updated: HashSet::new(),
+            ends: false,
+            suppressed: HashSet::new(),
+            encounters: Vec::new(),
+            started: Vec::new(),
+        })
+    }
+
+    fn record(&mut self, sequence_id: i64, at: Millis, kind: String, detail: Value) {
+        self.events.push((sequence_id, at, kind, detail));
+    }
+
+    async fn update(&mut self, store: &Store, update: PendingUpdate) -> Result<(), StoreError> {
+        if self.updated.contains(&update.id) {
+            self.flush(store).await?;
+        }
+        self.updated.insert(update.id);
+        self.ends |= update.status == "ended";
+        self.updates.push(update);
+        Ok(())
+    }
+
+    /// Writes what is buffered.
+    async fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
+        let encounters = std::mem::take(&mut self.encounters);
+        let rows: Vec<&EncounterRow> = encounters.iter().map(|s| &s.encounter).collect();
+        let inserted = store.insert_encounters(&mut self.tx, &rows).await?;
+        for (mut started, inserted) in encounters.into_iter().zip(inserted) {
+            match inserted {
+                Some((id, ordinal)) => {
+                    started.encounter.id = id;
+                    started.ordinal = usize::try_from(ordinal).unwrap_or(usize::MAX);
+                    self.started.push(started);
+                }
+                None => tracing::warn!(
+                    sequence_id = started.sequence.id,
+                    step = started.encounter.step,
+                    attempt = started.encounter.attempt,
+                    "encounter for this step attempt exists already; not starting it again"
+                ),
+            }
+        }
+        store
+            .add_sequence_events(&mut self.tx, &self.events)
+            .await?;
+        self.events.clear();
+        let updates: Vec<(i64, SequenceUpdate<'_>)> = self
+            .updates
+            .iter()
+            .map(|u| {
+                (
+                    u.id,
+                    SequenceUpdate {
+                        status: u.status,
+                        state: &u.state,
+                        next_wake_at: u.next_wake_at,
+                        outcome_description: u.outcome_description.as_deref(),
+                        now: u.now,
+                    },
+                )
+            })
+            .collect();
+        store.update_sequences(&mut self.tx, &updates).await?;
+        self.updates.clear();
+        self.updated.clear();
+        self.ends = false;
+        Ok(())
+    }
+
+    /// A sequence read to change it, after any buffered update of it.
+    async fn sequence_for_update(
+        &mut self,
+        store: &Store,
+        id: i64,
+    ) -> Result<Option<SequenceRow>, StoreError> {
+        if self.updated.contains(&id) {
+            self.flush(store).await?;
+        }
+        store.sequence_for_update(&mut self.tx, id).await
+    }
+
+    /// Commits; answers the encounters started (committed rows: the provider may be asked).
+    async fn commit(mut self, store: &Store) -> Result<Vec<Started>, StoreError> {
+        self.flush(store).await?;
+        self.tx.commit().await?;
+        Ok(self.started)
+    }
+}
+
+/// An encounter committed in a transaction, with what the simulator needs to run it once
+/// the transaction is committed (so nothing is read back).
+#[derive(Debug, Clone)]
+struct Started {
+    /// The row as committed (status `created`).
+    encounter: EncounterRow,
+    /// Its index among the sequence's encounters in (step, attempt) order.
+    ordinal: usize,
+    sequence: SequenceRow,
 }
 
 fn datetime(millis: Millis) -> DateTime<Utc> {
@@ -197,6 +334,7 @@ impl Scheduler {
                 config,
                 wake: Notify::new(),
                 plans: Mutex::default(),
+                assistants: Mutex::default(),
             }),
         }
     }
@@ -235,6 +373,31 @@ impl Scheduler {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// An assistant of the organisation (cached: assistants are never updated).
+    async fn assistant(&self, org: OrgId, id: i64) -> Result<Arc<Assistant>, SchedulerError> {
+        if let Some(found) = self.lock_assistants().get(&id)
+            && found.org_id == org
+        {
+            return Ok(found.clone());
+        }
+        let assistant = self
+            .inner
+            .store
+            .get_assistant(org, id)
+            .await?
+            .ok_or(SchedulerError::Corrupt("assistant missing"))?;
+        let assistant = Arc::new(assistant);
+        self.lock_assistants().insert(id, assistant.clone());
+        Ok(assistant)
+    }
+
+    fn lock_assistants(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Assistant>>> {
+        self.inner
+            .assistants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     async fn plan_of(&self, sequence: &SequenceRow) -> Result<Plan, SchedulerError> {
         let definition = self.definition(sequence.template_version_id).await?;
         let contact: ContactInfo = serde_json::from_value(sequence.contact.clone())
@@ -262,7 +425,7 @@ impl Scheduler {
     ) -> Result<Vec<Result<Enrolled, SchedulerError>>, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let mut templates = HashMap::new();
-        let mut tx = self.inner.store.begin().await?;
+        let mut tx = WriteTx::begin(&self.inner.store).await?;
         let mut results = Vec::with_capacity(requests.len());
         for request in requests {
             if let std::collections::hash_map::Entry::Vacant(slot) =
@@ -281,14 +444,14 @@ impl Scheduler {
             };
             results.push(self.enroll_in(&mut tx, org, template, request, now).await);
         }
-        tx.commit().await?;
+        tx.commit(&self.inner.store).await?;
         self.wake();
         Ok(results)
     }
 
     async fn enroll_in(
         &self,
-        tx: &mut Tx,
+        tx: &mut WriteTx,
         org: OrgId,
         template: &clarion_store::TemplateVersion,
         request: EnrollRequest,
@@ -300,7 +463,10 @@ impl Scheduler {
         let definition: TemplateDefinition = serde_json::from_value(template.definition.clone())
             .map_err(|_| SchedulerError::Corrupt("template definition"))?;
         let plan = plan_for(&definition, &contact.time_zone)?;
-        if store.is_suppressed(tx, org, &contact.phone_number).await? {
+        if store
+            .is_suppressed(&mut tx.tx, org, &contact.phone_number)
+            .await?
+        {
             // A replayed request (same idempotency key) still gets the sequence the first one
             // created; a suppressed number never gets a new one.
             if let Some(key) = &request.idempotency_key
@@ -336,11 +502,15 @@ impl Scheduler {
             idempotency_key: request.idempotency_key.as_deref(),
             now,
         };
-        let row = match store.insert_sequence(tx, &new).await? {
+        if tx.ends {
+            // A sequence ended in this transaction no longer holds its number.
+            tx.flush(store).await?;
+        }
+        let row = match store.insert_sequence(&mut tx.tx, &new).await? {
             Ok(row) => row,
             Err(InsertSequenceError::SameIdempotencyKey(id)) => {
-                let existing = store
-                    .sequence_for_update(tx, id)
+                let existing = tx
+                    .sequence_for_update(store, id)
                     .await?
                     .ok_or(SchedulerError::Corrupt("idempotent sequence vanished"))?;
                 return Ok(Enrolled::Existing(existing));
@@ -353,7 +523,7 @@ impl Scheduler {
 
     async fn existing_by_key(
         &self,
-        tx: &mut Tx,
+        tx: &mut WriteTx,
         org: OrgId,
         key: &str,
     ) -> Result<Option<SequenceRow>, SchedulerError> {
@@ -373,9 +543,9 @@ impl Scheduler {
             now: 0,
         };
         // insert_sequence answers SameIdempotencyKey before inserting anything.
-        match self.inner.store.insert_sequence(tx, &probe).await {
+        match self.inner.store.insert_sequence(&mut tx.tx, &probe).await {
             Ok(Err(InsertSequenceError::SameIdempotencyKey(id))) => {
-                Ok(self.inner.store.sequence_for_update(tx, id).await?)
+                Ok(tx.sequence_for_update(&self.inner.store, id).await?)
             }
             Ok(Ok(_)) => Err(SchedulerError::Corrupt("probe inserted a sequence")),
             Ok(Err(_)) | Err(_) => Ok(None),
@@ -390,11 +560,9 @@ impl Scheduler {
         control: Control,
     ) -> Result<SequenceRow, SchedulerError> {
         let now = self.inner.clock.now_millis();
-        let mut tx = self.inner.store.begin().await?;
-        let sequence = self
-            .inner
-            .store
-            .sequence_for_update(&mut tx, id)
+        let mut tx = WriteTx::begin(&self.inner.store).await?;
+        let sequence = tx
+            .sequence_for_update(&self.inner.store, id)
             .await?
             .filter(|s| s.org_id == org)
             .ok_or(SchedulerError::SequenceNotFound)?;
@@ -407,7 +575,7 @@ impl Scheduler {
             Control::Resume => Event::Resume,
         };
         self.transition(&mut tx, &sequence, &event, now).await?;
-        tx.commit().await?;
+        tx.commit(&self.inner.store).await?;
         self.inner.outbox.wake();
         self.wake();
         self.inner
@@ -418,21 +586,22 @@ impl Scheduler {
     }
 
     /// Applies one event to a sequence inside `tx` and performs the resulting actions.
-    /// Returns the encounters it started (committed rows; the provider is asked after commit).
+    /// The encounters it starts are inserted with the transaction's buffered writes, and
+    /// answered by [`WriteTx::commit`] (the provider is asked after commit).
     async fn transition(
         &self,
-        tx: &mut Tx,
+        tx: &mut WriteTx,
         sequence: &SequenceRow,
         event: &Event,
         now: Millis,
-    ) -> Result<Vec<i64>, SchedulerError> {
+    ) -> Result<(), SchedulerError> {
         let plan = self.plan_of(sequence).await?;
         let state: SequenceState =
             serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
         let Transition { state, actions } =
             clarion_engine::step(&plan, &state, event, datetime(now));
         if actions.is_empty() && state.next_wake.map(millis) == sequence.next_wake_at {
-            return Ok(Vec::new());
+            return Ok(());
         }
         self.perform(tx, sequence, &state, &actions, now).await
     }
@@ -440,27 +609,32 @@ impl Scheduler {
     /// Stores the new state and performs the engine's actions, in `tx`.
     async fn perform(
         &self,
-        tx: &mut Tx,
+        tx: &mut WriteTx,
         sequence: &SequenceRow,
         state: &SequenceState,
         actions: &[Action],
         now: Millis,
-    ) -> Result<Vec<i64>, SchedulerError> {
+    ) -> Result<(), SchedulerError> {
         let store = &self.inner.store;
-        let mut started = Vec::new();
         let mut ended = false;
         for action in actions {
             match action {
                 Action::Record(note) => {
                     let detail = serde_json::to_value(note).unwrap_or(Value::Null);
-                    store
-                        .add_sequence_event(tx, sequence.id, now, &note_kind(note), &detail)
-                        .await?;
+                    tx.record(sequence.id, now, note_kind(note), detail);
                 }
                 Action::SuppressNumber => {
                     store
-                        .suppress(tx, sequence.org_id, &sequence.phone_number, "opt-out", now)
+                        .suppress(
+                            &mut tx.tx,
+                            sequence.org_id,
+                            &sequence.phone_number,
+                            "opt-out",
+                            now,
+                        )
                         .await?;
+                    tx.suppressed
+                        .insert((sequence.org_id, sequence.phone_number.clone()));
                 }
                 Action::StartEncounter {
                     step,
@@ -468,59 +642,66 @@ impl Scheduler {
                     channel,
                     assistant_id,
                 } => {
-                    let inserted = store
-                        .insert_encounter(
-                            tx,
-                            sequence.org_id,
-                            sequence.id,
-                            i64::try_from(*step).unwrap_or(i64::MAX),
-                            i64::from(*attempt),
-                            channel.as_str(),
-                            *assistant_id,
-                            &sequence.phone_number,
-                            now,
-                        )
-                        .await?;
-                    match inserted {
-                        Some(id) => started.push(id),
-                        None => tracing::warn!(
-                            sequence_id = sequence.id,
+                    let step = i64::try_from(*step).unwrap_or(i64::MAX);
+                    let attempt = i64::from(*attempt);
+                    tx.encounters.push(Started {
+                        encounter: EncounterRow {
+                            id: 0,
+                            org_id: sequence.org_id,
+                            sequence_id: sequence.id,
                             step,
                             attempt,
-                            "encounter for this step attempt exists already; not starting it again"
-                        ),
-                    }
+                            channel: channel.as_str().to_owned(),
+                            assistant_id: *assistant_id,
+                            phone_number: sequence.phone_number.clone(),
+                            status: "created".to_owned(),
+                            provider_ref: None,
+                            outcome: None,
+                            report: None,
+                            ends_at: None,
+                            created_at: now,
+                            ended_at: None,
+                        },
+                        ordinal: 0,
+                        sequence: sequence.clone(),
+                    });
                 }
                 Action::End => ended = true,
             }
         }
         let state_text =
             serde_json::to_string(state).map_err(|_| SchedulerError::Corrupt("state"))?;
-        let update = SequenceUpdate {
+        let update = PendingUpdate {
+            id: sequence.id,
             status: status_text(state),
-            state: &state_text,
+            state: state_text,
             next_wake_at: state.next_wake.map(millis),
-            outcome_description: state.outcome_description.as_deref(),
+            outcome_description: state.outcome_description.clone(),
             now,
         };
-        store.update_sequence(tx, sequence.id, &update).await?;
+        tx.update(store, update).await?;
         if ended {
             let mut row = sequence.clone();
             row.status = "ended".to_owned();
             row.outcome_description = state.outcome_description.clone();
-            let encounters = store.sequence_encounters_tx(tx, sequence.id).await?;
+            if tx.encounters.iter().any(|s| s.sequence.id == sequence.id) {
+                tx.flush(store).await?;
+            }
+            let encounters = store
+                .sequence_encounters_tx(&mut tx.tx, sequence.id)
+                .await?;
             let report = build_report(&row, &encounters, now);
             self.inner
                 .outbox
                 .enqueue_report(
-                    tx,
+                    &mut tx.tx,
                     sequence.org_id,
                     &report,
                     self.inner.real_clock.now_millis(),
                 )
                 .await?;
         }
-        Ok(started)
+        Ok(())
     }
 
     /// The report shape of a sequence: for an ended one, the delivered bytes.
@@ -608,47 +789,51 @@ impl Scheduler {
     async fn wake_due_sequences(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
-        let mut tx = store.begin().await?;
+        let mut tx = WriteTx::begin(store).await?;
         let due = store
-            .due_sequences(&mut tx, now, self.inner.config.batch_size)
+            .due_sequences(&mut tx.tx, now, self.inner.config.batch_size)
             .await?;
-        let mut started = Vec::new();
-        for sequence in &due {
-            let suppressed = store
-                .is_suppressed(&mut tx, sequence.org_id, &sequence.phone_number)
-                .await?;
+        let numbers: Vec<(OrgId, &str)> = due
+            .iter()
+            .map(|s| (s.org_id, s.phone_number.as_str()))
+            .collect();
+        let suppressed_numbers = store.are_suppressed(&mut tx.tx, &numbers).await?;
+        for (index, sequence) in due.iter().enumerate() {
+            // A number suppressed by a transition earlier in this batch counts too.
+            let suppressed = suppressed_numbers.get(index).copied().unwrap_or(false)
+                || tx
+                    .suppressed
+                    .contains(&(sequence.org_id, sequence.phone_number.clone()));
             let cap = self.cap_allows_at(&mut tx, sequence, now).await?;
             let event = Event::Wake {
                 suppressed,
                 contact_cap_allows_at: cap.map(datetime),
             };
             match self.transition(&mut tx, sequence, &event, now).await {
-                Ok(ids) => started.extend(ids.into_iter().map(|id| (id, sequence.clone()))),
+                Ok(()) => {}
                 Err(SchedulerError::Store(error)) => return Err(error.into()),
                 Err(error) => {
                     // A bad row must not stop the loop: park it and say why.
                     tracing::error!(sequence_id = sequence.id, error = %error, "sequence cannot run; parked");
-                    let update = SequenceUpdate {
+                    let update = PendingUpdate {
+                        id: sequence.id,
                         status: "paused",
-                        state: &sequence.state,
+                        state: sequence.state.clone(),
                         next_wake_at: None,
                         outcome_description: None,
                         now,
                     };
-                    store.update_sequence(&mut tx, sequence.id, &update).await?;
-                    store
-                        .add_sequence_event(
-                            &mut tx,
-                            sequence.id,
-                            now,
-                            "parked",
-                            &json!({ "reason": error.to_string() }),
-                        )
-                        .await?;
+                    tx.update(store, update).await?;
+                    tx.record(
+                        sequence.id,
+                        now,
+                        "parked".to_owned(),
+                        json!({ "reason": error.to_string() }),
+                    );
                 }
             }
         }
-        tx.commit().await?;
+        let started = tx.commit(store).await?;
         if !started.is_empty() {
             crash_point("encounter-committed");
             self.request_encounters(started).await?;
@@ -659,7 +844,7 @@ impl Scheduler {
     /// Rolling-window contact caps: the earliest instant another contact is allowed.
     async fn cap_allows_at(
         &self,
-        tx: &mut Tx,
+        tx: &mut WriteTx,
         sequence: &SequenceRow,
         now: Millis,
     ) -> Result<Option<Millis>, SchedulerError> {
@@ -668,10 +853,19 @@ impl Scheduler {
         };
         const DAY: Millis = 24 * 3600 * 1000;
         let week_ago = now - 7 * DAY;
+        if !tx.encounters.is_empty() {
+            // Contacts started earlier in this transaction count.
+            tx.flush(&self.inner.store).await?;
+        }
         let contacts = self
             .inner
             .store
-            .contacts_since(tx, sequence.org_id, &sequence.phone_number, week_ago)
+            .contacts_since(
+                &mut tx.tx,
+                sequence.org_id,
+                &sequence.phone_number,
+                week_ago,
+            )
             .await?;
         let mut allows = now;
         let day: Vec<Millis> = contacts
@@ -694,13 +888,11 @@ impl Scheduler {
 
     /// Asks the provider (the simulator) for each committed encounter, then records that it
     /// was requested, with what the simulator already knows about how it will go.
-    async fn request_encounters(
-        &self,
-        started: Vec<(i64, SequenceRow)>,
-    ) -> Result<(), SchedulerError> {
+    async fn request_encounters(&self, started: Vec<Started>) -> Result<(), SchedulerError> {
         let mut requested = Vec::with_capacity(started.len());
-        for (encounter_id, sequence) in started {
-            match self.simulate(encounter_id, &sequence).await {
+        for started in started {
+            let encounter_id = started.encounter.id;
+            match self.simulate(&started).await {
                 Ok(result) => requested.push((encounter_id, result)),
                 Err(error) => {
                     tracing::error!(encounter_id, error = %error, "starting a simulated encounter failed");
@@ -710,20 +902,23 @@ impl Scheduler {
         if !requested.is_empty() {
             crash_point("provider-asked");
         }
-        let mut tx = self.inner.store.begin().await?;
-        for (encounter_id, (ends_at, outcome, report)) in &requested {
-            self.inner
-                .store
-                .mark_encounter_requested(
-                    &mut tx,
-                    *encounter_id,
-                    &format!("sim_{encounter_id}"),
-                    Some(*ends_at),
+        let requested: Vec<_> = requested
+            .into_iter()
+            .map(|(encounter_id, (ends_at, outcome, report))| {
+                (
+                    encounter_id,
+                    format!("sim_{encounter_id}"),
+                    Some(ends_at),
                     Some(report),
                     Some(outcome),
                 )
-                .await?;
-        }
+            })
+            .collect();
+        let mut tx = self.inner.store.begin().await?;
+        self.inner
+            .store
+            .mark_encounters_requested(&mut tx, &requested)
+            .await?;
         tx.commit().await?;
         if !requested.is_empty() {
             crash_point("encounter-requested");
@@ -732,28 +927,21 @@ impl Scheduler {
     }
 
     /// Runs the simulator for one encounter: (ends_at, outcome, report object).
-    async fn simulate(
-        &self,
-        encounter_id: i64,
-        sequence: &SequenceRow,
-    ) -> Result<(Millis, String, Value), SchedulerError> {
-        let store = &self.inner.store;
-        let encounters = store.sequence_encounters(sequence.id).await?;
-        let index = encounters
-            .iter()
-            .position(|e| e.id == encounter_id)
-            .ok_or(SchedulerError::Corrupt("encounter vanished"))?;
-        let encounter = &encounters[index];
-        let assistant = store
-            .get_assistant(sequence.org_id, encounter.assistant_id)
-            .await?
-            .ok_or(SchedulerError::Corrupt("assistant missing"))?;
+    async fn simulate(&self, started: &Started) -> Result<(Millis, String, Value), SchedulerError> {
+        let Started {
+            encounter,
+            ordinal,
+            sequence,
+        } = started;
+        let assistant = self
+            .assistant(sequence.org_id, encounter.assistant_id)
+            .await?;
         let definition = self.definition(sequence.template_version_id).await?;
         let sms_timeout = Duration::from_millis(definition.sms_timeout_ms);
         crate::simulator::simulate(
             sequence,
             encounter,
-            index,
+            *ordinal,
             &assistant,
             &self.inner.config.clinic_number,
             sms_timeout,
@@ -763,24 +951,60 @@ impl Scheduler {
     async fn end_due_encounters(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
-        let mut tx = store.begin().await?;
+        let mut tx = WriteTx::begin(store).await?;
         let due = store
-            .due_encounters(&mut tx, now, self.inner.config.batch_size)
+            .due_encounters(&mut tx.tx, now, self.inner.config.batch_size)
             .await?;
-        let mut started = Vec::new();
-        for encounter in &due {
-            let outcome = encounter
-                .outcome
-                .clone()
-                .unwrap_or_else(|| "failed".to_owned());
-            let report = encounter.report.clone().unwrap_or(Value::Null);
-            let ended_at = encounter.ends_at.unwrap_or(now);
-            started.extend(
-                self.finish_encounter(&mut tx, encounter, &outcome, &report, ended_at, now)
-                    .await?,
-            );
+        let ends: Vec<(&EncounterRow, String, Value, Millis)> = due
+            .iter()
+            .map(|encounter| {
+                let outcome = encounter
+                    .outcome
+                    .clone()
+                    .unwrap_or_else(|| "failed".to_owned());
+                let report = encounter.report.clone().unwrap_or(Value::Null);
+                (encounter, outcome, report, encounter.ends_at.unwrap_or(now))
+            })
+            .collect();
+        let mut sequence_ids = HashSet::with_capacity(due.len());
+        if due.iter().all(|e| sequence_ids.insert(e.sequence_id)) {
+            // One encounter per sequence (the usual case): end them all in one statement and
+            // read their sequences in one. No transition reads another sequence's encounters'
+            // ends, so this is what ending and transitioning them one by one would do.
+            let batch: Vec<(i64, &str, &Value, Millis)> = ends
+                .iter()
+                .map(|(e, outcome, report, at)| (e.id, outcome.as_str(), report, *at))
+                .collect();
+            let ended = store.end_encounters(&mut tx.tx, &batch).await?;
+            let ended_ids: Vec<i64> = ends
+                .iter()
+                .zip(&ended)
+                .filter(|(_, ended)| **ended)
+                .map(|((e, ..), _)| e.sequence_id)
+                .collect();
+            let mut sequences: HashMap<i64, SequenceRow> = store
+                .sequences_for_update(&mut tx.tx, &ended_ids)
+                .await?
+                .into_iter()
+                .map(|s| (s.id, s))
+                .collect();
+            for ((encounter, outcome, _, ended_at), ended) in ends.iter().zip(ended) {
+                if !ended {
+                    continue;
+                }
+                let Some(sequence) = sequences.remove(&encounter.sequence_id) else {
+                    continue;
+                };
+                self.encounter_ended(&mut tx, &sequence, outcome, *ended_at, now)
+                    .await?;
+            }
+        } else {
+            for (encounter, outcome, report, ended_at) in &ends {
+                self.finish_encounter(&mut tx, encounter, outcome, report, *ended_at, now)
+                    .await?;
+            }
         }
-        tx.commit().await?;
+        let started = tx.commit(store).await?;
         if !due.is_empty() {
             crash_point("encounter-ended");
             self.inner.outbox.wake();
@@ -794,36 +1018,45 @@ impl Scheduler {
     /// Ends an encounter and feeds its outcome to the engine, in `tx`.
     async fn finish_encounter(
         &self,
-        tx: &mut Tx,
+        tx: &mut WriteTx,
         encounter: &EncounterRow,
         outcome: &str,
         report: &Value,
         ended_at: Millis,
         now: Millis,
-    ) -> Result<Vec<(i64, SequenceRow)>, SchedulerError> {
+    ) -> Result<(), SchedulerError> {
         let store = &self.inner.store;
         if !store
-            .end_encounter(tx, encounter.id, outcome, report, ended_at)
+            .end_encounter(&mut tx.tx, encounter.id, outcome, report, ended_at)
             .await?
         {
-            return Ok(Vec::new());
+            return Ok(());
         }
-        let Some(sequence) = store.sequence_for_update(tx, encounter.sequence_id).await? else {
-            return Ok(Vec::new());
+        let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
+            return Ok(());
         };
+        self.encounter_ended(tx, &sequence, outcome, ended_at, now)
+            .await
+    }
+
+    /// Feeds an ended encounter's outcome to the engine, in `tx`.
+    async fn encounter_ended(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        outcome: &str,
+        ended_at: Millis,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
         let outcome = serde_json::from_value(Value::String(outcome.to_owned()))
             .unwrap_or(clarion_engine::EncounterOutcome::Failed);
         let event = Event::EncounterEnded {
             outcome,
             ended_at: datetime(ended_at),
         };
-        let ids = self.transition(tx, &sequence, &event, now).await?;
-        // The sequence may have moved on: reload for the encounters it started.
-        let sequence = store
-            .sequence_for_update(tx, encounter.sequence_id)
-            .await?
-            .unwrap_or(sequence);
-        Ok(ids.into_iter().map(|id| (id, sequence.clone())).collect())
+        // The encounters it started carry the sequence as read here: the simulator uses only
+        // what never changes (contact, variables, simulation), not the engine's state.
+        self.transition(tx, sequence, &event, now).await
     }
 
     /// Encounters committed but never confirmed: the process died between committing the row
@@ -841,8 +1074,7 @@ impl Scheduler {
         if stale.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.inner.store.begin().await?;
-        let mut started = Vec::new();
+        let mut tx = WriteTx::begin(&self.inner.store).await?;
         for encounter in &stale {
             tracing::warn!(
                 encounter_id = encounter.id,
@@ -852,12 +1084,10 @@ impl Scheduler {
                 encounter,
                 &self.inner.config.clinic_number,
             );
-            started.extend(
-                self.finish_encounter(&mut tx, encounter, "failed", &report, now, now)
-                    .await?,
-            );
+            self.finish_encounter(&mut tx, encounter, "failed", &report, now, now)
+                .await?;
         }
-        tx.commit().await?;
+        let started = tx.commit(&self.inner.store).await?;
         self.inner.outbox.wake();
         if !started.is_empty() {
             self.request_encounters(started).await?;

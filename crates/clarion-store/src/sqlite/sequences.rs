@@ -132,6 +132,15 @@ pub struct Suppression {
     pub created_at: Millis,
 }
 
+/// What the provider answered for an encounter: (id, provider_ref, ends_at, report, outcome).
+pub type RequestedEncounter = (
+    i64,
+    String,
+    Option<Millis>,
+    Option<serde_json::Value>,
+    Option<String>,
+);
+
 fn json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
     let text: String = row.try_get(column)?;
     serde_json::from_str(&text).map_err(|_| StoreError::Corrupt("stored JSON"))
@@ -575,6 +584,70 @@ impl Store {
         Ok(())
     }
 
+    /// Appends many history entries in one statement, in the given order:
+    /// (sequence id, at, kind, detail).
+    pub async fn add_sequence_events(
+        &self,
+        tx: &mut Tx,
+        events: &[(i64, Millis, String, serde_json::Value)],
+    ) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let batch = serde_json::Value::Array(
+            events
+                .iter()
+                .map(|(sequence_id, at, kind, detail)| {
+                    serde_json::json!({ "s": sequence_id, "at": at, "k": kind, "d": detail.to_string() })
+                })
+                .collect(),
+        );
+        sqlx::query(
+            "INSERT INTO sequence_events (sequence_id, at, kind, detail) \
+             SELECT j.value->>'s', j.value->>'at', j.value->>'k', j.value->>'d' \
+             FROM json_each(?) j ORDER BY j.key",
+        )
+        .bind(batch.to_string())
+        .execute(&mut *tx.inner)
+        .await?;
+        Ok(())
+    }
+
+    /// Writes the engine's new state of many sequences in one statement. Each id at most once.
+    pub async fn update_sequences(
+        &self,
+        tx: &mut Tx,
+        updates: &[(i64, SequenceUpdate<'_>)],
+    ) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let batch = serde_json::Value::Array(
+            updates
+                .iter()
+                .map(|(id, u)| {
+                    serde_json::json!({
+                        "id": id, "st": u.status, "s": u.state, "w": u.next_wake_at,
+                        "o": u.outcome_description, "n": u.now,
+                    })
+                })
+                .collect(),
+        );
+        sqlx::query(
+            "UPDATE sequences SET status = u.st, state = u.s, next_wake_at = u.w, \
+             outcome_description = COALESCE(u.o, outcome_description), last_updated = u.n, \
+             ended_at = CASE WHEN u.st = 'ended' THEN COALESCE(ended_at, u.n) ELSE ended_at END \
+             FROM (SELECT j.value->>'id' AS id, j.value->>'st' AS st, j.value->>'s' AS s, \
+                          j.value->>'w' AS w, j.value->>'o' AS o, j.value->>'n' AS n \
+                   FROM json_each(?) j) AS u \
+             WHERE sequences.id = u.id",
+        )
+        .bind(batch.to_string())
+        .execute(&mut *tx.inner)
+        .await?;
+        Ok(())
+    }
+
     pub async fn sequence_events(
         &self,
         sequence_id: i64,
@@ -637,6 +710,102 @@ impl Store {
         Ok(id)
     }
 
+    /// Like [`Store::insert_encounter`], and also answers the encounter's ordinal: how many
+    /// encounters of the sequence come before it in (step, attempt) order, i.e. its index in
+    /// [`Store::sequence_encounters`]. One statement, so the caller need not read them back.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn insert_encounter_with_ordinal(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        sequence_id: i64,
+        step: i64,
+        attempt: i64,
+        channel: &str,
+        assistant_id: i64,
+        phone_number: &str,
+        now: Millis,
+    ) -> Result<Option<(i64, i64)>> {
+        let inserted: Option<(i64, i64)> = sqlx::query_as(
+            "INSERT INTO encounters (org_id, sequence_id, step, attempt, channel, assistant_id, \
+             phone_number, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'created', ?8) \
+             ON CONFLICT (sequence_id, step, attempt) DO NOTHING \
+             RETURNING id, (SELECT COUNT(*) FROM encounters e WHERE e.sequence_id = ?2 \
+               AND (e.step < ?3 OR (e.step = ?3 AND e.attempt < ?4)))",
+        )
+        .bind(org.0)
+        .bind(sequence_id)
+        .bind(step)
+        .bind(attempt)
+        .bind(channel)
+        .bind(assistant_id)
+        .bind(phone_number)
+        .bind(now)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        Ok(inserted)
+    }
+
+    /// [`Store::insert_encounter_with_ordinal`] for many encounters, in two statements (the
+    /// rows' org, sequence, step, attempt, channel, assistant, number and created_at). Answers, for each,
+    /// `Some((id, ordinal))` if inserted, `None` if that step attempt had one already. The
+    /// ordinal counts every encounter of the sequence before it, this batch's included.
+    pub async fn insert_encounters(
+        &self,
+        tx: &mut Tx,
+        encounters: &[&EncounterRow],
+    ) -> Result<Vec<Option<(i64, i64)>>> {
+        if encounters.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = serde_json::Value::Array(
+            encounters
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "o": e.org_id.0, "s": e.sequence_id, "st": e.step, "a": e.attempt,
+                        "c": e.channel, "as": e.assistant_id, "p": e.phone_number, "n": e.created_at,
+                    })
+                })
+                .collect(),
+        );
+        let inserted: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
+            "INSERT INTO encounters (org_id, sequence_id, step, attempt, channel, assistant_id, \
+             phone_number, status, created_at) \
+             SELECT j.value->>'o', j.value->>'s', j.value->>'st', j.value->>'a', j.value->>'c', \
+                    j.value->>'as', j.value->>'p', 'created', j.value->>'n' \
+             FROM json_each(?) j WHERE true ORDER BY j.key \
+             ON CONFLICT (sequence_id, step, attempt) DO NOTHING \
+             RETURNING id, sequence_id, step, attempt",
+        )
+        .bind(batch.to_string())
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let ids = serde_json::Value::Array(inserted.iter().map(|(id, ..)| (*id).into()).collect());
+        let ordinals: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT e.id, (SELECT COUNT(*) FROM encounters x WHERE x.sequence_id = e.sequence_id \
+               AND (x.step < e.step OR (x.step = e.step AND x.attempt < e.attempt))) \
+             FROM encounters e WHERE e.id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids.to_string())
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let ordinals: std::collections::HashMap<i64, i64> = ordinals.into_iter().collect();
+        let mut by_key: std::collections::HashMap<(i64, i64, i64), (i64, i64)> = inserted
+            .into_iter()
+            .map(|(id, sequence, step, attempt)| {
+                (
+                    (sequence, step, attempt),
+                    (id, ordinals.get(&id).copied().unwrap_or(0)),
+                )
+            })
+            .collect();
+        Ok(encounters
+            .iter()
+            .map(|e| by_key.remove(&(e.sequence_id, e.step, e.attempt)))
+            .collect())
+    }
+
     /// The provider accepted the encounter: its reference, and when it is due to end (the
     /// simulator knows; real providers report the end by callback).
     pub async fn mark_encounter_requested(
@@ -663,6 +832,40 @@ impl Store {
         Ok(updated == 1)
     }
 
+    /// [`Store::mark_encounter_requested`] for many encounters in one statement:
+    /// (id, provider_ref, ends_at, report, outcome).
+    pub async fn mark_encounters_requested(
+        &self,
+        tx: &mut Tx,
+        requested: &[RequestedEncounter],
+    ) -> Result<()> {
+        if requested.is_empty() {
+            return Ok(());
+        }
+        let batch = serde_json::Value::Array(
+            requested
+                .iter()
+                .map(|(id, provider_ref, ends_at, report, outcome)| {
+                    serde_json::json!({
+                        "id": id, "r": provider_ref, "e": ends_at,
+                        "rep": report.as_ref().map(ToString::to_string), "o": outcome,
+                    })
+                })
+                .collect(),
+        );
+        sqlx::query(
+            "UPDATE encounters SET status = 'requested', provider_ref = u.r, ends_at = u.e, \
+             report = u.rep, outcome = u.o \
+             FROM (SELECT j.value->>'id' AS id, j.value->>'r' AS r, j.value->>'e' AS e, \
+                          j.value->>'rep' AS rep, j.value->>'o' AS o FROM json_each(?) j) AS u \
+             WHERE encounters.id = u.id AND encounters.status = 'created'",
+        )
+        .bind(batch.to_string())
+        .execute(&mut *tx.inner)
+        .await?;
+        Ok(())
+    }
+
     /// Ends an encounter with its outcome and report object. `false` if it already ended.
     pub async fn end_encounter(
         &self,
@@ -684,6 +887,51 @@ impl Store {
         .await?
         .rows_affected();
         Ok(updated == 1)
+    }
+
+    /// [`Store::end_encounter`] for many encounters in one statement: (id, outcome, report,
+    /// ended_at). Answers, for each, whether it ended now (`false`: it had ended already).
+    pub async fn end_encounters(
+        &self,
+        tx: &mut Tx,
+        ends: &[(i64, &str, &serde_json::Value, Millis)],
+    ) -> Result<Vec<bool>> {
+        if ends.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = serde_json::Value::Array(
+            ends.iter()
+                .map(|(id, outcome, report, at)| {
+                    serde_json::json!({ "id": id, "o": outcome, "r": report.to_string(), "at": at })
+                })
+                .collect(),
+        );
+        let ended: Vec<i64> = sqlx::query_scalar(
+            "UPDATE encounters SET status = 'ended', outcome = u.o, report = u.r, ended_at = u.at \
+             FROM (SELECT j.value->>'id' AS id, j.value->>'o' AS o, j.value->>'r' AS r, \
+                          j.value->>'at' AS at FROM json_each(?) j) AS u \
+             WHERE encounters.id = u.id AND encounters.status != 'ended' RETURNING encounters.id",
+        )
+        .bind(batch.to_string())
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let ended: std::collections::HashSet<i64> = ended.into_iter().collect();
+        Ok(ends.iter().map(|(id, ..)| ended.contains(id)).collect())
+    }
+
+    /// Several sequences read inside a write transaction (to change them), in no order.
+    pub async fn sequences_for_update(&self, tx: &mut Tx, ids: &[i64]) -> Result<Vec<SequenceRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids = serde_json::Value::Array(ids.iter().map(|id| (*id).into()).collect());
+        let rows = sqlx::query(&format!(
+            "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE id IN (SELECT value FROM json_each(?))"
+        ))
+        .bind(ids.to_string())
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        rows.iter().map(sequence_from_row).collect()
     }
 
     pub async fn get_encounter(&self, tx: &mut Tx, id: i64) -> Result<Option<EncounterRow>> {
@@ -823,6 +1071,38 @@ impl Store {
                 .fetch_optional(&mut *tx.inner)
                 .await?;
         Ok(found.is_some())
+    }
+
+    /// [`Store::is_suppressed`] for many (organisation, number) pairs in one statement: one
+    /// answer per pair, in order.
+    pub async fn are_suppressed(
+        &self,
+        tx: &mut Tx,
+        numbers: &[(OrgId, &str)],
+    ) -> Result<Vec<bool>> {
+        if numbers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = serde_json::Value::Array(
+            numbers
+                .iter()
+                .map(|(org, phone)| serde_json::json!([org.0, phone]))
+                .collect(),
+        );
+        let found: Vec<i64> = sqlx::query_scalar(
+            "SELECT j.key FROM json_each(?) j WHERE EXISTS (SELECT 1 FROM suppressions s \
+             WHERE s.org_id = j.value->>0 AND s.phone_number = j.value->>1)",
+        )
+        .bind(batch.to_string())
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let mut answers = vec![false; numbers.len()];
+        for index in found {
+            if let Some(answer) = usize::try_from(index).ok().and_then(|i| answers.get_mut(i)) {
+                *answer = true;
+            }
+        }
+        Ok(answers)
     }
 
     /// Adds a number (idempotent: an existing entry keeps its reason and time).
