@@ -93,11 +93,10 @@ impl InFlight {
         *self.per_endpoint.entry(delivery.endpoint_id).or_default() += 1;
     }
 
-    fn remove(&mut self, endpoint: EndpointId, was_retry: bool) {
-        self.total = self.total.saturating_sub(1);
-        if was_retry {
-            self.retries = self.retries.saturating_sub(1);
-        }
+    /// The HTTP request is over: the endpoint's slot is free (the cap is about concurrent
+    /// requests to the endpoint; the lease still keeps the delivery from being claimed again
+    /// until its outcome is recorded).
+    fn http_done(&mut self, endpoint: EndpointId) {
         if let Some(count) = self.per_endpoint.get_mut(&endpoint) {
             *count = count.saturating_sub(1);
             if *count == 0 {
@@ -105,12 +104,19 @@ impl InFlight {
             }
         }
     }
+
+    /// The outcome is recorded: the node-wide slot is free.
+    fn recorded(&mut self, was_retry: bool) {
+        self.total = self.total.saturating_sub(1);
+        if was_retry {
+            self.retries = self.retries.saturating_sub(1);
+        }
+    }
 }
 
 /// A finished attempt on its way to the writer.
 struct Finished {
     outcome: AttemptOutcome,
-    endpoint: EndpointId,
     was_retry: bool,
 }
 
@@ -171,11 +177,9 @@ impl Dispatcher {
                             let endpoint = delivery.endpoint_id;
                             let was_retry = delivery.attempt_count > 0;
                             let outcome = this.attempt(delivery).await;
-                            let _ = finished_tx.send(Finished {
-                                outcome,
-                                endpoint,
-                                was_retry,
-                            });
+                            this.lock_in_flight().http_done(endpoint);
+                            this.wake();
+                            let _ = finished_tx.send(Finished { outcome, was_retry });
                         });
                     }
                 }
@@ -218,11 +222,8 @@ impl Dispatcher {
                     let endpoint = delivery.endpoint_id;
                     let was_retry = delivery.attempt_count > 0;
                     let outcome = this.attempt(delivery).await;
-                    Finished {
-                        outcome,
-                        endpoint,
-                        was_retry,
-                    }
+                    this.lock_in_flight().http_done(endpoint);
+                    Finished { outcome, was_retry }
                 });
             }
             let mut batch = Vec::new();
@@ -485,7 +486,7 @@ impl Dispatcher {
     fn release_slots(&self, batch: &[Finished]) {
         let mut in_flight = self.lock_in_flight();
         for finished in batch {
-            in_flight.remove(finished.endpoint, finished.was_retry);
+            in_flight.recorded(finished.was_retry);
         }
     }
 }
