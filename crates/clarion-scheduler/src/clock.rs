@@ -12,9 +12,17 @@ pub struct ScaledClock {
 }
 
 impl ScaledClock {
+    /// A clock that starts at the system time.
     pub fn new(scale: f64) -> Self {
+        Self::starting_at(chrono::Utc::now().timestamp_millis(), scale)
+    }
+
+    /// A clock that starts at `anchor_millis`, or at the system time if that is later. A
+    /// sped-up clock runs ahead of real time; after a restart it must resume from the latest
+    /// engine time already stored, or stored times would lie in its future.
+    pub fn starting_at(anchor_millis: i64, scale: f64) -> Self {
         Self {
-            anchor_millis: chrono::Utc::now().timestamp_millis(),
+            anchor_millis: anchor_millis.max(chrono::Utc::now().timestamp_millis()),
             started: std::time::Instant::now(),
             scale: if scale.is_finite() && scale > 0.0 {
                 scale
@@ -23,17 +31,25 @@ impl ScaledClock {
             },
         }
     }
-
-    /// How long to really wait until the virtual clock reaches `virtual_millis` from now.
-    pub fn real_wait(&self, virtual_millis: i64) -> std::time::Duration {
-        let ahead = virtual_millis.saturating_sub(self.now_millis()).max(0) as f64;
-        std::time::Duration::from_secs_f64(ahead / self.scale / 1000.0)
-    }
 }
 
 impl Clock for ScaledClock {
     fn now_millis(&self) -> i64 {
         let elapsed = self.started.elapsed().as_secs_f64() * 1000.0 * self.scale;
         self.anchor_millis.saturating_add(elapsed as i64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_restarted_clock_never_goes_back_before_stored_engine_time() {
+        let ahead = chrono::Utc::now().timestamp_millis() + 3_600_000;
+        let clock = ScaledClock::starting_at(ahead, 1000.0);
+        assert!(clock.now_millis() >= ahead);
+        let behind = ScaledClock::starting_at(0, 1.0);
+        assert!(behind.now_millis() >= chrono::Utc::now().timestamp_millis() - 1000);
     }
 }

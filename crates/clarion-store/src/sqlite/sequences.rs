@@ -537,53 +537,6 @@ impl Store {
         Ok(next)
     }
 
-    /// Writes the engine's new state.
-    pub async fn update_sequence(
-        &self,
-        tx: &mut Tx,
-        id: i64,
-        update: &SequenceUpdate<'_>,
-    ) -> Result<()> {
-        sqlx::query(
-            "UPDATE sequences SET status = ?, state = ?, next_wake_at = ?, \
-             outcome_description = COALESCE(?, outcome_description), last_updated = ?, \
-             ended_at = CASE WHEN ? = 'ended' THEN COALESCE(ended_at, ?) ELSE ended_at END \
-             WHERE id = ?",
-        )
-        .bind(update.status)
-        .bind(update.state)
-        .bind(update.next_wake_at)
-        .bind(update.outcome_description)
-        .bind(update.now)
-        .bind(update.status)
-        .bind(update.now)
-        .bind(id)
-        .execute(&mut *tx.inner)
-        .await?;
-        Ok(())
-    }
-
-    /// Appends history entries.
-    pub async fn add_sequence_event(
-        &self,
-        tx: &mut Tx,
-        sequence_id: i64,
-        at: Millis,
-        kind: &str,
-        detail: &serde_json::Value,
-    ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO sequence_events (sequence_id, at, kind, detail) VALUES (?, ?, ?, ?)",
-        )
-        .bind(sequence_id)
-        .bind(at)
-        .bind(kind)
-        .bind(detail.to_string())
-        .execute(&mut *tx.inner)
-        .await?;
-        Ok(())
-    }
-
     /// Appends many history entries in one statement, in the given order:
     /// (sequence id, at, kind, detail).
     pub async fn add_sequence_events(
@@ -677,76 +630,7 @@ impl Store {
 
     // ---- encounters ----
 
-    /// Records an encounter before the provider is asked. `Ok(None)` when this step attempt
-    /// already has one (it was started before: never start it twice).
-    #[allow(clippy::too_many_arguments)]
-    pub async fn insert_encounter(
-        &self,
-        tx: &mut Tx,
-        org: OrgId,
-        sequence_id: i64,
-        step: i64,
-        attempt: i64,
-        channel: &str,
-        assistant_id: i64,
-        phone_number: &str,
-        now: Millis,
-    ) -> Result<Option<i64>> {
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO encounters (org_id, sequence_id, step, attempt, channel, assistant_id, \
-             phone_number, status, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'created', ?) \
-             ON CONFLICT (sequence_id, step, attempt) DO NOTHING RETURNING id",
-        )
-        .bind(org.0)
-        .bind(sequence_id)
-        .bind(step)
-        .bind(attempt)
-        .bind(channel)
-        .bind(assistant_id)
-        .bind(phone_number)
-        .bind(now)
-        .fetch_optional(&mut *tx.inner)
-        .await?;
-        Ok(id)
-    }
-
-    /// Like [`Store::insert_encounter`], and also answers the encounter's ordinal: how many
-    /// encounters of the sequence come before it in (step, attempt) order, i.e. its index in
-    /// [`Store::sequence_encounters`]. One statement, so the caller need not read them back.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn insert_encounter_with_ordinal(
-        &self,
-        tx: &mut Tx,
-        org: OrgId,
-        sequence_id: i64,
-        step: i64,
-        attempt: i64,
-        channel: &str,
-        assistant_id: i64,
-        phone_number: &str,
-        now: Millis,
-    ) -> Result<Option<(i64, i64)>> {
-        let inserted: Option<(i64, i64)> = sqlx::query_as(
-            "INSERT INTO encounters (org_id, sequence_id, step, attempt, channel, assistant_id, \
-             phone_number, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'created', ?8) \
-             ON CONFLICT (sequence_id, step, attempt) DO NOTHING \
-             RETURNING id, (SELECT COUNT(*) FROM encounters e WHERE e.sequence_id = ?2 \
-               AND (e.step < ?3 OR (e.step = ?3 AND e.attempt < ?4)))",
-        )
-        .bind(org.0)
-        .bind(sequence_id)
-        .bind(step)
-        .bind(attempt)
-        .bind(channel)
-        .bind(assistant_id)
-        .bind(phone_number)
-        .bind(now)
-        .fetch_optional(&mut *tx.inner)
-        .await?;
-        Ok(inserted)
-    }
-
-    /// [`Store::insert_encounter_with_ordinal`] for many encounters, in two statements (the
+    /// Records many encounters before the provider is asked, in two statements (the
     /// rows' org, sequence, step, attempt, channel, assistant, number and created_at). Answers, for each,
     /// `Some((id, ordinal))` if inserted, `None` if that step attempt had one already. The
     /// ordinal counts every encounter of the sequence before it, this batch's included.
@@ -806,33 +690,7 @@ impl Store {
             .collect())
     }
 
-    /// The provider accepted the encounter: its reference, and when it is due to end (the
-    /// simulator knows; real providers report the end by callback).
-    pub async fn mark_encounter_requested(
-        &self,
-        tx: &mut Tx,
-        id: i64,
-        provider_ref: &str,
-        ends_at: Option<Millis>,
-        report: Option<&serde_json::Value>,
-        outcome: Option<&str>,
-    ) -> Result<bool> {
-        let updated = sqlx::query(
-            "UPDATE encounters SET status = 'requested', provider_ref = ?, ends_at = ?, report = ?, \
-             outcome = ? WHERE id = ? AND status = 'created'",
-        )
-        .bind(provider_ref)
-        .bind(ends_at)
-        .bind(report.map(|r| r.to_string()))
-        .bind(outcome)
-        .bind(id)
-        .execute(&mut *tx.inner)
-        .await?
-        .rows_affected();
-        Ok(updated == 1)
-    }
-
-    /// [`Store::mark_encounter_requested`] for many encounters in one statement:
+    /// Marks many encounters as requested in one statement:
     /// (id, provider_ref, ends_at, report, outcome).
     pub async fn mark_encounters_requested(
         &self,
@@ -932,16 +790,6 @@ impl Store {
         .fetch_all(&mut *tx.inner)
         .await?;
         rows.iter().map(sequence_from_row).collect()
-    }
-
-    pub async fn get_encounter(&self, tx: &mut Tx, id: i64) -> Result<Option<EncounterRow>> {
-        let row = sqlx::query(&format!(
-            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE id = ?"
-        ))
-        .bind(id)
-        .fetch_optional(&mut *tx.inner)
-        .await?;
-        row.as_ref().map(encounter_from_row).transpose()
     }
 
     /// Requested encounters whose end is due, read inside the caller's write transaction.

@@ -64,7 +64,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config(&config))
         .context("starting the webhook dispatcher")?;
-    let engine_clock: Arc<dyn Clock> = Arc::new(clarion_scheduler::ScaledClock::new(
+    // A sped-up engine clock resumes from the latest engine time already stored, so that
+    // nothing stored lies in its future after a restart.
+    let resume_from = store.latest_engine_time().await?.unwrap_or(0);
+    let engine_clock: Arc<dyn Clock> = Arc::new(clarion_scheduler::ScaledClock::starting_at(
+        resume_from,
         config.simulator.time_scale,
     ));
     let scheduler = clarion_scheduler::Scheduler::new(
