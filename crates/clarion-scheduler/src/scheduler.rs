@@ -527,28 +527,14 @@ impl Scheduler {
         org: OrgId,
         key: &str,
     ) -> Result<Option<SequenceRow>, SchedulerError> {
-        let probe = NewSequence {
-            org_id: org,
-            template_id: 0,
-            template_version_id: 0,
-            phone_number: "",
-            contact: &Value::Null,
-            variables: &Value::Null,
-            simulation: None,
-            status: "ended",
-            state: "",
-            next_wake_at: None,
-            allow_concurrent: true,
-            idempotency_key: Some(key),
-            now: 0,
-        };
-        // insert_sequence answers SameIdempotencyKey before inserting anything.
-        match self.inner.store.insert_sequence(&mut tx.tx, &probe).await {
-            Ok(Err(InsertSequenceError::SameIdempotencyKey(id))) => {
-                Ok(tx.sequence_for_update(&self.inner.store, id).await?)
-            }
-            Ok(Ok(_)) => Err(SchedulerError::Corrupt("probe inserted a sequence")),
-            Ok(Err(_)) | Err(_) => Ok(None),
+        let existing = self
+            .inner
+            .store
+            .sequence_id_by_idempotency_key(&mut tx.tx, org, key)
+            .await?;
+        match existing {
+            Some(id) => Ok(tx.sequence_for_update(&self.inner.store, id).await?),
+            None => Ok(None),
         }
     }
 

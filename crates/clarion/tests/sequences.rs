@@ -526,3 +526,43 @@ async fn cancel_pause_and_resume_work_and_an_ended_sequence_answers_409() {
     let (_, list) = f.app.get(&other, "/v1/sequences").await;
     assert!(list["data"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_replayed_enrollment_gets_its_sequence_even_after_the_number_opted_out() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Call", "calling_hours": null,
+            "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let body = json!({ "template_id": template,
+        "contact": { "phone_number": "+15555550199", "time_zone": "America/New_York" },
+        "simulation": { "outcomes": ["opt-out"] } });
+    let send = |key: &'static str| {
+        let request = f
+            .app
+            .http
+            .post(format!("{}/v1/sequences", f.app.base))
+            .bearer_auth(&f.key)
+            .header("Idempotency-Key", key)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, first) = send("enroll-199").await;
+    assert_eq!(status, 201);
+    f.run_until_ended(first["id"].as_i64().unwrap()).await;
+    // The same request again answers the sequence it created, not "suppressed"...
+    let (status, replayed) = send("enroll-199").await;
+    assert_eq!((status, &replayed["id"]), (200, &first["id"]), "{replayed}");
+    // ...while a new request for the opted-out number is refused.
+    let (status, refused) = send("enroll-199-again").await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("suppressed"))
+    );
+}

@@ -415,6 +415,22 @@ impl Store {
 
     // ---- sequences ----
 
+    /// The sequence an idempotency key created, if any.
+    pub async fn sequence_id_by_idempotency_key(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        key: &str,
+    ) -> Result<Option<i64>> {
+        let id =
+            sqlx::query_scalar("SELECT id FROM sequences WHERE org_id = ? AND idempotency_key = ?")
+                .bind(org.0)
+                .bind(key)
+                .fetch_optional(&mut *tx.inner)
+                .await?;
+        Ok(id)
+    }
+
     /// Inserts a sequence in the caller's transaction. A repeated idempotency key answers the
     /// earlier sequence's id; a number already running in this template is refused.
     pub async fn insert_sequence(
@@ -422,17 +438,12 @@ impl Store {
         tx: &mut Tx,
         new: &NewSequence<'_>,
     ) -> Result<std::result::Result<SequenceRow, InsertSequenceError>> {
-        if let Some(key) = new.idempotency_key {
-            let existing: Option<i64> = sqlx::query_scalar(
-                "SELECT id FROM sequences WHERE org_id = ? AND idempotency_key = ?",
-            )
-            .bind(new.org_id.0)
-            .bind(key)
-            .fetch_optional(&mut *tx.inner)
-            .await?;
-            if let Some(id) = existing {
-                return Ok(Err(InsertSequenceError::SameIdempotencyKey(id)));
-            }
+        if let Some(key) = new.idempotency_key
+            && let Some(id) = self
+                .sequence_id_by_idempotency_key(tx, new.org_id, key)
+                .await?
+        {
+            return Ok(Err(InsertSequenceError::SameIdempotencyKey(id)));
         }
         let inserted = sqlx::query(&format!(
             "INSERT INTO sequences (org_id, template_id, template_version_id, phone_number, contact, \
