@@ -5,12 +5,10 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{Answer, DEADLINE, TestReceiver, eventually};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 const CONFIG: &str = r#"
@@ -24,40 +22,7 @@ time_scale = 2000.0
 "#;
 
 async fn start(dir: &std::path::Path, database: &str, crash_at: Option<&str>) -> (Child, String) {
-    let config = dir.join("clarion.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clarion"));
-    command
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            database,
-            "--config",
-        ])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .env_remove("CLARION_CRASH_AT")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true);
-    if let Some(point) = crash_at {
-        command.env("CLARION_CRASH_AT", point);
-    }
-    let mut child = command.spawn().unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (
-        child,
-        first.strip_prefix("listening on ").unwrap().to_owned(),
-    )
+    support::spawn_server(dir, database, CONFIG, crash_at).await
 }
 
 async fn post(http: &reqwest::Client, base: &str, key: &str, path: &str, body: Value) -> Value {

@@ -5,12 +5,10 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{Answer, DEADLINE, TestReceiver, eventually};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A compressed schedule: the dispatcher's behaviour is the same, the test is fast.
@@ -34,31 +32,7 @@ fn clarion() -> Command {
 }
 
 async fn start_server(dir: &std::path::Path, database: &str) -> Server {
-    let config = dir.join("clarion.toml");
-    std::fs::write(&config, TEST_CONFIG).unwrap();
-    let mut child = clarion()
-        .args([
-            "serve",
-            "--dev",
-            "--listen",
-            "127.0.0.1:0",
-            "--database",
-            database,
-            "--config",
-        ])
-        .arg(&config)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(DEADLINE, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let base = first.strip_prefix("listening on ").unwrap().to_owned();
-    // Keep draining stdout so the server never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (child, base) = support::spawn_server(dir, database, TEST_CONFIG, None).await;
     Server { child, base }
 }
 

@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use clarion_delivery::ssrf::{self, SsrfPolicy};
-use clarion_store::{Endpoint, EndpointId, EndpointPatch};
+use clarion_store::{Endpoint, EndpointId, EndpointPatch, OrgId};
 use clarion_webhooks::Secret;
 use rand::RngCore;
 use reqwest::Url;
@@ -90,6 +90,15 @@ pub struct TestSent {
     /// The test message's `webhook-id` (prefixed `msg_test_`).
     pub webhook_id: String,
     pub event_type: &'static str,
+}
+
+/// One of the organisation's endpoints, or 404 (another organisation's id included).
+async fn owned_endpoint(state: &AppState, org: OrgId, id: i64) -> Result<Endpoint, ApiError> {
+    state
+        .store
+        .get_endpoint(org, EndpointId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
 fn new_secret() -> String {
@@ -198,11 +207,7 @@ pub async fn get(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<EndpointOut>, ApiError> {
-    let endpoint = state
-        .store
-        .get_endpoint(org, EndpointId(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let endpoint = owned_endpoint(&state, org, id).await?;
     Ok(Json(EndpointOut::new(endpoint, None)))
 }
 
@@ -217,11 +222,7 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateEndpoint>,
 ) -> Result<Json<EndpointOut>, ApiError> {
     // Existence first, so another organisation's id is 404 before any validation detail.
-    state
-        .store
-        .get_endpoint(org, EndpointId(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    owned_endpoint(&state, org, id).await?;
     let url = match &body.url {
         Some(url) => Some(validate_target(&state.ssrf, url).await?.to_string()),
         None => None,
@@ -271,11 +272,7 @@ pub async fn secret(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<EndpointOut>, ApiError> {
-    let endpoint = state
-        .store
-        .get_endpoint(org, EndpointId(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let endpoint = owned_endpoint(&state, org, id).await?;
     let secret = state.store.current_secret(org, EndpointId(id)).await?;
     Ok(Json(EndpointOut::new(endpoint, secret)))
 }
@@ -304,11 +301,7 @@ pub async fn rotate_secret(
     if !rotated {
         return Err(ApiError::not_found("webhook endpoint"));
     }
-    let endpoint = state
-        .store
-        .get_endpoint(org, EndpointId(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    let endpoint = owned_endpoint(&state, org, id).await?;
     Ok(Json(EndpointOut::new(endpoint, Some(secret))))
 }
 
@@ -320,11 +313,7 @@ pub async fn send_test(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<(StatusCode, Json<TestSent>), ApiError> {
-    state
-        .store
-        .get_endpoint(org, EndpointId(id))
-        .await?
-        .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
+    owned_endpoint(&state, org, id).await?;
     let now = state.clock.now_millis();
     let enqueued = state.outbox.enqueue_test(org, EndpointId(id), now).await?;
     Ok((

@@ -355,3 +355,47 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A `clarion serve --dev` process on port 0 over `database`, with `config` as its
+/// configuration file and `CLARION_CRASH_AT` set when given. Answers the child and its base URL.
+pub async fn spawn_server(
+    dir: &std::path::Path,
+    database: &str,
+    config: &str,
+    crash_at: Option<&str>,
+) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+
+    let path = dir.join("clarion.toml");
+    std::fs::write(&path, config).unwrap();
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"));
+    command
+        .args([
+            "serve",
+            "--dev",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            database,
+            "--config",
+        ])
+        .arg(&path)
+        .env("RUST_LOG", "warn")
+        .env_remove("CLARION_CRASH_AT")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(point) = crash_at {
+        command.env("CLARION_CRASH_AT", point);
+    }
+    let mut child = command.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(DEADLINE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let base = first.strip_prefix("listening on ").unwrap().to_owned();
+    // Keep draining stdout so the server never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, base)
+}
