@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::{Answer, DEADLINE, TestReceiver, eventually};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 const CONFIG: &str = r#"
 [webhooks]
@@ -44,15 +44,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
     for point in clarion_scheduler::fault::CRASH_POINTS {
         let dir = tempfile::tempdir().unwrap();
         let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
-        let output = Command::new(env!("CARGO_BIN_EXE_clarion"))
-            .args(["org", "create", "Riverside", "--database", &database])
-            .output()
-            .await
-            .unwrap();
-        let key = serde_json::from_slice::<Value>(&output.stdout).unwrap()["api_key"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let key = support::create_org_with_cli(&database).await;
         let receiver = TestReceiver::start(Answer::Status(204)).await;
         let http = reqwest::Client::new();
 
@@ -111,15 +103,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
         );
 
         let (mut server, base) = start(dir.path(), &database, None).await;
-        let listed: Value = http
-            .get(format!("{base}/v1/sequences"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let listed: Value = support::api_get(&http, &format!("{base}/v1/sequences"), &key).await;
         let listed = listed["data"].as_array().unwrap();
         assert_eq!(
             listed.len(),
@@ -137,15 +121,8 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
             },
         )
         .await;
-        let report: Value = http
-            .get(format!("{base}/v1/sequences/{id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let report: Value =
+            support::api_get(&http, &format!("{base}/v1/sequences/{id}"), &key).await;
         assert_eq!(report["status"], "ended", "{point}");
         let steps: Vec<(i64, &str)> = report["outreach"]
             .as_array()
@@ -183,15 +160,12 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
         assert_eq!(encounters.len(), 2, "{point}");
         assert!(encounters.iter().all(|e| e.status == "ended"), "{point}");
         // The report was queued once, whatever the crash.
-        let deliveries: Value = http
-            .get(format!("{base}/v1/webhook-deliveries?sequence_id={id}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let deliveries: Value = support::api_get(
+            &http,
+            &format!("{base}/v1/webhook-deliveries?sequence_id={id}"),
+            &key,
+        )
+        .await;
         assert_eq!(deliveries["data"].as_array().unwrap().len(), 1, "{point}");
         server.start_kill().unwrap();
         let _ = server.wait().await;

@@ -25,78 +25,47 @@ struct Server {
     base: String,
 }
 
-fn clarion() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_clarion"));
-    command.kill_on_drop(true).env("RUST_LOG", "warn");
-    command
-}
-
 async fn start_server(dir: &std::path::Path, database: &str) -> Server {
     let (child, base) = support::spawn_server(dir, database, TEST_CONFIG, None).await;
     Server { child, base }
 }
 
-async fn create_org(database: &str) -> String {
-    let output = clarion()
-        .args(["org", "create", "Riverside", "--database", database])
-        .output()
-        .await
-        .unwrap();
-    assert!(output.status.success());
-    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(created["org_id"].as_i64().unwrap() > 0);
-    created["api_key"].as_str().unwrap().to_owned()
-}
-
 async fn deliveries(http: &reqwest::Client, base: &str, key: &str) -> Vec<Value> {
-    let body: Value = http
-        .get(format!("{base}/v1/webhook-deliveries?limit=200"))
-        .bearer_auth(key)
-        .send()
-        .await
+    let url = format!("{base}/v1/webhook-deliveries?limit=200");
+    support::api_get(http, &url, key).await["data"]
+        .as_array()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    body["data"].as_array().unwrap().clone()
+        .clone()
 }
 
 #[tokio::test]
 async fn kill_9_mid_delivery_loses_nothing_and_every_report_arrives_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
-    let key = create_org(&database).await;
+    let key = support::create_org_with_cli(&database).await;
     let http = reqwest::Client::new();
     // The receiver holds every request: the server dies with attempts in flight.
     let receiver = TestReceiver::start(Answer::Delay(Duration::from_secs(3600))).await;
 
     let mut server = start_server(dir.path(), &database).await;
-    let created: Value = http
-        .post(format!("{}/v1/webhook-endpoints", server.base))
-        .bearer_auth(&key)
-        .json(&json!({ "url": receiver.url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created: Value = support::api_post(
+        &http,
+        &format!("{}/v1/webhook-endpoints", server.base),
+        &key,
+        Some(&json!({ "url": receiver.url })),
+    )
+    .await;
     let endpoint = created["id"].as_i64().unwrap();
     const MESSAGES: usize = 24;
     let mut webhook_ids = Vec::new();
     for _ in 0..MESSAGES {
-        let sent: Value = http
-            .post(format!(
-                "{}/v1/webhook-endpoints/{endpoint}/test",
-                server.base
-            ))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let sent: Value = support::api_post(
+            &http,
+            &format!("{}/v1/webhook-endpoints/{endpoint}/test", server.base),
+            &key,
+            None,
+        )
+        .await;
         webhook_ids.push(sent["webhook_id"].as_str().unwrap().to_owned());
     }
     // Sixteen in flight (the per-endpoint cap), the rest waiting: now kill -9.
@@ -141,20 +110,17 @@ async fn kill_9_mid_delivery_loses_nothing_and_every_report_arrives_after_restar
 async fn sigterm_finishes_and_records_attempts_in_flight_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
-    let key = create_org(&database).await;
+    let key = support::create_org_with_cli(&database).await;
     let http = reqwest::Client::new();
     let receiver = TestReceiver::start(Answer::Delay(Duration::from_millis(1500))).await;
     let mut server = start_server(dir.path(), &database).await;
-    let created: Value = http
-        .post(format!("{}/v1/webhook-endpoints", server.base))
-        .bearer_auth(&key)
-        .json(&json!({ "url": receiver.url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created: Value = support::api_post(
+        &http,
+        &format!("{}/v1/webhook-endpoints", server.base),
+        &key,
+        Some(&json!({ "url": receiver.url })),
+    )
+    .await;
     let endpoint = created["id"].as_i64().unwrap();
     for _ in 0..3 {
         let status = http

@@ -399,3 +399,37 @@ pub async fn spawn_server(
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, base)
 }
+
+/// GET `url` with the API key; the JSON answer.
+pub async fn api_get(http: &reqwest::Client, url: &str, key: &str) -> Value {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// POST `body` (or nothing) to `url` with the API key; the JSON answer.
+pub async fn api_post(http: &reqwest::Client, url: &str, key: &str, body: Option<&Value>) -> Value {
+    let mut request = http.post(url).bearer_auth(key);
+    if let Some(body) = body {
+        request = request.json(body);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// `clarion org create` against `database`; the new organisation's API key.
+pub async fn create_org_with_cli(database: &str) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .args(["org", "create", "Riverside", "--database", database])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let created: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(created["org_id"].as_i64().unwrap() > 0);
+    created["api_key"].as_str().unwrap().to_owned()
+}
