@@ -94,6 +94,38 @@ impl Outbox {
         })
     }
 
+    /// [`Outbox::enqueue_report`] for many reports in one go (two statements in all): what
+    /// the scheduler uses for the sequences that end in one transaction. Answers the number
+    /// of deliveries created.
+    pub async fn enqueue_reports(
+        &self,
+        tx: &mut Tx,
+        reports: &[(OrgId, &SequenceReport)],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let mut bodies = Vec::with_capacity(reports.len());
+        for (org, report) in reports {
+            let body = serde_json::to_vec(report)
+                .map_err(|_| StoreError::Corrupt("a report that does not serialise"))?;
+            bodies.push((*org, report.id, new_webhook_id("msg_"), body));
+        }
+        let messages: Vec<NewMessage<'_>> = bodies
+            .iter()
+            .map(|(org, sequence_id, webhook_id, body)| NewMessage {
+                org_id: *org,
+                webhook_id,
+                event_type: EVENT_TYPE_SEQUENCE_ENDED,
+                sequence_id: Some(*sequence_id),
+                is_test: false,
+                body,
+                created_at: now,
+            })
+            .collect();
+        self.store
+            .insert_report_messages(tx, &messages, now.saturating_add(self.first_delay_ms))
+            .await
+    }
+
     /// Queues a sample report, marked as a test, for one endpoint, and wakes the dispatcher.
     pub async fn enqueue_test(
         &self,

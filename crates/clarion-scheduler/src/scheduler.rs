@@ -140,6 +140,13 @@ struct WriteTx {
     encounters: Vec<Started>,
     /// Encounters inserted, for the provider once the transaction is committed.
     started: Vec<Started>,
+    /// Sequences ended in this transaction (as ended, with the engine time of the end),
+    /// whose reports go into the outbox when the buffer is written: one read of their
+    /// encounters and one outbox write for all of them.
+    ending: Vec<(SequenceRow, Millis)>,
+    outbox: Outbox,
+    /// Real time, for the outbox.
+    real_clock: Arc<dyn Clock>,
 }
 
 #[derive(Debug)]
@@ -153,9 +160,12 @@ struct PendingUpdate {
 }
 
 impl WriteTx {
-    async fn begin(store: &Store) -> Result<Self, StoreError> {
+    async fn begin(inner: &Inner) -> Result<Self, StoreError> {
         Ok(Self {
-            tx: store.begin().await?,
+            tx: inner.store.begin().await?,
+            ending: Vec::new(),
+            outbox: inner.outbox.clone(),
+            real_clock: inner.real_clock.clone(),
             events: Vec::new(),
             updates: Vec::new(),
             updated: HashSet::new(),
@@ -224,6 +234,30 @@ impl WriteTx {
         self.updates.clear();
         self.updated.clear();
         self.ends = false;
+        self.enqueue_reports(store).await
+    }
+
+    /// The reports of the sequences ended since the last flush, built from the encounters as
+    /// this transaction left them, into the outbox.
+    async fn enqueue_reports(&mut self, store: &Store) -> Result<(), StoreError> {
+        if self.ending.is_empty() {
+            return Ok(());
+        }
+        let ending = std::mem::take(&mut self.ending);
+        let ids: Vec<i64> = ending.iter().map(|(row, _)| row.id).collect();
+        let mut encounters = store.encounters_of_sequences_tx(&mut self.tx, &ids).await?;
+        let reports: Vec<(OrgId, clarion_webhooks::SequenceReport)> = ending
+            .iter()
+            .map(|(row, at)| {
+                let encounters = encounters.remove(&row.id).unwrap_or_default();
+                (row.org_id, build_report(row, &encounters, *at))
+            })
+            .collect();
+        let reports: Vec<(OrgId, &clarion_webhooks::SequenceReport)> =
+            reports.iter().map(|(org, report)| (*org, report)).collect();
+        self.outbox
+            .enqueue_reports(&mut self.tx, &reports, self.real_clock.now_millis())
+            .await?;
         Ok(())
     }
 
@@ -314,6 +348,79 @@ pub fn plan_for(definition: &TemplateDefinition, time_zone: &str) -> Result<Plan
             .map(|(start, end)| clarion_engine::CallingHours { start, end }),
         time_zone,
         sms_timeout: Duration::from_millis(definition.sms_timeout_ms),
+    })
+}
+
+/// A template version with its parsed definition, read once per enrollment batch.
+#[derive(Debug)]
+struct TemplateInfo {
+    version: clarion_store::TemplateVersion,
+    definition: TemplateDefinition,
+}
+
+/// An enrollment validated and run through the engine's `Enrolled` step, ready to insert.
+#[derive(Debug)]
+struct Prepared {
+    org: OrgId,
+    template_id: i64,
+    template_version_id: i64,
+    request: EnrollRequest,
+    contact_json: Value,
+    state: SequenceState,
+    state_text: String,
+    actions: Vec<Action>,
+    now: Millis,
+}
+
+impl Prepared {
+    fn new_sequence<'a>(&'a self, variables: &'a Value) -> NewSequence<'a> {
+        NewSequence {
+            org_id: self.org,
+            template_id: self.template_id,
+            template_version_id: self.template_version_id,
+            phone_number: &self.request.contact.phone_number,
+            contact: &self.contact_json,
+            variables,
+            simulation: self.request.simulation.as_ref(),
+            status: status_text(&self.state),
+            state: &self.state_text,
+            next_wake_at: self.state.next_wake.map(millis),
+            allow_concurrent: self.request.allow_concurrent,
+            idempotency_key: None,
+            now: self.now,
+        }
+    }
+}
+
+/// Validates one enrollment and runs the engine's `Enrolled` step (no I/O).
+fn prepare_enrollment(
+    org: OrgId,
+    info: &TemplateInfo,
+    request: EnrollRequest,
+    now: Millis,
+) -> Result<Prepared, SchedulerError> {
+    let contact = &request.contact;
+    definition::validate_e164("contact.phone_number", &contact.phone_number)?;
+    let plan = plan_for(&info.definition, &contact.time_zone)?;
+    let Transition { state, actions } = clarion_engine::step(
+        &plan,
+        &SequenceState::new(),
+        &Event::Enrolled,
+        datetime(now),
+    );
+    let state_text = serde_json::to_string(&state).map_err(|_| SchedulerError::Corrupt("state"))?;
+    let contact_json =
+        serde_json::to_value(contact).map_err(|_| SchedulerError::Corrupt("contact"))?;
+    Ok(Prepared {
+        org,
+        template_id: info.version.template_id,
+        template_version_id: info.version.version_id,
+        request,
+        contact_json,
+        state,
+        state_text,
+        actions,
+        now,
     })
 }
 
@@ -418,16 +525,25 @@ impl Scheduler {
     }
 
     /// Enrolls several contacts in one transaction; each gets its own result.
+    ///
+    /// Enrollments without an idempotency key are checked against the suppression list and
+    /// inserted a batch at a time (a few statements for the lot); one with a key goes
+    /// through [`Scheduler::enroll_in`], which looks the key up first. Either way the
+    /// results are what enrolling the requests one by one, in order, would give.
     pub async fn enroll_many(
         &self,
         org: OrgId,
         requests: Vec<EnrollRequest>,
     ) -> Result<Vec<Result<Enrolled, SchedulerError>>, SchedulerError> {
         let now = self.inner.clock.now_millis();
-        let mut templates = HashMap::new();
-        let mut tx = WriteTx::begin(&self.inner.store).await?;
-        let mut results = Vec::with_capacity(requests.len());
-        for request in requests {
+        let mut templates: HashMap<i64, Option<TemplateInfo>> = HashMap::new();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let mut results: Vec<Option<Result<Enrolled, SchedulerError>>> =
+            std::iter::repeat_with(|| None)
+                .take(requests.len())
+                .collect();
+        let mut batch: Vec<(usize, Prepared)> = Vec::new();
+        for (index, request) in requests.into_iter().enumerate() {
             if let std::collections::hash_map::Entry::Vacant(slot) =
                 templates.entry(request.template_id)
             {
@@ -435,34 +551,108 @@ impl Scheduler {
                     .inner
                     .store
                     .get_template(org, request.template_id)
-                    .await?;
+                    .await?
+                    .map(|version| {
+                        serde_json::from_value(version.definition.clone())
+                            .map(|definition| TemplateInfo {
+                                version,
+                                definition,
+                            })
+                            .map_err(|_| SchedulerError::Corrupt("template definition"))
+                    })
+                    .transpose()?;
                 slot.insert(template);
             }
             let Some(Some(template)) = templates.get(&request.template_id) else {
-                results.push(Err(SchedulerError::TemplateNotFound));
+                results[index] = Some(Err(SchedulerError::TemplateNotFound));
                 continue;
             };
-            results.push(self.enroll_in(&mut tx, org, template, request, now).await);
+            if request.idempotency_key.is_some() {
+                self.enroll_batch(&mut tx, std::mem::take(&mut batch), &mut results, now)
+                    .await?;
+                results[index] = Some(self.enroll_in(&mut tx, org, template, request, now).await);
+                continue;
+            }
+            match prepare_enrollment(org, template, request, now) {
+                Ok(prepared) => batch.push((index, prepared)),
+                Err(error) => results[index] = Some(Err(error)),
+            }
         }
+        self.enroll_batch(&mut tx, batch, &mut results, now).await?;
         tx.commit(&self.inner.store).await?;
         self.wake();
-        Ok(results)
+        results
+            .into_iter()
+            .map(|result| result.ok_or(SchedulerError::Corrupt("no enrollment result")))
+            .collect()
+    }
+
+    /// Enrolls prepared contacts (no idempotency keys) in one go, inside `tx`.
+    async fn enroll_batch(
+        &self,
+        tx: &mut WriteTx,
+        batch: Vec<(usize, Prepared)>,
+        results: &mut [Option<Result<Enrolled, SchedulerError>>],
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let numbers: Vec<(OrgId, &str)> = batch
+            .iter()
+            .map(|(_, p)| (p.org, p.request.contact.phone_number.as_str()))
+            .collect();
+        let suppressed = store.are_suppressed(&mut tx.tx, &numbers).await?;
+        let mut allowed = Vec::with_capacity(batch.len());
+        for ((index, prepared), suppressed) in batch.into_iter().zip(suppressed) {
+            if suppressed {
+                results[index] = Some(Err(SchedulerError::Suppressed));
+            } else {
+                allowed.push((index, prepared));
+            }
+        }
+        if tx.ends {
+            // A sequence ended in this transaction no longer holds its number.
+            tx.flush(store).await?;
+        }
+        let variables: Vec<Value> = allowed
+            .iter()
+            .map(|(_, p)| Value::Object(p.request.variables.clone()))
+            .collect();
+        let rows: Vec<NewSequence<'_>> = allowed
+            .iter()
+            .zip(&variables)
+            .map(|((_, p), variables)| p.new_sequence(variables))
+            .collect();
+        let inserted = store.insert_sequences(&mut tx.tx, &rows).await?;
+        drop(rows);
+        for ((index, prepared), row) in allowed.into_iter().zip(inserted) {
+            results[index] = Some(match row {
+                Some(row) => {
+                    self.perform(tx, &row, &prepared.state, &prepared.actions, now)
+                        .await?;
+                    Ok(Enrolled::Created(row))
+                }
+                None => Err(SchedulerError::AlreadyRunning),
+            });
+        }
+        Ok(())
     }
 
     async fn enroll_in(
         &self,
         tx: &mut WriteTx,
         org: OrgId,
-        template: &clarion_store::TemplateVersion,
+        info: &TemplateInfo,
         request: EnrollRequest,
         now: Millis,
     ) -> Result<Enrolled, SchedulerError> {
         let store = &self.inner.store;
+        let template = &info.version;
         let contact = &request.contact;
         definition::validate_e164("contact.phone_number", &contact.phone_number)?;
-        let definition: TemplateDefinition = serde_json::from_value(template.definition.clone())
-            .map_err(|_| SchedulerError::Corrupt("template definition"))?;
-        let plan = plan_for(&definition, &contact.time_zone)?;
+        let plan = plan_for(&info.definition, &contact.time_zone)?;
         if store
             .is_suppressed(&mut tx.tx, org, &contact.phone_number)
             .await?
@@ -546,7 +736,7 @@ impl Scheduler {
         control: Control,
     ) -> Result<SequenceRow, SchedulerError> {
         let now = self.inner.clock.now_millis();
-        let mut tx = WriteTx::begin(&self.inner.store).await?;
+        let mut tx = WriteTx::begin(&self.inner).await?;
         let sequence = tx
             .sequence_for_update(&self.inner.store, id)
             .await?
@@ -667,25 +857,11 @@ impl Scheduler {
         };
         tx.update(store, update).await?;
         if ended {
+            // The report is built and queued when the buffer is written, before commit.
             let mut row = sequence.clone();
             row.status = "ended".to_owned();
             row.outcome_description = state.outcome_description.clone();
-            if tx.encounters.iter().any(|s| s.sequence.id == sequence.id) {
-                tx.flush(store).await?;
-            }
-            let encounters = store
-                .sequence_encounters_tx(&mut tx.tx, sequence.id)
-                .await?;
-            let report = build_report(&row, &encounters, now);
-            self.inner
-                .outbox
-                .enqueue_report(
-                    &mut tx.tx,
-                    sequence.org_id,
-                    &report,
-                    self.inner.real_clock.now_millis(),
-                )
-                .await?;
+            tx.ending.push((row, now));
         }
         Ok(())
     }
@@ -775,7 +951,7 @@ impl Scheduler {
     async fn wake_due_sequences(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
-        let mut tx = WriteTx::begin(store).await?;
+        let mut tx = WriteTx::begin(&self.inner).await?;
         let due = store
             .due_sequences(&mut tx.tx, now, self.inner.config.batch_size)
             .await?;
@@ -937,7 +1113,7 @@ impl Scheduler {
     async fn end_due_encounters(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
-        let mut tx = WriteTx::begin(store).await?;
+        let mut tx = WriteTx::begin(&self.inner).await?;
         let due = store
             .due_encounters(&mut tx.tx, now, self.inner.config.batch_size)
             .await?;
@@ -1060,7 +1236,7 @@ impl Scheduler {
         if stale.is_empty() {
             return Ok(0);
         }
-        let mut tx = WriteTx::begin(&self.inner.store).await?;
+        let mut tx = WriteTx::begin(&self.inner).await?;
         for encounter in &stale {
             tracing::warn!(
                 encounter_id = encounter.id,

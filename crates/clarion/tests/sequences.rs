@@ -450,6 +450,71 @@ async fn batch_enrollment_answers_per_item_with_field_precise_errors() {
     for result in &results[1..] {
         assert_eq!(result["status"], 422);
     }
+
+    // One batch: a number twice, a suppressed number, then another number. Each item gets
+    // what enrolling the items one by one would give, and each created sequence is the
+    // item's own (the batch insert maps rows back to items).
+    let (status, _) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/suppressions",
+            json!({ "phone_number": "+15555550196" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, body) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/sequences/batch",
+            json!({ "template_id": template, "items": [
+            { "contact": { "phone_number": "+15555550197", "time_zone": "America/Denver" } },
+            { "contact": { "phone_number": "+15555550197", "time_zone": "America/Denver" } },
+            { "contact": { "phone_number": "+15555550196", "time_zone": "America/Denver" } },
+            { "contact": { "phone_number": "+15555550198", "time_zone": "Pacific/Honolulu" } },
+        ] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let results = body["data"].as_array().unwrap();
+    let statuses: Vec<i64> = results
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 409, 422, 201], "{body}");
+    assert_eq!(results[1]["error"]["code"], "already_enrolled");
+    assert_eq!(results[2]["error"]["code"], "suppressed");
+    // The first item's sequence holds the first number: cancelling it frees that number
+    // and not the other.
+    let first = results[0]["sequence"]["id"].as_i64().unwrap();
+    let (status, _) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{first}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let (_, body) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/sequences/batch",
+            json!({ "template_id": template, "items": [
+            { "contact": { "phone_number": "+15555550197", "time_zone": "America/Denver" } },
+            { "contact": { "phone_number": "+15555550198", "time_zone": "America/Denver" } },
+        ] }),
+        )
+        .await;
+    assert_eq!(item_statuses(&body), [201, 409], "{body}");
+}
+
+/// The per-item HTTP statuses of a batch enrollment's answer.
+fn item_statuses(body: &serde_json::Value) -> Vec<i64> {
+    body["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_i64().unwrap())
+        .collect()
 }
 
 #[tokio::test]

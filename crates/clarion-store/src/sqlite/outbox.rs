@@ -116,6 +116,66 @@ impl Store {
         Ok((MessageId(message_id), created))
     }
 
+    /// The outbox write for many reports at once (every sequence ending in one scheduler
+    /// transaction): the messages in one statement, then one pending delivery per message and
+    /// enabled endpoint of its organisation in another, all due at `first_attempt_at`.
+    /// Answers the number of deliveries created.
+    pub async fn insert_report_messages(
+        &self,
+        tx: &mut Tx,
+        messages: &[NewMessage<'_>],
+        first_attempt_at: Millis,
+    ) -> Result<u64> {
+        // SQLite allows 32,766 bound parameters per statement; 7 per row.
+        const ROWS_PER_STATEMENT: usize = 2_000;
+        let mut created = 0;
+        for chunk in messages.chunks(ROWS_PER_STATEMENT) {
+            let mut sql = String::from(
+                "INSERT INTO webhook_messages \
+                 (org_id, webhook_id, event_type, sequence_id, is_test, body, created_at) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                sql.push_str(if i == 0 {
+                    "(?, ?, ?, ?, ?, ?, ?)"
+                } else {
+                    ", (?, ?, ?, ?, ?, ?, ?)"
+                });
+            }
+            sql.push_str(" RETURNING id");
+            // Statements of every batch size would crowd the statement cache.
+            let mut insert = sqlx::query_scalar::<_, i64>(&sql).persistent(false);
+            for message in chunk {
+                insert = insert
+                    .bind(message.org_id.0)
+                    .bind(message.webhook_id)
+                    .bind(message.event_type)
+                    .bind(message.sequence_id)
+                    .bind(message.is_test)
+                    .bind(message.body)
+                    .bind(message.created_at);
+            }
+            let ids = insert.fetch_all(&mut *tx.inner).await?;
+            let now = chunk.first().map_or(first_attempt_at, |m| m.created_at);
+            created += sqlx::query(
+                "INSERT INTO webhook_deliveries \
+                 (org_id, message_id, endpoint_id, status, attempt_count, next_attempt_at, created_at, updated_at) \
+                 SELECT m.org_id, m.id, e.id, 'pending', 0, ?, ?, ? \
+                 FROM webhook_messages m JOIN webhook_endpoints e ON e.org_id = m.org_id \
+                 WHERE m.id IN (SELECT value FROM json_each(?)) \
+                 AND e.deleted_at IS NULL AND e.enabled = 1 \
+                 ORDER BY m.id, e.id",
+            )
+            .bind(first_attempt_at)
+            .bind(now)
+            .bind(now)
+            .bind(json_ids(ids))
+            .execute(&mut *tx.inner)
+            .await?
+            .rows_affected();
+        }
+        Ok(created)
+    }
+
     /// Claims due deliveries under a lease. A delivery is due when it is pending, its time has
     /// come, its endpoint is enabled and nobody holds an unexpired lease on it.
     pub async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {

@@ -4,6 +4,8 @@
 //! (`Tx`), so an API call (cancel, pause) and a worker (wake, encounter ended) never overwrite
 //! each other: SQLite serialises writers.
 
+use std::fmt::Write as _;
+
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
@@ -225,13 +227,6 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
     })
 }
 
-fn is_unique_violation(error: &sqlx::Error, index: &str) -> bool {
-    match error {
-        sqlx::Error::Database(db) => db.is_unique_violation() && db.message().contains(index),
-        _ => false,
-    }
-}
-
 impl Store {
     // ---- assistants ----
 
@@ -445,35 +440,82 @@ impl Store {
         {
             return Ok(Err(InsertSequenceError::SameIdempotencyKey(id)));
         }
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO sequences (org_id, template_id, template_version_id, phone_number, contact, \
-             variables, simulation, status, state, next_wake_at, allow_concurrent, idempotency_key, \
-             created_at, last_updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             RETURNING {SEQUENCE_COLUMNS}"
-        ))
-        .bind(new.org_id.0)
-        .bind(new.template_id)
-        .bind(new.template_version_id)
-        .bind(new.phone_number)
-        .bind(new.contact.to_string())
-        .bind(new.variables.to_string())
-        .bind(new.simulation.map(|s| s.to_string()))
-        .bind(new.status)
-        .bind(new.state)
-        .bind(new.next_wake_at)
-        .bind(new.allow_concurrent)
-        .bind(new.idempotency_key)
-        .bind(new.now)
-        .bind(new.now)
-        .fetch_one(&mut *tx.inner)
-        .await;
-        match inserted {
-            Ok(row) => Ok(Ok(sequence_from_row(&row)?)),
-            Err(error) if is_unique_violation(&error, "phone_number") => {
-                Ok(Err(InsertSequenceError::AlreadyRunning))
+        // The key was looked up inside this write transaction, so the insert can only meet
+        // the one-running-sequence rule.
+        let mut inserted = self.insert_sequences(tx, std::slice::from_ref(new)).await?;
+        Ok(inserted
+            .pop()
+            .flatten()
+            .ok_or(InsertSequenceError::AlreadyRunning))
+    }
+
+    /// Inserts many new sequences in a few statements, in order (idempotency keys are the
+    /// caller's to look up first).
+    /// Answers, per row, the stored sequence or `None` when the number is already in a
+    /// running sequence of that template (including one inserted earlier in `rows`).
+    ///
+    /// Ids are assigned here, inside the write transaction (which holds SQLite's write lock),
+    /// past every id ever used: a row's id says which input it was even when earlier rows
+    /// were skipped by the one-running-sequence rule.
+    pub async fn insert_sequences(
+        &self,
+        tx: &mut Tx,
+        rows: &[NewSequence<'_>],
+    ) -> Result<Vec<Option<SequenceRow>>> {
+        // 15 parameters per row; SQLite allows 32,766 per statement.
+        const ROWS_PER_STATEMENT: usize = 1_000;
+        let mut answers: Vec<Option<SequenceRow>> = vec![None; rows.len()];
+        for (chunk_index, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
+            let base: i64 = sqlx::query_scalar(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'sequences'), 0), \
+                 COALESCE((SELECT MAX(id) FROM sequences), 0))",
+            )
+            .fetch_one(&mut *tx.inner)
+            .await?;
+            let mut sql = String::from(
+                "INSERT INTO sequences (id, org_id, template_id, template_version_id, phone_number, \
+                 contact, variables, simulation, status, state, next_wake_at, allow_concurrent, \
+                 idempotency_key, created_at, last_updated) VALUES ",
+            );
+            for i in 0..chunk.len() {
+                if i > 0 {
+                    sql.push_str(", ");
+                }
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             }
-            Err(error) => Err(error.into()),
+            write!(sql, " ON CONFLICT DO NOTHING RETURNING {SEQUENCE_COLUMNS}")
+                .map_err(|_| StoreError::Corrupt("statement text"))?;
+            // Statements of every batch size would crowd the statement cache.
+            let mut insert = sqlx::query(&sql).persistent(false);
+            for (i, new) in chunk.iter().enumerate() {
+                insert = insert
+                    .bind(base + 1 + i64::try_from(i).unwrap_or(i64::MAX))
+                    .bind(new.org_id.0)
+                    .bind(new.template_id)
+                    .bind(new.template_version_id)
+                    .bind(new.phone_number)
+                    .bind(new.contact.to_string())
+                    .bind(new.variables.to_string())
+                    .bind(new.simulation.map(|s| s.to_string()))
+                    .bind(new.status)
+                    .bind(new.state)
+                    .bind(new.next_wake_at)
+                    .bind(new.allow_concurrent)
+                    .bind(new.idempotency_key)
+                    .bind(new.now)
+                    .bind(new.now);
+            }
+            for row in insert.fetch_all(&mut *tx.inner).await? {
+                let sequence = sequence_from_row(&row)?;
+                let index = usize::try_from(sequence.id - base - 1)
+                    .map_err(|_| StoreError::Corrupt("inserted sequence id"))?;
+                let slot = answers
+                    .get_mut(chunk_index * ROWS_PER_STATEMENT + index)
+                    .ok_or(StoreError::Corrupt("inserted sequence id"))?;
+                *slot = Some(sequence);
+            }
         }
+        Ok(answers)
     }
 
     pub async fn get_sequence(&self, org: OrgId, id: i64) -> Result<Option<SequenceRow>> {
@@ -859,19 +901,36 @@ impl Store {
         rows.iter().map(encounter_from_row).collect()
     }
 
-    /// Same, inside a write transaction (to build the final report in the ending transaction).
-    pub async fn sequence_encounters_tx(
+    /// The encounters of several sequences, in (step, attempt) order per sequence, inside a
+    /// write transaction: one statement for every sequence ending in a batch.
+    pub async fn encounters_of_sequences_tx(
         &self,
         tx: &mut Tx,
-        sequence_id: i64,
-    ) -> Result<Vec<EncounterRow>> {
+        sequence_ids: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Vec<EncounterRow>>> {
+        let mut by_sequence: std::collections::HashMap<i64, Vec<EncounterRow>> =
+            sequence_ids.iter().map(|id| (*id, Vec::new())).collect();
+        if sequence_ids.is_empty() {
+            return Ok(by_sequence);
+        }
+        let ids =
+            serde_json::to_string(sequence_ids).map_err(|_| StoreError::Corrupt("sequence ids"))?;
         let rows = sqlx::query(&format!(
-            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE sequence_id = ? ORDER BY step, attempt"
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters \
+             WHERE sequence_id IN (SELECT value FROM json_each(?)) \
+             ORDER BY sequence_id, step, attempt"
         ))
-        .bind(sequence_id)
+        .bind(ids)
         .fetch_all(&mut *tx.inner)
         .await?;
-        rows.iter().map(encounter_from_row).collect()
+        for row in &rows {
+            let encounter = encounter_from_row(row)?;
+            by_sequence
+                .entry(encounter.sequence_id)
+                .or_default()
+                .push(encounter);
+        }
+        Ok(by_sequence)
     }
 
     /// Contacts (encounters started) with a number since `since`, for contact caps.
