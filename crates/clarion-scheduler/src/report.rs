@@ -37,10 +37,10 @@ fn outreach_step(encounter: &EncounterRow) -> Option<OutreachStep> {
         && let Some(report) = &encounter.report
     {
         return match encounter.channel.as_str() {
-            "call" => serde_json::from_value::<Call>(report.clone())
+            "call" => serde_json::from_str::<Call>(report)
                 .ok()
                 .map(|c| OutreachStep::call(step, c)),
-            _ => serde_json::from_value::<Sms>(report.clone())
+            _ => serde_json::from_str::<Sms>(report)
                 .ok()
                 .map(|s| OutreachStep::sms(step, s)),
         };

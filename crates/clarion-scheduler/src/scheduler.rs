@@ -1089,7 +1089,10 @@ impl Scheduler {
     }
 
     /// Runs the simulator for one encounter: (ends_at, outcome, report object).
-    async fn simulate(&self, started: &Started) -> Result<(Millis, String, Value), SchedulerError> {
+    async fn simulate(
+        &self,
+        started: &Started,
+    ) -> Result<(Millis, String, String), SchedulerError> {
         let Started {
             encounter,
             ordinal,
@@ -1117,15 +1120,16 @@ impl Scheduler {
         let due = store
             .due_encounters(&mut tx.tx, now, self.inner.config.batch_size)
             .await?;
-        let ends: Vec<(&EncounterRow, String, Value, Millis)> = due
+        // The outcome and report object were stored when the encounter was requested; ending
+        // it keeps that report (not read here).
+        let ends: Vec<(&EncounterRow, String, Millis)> = due
             .iter()
             .map(|encounter| {
                 let outcome = encounter
                     .outcome
                     .clone()
                     .unwrap_or_else(|| "failed".to_owned());
-                let report = encounter.report.clone().unwrap_or(Value::Null);
-                (encounter, outcome, report, encounter.ends_at.unwrap_or(now))
+                (encounter, outcome, encounter.ends_at.unwrap_or(now))
             })
             .collect();
         let mut sequence_ids = HashSet::with_capacity(due.len());
@@ -1133,9 +1137,9 @@ impl Scheduler {
             // One encounter per sequence (the usual case): end them all in one statement and
             // read their sequences in one. No transition reads another sequence's encounters'
             // ends, so this is what ending and transitioning them one by one would do.
-            let batch: Vec<(i64, &str, &Value, Millis)> = ends
+            let batch: Vec<(i64, &str, Option<&Value>, Millis)> = ends
                 .iter()
-                .map(|(e, outcome, report, at)| (e.id, outcome.as_str(), report, *at))
+                .map(|(e, outcome, at)| (e.id, outcome.as_str(), None, *at))
                 .collect();
             let ended = store.end_encounters(&mut tx.tx, &batch).await?;
             let ended_ids: Vec<i64> = ends
@@ -1150,7 +1154,7 @@ impl Scheduler {
                 .into_iter()
                 .map(|s| (s.id, s))
                 .collect();
-            for ((encounter, outcome, _, ended_at), ended) in ends.iter().zip(ended) {
+            for ((encounter, outcome, ended_at), ended) in ends.iter().zip(ended) {
                 if !ended {
                     continue;
                 }
@@ -1161,8 +1165,8 @@ impl Scheduler {
                     .await?;
             }
         } else {
-            for (encounter, outcome, report, ended_at) in &ends {
-                self.finish_encounter(&mut tx, encounter, outcome, report, *ended_at, now)
+            for (encounter, outcome, ended_at) in &ends {
+                self.finish_encounter(&mut tx, encounter, outcome, None, *ended_at, now)
                     .await?;
             }
         }
@@ -1183,7 +1187,7 @@ impl Scheduler {
         tx: &mut WriteTx,
         encounter: &EncounterRow,
         outcome: &str,
-        report: &Value,
+        report: Option<&Value>,
         ended_at: Millis,
         now: Millis,
     ) -> Result<(), SchedulerError> {
@@ -1246,7 +1250,7 @@ impl Scheduler {
                 encounter,
                 &self.inner.config.clinic_number,
             );
-            self.finish_encounter(&mut tx, encounter, "failed", &report, now, now)
+            self.finish_encounter(&mut tx, encounter, "failed", Some(&report), now, now)
                 .await?;
         }
         let started = tx.commit(&self.inner.store).await?;

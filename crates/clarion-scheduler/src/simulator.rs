@@ -83,7 +83,8 @@ fn assistant_profile(assistant: &Assistant) -> AssistantProfile {
     }
 }
 
-/// Runs the simulator for one committed encounter: (ends_at, outcome, report object).
+/// Runs the simulator for one committed encounter: (ends_at, outcome, report object as
+/// JSON text).
 pub fn simulate(
     sequence: &SequenceRow,
     encounter: &EncounterRow,
@@ -91,7 +92,7 @@ pub fn simulate(
     assistant: &Assistant,
     clinic_number: &str,
     sms_timeout: Duration,
-) -> Result<(Millis, String, Value), SchedulerError> {
+) -> Result<(Millis, String, String), SchedulerError> {
     let contact: ContactInfo = serde_json::from_value(sequence.contact.clone())
         .map_err(|_| SchedulerError::Corrupt("contact"))?;
     let contact = ContactProfile {
@@ -120,8 +121,8 @@ pub fn simulate(
         .created_at
         .saturating_add(Millis::try_from(simulated.ends_after.as_millis()).unwrap_or(Millis::MAX));
     let report = match &simulated.report {
-        EncounterReport::Call(call) => serde_json::to_value(call),
-        EncounterReport::Sms(sms) => serde_json::to_value(sms),
+        EncounterReport::Call(call) => serde_json::to_string(call),
+        EncounterReport::Sms(sms) => serde_json::to_string(sms),
     }
     .map_err(|_| SchedulerError::Corrupt("simulated report"))?;
     let outcome = serde_json::to_value(simulated.outcome)

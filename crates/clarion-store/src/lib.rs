@@ -30,7 +30,10 @@ pub type Millis = i64;
 /// The store: a connection pool and the queries.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// Connections for reads outside write transactions.
     pool: sqlx::SqlitePool,
+    /// The one connection that writes (see `connect_with`).
+    writer: sqlx::SqlitePool,
     /// Serialises this process's write transactions (see [`Tx`]).
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
 }

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::Tx;
+use super::{Tx, rows_per_statement, value_rows};
 use crate::{Millis, OrgId, Result, Store, StoreError};
 
 /// An assistant.
@@ -111,7 +111,8 @@ pub struct EncounterRow {
     pub status: String,
     pub provider_ref: Option<String>,
     pub outcome: Option<String>,
-    pub report: Option<serde_json::Value>,
+    /// The encounter's Call or Sms object of the report, as stored JSON text.
+    pub report: Option<String>,
     pub ends_at: Option<Millis>,
     pub created_at: Millis,
     pub ended_at: Option<Millis>,
@@ -135,13 +136,7 @@ pub struct Suppression {
 }
 
 /// What the provider answered for an encounter: (id, provider_ref, ends_at, report, outcome).
-pub type RequestedEncounter = (
-    i64,
-    String,
-    Option<Millis>,
-    Option<serde_json::Value>,
-    Option<String>,
-);
+pub type RequestedEncounter = (i64, String, Option<Millis>, Option<String>, Option<String>);
 
 fn json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
     let text: String = row.try_get(column)?;
@@ -204,8 +199,12 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
      phone_number, status, provider_ref, outcome, report, ends_at, created_at, ended_at";
 
+/// [`ENCOUNTER_COLUMNS`] without the report object, the one large column.
+const DUE_ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, \
+     assistant_id, phone_number, status, provider_ref, outcome, NULL AS report, ends_at, \
+     created_at, ended_at";
+
 fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
-    let report: Option<String> = row.try_get("report")?;
     Ok(EncounterRow {
         id: row.try_get("id")?,
         org_id: OrgId(row.try_get("org_id")?),
@@ -218,9 +217,7 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
         status: row.try_get("status")?,
         provider_ref: row.try_get("provider_ref")?,
         outcome: row.try_get("outcome")?,
-        report: report
-            .map(|s| serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("stored JSON")))
-            .transpose()?,
+        report: row.try_get("report")?,
         ends_at: row.try_get("ends_at")?,
         created_at: row.try_get("created_at")?,
         ended_at: row.try_get("ended_at")?,
@@ -600,22 +597,21 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let batch = serde_json::Value::Array(
-            events
-                .iter()
-                .map(|(sequence_id, at, kind, detail)| {
-                    serde_json::json!({ "s": sequence_id, "at": at, "k": kind, "d": detail.to_string() })
-                })
-                .collect(),
-        );
-        sqlx::query(
-            "INSERT INTO sequence_events (sequence_id, at, kind, detail) \
-             SELECT j.value->>'s', j.value->>'at', j.value->>'k', j.value->>'d' \
-             FROM json_each(?) j ORDER BY j.key",
-        )
-        .bind(batch.to_string())
-        .execute(&mut *tx.inner)
-        .await?;
+        for chunk in events.chunks(rows_per_statement(4)) {
+            let sql = format!(
+                "INSERT INTO sequence_events (sequence_id, at, kind, detail) VALUES {}",
+                value_rows(4, chunk.len())
+            );
+            let mut insert = sqlx::query(&sql).persistent(false);
+            for (sequence_id, at, kind, detail) in chunk {
+                insert = insert
+                    .bind(*sequence_id)
+                    .bind(*at)
+                    .bind(kind.as_str())
+                    .bind(detail.to_string());
+            }
+            insert.execute(&mut *tx.inner).await?;
+        }
         Ok(())
     }
 
@@ -628,29 +624,30 @@ impl Store {
         if updates.is_empty() {
             return Ok(());
         }
-        let batch = serde_json::Value::Array(
-            updates
-                .iter()
-                .map(|(id, u)| {
-                    serde_json::json!({
-                        "id": id, "st": u.status, "s": u.state, "w": u.next_wake_at,
-                        "o": u.outcome_description, "n": u.now,
-                    })
-                })
-                .collect(),
-        );
-        sqlx::query(
-            "UPDATE sequences SET status = u.st, state = u.s, next_wake_at = u.w, \
-             outcome_description = COALESCE(u.o, outcome_description), last_updated = u.n, \
-             ended_at = CASE WHEN u.st = 'ended' THEN COALESCE(ended_at, u.n) ELSE ended_at END \
-             FROM (SELECT j.value->>'id' AS id, j.value->>'st' AS st, j.value->>'s' AS s, \
-                          j.value->>'w' AS w, j.value->>'o' AS o, j.value->>'n' AS n \
-                   FROM json_each(?) j) AS u \
-             WHERE sequences.id = u.id",
-        )
-        .bind(batch.to_string())
-        .execute(&mut *tx.inner)
-        .await?;
+        for chunk in updates.chunks(rows_per_statement(6)) {
+            let sql = format!(
+                "UPDATE sequences SET status = u.column2, state = u.column3, \
+                 next_wake_at = u.column4, \
+                 outcome_description = COALESCE(u.column5, outcome_description), \
+                 last_updated = u.column6, \
+                 ended_at = CASE WHEN u.column2 = 'ended' THEN COALESCE(ended_at, u.column6) \
+                 ELSE ended_at END \
+                 FROM (VALUES {}) AS u WHERE sequences.id = u.column1",
+                value_rows(6, chunk.len())
+            );
+            // Statements of every batch size would crowd the statement cache.
+            let mut update = sqlx::query(&sql).persistent(false);
+            for (id, u) in chunk {
+                update = update
+                    .bind(*id)
+                    .bind(u.status)
+                    .bind(u.state)
+                    .bind(u.next_wake_at)
+                    .bind(u.outcome_description)
+                    .bind(u.now);
+            }
+            update.execute(&mut *tx.inner).await?;
+        }
         Ok(())
     }
 
@@ -695,29 +692,30 @@ impl Store {
         if encounters.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = serde_json::Value::Array(
-            encounters
-                .iter()
-                .map(|e| {
-                    serde_json::json!({
-                        "o": e.org_id.0, "s": e.sequence_id, "st": e.step, "a": e.attempt,
-                        "c": e.channel, "as": e.assistant_id, "p": e.phone_number, "n": e.created_at,
-                    })
-                })
-                .collect(),
-        );
-        let inserted: Vec<(i64, i64, i64, i64)> = sqlx::query_as(
-            "INSERT INTO encounters (org_id, sequence_id, step, attempt, channel, assistant_id, \
-             phone_number, status, created_at) \
-             SELECT j.value->>'o', j.value->>'s', j.value->>'st', j.value->>'a', j.value->>'c', \
-                    j.value->>'as', j.value->>'p', 'created', j.value->>'n' \
-             FROM json_each(?) j WHERE true ORDER BY j.key \
-             ON CONFLICT (sequence_id, step, attempt) DO NOTHING \
-             RETURNING id, sequence_id, step, attempt",
-        )
-        .bind(batch.to_string())
-        .fetch_all(&mut *tx.inner)
-        .await?;
+        let mut inserted: Vec<(i64, i64, i64, i64)> = Vec::with_capacity(encounters.len());
+        for chunk in encounters.chunks(rows_per_statement(9)) {
+            let sql = format!(
+                "INSERT INTO encounters (org_id, sequence_id, step, attempt, channel, assistant_id, \
+                 phone_number, status, created_at) VALUES {} \
+                 ON CONFLICT (sequence_id, step, attempt) DO NOTHING \
+                 RETURNING id, sequence_id, step, attempt",
+                value_rows(9, chunk.len())
+            );
+            let mut insert = sqlx::query_as::<_, (i64, i64, i64, i64)>(&sql).persistent(false);
+            for e in chunk {
+                insert = insert
+                    .bind(e.org_id.0)
+                    .bind(e.sequence_id)
+                    .bind(e.step)
+                    .bind(e.attempt)
+                    .bind(e.channel.as_str())
+                    .bind(e.assistant_id)
+                    .bind(e.phone_number.as_str())
+                    .bind("created")
+                    .bind(e.created_at);
+            }
+            inserted.extend(insert.fetch_all(&mut *tx.inner).await?);
+        }
         let ids = serde_json::Value::Array(inserted.iter().map(|(id, ..)| (*id).into()).collect());
         let ordinals: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT e.id, (SELECT COUNT(*) FROM encounters x WHERE x.sequence_id = e.sequence_id \
@@ -753,45 +751,44 @@ impl Store {
         if requested.is_empty() {
             return Ok(());
         }
-        let batch = serde_json::Value::Array(
-            requested
-                .iter()
-                .map(|(id, provider_ref, ends_at, report, outcome)| {
-                    serde_json::json!({
-                        "id": id, "r": provider_ref, "e": ends_at,
-                        "rep": report.as_ref().map(ToString::to_string), "o": outcome,
-                    })
-                })
-                .collect(),
-        );
-        sqlx::query(
-            "UPDATE encounters SET status = 'requested', provider_ref = u.r, ends_at = u.e, \
-             report = u.rep, outcome = u.o \
-             FROM (SELECT j.value->>'id' AS id, j.value->>'r' AS r, j.value->>'e' AS e, \
-                          j.value->>'rep' AS rep, j.value->>'o' AS o FROM json_each(?) j) AS u \
-             WHERE encounters.id = u.id AND encounters.status = 'created'",
-        )
-        .bind(batch.to_string())
-        .execute(&mut *tx.inner)
-        .await?;
+        for chunk in requested.chunks(rows_per_statement(5)) {
+            let sql = format!(
+                "UPDATE encounters SET status = 'requested', provider_ref = u.column2, \
+                 ends_at = u.column3, report = u.column4, outcome = u.column5 \
+                 FROM (VALUES {}) AS u \
+                 WHERE encounters.id = u.column1 AND encounters.status = 'created'",
+                value_rows(5, chunk.len())
+            );
+            let mut update = sqlx::query(&sql).persistent(false);
+            for (id, provider_ref, ends_at, report, outcome) in chunk {
+                update = update
+                    .bind(*id)
+                    .bind(provider_ref.as_str())
+                    .bind(*ends_at)
+                    .bind(report.as_deref())
+                    .bind(outcome.as_deref());
+            }
+            update.execute(&mut *tx.inner).await?;
+        }
         Ok(())
     }
 
-    /// Ends an encounter with its outcome and report object. `false` if it already ended.
+    /// Ends an encounter with its outcome and report object (`None`: the report stored when
+    /// it was requested stands). `false` if it already ended.
     pub async fn end_encounter(
         &self,
         tx: &mut Tx,
         id: i64,
         outcome: &str,
-        report: &serde_json::Value,
+        report: Option<&serde_json::Value>,
         now: Millis,
     ) -> Result<bool> {
         let updated = sqlx::query(
-            "UPDATE encounters SET status = 'ended', outcome = ?, report = ?, ended_at = ? \
-             WHERE id = ? AND status != 'ended'",
+            "UPDATE encounters SET status = 'ended', outcome = ?, report = COALESCE(?, report), \
+             ended_at = ? WHERE id = ? AND status != 'ended'",
         )
         .bind(outcome)
-        .bind(report.to_string())
+        .bind(report.map(ToString::to_string))
         .bind(now)
         .bind(id)
         .execute(&mut *tx.inner)
@@ -800,32 +797,36 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// [`Store::end_encounter`] for many encounters in one statement: (id, outcome, report,
-    /// ended_at). Answers, for each, whether it ended now (`false`: it had ended already).
+    /// [`Store::end_encounter`] for many encounters in one statement: (id, outcome, report or
+    /// `None` to keep the stored one, ended_at). Answers, for each, whether it ended now (`false`: it had ended already).
     pub async fn end_encounters(
         &self,
         tx: &mut Tx,
-        ends: &[(i64, &str, &serde_json::Value, Millis)],
+        ends: &[(i64, &str, Option<&serde_json::Value>, Millis)],
     ) -> Result<Vec<bool>> {
         if ends.is_empty() {
             return Ok(Vec::new());
         }
-        let batch = serde_json::Value::Array(
-            ends.iter()
-                .map(|(id, outcome, report, at)| {
-                    serde_json::json!({ "id": id, "o": outcome, "r": report.to_string(), "at": at })
-                })
-                .collect(),
-        );
-        let ended: Vec<i64> = sqlx::query_scalar(
-            "UPDATE encounters SET status = 'ended', outcome = u.o, report = u.r, ended_at = u.at \
-             FROM (SELECT j.value->>'id' AS id, j.value->>'o' AS o, j.value->>'r' AS r, \
-                          j.value->>'at' AS at FROM json_each(?) j) AS u \
-             WHERE encounters.id = u.id AND encounters.status != 'ended' RETURNING encounters.id",
-        )
-        .bind(batch.to_string())
-        .fetch_all(&mut *tx.inner)
-        .await?;
+        let mut ended: Vec<i64> = Vec::with_capacity(ends.len());
+        for chunk in ends.chunks(rows_per_statement(4)) {
+            let sql = format!(
+                "UPDATE encounters SET status = 'ended', outcome = u.column2, \
+                 report = COALESCE(u.column3, report), ended_at = u.column4 \
+                 FROM (VALUES {}) AS u \
+                 WHERE encounters.id = u.column1 AND encounters.status != 'ended' \
+                 RETURNING encounters.id",
+                value_rows(4, chunk.len())
+            );
+            let mut update = sqlx::query_scalar::<_, i64>(&sql).persistent(false);
+            for (id, outcome, report, at) in chunk {
+                update = update
+                    .bind(*id)
+                    .bind(*outcome)
+                    .bind(report.map(ToString::to_string))
+                    .bind(*at);
+            }
+            ended.extend(update.fetch_all(&mut *tx.inner).await?);
+        }
         let ended: std::collections::HashSet<i64> = ended.into_iter().collect();
         Ok(ends.iter().map(|(id, ..)| ended.contains(id)).collect())
     }
@@ -845,7 +846,8 @@ impl Store {
         rows.iter().map(sequence_from_row).collect()
     }
 
-    /// Requested encounters whose end is due, read inside the caller's write transaction.
+    /// Requested encounters whose end is due, read inside the caller's write transaction,
+    /// without their report objects (`report` is `None`: ending keeps the stored one).
     pub async fn due_encounters(
         &self,
         tx: &mut Tx,
@@ -853,7 +855,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<EncounterRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT {ENCOUNTER_COLUMNS} FROM encounters \
+            "SELECT {DUE_ENCOUNTER_COLUMNS} FROM encounters \
              WHERE status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? ORDER BY ends_at LIMIT ?"
         ))
         .bind(now)

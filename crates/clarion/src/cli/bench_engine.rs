@@ -32,6 +32,11 @@ pub struct EngineBenchArgs {
     /// Sequences to run (three steps each).
     #[arg(long, default_value_t = 100_000)]
     pub sequences: usize,
+    /// Deliveries in flight to the benchmark's one endpoint (`webhooks.max_in_flight_per_endpoint`
+    /// of the run; the production default of 16 protects a receiver of unknown capacity, while
+    /// this local receiver takes whatever arrives).
+    #[arg(long, default_value_t = 256)]
+    pub in_flight_per_endpoint: u32,
 }
 
 pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
@@ -42,6 +47,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let real: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine_clock = ManualClock::starting_now();
     let mut dispatcher_config = super::dispatcher_config(&config);
+    dispatcher_config.max_in_flight_per_endpoint = args.in_flight_per_endpoint;
     dispatcher_config.ssrf = SsrfPolicy {
         allow_private: true,
         allow_http: true,
@@ -100,8 +106,9 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         .await?;
 
     println!(
-        "clarion bench engine: {} sequences x 3 steps (call, sms, call), simulator, SQLite",
-        args.sequences
+        "clarion bench engine: {} sequences x 3 steps (call, sms, call), simulator, SQLite, \
+         {} deliveries in flight to the endpoint",
+        args.sequences, args.in_flight_per_endpoint
     );
     let stop = CancellationToken::new();
     let dispatching = tokio::spawn({
