@@ -29,11 +29,27 @@ use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
 use crate::fault::crash_point;
 use crate::report::build_report;
 
-/// Organisation-level contact caps (rolling windows, across sequences and channels).
+/// Contact caps (rolling windows, per number, across sequences and channels); 0 is no cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ContactCaps {
     pub per_day: u32,
     pub per_week: u32,
+}
+
+impl ContactCaps {
+    /// An organisation's caps: its own settings where it has them (`None`: the deployment
+    /// default, `default`), or `None` when neither window is capped.
+    pub fn resolve(
+        default: Option<ContactCaps>,
+        per_day: Option<u32>,
+        per_week: Option<u32>,
+    ) -> Option<ContactCaps> {
+        let caps = ContactCaps {
+            per_day: per_day.unwrap_or(default.map_or(0, |d| d.per_day)),
+            per_week: per_week.unwrap_or(default.map_or(0, |d| d.per_week)),
+        };
+        (caps.per_day > 0 || caps.per_week > 0).then_some(caps)
+    }
 }
 
 /// Scheduler settings.
@@ -45,6 +61,8 @@ pub struct SchedulerConfig {
     pub batch_size: u32,
     /// Fallback poll when nothing wakes the loop (real time).
     pub poll_interval: Duration,
+    /// The deployment's default contact caps (`[compliance]`); an organisation's own
+    /// settings override them.
     pub contact_caps: Option<ContactCaps>,
     /// An encounter committed but not confirmed as requested after this long (engine time)
     /// is reconciled.
@@ -444,6 +462,11 @@ impl Scheduler {
                 assistants: Mutex::default(),
             }),
         }
+    }
+
+    /// The deployment's default contact caps (`[compliance]`).
+    pub fn default_contact_caps(&self) -> Option<ContactCaps> {
+        self.inner.config.contact_caps
     }
 
     /// The engine's clock.
@@ -960,13 +983,19 @@ impl Scheduler {
             .map(|s| (s.org_id, s.phone_number.as_str()))
             .collect();
         let suppressed_numbers = store.are_suppressed(&mut tx.tx, &numbers).await?;
+        let mut orgs: Vec<OrgId> = due.iter().map(|s| s.org_id).collect();
+        orgs.sort_unstable_by_key(|o| o.0);
+        orgs.dedup();
+        let org_caps = store.organization_contact_caps(&mut tx.tx, &orgs).await?;
         for (index, sequence) in due.iter().enumerate() {
             // A number suppressed by a transition earlier in this batch counts too.
             let suppressed = suppressed_numbers.get(index).copied().unwrap_or(false)
                 || tx
                     .suppressed
                     .contains(&(sequence.org_id, sequence.phone_number.clone()));
-            let cap = self.cap_allows_at(&mut tx, sequence, now).await?;
+            let (per_day, per_week) = org_caps.get(&sequence.org_id).copied().unwrap_or_default();
+            let caps = ContactCaps::resolve(self.inner.config.contact_caps, per_day, per_week);
+            let cap = self.cap_allows_at(&mut tx, sequence, caps, now).await?;
             let event = Event::Wake {
                 suppressed,
                 contact_cap_allows_at: cap.map(datetime),
@@ -1008,9 +1037,10 @@ impl Scheduler {
         &self,
         tx: &mut WriteTx,
         sequence: &SequenceRow,
+        caps: Option<ContactCaps>,
         now: Millis,
     ) -> Result<Option<Millis>, SchedulerError> {
-        let Some(caps) = self.inner.config.contact_caps else {
+        let Some(caps) = caps else {
             return Ok(None);
         };
         const DAY: Millis = 24 * 3600 * 1000;

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    assistants, deliveries, endpoints, reports, sequences, suppressions, templates,
+    assistants, deliveries, endpoints, organization, reports, sequences, suppressions, templates,
 };
 
 #[derive(OpenApi)]
@@ -20,6 +20,7 @@ use crate::routes::{
         sequences::enroll, sequences::enroll_batch, sequences::get, sequences::list,
         sequences::cancel, sequences::pause, sequences::resume, sequences::events,
         suppressions::list, suppressions::create, suppressions::delete,
+        organization::get, organization::update,
     ),
     modifiers(&BearerKey),
 )]

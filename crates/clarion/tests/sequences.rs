@@ -631,3 +631,120 @@ async fn a_replayed_enrollment_gets_its_sequence_even_after_the_number_opted_out
         (422, Some("suppressed"))
     );
 }
+
+#[tokio::test]
+async fn organisation_contact_caps_defer_a_second_contact_and_say_why() {
+    let f = fixture().await;
+    let (status, organization) = f.app.get(&f.key, "/v1/organization").await;
+    assert_eq!(status, 200, "{organization}");
+    assert_eq!(
+        organization["contact_caps"],
+        json!({ "per_day": 0, "per_week": 0, "source": "deployment" })
+    );
+    let (status, organization) = f
+        .app
+        .patch(
+            &f.key,
+            "/v1/organization",
+            json!({ "contact_caps": { "per_day": 1, "per_week": 3 }, "sms_help_text": "Riverside Family Clinic: call 555-0100." }),
+        )
+        .await;
+    assert_eq!(status, 200, "{organization}");
+    assert_eq!(
+        organization["contact_caps"],
+        json!({ "per_day": 1, "per_week": 3, "source": "organization" })
+    );
+    assert_eq!(
+        organization["sms_help_text"],
+        "Riverside Family Clinic: call 555-0100."
+    );
+
+    // Two templates, one number: the second sequence's call waits a day for the cap.
+    let first_template = f
+        .template(json!({ "name": "Reminder", "calling_hours": null,
+            "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let second_template = f
+        .template(json!({ "name": "Care gap", "calling_hours": null,
+            "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let start = clarion_delivery::Clock::now_millis(&f.app.clock);
+    let first = f
+        .enroll(
+            first_template,
+            "+15555550170",
+            "America/Chicago",
+            &["resolved"],
+        )
+        .await;
+    let second = f
+        .enroll(
+            second_template,
+            "+15555550170",
+            "America/Chicago",
+            &["resolved"],
+        )
+        .await;
+    f.app.scheduler.run_due_now().await.unwrap();
+    let (_, first_now) = f
+        .app
+        .get(&f.key, &format!("/v1/sequences/{}", first["id"]))
+        .await;
+    assert_eq!(first_now["outreach"].as_array().unwrap().len(), 1);
+    let second_id = second["id"].as_i64().unwrap();
+    let (_, second_now) = f
+        .app
+        .get(&f.key, &format!("/v1/sequences/{second_id}"))
+        .await;
+    assert!(
+        second_now["outreach"].as_array().unwrap().is_empty(),
+        "one contact a day: the second call waits"
+    );
+    let (_, events) = f
+        .app
+        .get(&f.key, &format!("/v1/sequences/{second_id}/events"))
+        .await;
+    let deferred = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["type"] == "deferred")
+        .expect("the deferral is recorded");
+    assert_eq!(deferred["detail"]["reason"], "contact-cap");
+    let until: chrono::DateTime<chrono::Utc> = deferred["detail"]["until"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        until.timestamp_millis(),
+        start + 24 * 3600 * 1000,
+        "allowed again when the first contact leaves the rolling day"
+    );
+
+    // A day later the second call goes out and the sequence ends.
+    let ended = f.run_until_ended(second_id).await;
+    assert_eq!(ended["outreach"].as_array().unwrap().len(), 1);
+
+    // Back to the deployment's default (no caps): a third template's call is not held.
+    let (status, organization) = f
+        .app
+        .patch(&f.key, "/v1/organization", json!({ "contact_caps": null }))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(organization["contact_caps"]["source"], "deployment");
+    assert_eq!(
+        organization["sms_help_text"], "Riverside Family Clinic: call 555-0100.",
+        "keys not in the patch are kept"
+    );
+    let (status, error) = f
+        .app
+        .patch(
+            &f.key,
+            "/v1/organization",
+            json!({ "contact_caps": { "per_day": -1 } }),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "contact_caps.per_day");
+}

@@ -4,6 +4,7 @@ pub mod assistants;
 pub mod deliveries;
 pub mod endpoints;
 pub mod ops;
+pub mod organization;
 pub mod reports;
 pub mod sequences;
 pub mod suppressions;
@@ -19,6 +20,10 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(ops::healthz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route(
+            "/v1/organization",
+            get(organization::get).patch(organization::update),
+        )
         .route(
             "/v1/assistants",
             post(assistants::create).get(assistants::list),

@@ -4,7 +4,52 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
 
+use sqlx::Row;
+
+use super::Tx;
 use crate::{Millis, OrgId, Result, Store};
+
+/// An organisation and its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Organization {
+    pub id: OrgId,
+    pub name: String,
+    /// Contacts a number may get in any rolling 24 hours (`None`: the deployment default;
+    /// `Some(0)`: no cap).
+    pub max_contacts_per_day: Option<u32>,
+    /// Same, in any rolling 7 days.
+    pub max_contacts_per_week: Option<u32>,
+    /// The reply to an SMS `HELP`.
+    pub sms_help_text: Option<String>,
+    pub created_at: Millis,
+}
+
+/// A change to an organisation's settings: `None` leaves a setting as it is; `Some(None)`
+/// clears it (back to the default).
+#[derive(Debug, Clone, Default)]
+pub struct OrganizationPatch {
+    pub max_contacts_per_day: Option<Option<u32>>,
+    pub max_contacts_per_week: Option<Option<u32>>,
+    pub sms_help_text: Option<Option<String>>,
+}
+
+fn organization_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Organization> {
+    let cap = |column: &str| -> Result<Option<u32>> {
+        let value: Option<i64> = row.try_get(column)?;
+        Ok(value.map(super::to_u32))
+    };
+    Ok(Organization {
+        id: OrgId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        max_contacts_per_day: cap("max_contacts_per_day")?,
+        max_contacts_per_week: cap("max_contacts_per_week")?,
+        sms_help_text: row.try_get("sms_help_text")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const ORGANIZATION_COLUMNS: &str =
+    "id, name, max_contacts_per_day, max_contacts_per_week, sms_help_text, created_at";
 
 /// API keys look like `ck_` followed by 40 random alphanumerics (about 238 bits).
 const KEY_PREFIX: &str = "ck_";
@@ -54,5 +99,65 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         Ok(org.map(OrgId))
+    }
+
+    /// An organisation with its settings.
+    pub async fn get_organization(&self, org: OrgId) -> Result<Option<Organization>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE id = ?"
+        ))
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(organization_from_row).transpose()
+    }
+
+    /// Changes an organisation's settings; answers them as they are now.
+    pub async fn update_organization(
+        &self,
+        org: OrgId,
+        patch: &OrganizationPatch,
+    ) -> Result<Option<Organization>> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE organizations SET \
+             max_contacts_per_day = CASE WHEN ?1 THEN ?2 ELSE max_contacts_per_day END, \
+             max_contacts_per_week = CASE WHEN ?3 THEN ?4 ELSE max_contacts_per_week END, \
+             sms_help_text = CASE WHEN ?5 THEN ?6 ELSE sms_help_text END \
+             WHERE id = ?7 RETURNING {ORGANIZATION_COLUMNS}"
+        ))
+        .bind(patch.max_contacts_per_day.is_some())
+        .bind(patch.max_contacts_per_day.flatten().map(i64::from))
+        .bind(patch.max_contacts_per_week.is_some())
+        .bind(patch.max_contacts_per_week.flatten().map(i64::from))
+        .bind(patch.sms_help_text.is_some())
+        .bind(patch.sms_help_text.clone().flatten())
+        .bind(org.0)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(organization_from_row).transpose()
+    }
+
+    /// The contact-cap settings of several organisations, inside a write transaction:
+    /// (per day, per week), `None` where the organisation uses the deployment default.
+    pub async fn organization_contact_caps(
+        &self,
+        tx: &mut Tx,
+        orgs: &[OrgId],
+    ) -> Result<std::collections::HashMap<OrgId, (Option<u32>, Option<u32>)>> {
+        let ids = serde_json::to_string(&orgs.iter().map(|o| o.0).collect::<Vec<_>>())
+            .map_err(|_| crate::StoreError::Corrupt("organisation ids"))?;
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, max_contacts_per_day, max_contacts_per_week FROM organizations \
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(ids)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, day, week)| (OrgId(id), (day.map(super::to_u32), week.map(super::to_u32))))
+            .collect())
     }
 }

@@ -164,6 +164,11 @@ impl TestApp {
             .await
     }
 
+    pub async fn patch(&self, key: &str, path: &str, body: Value) -> (u16, Value) {
+        self.request(reqwest::Method::PATCH, key, path, Some(body))
+            .await
+    }
+
     /// Creates an endpoint through the API; returns (id, secret).
     pub async fn endpoint(&self, key: &str, url: &str) -> (i64, String) {
         let (status, body) = self

@@ -1,0 +1,137 @@
+//! `/v1/organization`: the calling organisation's settings — its contact caps (how often one
+//! number may be contacted, across all sequences and both channels) and the reply to an SMS
+//! `HELP`.
+
+use axum::Json;
+use axum::extract::State;
+use clarion_store::{Organization, OrganizationPatch};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::extract::{ApiJson, Org};
+use crate::wire;
+
+/// Contact caps in force: at most `per_day` contacts in any rolling 24 hours and `per_week`
+/// in any rolling 7 days per number (0: no cap). A due step that would break a cap waits
+/// for the next allowed instant, and the sequence's events say so.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ContactCapsOut {
+    pub per_day: u32,
+    pub per_week: u32,
+    /// `organization` when this organisation set them, `deployment` when they are the
+    /// server's defaults (`[compliance]` in its configuration).
+    pub source: &'static str,
+}
+
+/// The organisation.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OrganizationOut {
+    pub id: i64,
+    pub name: String,
+    pub contact_caps: ContactCapsOut,
+    /// The reply to an SMS `HELP` (null: a generic reply naming the organisation).
+    pub sms_help_text: Option<String>,
+    pub created_at: String,
+}
+
+/// Caps to set; an absent window keeps the deployment default for it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ContactCapsIn {
+    pub per_day: Option<u32>,
+    pub per_week: Option<u32>,
+}
+
+/// Body of `PATCH /v1/organization`: only the keys present change. `contact_caps: null`
+/// goes back to the deployment's defaults; `{"per_day": 0, "per_week": 0}` turns caps off
+/// for this organisation.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrganizationPatchIn {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<ContactCapsIn>)]
+    pub contact_caps: Option<Option<ContactCapsIn>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub sms_help_text: Option<Option<String>>,
+}
+
+/// A key that is present, `null` or not: `Some(None)` for `null` (absent is `None` through
+/// `#[serde(default)]`).
+fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The longest HELP reply accepted: one concatenated SMS is at most 1,600 characters.
+const MAX_HELP_TEXT_CHARS: usize = 1_600;
+
+fn organization_out(state: &AppState, org: Organization) -> OrganizationOut {
+    let own = org.max_contacts_per_day.is_some() || org.max_contacts_per_week.is_some();
+    let caps = clarion_scheduler::ContactCaps::resolve(
+        state.scheduler.default_contact_caps(),
+        org.max_contacts_per_day,
+        org.max_contacts_per_week,
+    );
+    OrganizationOut {
+        id: org.id.0,
+        name: org.name,
+        contact_caps: ContactCapsOut {
+            per_day: caps.map_or(0, |c| c.per_day),
+            per_week: caps.map_or(0, |c| c.per_week),
+            source: if own { "organization" } else { "deployment" },
+        },
+        sms_help_text: org.sms_help_text,
+        created_at: wire::time(org.created_at),
+    }
+}
+
+#[utoipa::path(get, path = "/v1/organization", tag = "organization",
+    responses((status = 200, body = OrganizationOut)), security(("api_key" = [])))]
+pub async fn get(
+    State(state): State<AppState>,
+    Org(org): Org,
+) -> Result<Json<OrganizationOut>, ApiError> {
+    let found = state
+        .store
+        .get_organization(org)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok(Json(organization_out(&state, found)))
+}
+
+#[utoipa::path(patch, path = "/v1/organization", tag = "organization", request_body = OrganizationPatchIn,
+    responses((status = 200, body = OrganizationOut), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
+pub async fn update(
+    State(state): State<AppState>,
+    Org(org): Org,
+    ApiJson(body): ApiJson<OrganizationPatchIn>,
+) -> Result<Json<OrganizationOut>, ApiError> {
+    let mut patch = OrganizationPatch::default();
+    if let Some(caps) = body.contact_caps {
+        patch.max_contacts_per_day = Some(caps.as_ref().and_then(|c| c.per_day));
+        patch.max_contacts_per_week = Some(caps.as_ref().and_then(|c| c.per_week));
+    }
+    if let Some(text) = body.sms_help_text {
+        let text = text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+        if text
+            .as_ref()
+            .is_some_and(|t| t.chars().count() > MAX_HELP_TEXT_CHARS)
+        {
+            return Err(ApiError::invalid(
+                "sms_help_text",
+                format!("at most {MAX_HELP_TEXT_CHARS} characters"),
+            ));
+        }
+        patch.sms_help_text = Some(text);
+    }
+    let updated = state
+        .store
+        .update_organization(org, &patch)
+        .await?
+        .ok_or_else(|| ApiError::not_found("organization"))?;
+    Ok(Json(organization_out(&state, updated)))
+}
