@@ -90,6 +90,29 @@ impl Fixture {
         panic!("sequence {id} did not end within two simulated weeks");
     }
 
+    /// The reason and end of the sequence's first recorded deferral.
+    async fn first_deferral(&self, id: i64) -> (String, chrono::DateTime<chrono::Utc>) {
+        let (_, events) = self
+            .app
+            .get(&self.key, &format!("/v1/sequences/{id}/events"))
+            .await;
+        let deferred = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "deferred")
+            .unwrap_or_else(|| panic!("no deferral recorded: {events}"));
+        let until = deferred["detail"]["until"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        (
+            deferred["detail"]["reason"].as_str().unwrap().to_owned(),
+            until,
+        )
+    }
+
     fn delivered(&self, id: i64) -> Value {
         let received = self.receiver.received();
         let request = received
@@ -307,22 +330,8 @@ async fn calling_hours_defer_a_due_step_to_the_contacts_morning_and_say_why() {
         .await;
     let id = sequence["id"].as_i64().unwrap();
     f.app.scheduler.run_due_now().await.unwrap();
-    let (_, events) = f
-        .app
-        .get(&f.key, &format!("/v1/sequences/{id}/events"))
-        .await;
-    let deferred = events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "deferred")
-        .expect("a deferral is recorded");
-    assert_eq!(deferred["detail"]["reason"], "calling-hours");
-    let until: chrono::DateTime<chrono::Utc> = deferred["detail"]["until"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (reason, until) = f.first_deferral(id).await;
+    assert_eq!(reason, "calling-hours");
     assert_eq!(
         until,
         day + chrono::Duration::hours(5),
@@ -700,22 +709,8 @@ async fn organisation_contact_caps_defer_a_second_contact_and_say_why() {
         second_now["outreach"].as_array().unwrap().is_empty(),
         "one contact a day: the second call waits"
     );
-    let (_, events) = f
-        .app
-        .get(&f.key, &format!("/v1/sequences/{second_id}/events"))
-        .await;
-    let deferred = events["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["type"] == "deferred")
-        .expect("the deferral is recorded");
-    assert_eq!(deferred["detail"]["reason"], "contact-cap");
-    let until: chrono::DateTime<chrono::Utc> = deferred["detail"]["until"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (reason, until) = f.first_deferral(second_id).await;
+    assert_eq!(reason, "contact-cap");
     assert_eq!(
         until.timestamp_millis(),
         start + 24 * 3600 * 1000,
