@@ -2,8 +2,9 @@
 //! types, the webhook signatures, the mappings from what the providers report to what
 //! Clarion's report and engine say, and the scripted SMS assistant.
 //!
-//! Everything here is pure: no network I/O, no clock, no global state. The HTTP clients, the
-//! webhook routes and the scheduler that call these functions live elsewhere; keeping the
+//! Everything here is pure — no clock, no global state, no I/O — except the thin HTTP client
+//! in [`vapi::client`]. The webhook routes and the scheduler that call these functions live
+//! elsewhere; keeping the
 //! provider knowledge in plain functions lets it be tested exhaustively against the providers'
 //! published examples and reused by the local provider fakes, which must speak the same wire
 //! format. The facts and their sources are in `shared/reference/providers.md`.

@@ -58,7 +58,13 @@ fn outreach_step(encounter: &EncounterRow) -> Option<OutreachStep> {
                 call_status: if encounter.status == "ended" {
                     CallStatus::Ended
                 } else {
-                    CallStatus::InProgress
+                    // The provider's latest status when it reported one (Vapi's
+                    // status-update), else in progress.
+                    encounter
+                        .provider_status
+                        .as_deref()
+                        .and_then(|s| serde_json::from_value(serde_json::Value::from(s)).ok())
+                        .unwrap_or(CallStatus::InProgress)
                 },
                 duration_ms: None,
                 ended_reason: None,

@@ -28,6 +28,9 @@ use tokio::sync::Notify;
 use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
 use crate::fault::crash_point;
 use crate::report::build_report;
+use clarion_providers::vapi::client::{CreateCallError, VapiClient};
+use clarion_providers::vapi::report::{EncounterFacts, call_from_end_of_call};
+use clarion_providers::vapi::wire::{CreateCallRequest, EndOfCallReport};
 
 /// Contact caps (rolling windows, per number, across sequences and channels); 0 is no cap.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +72,20 @@ pub struct SchedulerConfig {
     pub reconcile_after: Duration,
     /// How much faster than real time the engine clock runs (`simulator.time_scale`).
     pub time_scale: f64,
+    /// Calls go through Vapi when set (`[channels] call = "vapi"`), else the simulator.
+    pub vapi: Option<VapiClient>,
 }
+
+/// How many times a call Vapi certainly did not place (429, connection refused) is tried.
+const VAPI_PLACE_ATTEMPTS: u32 = 3;
+
+/// The longest wait between two of those tries, whatever `Retry-After` says: the encounter
+/// row stays unconfirmed meanwhile.
+const VAPI_MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// Vapi call statuses in the order a call goes through them (`ended` comes with the
+/// end-of-call report).
+const VAPI_STATUS_ORDER: [&str; 4] = ["queued", "ringing", "in-progress", "forwarding"];
 
 /// Errors of scheduler operations.
 #[derive(Debug, thiserror::Error)]
@@ -855,6 +871,7 @@ impl Scheduler {
                             phone_number: sequence.phone_number.clone(),
                             status: "created".to_owned(),
                             provider_ref: None,
+                            provider_status: None,
                             outcome: None,
                             report: None,
                             ends_at: None,
@@ -1084,8 +1101,20 @@ impl Scheduler {
         let mut requested = Vec::with_capacity(started.len());
         for started in started {
             let encounter_id = started.encounter.id;
+            if started.encounter.channel == "call"
+                && let Some(vapi) = &self.inner.config.vapi
+            {
+                requested.push(self.place_vapi_call(vapi, &started).await);
+                continue;
+            }
             match self.simulate(&started).await {
-                Ok(result) => requested.push((encounter_id, result)),
+                Ok((ends_at, outcome, report)) => requested.push((
+                    encounter_id,
+                    format!("sim_{encounter_id}"),
+                    Some(ends_at),
+                    Some(report),
+                    Some(outcome),
+                )),
                 Err(error) => {
                     tracing::error!(encounter_id, error = %error, "starting a simulated encounter failed");
                 }
@@ -1094,18 +1123,7 @@ impl Scheduler {
         if !requested.is_empty() {
             crash_point("provider-asked");
         }
-        let requested: Vec<_> = requested
-            .into_iter()
-            .map(|(encounter_id, (ends_at, outcome, report))| {
-                (
-                    encounter_id,
-                    format!("sim_{encounter_id}"),
-                    Some(ends_at),
-                    Some(report),
-                    Some(outcome),
-                )
-            })
-            .collect();
+
         let mut tx = self.inner.store.begin().await?;
         self.inner
             .store
@@ -1116,6 +1134,169 @@ impl Scheduler {
             crash_point("encounter-requested");
         }
         Ok(())
+    }
+
+    /// Places one committed call encounter with Vapi. Answers what to record: the call's id
+    /// (its end arrives as a callback), or, when the call was not placed, an encounter due to
+    /// end now as `failed`. Only answers that prove Vapi did not place the call are retried.
+    async fn place_vapi_call(
+        &self,
+        vapi: &VapiClient,
+        started: &Started,
+    ) -> clarion_store::RequestedEncounter {
+        let encounter = &started.encounter;
+        let id = encounter.id;
+        let not_placed = |reason: &str| {
+            let report = crate::simulator::failed_call_report(
+                encounter,
+                &format!("The call could not be placed: {reason}. It was not retried."),
+            );
+            (
+                id,
+                format!("vapi_unplaced_{id}"),
+                Some(self.inner.clock.now_millis()),
+                Some(report.to_string()),
+                Some("failed".to_owned()),
+            )
+        };
+        let assistant = match self
+            .assistant(started.sequence.org_id, encounter.assistant_id)
+            .await
+        {
+            Ok(assistant) => assistant,
+            Err(error) => {
+                tracing::error!(encounter_id = id, error = %error, "assistant unreadable; call not placed");
+                return not_placed("the assistant could not be read");
+            }
+        };
+        let Some(vapi_assistant) = assistant
+            .config
+            .get("vapi_assistant_id")
+            .and_then(Value::as_str)
+        else {
+            tracing::warn!(
+                encounter_id = id,
+                "assistant has no vapi_assistant_id; call not placed"
+            );
+            return not_placed("the assistant has no vapi_assistant_id");
+        };
+        let variables = started
+            .sequence
+            .variables
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let request = CreateCallRequest::new(
+            vapi_assistant,
+            vapi.phone_number_id(),
+            encounter.phone_number.as_str(),
+            id,
+            variables,
+        );
+        let mut tries = 1;
+        loop {
+            match vapi.create_call(&request).await {
+                Ok(call) => {
+                    tracing::info!(encounter_id = id, "call placed with Vapi");
+                    return (id, call.id, None, None, None);
+                }
+                Err(CreateCallError::NotPlaced { retry_after, .. })
+                    if tries < VAPI_PLACE_ATTEMPTS =>
+                {
+                    let wait = retry_after
+                        .unwrap_or(Duration::from_millis(500 * u64::from(tries)))
+                        .min(VAPI_MAX_RETRY_WAIT);
+                    tracing::info!(
+                        encounter_id = id,
+                        tries,
+                        "Vapi did not place the call; trying again"
+                    );
+                    tokio::time::sleep(wait).await;
+                    tries += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(encounter_id = id, error = %error, "call not placed");
+                    return not_placed(match error {
+                        CreateCallError::NotPlaced { .. } => {
+                            "Vapi kept declining it (rate limited)"
+                        }
+                        CreateCallError::Refused { .. } => "Vapi refused the request",
+                        CreateCallError::Unknown { .. } => {
+                            "Vapi's answer did not say whether it was placed"
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Applies Vapi's end-of-call report to its encounter: the report's `Call` object, the
+    /// outcome to the engine, the sequence onwards — in one transaction. A report for an
+    /// unknown call or an encounter that already ended changes nothing (`false`), so a
+    /// duplicate or replayed report is harmless.
+    pub async fn vapi_end_of_call(&self, report: &EndOfCallReport) -> Result<bool, SchedulerError> {
+        let Some(call_id) = report.call_id() else {
+            return Ok(false);
+        };
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(encounter) = store
+            .encounter_by_provider_ref(&mut tx.tx, "call", call_id)
+            .await?
+            .filter(|e| e.status != "ended")
+        else {
+            return Ok(false);
+        };
+        let assistant = self
+            .assistant(encounter.org_id, encounter.assistant_id)
+            .await?;
+        let custom_fields: Vec<String> = assistant
+            .custom_fields
+            .as_array()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let facts = EncounterFacts {
+            encounter_id: encounter.id,
+            assistant_id: encounter.assistant_id,
+            destination_number: &encounter.phone_number,
+            source_number: None,
+            voicemail_message: assistant
+                .config
+                .get("voicemail_message")
+                .and_then(Value::as_str),
+            custom_fields: &custom_fields,
+        };
+        let (call, outcome) = call_from_end_of_call(report, &facts);
+        let call = serde_json::to_value(&call).map_err(|_| SchedulerError::Corrupt("call"))?;
+        self.finish_encounter(&mut tx, &encounter, outcome, Some(&call), now, now)
+            .await?;
+        let started = tx.commit(store).await?;
+        self.inner.outbox.wake();
+        self.wake();
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(true)
+    }
+
+    /// Records a Vapi status update (`queued`, `ringing`, `in-progress`, `forwarding`) on its
+    /// encounter, never moving backwards. `false` when it changed nothing.
+    pub async fn vapi_status_update(
+        &self,
+        call_id: &str,
+        status: &str,
+    ) -> Result<bool, SchedulerError> {
+        Ok(self
+            .inner
+            .store
+            .set_provider_status("call", call_id, status, &VAPI_STATUS_ORDER)
+            .await?)
     }
 
     /// Runs the simulator for one encounter: (ends_at, outcome, report object).

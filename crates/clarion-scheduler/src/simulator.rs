@@ -132,6 +132,19 @@ pub fn simulate(
     Ok((ends_at, outcome, report))
 }
 
+/// The report object of a call that was never placed: `failed`, with `summary` saying why.
+pub fn failed_call_report(encounter: &EncounterRow, summary: &str) -> Value {
+    let at =
+        clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at).map(|t| t.to_string());
+    json!({
+        "id": encounter.id, "assistant_id": encounter.assistant_id, "started_at": at, "ended_at": at,
+        "call_status": "ended", "duration_ms": null, "ended_reason": "failed", "transcript": null,
+        "source_number": null, "destination_number": encounter.phone_number,
+        "call_type": "outboundPhoneCall", "analysis": null, "summary": summary,
+        "outcome": "failed", "failure_reason": null, "voicemail_message": null,
+    })
+}
+
 /// The report object of an encounter whose outcome is unknown after a crash.
 pub fn unknown_outcome_report(encounter: &EncounterRow, clinic_number: &str) -> Value {
     let at =

@@ -33,6 +33,24 @@ pub struct AppState {
     /// The policy endpoint URLs are checked against when created or changed.
     pub ssrf: SsrfPolicy,
     pub metrics: PrometheusHandle,
+    /// Secrets that authenticate provider callbacks (`/providers/...`).
+    pub providers: ProviderSecrets,
+}
+
+/// The shared secrets providers present on their callbacks; a provider without one has its
+/// callback route answer 404.
+#[derive(Clone, Default)]
+pub struct ProviderSecrets {
+    /// Vapi's server secret (`x-vapi-secret`, or `Authorization: Bearer`).
+    pub vapi: Option<String>,
+}
+
+impl std::fmt::Debug for ProviderSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderSecrets")
+            .field("vapi", &self.vapi.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 /// The whole API.

@@ -4,7 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    assistants, deliveries, endpoints, organization, reports, sequences, suppressions, templates,
+    assistants, deliveries, endpoints, organization, providers, reports, sequences, suppressions,
+    templates,
 };
 
 #[derive(OpenApi)]
@@ -21,6 +22,7 @@ use crate::routes::{
         sequences::cancel, sequences::pause, sequences::resume, sequences::events,
         suppressions::list, suppressions::create, suppressions::delete,
         organization::get, organization::update,
+        providers::vapi_events,
     ),
     modifiers(&BearerKey),
 )]

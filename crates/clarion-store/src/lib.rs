@@ -21,8 +21,8 @@ use std::str::FromStr;
 pub use ids::{DeliveryId, EndpointId, MessageId, OrgId};
 pub use sqlite::{
     Assistant, EncounterRow, InsertSequenceError, NewSequence, Organization, OrganizationPatch,
-    Recipients, SequenceEvent, SequenceRow, SequenceUpdate, StoreOptions, Suppression,
-    TemplateVersion, Tx,
+    Recipients, RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate, StoreOptions,
+    Suppression, TemplateVersion, Tx,
 };
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.

@@ -33,6 +33,36 @@ pub struct Config {
     pub channels: ChannelsConfig,
     pub compliance: ComplianceConfig,
     pub simulator: SimulatorConfig,
+    pub vapi: VapiConfig,
+}
+
+/// Vapi (`[channels] call = "vapi"`). Credentials come from the environment
+/// (`CLARION_VAPI__API_KEY`, `CLARION_VAPI__SERVER_SECRET`) rather than a file.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VapiConfig {
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub phone_number_id: Option<String>,
+    /// What Vapi sends in `x-vapi-secret` (or `Authorization: Bearer`) on every callback.
+    #[serde(default)]
+    pub server_secret: Option<String>,
+    pub request_timeout: HumanDuration,
+}
+
+impl std::fmt::Debug for VapiConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |value: &Option<String>| if value.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("VapiConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &set(&self.api_key))
+            .field("phone_number_id", &self.phone_number_id)
+            .field("server_secret", &set(&self.server_secret))
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -156,10 +186,23 @@ impl Config {
         if !(self.simulator.time_scale.is_finite() && self.simulator.time_scale > 0.0) {
             bail!("simulator.time_scale must be a positive number");
         }
-        if self.channels.call != CallChannel::Simulator
-            || self.channels.sms != SmsChannel::Simulator
-        {
-            bail!("only the simulator channels are available in this build");
+        if self.channels.call == CallChannel::Vapi {
+            let vapi = &self.vapi;
+            for (key, value) in [
+                ("vapi.api_key", &vapi.api_key),
+                ("vapi.phone_number_id", &vapi.phone_number_id),
+                ("vapi.server_secret", &vapi.server_secret),
+            ] {
+                if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    bail!("channels.call = \"vapi\" needs {key}");
+                }
+            }
+            if !(vapi.base_url.starts_with("https://") || vapi.base_url.starts_with("http://")) {
+                bail!("vapi.base_url must be an http(s) URL");
+            }
+        }
+        if self.channels.sms != SmsChannel::Simulator {
+            bail!("the Twilio SMS channel is not available in this build yet");
         }
         Ok(())
     }
@@ -236,6 +279,31 @@ mod tests {
                 Config::load(Some(Path::new("typo.toml")), Overrides::default()).unwrap_err()
             );
             assert!(error.contains("retry_schedul"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn vapi_calls_need_their_credentials_from_the_environment_and_never_print_them() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CLARION_CHANNELS__CALL", "vapi");
+            jail.set_env("CLARION_VAPI__API_KEY", "vapi-private-key");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("vapi.phone_number_id"), "{error}");
+            jail.set_env("CLARION_VAPI__PHONE_NUMBER_ID", "pn_1");
+            jail.set_env("CLARION_VAPI__SERVER_SECRET", "vapi-callback-secret");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.channels.call, CallChannel::Vapi);
+            assert_eq!(config.vapi.api_key.as_deref(), Some("vapi-private-key"));
+            assert_eq!(config.vapi.base_url, "https://api.vapi.ai");
+            let printed = format!("{config:?}");
+            assert!(
+                !printed.contains("vapi-private-key") && !printed.contains("vapi-callback-secret"),
+                "{printed}"
+            );
             Ok(())
         });
     }

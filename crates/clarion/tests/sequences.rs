@@ -8,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use support::{Answer, TestApp, TestReceiver, spawn_app};
+use support::{Answer, TestApp, TestReceiver, schema_errors, spawn_app};
 
 struct Fixture {
     app: TestApp,
@@ -121,22 +121,6 @@ impl Fixture {
             .unwrap_or_else(|| panic!("no report for sequence {id} reached the receiver"));
         serde_json::from_slice(&request.body).unwrap()
     }
-}
-
-fn schema_errors(report: &Value) -> Vec<String> {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../schemas/end-of-sequence-report.schema.json"
-    );
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let validator = jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap();
-    validator
-        .iter_errors(report)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect()
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ pub mod deliveries;
 pub mod endpoints;
 pub mod ops;
 pub mod organization;
+pub mod providers;
 pub mod reports;
 pub mod sequences;
 pub mod suppressions;
@@ -78,6 +79,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/webhook-deliveries/{id}", get(deliveries::get))
         .route("/v1/webhook-deliveries/{id}/retry", post(deliveries::retry))
         .route("/v1/reports", get(reports::list))
+        .route("/providers/vapi/events", post(providers::vapi_events))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
 }

@@ -8,8 +8,8 @@ mod sequences;
 pub use orgs::{Organization, OrganizationPatch};
 pub use outbox::Recipients;
 pub use sequences::{
-    Assistant, EncounterRow, InsertSequenceError, NewSequence, SequenceEvent, SequenceRow,
-    SequenceUpdate, Suppression, TemplateVersion,
+    Assistant, EncounterRow, InsertSequenceError, NewSequence, RequestedEncounter, SequenceEvent,
+    SequenceRow, SequenceUpdate, Suppression, TemplateVersion,
 };
 
 use std::str::FromStr;

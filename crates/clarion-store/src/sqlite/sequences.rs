@@ -110,6 +110,8 @@ pub struct EncounterRow {
     pub phone_number: String,
     pub status: String,
     pub provider_ref: Option<String>,
+    /// The provider's latest status while the encounter runs (a call's `ringing`, …).
+    pub provider_status: Option<String>,
     pub outcome: Option<String>,
     /// The encounter's Call or Sms object of the report, as stored JSON text.
     pub report: Option<String>,
@@ -197,12 +199,13 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
 }
 
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
-     phone_number, status, provider_ref, outcome, report, ends_at, created_at, ended_at";
+     phone_number, status, provider_ref, provider_status, outcome, report, ends_at, created_at, \
+     ended_at";
 
 /// [`ENCOUNTER_COLUMNS`] without the report object, the one large column.
 const DUE_ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, \
-     assistant_id, phone_number, status, provider_ref, outcome, NULL AS report, ends_at, \
-     created_at, ended_at";
+     assistant_id, phone_number, status, provider_ref, provider_status, outcome, NULL AS report, \
+     ends_at, created_at, ended_at";
 
 fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
     Ok(EncounterRow {
@@ -216,6 +219,7 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
         phone_number: row.try_get("phone_number")?,
         status: row.try_get("status")?,
         provider_ref: row.try_get("provider_ref")?,
+        provider_status: row.try_get("provider_status")?,
         outcome: row.try_get("outcome")?,
         report: row.try_get("report")?,
         ends_at: row.try_get("ends_at")?,
@@ -844,6 +848,57 @@ impl Store {
         .fetch_all(&mut *tx.inner)
         .await?;
         rows.iter().map(sequence_from_row).collect()
+    }
+
+    /// The encounter a provider knows by `provider_ref` (a Vapi call id), inside a write
+    /// transaction. Provider ids are unique per provider; the channel tells providers apart.
+    pub async fn encounter_by_provider_ref(
+        &self,
+        tx: &mut Tx,
+        channel: &str,
+        provider_ref: &str,
+    ) -> Result<Option<EncounterRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE provider_ref = ? AND channel = ?"
+        ))
+        .bind(provider_ref)
+        .bind(channel)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        row.as_ref().map(encounter_from_row).transpose()
+    }
+
+    /// Records the provider's status of a running encounter (found by the provider's id, as
+    /// [`Store::encounter_by_provider_ref`]), only moving forward in `order` (callbacks may
+    /// arrive out of order). `false` when it changed nothing.
+    pub async fn set_provider_status(
+        &self,
+        channel: &str,
+        provider_ref: &str,
+        status: &str,
+        order: &[&str],
+    ) -> Result<bool> {
+        let Some(rank) = order.iter().position(|s| *s == status) else {
+            return Ok(false);
+        };
+        let ranks = serde_json::to_string(order).map_err(|_| StoreError::Corrupt("ranks"))?;
+        let mut tx = self.begin().await?;
+        let changed = sqlx::query(
+            "UPDATE encounters SET provider_status = ?1 \
+             WHERE provider_ref = ?2 AND channel = ?5 AND status = 'requested' \
+             AND (provider_status IS NULL OR COALESCE( \
+               (SELECT j.key FROM json_each(?3) j WHERE j.value = provider_status), -1) < ?4)",
+        )
+        .bind(status)
+        .bind(provider_ref)
+        .bind(ranks)
+        .bind(i64::try_from(rank).unwrap_or(i64::MAX))
+        .bind(channel)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(changed == 1)
     }
 
     /// Requested encounters whose end is due, read inside the caller's write transaction,

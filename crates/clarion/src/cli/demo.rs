@@ -100,6 +100,7 @@ pub async fn run() -> anyhow::Result<()> {
         clock: clock.clone(),
         ssrf: super::ssrf_policy(&config),
         metrics: clarion_server::metrics_handle(),
+        providers: clarion_server::ProviderSecrets::default(),
     };
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = format!("http://{}", api_listener.local_addr()?);

@@ -43,6 +43,36 @@ pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
         contact_caps: caps,
         reconcile_after: std::time::Duration::from_secs(60),
         time_scale: config.simulator.time_scale,
+        vapi: None,
+    }
+}
+
+/// The Vapi client, when calls go through Vapi (`[channels] call = "vapi"`).
+pub fn vapi_client(
+    config: &Config,
+) -> anyhow::Result<Option<clarion_providers::vapi::client::VapiClient>> {
+    if config.channels.call != crate::config::CallChannel::Vapi {
+        return Ok(None);
+    }
+    let vapi = &config.vapi;
+    let settings = clarion_providers::vapi::client::VapiSettings {
+        base_url: vapi.base_url.clone(),
+        api_key: vapi.api_key.clone().unwrap_or_default(),
+        phone_number_id: vapi.phone_number_id.clone().unwrap_or_default(),
+        timeout: vapi.request_timeout.0,
+    };
+    Ok(Some(
+        clarion_providers::vapi::client::VapiClient::new(settings)
+            .context("building the Vapi client")?,
+    ))
+}
+
+/// The secrets provider callbacks are checked against.
+pub fn provider_secrets(config: &Config) -> clarion_server::ProviderSecrets {
+    clarion_server::ProviderSecrets {
+        vapi: (config.channels.call == crate::config::CallChannel::Vapi)
+            .then(|| config.vapi.server_secret.clone())
+            .flatten(),
     }
 }
 
@@ -76,7 +106,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         engine_clock,
         clock.clone(),
         dispatcher.outbox(),
-        scheduler_config(&config),
+        clarion_scheduler::SchedulerConfig {
+            vapi: vapi_client(&config)?,
+            ..scheduler_config(&config)
+        },
     );
     let state = AppState {
         store: store.clone(),
@@ -85,6 +118,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clock,
         ssrf: ssrf_policy(&config),
         metrics: clarion_server::metrics_handle(),
+        providers: provider_secrets(&config),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -3,6 +3,8 @@
 //! can change mid-test.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake_vapi;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,6 +47,9 @@ pub struct AppOptions {
     /// The policy the API checks endpoint URLs against.
     pub api_ssrf: SsrfPolicy,
     pub contact_caps: Option<clarion_scheduler::ContactCaps>,
+    /// Calls through Vapi (a fake's address) with this server secret, instead of the
+    /// simulator.
+    pub vapi: Option<(clarion_providers::vapi::client::VapiSettings, String)>,
 }
 
 impl Default for AppOptions {
@@ -56,8 +61,27 @@ impl Default for AppOptions {
             dispatcher,
             api_ssrf: dev_policy(),
             contact_caps: None,
+            vapi: None,
         }
     }
+}
+
+/// Why `report` does not validate against the committed End of Sequence Report schema
+/// (empty when it does).
+pub fn schema_errors(report: &Value) -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/end-of-sequence-report.schema.json"
+    );
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let validator = jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .unwrap();
+    validator
+        .iter_errors(report)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect()
 }
 
 pub fn dev_policy() -> SsrfPolicy {
@@ -87,6 +111,12 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let mut scheduler_config =
         clarion::cli::scheduler_config(&Config::load(None, Overrides::default()).unwrap());
     scheduler_config.contact_caps = options.contact_caps;
+    let mut providers = clarion_server::ProviderSecrets::default();
+    if let Some((settings, secret)) = options.vapi {
+        scheduler_config.vapi =
+            Some(clarion_providers::vapi::client::VapiClient::new(settings).unwrap());
+        providers.vapi = Some(secret);
+    }
     let scheduler = clarion_scheduler::Scheduler::new(
         store.clone(),
         shared_clock.clone(),
@@ -101,6 +131,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         clock: shared_clock,
         ssrf: options.api_ssrf,
         metrics: clarion_server::metrics_handle(),
+        providers,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

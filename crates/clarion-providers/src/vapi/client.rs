@@ -1,0 +1,183 @@
+//! The Vapi HTTP client: `POST /call` to place a call, `GET /call/{id}` to read one back.
+//!
+//! Placing a call is the one request that reaches a patient, so its failures are sorted by
+//! what they say about whether the call went out ([`CreateCallError`]): only an answer that
+//! proves Vapi did not place it may be retried.
+
+use std::fmt;
+use std::time::Duration;
+
+use super::wire::{CreateCallRequest, VapiCall, parse_call};
+
+/// Where and how to reach Vapi.
+#[derive(Clone)]
+pub struct VapiSettings {
+    /// `https://api.vapi.ai`, or a fake's address in tests.
+    pub base_url: String,
+    /// The private API key (Bearer).
+    pub api_key: String,
+    /// The saved phone number calls are placed from.
+    pub phone_number_id: String,
+    /// How long one request may take.
+    pub timeout: Duration,
+}
+
+impl fmt::Debug for VapiSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("VapiSettings")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"<redacted>")
+            .field("phone_number_id", &self.phone_number_id)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Why `POST /call` did not answer with a call.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CreateCallError {
+    /// Vapi certainly did not place the call and may accept it later: 429, or the connection
+    /// was refused before the request was sent. Safe to retry after `retry_after`.
+    #[error("Vapi did not place the call (HTTP {status:?}); it may be retried")]
+    NotPlaced {
+        /// The HTTP status, `None` when no request reached Vapi.
+        status: Option<u16>,
+        /// How long Vapi asked to wait (`Retry-After` in seconds).
+        retry_after: Option<Duration>,
+    },
+    /// Vapi refused the request (4xx other than 429): the call was not placed, and sending the
+    /// same request again would be refused again.
+    #[error("Vapi refused the call (HTTP {status})")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// The outcome is unknown (5xx, a timeout, a dropped connection, an unreadable answer):
+    /// the call may have been placed, so it must not be placed again.
+    #[error("Vapi's answer does not say whether the call was placed ({reason})")]
+    Unknown {
+        /// A short class: `timeout`, `connection`, `server error`, `body`, `unreadable call`.
+        reason: &'static str,
+    },
+}
+
+/// Why reading a call back failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("reading the call from Vapi failed ({reason})")]
+pub struct GetCallError {
+    /// A short class: `connection`, `status`, `body`, `unreadable call`.
+    pub reason: &'static str,
+}
+
+/// A Vapi API client. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct VapiClient {
+    http: reqwest::Client,
+    settings: std::sync::Arc<VapiSettings>,
+}
+
+impl VapiClient {
+    /// A client with its own connection pool; no redirects are followed.
+    pub fn new(settings: VapiSettings) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("clarion/", env!("CARGO_PKG_VERSION")))
+            .build()?;
+        Ok(Self {
+            http,
+            settings: std::sync::Arc::new(settings),
+        })
+    }
+
+    /// The saved phone number calls are placed from.
+    pub fn phone_number_id(&self) -> &str {
+        &self.settings.phone_number_id
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.settings.base_url.trim_end_matches('/'))
+    }
+
+    /// `POST /call`. A 201 whose body is not a call is [`CreateCallError::Unknown`]: Vapi
+    /// said it created something.
+    pub async fn create_call(
+        &self,
+        request: &CreateCallRequest,
+    ) -> Result<VapiCall, CreateCallError> {
+        let sent = self
+            .http
+            .post(self.url("/call"))
+            .bearer_auth(&self.settings.api_key)
+            .json(request)
+            .send()
+            .await;
+        let response = match sent {
+            Ok(response) => response,
+            // Refused before anything was sent: nothing reached Vapi.
+            Err(error) if error.is_connect() => {
+                return Err(CreateCallError::NotPlaced {
+                    status: None,
+                    retry_after: None,
+                });
+            }
+            Err(error) if error.is_timeout() => {
+                return Err(CreateCallError::Unknown { reason: "timeout" });
+            }
+            Err(_) => {
+                return Err(CreateCallError::Unknown {
+                    reason: "connection",
+                });
+            }
+        };
+        let status = response.status().as_u16();
+        match status {
+            200..=299 => {
+                let body = response
+                    .bytes()
+                    .await
+                    .map_err(|_| CreateCallError::Unknown { reason: "body" })?;
+                parse_call(&body).map_err(|_| CreateCallError::Unknown {
+                    reason: "unreadable call",
+                })
+            }
+            429 => Err(CreateCallError::NotPlaced {
+                status: Some(status),
+                retry_after: response
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                    .map(Duration::from_secs),
+            }),
+            400..=499 => Err(CreateCallError::Refused { status }),
+            _ => Err(CreateCallError::Unknown {
+                reason: "server error",
+            }),
+        }
+    }
+
+    /// `GET /call/{id}`.
+    pub async fn get_call(&self, id: &str) -> Result<VapiCall, GetCallError> {
+        let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+        let response = self
+            .http
+            .get(self.url(&format!("/call/{encoded}")))
+            .bearer_auth(&self.settings.api_key)
+            .send()
+            .await
+            .map_err(|_| GetCallError {
+                reason: "connection",
+            })?;
+        if !response.status().is_success() {
+            return Err(GetCallError { reason: "status" });
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|_| GetCallError { reason: "body" })?;
+        parse_call(&body).map_err(|_| GetCallError {
+            reason: "unreadable call",
+        })
+    }
+}

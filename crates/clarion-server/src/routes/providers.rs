@@ -1,0 +1,91 @@
+//! `/providers/...`: callbacks from the channel providers. Not under `/v1` and not
+//! authenticated by API keys: each provider proves itself with its own shared secret,
+//! compared in constant time; anything else is answered 401 and changes nothing.
+//!
+//! Vapi (`POST /providers/vapi/events`, the assistant's or phone number's server URL):
+//! `status-update` moves the call's status forward (never back: callbacks may arrive out of
+//! order); `end-of-call-report` ends the encounter with the call's transcript, summary,
+//! analysis and outcome, and the sequence goes on by its rules. A report for an encounter
+//! that already ended (Vapi's retry, a duplicate, a replay) is answered 200 and ignored.
+//! Other message types are acknowledged and ignored.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use clarion_providers::vapi::wire::{ServerMessage, parse_server_message};
+use serde::Serialize;
+use subtle::ConstantTimeEq;
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+/// What a callback changed.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallbackOut {
+    /// Whether the callback changed anything (false for duplicates, unknown calls and
+    /// message types Clarion does not use).
+    pub applied: bool,
+}
+
+/// The secret Vapi presented: `x-vapi-secret`, or `Authorization: Bearer`.
+fn presented_secret(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get("x-vapi-secret") {
+        return value.to_str().ok();
+    }
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+}
+
+fn unauthorized() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "the callback did not carry the configured provider secret",
+    )
+}
+
+#[utoipa::path(post, path = "/providers/vapi/events", tag = "providers",
+    request_body(content = Object, description = "A Vapi server message: {\"message\": {\"type\": ...}}"),
+    responses((status = 200, body = CallbackOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn vapi_events(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CallbackOut>, ApiError> {
+    let Some(secret) = state.providers.vapi.as_deref() else {
+        return Err(ApiError::not_found("route"));
+    };
+    let presented = presented_secret(&headers).unwrap_or_default();
+    if !bool::from(presented.as_bytes().ct_eq(secret.as_bytes())) {
+        tracing::warn!("Vapi callback rejected: wrong or missing secret");
+        return Err(unauthorized());
+    }
+    let message = parse_server_message(&body)
+        .map_err(|error| ApiError::bad_request("invalid_payload", error.to_string()))?;
+    let applied = match &message {
+        ServerMessage::EndOfCallReport(report) => state
+            .scheduler
+            .vapi_end_of_call(report)
+            .await
+            .map_err(|error| ApiError::internal(&error))?,
+        ServerMessage::StatusUpdate(update) => match message.call_id() {
+            Some(call_id) => state
+                .scheduler
+                .vapi_status_update(call_id, &update.status)
+                .await
+                .map_err(|error| ApiError::internal(&error))?,
+            None => false,
+        },
+        ServerMessage::Other { .. } => false,
+    };
+    tracing::info!(
+        message_type = message.message_type(),
+        applied,
+        "Vapi callback"
+    );
+    Ok(Json(CallbackOut { applied }))
+}

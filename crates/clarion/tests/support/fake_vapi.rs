@@ -1,0 +1,203 @@
+//! A local fake of Vapi's API, faithful to the documented shapes (providers.md §1.10, the
+//! OpenAPI `Call` and server messages): `POST /call` with Bearer auth answers 201 with a
+//! `Call` (or the scripted error), `GET /call/{id}` answers the call, and the fake emits
+//! server messages to Clarion's callback URL with the `x-vapi-secret` header, as Vapi does
+//! with a legacy/Bearer credential.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+pub const API_KEY: &str = "test-key";
+pub const PHONE_NUMBER_ID: &str = "pn_1";
+pub const SERVER_SECRET: &str = "vapi-server-secret-for-tests";
+
+/// A scripted answer to the next `POST /call`.
+#[derive(Debug, Clone, Copy)]
+pub enum CallAnswer {
+    Created,
+    /// An error status, with `Retry-After` seconds for 429.
+    Error(u16, Option<u64>),
+}
+
+#[derive(Default)]
+struct Inner {
+    answers: VecDeque<CallAnswer>,
+    requests: Vec<Value>,
+    calls: Vec<Value>,
+}
+
+#[derive(Clone)]
+pub struct FakeVapi {
+    pub url: String,
+    inner: Arc<Mutex<Inner>>,
+    http: reqwest::Client,
+}
+
+impl FakeVapi {
+    pub async fn start() -> Self {
+        let inner = Arc::new(Mutex::new(Inner::default()));
+        let router = Router::new()
+            .route("/call", post(create_call))
+            .route("/call/{id}", get(get_call))
+            .with_state(inner.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+        Self {
+            url,
+            inner,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// The settings Clarion uses to reach this fake.
+    pub fn settings(&self) -> clarion_providers::vapi::client::VapiSettings {
+        clarion_providers::vapi::client::VapiSettings {
+            base_url: self.url.clone(),
+            api_key: API_KEY.to_owned(),
+            phone_number_id: PHONE_NUMBER_ID.to_owned(),
+            timeout: std::time::Duration::from_secs(5),
+        }
+    }
+
+    /// Scripts the answers to the next `POST /call` requests (then 201 again).
+    pub fn answer_next(&self, answers: &[CallAnswer]) {
+        self.inner.lock().unwrap().answers.extend(answers);
+    }
+
+    /// Every `POST /call` body received, in order.
+    pub fn requests(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().requests.clone()
+    }
+
+    /// The calls created, in order.
+    pub fn calls(&self) -> Vec<Value> {
+        self.inner.lock().unwrap().calls.clone()
+    }
+
+    /// POSTs a server message to Clarion's Vapi callback route with `secret`.
+    pub async fn emit(&self, clarion: &str, secret: Option<&str>, message: &Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(format!("{clarion}/providers/vapi/events"))
+            .json(&json!({ "message": message }));
+        if let Some(secret) = secret {
+            request = request.header("x-vapi-secret", secret);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+}
+
+/// A `status-update` server message for `call_id`.
+pub fn status_update(call_id: &str, status: &str) -> Value {
+    json!({
+        "type": "status-update", "status": status, "timestamp": 1_736_175_605_000_i64,
+        "call": { "id": call_id, "orgId": "org_1", "createdAt": "2025-01-06T15:00:00.000Z",
+                  "updatedAt": "2025-01-06T15:00:05.000Z", "status": status },
+    })
+}
+
+/// An `end-of-call-report` for `call_id`, shaped like the documented example.
+pub fn end_of_call_report(call_id: &str, ended_reason: &str, structured: Value) -> Value {
+    json!({
+        "type": "end-of-call-report", "endedReason": ended_reason, "timestamp": 1_736_175_700_000_i64,
+        "startedAt": "2025-01-06T15:00:05.000Z", "endedAt": "2025-01-06T15:01:35.000Z",
+        "cost": 0.12, "costs": [ { "type": "vapi", "subType": "normal", "minutes": 1.5, "cost": 0.075 } ],
+        "analysis": { "summary": "Patient confirmed the appointment.", "structuredData": structured,
+                      "successEvaluation": "true" },
+        "artifact": {
+            "transcript": "AI: Hi Ana, this is Riverside Family Clinic calling about your appointment.\nUser: Hi, yes.\nAI: Can you make it on January 8?\nUser: Yes, I'll be there.\n",
+            "recordingUrl": "https://example.invalid/rec.wav",
+            "messages": [
+                { "role": "bot", "message": "Hi Ana, this is Riverside Family Clinic calling about your appointment.", "time": 1_736_175_606_000_i64, "endTime": 1_736_175_610_000_i64, "secondsFromStart": 1.0 },
+                { "role": "user", "message": "Hi, yes.", "time": 1_736_175_611_000_i64, "endTime": 1_736_175_612_000_i64, "secondsFromStart": 6.0 },
+                { "role": "bot", "message": "Can you make it on January 8?", "time": 1_736_175_613_000_i64, "endTime": 1_736_175_616_000_i64, "secondsFromStart": 8.0 },
+                { "role": "user", "message": "Yes, I'll be there.", "time": 1_736_175_615_000_i64, "endTime": 1_736_175_617_000_i64, "secondsFromStart": 10.0 }
+            ]
+        },
+        "phoneNumber": { "number": "+15555550100" },
+        "customer": { "number": "+15555550123" },
+        "call": { "id": call_id, "orgId": "org_1", "createdAt": "2025-01-06T15:00:00.000Z",
+                  "updatedAt": "2025-01-06T15:01:40.000Z", "type": "outboundPhoneCall",
+                  "status": "ended", "endedReason": ended_reason, "assistantId": "asst_1" },
+    })
+}
+
+async fn create_call(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {API_KEY}"))
+    {
+        return (
+            StatusCode::UNAUTHORIZED,
+            axum::Json(
+                json!({ "message": "Invalid API key", "error": "Unauthorized", "statusCode": 401 }),
+            ),
+        )
+            .into_response();
+    }
+    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let mut inner = inner.lock().unwrap();
+    inner.requests.push(request.clone());
+    if request["assistantId"].as_str().is_none()
+        || request["phoneNumberId"].as_str().is_none()
+        || request["customer"]["number"].as_str().is_none()
+    {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "message": ["customer.number must be a valid E.164 number"], "error": "Bad Request", "statusCode": 400 })),
+        )
+            .into_response();
+    }
+    match inner.answers.pop_front().unwrap_or(CallAnswer::Created) {
+        CallAnswer::Error(status, retry_after) => {
+            let mut response = (
+                StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({ "message": "scripted failure", "statusCode": status })),
+            )
+                .into_response();
+            if let Some(seconds) = retry_after {
+                response
+                    .headers_mut()
+                    .insert("retry-after", seconds.to_string().parse().unwrap());
+            }
+            response
+        }
+        CallAnswer::Created => {
+            let id = format!("call_{}", inner.calls.len() + 1);
+            let call = json!({
+                "id": id, "orgId": "org_1", "createdAt": "2025-01-06T15:00:00.000Z",
+                "updatedAt": "2025-01-06T15:00:00.000Z", "type": "outboundPhoneCall",
+                "status": "queued", "assistantId": request["assistantId"],
+                "phoneNumberId": request["phoneNumberId"], "customer": request["customer"],
+                "name": request["name"], "phoneCallProvider": "twilio", "phoneCallTransport": "pstn",
+            });
+            inner.calls.push(call.clone());
+            (StatusCode::CREATED, axum::Json(call)).into_response()
+        }
+    }
+}
+
+async fn get_call(State(inner): State<Arc<Mutex<Inner>>>, Path(id): Path<String>) -> Response {
+    let inner = inner.lock().unwrap();
+    match inner.calls.iter().find(|c| c["id"] == id.as_str()) {
+        Some(call) => axum::Json(call.clone()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -1,0 +1,285 @@
+//! Calls through Vapi, end to end, against the local fake of Vapi's API: the call request
+//! Clarion sends, the callbacks Vapi sends back (authenticated by the server secret,
+//! idempotent, in any order), the report built from them, and what happens when Vapi does
+//! not place the call.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_vapi::{CallAnswer, FakeVapi, SERVER_SECRET, end_of_call_report, status_update};
+use support::{Answer, AppOptions, TestApp, TestReceiver, schema_errors, spawn_app_with};
+
+struct Fixture {
+    app: TestApp,
+    vapi: FakeVapi,
+    key: String,
+    receiver: TestReceiver,
+    template: i64,
+}
+
+async fn fixture() -> Fixture {
+    let vapi = FakeVapi::start().await;
+    let app = spawn_app_with(AppOptions {
+        vapi: Some((vapi.settings(), SERVER_SECRET.to_owned())),
+        ..AppOptions::default()
+    })
+    .await;
+    let (_org, key) = app.org("Riverside Family Clinic").await;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    app.endpoint(&key, &receiver.url).await;
+    let (status, assistant) = app
+        .post(&key, "/v1/assistants", json!({
+            "name": "Reminder caller", "channel": "call",
+            "config": { "vapi_assistant_id": "asst_1", "voicemail_message": "Please call Riverside Family Clinic back." },
+            "custom_fields": [ { "name": "confirmed", "type": "boolean" } ]
+        }))
+        .await;
+    assert_eq!(status, 201, "{assistant}");
+    let (status, template) = app
+        .post(
+            &key,
+            "/v1/sequence-templates",
+            json!({
+                "name": "One call", "calling_hours": null, "stop_on": ["resolved"],
+                "steps": [ { "type": "call", "assistant_id": assistant["id"], "max_attempts": 1 } ]
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{template}");
+    Fixture {
+        app,
+        vapi,
+        key,
+        receiver,
+        template: template["id"].as_i64().unwrap(),
+    }
+}
+
+impl Fixture {
+    async fn enroll(&self, phone: &str) -> i64 {
+        let (status, sequence) = self
+            .app
+            .post(&self.key, "/v1/sequences", json!({
+                "template_id": self.template,
+                "contact": { "phone_number": phone, "time_zone": "America/New_York", "name": "Ana Lopez" },
+                "variables": { "patientFirstName": "Ana", "appointment_date": "January 8" },
+            }))
+            .await;
+        assert_eq!(status, 201, "{sequence}");
+        sequence["id"].as_i64().unwrap()
+    }
+
+    async fn sequence(&self, id: i64) -> Value {
+        self.app
+            .get(&self.key, &format!("/v1/sequences/{id}"))
+            .await
+            .1
+    }
+
+    async fn emit(&self, message: &Value) -> (u16, Value) {
+        self.vapi
+            .emit(&self.app.base, Some(SERVER_SECRET), message)
+            .await
+    }
+
+    async fn run(&self) {
+        self.app.scheduler.run_due_now().await.unwrap();
+        self.app.dispatcher.run_due_now().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_call_through_vapi_is_placed_followed_and_reported_from_its_callbacks() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550123").await;
+    f.run().await;
+
+    // The request Vapi received: the assistant, the number, the contact's variables, and
+    // Clarion's encounter in the call's name.
+    let requests = f.vapi.requests();
+    assert_eq!(requests.len(), 1, "one call placed");
+    let request = &requests[0];
+    assert_eq!(request["assistantId"], "asst_1");
+    assert_eq!(request["phoneNumberId"], "pn_1");
+    assert_eq!(request["customer"]["number"], "+15555550123");
+    assert_eq!(
+        request["assistantOverrides"]["variableValues"]["patientFirstName"],
+        "Ana"
+    );
+    let sequence = f.sequence(id).await;
+    let call = &sequence["outreach"][0]["call"];
+    assert_eq!(
+        request["name"],
+        format!("clarion-encounter-{}", call["id"]),
+        "{sequence}"
+    );
+    assert_eq!(call["call_status"], "in-progress");
+
+    // Status updates move the call forward, never back.
+    let (status, body) = f.emit(&status_update("call_1", "ringing")).await;
+    assert_eq!((status, body["applied"].as_bool()), (200, Some(true)));
+    let (_, body) = f.emit(&status_update("call_1", "queued")).await;
+    assert_eq!(
+        body["applied"], false,
+        "an older status arriving late is ignored"
+    );
+    assert_eq!(
+        f.sequence(id).await["outreach"][0]["call"]["call_status"],
+        "ringing"
+    );
+
+    // The end-of-call report ends the encounter; the sequence stops on `resolved`.
+    let report = end_of_call_report(
+        "call_1",
+        "customer-ended-call",
+        json!({ "confirmed": true, "outcome": "resolved", "notes": "not a custom field" }),
+    );
+    let (status, body) = f.emit(&report).await;
+    assert_eq!((status, body["applied"].as_bool()), (200, Some(true)));
+    f.run().await;
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let delivered: Vec<Value> = f
+        .receiver
+        .received()
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert_eq!(delivered.len(), 1);
+    let report_body = &delivered[0];
+    assert_eq!(schema_errors(report_body), Vec::<String>::new());
+    assert_eq!(report_body, &ended, "the API answers the delivered body");
+    let call = &report_body["outreach"][0]["call"];
+    assert_eq!(call["call_status"], "ended");
+    assert_eq!(call["ended_reason"], "customer-ended");
+    assert_eq!(call["outcome"], "resolved");
+    assert_eq!(call["failure_reason"], Value::Null);
+    assert_eq!(call["duration_ms"], 90_000);
+    assert_eq!(call["source_number"], "+15555550100");
+    assert_eq!(call["destination_number"], "+15555550123");
+    assert_eq!(call["summary"], "Patient confirmed the appointment.");
+    assert!(
+        call["transcript"]
+            .as_str()
+            .unwrap()
+            .starts_with("AI: Hi Ana")
+    );
+    assert_eq!(
+        call["analysis"],
+        json!({ "repetition_count": 0, "interruption_count": 1, "custom": { "confirmed": true } }),
+        "the second answer began before the question ended; only custom fields are kept"
+    );
+
+    // The same report again (Vapi's retry, a replay) changes nothing.
+    let (status, body) = f.emit(&report).await;
+    assert_eq!((status, body["applied"].as_bool()), (200, Some(false)));
+    f.run().await;
+    assert_eq!(f.receiver.received().len(), 1, "no second report");
+    assert_eq!(f.sequence(id).await, ended);
+}
+
+#[tokio::test]
+async fn forged_callbacks_are_rejected_and_change_nothing() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550124").await;
+    f.run().await;
+    let before = f.sequence(id).await;
+    let report = end_of_call_report(
+        "call_1",
+        "customer-ended-call",
+        json!({ "outcome": "resolved" }),
+    );
+    for secret in [
+        None,
+        Some("wrong-secret"),
+        Some("vapi-server-secret-for-test"),
+    ] {
+        let (status, body) = f.vapi.emit(&f.app.base, secret, &report).await;
+        assert_eq!(status, 401, "{body}");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let (status, _) = f
+        .vapi
+        .emit(
+            &f.app.base,
+            Some("wrong"),
+            &status_update("call_1", "ringing"),
+        )
+        .await;
+    assert_eq!(status, 401);
+    f.run().await;
+    assert_eq!(f.sequence(id).await, before, "nothing moved");
+    assert!(f.receiver.received().is_empty());
+
+    // Vapi's Bearer credential form is accepted too; a malformed body is a 400.
+    let response = reqwest::Client::new()
+        .post(format!("{}/providers/vapi/events", f.app.base))
+        .bearer_auth(SERVER_SECRET)
+        .json(&json!({ "message": status_update("call_1", "in-progress") }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = reqwest::Client::new()
+        .post(format!("{}/providers/vapi/events", f.app.base))
+        .header("x-vapi-secret", SERVER_SECRET)
+        .body("{\"message\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "invalid_payload");
+}
+
+#[tokio::test]
+async fn a_call_vapi_declined_with_429_is_placed_on_a_later_try() {
+    let f = fixture().await;
+    f.vapi.answer_next(&[CallAnswer::Error(429, Some(0))]);
+    let id = f.enroll("+15555550125").await;
+    f.run().await;
+    assert_eq!(
+        f.vapi.requests().len(),
+        2,
+        "429 proves the call was not placed: tried again"
+    );
+    assert_eq!(f.vapi.calls().len(), 1, "one call placed");
+    let sequence = f.sequence(id).await;
+    assert_eq!(sequence["status"], "active");
+    assert_eq!(
+        sequence["outreach"][0]["call"]["call_status"],
+        "in-progress"
+    );
+}
+
+#[tokio::test]
+async fn a_call_whose_placement_is_uncertain_or_refused_is_never_retried() {
+    let f = fixture().await;
+    for (answer, phone) in [(500, "+15555550126"), (400, "+15555550127")] {
+        let before = f.vapi.requests().len();
+        f.vapi.answer_next(&[CallAnswer::Error(answer, None)]);
+        let id = f.enroll(phone).await;
+        f.run().await;
+        assert_eq!(
+            f.vapi.requests().len(),
+            before + 1,
+            "HTTP {answer}: exactly one request, never a second"
+        );
+        let ended = f.sequence(id).await;
+        assert_eq!(ended["status"], "ended", "{ended}");
+        let call = &ended["outreach"][0]["call"];
+        assert_eq!(call["outcome"], "failed");
+        assert_eq!(call["ended_reason"], "failed");
+        assert!(
+            call["summary"]
+                .as_str()
+                .unwrap()
+                .starts_with("The call could not be placed"),
+            "{call}"
+        );
+        assert_eq!(schema_errors(&ended), Vec::<String>::new());
+    }
+    assert!(f.vapi.calls().is_empty());
+}
