@@ -74,6 +74,10 @@ pub struct SchedulerConfig {
     pub time_scale: f64,
     /// Calls go through Vapi when set (`[channels] call = "vapi"`), else the simulator.
     pub vapi: Option<VapiClient>,
+    /// How long after a provider call is placed (engine time) Clarion reads it back with
+    /// `GET /call/{id}` if its end-of-call report has not arrived, and then again as often
+    /// while it has not ended.
+    pub provider_report_timeout: Duration,
 }
 
 /// How many times a call Vapi certainly did not place (429, connection refused) is tried.
@@ -981,6 +985,7 @@ impl Scheduler {
             done += self.wake_due_sequences().await?;
             done += self.end_due_encounters().await?;
             done += self.reconcile_unconfirmed().await?;
+            done += self.read_back_overdue_calls().await?;
             total += done;
             if done == 0 {
                 return Ok(total);
@@ -1198,7 +1203,12 @@ impl Scheduler {
             match vapi.create_call(&request).await {
                 Ok(call) => {
                     tracing::info!(encounter_id = id, "call placed with Vapi");
-                    return (id, call.id, None, None, None);
+                    // Due for a read-back if the end-of-call report does not come.
+                    let check_at = self.inner.clock.now_millis().saturating_add(
+                        Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
+                            .unwrap_or(Millis::MAX),
+                    );
+                    return (id, call.id, Some(check_at), None, None);
                 }
                 Err(CreateCallError::NotPlaced { retry_after, .. })
                     if tries < VAPI_PLACE_ATTEMPTS =>
@@ -1283,6 +1293,55 @@ impl Scheduler {
             self.request_encounters(started).await?;
         }
         Ok(true)
+    }
+
+    /// Calls placed with Vapi whose end-of-call report is overdue: read back with
+    /// `GET /call/{id}`. An ended call is applied as if its report had arrived; one still
+    /// running (or unreadable) is looked at again after `provider_report_timeout`. Answers
+    /// the number of encounters ended.
+    async fn read_back_overdue_calls(&self) -> Result<usize, SchedulerError> {
+        let Some(vapi) = &self.inner.config.vapi else {
+            return Ok(0);
+        };
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let overdue = store
+            .overdue_provider_encounters(now, self.inner.config.batch_size)
+            .await?;
+        let next_check = now.saturating_add(
+            Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
+                .unwrap_or(Millis::MAX),
+        );
+        let mut ended = 0;
+        for encounter in overdue {
+            let Some(call_id) = encounter.provider_ref.as_deref() else {
+                continue;
+            };
+            let report = match vapi.get_call(call_id).await {
+                Ok(call) => EndOfCallReport::from_ended_call(call),
+                Err(error) => {
+                    tracing::warn!(encounter_id = encounter.id, error = %error, "reading an overdue call back failed");
+                    None
+                }
+            };
+            match report {
+                Some(report) => {
+                    tracing::warn!(
+                        encounter_id = encounter.id,
+                        "end-of-call report never arrived; ended from the call read back"
+                    );
+                    if self.vapi_end_of_call(&report).await? {
+                        ended += 1;
+                    }
+                }
+                None => {
+                    store
+                        .postpone_encounter_end(encounter.id, next_check)
+                        .await?
+                }
+            }
+        }
+        Ok(ended)
     }
 
     /// Records a Vapi status update (`queued`, `ringing`, `in-progress`, `forwarding`) on its

@@ -50,6 +50,8 @@ pub struct VapiConfig {
     #[serde(default)]
     pub server_secret: Option<String>,
     pub request_timeout: HumanDuration,
+    /// How long to wait for a call's end-of-call report before reading the call back.
+    pub end_of_call_timeout: HumanDuration,
 }
 
 impl std::fmt::Debug for VapiConfig {
@@ -61,6 +63,7 @@ impl std::fmt::Debug for VapiConfig {
             .field("phone_number_id", &self.phone_number_id)
             .field("server_secret", &set(&self.server_secret))
             .field("request_timeout", &self.request_timeout)
+            .field("end_of_call_timeout", &self.end_of_call_timeout)
             .finish()
     }
 }

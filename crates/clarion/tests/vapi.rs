@@ -283,3 +283,49 @@ async fn a_call_whose_placement_is_uncertain_or_refused_is_never_retried() {
     }
     assert!(f.vapi.calls().is_empty());
 }
+
+#[tokio::test]
+async fn a_lost_end_of_call_report_is_recovered_by_reading_the_call_back() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550128").await;
+    f.run().await;
+    assert_eq!(f.vapi.calls().len(), 1);
+
+    // Half an hour on, no report: Clarion reads the call back; it is still running.
+    f.app.clock.advance(std::time::Duration::from_secs(31 * 60));
+    f.run().await;
+    assert_eq!(f.vapi.reads(), 1);
+    assert_eq!(f.sequence(id).await["status"], "active");
+
+    // The call ends but its report is lost on the way; the next read-back applies it.
+    let report = end_of_call_report("call_1", "voicemail", json!({}));
+    f.vapi.finish_call("call_1", &report);
+    f.run().await;
+    assert_eq!(
+        f.vapi.reads(),
+        1,
+        "not read again before the next check is due"
+    );
+    f.app.clock.advance(std::time::Duration::from_secs(31 * 60));
+    f.run().await;
+    assert_eq!(f.vapi.reads(), 2);
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let call = &ended["outreach"][0]["call"];
+    assert_eq!(call["outcome"], "voicemail");
+    assert_eq!(call["ended_reason"], "voicemail");
+    assert_eq!(
+        call["voicemail_message"],
+        "Please call Riverside Family Clinic back."
+    );
+    assert_eq!(schema_errors(&ended), Vec::<String>::new());
+
+    // The report arriving after all changes nothing.
+    let (_, body) = f.emit(&report).await;
+    assert_eq!(body["applied"], false);
+    assert_eq!(
+        f.vapi.requests().len(),
+        1,
+        "the call was never placed twice"
+    );
+}

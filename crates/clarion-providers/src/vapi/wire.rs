@@ -551,6 +551,29 @@ pub struct EndOfCallReport {
 }
 
 impl EndOfCallReport {
+    /// The report a finished call implies, for when the end-of-call report never arrived
+    /// and the call was read back with `GET /call/{id}`: `None` while the call has not
+    /// ended (no `endedReason` yet).
+    pub fn from_ended_call(call: VapiCall) -> Option<Self> {
+        if call.status.as_deref() != Some("ended") {
+            return None;
+        }
+        let ended_reason = call.ended_reason.clone()?;
+        Some(Self {
+            ended_reason,
+            artifact: call.artifact.clone().unwrap_or_default(),
+            analysis: call.analysis.clone().unwrap_or_default(),
+            started_at: call.started_at.clone(),
+            ended_at: call.ended_at.clone(),
+            cost: call.cost,
+            costs: call.costs.clone(),
+            timestamp: None,
+            customer: call.customer.clone(),
+            phone_number: call.phone_number.clone(),
+            call: Some(call),
+        })
+    }
+
     /// The Vapi call id (the de-duplication key).
     pub fn call_id(&self) -> Option<&str> {
         self.call.as_ref().map(|call| call.id.as_str())

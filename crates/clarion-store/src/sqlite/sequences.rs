@@ -901,6 +901,37 @@ impl Store {
         Ok(changed == 1)
     }
 
+    /// Encounters with a provider whose end was expected by `now` but never reported (no
+    /// outcome yet): the provider's callback may have been lost.
+    pub async fn overdue_provider_encounters(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<EncounterRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters \
+             WHERE status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? \
+             AND outcome IS NULL ORDER BY ends_at LIMIT ?"
+        ))
+        .bind(now)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(encounter_from_row).collect()
+    }
+
+    /// Moves the time a running encounter is next looked at.
+    pub async fn postpone_encounter_end(&self, id: i64, ends_at: Millis) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE encounters SET ends_at = ? WHERE id = ? AND status = 'requested'")
+            .bind(ends_at)
+            .bind(id)
+            .execute(&mut *tx.inner)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Requested encounters whose end is due, read inside the caller's write transaction,
     /// without their report objects (`report` is `None`: ending keeps the stored one).
     pub async fn due_encounters(
@@ -911,7 +942,8 @@ impl Store {
     ) -> Result<Vec<EncounterRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {DUE_ENCOUNTER_COLUMNS} FROM encounters \
-             WHERE status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? ORDER BY ends_at LIMIT ?"
+             WHERE status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? \
+             AND outcome IS NOT NULL ORDER BY ends_at LIMIT ?"
         ))
         .bind(now)
         .bind(i64::from(limit))

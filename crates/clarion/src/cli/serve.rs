@@ -44,6 +44,7 @@ pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
         reconcile_after: std::time::Duration::from_secs(60),
         time_scale: config.simulator.time_scale,
         vapi: None,
+        provider_report_timeout: config.vapi.end_of_call_timeout.0,
     }
 }
 

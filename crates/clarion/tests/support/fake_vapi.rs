@@ -32,6 +32,7 @@ struct Inner {
     answers: VecDeque<CallAnswer>,
     requests: Vec<Value>,
     calls: Vec<Value>,
+    reads: usize,
 }
 
 #[derive(Clone)]
@@ -81,6 +82,29 @@ impl FakeVapi {
     /// The calls created, in order.
     pub fn calls(&self) -> Vec<Value> {
         self.inner.lock().unwrap().calls.clone()
+    }
+
+    /// Ends a created call as `report` (an end-of-call-report message) describes, so that
+    /// `GET /call/{id}` answers the finished call — without sending the report.
+    pub fn finish_call(&self, call_id: &str, report: &Value) {
+        let mut inner = self.inner.lock().unwrap();
+        let call = inner.calls.iter_mut().find(|c| c["id"] == call_id).unwrap();
+        call["status"] = json!("ended");
+        for (from, to) in [
+            ("endedReason", "endedReason"),
+            ("startedAt", "startedAt"),
+            ("endedAt", "endedAt"),
+            ("analysis", "analysis"),
+            ("artifact", "artifact"),
+            ("phoneNumber", "phoneNumber"),
+        ] {
+            call[to] = report[from].clone();
+        }
+    }
+
+    /// How many `GET /call/{id}` requests were answered.
+    pub fn reads(&self) -> usize {
+        self.inner.lock().unwrap().reads
     }
 
     /// POSTs a server message to Clarion's Vapi callback route with `secret`.
@@ -194,8 +218,18 @@ async fn create_call(
     }
 }
 
-async fn get_call(State(inner): State<Arc<Mutex<Inner>>>, Path(id): Path<String>) -> Response {
-    let inner = inner.lock().unwrap();
+async fn get_call(
+    State(inner): State<Arc<Mutex<Inner>>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if headers.get("authorization").and_then(|v| v.to_str().ok())
+        != Some(&format!("Bearer {API_KEY}"))
+    {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    let mut inner = inner.lock().unwrap();
+    inner.reads += 1;
     match inner.calls.iter().find(|c| c["id"] == id.as_str()) {
         Some(call) => axum::Json(call.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
