@@ -157,6 +157,49 @@ impl VapiClient {
         }
     }
 
+    /// Checks the API key and the phone number id without placing a call: `GET /call?limit=1`
+    /// (any answer but 401/403 means the key is accepted) and `GET /phone-number/{id}`.
+    pub async fn check(&self) -> Vec<Check> {
+        let mut checks = Vec::new();
+        let key = self
+            .http
+            .get(self.url("/call?limit=1"))
+            .bearer_auth(&self.settings.api_key)
+            .send()
+            .await;
+        checks.push(match key {
+            Ok(r) if r.status().is_success() => Check::ok("Vapi accepts the API key"),
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                Check::failed("Vapi rejects the API key (vapi.api_key)")
+            }
+            Ok(r) => Check::failed(format!(
+                "Vapi answered HTTP {} to GET /call",
+                r.status().as_u16()
+            )),
+            Err(_) => Check::failed("Vapi cannot be reached at vapi.base_url"),
+        });
+        let encoded: String =
+            form_urlencoded::byte_serialize(self.settings.phone_number_id.as_bytes()).collect();
+        let number = self
+            .http
+            .get(self.url(&format!("/phone-number/{encoded}")))
+            .bearer_auth(&self.settings.api_key)
+            .send()
+            .await;
+        checks.push(match number {
+            Ok(r) if r.status().is_success() => Check::ok("the phone number id exists in Vapi"),
+            Ok(r) if r.status().as_u16() == 404 => {
+                Check::failed("Vapi has no phone number with vapi.phone_number_id")
+            }
+            Ok(r) => Check::failed(format!(
+                "Vapi answered HTTP {} to GET /phone-number/{{id}}",
+                r.status().as_u16()
+            )),
+            Err(_) => Check::failed("Vapi cannot be reached at vapi.base_url"),
+        });
+        checks
+    }
+
     /// `GET /call/{id}`.
     pub async fn get_call(&self, id: &str) -> Result<VapiCall, GetCallError> {
         let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
@@ -179,5 +222,32 @@ impl VapiClient {
         parse_call(&body).map_err(|_| GetCallError {
             reason: "unreadable call",
         })
+    }
+}
+
+/// One configuration check's result, for `clarion doctor`. Never carries a credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// Whether the check passed.
+    pub ok: bool,
+    /// What was checked, or what is wrong.
+    pub message: String,
+}
+
+impl Check {
+    /// A passed check.
+    pub fn ok(message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            message: message.into(),
+        }
+    }
+
+    /// A failed check.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            message: message.into(),
+        }
     }
 }

@@ -55,6 +55,13 @@ enum Command {
     Bench(BenchCommand),
     /// Enrolls every row of a CSV file in a sequence template, through the API.
     Enroll(enroll::EnrollArgs),
+    /// Checks the configuration and the channel providers' credentials without contacting
+    /// anyone; exit 0 when every check passes, 1 otherwise.
+    Doctor {
+        /// A TOML configuration file laid over the embedded defaults.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,7 +169,50 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Enroll(args) => runtime()?.block_on(enroll::run(args)),
+        Command::Doctor { config } => runtime()?.block_on(doctor(config)),
     }
+}
+
+/// `clarion doctor`: one line per check on standard output.
+async fn doctor(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let mut all_ok = true;
+    let mut report = |ok: bool, message: &str| {
+        all_ok &= ok;
+        println!("{} {message}", if ok { "ok  " } else { "FAIL" });
+    };
+    let config = match Config::load(config.as_deref(), Overrides::default()) {
+        Ok(config) => {
+            report(true, "the configuration loads and is consistent");
+            config
+        }
+        Err(error) => {
+            report(false, &format!("{error:#}"));
+            return Ok(ExitCode::from(1));
+        }
+    };
+    report(
+        true,
+        &format!(
+            "calls through {:?}, SMS through {:?}",
+            config.channels.call, config.channels.sms
+        ),
+    );
+    match serve::vapi_client(&config)? {
+        Some(vapi) => {
+            for check in vapi.check().await {
+                report(check.ok, &check.message);
+            }
+        }
+        None => report(
+            true,
+            "no Vapi credentials needed (calls through the simulator)",
+        ),
+    }
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -46,7 +46,8 @@ impl FakeVapi {
     pub async fn start() -> Self {
         let inner = Arc::new(Mutex::new(Inner::default()));
         let router = Router::new()
-            .route("/call", post(create_call))
+            .route("/call", post(create_call).get(list_calls))
+            .route("/phone-number/{id}", get(get_phone_number))
             .route("/call/{id}", get(get_call))
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -163,9 +164,7 @@ async fn create_call(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some(&format!("Bearer {API_KEY}"))
-    {
+    if !authorized(&headers) {
         return (
             StatusCode::UNAUTHORIZED,
             axum::Json(
@@ -223,9 +222,7 @@ async fn get_call(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    if headers.get("authorization").and_then(|v| v.to_str().ok())
-        != Some(&format!("Bearer {API_KEY}"))
-    {
+    if !authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
     let mut inner = inner.lock().unwrap();
@@ -234,4 +231,29 @@ async fn get_call(
         Some(call) => axum::Json(call.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     }
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(&format!("Bearer {API_KEY}"))
+}
+
+async fn list_calls(State(inner): State<Arc<Mutex<Inner>>>, headers: HeaderMap) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    axum::Json(Value::Array(inner.lock().unwrap().calls.clone())).into_response()
+}
+
+async fn get_phone_number(headers: HeaderMap, Path(id): Path<String>) -> Response {
+    if !authorized(&headers) {
+        return StatusCode::UNAUTHORIZED.into_response();
+    }
+    if id != PHONE_NUMBER_ID {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    axum::Json(
+        json!({ "id": id, "orgId": "org_1", "number": "+15555550100", "provider": "vapi",
+        "createdAt": "2025-01-06T15:00:00.000Z", "updatedAt": "2025-01-06T15:00:00.000Z" }),
+    )
+    .into_response()
 }
