@@ -193,8 +193,9 @@ async fn doctor(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     report(
         true,
         &format!(
-            "calls through {:?}, SMS through {:?}",
-            config.channels.call, config.channels.sms
+            "calls through the {}, SMS through the {}",
+            format!("{:?}", config.channels.call).to_lowercase(),
+            format!("{:?}", config.channels.sms).to_lowercase()
         ),
     );
     match serve::vapi_client(&config)? {
