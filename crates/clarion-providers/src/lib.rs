@@ -30,6 +30,7 @@
 #![warn(missing_docs)]
 
 mod de;
+mod http;
 mod redact;
 pub mod sms_assistant;
 pub mod twilio;

@@ -688,6 +688,40 @@ pub fn summary(conversation: &Conversation, end: Option<SmsEnd>) -> String {
     text
 }
 
+/// The report's `Sms` object for a conversation: ended (`end` is `Some`) or still running.
+pub fn sms_report(
+    conversation: &Conversation,
+    end: Option<SmsEnd>,
+    ids: (i64, i64),
+    numbers: (Option<&str>, &str),
+    times: (
+        Option<clarion_webhooks::Timestamp>,
+        Option<clarion_webhooks::Timestamp>,
+    ),
+) -> clarion_webhooks::Sms {
+    let (encounter_id, assistant_id) = ids;
+    let (source_number, destination_number) = numbers;
+    let (started_at, ended_at) = times;
+    let transcript = conversation.transcript();
+    clarion_webhooks::Sms {
+        id: encounter_id,
+        assistant_id,
+        started_at,
+        ended_at: end.and(ended_at),
+        status: if end.is_some() {
+            clarion_webhooks::SmsStatus::Ended
+        } else {
+            clarion_webhooks::SmsStatus::Active
+        },
+        ended_reason: end.map(SmsEnd::ended_reason),
+        transcript: (!transcript.is_empty()).then_some(transcript),
+        source_number: source_number.map(str::to_owned),
+        destination_number: Some(destination_number.to_owned()),
+        analysis: Some(clarion_webhooks::SmsAnalysis { custom: None }),
+        summary: Some(summary(conversation, end)),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

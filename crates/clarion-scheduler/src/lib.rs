@@ -11,5 +11,5 @@ mod simulator;
 pub use clock::ScaledClock;
 pub use scheduler::{
     ContactCaps, Control, EnrollRequest, Enrolled, Scheduler, SchedulerConfig, SchedulerError,
-    plan_for,
+    TwilioChannel, plan_for,
 };

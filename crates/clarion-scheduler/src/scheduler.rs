@@ -28,6 +28,14 @@ use tokio::sync::Notify;
 use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
 use crate::fault::crash_point;
 use crate::report::build_report;
+use clarion_providers::sms_assistant::{
+    Conversation, ScriptConfig, SmsEnd, respond_to, sms_report,
+};
+use clarion_providers::twilio::client::{SendError, TwilioClient};
+use clarion_providers::twilio::keywords::Keyword;
+use clarion_providers::twilio::wire::{
+    InboundMessage, SendFailure, SendMessage, Sender, StatusCallback,
+};
 use clarion_providers::vapi::client::{CreateCallError, VapiClient};
 use clarion_providers::vapi::report::{EncounterFacts, call_from_end_of_call};
 use clarion_providers::vapi::wire::{CreateCallRequest, EndOfCallReport};
@@ -74,11 +82,25 @@ pub struct SchedulerConfig {
     pub time_scale: f64,
     /// Calls go through Vapi when set (`[channels] call = "vapi"`), else the simulator.
     pub vapi: Option<VapiClient>,
+    /// SMS conversations go through Twilio when set (`[channels] sms = "twilio"`), else the
+    /// simulator.
+    pub twilio: Option<TwilioChannel>,
     /// How long after a provider call is placed (engine time) Clarion reads it back with
     /// `GET /call/{id}` if its end-of-call report has not arrived, and then again as often
     /// while it has not ended.
     pub provider_report_timeout: Duration,
 }
+
+/// The Twilio SMS channel.
+#[derive(Debug, Clone)]
+pub struct TwilioChannel {
+    pub client: TwilioClient,
+    /// The public address of this Clarion (`twilio.public_base_url`), for status callbacks.
+    pub public_base_url: String,
+}
+
+/// How many times a text Twilio certainly did not accept (429, connection refused) is tried.
+const TWILIO_SEND_ATTEMPTS: u32 = 3;
 
 /// How many times a call Vapi certainly did not place (429, connection refused) is tried.
 const VAPI_PLACE_ATTEMPTS: u32 = 3;
@@ -876,6 +898,7 @@ impl Scheduler {
                             status: "created".to_owned(),
                             provider_ref: None,
                             provider_status: None,
+                            conversation: None,
                             outcome: None,
                             report: None,
                             ends_at: None,
@@ -1104,8 +1127,20 @@ impl Scheduler {
     /// was requested, with what the simulator already knows about how it will go.
     async fn request_encounters(&self, started: Vec<Started>) -> Result<(), SchedulerError> {
         let mut requested = Vec::with_capacity(started.len());
+        let mut conversations: Vec<(i64, String, Millis)> = Vec::new();
         for started in started {
             let encounter_id = started.encounter.id;
+            if started.encounter.channel == "sms"
+                && let Some(twilio) = &self.inner.config.twilio
+            {
+                let (request, conversation) =
+                    self.start_twilio_conversation(twilio, &started).await;
+                if let (Some(conversation), Some(ends_at)) = (conversation, request.2) {
+                    conversations.push((encounter_id, conversation, ends_at));
+                }
+                requested.push(request);
+                continue;
+            }
             if started.encounter.channel == "call"
                 && let Some(vapi) = &self.inner.config.vapi
             {
@@ -1134,6 +1169,12 @@ impl Scheduler {
             .store
             .mark_encounters_requested(&mut tx, &requested)
             .await?;
+        for (id, conversation, ends_at) in &conversations {
+            self.inner
+                .store
+                .save_conversation(&mut tx, *id, conversation, *ends_at)
+                .await?;
+        }
         tx.commit().await?;
         if !requested.is_empty() {
             crash_point("encounter-requested");
@@ -1300,9 +1341,9 @@ impl Scheduler {
     /// running (or unreadable) is looked at again after `provider_report_timeout`. Answers
     /// the number of encounters ended.
     async fn read_back_overdue_calls(&self) -> Result<usize, SchedulerError> {
-        let Some(vapi) = &self.inner.config.vapi else {
+        if self.inner.config.vapi.is_none() && self.inner.config.twilio.is_none() {
             return Ok(0);
-        };
+        }
         let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
         let overdue = store
@@ -1314,7 +1355,19 @@ impl Scheduler {
         );
         let mut ended = 0;
         for encounter in overdue {
-            let Some(call_id) = encounter.provider_ref.as_deref() else {
+            if encounter.channel == "sms" {
+                // A conversation whose contact went quiet for the template's SMS timeout.
+                if self.time_out_conversation(&encounter).await? {
+                    ended += 1;
+                }
+                continue;
+            }
+            let (Some(vapi), Some(call_id)) =
+                (&self.inner.config.vapi, encounter.provider_ref.as_deref())
+            else {
+                store
+                    .postpone_encounter_end(encounter.id, next_check)
+                    .await?;
                 continue;
             };
             let report = match vapi.get_call(call_id).await {
@@ -1342,6 +1395,304 @@ impl Scheduler {
             }
         }
         Ok(ended)
+    }
+
+    /// Opens one committed SMS encounter with Twilio: the script's opening text, rendered
+    /// with the contact's name and variables, sent with a status callback. Answers what to
+    /// record (the message's sid, the conversation's time-out) and the conversation's state;
+    /// or, when the text was not sent, an encounter due to end now.
+    async fn start_twilio_conversation(
+        &self,
+        twilio: &TwilioChannel,
+        started: &Started,
+    ) -> (clarion_store::RequestedEncounter, Option<String>) {
+        let encounter = &started.encounter;
+        let id = encounter.id;
+        let now = self.inner.clock.now_millis();
+        let source = self.twilio_source_number();
+        let unsent = |end: SmsEnd| {
+            let report = sms_report(
+                &Conversation::default(),
+                Some(end),
+                (id, encounter.assistant_id),
+                (source.as_deref(), &encounter.phone_number),
+                (
+                    clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at),
+                    clarion_webhooks::Timestamp::from_unix_millis(now),
+                ),
+            );
+            let report = serde_json::to_string(&report).unwrap_or_default();
+            (
+                (
+                    id,
+                    format!("twilio_unsent_{id}"),
+                    Some(now),
+                    Some(report),
+                    Some(end.engine_outcome().to_owned()),
+                ),
+                None,
+            )
+        };
+        let (assistant, definition) = match (
+            self.assistant(started.sequence.org_id, encounter.assistant_id)
+                .await,
+            self.definition(started.sequence.template_version_id).await,
+        ) {
+            (Ok(assistant), Ok(definition)) => (assistant, definition),
+            _ => {
+                tracing::error!(
+                    encounter_id = id,
+                    "assistant or template unreadable; text not sent"
+                );
+                return unsent(SmsEnd::Error);
+            }
+        };
+        let Ok(script) = ScriptConfig::from_assistant_config(&assistant.config) else {
+            tracing::warn!(
+                encounter_id = id,
+                "assistant has no valid SMS script; text not sent"
+            );
+            return unsent(SmsEnd::Error);
+        };
+        let name = serde_json::from_value::<ContactInfo>(started.sequence.contact.clone())
+            .ok()
+            .and_then(|c| c.name);
+        let variables = started
+            .sequence
+            .variables
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut conversation = Conversation::new(name, variables);
+        let message = SendMessage {
+            to: encounter.phone_number.clone(),
+            sender: twilio.client.sender().clone(),
+            body: conversation.open(&script),
+            status_callback: Some(format!(
+                "{}/providers/twilio/status",
+                twilio.public_base_url.trim_end_matches('/')
+            )),
+        };
+        let mut tries = 1;
+        loop {
+            match twilio.client.send(&message).await {
+                Ok(sent) => {
+                    tracing::info!(encounter_id = id, "SMS conversation opened with Twilio");
+                    let ends_at = now.saturating_add(
+                        Millis::try_from(definition.sms_timeout_ms).unwrap_or(Millis::MAX),
+                    );
+                    let state = serde_json::to_string(&conversation).ok();
+                    return (
+                        (
+                            id,
+                            sent.sid.unwrap_or_else(|| format!("twilio_{id}")),
+                            Some(ends_at),
+                            None,
+                            None,
+                        ),
+                        state,
+                    );
+                }
+                Err(SendError::Rejected {
+                    failure: SendFailure::Retryable,
+                    ..
+                }) if tries < TWILIO_SEND_ATTEMPTS => {
+                    tracing::info!(
+                        encounter_id = id,
+                        tries,
+                        "Twilio did not accept the text; trying again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
+                    tries += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(encounter_id = id, error = %error, "text not sent");
+                    return unsent(match error {
+                        SendError::Rejected {
+                            failure: SendFailure::OptedOut,
+                            ..
+                        } => SmsEnd::OptOut,
+                        _ => SmsEnd::Error,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Ends an SMS encounter with `end`, its report built from the conversation so far, in
+    /// `tx`.
+    async fn end_conversation(
+        &self,
+        tx: &mut WriteTx,
+        encounter: &EncounterRow,
+        conversation: &Conversation,
+        end: SmsEnd,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let source = self.twilio_source_number();
+        let report = sms_report(
+            conversation,
+            Some(end),
+            (encounter.id, encounter.assistant_id),
+            (source.as_deref(), &encounter.phone_number),
+            (
+                clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at),
+                clarion_webhooks::Timestamp::from_unix_millis(now),
+            ),
+        );
+        let report = serde_json::to_value(&report).map_err(|_| SchedulerError::Corrupt("sms"))?;
+        self.finish_encounter(tx, encounter, end.engine_outcome(), Some(&report), now, now)
+            .await
+    }
+
+    /// The number texts come from, when Clarion knows it (a Messaging Service picks one
+    /// from its pool).
+    fn twilio_source_number(&self) -> Option<String> {
+        match self.inner.config.twilio.as_ref()?.client.sender() {
+            Sender::From(number) => Some(number.clone()),
+            Sender::MessagingService(_) => None,
+        }
+    }
+
+    fn conversation_of(encounter: &EncounterRow) -> Conversation {
+        encounter
+            .conversation
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default()
+    }
+
+    /// Commits `tx` after a provider callback changed an encounter, and lets the rest run.
+    async fn commit_callback(&self, tx: WriteTx) -> Result<(), SchedulerError> {
+        let started = tx.commit(&self.inner.store).await?;
+        self.inner.outbox.wake();
+        self.wake();
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(())
+    }
+
+    /// An inbound text from Twilio: routed to the conversation running with its sender,
+    /// answered by the assistant's script (STOP and its synonyms end it as an opt-out with no
+    /// reply; HELP gets the organisation's help text), the conversation saved or ended.
+    /// Answers the reply to send back (`None`: nothing to say, or no conversation).
+    pub async fn twilio_inbound(
+        &self,
+        message: &InboundMessage,
+    ) -> Result<Option<String>, SchedulerError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(encounter) = store.open_sms_encounter(&mut tx.tx, &message.from).await? else {
+            return Ok(None);
+        };
+        let assistant = self
+            .assistant(encounter.org_id, encounter.assistant_id)
+            .await?;
+        let script = ScriptConfig::from_assistant_config(&assistant.config)
+            .map_err(|_| SchedulerError::Corrupt("sms script"))?;
+        let mut conversation = Self::conversation_of(&encounter);
+        let mut decision = respond_to(
+            &script,
+            &conversation,
+            &message.body,
+            message.opt_out_type.as_deref(),
+        );
+        if decision.keyword == Keyword::Help
+            && let Some(organization) = store.get_organization(encounter.org_id).await?
+            && let Some(help) = organization.sms_help_text
+        {
+            decision.reply = Some(help);
+        }
+        conversation.record(&message.body, &decision);
+        match decision.end {
+            Some(end) => {
+                self.end_conversation(&mut tx, &encounter, &conversation, end, now)
+                    .await?;
+            }
+            None => {
+                let sequence = store
+                    .sequence_for_update(&mut tx.tx, encounter.sequence_id)
+                    .await?
+                    .ok_or(SchedulerError::Corrupt("sequence"))?;
+                let timeout = self
+                    .definition(sequence.template_version_id)
+                    .await?
+                    .sms_timeout_ms;
+                let state = serde_json::to_string(&conversation)
+                    .map_err(|_| SchedulerError::Corrupt("sms"))?;
+                store
+                    .save_conversation(
+                        &mut tx.tx,
+                        encounter.id,
+                        &state,
+                        now.saturating_add(Millis::try_from(timeout).unwrap_or(Millis::MAX)),
+                    )
+                    .await?;
+            }
+        }
+        self.commit_callback(tx).await?;
+        Ok(decision.reply)
+    }
+
+    /// A Twilio status callback for the message that opened a conversation: a message that
+    /// failed (error 21610, the recipient unsubscribed: an opt-out) ends the conversation.
+    /// Answers whether it changed anything.
+    pub async fn twilio_status(&self, callback: &StatusCallback) -> Result<bool, SchedulerError> {
+        if !callback.status.is_failure() {
+            return Ok(false);
+        }
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(encounter) = self
+            .inner
+            .store
+            .encounter_by_provider_ref(&mut tx.tx, "sms", &callback.message_sid)
+            .await?
+            .filter(|e| e.status != "ended")
+        else {
+            return Ok(false);
+        };
+        let end = if callback.error_code == Some(clarion_providers::twilio::wire::ERROR_OPTED_OUT) {
+            SmsEnd::OptOut
+        } else {
+            SmsEnd::Error
+        };
+        let conversation = Self::conversation_of(&encounter);
+        self.end_conversation(&mut tx, &encounter, &conversation, end, now)
+            .await?;
+        self.commit_callback(tx).await?;
+        Ok(true)
+    }
+
+    /// A conversation whose contact did not answer within the SMS timeout ends:
+    /// `conversation-timeout`, as no reply at all or as unresolved after some.
+    async fn time_out_conversation(
+        &self,
+        encounter: &EncounterRow,
+    ) -> Result<bool, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(current) = self
+            .inner
+            .store
+            .open_sms_encounter(&mut tx.tx, &encounter.phone_number)
+            .await?
+            .filter(|e| e.id == encounter.id && e.ends_at.is_some_and(|at| at <= now))
+        else {
+            return Ok(false);
+        };
+        let conversation = Self::conversation_of(&current);
+        let end = if conversation.replies() == 0 {
+            SmsEnd::NoReply
+        } else {
+            SmsEnd::TurnLimit
+        };
+        self.end_conversation(&mut tx, &current, &conversation, end, now)
+            .await?;
+        self.commit_callback(tx).await?;
+        Ok(true)
     }
 
     /// Records a Vapi status update (`queued`, `ringing`, `in-progress`, `forwarding`) on its

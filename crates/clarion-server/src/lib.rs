@@ -43,12 +43,23 @@ pub struct AppState {
 pub struct ProviderSecrets {
     /// Vapi's server secret (`x-vapi-secret`, or `Authorization: Bearer`).
     pub vapi: Option<String>,
+    /// How Twilio's callbacks are checked (`X-Twilio-Signature`).
+    pub twilio: Option<TwilioCallbacks>,
+}
+
+/// What `X-Twilio-Signature` is checked with: the auth token, and the public address Twilio
+/// used (the URL it signed).
+#[derive(Debug, Clone)]
+pub struct TwilioCallbacks {
+    pub auth_token: clarion_providers::twilio::signature::AuthToken,
+    pub public_base_url: String,
 }
 
 impl std::fmt::Debug for ProviderSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProviderSecrets")
             .field("vapi", &self.vapi.as_ref().map(|_| "<redacted>"))
+            .field("twilio", &self.twilio)
             .finish()
     }
 }

@@ -22,7 +22,7 @@ use crate::routes::{
         sequences::cancel, sequences::pause, sequences::resume, sequences::events,
         suppressions::list, suppressions::create, suppressions::delete,
         organization::get, organization::update,
-        providers::vapi_events,
+        providers::vapi_events, providers::twilio_inbound, providers::twilio_status,
     ),
     modifiers(&BearerKey),
 )]

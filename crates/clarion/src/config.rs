@@ -34,6 +34,46 @@ pub struct Config {
     pub compliance: ComplianceConfig,
     pub simulator: SimulatorConfig,
     pub vapi: VapiConfig,
+    pub twilio: TwilioConfig,
+}
+
+/// Twilio SMS (`[channels] sms = "twilio"`). Credentials come from the environment
+/// (`CLARION_TWILIO__ACCOUNT_SID`, `CLARION_TWILIO__AUTH_TOKEN`).
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TwilioConfig {
+    pub base_url: String,
+    #[serde(default)]
+    pub account_sid: Option<String>,
+    #[serde(default)]
+    pub auth_token: Option<String>,
+    /// Send through this Messaging Service (`MG…`), or else…
+    #[serde(default)]
+    pub messaging_service_sid: Option<String>,
+    /// …from this number (E.164).
+    #[serde(default)]
+    pub from_number: Option<String>,
+    /// The address Twilio reaches this Clarion at (`https://clarion.example.org`): status
+    /// callbacks go there, and signatures are checked against it (behind a proxy, the
+    /// address Twilio used is not the one Clarion sees).
+    #[serde(default)]
+    pub public_base_url: Option<String>,
+    pub request_timeout: HumanDuration,
+}
+
+impl std::fmt::Debug for TwilioConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |value: &Option<String>| if value.is_some() { "<set>" } else { "<unset>" };
+        f.debug_struct("TwilioConfig")
+            .field("base_url", &self.base_url)
+            .field("account_sid", &self.account_sid)
+            .field("auth_token", &set(&self.auth_token))
+            .field("messaging_service_sid", &self.messaging_service_sid)
+            .field("from_number", &set(&self.from_number))
+            .field("public_base_url", &self.public_base_url)
+            .field("request_timeout", &self.request_timeout)
+            .finish()
+    }
 }
 
 /// Vapi (`[channels] call = "vapi"`). Credentials come from the environment
@@ -204,8 +244,22 @@ impl Config {
                 bail!("vapi.base_url must be an http(s) URL");
             }
         }
-        if self.channels.sms != SmsChannel::Simulator {
-            bail!("the Twilio SMS channel is not available in this build yet");
+        if self.channels.sms == SmsChannel::Twilio {
+            let twilio = &self.twilio;
+            for (key, value) in [
+                ("twilio.account_sid", &twilio.account_sid),
+                ("twilio.auth_token", &twilio.auth_token),
+                ("twilio.public_base_url", &twilio.public_base_url),
+            ] {
+                if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                    bail!("channels.sms = \"twilio\" needs {key}");
+                }
+            }
+            if twilio.messaging_service_sid.is_none() && twilio.from_number.is_none() {
+                bail!(
+                    "channels.sms = \"twilio\" needs twilio.messaging_service_sid or twilio.from_number"
+                );
+            }
         }
         Ok(())
     }
@@ -307,6 +361,36 @@ mod tests {
                 !printed.contains("vapi-private-key") && !printed.contains("vapi-callback-secret"),
                 "{printed}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn twilio_texts_need_credentials_a_sender_and_the_public_address() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CLARION_CHANNELS__SMS", "twilio");
+            jail.set_env("CLARION_TWILIO__ACCOUNT_SID", "AC123");
+            jail.set_env("CLARION_TWILIO__AUTH_TOKEN", "twilio-token-value");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("twilio.public_base_url"), "{error}");
+            jail.set_env(
+                "CLARION_TWILIO__PUBLIC_BASE_URL",
+                "https://clarion.example.org",
+            );
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(
+                error.contains("messaging_service_sid or twilio.from_number"),
+                "{error}"
+            );
+            jail.set_env("CLARION_TWILIO__MESSAGING_SERVICE_SID", "MG123");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(!format!("{config:?}").contains("twilio-token-value"));
             Ok(())
         });
     }

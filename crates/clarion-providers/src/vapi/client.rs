@@ -79,11 +79,7 @@ pub struct VapiClient {
 impl VapiClient {
     /// A client with its own connection pool; no redirects are followed.
     pub fn new(settings: VapiSettings) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("clarion/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http = crate::http::client(settings.timeout)?;
         Ok(Self {
             http,
             settings: std::sync::Arc::new(settings),

@@ -80,6 +80,8 @@ pub fn router() -> Router<AppState> {
         .route("/v1/webhook-deliveries/{id}/retry", post(deliveries::retry))
         .route("/v1/reports", get(reports::list))
         .route("/providers/vapi/events", post(providers::vapi_events))
+        .route("/providers/twilio/inbound", post(providers::twilio_inbound))
+        .route("/providers/twilio/status", post(providers::twilio_status))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
 }

@@ -8,11 +8,22 @@
 //! analysis and outcome, and the sequence goes on by its rules. A report for an encounter
 //! that already ended (Vapi's retry, a duplicate, a replay) is answered 200 and ignored.
 //! Other message types are acknowledged and ignored.
+//!
+//! Twilio (`POST /providers/twilio/inbound`, the number's or Messaging Service's incoming
+//! message webhook; `POST /providers/twilio/status`, each sent message's status callback):
+//! `X-Twilio-Signature` is checked over the public URL Twilio called and every form
+//! parameter. An inbound text goes to the SMS conversation running with its sender and is
+//! answered with TwiML (`<Response><Message>…</Message></Response>`, or an empty response: no
+//! reply to STOP, nothing when no conversation runs). A failed opening message (error 21610:
+//! the recipient unsubscribed) ends its conversation.
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use clarion_providers::twilio::signature::{HEADER as TWILIO_SIGNATURE, validate};
+use clarion_providers::twilio::wire::{InboundMessage, StatusCallback, parse_form, twiml_response};
 use clarion_providers::vapi::wire::{ServerMessage, parse_server_message};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
@@ -87,5 +98,73 @@ pub async fn vapi_events(
         applied,
         "Vapi callback"
     );
+    Ok(Json(CallbackOut { applied }))
+}
+
+/// The form parameters of a Twilio callback whose `X-Twilio-Signature` matches the public URL
+/// of `path`; 401 otherwise (and 404 when Twilio is not configured).
+fn verified_twilio_form(
+    state: &AppState,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(twilio) = state.providers.twilio.as_ref() else {
+        return Err(ApiError::not_found("route"));
+    };
+    let url = format!("{}{path}", twilio.public_base_url.trim_end_matches('/'));
+    let params = parse_form(body);
+    let signature = headers.get(TWILIO_SIGNATURE).and_then(|v| v.to_str().ok());
+    if validate(&twilio.auth_token, &url, &params, signature).is_err() {
+        tracing::warn!(path, "Twilio callback rejected: signature does not match");
+        return Err(unauthorized());
+    }
+    Ok(params)
+}
+
+fn twiml(reply: Option<&str>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/xml")],
+        twiml_response(reply),
+    )
+        .into_response()
+}
+
+#[utoipa::path(post, path = "/providers/twilio/inbound", tag = "providers",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's incoming-message webhook"),
+    responses((status = 200, description = "TwiML", content_type = "text/xml"), (status = 401, body = ErrorBody)))]
+pub async fn twilio_inbound(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let params = verified_twilio_form(&state, "/providers/twilio/inbound", &headers, &body)?;
+    let message = InboundMessage::from_params(&params)
+        .map_err(|error| ApiError::bad_request("invalid_payload", error.to_string()))?;
+    let reply = state
+        .scheduler
+        .twilio_inbound(&message)
+        .await
+        .map_err(|error| ApiError::internal(&error))?;
+    tracing::info!(replied = reply.is_some(), "Twilio inbound message");
+    Ok(twiml(reply.as_deref()))
+}
+
+#[utoipa::path(post, path = "/providers/twilio/status", tag = "providers",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "Twilio's status callback"),
+    responses((status = 200, body = CallbackOut), (status = 401, body = ErrorBody)))]
+pub async fn twilio_status(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<CallbackOut>, ApiError> {
+    let params = verified_twilio_form(&state, "/providers/twilio/status", &headers, &body)?;
+    let callback = StatusCallback::from_params(&params)
+        .map_err(|error| ApiError::bad_request("invalid_payload", error.to_string()))?;
+    let applied = state
+        .scheduler
+        .twilio_status(&callback)
+        .await
+        .map_err(|error| ApiError::internal(&error))?;
     Ok(Json(CallbackOut { applied }))
 }

@@ -118,6 +118,8 @@ pub struct EncounterRow {
     pub ends_at: Option<Millis>,
     pub created_at: Millis,
     pub ended_at: Option<Millis>,
+    /// A provider SMS conversation's state (JSON), while it runs.
+    pub conversation: Option<String>,
 }
 
 /// One history entry.
@@ -200,12 +202,12 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
 
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
      phone_number, status, provider_ref, provider_status, outcome, report, ends_at, created_at, \
-     ended_at";
+     ended_at, conversation";
 
 /// [`ENCOUNTER_COLUMNS`] without the report object, the one large column.
 const DUE_ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, \
      assistant_id, phone_number, status, provider_ref, provider_status, outcome, NULL AS report, \
-     ends_at, created_at, ended_at";
+     ends_at, created_at, ended_at, NULL AS conversation";
 
 fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
     Ok(EncounterRow {
@@ -225,6 +227,7 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
         ends_at: row.try_get("ends_at")?,
         created_at: row.try_get("created_at")?,
         ended_at: row.try_get("ended_at")?,
+        conversation: row.try_get("conversation")?,
     })
 }
 
@@ -929,6 +932,42 @@ impl Store {
             .execute(&mut *tx.inner)
             .await?;
         tx.commit().await?;
+        Ok(())
+    }
+
+    /// The SMS conversation running with `phone_number` through a provider (the most
+    /// recent, if several organisations text the number at once), inside a write
+    /// transaction.
+    pub async fn open_sms_encounter(
+        &self,
+        tx: &mut Tx,
+        phone_number: &str,
+    ) -> Result<Option<EncounterRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE channel = 'sms' \
+             AND status = 'requested' AND phone_number = ? AND outcome IS NULL \
+             ORDER BY id DESC LIMIT 1"
+        ))
+        .bind(phone_number)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        row.as_ref().map(encounter_from_row).transpose()
+    }
+
+    /// Stores a running conversation's state and when it times out.
+    pub async fn save_conversation(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        conversation: &str,
+        ends_at: Millis,
+    ) -> Result<()> {
+        sqlx::query("UPDATE encounters SET conversation = ?, ends_at = ? WHERE id = ?")
+            .bind(conversation)
+            .bind(ends_at)
+            .bind(id)
+            .execute(&mut *tx.inner)
+            .await?;
         Ok(())
     }
 

@@ -15,7 +15,9 @@ use clap::{Parser, Subcommand};
 
 use crate::config::{Config, DevOverrides, Overrides};
 
-pub use serve::{dispatcher_config, provider_secrets, scheduler_config, ssrf_policy, vapi_client};
+pub use serve::{
+    dispatcher_config, provider_secrets, scheduler_config, ssrf_policy, twilio_channel, vapi_client,
+};
 
 /// Clarion: patient-outreach sequences that end in a signed End of Sequence Report webhook.
 #[derive(Debug, Parser)]

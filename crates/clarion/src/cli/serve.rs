@@ -44,6 +44,7 @@ pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
         reconcile_after: std::time::Duration::from_secs(60),
         time_scale: config.simulator.time_scale,
         vapi: None,
+        twilio: None,
         provider_report_timeout: config.vapi.end_of_call_timeout.0,
     }
 }
@@ -68,12 +69,45 @@ pub fn vapi_client(
     ))
 }
 
+/// The Twilio SMS channel, when texts go through Twilio (`[channels] sms = "twilio"`).
+pub fn twilio_channel(config: &Config) -> anyhow::Result<Option<clarion_scheduler::TwilioChannel>> {
+    use clarion_providers::twilio::{client, signature::AuthToken, wire::Sender};
+    if config.channels.sms != crate::config::SmsChannel::Twilio {
+        return Ok(None);
+    }
+    let twilio = &config.twilio;
+    let sender = match (&twilio.messaging_service_sid, &twilio.from_number) {
+        (Some(sid), _) => Sender::MessagingService(sid.clone()),
+        (None, Some(number)) => Sender::From(number.clone()),
+        (None, None) => anyhow::bail!("twilio needs messaging_service_sid or from_number"),
+    };
+    let settings = client::TwilioSettings {
+        base_url: twilio.base_url.clone(),
+        account_sid: twilio.account_sid.clone().unwrap_or_default(),
+        auth_token: AuthToken::new(twilio.auth_token.clone().unwrap_or_default()),
+        sender,
+        timeout: twilio.request_timeout.0,
+    };
+    Ok(Some(clarion_scheduler::TwilioChannel {
+        client: client::TwilioClient::new(settings).context("building the Twilio client")?,
+        public_base_url: twilio.public_base_url.clone().unwrap_or_default(),
+    }))
+}
+
 /// The secrets provider callbacks are checked against.
 pub fn provider_secrets(config: &Config) -> clarion_server::ProviderSecrets {
     clarion_server::ProviderSecrets {
         vapi: (config.channels.call == crate::config::CallChannel::Vapi)
             .then(|| config.vapi.server_secret.clone())
             .flatten(),
+        twilio: (config.channels.sms == crate::config::SmsChannel::Twilio).then(|| {
+            clarion_server::TwilioCallbacks {
+                auth_token: clarion_providers::twilio::signature::AuthToken::new(
+                    config.twilio.auth_token.clone().unwrap_or_default(),
+                ),
+                public_base_url: config.twilio.public_base_url.clone().unwrap_or_default(),
+            }
+        }),
     }
 }
 
@@ -109,6 +143,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         dispatcher.outbox(),
         clarion_scheduler::SchedulerConfig {
             vapi: vapi_client(&config)?,
+            twilio: twilio_channel(&config)?,
             ..scheduler_config(&config)
         },
     );

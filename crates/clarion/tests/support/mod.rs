@@ -3,6 +3,7 @@
 //! can change mid-test.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake_twilio;
 pub mod fake_vapi;
 
 use std::net::SocketAddr;
@@ -50,6 +51,9 @@ pub struct AppOptions {
     /// Calls through Vapi (a fake's address) with this server secret, instead of the
     /// simulator.
     pub vapi: Option<(clarion_providers::vapi::client::VapiSettings, String)>,
+    /// Texts through Twilio (a fake's address) instead of the simulator; the public base URL
+    /// is the test server's own address.
+    pub twilio: Option<clarion_providers::twilio::client::TwilioSettings>,
 }
 
 impl Default for AppOptions {
@@ -62,6 +66,7 @@ impl Default for AppOptions {
             api_ssrf: dev_policy(),
             contact_caps: None,
             vapi: None,
+            twilio: None,
         }
     }
 }
@@ -98,6 +103,8 @@ pub async fn spawn_app() -> TestApp {
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
     let url = format!("sqlite://{}", dir.path().join("clarion.db").display());
     let store = Store::connect(&url).await.unwrap();
     let clock = ManualClock::starting_now();
@@ -117,6 +124,16 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             Some(clarion_providers::vapi::client::VapiClient::new(settings).unwrap());
         providers.vapi = Some(secret);
     }
+    if let Some(settings) = options.twilio {
+        providers.twilio = Some(clarion_server::TwilioCallbacks {
+            auth_token: settings.auth_token.clone(),
+            public_base_url: base.clone(),
+        });
+        scheduler_config.twilio = Some(clarion_scheduler::TwilioChannel {
+            client: clarion_providers::twilio::client::TwilioClient::new(settings).unwrap(),
+            public_base_url: base.clone(),
+        });
+    }
     let scheduler = clarion_scheduler::Scheduler::new(
         store.clone(),
         shared_clock.clone(),
@@ -133,8 +150,6 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         metrics: clarion_server::metrics_handle(),
         providers,
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move {
         axum::serve(listener, clarion_server::router(state))
             .await

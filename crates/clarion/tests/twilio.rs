@@ -1,0 +1,340 @@
+//! SMS conversations through Twilio, end to end, against the local fake of Twilio's
+//! Messages API: the opening text, inbound replies answered by the scripted assistant over
+//! TwiML, STOP, HELP, the conversation timeout, 21610, and forged signatures.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+mod support;
+
+use serde_json::{Value, json};
+use support::fake_twilio::{AUTH_TOKEN, FakeTwilio, SERVICE_SID, SendAnswer};
+use support::{Answer, AppOptions, TestApp, TestReceiver, schema_errors, spawn_app_with};
+
+struct Fixture {
+    app: TestApp,
+    twilio: FakeTwilio,
+    key: String,
+    receiver: TestReceiver,
+    template: i64,
+}
+
+async fn fixture() -> Fixture {
+    let twilio = FakeTwilio::start().await;
+    let app = spawn_app_with(AppOptions {
+        twilio: Some(twilio.settings()),
+        ..AppOptions::default()
+    })
+    .await;
+    let (_org, key) = app.org("Riverside Family Clinic").await;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    app.endpoint(&key, &receiver.url).await;
+    let (status, assistant) = app
+        .post(&key, "/v1/assistants", json!({
+            "name": "Reminder texter", "channel": "sms",
+            "config": { "script": {
+                "opening": "Hi {{first_name}}, Riverside Family Clinic here: your appointment is on {{appointment_date}}. Reply YES to confirm or NO to cancel.",
+                "intents": [
+                    { "name": "confirm", "keywords": ["yes", "confirm"], "reply": "Thank you, see you then!", "resolution": "resolved" },
+                    { "name": "cancel", "keywords": ["no", "cancel appointment"], "reply": "Understood, we will call you to reschedule.", "resolution": "declined" }
+                ],
+                "fallback": "Sorry, please reply YES or NO.",
+                "max_turns": 3
+            } }
+        }))
+        .await;
+    assert_eq!(status, 201, "{assistant}");
+    let (status, template) = app
+        .post(
+            &key,
+            "/v1/sequence-templates",
+            json!({
+                "name": "One text", "calling_hours": null, "sms_timeout": "24h",
+                "stop_on": ["resolved", "declined", "opt-out"],
+                "steps": [ { "type": "sms", "assistant_id": assistant["id"] } ]
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{template}");
+    Fixture {
+        app,
+        twilio,
+        key,
+        receiver,
+        template: template["id"].as_i64().unwrap(),
+    }
+}
+
+impl Fixture {
+    async fn enroll(&self, phone: &str) -> i64 {
+        let (status, sequence) = self
+            .app
+            .post(&self.key, "/v1/sequences", json!({
+                "template_id": self.template,
+                "contact": { "phone_number": phone, "time_zone": "America/Denver", "name": "Ana Lopez" },
+                "variables": { "appointment_date": "January 8" },
+            }))
+            .await;
+        assert_eq!(status, 201, "{sequence}");
+        sequence["id"].as_i64().unwrap()
+    }
+
+    async fn sequence(&self, id: i64) -> Value {
+        self.app
+            .get(&self.key, &format!("/v1/sequences/{id}"))
+            .await
+            .1
+    }
+
+    async fn run(&self) {
+        self.app.scheduler.run_due_now().await.unwrap();
+        self.app.dispatcher.run_due_now().await.unwrap();
+    }
+
+    async fn text(&self, from: &str, body: &str) -> String {
+        let (status, twiml) = self.twilio.inbound(&self.app.base, from, body).await;
+        assert_eq!(status, 200, "{twiml}");
+        twiml
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_opens_takes_replies_and_resolves() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550140").await;
+    f.run().await;
+    let sent = f.twilio.sent();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].to, "+15555550140");
+    assert_eq!(
+        sent[0].sender,
+        clarion_providers::twilio::wire::Sender::MessagingService(SERVICE_SID.to_owned())
+    );
+    assert_eq!(
+        sent[0].body,
+        "Hi Ana, Riverside Family Clinic here: your appointment is on January 8. Reply YES to confirm or NO to cancel."
+    );
+    assert_eq!(
+        sent[0].status_callback.as_deref(),
+        Some(format!("{}/providers/twilio/status", f.app.base).as_str())
+    );
+
+    // A reply the script does not know gets the fallback; the conversation goes on.
+    let twiml = f.text("+15555550140", "who is this?").await;
+    assert!(
+        twiml.contains("<Message>Sorry, please reply YES or NO.</Message>"),
+        "{twiml}"
+    );
+    f.run().await;
+    assert_eq!(f.sequence(id).await["status"], "active");
+
+    // HELP gets the organisation's help text and does not count as a reply.
+    let (status, _) = f
+        .app
+        .patch(&f.key, "/v1/organization", json!({ "sms_help_text": "Riverside Family Clinic: call 555-0100. Reply STOP to opt out." }))
+        .await;
+    assert_eq!(status, 200);
+    let twiml = f.text("+15555550140", "help").await;
+    assert!(
+        twiml.contains("Riverside Family Clinic: call 555-0100."),
+        "{twiml}"
+    );
+
+    // YES resolves it; the sequence stops on `resolved` and the report is delivered.
+    let twiml = f.text("+15555550140", "Yes").await;
+    assert!(
+        twiml.contains("<Message>Thank you, see you then!</Message>"),
+        "{twiml}"
+    );
+    f.run().await;
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    assert_eq!(schema_errors(&ended), Vec::<String>::new());
+    let sms = &ended["outreach"][0]["sms"];
+    assert_eq!(sms["status"], "ended");
+    assert_eq!(sms["ended_reason"], "resolved");
+    assert_eq!(sms["destination_number"], "+15555550140");
+    let transcript = sms["transcript"].as_str().unwrap();
+    assert_eq!(transcript.lines().count(), 7, "{transcript}");
+    assert!(transcript.starts_with("AI: Hi Ana"));
+    assert!(transcript.contains("User: Yes\nAI: Thank you, see you then!"));
+    assert!(
+        sms["summary"]
+            .as_str()
+            .is_some_and(|s| !s.contains("+1555"))
+    );
+    let delivered: Value = serde_json::from_slice(&f.receiver.wait_for(1).await[0].body).unwrap();
+    assert_eq!(delivered, ended);
+
+    // Another text after the end finds no conversation: nothing is said, nothing changes.
+    let twiml = f.text("+15555550140", "yes again").await;
+    assert!(!twiml.contains("<Message>"), "{twiml}");
+    assert_eq!(f.twilio.sent().len(), 1);
+}
+
+#[tokio::test]
+async fn stop_ends_the_conversation_without_a_reply_and_suppresses_the_number() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550141").await;
+    f.run().await;
+    let twiml = f.text("+15555550141", "stop").await;
+    assert!(!twiml.contains("<Message>"), "no reply to STOP: {twiml}");
+    f.run().await;
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended");
+    assert_eq!(
+        ended["outreach"][0]["sms"]["ended_reason"],
+        "contact-opt-out"
+    );
+    let (_, suppressions) = f.app.get(&f.key, "/v1/suppressions").await;
+    assert!(
+        suppressions["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["phone_number"] == "+15555550141" && s["reason"] == "opt-out"),
+        "{suppressions}"
+    );
+    let (status, _) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/sequences",
+            json!({ "template_id": f.template,
+            "contact": { "phone_number": "+15555550141", "time_zone": "America/Denver" } }),
+        )
+        .await;
+    assert_eq!(status, 422, "an opted-out number is not enrolled again");
+}
+
+#[tokio::test]
+async fn a_silent_contact_times_out_and_an_unsubscribed_one_is_an_opt_out() {
+    let f = fixture().await;
+    f.twilio.answer_next(&[SendAnswer::Error(400, 21610)]);
+    let unsubscribed = f.enroll("+15555550143").await;
+    f.run().await;
+    let quiet = f.enroll("+15555550142").await;
+    f.run().await;
+    assert_eq!(f.twilio.attempts(), 2, "21610 is not retried");
+    assert_eq!(
+        f.twilio.sent().len(),
+        1,
+        "only the second text was accepted"
+    );
+
+    let ended = f.sequence(unsubscribed).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    assert_eq!(
+        ended["outreach"][0]["sms"]["ended_reason"],
+        "contact-opt-out"
+    );
+    let (_, suppressions) = f.app.get(&f.key, "/v1/suppressions").await;
+    assert!(
+        suppressions["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["phone_number"] == "+15555550143")
+    );
+
+    assert_eq!(f.sequence(quiet).await["status"], "active");
+    f.app
+        .clock
+        .advance(std::time::Duration::from_secs(25 * 3600));
+    f.run().await;
+    let ended = f.sequence(quiet).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let sms = &ended["outreach"][0]["sms"];
+    assert_eq!(sms["ended_reason"], "conversation-timeout");
+    assert!(
+        sms["transcript"]
+            .as_str()
+            .unwrap()
+            .starts_with("AI: Hi Ana")
+    );
+    assert_eq!(schema_errors(&ended), Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn forged_twilio_callbacks_are_rejected_and_change_nothing() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550144").await;
+    f.run().await;
+    let before = f.sequence(id).await;
+    let params = [
+        ("MessageSid", "SM00000000000000000000000000000099"),
+        ("AccountSid", support::fake_twilio::ACCOUNT_SID),
+        ("From", "+15555550144"),
+        ("To", support::fake_twilio::OUR_NUMBER),
+        ("Body", "yes"),
+    ];
+    let (status, body) = f
+        .twilio
+        .post_signed(
+            &f.app.base,
+            "/providers/twilio/inbound",
+            &params,
+            "not-the-token",
+        )
+        .await;
+    assert_eq!(status, 401, "{body}");
+    // Signed for another URL (a replay to a different path) fails too.
+    let (status, _) = f
+        .twilio
+        .post_signed(&f.app.base, "/providers/twilio/status", &params, AUTH_TOKEN)
+        .await;
+    assert_ne!(status, 200);
+    let response = reqwest::Client::new()
+        .post(format!("{}/providers/twilio/inbound", f.app.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("From=%2B15555550144&Body=yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401, "no signature");
+    f.run().await;
+    assert_eq!(f.sequence(id).await, before);
+}
+
+#[tokio::test]
+async fn a_status_callback_for_an_undelivered_opening_ends_the_conversation() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550145").await;
+    f.run().await;
+    let sid = format!("SM{:032x}", 1);
+    let status = |status: &'static str, code: Option<&'static str>| {
+        let sid = sid.clone();
+        let f = &f;
+        async move {
+            let mut params = vec![
+                ("MessageSid", sid.as_str()),
+                ("SmsSid", sid.as_str()),
+                ("MessageStatus", status),
+                ("SmsStatus", status),
+                ("AccountSid", support::fake_twilio::ACCOUNT_SID),
+                ("To", "+15555550145"),
+                ("ApiVersion", "2010-04-01"),
+            ];
+            if let Some(code) = code {
+                params.push(("ErrorCode", code));
+            }
+            f.twilio
+                .post_signed(&f.app.base, "/providers/twilio/status", &params, AUTH_TOKEN)
+                .await
+        }
+    };
+    let (code, body) = status("delivered", None).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"applied\":false"), "{body}");
+    let (code, body) = status("undelivered", Some("30003")).await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"applied\":true"), "{body}");
+    f.run().await;
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    assert_eq!(ended["outreach"][0]["sms"]["ended_reason"], "system-error");
+    let (_, body) = status("undelivered", Some("30003")).await;
+    assert!(
+        body.contains("\"applied\":false"),
+        "a repeated callback changes nothing: {body}"
+    );
+}
