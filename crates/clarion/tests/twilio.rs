@@ -338,3 +338,133 @@ async fn a_status_callback_for_an_undelivered_opening_ends_the_conversation() {
         "a repeated callback changes nothing: {body}"
     );
 }
+
+#[tokio::test]
+async fn a_whole_sequence_call_to_voicemail_then_a_text_conversation_that_resolves() {
+    use support::fake_vapi::{FakeVapi, SERVER_SECRET, end_of_call_report};
+    let vapi = FakeVapi::start().await;
+    let twilio = FakeTwilio::start().await;
+    let app = spawn_app_with(AppOptions {
+        vapi: Some((vapi.settings(), SERVER_SECRET.to_owned())),
+        twilio: Some(twilio.settings()),
+        ..AppOptions::default()
+    })
+    .await;
+    let (_org, key) = app.org("Riverside Family Clinic").await;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    app.endpoint(&key, &receiver.url).await;
+    let (_, caller) = app
+        .post(&key, "/v1/assistants", json!({ "name": "Caller", "channel": "call",
+            "config": { "vapi_assistant_id": "asst_1", "voicemail_message": "Please call us back." } }))
+        .await;
+    let (_, texter) = app
+        .post(&key, "/v1/assistants", json!({ "name": "Texter", "channel": "sms",
+            "config": { "script": { "opening": "Hi {{first_name}}, please reply YES to confirm January 8.",
+                "intents": [ { "name": "confirm", "keywords": ["yes"], "reply": "Confirmed, thank you!", "resolution": "resolved" } ],
+                "fallback": "Please reply YES." } } }))
+        .await;
+    let (_, template) = app
+        .post(
+            &key,
+            "/v1/sequence-templates",
+            json!({ "name": "Call, then text",
+            "calling_hours": null, "stop_on": ["resolved"],
+            "steps": [ { "type": "call", "assistant_id": caller["id"] },
+                       { "type": "sms", "assistant_id": texter["id"], "delay": "1h" } ] }),
+        )
+        .await;
+    let (status, sequence) = app
+        .post(&key, "/v1/sequences", json!({ "template_id": template["id"],
+            "contact": { "phone_number": "+15555550146", "time_zone": "America/Chicago", "name": "Ana Lopez" } }))
+        .await;
+    assert_eq!(status, 201, "{sequence}");
+    let id = sequence["id"].as_i64().unwrap();
+    app.scheduler.run_due_now().await.unwrap();
+    assert_eq!(vapi.calls().len(), 1);
+    let (status, _) = vapi
+        .emit(
+            &app.base,
+            Some(SERVER_SECRET),
+            &end_of_call_report("call_1", "voicemail", json!({})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    app.scheduler.run_due_now().await.unwrap();
+    assert!(
+        twilio.sent().is_empty(),
+        "the text waits for the step's delay"
+    );
+    app.clock.advance(std::time::Duration::from_secs(3601));
+    app.scheduler.run_due_now().await.unwrap();
+    assert_eq!(twilio.sent().len(), 1);
+    let (status, twiml) = twilio.inbound(&app.base, "+15555550146", "YES").await;
+    assert_eq!(status, 200);
+    assert!(twiml.contains("Confirmed, thank you!"), "{twiml}");
+    app.scheduler.run_due_now().await.unwrap();
+    app.dispatcher.run_due_now().await.unwrap();
+    let report: Value = serde_json::from_slice(&receiver.wait_for(1).await[0].body).unwrap();
+    assert_eq!(report["id"], id);
+    assert_eq!(schema_errors(&report), Vec::<String>::new());
+    let outreach = report["outreach"].as_array().unwrap();
+    assert_eq!(outreach.len(), 2, "{report}");
+    assert_eq!(outreach[0]["call"]["outcome"], "voicemail");
+    assert_eq!(
+        outreach[0]["call"]["voicemail_message"],
+        "Please call us back."
+    );
+    assert_eq!(outreach[1]["sms"]["ended_reason"], "resolved");
+    assert!(
+        report["outcome_description"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("sms"),
+        "{report}"
+    );
+}
+
+#[tokio::test]
+async fn clarion_doctor_checks_the_twilio_credentials_without_sending() {
+    let twilio = FakeTwilio::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("clarion.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[channels]\nsms = \"twilio\"\n[twilio]\nbase_url = \"{}\"\n",
+            twilio.url
+        ),
+    )
+    .unwrap();
+    let doctor = |token: &'static str| {
+        let config = config.clone();
+        async move {
+            tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+                .args(["doctor", "--config"])
+                .arg(&config)
+                .env(
+                    "CLARION_TWILIO__ACCOUNT_SID",
+                    support::fake_twilio::ACCOUNT_SID,
+                )
+                .env("CLARION_TWILIO__AUTH_TOKEN", token)
+                .env("CLARION_TWILIO__MESSAGING_SERVICE_SID", SERVICE_SID)
+                .env(
+                    "CLARION_TWILIO__PUBLIC_BASE_URL",
+                    "https://clarion.example.org",
+                )
+                .output()
+                .await
+                .unwrap()
+        }
+    };
+    let good = doctor(AUTH_TOKEN).await;
+    let out = String::from_utf8_lossy(&good.stdout).into_owned();
+    assert!(good.status.success(), "{out}");
+    assert!(out.contains("Twilio accepts the account SID"), "{out}");
+    let bad = doctor("wrong-token-value").await;
+    let out = String::from_utf8_lossy(&bad.stdout).into_owned();
+    assert_eq!(bad.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAIL Twilio rejects"), "{out}");
+    assert!(!out.contains("wrong-token-value"));
+    assert_eq!(twilio.attempts(), 0, "nothing was sent");
+}

@@ -91,6 +91,39 @@ impl TwilioClient {
         &self.settings.auth_token
     }
 
+    /// Checks the account SID and auth token without sending anything:
+    /// `GET /2010-04-01/Accounts/{sid}.json`.
+    pub async fn check(&self) -> crate::vapi::client::Check {
+        use crate::vapi::client::Check;
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}.json",
+            self.settings.base_url.trim_end_matches('/'),
+            self.settings.account_sid
+        );
+        let answer = self
+            .http
+            .get(url)
+            .basic_auth(
+                &self.settings.account_sid,
+                Some(self.settings.auth_token.expose()),
+            )
+            .send()
+            .await;
+        match answer {
+            Ok(r) if r.status().is_success() => {
+                Check::ok("Twilio accepts the account SID and auth token")
+            }
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403 | 404) => {
+                Check::failed("Twilio rejects the account SID or auth token")
+            }
+            Ok(r) => Check::failed(format!(
+                "Twilio answered HTTP {} to GET /Accounts/{{sid}}",
+                r.status().as_u16()
+            )),
+            Err(_) => Check::failed("Twilio cannot be reached at twilio.base_url"),
+        }
+    }
+
     /// Sends one message.
     pub async fn send(&self, message: &SendMessage) -> Result<MessageResource, SendError> {
         let url = format!(

@@ -211,6 +211,16 @@ async fn doctor(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
             "no Vapi credentials needed (calls through the simulator)",
         ),
     }
+    match serve::twilio_channel(&config)? {
+        Some(twilio) => {
+            let check = twilio.client.check().await;
+            report(check.ok, &check.message);
+        }
+        None => report(
+            true,
+            "no Twilio credentials needed (texts through the simulator)",
+        ),
+    }
     Ok(if all_ok {
         ExitCode::SUCCESS
     } else {

@@ -53,6 +53,10 @@ impl FakeTwilio {
                 "/2010-04-01/Accounts/{account}/Messages.json",
                 post(send_message),
             )
+            .route(
+                "/2010-04-01/Accounts/{account}",
+                axum::routing::get(get_account),
+            )
             .with_state(inner.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -150,19 +154,29 @@ fn rand_sid() -> u128 {
     u128::from(NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
+/// `GET /2010-04-01/Accounts/{AccountSid}.json` (the path segment includes `.json`).
+async fn get_account(Path(account): Path<String>, headers: HeaderMap) -> Response {
+    if account != format!("{ACCOUNT_SID}.json") || !authorized(&headers) {
+        return error(401, 20003, "Authenticate");
+    }
+    axum::Json(json!({ "sid": ACCOUNT_SID, "status": "active", "type": "Full" })).into_response()
+}
+
+fn authorized(headers: &HeaderMap) -> bool {
+    let expected = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"))
+    );
+    headers.get("authorization").and_then(|v| v.to_str().ok()) == Some(expected.as_str())
+}
+
 async fn send_message(
     State(inner): State<Arc<Mutex<Inner>>>,
     Path(account): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let expected = format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{ACCOUNT_SID}:{AUTH_TOKEN}"))
-    );
-    if account != ACCOUNT_SID
-        || headers.get("authorization").and_then(|v| v.to_str().ok()) != Some(expected.as_str())
-    {
+    if account != ACCOUNT_SID || !authorized(&headers) {
         return error(401, 20003, "Authenticate");
     }
     let Ok(message) = SendMessage::from_params(&parse_form(&body)) else {
