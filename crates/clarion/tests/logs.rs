@@ -1,7 +1,7 @@
 //! PHI and credentials never reach the logs: a whole run of the real `clarion serve` binary
-//! (a call through the Vapi fake with its callbacks, an SMS conversation through the
-//! simulator, the report delivered to a receiver), logged at debug level for Clarion's own
-//! crates, then the log searched for every phone number, name, variable, transcript line,
+//! (a call through the Vapi fake with its callbacks, an SMS conversation through the Twilio
+//! fake with signed inbound texts, the report delivered to a receiver), logged at debug level
+//! for Clarion's own crates, then the log searched for every phone number, name, variable, transcript line,
 //! summary and secret that went through it.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
@@ -9,6 +9,7 @@
 mod support;
 
 use serde_json::json;
+use support::fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, SERVICE_SID};
 use support::fake_vapi::{API_KEY, FakeVapi, PHONE_NUMBER_ID, SERVER_SECRET, end_of_call_report};
 use support::{Answer, TestReceiver, api_get, api_post, create_org_with_cli, eventually};
 
@@ -22,21 +23,29 @@ async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
     let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
     let key = create_org_with_cli(&database).await;
     let vapi = FakeVapi::start().await;
+    let twilio = FakeTwilio::start().await;
+    // Twilio signs the public URL it calls, so the server's address is fixed up front.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let public = format!("http://127.0.0.1:{port}");
     let receiver = TestReceiver::start(Answer::Status(204)).await;
 
     let config = dir.path().join("clarion.toml");
     std::fs::write(
         &config,
         format!(
-            "[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n[simulator]\ntime_scale = 600.0\n",
-            vapi.url
+            "[channels]\ncall = \"vapi\"\nsms = \"twilio\"\n[vapi]\nbase_url = \"{}\"\n[twilio]\nbase_url = \"{}\"\n",
+            vapi.url, twilio.url
         ),
     )
     .unwrap();
     let log_path = dir.path().join("clarion.log");
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"));
     command
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--database", &database, "--config"])
+        .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--database", &database, "--config"])
         .arg(&config)
         .env(
             "RUST_LOG",
@@ -45,6 +54,10 @@ async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
         .env("CLARION_VAPI__API_KEY", API_KEY)
         .env("CLARION_VAPI__PHONE_NUMBER_ID", PHONE_NUMBER_ID)
         .env("CLARION_VAPI__SERVER_SECRET", SERVER_SECRET)
+        .env("CLARION_TWILIO__ACCOUNT_SID", ACCOUNT_SID)
+        .env("CLARION_TWILIO__AUTH_TOKEN", AUTH_TOKEN)
+        .env("CLARION_TWILIO__MESSAGING_SERVICE_SID", SERVICE_SID)
+        .env("CLARION_TWILIO__PUBLIC_BASE_URL", &public)
         .env_remove("CLARION_CRASH_AT")
         .stdout(std::process::Stdio::piped())
         .stderr(std::fs::File::create(&log_path).unwrap())
@@ -81,7 +94,9 @@ async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
     .await;
     let texter = api_post(&http, &format!("{base}/v1/assistants"), &key, Some(&json!({
         "name": "Texter", "channel": "sms",
-        "config": { "purpose": "confirm the upcoming appointment", "organisation_name": "Riverside" } }))).await;
+        "config": { "script": { "opening": "Hi {{first_name}}, please confirm {{appointment_date}}: reply YES.",
+            "intents": [ { "name": "confirm", "keywords": ["yes"], "reply": "Wonderful, your visit is confirmed.", "resolution": "resolved" } ],
+            "fallback": "Sorry, please reply YES." } } }))).await;
     let template = api_post(
         &http,
         &format!("{base}/v1/sequence-templates"),
@@ -112,6 +127,29 @@ async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
     assert_eq!(status, 200);
     let (status, _) = vapi.emit(&base, Some("forged-secret"), &report).await;
     assert_eq!(status, 401);
+    assert_eq!(base, public);
+    eventually("Twilio receives the opening text", || async {
+        !twilio.sent().is_empty()
+    })
+    .await;
+    let (status, twiml) = twilio
+        .inbound(&base, PHONE, "Yes, Quixotic Pelican here")
+        .await;
+    assert_eq!(status, 200, "{twiml}");
+    let (status, _) = twilio.inbound(&base, PHONE, "after the end").await;
+    assert_eq!(
+        status, 200,
+        "a signed text after the end finds no conversation"
+    );
+    let (status, _) = twilio
+        .post_signed(
+            &base,
+            "/providers/twilio/inbound",
+            &[("From", PHONE), ("Body", "forged")],
+            "bad-token",
+        )
+        .await;
+    assert_eq!(status, 401);
     receiver.wait_for(1).await;
     let ended = api_get(&http, &format!("{base}/v1/sequences/{id}"), &key).await;
     assert_eq!(ended["status"], "ended", "{ended}");
@@ -135,6 +173,11 @@ async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
         log.contains("Vapi callback rejected"),
         "the log was captured:\n{log}"
     );
+    assert!(
+        log.contains("SMS conversation opened with Twilio")
+            && log.contains("Twilio callback rejected"),
+        "the log was captured:\n{log}"
+    );
 
     let mut secrets: Vec<String> = vec![
         PHONE.to_owned(),
@@ -151,6 +194,10 @@ async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
         key.clone(),
         "Patient confirmed the appointment.".to_owned(),
         "Hi Ana, this is Riverside Family Clinic".to_owned(),
+        AUTH_TOKEN.to_owned(),
+        "Quixotic Pelican".to_owned(),
+        "Wonderful, your visit is confirmed.".to_owned(),
+        twilio.sent()[0].body.clone(),
     ];
     // Every line of the SMS conversation and its summary, as the simulator wrote them.
     secrets.extend(
