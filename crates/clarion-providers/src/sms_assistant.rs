@@ -136,6 +136,10 @@ pub struct Intent {
     /// Whether (and how) matching this intent ends the conversation.
     #[serde(default)]
     pub resolution: Option<Resolution>,
+    /// Values this answer establishes for the assistant's custom analysis fields (e.g.
+    /// `{"appointment_confirmed": true}`), reported in `analysis.custom`.
+    #[serde(default)]
+    pub custom: Map<String, Value>,
 }
 
 /// How matching an intent ends the conversation.
@@ -388,6 +392,12 @@ pub struct Conversation {
     /// The messages, oldest first.
     #[serde(default)]
     pub turns: Vec<Turn>,
+    /// Custom analysis values set by the intents matched so far (later ones win).
+    #[serde(default)]
+    pub custom: Map<String, Value>,
+    /// Our number, once the provider has told it (the `To` of an inbound text).
+    #[serde(default)]
+    pub our_number: Option<String>,
 }
 
 impl fmt::Debug for Conversation {
@@ -396,6 +406,7 @@ impl fmt::Debug for Conversation {
             .field("contact_name", &Opt(&self.contact_name))
             .field("variables", &Count(self.variables.len()))
             .field("turns", &Count(self.turns.len()))
+            .field("custom", &Count(self.custom.len()))
             .finish()
     }
 }
@@ -407,6 +418,8 @@ impl Conversation {
             contact_name,
             variables,
             turns: Vec::new(),
+            custom: Map::new(),
+            our_number: None,
         }
     }
 
@@ -420,6 +433,18 @@ impl Conversation {
             intent: None,
         });
         text
+    }
+
+    /// Records an inbound message and our answer to it, as [`respond`] decided (with the
+    /// custom analysis values of the intent it matched, if any, from `script`).
+    pub fn record_with(&mut self, script: &ScriptConfig, inbound: &str, decision: &Decision) {
+        if let Some(name) = decision.route.intent()
+            && let Some(intent) = script.intents.iter().find(|i| i.name == name)
+        {
+            self.custom
+                .extend(intent.custom.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        self.record(inbound, decision);
     }
 
     /// Records an inbound message and our answer to it, as [`respond`] decided.
@@ -715,9 +740,13 @@ pub fn sms_report(
         },
         ended_reason: end.map(SmsEnd::ended_reason),
         transcript: (!transcript.is_empty()).then_some(transcript),
-        source_number: source_number.map(str::to_owned),
+        source_number: source_number
+            .map(str::to_owned)
+            .or_else(|| conversation.our_number.clone()),
         destination_number: Some(destination_number.to_owned()),
-        analysis: Some(clarion_webhooks::SmsAnalysis { custom: None }),
+        analysis: Some(clarion_webhooks::SmsAnalysis {
+            custom: (!conversation.custom.is_empty()).then(|| conversation.custom.clone()),
+        }),
         summary: Some(summary(conversation, end)),
     }
 }

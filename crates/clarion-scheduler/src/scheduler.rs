@@ -1605,7 +1605,10 @@ impl Scheduler {
         {
             decision.reply = Some(help);
         }
-        conversation.record(&message.body, &decision);
+        conversation.record_with(&script, &message.body, &decision);
+        if conversation.our_number.is_none() {
+            conversation.our_number = message.to.clone();
+        }
         match decision.end {
             Some(end) => {
                 self.end_conversation(&mut tx, &encounter, &conversation, end, now)

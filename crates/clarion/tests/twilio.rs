@@ -34,7 +34,8 @@ async fn fixture() -> Fixture {
             "config": { "script": {
                 "opening": "Hi {{first_name}}, Riverside Family Clinic here: your appointment is on {{appointment_date}}. Reply YES to confirm or NO to cancel.",
                 "intents": [
-                    { "name": "confirm", "keywords": ["yes", "confirm"], "reply": "Thank you, see you then!", "resolution": "resolved" },
+                    { "name": "confirm", "keywords": ["yes", "confirm"], "reply": "Thank you, see you then!", "resolution": "resolved",
+                      "custom": { "appointment_confirmed": true } },
                     { "name": "cancel", "keywords": ["no", "cancel appointment"], "reply": "Understood, we will call you to reschedule.", "resolution": "declined" }
                 ],
                 "fallback": "Sorry, please reply YES or NO.",
@@ -153,6 +154,16 @@ async fn a_conversation_opens_takes_replies_and_resolves() {
     assert_eq!(sms["status"], "ended");
     assert_eq!(sms["ended_reason"], "resolved");
     assert_eq!(sms["destination_number"], "+15555550140");
+    assert_eq!(
+        sms["source_number"],
+        support::fake_twilio::OUR_NUMBER,
+        "the number the contact texted"
+    );
+    assert_eq!(
+        sms["analysis"]["custom"],
+        json!({ "appointment_confirmed": true }),
+        "set by the intent that resolved it"
+    );
     let transcript = sms["transcript"].as_str().unwrap();
     assert_eq!(transcript.lines().count(), 7, "{transcript}");
     assert!(transcript.starts_with("AI: Hi Ana"));
