@@ -31,6 +31,7 @@
 
 mod de;
 mod http;
+pub mod llm;
 mod redact;
 pub mod sms_assistant;
 pub mod twilio;

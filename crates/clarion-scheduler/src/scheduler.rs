@@ -28,6 +28,7 @@ use tokio::sync::Notify;
 use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
 use crate::fault::crash_point;
 use crate::report::build_report;
+use clarion_providers::llm::LlmClient;
 use clarion_providers::sms_assistant::{
     Conversation, ScriptConfig, SmsEnd, respond_to, sms_report,
 };
@@ -85,6 +86,8 @@ pub struct SchedulerConfig {
     /// SMS conversations go through Twilio when set (`[channels] sms = "twilio"`), else the
     /// simulator.
     pub twilio: Option<TwilioChannel>,
+    /// The model behind LLM SMS assistants (`[llm]`), when configured.
+    pub llm: Option<LlmClient>,
     /// How long after a provider call is placed (engine time) Clarion reads it back with
     /// `GET /call/{id}` if its end-of-call report has not arrived, and then again as often
     /// while it has not ended.
@@ -1574,38 +1577,59 @@ impl Scheduler {
     }
 
     /// An inbound text from Twilio: routed to the conversation running with its sender,
-    /// answered by the assistant's script (STOP and its synonyms end it as an opt-out with no
-    /// reply; HELP gets the organisation's help text), the conversation saved or ended.
-    /// Answers the reply to send back (`None`: nothing to say, or no conversation).
+    /// answered by the assistant (STOP and its synonyms end it as an opt-out with no reply;
+    /// HELP gets the organisation's help text; an ordinary reply goes to the LLM assistant
+    /// when one is configured, else — or when it fails — to the script), the conversation
+    /// saved or ended. Answers the reply to send back (`None`: nothing to say, or no
+    /// conversation).
+    ///
+    /// The answer is worked out before the write transaction (a model may take seconds, and
+    /// the transaction holds the database's write lock); if another text moved the
+    /// conversation meanwhile, this one is answered by the script on the new state.
     pub async fn twilio_inbound(
         &self,
         message: &InboundMessage,
     ) -> Result<Option<String>, SchedulerError> {
         let store = &self.inner.store;
+        let Some(seen) = store.open_sms_encounter_now(&message.from).await? else {
+            return Ok(None);
+        };
+        let assistant = self.assistant(seen.org_id, seen.assistant_id).await?;
+        let script = ScriptConfig::from_assistant_config(&assistant.config)
+            .map_err(|_| SchedulerError::Corrupt("sms script"))?;
+        let (mut decision, by_model) = self
+            .sms_decision(
+                &assistant,
+                &script,
+                &Self::conversation_of(&seen),
+                message,
+                true,
+            )
+            .await;
+
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
         let Some(encounter) = store.open_sms_encounter(&mut tx.tx, &message.from).await? else {
             return Ok(None);
         };
-        let assistant = self
-            .assistant(encounter.org_id, encounter.assistant_id)
-            .await?;
-        let script = ScriptConfig::from_assistant_config(&assistant.config)
-            .map_err(|_| SchedulerError::Corrupt("sms script"))?;
         let mut conversation = Self::conversation_of(&encounter);
-        let mut decision = respond_to(
-            &script,
-            &conversation,
-            &message.body,
-            message.opt_out_type.as_deref(),
-        );
+        let mut by_model = by_model;
+        if encounter.id != seen.id || encounter.conversation != seen.conversation {
+            (decision, by_model) = self
+                .sms_decision(&assistant, &script, &conversation, message, false)
+                .await;
+        }
         if decision.keyword == Keyword::Help
             && let Some(organization) = store.get_organization(encounter.org_id).await?
             && let Some(help) = organization.sms_help_text
         {
             decision.reply = Some(help);
         }
-        conversation.record_with(&script, &message.body, &decision);
+        if by_model {
+            conversation.record(&message.body, &decision);
+        } else {
+            conversation.record_with(&script, &message.body, &decision);
+        }
         if conversation.our_number.is_none() {
             conversation.our_number = message.to.clone();
         }
@@ -1637,6 +1661,54 @@ impl Scheduler {
         }
         self.commit_callback(tx).await?;
         Ok(decision.reply)
+    }
+
+    /// The assistant's answer to an inbound text: the script's, or — for an ordinary reply
+    /// (not STOP, HELP or the turn limit), when `ask_model` and the assistant has
+    /// `config.llm` and a model is configured — the model's, falling back to the script's
+    /// when the model fails. The flag says whether the model answered.
+    async fn sms_decision(
+        &self,
+        assistant: &Assistant,
+        script: &ScriptConfig,
+        conversation: &Conversation,
+        message: &InboundMessage,
+        ask_model: bool,
+    ) -> (clarion_providers::Decision, bool) {
+        let mut decision = respond_to(
+            script,
+            conversation,
+            &message.body,
+            message.opt_out_type.as_deref(),
+        );
+        let ordinary = matches!(decision.keyword, Keyword::Other | Keyword::OptIn)
+            && decision.end != Some(SmsEnd::TurnLimit);
+        let prompt = assistant
+            .config
+            .get("llm")
+            .and_then(|llm| llm.get("system_prompt"))
+            .and_then(Value::as_str);
+        let (Some(llm), Some(prompt), true, true) =
+            (&self.inner.config.llm, prompt, ordinary, ask_model)
+        else {
+            return (decision, false);
+        };
+        let model = assistant
+            .config
+            .get("llm")
+            .and_then(|llm| llm.get("model"))
+            .and_then(Value::as_str);
+        match llm.decide(prompt, model, conversation, &message.body).await {
+            Ok(answer) => {
+                decision.reply = Some(answer.reply);
+                decision.end = answer.resolution.map(SmsEnd::from);
+                (decision, true)
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "the LLM assistant did not answer; the script does");
+                (decision, false)
+            }
+        }
     }
 
     /// A Twilio status callback for the message that opened a conversation: a message that

@@ -35,6 +35,31 @@ pub struct Config {
     pub simulator: SimulatorConfig,
     pub vapi: VapiConfig,
     pub twilio: TwilioConfig,
+    pub llm: LlmConfig,
+}
+
+/// The model behind LLM SMS assistants: an OpenAI-compatible chat-completions API. Used only
+/// when `api_key` is set (`CLARION_LLM__API_KEY`) and for assistants whose config has
+/// `llm.system_prompt`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmConfig {
+    pub base_url: String,
+    pub model: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    pub timeout: HumanDuration,
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("base_url", &self.base_url)
+            .field("model", &self.model)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<set>"))
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Twilio SMS (`[channels] sms = "twilio"`). Credentials come from the environment

@@ -479,3 +479,117 @@ async fn clarion_doctor_checks_the_twilio_credentials_without_sending() {
     assert!(!out.contains("wrong-token-value"));
     assert_eq!(twilio.attempts(), 0, "nothing was sent");
 }
+
+#[tokio::test]
+async fn an_llm_assistant_answers_ordinary_replies_and_the_script_covers_for_it() {
+    use support::fake_llm::{FakeLlm, LlmAnswer};
+    let twilio = FakeTwilio::start().await;
+    let llm = FakeLlm::start().await;
+    let app = spawn_app_with(AppOptions {
+        twilio: Some(twilio.settings()),
+        llm: Some(llm.settings()),
+        ..AppOptions::default()
+    })
+    .await;
+    let (_org, key) = app.org("Riverside Family Clinic").await;
+    let (_, texter) = app
+        .post(&key, "/v1/assistants", json!({ "name": "Texter", "channel": "sms",
+            "config": {
+                "llm": { "system_prompt": "You confirm appointments for Riverside Family Clinic." },
+                "script": { "opening": "Hi {{first_name}}, can you make your visit on January 8?",
+                    "intents": [ { "name": "confirm", "keywords": ["yes"], "reply": "Scripted thanks.", "resolution": "resolved" } ],
+                    "fallback": "Scripted fallback: please reply YES.", "max_turns": 5 } } }))
+        .await;
+    let (_, template) = app
+        .post(&key, "/v1/sequence-templates", json!({ "name": "Text", "calling_hours": null,
+            "stop_on": ["resolved"], "steps": [ { "type": "sms", "assistant_id": texter["id"] } ] }))
+        .await;
+    let (_, sequence) = app
+        .post(&key, "/v1/sequences", json!({ "template_id": template["id"],
+            "contact": { "phone_number": "+15555550147", "time_zone": "America/Denver", "name": "Ana Lopez" } }))
+        .await;
+    let id = sequence["id"].as_i64().unwrap();
+    app.scheduler.run_due_now().await.unwrap();
+    assert_eq!(twilio.sent().len(), 1);
+
+    // The model fails: the script answers, and the conversation goes on.
+    llm.answer_next(LlmAnswer::Error(500));
+    let (_, twiml) = twilio
+        .inbound(&app.base, "+15555550147", "what time again?")
+        .await;
+    assert!(
+        twiml.contains("Scripted fallback: please reply YES."),
+        "{twiml}"
+    );
+    // The model answers with something that is not a decision: the script answers.
+    llm.answer_next(LlmAnswer::Content("Sure, 10am!".to_owned()));
+    let (_, twiml) = twilio
+        .inbound(&app.base, "+15555550147", "and where?")
+        .await;
+    assert!(twiml.contains("Scripted fallback"), "{twiml}");
+
+    // An ordinary reply goes to the model, whose decision ends the conversation.
+    llm.answer_next(LlmAnswer::Content(
+        r#"{"reply": "Wonderful, we will see you at 10am on January 8.", "resolution": "resolved"}"#.to_owned(),
+    ));
+    let (_, twiml) = twilio
+        .inbound(&app.base, "+15555550147", "ok I can make it at 10")
+        .await;
+    assert!(
+        twiml.contains("Wonderful, we will see you at 10am on January 8."),
+        "{twiml}"
+    );
+    app.scheduler.run_due_now().await.unwrap();
+    let (_, ended) = app.get(&key, &format!("/v1/sequences/{id}")).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    assert_eq!(ended["outreach"][0]["sms"]["ended_reason"], "resolved");
+
+    let requests = llm.requests();
+    assert_eq!(requests.len(), 3);
+    let messages = requests[2]["messages"].as_array().unwrap();
+    assert_eq!(messages[0]["role"], "system");
+    assert!(
+        messages[0]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("You confirm appointments")
+    );
+    assert_eq!(messages[1]["role"], "assistant");
+    assert!(
+        messages[1]["content"]
+            .as_str()
+            .unwrap()
+            .starts_with("Hi Ana")
+    );
+    assert_eq!(
+        messages.last().unwrap()["content"],
+        "ok I can make it at 10"
+    );
+    assert_eq!(requests[2]["response_format"]["type"], "json_object");
+
+    // A new conversation: STOP is the script's alone.
+    let (_, sequence) = app
+        .post(
+            &key,
+            "/v1/sequences",
+            json!({ "template_id": template["id"],
+            "contact": { "phone_number": "+15555550148", "time_zone": "America/Denver" } }),
+        )
+        .await;
+    app.scheduler.run_due_now().await.unwrap();
+    let (_, twiml) = twilio.inbound(&app.base, "+15555550148", "STOP").await;
+    assert!(!twiml.contains("<Message>"), "{twiml}");
+    assert_eq!(
+        llm.requests().len(),
+        3,
+        "the model was not asked about STOP"
+    );
+    app.scheduler.run_due_now().await.unwrap();
+    let (_, ended) = app
+        .get(&key, &format!("/v1/sequences/{}", sequence["id"]))
+        .await;
+    assert_eq!(
+        ended["outreach"][0]["sms"]["ended_reason"],
+        "contact-opt-out"
+    );
+}

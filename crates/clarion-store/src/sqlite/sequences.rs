@@ -204,6 +204,11 @@ const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel
      phone_number, status, provider_ref, provider_status, outcome, report, ends_at, created_at, \
      ended_at, conversation";
 
+/// The SMS conversation running through a provider with a number (`?`): the most recent,
+/// if several organisations text the number at once.
+const OPEN_SMS_CONVERSATION: &str = "channel = 'sms' AND status = 'requested' \
+     AND phone_number = ? AND outcome IS NULL ORDER BY id DESC LIMIT 1";
+
 /// [`ENCOUNTER_COLUMNS`] without the report object, the one large column.
 const DUE_ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, \
      assistant_id, phone_number, status, provider_ref, provider_status, outcome, NULL AS report, \
@@ -944,12 +949,22 @@ impl Store {
         phone_number: &str,
     ) -> Result<Option<EncounterRow>> {
         let row = sqlx::query(&format!(
-            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE channel = 'sms' \
-             AND status = 'requested' AND phone_number = ? AND outcome IS NULL \
-             ORDER BY id DESC LIMIT 1"
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE {OPEN_SMS_CONVERSATION}"
         ))
         .bind(phone_number)
         .fetch_optional(&mut *tx.inner)
+        .await?;
+        row.as_ref().map(encounter_from_row).transpose()
+    }
+
+    /// [`Store::open_sms_encounter`] outside a transaction (to work out an answer before
+    /// taking the write lock).
+    pub async fn open_sms_encounter_now(&self, phone_number: &str) -> Result<Option<EncounterRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE {OPEN_SMS_CONVERSATION}"
+        ))
+        .bind(phone_number)
+        .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(encounter_from_row).transpose()
     }

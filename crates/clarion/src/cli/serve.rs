@@ -45,6 +45,7 @@ pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
         time_scale: config.simulator.time_scale,
         vapi: None,
         twilio: None,
+        llm: None,
         provider_report_timeout: config.vapi.end_of_call_timeout.0,
     }
 }
@@ -92,6 +93,22 @@ pub fn twilio_channel(config: &Config) -> anyhow::Result<Option<clarion_schedule
         client: client::TwilioClient::new(settings).context("building the Twilio client")?,
         public_base_url: twilio.public_base_url.clone().unwrap_or_default(),
     }))
+}
+
+/// The model behind LLM SMS assistants, when `llm.api_key` is set.
+pub fn llm_client(config: &Config) -> anyhow::Result<Option<clarion_providers::llm::LlmClient>> {
+    let Some(api_key) = config.llm.api_key.clone().filter(|k| !k.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let settings = clarion_providers::llm::LlmSettings {
+        base_url: config.llm.base_url.clone(),
+        api_key,
+        model: config.llm.model.clone(),
+        timeout: config.llm.timeout.0,
+    };
+    Ok(Some(
+        clarion_providers::llm::LlmClient::new(settings).context("building the LLM client")?,
+    ))
 }
 
 /// The secrets provider callbacks are checked against.
@@ -144,6 +161,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         clarion_scheduler::SchedulerConfig {
             vapi: vapi_client(&config)?,
             twilio: twilio_channel(&config)?,
+            llm: llm_client(&config)?,
             ..scheduler_config(&config)
         },
     );

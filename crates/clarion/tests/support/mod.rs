@@ -3,6 +3,7 @@
 //! can change mid-test.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod fake_llm;
 pub mod fake_twilio;
 pub mod fake_vapi;
 
@@ -54,6 +55,8 @@ pub struct AppOptions {
     /// Texts through Twilio (a fake's address) instead of the simulator; the public base URL
     /// is the test server's own address.
     pub twilio: Option<clarion_providers::twilio::client::TwilioSettings>,
+    /// The model behind LLM SMS assistants (a fake's address).
+    pub llm: Option<clarion_providers::llm::LlmSettings>,
 }
 
 impl Default for AppOptions {
@@ -67,6 +70,7 @@ impl Default for AppOptions {
             contact_caps: None,
             vapi: None,
             twilio: None,
+            llm: None,
         }
     }
 }
@@ -123,6 +127,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         scheduler_config.vapi =
             Some(clarion_providers::vapi::client::VapiClient::new(settings).unwrap());
         providers.vapi = Some(secret);
+    }
+    if let Some(settings) = options.llm {
+        scheduler_config.llm = Some(clarion_providers::llm::LlmClient::new(settings).unwrap());
     }
     if let Some(settings) = options.twilio {
         providers.twilio = Some(clarion_server::TwilioCallbacks {
