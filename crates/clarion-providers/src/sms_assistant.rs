@@ -398,6 +398,10 @@ pub struct Conversation {
     /// Our number, once the provider has told it (the `To` of an inbound text).
     #[serde(default)]
     pub our_number: Option<String>,
+    /// The provider ids of the inbound messages answered (Twilio's `MessageSid`), so a
+    /// repeated or replayed webhook is not answered twice.
+    #[serde(default)]
+    pub handled: Vec<String>,
 }
 
 impl fmt::Debug for Conversation {
@@ -420,6 +424,7 @@ impl Conversation {
             turns: Vec::new(),
             custom: Map::new(),
             our_number: None,
+            handled: Vec::new(),
         }
     }
 

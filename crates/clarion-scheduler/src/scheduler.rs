@@ -112,6 +112,9 @@ const VAPI_PLACE_ATTEMPTS: u32 = 3;
 /// row stays unconfirmed meanwhile.
 const VAPI_MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
 
+/// The provider reference of a call whose placement is unknown (no call id came back).
+const VAPI_UNKNOWN_PREFIX: &str = "vapi_unknown_";
+
 /// Vapi call statuses in the order a call goes through them (`ended` comes with the
 /// end-of-call report).
 const VAPI_STATUS_ORDER: [&str; 4] = ["queued", "ringing", "in-progress", "forwarding"];
@@ -1130,24 +1133,24 @@ impl Scheduler {
     /// was requested, with what the simulator already knows about how it will go.
     async fn request_encounters(&self, started: Vec<Started>) -> Result<(), SchedulerError> {
         let mut requested = Vec::with_capacity(started.len());
-        let mut conversations: Vec<(i64, String, Millis)> = Vec::new();
         for started in started {
             let encounter_id = started.encounter.id;
+            // A real provider's answer is recorded as soon as it comes, in its own small
+            // transaction: its callbacks (a STOP, an end-of-call report) may arrive while the
+            // rest of the batch is still being sent, and must find the encounter.
             if started.encounter.channel == "sms"
                 && let Some(twilio) = &self.inner.config.twilio
             {
                 let (request, conversation) =
                     self.start_twilio_conversation(twilio, &started).await;
-                if let (Some(conversation), Some(ends_at)) = (conversation, request.2) {
-                    conversations.push((encounter_id, conversation, ends_at));
-                }
-                requested.push(request);
+                self.record_requested(request, conversation).await?;
                 continue;
             }
             if started.encounter.channel == "call"
                 && let Some(vapi) = &self.inner.config.vapi
             {
-                requested.push(self.place_vapi_call(vapi, &started).await);
+                let request = self.place_vapi_call(vapi, &started).await;
+                self.record_requested(request, None).await?;
                 continue;
             }
             match self.simulate(&started).await {
@@ -1167,21 +1170,36 @@ impl Scheduler {
             crash_point("provider-asked");
         }
 
+        if requested.is_empty() {
+            return Ok(());
+        }
         let mut tx = self.inner.store.begin().await?;
         self.inner
             .store
             .mark_encounters_requested(&mut tx, &requested)
             .await?;
-        for (id, conversation, ends_at) in &conversations {
-            self.inner
-                .store
-                .save_conversation(&mut tx, *id, conversation, *ends_at)
+        tx.commit().await?;
+        crash_point("encounter-requested");
+        Ok(())
+    }
+
+    /// Records one provider's answer for an encounter (and a conversation's state), at once.
+    async fn record_requested(
+        &self,
+        request: clarion_store::RequestedEncounter,
+        conversation: Option<String>,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let mut tx = store.begin().await?;
+        if let (Some(conversation), Some(ends_at)) = (&conversation, request.2) {
+            store
+                .save_conversation(&mut tx, request.0, conversation, ends_at)
                 .await?;
         }
+        store
+            .mark_encounters_requested(&mut tx, std::slice::from_ref(&request))
+            .await?;
         tx.commit().await?;
-        if !requested.is_empty() {
-            crash_point("encounter-requested");
-        }
         Ok(())
     }
 
@@ -1268,6 +1286,26 @@ impl Scheduler {
                     tokio::time::sleep(wait).await;
                     tries += 1;
                 }
+                Err(CreateCallError::Unknown { reason }) => {
+                    // It may have gone out: wait for its end-of-call report (matched by the
+                    // call's name), and end it as unknown if none comes.
+                    tracing::warn!(
+                        encounter_id = id,
+                        reason,
+                        "Vapi's answer does not say whether the call was placed; waiting for its report"
+                    );
+                    let check_at = self.inner.clock.now_millis().saturating_add(
+                        Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
+                            .unwrap_or(Millis::MAX),
+                    );
+                    return (
+                        id,
+                        format!("{VAPI_UNKNOWN_PREFIX}{id}"),
+                        Some(check_at),
+                        None,
+                        None,
+                    );
+                }
                 Err(error) => {
                     tracing::warn!(encounter_id = id, error = %error, "call not placed");
                     return not_placed(match error {
@@ -1295,11 +1333,24 @@ impl Scheduler {
         let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
-        let Some(encounter) = store
+        let mut encounter = store
             .encounter_by_provider_ref(&mut tx.tx, "call", call_id)
-            .await?
-            .filter(|e| e.status != "ended")
-        else {
+            .await?;
+        if encounter.is_none() {
+            // A call whose placement was unknown: Clarion has no call id, only the encounter
+            // id it put in the call's name.
+            let by_name = report
+                .call
+                .as_ref()
+                .and_then(|call| call.encounter_id())
+                .map(|id| format!("{VAPI_UNKNOWN_PREFIX}{id}"));
+            if let Some(reference) = by_name {
+                encounter = store
+                    .encounter_by_provider_ref(&mut tx.tx, "call", &reference)
+                    .await?;
+            }
+        }
+        let Some(encounter) = encounter.filter(|e| e.status != "ended") else {
             return Ok(false);
         };
         let assistant = self
@@ -1344,9 +1395,6 @@ impl Scheduler {
     /// running (or unreadable) is looked at again after `provider_report_timeout`. Answers
     /// the number of encounters ended.
     async fn read_back_overdue_calls(&self) -> Result<usize, SchedulerError> {
-        if self.inner.config.vapi.is_none() && self.inner.config.twilio.is_none() {
-            return Ok(0);
-        }
         let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
         let overdue = store
@@ -1358,9 +1406,20 @@ impl Scheduler {
         );
         let mut ended = 0;
         for encounter in overdue {
-            if encounter.channel == "sms" {
+            if encounter.channel == "sms" && self.inner.config.twilio.is_some() {
                 // A conversation whose contact went quiet for the template's SMS timeout.
                 if self.time_out_conversation(&encounter).await? {
+                    ended += 1;
+                }
+                continue;
+            }
+            if encounter
+                .provider_ref
+                .as_deref()
+                .is_some_and(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
+            {
+                // Its report never came: end it as unknown, never placed again.
+                if self.end_unknown_call(&encounter).await? {
                     ended += 1;
                 }
                 continue;
@@ -1368,6 +1427,8 @@ impl Scheduler {
             let (Some(vapi), Some(call_id)) =
                 (&self.inner.config.vapi, encounter.provider_ref.as_deref())
             else {
+                // The provider is no longer configured: look again later (its callbacks are
+                // not accepted meanwhile).
                 store
                     .postpone_encounter_end(encounter.id, next_check)
                     .await?;
@@ -1592,8 +1653,16 @@ impl Scheduler {
     ) -> Result<Option<String>, SchedulerError> {
         let store = &self.inner.store;
         let Some(seen) = store.open_sms_encounter_now(&message.from).await? else {
+            self.opt_out_without_conversation(message).await?;
             return Ok(None);
         };
+        if Self::conversation_of(&seen)
+            .handled
+            .contains(&message.message_sid)
+        {
+            // Twilio repeated the webhook, or someone replayed it: answered already.
+            return Ok(None);
+        }
         let assistant = self.assistant(seen.org_id, seen.assistant_id).await?;
         let script = ScriptConfig::from_assistant_config(&assistant.config)
             .map_err(|_| SchedulerError::Corrupt("sms script"))?;
@@ -1613,6 +1682,9 @@ impl Scheduler {
             return Ok(None);
         };
         let mut conversation = Self::conversation_of(&encounter);
+        if conversation.handled.contains(&message.message_sid) {
+            return Ok(None);
+        }
         let mut by_model = by_model;
         if encounter.id != seen.id || encounter.conversation != seen.conversation {
             (decision, by_model) = self
@@ -1633,6 +1705,7 @@ impl Scheduler {
         if conversation.our_number.is_none() {
             conversation.our_number = message.to.clone();
         }
+        conversation.handled.push(message.message_sid.clone());
         match decision.end {
             Some(end) => {
                 self.end_conversation(&mut tx, &encounter, &conversation, end, now)
@@ -1661,6 +1734,34 @@ impl Scheduler {
         }
         self.commit_callback(tx).await?;
         Ok(decision.reply)
+    }
+
+    /// A STOP (or a synonym) from a number with no conversation running — after one timed
+    /// out, or between steps — still puts the number on the suppression list of the
+    /// organisation that texted it last, so no later step or sequence contacts it.
+    async fn opt_out_without_conversation(
+        &self,
+        message: &InboundMessage,
+    ) -> Result<(), SchedulerError> {
+        if message.keyword() != Keyword::OptOut {
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let Some(org) = store.latest_sms_organization(&message.from).await? else {
+            return Ok(());
+        };
+        let now = self.inner.clock.now_millis();
+        let mut tx = store.begin().await?;
+        store
+            .suppress(&mut tx, org, &message.from, "opt-out", now)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            org_id = org.0,
+            "opt-out received outside a conversation; number suppressed"
+        );
+        self.wake();
+        Ok(())
     }
 
     /// The assistant's answer to an inbound text: the script's, or — for an ordinary reply
@@ -1752,9 +1853,8 @@ impl Scheduler {
         let Some(current) = self
             .inner
             .store
-            .open_sms_encounter(&mut tx.tx, &encounter.phone_number)
+            .overdue_open_encounter(&mut tx.tx, encounter.id, now)
             .await?
-            .filter(|e| e.id == encounter.id && e.ends_at.is_some_and(|at| at <= now))
         else {
             return Ok(false);
         };
@@ -1765,6 +1865,33 @@ impl Scheduler {
             SmsEnd::TurnLimit
         };
         self.end_conversation(&mut tx, &current, &conversation, end, now)
+            .await?;
+        self.commit_callback(tx).await?;
+        Ok(true)
+    }
+
+    /// Ends a call whose placement stayed unknown and whose report never came, as `failed`
+    /// with a summary saying so (never placed again).
+    async fn end_unknown_call(&self, encounter: &EncounterRow) -> Result<bool, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(current) = self
+            .inner
+            .store
+            .overdue_open_encounter(&mut tx.tx, encounter.id, now)
+            .await?
+        else {
+            return Ok(false);
+        };
+        tracing::warn!(
+            encounter_id = current.id,
+            "no report for a call whose placement was unknown; ending it as failed"
+        );
+        let report = crate::simulator::failed_call_report(
+            &current,
+            "Whether the call was placed is unknown (the provider did not answer clearly) and no report of it came; it was not placed again.",
+        );
+        self.finish_encounter(&mut tx, &current, "failed", Some(&report), now, now)
             .await?;
         self.commit_callback(tx).await?;
         Ok(true)

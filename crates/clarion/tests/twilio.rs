@@ -593,3 +593,72 @@ async fn an_llm_assistant_answers_ordinary_replies_and_the_script_covers_for_it(
         "contact-opt-out"
     );
 }
+
+#[tokio::test]
+async fn a_replayed_text_is_not_answered_twice_and_a_late_stop_still_suppresses() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550149").await;
+    f.run().await;
+    let params = [
+        ("MessageSid", "SM000000000000000000000000000000aa"),
+        ("AccountSid", support::fake_twilio::ACCOUNT_SID),
+        ("From", "+15555550149"),
+        ("To", support::fake_twilio::OUR_NUMBER),
+        ("Body", "who is this?"),
+    ];
+    let (status, first) = f
+        .twilio
+        .post_signed(
+            &f.app.base,
+            "/providers/twilio/inbound",
+            &params,
+            AUTH_TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(first.contains("<Message>"), "{first}");
+    let (status, again) = f
+        .twilio
+        .post_signed(
+            &f.app.base,
+            "/providers/twilio/inbound",
+            &params,
+            AUTH_TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        !again.contains("<Message>"),
+        "the same message is answered once: {again}"
+    );
+
+    // The contact goes quiet; the conversation times out with one reply in it.
+    f.app
+        .clock
+        .advance(std::time::Duration::from_secs(25 * 3600));
+    f.run().await;
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let transcript = ended["outreach"][0]["sms"]["transcript"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        transcript.matches("User: who is this?").count(),
+        1,
+        "{transcript}"
+    );
+
+    // A STOP after the end still puts the number on the suppression list.
+    let twiml = f.text("+15555550149", "STOP").await;
+    assert!(!twiml.contains("<Message>"), "{twiml}");
+    let (_, suppressions) = f.app.get(&f.key, "/v1/suppressions").await;
+    assert!(
+        suppressions["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["phone_number"] == "+15555550149" && s["reason"] == "opt-out"),
+        "{suppressions}"
+    );
+}

@@ -255,33 +255,78 @@ async fn a_call_vapi_declined_with_429_is_placed_on_a_later_try() {
 }
 
 #[tokio::test]
-async fn a_call_whose_placement_is_uncertain_or_refused_is_never_retried() {
+async fn a_refused_call_fails_at_once_and_is_never_retried() {
     let f = fixture().await;
-    for (answer, phone) in [(500, "+15555550126"), (400, "+15555550127")] {
-        let before = f.vapi.requests().len();
-        f.vapi.answer_next(&[CallAnswer::Error(answer, None)]);
-        let id = f.enroll(phone).await;
-        f.run().await;
-        assert_eq!(
-            f.vapi.requests().len(),
-            before + 1,
-            "HTTP {answer}: exactly one request, never a second"
-        );
-        let ended = f.sequence(id).await;
-        assert_eq!(ended["status"], "ended", "{ended}");
-        let call = &ended["outreach"][0]["call"];
-        assert_eq!(call["outcome"], "failed");
-        assert_eq!(call["ended_reason"], "failed");
-        assert!(
-            call["summary"]
-                .as_str()
-                .unwrap()
-                .starts_with("The call could not be placed"),
-            "{call}"
-        );
-        assert_eq!(schema_errors(&ended), Vec::<String>::new());
-    }
+    f.vapi.answer_next(&[CallAnswer::Error(400, None)]);
+    let id = f.enroll("+15555550127").await;
+    f.run().await;
+    assert_eq!(
+        f.vapi.requests().len(),
+        1,
+        "exactly one request, never a second"
+    );
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let call = &ended["outreach"][0]["call"];
+    assert_eq!(call["outcome"], "failed");
+    assert_eq!(call["ended_reason"], "failed");
+    assert!(
+        call["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("The call could not be placed"),
+        "{call}"
+    );
+    assert_eq!(schema_errors(&ended), Vec::<String>::new());
     assert!(f.vapi.calls().is_empty());
+}
+
+#[tokio::test]
+async fn a_call_whose_placement_is_unknown_waits_for_its_report_and_is_never_placed_again() {
+    let f = fixture().await;
+    // A 500: the call may have gone out. Its report, if any, is matched by the call's name.
+    f.vapi.answer_next(&[CallAnswer::Error(500, None)]);
+    let reported = f.enroll("+15555550126").await;
+    f.run().await;
+    assert_eq!(f.vapi.requests().len(), 1);
+    assert_eq!(f.sequence(reported).await["status"], "active");
+    let encounter = f.sequence(reported).await["outreach"][0]["call"]["id"].clone();
+    let mut report = end_of_call_report(
+        "call_placed_anyway",
+        "customer-ended-call",
+        json!({ "outcome": "resolved" }),
+    );
+    report["call"]["name"] = json!(format!("clarion-encounter-{encounter}"));
+    let (status, body) = f.emit(&report).await;
+    assert_eq!(
+        (status, body["applied"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+    f.run().await;
+    let ended = f.sequence(reported).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    assert_eq!(ended["outreach"][0]["call"]["outcome"], "resolved");
+
+    // Another 500 and no report at all: after the report timeout it ends failed, unknown.
+    f.vapi.answer_next(&[CallAnswer::Error(500, None)]);
+    let silent = f.enroll("+15555550129").await;
+    f.run().await;
+    f.app.clock.advance(std::time::Duration::from_secs(31 * 60));
+    f.run().await;
+    assert_eq!(f.vapi.requests().len(), 2, "never placed again");
+    let ended = f.sequence(silent).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let call = &ended["outreach"][0]["call"];
+    assert_eq!(call["outcome"], "failed");
+    assert!(
+        call["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Whether the call was placed is unknown"),
+        "{call}"
+    );
+    assert_eq!(schema_errors(&ended), Vec::<String>::new());
 }
 
 #[tokio::test]

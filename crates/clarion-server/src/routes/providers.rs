@@ -26,6 +26,7 @@ use clarion_providers::twilio::signature::{HEADER as TWILIO_SIGNATURE, validate}
 use clarion_providers::twilio::wire::{InboundMessage, StatusCallback, parse_form, twiml_response};
 use clarion_providers::vapi::wire::{ServerMessage, parse_server_message};
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use utoipa::ToSchema;
 
@@ -70,8 +71,10 @@ pub async fn vapi_events(
     let Some(secret) = state.providers.vapi.as_deref() else {
         return Err(ApiError::not_found("route"));
     };
-    let presented = presented_secret(&headers).unwrap_or_default();
-    if !bool::from(presented.as_bytes().ct_eq(secret.as_bytes())) {
+    // Compared as SHA-256 digests: equal lengths, so the comparison's time says nothing
+    // about the secret, not even its length.
+    let presented = Sha256::digest(presented_secret(&headers).unwrap_or_default().as_bytes());
+    if !bool::from(presented.ct_eq(&Sha256::digest(secret.as_bytes()))) {
         tracing::warn!("Vapi callback rejected: wrong or missing secret");
         return Err(unauthorized());
     }

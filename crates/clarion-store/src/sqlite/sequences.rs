@@ -969,6 +969,37 @@ impl Store {
         row.as_ref().map(encounter_from_row).transpose()
     }
 
+    /// An encounter still waiting for its provider (no outcome) whose time is up at `now`,
+    /// by id, inside a write transaction: `None` if it ended or was moved on meanwhile.
+    pub async fn overdue_open_encounter(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        now: Millis,
+    ) -> Result<Option<EncounterRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE id = ? AND status = 'requested' \
+             AND outcome IS NULL AND ends_at IS NOT NULL AND ends_at <= ?"
+        ))
+        .bind(id)
+        .bind(now)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        row.as_ref().map(encounter_from_row).transpose()
+    }
+
+    /// The organisation that texted `phone_number` last (any SMS encounter, ended or not).
+    pub async fn latest_sms_organization(&self, phone_number: &str) -> Result<Option<OrgId>> {
+        let org: Option<i64> = sqlx::query_scalar(
+            "SELECT org_id FROM encounters WHERE channel = 'sms' AND phone_number = ? \
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(phone_number)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(org.map(OrgId))
+    }
+
     /// Stores a running conversation's state and when it times out.
     pub async fn save_conversation(
         &self,
