@@ -450,31 +450,29 @@ async fn clarion_doctor_checks_the_twilio_credentials_without_sending() {
     let doctor = |token: &'static str| {
         let config = config.clone();
         async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
-                .args(["doctor", "--config"])
-                .arg(&config)
-                .env(
-                    "CLARION_TWILIO__ACCOUNT_SID",
-                    support::fake_twilio::ACCOUNT_SID,
-                )
-                .env("CLARION_TWILIO__AUTH_TOKEN", token)
-                .env("CLARION_TWILIO__MESSAGING_SERVICE_SID", SERVICE_SID)
-                .env(
-                    "CLARION_TWILIO__PUBLIC_BASE_URL",
-                    "https://clarion.example.org",
-                )
-                .output()
-                .await
-                .unwrap()
+            support::run_doctor(
+                &config,
+                &[
+                    (
+                        "CLARION_TWILIO__ACCOUNT_SID",
+                        support::fake_twilio::ACCOUNT_SID,
+                    ),
+                    ("CLARION_TWILIO__AUTH_TOKEN", token),
+                    ("CLARION_TWILIO__MESSAGING_SERVICE_SID", SERVICE_SID),
+                    (
+                        "CLARION_TWILIO__PUBLIC_BASE_URL",
+                        "https://clarion.example.org",
+                    ),
+                ],
+            )
+            .await
         }
     };
-    let good = doctor(AUTH_TOKEN).await;
-    let out = String::from_utf8_lossy(&good.stdout).into_owned();
-    assert!(good.status.success(), "{out}");
+    let (code, out) = doctor(AUTH_TOKEN).await;
+    assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("Twilio accepts the account SID"), "{out}");
-    let bad = doctor("wrong-token-value").await;
-    let out = String::from_utf8_lossy(&bad.stdout).into_owned();
-    assert_eq!(bad.status.code(), Some(1), "{out}");
+    let (code, out) = doctor("wrong-token-value").await;
+    assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAIL Twilio rejects"), "{out}");
     assert!(!out.contains("wrong-token-value"));
     assert_eq!(twilio.attempts(), 0, "nothing was sent");

@@ -391,35 +391,32 @@ async fn clarion_doctor_checks_the_vapi_credentials_without_placing_a_call() {
     let doctor = |api_key: &'static str, phone_number_id: &'static str| {
         let config = config.clone();
         async move {
-            tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
-                .args(["doctor", "--config"])
-                .arg(&config)
-                .env("CLARION_VAPI__API_KEY", api_key)
-                .env("CLARION_VAPI__PHONE_NUMBER_ID", phone_number_id)
-                .env("CLARION_VAPI__SERVER_SECRET", SERVER_SECRET)
-                .output()
-                .await
-                .unwrap()
+            support::run_doctor(
+                &config,
+                &[
+                    ("CLARION_VAPI__API_KEY", api_key),
+                    ("CLARION_VAPI__PHONE_NUMBER_ID", phone_number_id),
+                    ("CLARION_VAPI__SERVER_SECRET", SERVER_SECRET),
+                ],
+            )
+            .await
         }
     };
-    let good = doctor(support::fake_vapi::API_KEY, "pn_1").await;
-    let out = String::from_utf8_lossy(&good.stdout).into_owned();
-    assert!(good.status.success(), "{out}");
+    let (code, out) = doctor(support::fake_vapi::API_KEY, "pn_1").await;
+    assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("Vapi accepts the API key"), "{out}");
     assert!(out.contains("the phone number id exists"), "{out}");
 
-    let bad = doctor("a-wrong-key", "pn_1").await;
-    let out = String::from_utf8_lossy(&bad.stdout).into_owned();
-    assert_eq!(bad.status.code(), Some(1), "{out}");
+    let (code, out) = doctor("a-wrong-key", "pn_1").await;
+    assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAIL Vapi rejects the API key"), "{out}");
     assert!(
         !out.contains("a-wrong-key"),
         "credentials are never printed"
     );
 
-    let unknown = doctor(support::fake_vapi::API_KEY, "pn_404").await;
-    let out = String::from_utf8_lossy(&unknown.stdout).into_owned();
-    assert_eq!(unknown.status.code(), Some(1), "{out}");
+    let (code, out) = doctor(support::fake_vapi::API_KEY, "pn_404").await;
+    assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("FAIL Vapi has no phone number"), "{out}");
     assert!(vapi.requests().is_empty(), "no call was placed");
 }

@@ -479,6 +479,21 @@ pub async fn api_post(http: &reqwest::Client, url: &str, key: &str, body: Option
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// `clarion doctor --config <config>` with `env` set: (exit code, standard output).
+pub async fn run_doctor(config: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .args(["doctor", "--config"])
+        .arg(config)
+        .envs(env.iter().copied())
+        .output()
+        .await
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
 /// `clarion org create` against `database`; the new organisation's API key.
 pub async fn create_org_with_cli(database: &str) -> String {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
