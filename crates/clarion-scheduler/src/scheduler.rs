@@ -1014,7 +1014,7 @@ impl Scheduler {
             done += self.wake_due_sequences().await?;
             done += self.end_due_encounters().await?;
             done += self.reconcile_unconfirmed().await?;
-            done += self.read_back_overdue_calls().await?;
+            done += self.settle_overdue_provider_encounters().await?;
             total += done;
             if done == 0 {
                 return Ok(total);
@@ -1390,11 +1390,12 @@ impl Scheduler {
         Ok(true)
     }
 
-    /// Calls placed with Vapi whose end-of-call report is overdue: read back with
-    /// `GET /call/{id}`. An ended call is applied as if its report had arrived; one still
-    /// running (or unreadable) is looked at again after `provider_report_timeout`. Answers
-    /// the number of encounters ended.
-    async fn read_back_overdue_calls(&self) -> Result<usize, SchedulerError> {
+    /// Provider encounters whose time is up with no outcome: a Vapi call whose end-of-call
+    /// report is overdue is read back with `GET /call/{id}` (an ended call is applied as if
+    /// its report had arrived; one still running, or unreadable, is looked at again after
+    /// `provider_report_timeout`); a call whose placement stayed unknown ends `failed`; an SMS
+    /// conversation times out. Answers the number of encounters ended.
+    async fn settle_overdue_provider_encounters(&self) -> Result<usize, SchedulerError> {
         let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
         let overdue = store

@@ -158,13 +158,11 @@ pub fn unknown_outcome_report(encounter: &EncounterRow, clinic_number: &str) -> 
             "summary": "The conversation's outcome is unknown after a restart; it was not sent again.",
         })
     } else {
-        json!({
-            "id": encounter.id, "assistant_id": encounter.assistant_id, "started_at": at, "ended_at": at,
-            "call_status": "ended", "duration_ms": null, "ended_reason": "failed", "transcript": null,
-            "source_number": clinic_number, "destination_number": encounter.phone_number,
-            "call_type": "outboundPhoneCall", "analysis": null,
-            "summary": "The call's outcome is unknown after a restart; it was not placed again.",
-            "outcome": "failed", "failure_reason": null, "voicemail_message": null,
-        })
+        let mut call = failed_call_report(
+            encounter,
+            "The call's outcome is unknown after a restart; it was not placed again.",
+        );
+        call["source_number"] = Value::from(clinic_number);
+        call
     }
 }

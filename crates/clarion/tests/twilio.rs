@@ -437,16 +437,10 @@ async fn a_whole_sequence_call_to_voicemail_then_a_text_conversation_that_resolv
 #[tokio::test]
 async fn clarion_doctor_checks_the_twilio_credentials_without_sending() {
     let twilio = FakeTwilio::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("clarion.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[channels]\nsms = \"twilio\"\n[twilio]\nbase_url = \"{}\"\n",
-            twilio.url
-        ),
-    )
-    .unwrap();
+    let config = format!(
+        "[channels]\nsms = \"twilio\"\n[twilio]\nbase_url = \"{}\"\n",
+        twilio.url
+    );
     let doctor = |token: &'static str| {
         let config = config.clone();
         async move {

@@ -378,16 +378,10 @@ async fn a_lost_end_of_call_report_is_recovered_by_reading_the_call_back() {
 #[tokio::test]
 async fn clarion_doctor_checks_the_vapi_credentials_without_placing_a_call() {
     let vapi = FakeVapi::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("clarion.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n",
-            vapi.url
-        ),
-    )
-    .unwrap();
+    let config = format!(
+        "[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n",
+        vapi.url
+    );
     let doctor = |api_key: &'static str, phone_number_id: &'static str| {
         let config = config.clone();
         async move {

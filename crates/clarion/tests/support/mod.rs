@@ -479,11 +479,15 @@ pub async fn api_post(http: &reqwest::Client, url: &str, key: &str, body: Option
     request.send().await.unwrap().json().await.unwrap()
 }
 
-/// `clarion doctor --config <config>` with `env` set: (exit code, standard output).
-pub async fn run_doctor(config: &std::path::Path, env: &[(&str, &str)]) -> (Option<i32>, String) {
+/// `clarion doctor` with `config` (TOML) as its configuration file and `env` set:
+/// (exit code, standard output).
+pub async fn run_doctor(config: &str, env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clarion.toml");
+    std::fs::write(&path, config).unwrap();
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
         .args(["doctor", "--config"])
-        .arg(config)
+        .arg(&path)
         .envs(env.iter().copied())
         .output()
         .await
