@@ -206,6 +206,12 @@ const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel
 
 /// The SMS conversation running through a provider with a number (`?`): the most recent,
 /// if several organisations text the number at once.
+/// Encounters open with a provider whose report was due by `?1`, oldest first, at most `?2`.
+/// It must stay on the `encounters_open_due` partial index: it runs on every scheduler pass,
+/// and scanning the simulator's due encounters instead made it the engine's slowest query.
+const OVERDUE_PROVIDER_ENCOUNTERS: &str = "status = 'requested' AND ends_at IS NOT NULL \
+     AND ends_at <= ? AND outcome IS NULL ORDER BY ends_at LIMIT ?";
+
 const OPEN_SMS_CONVERSATION: &str = "channel = 'sms' AND status = 'requested' \
      AND phone_number = ? AND outcome IS NULL ORDER BY id DESC LIMIT 1";
 
@@ -917,9 +923,7 @@ impl Store {
         limit: u32,
     ) -> Result<Vec<EncounterRow>> {
         let rows = sqlx::query(&format!(
-            "SELECT {ENCOUNTER_COLUMNS} FROM encounters \
-             WHERE status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? \
-             AND outcome IS NULL ORDER BY ends_at LIMIT ?"
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE {OVERDUE_PROVIDER_ENCOUNTERS}"
         ))
         .bind(now)
         .bind(i64::from(limit))
@@ -1255,5 +1259,34 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_overdue_look_up_reads_only_encounters_open_with_a_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!(
+            "EXPLAIN QUERY PLAN SELECT id FROM encounters WHERE {OVERDUE_PROVIDER_ENCOUNTERS}"
+        ))
+        .bind(0_i64)
+        .bind(10_i64)
+        .fetch_all(&store.pool)
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<String, _>("detail"))
+        .collect();
+        assert!(
+            plan.iter().any(|step| step.contains("encounters_open_due")),
+            "{plan:?}"
+        );
     }
 }
