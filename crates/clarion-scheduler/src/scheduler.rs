@@ -358,6 +358,23 @@ struct Started {
     sequence: SequenceRow,
 }
 
+/// How many due sequences (or encounters) one pass of the scheduler takes on at most, the
+/// earliest due first. A pass works through its window in id order, `batch_size` per
+/// transaction: rows with neighbouring ids share database pages, so a transaction writes a
+/// few dozen pages instead of one or two per row, which is what a burst of work (thousands of
+/// sequences enrolled together, whose encounters end at scattered times) would otherwise
+/// cost. Something that falls due during a pass waits for the next one, at most one window
+/// later. 131,072 ids are 1 MiB.
+const DUE_WINDOW: u32 = 131_072;
+
+/// Due ids (earliest due first) sorted by id and cut into transactions of `batch_size`.
+fn in_storage_order(mut ids: Vec<i64>, batch_size: u32) -> Vec<Vec<i64>> {
+    ids.sort_unstable();
+    ids.chunks(usize::try_from(batch_size.max(1)).unwrap_or(usize::MAX))
+        .map(<[i64]>::to_vec)
+        .collect()
+}
+
 fn datetime(millis: Millis) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(millis)
         .single()
@@ -1022,13 +1039,23 @@ impl Scheduler {
         }
     }
 
+    /// Wakes every sequence due now: the earliest-due window of them, in id order.
     async fn wake_due_sequences(&self) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let ids = self.inner.store.due_sequence_ids(now, DUE_WINDOW).await?;
+        let mut done = 0;
+        for chunk in in_storage_order(ids, self.inner.config.batch_size) {
+            done += self.wake_sequences(&chunk).await?;
+        }
+        Ok(done)
+    }
+
+    /// Wakes those of the sequences `ids` still due, in one transaction.
+    async fn wake_sequences(&self, ids: &[i64]) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
         let mut tx = WriteTx::begin(&self.inner).await?;
-        let due = store
-            .due_sequences(&mut tx.tx, now, self.inner.config.batch_size)
-            .await?;
+        let due = store.due_sequences(&mut tx.tx, ids, now).await?;
         let numbers: Vec<(OrgId, &str)> = due
             .iter()
             .map(|s| (s.org_id, s.phone_number.as_str()))
@@ -1937,13 +1964,25 @@ impl Scheduler {
         )
     }
 
+    /// Ends every encounter whose end is known and due now: the earliest-due window of them,
+    /// in id order.
     async fn end_due_encounters(&self) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let ids = self.inner.store.due_encounter_ids(now, DUE_WINDOW).await?;
+        let mut done = 0;
+        for chunk in in_storage_order(ids, self.inner.config.batch_size) {
+            done += self.end_encounters(&chunk).await?;
+        }
+        Ok(done)
+    }
+
+    /// Ends those of the encounters `ids` still due, and moves their sequences on, in one
+    /// transaction.
+    async fn end_encounters(&self, ids: &[i64]) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
         let mut tx = WriteTx::begin(&self.inner).await?;
-        let due = store
-            .due_encounters(&mut tx.tx, now, self.inner.config.batch_size)
-            .await?;
+        let due = store.due_encounters(&mut tx.tx, ids, now).await?;
         // The outcome and report object were stored when the encounter was requested; ending
         // it keeps that report (not read here).
         let ends: Vec<(&EncounterRow, String, Millis)> = due

@@ -86,6 +86,10 @@ impl Store {
             .busy_timeout(options.busy_timeout)
             // A 16 MiB page cache per connection keeps the hot part of the queue in memory.
             .pragma("cache_size", "-16384")
+            // Statement journals (the undo log of one multi-row statement inside a
+            // transaction) stay in memory instead of spilling to a temporary file: the
+            // batched writes touch hundreds of pages per statement.
+            .pragma("temp_store", "memory")
             // Checkpoints normally run in the background (see `spawn_checkpointer`); a commit
             // checkpoints itself only if the write-ahead log grows past this many pages.
             .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
@@ -138,7 +142,7 @@ impl Store {
 
 /// Write-ahead-log pages (4 KiB each) past which a committing writer runs the checkpoint
 /// itself, as a backstop for the background checkpointer.
-const WAL_AUTOCHECKPOINT_PAGES: &str = "10000";
+const WAL_AUTOCHECKPOINT_PAGES: &str = "50000";
 
 /// How often the background checkpointer copies the write-ahead log into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);

@@ -206,6 +206,21 @@ const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel
 
 /// The SMS conversation running through a provider with a number (`?`): the most recent,
 /// if several organisations text the number at once.
+/// Ids of the sequences due by `?1`, earliest first, at most `?2`.
+const DUE_SEQUENCE_IDS: &str = "SELECT id FROM sequences \
+     WHERE status = 'active' AND next_wake_at IS NOT NULL AND next_wake_at <= ? \
+     ORDER BY next_wake_at LIMIT ?";
+
+/// Ids of the requested encounters with a known end due by `?1`, earliest first, at most `?2`.
+const DUE_ENCOUNTER_IDS: &str = "SELECT id FROM encounters \
+     WHERE status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? \
+     AND outcome IS NOT NULL ORDER BY ends_at LIMIT ?";
+
+/// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
+fn json_ids(ids: &[i64]) -> String {
+    serde_json::Value::Array(ids.iter().map(|id| (*id).into()).collect()).to_string()
+}
+
 /// Encounters open with a provider whose report was due by `?1`, oldest first, at most `?2`.
 /// It must stay on the `encounters_open_due` partial index: it runs on every scheduler pass,
 /// and scanning the simulator's due encounters instead made it the engine's slowest query.
@@ -576,20 +591,38 @@ impl Store {
         rows.iter().map(sequence_from_row).collect()
     }
 
-    /// Sequences due at `now`, read inside the caller's write transaction.
+    /// The ids of the sequences due at `now`, earliest first, at most `limit`: read from the
+    /// due index alone (no row is read), outside any transaction. The caller claims them
+    /// with [`Store::due_sequences`].
+    pub async fn due_sequence_ids(&self, now: Millis, limit: u32) -> Result<Vec<i64>> {
+        let ids = sqlx::query_scalar(DUE_SEQUENCE_IDS)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids)
+    }
+
+    /// Those of the sequences `ids` still due at `now`, in id order, read inside the caller's
+    /// write transaction (a sequence paused, cancelled or run since its id was read is left
+    /// out).
     pub async fn due_sequences(
         &self,
         tx: &mut Tx,
+        ids: &[i64],
         now: Millis,
-        limit: u32,
     ) -> Result<Vec<SequenceRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(&format!(
             "SELECT {SEQUENCE_COLUMNS} FROM sequences \
-             WHERE status = 'active' AND next_wake_at IS NOT NULL AND next_wake_at <= ? \
-             ORDER BY next_wake_at LIMIT ?"
+             WHERE id IN (SELECT value FROM json_each(?)) \
+             AND status = 'active' AND next_wake_at IS NOT NULL AND next_wake_at <= ? \
+             ORDER BY id"
         ))
+        .bind(json_ids(ids))
         .bind(now)
-        .bind(i64::from(limit))
         .fetch_all(&mut *tx.inner)
         .await?;
         rows.iter().map(sequence_from_row).collect()
@@ -854,11 +887,10 @@ impl Store {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let ids = serde_json::Value::Array(ids.iter().map(|id| (*id).into()).collect());
         let rows = sqlx::query(&format!(
             "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE id IN (SELECT value FROM json_each(?))"
         ))
-        .bind(ids.to_string())
+        .bind(json_ids(ids))
         .fetch_all(&mut *tx.inner)
         .await?;
         rows.iter().map(sequence_from_row).collect()
@@ -1021,21 +1053,39 @@ impl Store {
         Ok(())
     }
 
-    /// Requested encounters whose end is due, read inside the caller's write transaction,
-    /// without their report objects (`report` is `None`: ending keeps the stored one).
+    /// The ids of the requested encounters whose end is due at `now` and known (the
+    /// simulator's, and a provider's once it reported), earliest first, at most `limit`: read
+    /// from the due index alone, outside any transaction. The caller claims them with
+    /// [`Store::due_encounters`].
+    pub async fn due_encounter_ids(&self, now: Millis, limit: u32) -> Result<Vec<i64>> {
+        let ids = sqlx::query_scalar(DUE_ENCOUNTER_IDS)
+            .bind(now)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(ids)
+    }
+
+    /// Those of the encounters `ids` still due to end at `now`, in id order, read inside the
+    /// caller's write transaction, without their report objects (`report` is `None`: ending
+    /// keeps the stored one).
     pub async fn due_encounters(
         &self,
         tx: &mut Tx,
+        ids: &[i64],
         now: Millis,
-        limit: u32,
     ) -> Result<Vec<EncounterRow>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(&format!(
             "SELECT {DUE_ENCOUNTER_COLUMNS} FROM encounters \
-             WHERE status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? \
-             AND outcome IS NOT NULL ORDER BY ends_at LIMIT ?"
+             WHERE id IN (SELECT value FROM json_each(?)) \
+             AND status = 'requested' AND ends_at IS NOT NULL AND ends_at <= ? \
+             AND outcome IS NOT NULL ORDER BY id"
         ))
+        .bind(json_ids(ids))
         .bind(now)
-        .bind(i64::from(limit))
         .fetch_all(&mut *tx.inner)
         .await?;
         rows.iter().map(encounter_from_row).collect()
@@ -1061,7 +1111,13 @@ impl Store {
 
     pub async fn next_encounter_end(&self) -> Result<Option<Millis>> {
         let next: Option<i64> = sqlx::query_scalar(
-            "SELECT MIN(ends_at) FROM encounters WHERE status = 'requested' AND ends_at IS NOT NULL",
+            // One look-up per due index (ends known, ends awaited from a provider).
+            "SELECT MIN(at) FROM ( \
+               SELECT MIN(ends_at) AS at FROM encounters WHERE status = 'requested' \
+               AND ends_at IS NOT NULL AND outcome IS NOT NULL \
+               UNION ALL \
+               SELECT MIN(ends_at) FROM encounters WHERE status = 'requested' \
+               AND ends_at IS NOT NULL AND outcome IS NULL)",
         )
         .fetch_one(&self.pool)
         .await?;
@@ -1267,6 +1323,35 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    async fn plan(store: &Store, query: &str, binds: usize) -> Vec<String> {
+        let explain = format!("EXPLAIN QUERY PLAN {query}");
+        let mut query = sqlx::query(&explain);
+        for _ in 0..binds {
+            query = query.bind(0_i64);
+        }
+        query
+            .fetch_all(&store.pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn due_ids_are_read_from_the_due_indexes_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        for (query, index) in [
+            (DUE_SEQUENCE_IDS, "COVERING INDEX sequences_due"),
+            (DUE_ENCOUNTER_IDS, "COVERING INDEX encounters_due"),
+        ] {
+            let plan = plan(&store, query, 2).await;
+            assert!(plan.iter().any(|step| step.contains(index)), "{plan:?}");
+        }
+    }
 
     #[tokio::test]
     async fn the_overdue_look_up_reads_only_encounters_open_with_a_provider() {
