@@ -367,12 +367,11 @@ struct Started {
 /// later. 131,072 ids are 1 MiB.
 const DUE_WINDOW: u32 = 131_072;
 
-/// Due ids (earliest due first) sorted by id and cut into transactions of `batch_size`.
-fn in_storage_order(mut ids: Vec<i64>, batch_size: u32) -> Vec<Vec<i64>> {
-    ids.sort_unstable();
-    ids.chunks(usize::try_from(batch_size.max(1)).unwrap_or(usize::MAX))
-        .map(<[i64]>::to_vec)
-        .collect()
+/// What a window of due ids is.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    Sequences,
+    Encounters,
 }
 
 fn datetime(millis: Millis) -> DateTime<Utc> {
@@ -1043,9 +1042,20 @@ impl Scheduler {
     async fn wake_due_sequences(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let ids = self.inner.store.due_sequence_ids(now, DUE_WINDOW).await?;
+        self.in_batches(Due::Sequences, ids).await
+    }
+
+    /// Wakes the due sequences, or ends the due encounters, `ids` sorted by id,
+    /// `batch_size` per transaction; answers how many were handled.
+    async fn in_batches(&self, due: Due, mut ids: Vec<i64>) -> Result<usize, SchedulerError> {
+        ids.sort_unstable();
+        let batch_size = usize::try_from(self.inner.config.batch_size.max(1)).unwrap_or(usize::MAX);
         let mut done = 0;
-        for chunk in in_storage_order(ids, self.inner.config.batch_size) {
-            done += self.wake_sequences(&chunk).await?;
+        for batch in ids.chunks(batch_size) {
+            done += match due {
+                Due::Sequences => self.wake_sequences(batch).await?,
+                Due::Encounters => self.end_encounters(batch).await?,
+            };
         }
         Ok(done)
     }
@@ -1969,11 +1979,7 @@ impl Scheduler {
     async fn end_due_encounters(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let ids = self.inner.store.due_encounter_ids(now, DUE_WINDOW).await?;
-        let mut done = 0;
-        for chunk in in_storage_order(ids, self.inner.config.batch_size) {
-            done += self.end_encounters(&chunk).await?;
-        }
-        Ok(done)
+        self.in_batches(Due::Encounters, ids).await
     }
 
     /// Ends those of the encounters `ids` still due, and moves their sequences on, in one

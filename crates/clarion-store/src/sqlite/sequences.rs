@@ -595,7 +595,11 @@ impl Store {
     /// due index alone (no row is read), outside any transaction. The caller claims them
     /// with [`Store::due_sequences`].
     pub async fn due_sequence_ids(&self, now: Millis, limit: u32) -> Result<Vec<i64>> {
-        let ids = sqlx::query_scalar(DUE_SEQUENCE_IDS)
+        self.due_ids(DUE_SEQUENCE_IDS, now, limit).await
+    }
+
+    async fn due_ids(&self, query: &'static str, now: Millis, limit: u32) -> Result<Vec<i64>> {
+        let ids = sqlx::query_scalar(query)
             .bind(now)
             .bind(i64::from(limit))
             .fetch_all(&self.pool)
@@ -1058,12 +1062,7 @@ impl Store {
     /// from the due index alone, outside any transaction. The caller claims them with
     /// [`Store::due_encounters`].
     pub async fn due_encounter_ids(&self, now: Millis, limit: u32) -> Result<Vec<i64>> {
-        let ids = sqlx::query_scalar(DUE_ENCOUNTER_IDS)
-            .bind(now)
-            .bind(i64::from(limit))
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(ids)
+        self.due_ids(DUE_ENCOUNTER_IDS, now, limit).await
     }
 
     /// Those of the encounters `ids` still due to end at `now`, in id order, read inside the
