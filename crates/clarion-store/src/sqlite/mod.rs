@@ -141,7 +141,9 @@ impl Store {
 }
 
 /// Write-ahead-log pages (4 KiB each) past which a committing writer runs the checkpoint
-/// itself, as a backstop for the background checkpointer.
+/// itself, as a backstop for the background checkpointer. The log only starts over when no
+/// reader still uses it, which a busy dispatcher rarely allows, so it grows to this size under
+/// load (about 200 MB) and commits would otherwise run checkpoints once it got there.
 const WAL_AUTOCHECKPOINT_PAGES: &str = "50000";
 
 /// How often the background checkpointer copies the write-ahead log into the database.
