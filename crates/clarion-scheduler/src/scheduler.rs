@@ -22,6 +22,7 @@ use clarion_store::{
     Assistant, EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceRow,
     SequenceUpdate, Store, StoreError, Tx,
 };
+use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
@@ -366,6 +367,12 @@ struct Started {
 /// cost. Something that falls due during a pass waits for the next one, at most one window
 /// later. 131,072 ids are 1 MiB.
 const DUE_WINDOW: u32 = 131_072;
+
+/// Requests to Vapi or Twilio in flight at once when a batch starts several encounters.
+/// Each is an HTTP round trip of a few hundred milliseconds: one at a time, a batch of 512
+/// calls would take minutes to place. Both providers rate-limit per account (Vapi also caps
+/// concurrent calls), and a 429 is retried, so a handful in flight is the useful range.
+const PROVIDER_REQUESTS_IN_FLIGHT: usize = 8;
 
 /// What a window of due ids is.
 #[derive(Debug, Clone, Copy)]
@@ -1166,30 +1173,24 @@ impl Scheduler {
         Ok((allows > now).then_some(allows))
     }
 
-    /// Asks the provider (the simulator) for each committed encounter, then records that it
-    /// was requested, with what the simulator already knows about how it will go.
+    /// Asks the provider for each committed encounter, then records that it was requested:
+    /// Vapi and Twilio up to `PROVIDER_REQUESTS_IN_FLIGHT` at a time, each answer recorded as
+    /// it comes; the simulator's answers (it already knows how each encounter will go) in one
+    /// transaction.
     async fn request_encounters(&self, started: Vec<Started>) -> Result<(), SchedulerError> {
-        let mut requested = Vec::with_capacity(started.len());
-        for started in started {
+        let (with_provider, simulated): (Vec<Started>, Vec<Started>) = started
+            .into_iter()
+            .partition(|started| self.has_provider(&started.encounter.channel));
+        // Every request in flight finishes and is recorded before an error is answered: an
+        // answer dropped half-way would leave a placed call unrecorded.
+        let outcomes: Vec<Result<(), SchedulerError>> = futures::stream::iter(with_provider)
+            .map(|started| async move { self.request_from_provider(&started).await })
+            .buffer_unordered(PROVIDER_REQUESTS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut requested = Vec::with_capacity(simulated.len());
+        for started in simulated {
             let encounter_id = started.encounter.id;
-            // A real provider's answer is recorded as soon as it comes, in its own small
-            // transaction: its callbacks (a STOP, an end-of-call report) may arrive while the
-            // rest of the batch is still being sent, and must find the encounter.
-            if started.encounter.channel == "sms"
-                && let Some(twilio) = &self.inner.config.twilio
-            {
-                let (request, conversation) =
-                    self.start_twilio_conversation(twilio, &started).await;
-                self.record_requested(request, conversation).await?;
-                continue;
-            }
-            if started.encounter.channel == "call"
-                && let Some(vapi) = &self.inner.config.vapi
-            {
-                let request = self.place_vapi_call(vapi, &started).await;
-                self.record_requested(request, None).await?;
-                continue;
-            }
             match self.simulate(&started).await {
                 Ok((ends_at, outcome, report)) => requested.push((
                     encounter_id,
@@ -1203,6 +1204,7 @@ impl Scheduler {
                 }
             }
         }
+        outcomes.into_iter().collect::<Result<(), _>>()?;
         if !requested.is_empty() {
             crash_point("provider-asked");
         }
@@ -1217,6 +1219,35 @@ impl Scheduler {
             .await?;
         tx.commit().await?;
         crash_point("encounter-requested");
+        Ok(())
+    }
+
+    /// Whether encounters on `channel` go to a real provider (Vapi, Twilio).
+    fn has_provider(&self, channel: &str) -> bool {
+        match channel {
+            "call" => self.inner.config.vapi.is_some(),
+            "sms" => self.inner.config.twilio.is_some(),
+            _ => false,
+        }
+    }
+
+    /// Places the call or opens the conversation of one committed encounter with its
+    /// provider, and records the answer at once, in its own small transaction: the
+    /// provider's callbacks (a STOP, an end-of-call report) may arrive while the rest of the
+    /// batch is still being sent, and must find the encounter.
+    async fn request_from_provider(&self, started: &Started) -> Result<(), SchedulerError> {
+        if let Some(twilio) = &self.inner.config.twilio
+            && started.encounter.channel == "sms"
+        {
+            let (request, conversation) = self.start_twilio_conversation(twilio, started).await;
+            return self.record_requested(request, conversation).await;
+        }
+        if let Some(vapi) = &self.inner.config.vapi
+            && started.encounter.channel == "call"
+        {
+            let request = self.place_vapi_call(vapi, started).await;
+            return self.record_requested(request, None).await;
+        }
         Ok(())
     }
 

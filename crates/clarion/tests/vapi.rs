@@ -255,6 +255,39 @@ async fn a_call_vapi_declined_with_429_is_placed_on_a_later_try() {
 }
 
 #[tokio::test]
+async fn the_calls_of_one_batch_are_placed_several_at_a_time_and_each_once() {
+    let f = fixture().await;
+    f.vapi.hold_calls_until_in_flight(4);
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(f.enroll(&format!("+1555555014{i}")).await);
+    }
+    f.run().await;
+    assert!(
+        f.vapi.max_in_flight() >= 4,
+        "calls placed one at a time: at most {} in flight",
+        f.vapi.max_in_flight()
+    );
+    let mut numbers: Vec<String> = f
+        .vapi
+        .calls()
+        .iter()
+        .map(|call| call["customer"]["number"].as_str().unwrap().to_owned())
+        .collect();
+    numbers.sort();
+    numbers.dedup();
+    assert_eq!(numbers.len(), 6, "each contact called exactly once");
+    assert_eq!(f.vapi.requests().len(), 6);
+    for id in ids {
+        let sequence = f.sequence(id).await;
+        assert_eq!(
+            sequence["outreach"][0]["call"]["call_status"], "in-progress",
+            "every placed call is recorded: {sequence}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_refused_call_fails_at_once_and_is_never_retried() {
     let f = fixture().await;
     f.vapi.answer_next(&[CallAnswer::Error(400, None)]);

@@ -33,6 +33,11 @@ struct Inner {
     requests: Vec<Value>,
     calls: Vec<Value>,
     reads: usize,
+    /// `POST /call` requests being answered now, and the most seen at once.
+    in_flight: usize,
+    max_in_flight: usize,
+    /// Holds each `POST /call` until this many are in flight (or two seconds pass).
+    hold_until_in_flight: Option<usize>,
 }
 
 #[derive(Clone)]
@@ -103,7 +108,18 @@ impl FakeVapi {
         }
     }
 
-    /// How many `GET /call/{id}` requests were answered.
+    /// Holds every `POST /call` until `n` are in flight at once (or two seconds pass), to
+    /// show whether a client places calls concurrently.
+    pub fn hold_calls_until_in_flight(&self, n: usize) {
+        self.inner.lock().unwrap().hold_until_in_flight = Some(n);
+    }
+
+    /// The most `POST /call` requests that were in flight at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().max_in_flight
+    }
+
+    /// How many `POST /call` requests were answered.
     pub fn reads(&self) -> usize {
         self.inner.lock().unwrap().reads
     }
@@ -176,7 +192,20 @@ async fn create_call(
     let Ok(request) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST.into_response();
     };
+    let hold = {
+        let mut inner = inner.lock().unwrap();
+        inner.in_flight += 1;
+        inner.max_in_flight = inner.max_in_flight.max(inner.in_flight);
+        inner.hold_until_in_flight
+    };
+    if let Some(n) = hold {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+        while inner.lock().unwrap().max_in_flight < n && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
     let mut inner = inner.lock().unwrap();
+    inner.in_flight -= 1;
     inner.requests.push(request.clone());
     if request["assistantId"].as_str().is_none()
         || request["phoneNumberId"].as_str().is_none()
