@@ -93,6 +93,9 @@ pub struct SchedulerConfig {
     /// `GET /call/{id}` if its end-of-call report has not arrived, and then again as often
     /// while it has not ended.
     pub provider_report_timeout: Duration,
+    /// How long after a provider call is placed (engine time) Clarion stops waiting for its
+    /// end: a call neither reported nor readable by then ends `failed`.
+    pub provider_give_up_after: Duration,
 }
 
 /// The Twilio SMS channel.
@@ -367,6 +370,14 @@ struct Started {
 /// cost. Something that falls due during a pass waits for the next one, at most one window
 /// later. 131,072 ids are 1 MiB.
 const DUE_WINDOW: u32 = 131_072;
+
+/// The summary of a call whose placement stayed unknown and whose report never came.
+const UNKNOWN_PLACEMENT_SUMMARY: &str = "Whether the call was placed is unknown (the provider \
+     did not answer clearly) and no report of it came; it was not placed again.";
+
+/// The summary of a placed call that was neither reported nor readable until Clarion gave up.
+const NEVER_REPORTED_SUMMARY: &str = "The call was placed but its end was never reported and \
+     could not be read back from the provider; it was not placed again.";
 
 /// Requests to Vapi or Twilio in flight at once when a batch starts several encounters.
 /// Each is an HTTP round trip of a few hundred milliseconds: one at a time, a batch of 512
@@ -1473,10 +1484,13 @@ impl Scheduler {
             Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
                 .unwrap_or(Millis::MAX),
         );
+        let give_up_after = Millis::try_from(self.inner.config.provider_give_up_after.as_millis())
+            .unwrap_or(Millis::MAX);
         let mut ended = 0;
         for encounter in overdue {
-            if encounter.channel == "sms" && self.inner.config.twilio.is_some() {
-                // A conversation whose contact went quiet for the template's SMS timeout.
+            if encounter.channel == "sms" {
+                // A conversation whose contact went quiet for the template's SMS timeout
+                // (also when Twilio has been switched off since: nothing more can arrive).
                 if self.time_out_conversation(&encounter).await? {
                     ended += 1;
                 }
@@ -1488,43 +1502,47 @@ impl Scheduler {
                 .is_some_and(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
             {
                 // Its report never came: end it as unknown, never placed again.
-                if self.end_unknown_call(&encounter).await? {
+                if self
+                    .end_unreported_call(&encounter, UNKNOWN_PLACEMENT_SUMMARY)
+                    .await?
+                {
                     ended += 1;
                 }
                 continue;
             }
-            let (Some(vapi), Some(call_id)) =
-                (&self.inner.config.vapi, encounter.provider_ref.as_deref())
-            else {
-                // The provider is no longer configured: look again later (its callbacks are
-                // not accepted meanwhile).
+            // With Vapi switched off since the call was placed, it cannot be read back (and
+            // its callbacks are not accepted): only the give-up below ends it.
+            let read_back = match (&self.inner.config.vapi, encounter.provider_ref.as_deref()) {
+                (Some(vapi), Some(call_id)) => match vapi.get_call(call_id).await {
+                    Ok(call) => EndOfCallReport::from_ended_call(call),
+                    Err(error) => {
+                        tracing::warn!(encounter_id = encounter.id, error = %error, "reading an overdue call back failed");
+                        None
+                    }
+                },
+                _ => None,
+            };
+            if let Some(report) = read_back {
+                tracing::warn!(
+                    encounter_id = encounter.id,
+                    "end-of-call report never arrived; ended from the call read back"
+                );
+                if self.vapi_end_of_call(&report).await? {
+                    ended += 1;
+                }
+            } else if now.saturating_sub(encounter.created_at) >= give_up_after {
+                // Neither a report nor a readable end for this long: the sequence must not
+                // wait forever. The call is never placed again.
+                if self
+                    .end_unreported_call(&encounter, NEVER_REPORTED_SUMMARY)
+                    .await?
+                {
+                    ended += 1;
+                }
+            } else {
                 store
                     .postpone_encounter_end(encounter.id, next_check)
                     .await?;
-                continue;
-            };
-            let report = match vapi.get_call(call_id).await {
-                Ok(call) => EndOfCallReport::from_ended_call(call),
-                Err(error) => {
-                    tracing::warn!(encounter_id = encounter.id, error = %error, "reading an overdue call back failed");
-                    None
-                }
-            };
-            match report {
-                Some(report) => {
-                    tracing::warn!(
-                        encounter_id = encounter.id,
-                        "end-of-call report never arrived; ended from the call read back"
-                    );
-                    if self.vapi_end_of_call(&report).await? {
-                        ended += 1;
-                    }
-                }
-                None => {
-                    store
-                        .postpone_encounter_end(encounter.id, next_check)
-                        .await?
-                }
             }
         }
         Ok(ended)
@@ -1939,9 +1957,13 @@ impl Scheduler {
         Ok(true)
     }
 
-    /// Ends a call whose placement stayed unknown and whose report never came, as `failed`
-    /// with a summary saying so (never placed again).
-    async fn end_unknown_call(&self, encounter: &EncounterRow) -> Result<bool, SchedulerError> {
+    /// Ends a call whose report never came (and which could not be read back) as `failed`
+    /// with `summary` saying why; it is never placed again.
+    async fn end_unreported_call(
+        &self,
+        encounter: &EncounterRow,
+        summary: &str,
+    ) -> Result<bool, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
         let Some(current) = self
@@ -1954,12 +1976,9 @@ impl Scheduler {
         };
         tracing::warn!(
             encounter_id = current.id,
-            "no report for a call whose placement was unknown; ending it as failed"
+            "no report of the call came; ending it as failed"
         );
-        let report = crate::simulator::failed_call_report(
-            &current,
-            "Whether the call was placed is unknown (the provider did not answer clearly) and no report of it came; it was not placed again.",
-        );
+        let report = crate::simulator::failed_call_report(&current, summary);
         self.finish_encounter(&mut tx, &current, "failed", Some(&report), now, now)
             .await?;
         self.commit_callback(tx).await?;

@@ -117,6 +117,9 @@ pub struct VapiConfig {
     pub request_timeout: HumanDuration,
     /// How long to wait for a call's end-of-call report before reading the call back.
     pub end_of_call_timeout: HumanDuration,
+    /// How long after placing a call to stop waiting for its end: a call neither reported
+    /// nor readable by then ends `failed`.
+    pub give_up_after: HumanDuration,
 }
 
 impl std::fmt::Debug for VapiConfig {
@@ -129,6 +132,7 @@ impl std::fmt::Debug for VapiConfig {
             .field("server_secret", &set(&self.server_secret))
             .field("request_timeout", &self.request_timeout)
             .field("end_of_call_timeout", &self.end_of_call_timeout)
+            .field("give_up_after", &self.give_up_after)
             .finish()
     }
 }

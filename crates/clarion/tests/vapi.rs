@@ -84,6 +84,21 @@ impl Fixture {
             .await
     }
 
+    /// Enrolls `phone`, places its call, and lets half an hour pass without a report: Clarion
+    /// has read the call back once and found it still running. Answers the sequence id.
+    async fn call_read_back_once_while_running(&self, phone: &str) -> i64 {
+        let id = self.enroll(phone).await;
+        self.run().await;
+        assert_eq!(self.vapi.calls().len(), 1);
+        self.app
+            .clock
+            .advance(std::time::Duration::from_secs(31 * 60));
+        self.run().await;
+        assert_eq!(self.vapi.reads(), 1);
+        assert_eq!(self.sequence(id).await["status"], "active");
+        id
+    }
+
     async fn run(&self) {
         self.app.scheduler.run_due_now().await.unwrap();
         self.app.dispatcher.run_due_now().await.unwrap();
@@ -365,15 +380,7 @@ async fn a_call_whose_placement_is_unknown_waits_for_its_report_and_is_never_pla
 #[tokio::test]
 async fn a_lost_end_of_call_report_is_recovered_by_reading_the_call_back() {
     let f = fixture().await;
-    let id = f.enroll("+15555550128").await;
-    f.run().await;
-    assert_eq!(f.vapi.calls().len(), 1);
-
-    // Half an hour on, no report: Clarion reads the call back; it is still running.
-    f.app.clock.advance(std::time::Duration::from_secs(31 * 60));
-    f.run().await;
-    assert_eq!(f.vapi.reads(), 1);
-    assert_eq!(f.sequence(id).await["status"], "active");
+    let id = f.call_read_back_once_while_running("+15555550128").await;
 
     // The call ends but its report is lost on the way; the next read-back applies it.
     let report = end_of_call_report("call_1", "voicemail", json!({}));
@@ -406,6 +413,46 @@ async fn a_lost_end_of_call_report_is_recovered_by_reading_the_call_back() {
         1,
         "the call was never placed twice"
     );
+}
+
+#[tokio::test]
+async fn a_call_never_reported_nor_readable_ends_failed_after_a_day_and_is_not_placed_again() {
+    let f = fixture().await;
+    // Its report never comes and Vapi keeps answering that the call is queued.
+    let id = f.call_read_back_once_while_running("+15555550129").await;
+    f.app
+        .clock
+        .advance(std::time::Duration::from_secs(22 * 3600));
+    f.run().await;
+    assert_eq!(
+        f.sequence(id).await["status"],
+        "active",
+        "still within the day"
+    );
+
+    // A day after it was placed, Clarion stops waiting: the sequence goes on (here it ends).
+    f.app
+        .clock
+        .advance(std::time::Duration::from_secs(2 * 3600));
+    f.run().await;
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let call = &ended["outreach"][0]["call"];
+    assert_eq!(call["outcome"], "failed");
+    assert_eq!(call["call_status"], "ended");
+    assert!(
+        call["summary"].as_str().unwrap().contains("never reported"),
+        "{call}"
+    );
+    assert_eq!(schema_errors(&ended), Vec::<String>::new());
+    assert_eq!(
+        f.vapi.requests().len(),
+        1,
+        "the call was never placed twice"
+    );
+    let received = f.receiver.wait_for(1).await;
+    let delivered: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(delivered, ended, "its report is delivered");
 }
 
 #[tokio::test]

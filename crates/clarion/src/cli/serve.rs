@@ -47,6 +47,7 @@ pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
         twilio: None,
         llm: None,
         provider_report_timeout: config.vapi.end_of_call_timeout.0,
+        provider_give_up_after: config.vapi.give_up_after.0,
     }
 }
 
