@@ -1256,8 +1256,17 @@ impl Scheduler {
         if let Some(vapi) = &self.inner.config.vapi
             && started.encounter.channel == "call"
         {
-            let request = self.place_vapi_call(vapi, started).await;
-            return self.record_requested(request, None).await;
+            let (request, status) = self.place_vapi_call(vapi, started).await;
+            let call_id = request.1.clone();
+            self.record_requested(request, None).await?;
+            if let Some(status) = status {
+                // The status Vapi answered with (`queued`), unless a callback moved it on.
+                self.inner
+                    .store
+                    .set_provider_status("call", &call_id, &status, &VAPI_STATUS_ORDER)
+                    .await?;
+            }
+            return Ok(());
         }
         Ok(())
     }
@@ -1283,13 +1292,14 @@ impl Scheduler {
     }
 
     /// Places one committed call encounter with Vapi. Answers what to record: the call's id
-    /// (its end arrives as a callback), or, when the call was not placed, an encounter due to
-    /// end now as `failed`. Only answers that prove Vapi did not place the call are retried.
+    /// (its end arrives as a callback) with the status Vapi gave the new call, or, when the
+    /// call was not placed, an encounter due to end now as `failed`. Only answers that prove
+    /// Vapi did not place the call are retried.
     async fn place_vapi_call(
         &self,
         vapi: &VapiClient,
         started: &Started,
-    ) -> clarion_store::RequestedEncounter {
+    ) -> (clarion_store::RequestedEncounter, Option<String>) {
         let encounter = &started.encounter;
         let id = encounter.id;
         let not_placed = |reason: &str| {
@@ -1297,13 +1307,14 @@ impl Scheduler {
                 encounter,
                 &format!("The call could not be placed: {reason}. It was not retried."),
             );
-            (
+            let request = (
                 id,
                 format!("vapi_unplaced_{id}"),
                 Some(self.inner.clock.now_millis()),
                 Some(report.to_string()),
                 Some("failed".to_owned()),
-            )
+            );
+            (request, None)
         };
         let assistant = match self
             .assistant(started.sequence.org_id, encounter.assistant_id)
@@ -1349,7 +1360,7 @@ impl Scheduler {
                         Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
                             .unwrap_or(Millis::MAX),
                     );
-                    return (id, call.id, Some(check_at), None, None);
+                    return ((id, call.id, Some(check_at), None, None), call.status);
                 }
                 Err(CreateCallError::NotPlaced { retry_after, .. })
                     if tries < VAPI_PLACE_ATTEMPTS =>
@@ -1377,13 +1388,14 @@ impl Scheduler {
                         Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
                             .unwrap_or(Millis::MAX),
                     );
-                    return (
+                    let request = (
                         id,
                         format!("{VAPI_UNKNOWN_PREFIX}{id}"),
                         Some(check_at),
                         None,
                         None,
                     );
+                    return (request, None);
                 }
                 Err(error) => {
                     tracing::warn!(encounter_id = id, error = %error, "call not placed");

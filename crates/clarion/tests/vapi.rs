@@ -130,7 +130,10 @@ async fn a_call_through_vapi_is_placed_followed_and_reported_from_its_callbacks(
         format!("clarion-encounter-{}", call["id"]),
         "{sequence}"
     );
-    assert_eq!(call["call_status"], "in-progress");
+    assert_eq!(
+        call["call_status"], "queued",
+        "the status Vapi gave the new call"
+    );
 
     // Status updates move the call forward, never back.
     let (status, body) = f.emit(&status_update("call_1", "ringing")).await;
@@ -263,10 +266,7 @@ async fn a_call_vapi_declined_with_429_is_placed_on_a_later_try() {
     assert_eq!(f.vapi.calls().len(), 1, "one call placed");
     let sequence = f.sequence(id).await;
     assert_eq!(sequence["status"], "active");
-    assert_eq!(
-        sequence["outreach"][0]["call"]["call_status"],
-        "in-progress"
-    );
+    assert_eq!(sequence["outreach"][0]["call"]["call_status"], "queued");
 }
 
 #[tokio::test]
@@ -296,7 +296,7 @@ async fn the_calls_of_one_batch_are_placed_several_at_a_time_and_each_once() {
     for id in ids {
         let sequence = f.sequence(id).await;
         assert_eq!(
-            sequence["outreach"][0]["call"]["call_status"], "in-progress",
+            sequence["outreach"][0]["call"]["call_status"], "queued",
             "every placed call is recorded: {sequence}"
         );
     }
