@@ -379,6 +379,17 @@ const UNKNOWN_PLACEMENT_SUMMARY: &str = "Whether the call was placed is unknown 
 const NEVER_REPORTED_SUMMARY: &str = "The call was placed but its end was never reported and \
      could not be read back from the provider; it was not placed again.";
 
+/// How an overdue provider encounter ends.
+#[derive(Debug, Clone, Copy)]
+enum OverdueEnd<'a> {
+    /// An SMS conversation whose contact went quiet for the template's SMS timeout:
+    /// `conversation-timeout`, as no reply at all or as unresolved after some.
+    ConversationTimeout,
+    /// A call whose report never came (and which could not be read back): `failed`, with
+    /// `summary` saying why; it is never placed again.
+    UnreportedCall { summary: &'a str },
+}
+
 /// Requests to Vapi or Twilio in flight at once when a batch starts several encounters.
 /// Each is an HTTP round trip of a few hundred milliseconds: one at a time, a batch of 512
 /// calls would take minutes to place. Both providers rate-limit per account (Vapi also caps
@@ -1503,7 +1514,10 @@ impl Scheduler {
             if encounter.channel == "sms" {
                 // A conversation whose contact went quiet for the template's SMS timeout
                 // (also when Twilio has been switched off since: nothing more can arrive).
-                if self.time_out_conversation(&encounter).await? {
+                if self
+                    .end_overdue(&encounter, OverdueEnd::ConversationTimeout)
+                    .await?
+                {
                     ended += 1;
                 }
                 continue;
@@ -1514,10 +1528,10 @@ impl Scheduler {
                 .is_some_and(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
             {
                 // Its report never came: end it as unknown, never placed again.
-                if self
-                    .end_unreported_call(&encounter, UNKNOWN_PLACEMENT_SUMMARY)
-                    .await?
-                {
+                let end = OverdueEnd::UnreportedCall {
+                    summary: UNKNOWN_PLACEMENT_SUMMARY,
+                };
+                if self.end_overdue(&encounter, end).await? {
                     ended += 1;
                 }
                 continue;
@@ -1545,10 +1559,10 @@ impl Scheduler {
             } else if now.saturating_sub(encounter.created_at) >= give_up_after {
                 // Neither a report nor a readable end for this long: the sequence must not
                 // wait forever. The call is never placed again.
-                if self
-                    .end_unreported_call(&encounter, NEVER_REPORTED_SUMMARY)
-                    .await?
-                {
+                let end = OverdueEnd::UnreportedCall {
+                    summary: NEVER_REPORTED_SUMMARY,
+                };
+                if self.end_overdue(&encounter, end).await? {
                     ended += 1;
                 }
             } else {
@@ -1941,11 +1955,12 @@ impl Scheduler {
         Ok(true)
     }
 
-    /// A conversation whose contact did not answer within the SMS timeout ends:
-    /// `conversation-timeout`, as no reply at all or as unresolved after some.
-    async fn time_out_conversation(
+    /// Ends an open provider encounter that is overdue (re-read in the transaction: a
+    /// callback may have ended it meanwhile, then this changes nothing and answers `false`).
+    async fn end_overdue(
         &self,
         encounter: &EncounterRow,
+        end: OverdueEnd<'_>,
     ) -> Result<bool, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
@@ -1957,42 +1972,27 @@ impl Scheduler {
         else {
             return Ok(false);
         };
-        let conversation = Self::conversation_of(&current);
-        let end = if conversation.replies() == 0 {
-            SmsEnd::NoReply
-        } else {
-            SmsEnd::TurnLimit
-        };
-        self.end_conversation(&mut tx, &current, &conversation, end, now)
-            .await?;
-        self.commit_callback(tx).await?;
-        Ok(true)
-    }
-
-    /// Ends a call whose report never came (and which could not be read back) as `failed`
-    /// with `summary` saying why; it is never placed again.
-    async fn end_unreported_call(
-        &self,
-        encounter: &EncounterRow,
-        summary: &str,
-    ) -> Result<bool, SchedulerError> {
-        let now = self.inner.clock.now_millis();
-        let mut tx = WriteTx::begin(&self.inner).await?;
-        let Some(current) = self
-            .inner
-            .store
-            .overdue_open_encounter(&mut tx.tx, encounter.id, now)
-            .await?
-        else {
-            return Ok(false);
-        };
-        tracing::warn!(
-            encounter_id = current.id,
-            "no report of the call came; ending it as failed"
-        );
-        let report = crate::simulator::failed_call_report(&current, summary);
-        self.finish_encounter(&mut tx, &current, "failed", Some(&report), now, now)
-            .await?;
+        match end {
+            OverdueEnd::ConversationTimeout => {
+                let conversation = Self::conversation_of(&current);
+                let end = if conversation.replies() == 0 {
+                    SmsEnd::NoReply
+                } else {
+                    SmsEnd::TurnLimit
+                };
+                self.end_conversation(&mut tx, &current, &conversation, end, now)
+                    .await?;
+            }
+            OverdueEnd::UnreportedCall { summary } => {
+                tracing::warn!(
+                    encounter_id = current.id,
+                    "no report of the call came; ending it as failed"
+                );
+                let report = crate::simulator::failed_call_report(&current, summary);
+                self.finish_encounter(&mut tx, &current, "failed", Some(&report), now, now)
+                    .await?;
+            }
+        }
         self.commit_callback(tx).await?;
         Ok(true)
     }
