@@ -76,12 +76,8 @@ impl Fixture {
     /// sequence has ended and its report was delivered (or the simulated days run out).
     async fn run_until_ended(&self, id: i64) -> Value {
         for _ in 0..24 * 14 {
-            self.app.scheduler.run_due_now().await.unwrap();
-            self.app.dispatcher.run_due_now().await.unwrap();
-            let (_, sequence) = self
-                .app
-                .get(&self.key, &format!("/v1/sequences/{id}"))
-                .await;
+            self.app.run_due().await;
+            let sequence = self.app.sequence(&self.key, id).await;
             if sequence["status"] == "ended" {
                 return sequence;
             }
@@ -321,7 +317,7 @@ async fn calling_hours_defer_a_due_step_to_the_contacts_morning_and_say_why() {
         day + chrono::Duration::hours(5),
         "08:00 in Honolulu is 18:00 UTC"
     );
-    let (_, current) = f.app.get(&f.key, &format!("/v1/sequences/{id}")).await;
+    let current = f.app.sequence(&f.key, id).await;
     assert!(
         current["outreach"].as_array().unwrap().is_empty(),
         "nobody was called at 3 a.m."
@@ -330,7 +326,7 @@ async fn calling_hours_defer_a_due_step_to_the_contacts_morning_and_say_why() {
     // At 08:00 local the call goes out.
     f.app.clock.advance(Duration::from_secs(5 * 3600));
     f.app.scheduler.run_due_now().await.unwrap();
-    let (_, current) = f.app.get(&f.key, &format!("/v1/sequences/{id}")).await;
+    let current = f.app.sequence(&f.key, id).await;
     assert_eq!(
         current["outreach"].as_array().unwrap().len(),
         1,
@@ -529,7 +525,7 @@ async fn cancel_pause_and_resume_work_and_an_ended_sequence_answers_409() {
     // Paused: its due time passes and nothing happens.
     f.app.clock.advance(Duration::from_secs(3 * 3600));
     f.app.scheduler.run_due_now().await.unwrap();
-    let (_, current) = f.app.get(&f.key, &format!("/v1/sequences/{id}")).await;
+    let current = f.app.sequence(&f.key, id).await;
     assert!(current["outreach"].as_array().unwrap().is_empty());
     let (status, resumed) = f
         .app

@@ -67,28 +67,21 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn enroll(&self, phone: &str) -> i64 {
-        let (status, sequence) = self
-            .app
-            .post(&self.key, "/v1/sequences", json!({
+        self.app
+            .enroll(&self.key, json!({
                 "template_id": self.template,
                 "contact": { "phone_number": phone, "time_zone": "America/Denver", "name": "Ana Lopez" },
                 "variables": { "appointment_date": "January 8" },
             }))
-            .await;
-        assert_eq!(status, 201, "{sequence}");
-        sequence["id"].as_i64().unwrap()
+            .await
     }
 
     async fn sequence(&self, id: i64) -> Value {
-        self.app
-            .get(&self.key, &format!("/v1/sequences/{id}"))
-            .await
-            .1
+        self.app.sequence(&self.key, id).await
     }
 
     async fn run(&self) {
-        self.app.scheduler.run_due_now().await.unwrap();
-        self.app.dispatcher.run_due_now().await.unwrap();
+        self.app.run_due().await;
     }
 
     async fn text(&self, from: &str, body: &str) -> String {
@@ -532,7 +525,7 @@ async fn an_llm_assistant_answers_ordinary_replies_and_the_script_covers_for_it(
         "{twiml}"
     );
     app.scheduler.run_due_now().await.unwrap();
-    let (_, ended) = app.get(&key, &format!("/v1/sequences/{id}")).await;
+    let ended = app.sequence(&key, id).await;
     assert_eq!(ended["status"], "ended", "{ended}");
     assert_eq!(ended["outreach"][0]["sms"]["ended_reason"], "resolved");
 

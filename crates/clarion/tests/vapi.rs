@@ -59,23 +59,17 @@ async fn fixture() -> Fixture {
 
 impl Fixture {
     async fn enroll(&self, phone: &str) -> i64 {
-        let (status, sequence) = self
-            .app
-            .post(&self.key, "/v1/sequences", json!({
+        self.app
+            .enroll(&self.key, json!({
                 "template_id": self.template,
                 "contact": { "phone_number": phone, "time_zone": "America/New_York", "name": "Ana Lopez" },
                 "variables": { "patientFirstName": "Ana", "appointment_date": "January 8" },
             }))
-            .await;
-        assert_eq!(status, 201, "{sequence}");
-        sequence["id"].as_i64().unwrap()
+            .await
     }
 
     async fn sequence(&self, id: i64) -> Value {
-        self.app
-            .get(&self.key, &format!("/v1/sequences/{id}"))
-            .await
-            .1
+        self.app.sequence(&self.key, id).await
     }
 
     async fn emit(&self, message: &Value) -> (u16, Value) {
@@ -100,8 +94,7 @@ impl Fixture {
     }
 
     async fn run(&self) {
-        self.app.scheduler.run_due_now().await.unwrap();
-        self.app.dispatcher.run_due_now().await.unwrap();
+        self.app.run_due().await;
     }
 }
 

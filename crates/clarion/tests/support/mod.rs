@@ -222,6 +222,24 @@ impl TestApp {
             .await
     }
 
+    /// Enrolls one contact (`POST /v1/sequences` with `body`); answers the sequence id.
+    pub async fn enroll(&self, key: &str, body: Value) -> i64 {
+        let (status, sequence) = self.post(key, "/v1/sequences", body).await;
+        assert_eq!(status, 201, "{sequence}");
+        sequence["id"].as_i64().unwrap()
+    }
+
+    /// `GET /v1/sequences/{id}`: the sequence in the report's shape.
+    pub async fn sequence(&self, key: &str, id: i64) -> Value {
+        self.get(key, &format!("/v1/sequences/{id}")).await.1
+    }
+
+    /// Runs what is due now: the scheduler's work, then the dispatcher's.
+    pub async fn run_due(&self) {
+        self.scheduler.run_due_now().await.unwrap();
+        self.dispatcher.run_due_now().await.unwrap();
+    }
+
     /// Creates an endpoint through the API; returns (id, secret).
     pub async fn endpoint(&self, key: &str, url: &str) -> (i64, String) {
         let (status, body) = self
