@@ -43,9 +43,18 @@
 //!
 //! Events that do not fit the current state are ignored rather than refused: a wake-up
 //! before the due time (it only re-arms `next_wake`), a duplicate or late
-//! `EncounterEnded`, a second `Enrolled`, anything after the end. The scheduler delivers
+//! `EncounterEnded`, a second `Enrolled`, anything after the end — except that an encounter
+//! ending with an opt-out always suppresses the number, whatever state the sequence is in. The scheduler delivers
 //! at least once, so every event must be safe to see twice. Pause, resume and cancel on an
 //! ended sequence return no actions; the API layer reports that as a conflict.
+//!
+//! # The last word before contact
+//!
+//! An encounter is started in one transaction and handed to its provider after it commits;
+//! meanwhile the sequence may be cancelled or paused, the number suppressed, or the calling
+//! window may close. [`contact_check`] is the rule the driver applies in the transaction just
+//! before each provider request; when it says no, [`Event::EncounterWithheld`] puts the
+//! attempt back (a closed window becomes a deferral; a suppressed number ends the sequence).
 //!
 //! # Conventions
 //!
@@ -63,9 +72,10 @@ mod plan;
 mod state;
 
 pub use hours::next_allowed_instant;
-pub use machine::step;
+pub use machine::{contact_check, step};
 pub use outcome::{EncounterOutcome, StopReason};
 pub use plan::{CallingHours, Channel, Plan, StepSpec};
 pub use state::{
     Action, DeferReason, Event, Note, Phase, SequenceState, SequenceStatus, SkipReason, Transition,
+    Withheld,
 };

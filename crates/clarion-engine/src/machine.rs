@@ -9,6 +9,7 @@ use crate::outcome::EncounterOutcome;
 use crate::plan::{Channel, Plan};
 use crate::state::{
     Action, DeferReason, Event, Note, Phase, SequenceState, SequenceStatus, SkipReason, Transition,
+    Withheld,
 };
 
 /// Applies one event to a sequence at instant `now` and returns the new state and the actions
@@ -16,15 +17,27 @@ use crate::state::{
 ///
 /// Pure: the result depends only on the arguments. Events that do not apply to the current
 /// state (a duplicate callback, a wake-up before the due time, anything after the end) leave
-/// the state as it is, apart from re-arming `next_wake`, and return no actions.
+/// the state as it is, apart from re-arming `next_wake`, and return no actions, with one
+/// exception: an encounter that ends with an opt-out always suppresses the number, whatever
+/// state the sequence is in (a call still running when the sequence was cancelled, a report
+/// that arrives late).
 pub fn step(plan: &Plan, state: &SequenceState, event: &Event, now: DateTime<Utc>) -> Transition {
     let mut m = Machine {
         plan,
         state: state.clone(),
         actions: Vec::new(),
     };
-    // An ended sequence is final: its report is already queued, so nothing may change it.
-    if state.status != SequenceStatus::Ended {
+    // An ended sequence is final: its report is already queued, so nothing may change it;
+    // only an opt-out still reaches the suppression list.
+    if state.status == SequenceStatus::Ended {
+        if let Event::EncounterEnded {
+            outcome: EncounterOutcome::OptOut,
+            ..
+        } = *event
+        {
+            m.late_opt_out();
+        }
+    } else {
         match *event {
             Event::Enrolled => m.enrolled(now),
             Event::Wake {
@@ -35,12 +48,38 @@ pub fn step(plan: &Plan, state: &SequenceState, event: &Event, now: DateTime<Utc
             Event::Cancel => m.cancel(),
             Event::Pause => m.pause(),
             Event::Resume => m.resume(now),
+            Event::EncounterWithheld { reason } => m.withheld(reason),
         }
     }
     Transition {
         state: m.state,
         actions: m.actions,
     }
+}
+
+/// Whether the encounter the engine started for the current (step, attempt) may be handed to
+/// its provider at `now`: the sequence is running and still in that encounter, the number is
+/// not suppressed (`suppressed`, looked up by the driver), and `now` is inside the contact's
+/// calling hours. The driver asks this in the transaction just before every provider
+/// request; a `Withheld` goes back in as [`Event::EncounterWithheld`].
+pub fn contact_check(
+    plan: &Plan,
+    state: &SequenceState,
+    suppressed: bool,
+    now: DateTime<Utc>,
+) -> Result<(), Withheld> {
+    if state.status != SequenceStatus::Active || !matches!(state.phase, Phase::InEncounter { .. }) {
+        return Err(Withheld::NotRunning);
+    }
+    if suppressed {
+        return Err(Withheld::Suppressed);
+    }
+    if let Some(hours) = &plan.calling_hours
+        && next_allowed_instant(now, plan.time_zone, hours) > now
+    {
+        return Err(Withheld::OutsideCallingHours);
+    }
+    Ok(())
 }
 
 struct Machine<'a> {
@@ -96,20 +135,7 @@ impl Machine<'_> {
         // Suppression is checked first: it ends the sequence, so deferring first would only
         // postpone the same answer.
         if suppressed {
-            self.note(Note::Skipped {
-                step,
-                attempt,
-                reason: SkipReason::Suppressed,
-            });
-            let no_contact = if step == 0 && attempt == 1 {
-                "no contact was made"
-            } else {
-                "no further contact was made"
-            };
-            return self.end(format!(
-                "Ended before {}: the number is on the suppression list; {no_contact}.",
-                label(step, attempt, spec.channel),
-            ));
+            return self.end_suppressed(step, attempt, spec.channel);
         }
         // The cap is applied first and calling hours to its result, so a cap that lands after
         // the window closes goes straight to the next window instead of waking in the night.
@@ -151,10 +177,64 @@ impl Machine<'_> {
         });
     }
 
+    /// The step (or attempt) is not run because the number is suppressed: the sequence ends.
+    fn end_suppressed(&mut self, step: usize, attempt: u32, channel: Channel) {
+        self.note(Note::Skipped {
+            step,
+            attempt,
+            reason: SkipReason::Suppressed,
+        });
+        let no_contact = if step == 0 && attempt == 1 {
+            "no contact was made"
+        } else {
+            "no further contact was made"
+        };
+        self.end(format!(
+            "Ended before {}: the number is on the suppression list; {no_contact}.",
+            label(step, attempt, channel),
+        ));
+    }
+
+    /// An opt-out from an encounter the sequence no longer waits for: suppress, change
+    /// nothing else.
+    fn late_opt_out(&mut self) {
+        self.note(Note::LateOptOut);
+        self.actions.push(Action::SuppressNumber);
+    }
+
+    /// The encounter started for the current (step, attempt) was withheld just before its
+    /// provider request. Nobody was contacted, so the attempt is not used up: the sequence
+    /// waits for it again from its original due time, and the next wake-up checks calling
+    /// hours, caps and suppression as for any start (a closed window becomes a deferral to
+    /// the next opening). A suppressed number ends the sequence as at a wake-up.
+    fn withheld(&mut self, reason: Withheld) {
+        let Phase::InEncounter { started_at } = self.state.phase else {
+            return;
+        };
+        let (step, attempt) = (self.state.step, self.state.attempt);
+        self.note(Note::EncounterWithheld {
+            step,
+            attempt,
+            reason,
+        });
+        let Some(spec) = self.plan.steps.get(step) else {
+            return self.missing_step();
+        };
+        if reason == Withheld::Suppressed {
+            return self.end_suppressed(step, attempt, spec.channel);
+        }
+        // Armed only while active: a paused sequence picks the attempt up on resume.
+        self.wait(step, attempt, started_at);
+    }
+
     fn encounter_ended(&mut self, outcome: EncounterOutcome, ended_at: DateTime<Utc>) {
-        // Only the encounter we started counts; a duplicate or late callback changes nothing.
-        // A paused sequence still takes it: the encounter was under way before the pause.
+        // Only the encounter we started counts; a duplicate or late callback changes nothing
+        // (but an opt-out still suppresses). A paused sequence still takes it: the encounter
+        // was under way before the pause.
         if !matches!(self.state.phase, Phase::InEncounter { .. }) {
+            if outcome == EncounterOutcome::OptOut {
+                self.late_opt_out();
+            }
             return;
         }
         let (step, attempt) = (self.state.step, self.state.attempt);

@@ -112,6 +112,25 @@ pub enum Event {
     Pause,
     /// `POST /v1/sequences/{id}/resume`.
     Resume,
+    /// The encounter the engine started was not handed to its provider: the check made in
+    /// the transaction just before the provider request ([`contact_check`](crate::contact_check))
+    /// said no. Nobody was contacted; the driver removed the encounter row.
+    EncounterWithheld {
+        /// Why it was withheld.
+        reason: Withheld,
+    },
+}
+
+/// Why an encounter the engine had started was not handed to its provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Withheld {
+    /// The sequence was paused, cancelled or had ended meanwhile.
+    NotRunning,
+    /// The number was put on the suppression list meanwhile.
+    Suppressed,
+    /// The contact's calling hours closed meanwhile.
+    OutsideCallingHours,
 }
 
 /// Something the driver must do, in order, in the same transaction that stores the new state.
@@ -226,6 +245,18 @@ pub enum Note {
     Resumed,
     /// Cancelled through the API.
     Cancelled,
+    /// A started encounter was not handed to its provider (see [`Event::EncounterWithheld`]).
+    EncounterWithheld {
+        /// 0-based step index.
+        step: usize,
+        /// 1-based attempt.
+        attempt: u32,
+        /// Why.
+        reason: Withheld,
+    },
+    /// An encounter ended with an opt-out after the sequence had moved on (cancelled, or a
+    /// late report): the number was suppressed all the same.
+    LateOptOut,
     /// The sequence ended.
     Ended {
         /// The same text as `outcome_description`.

@@ -15,7 +15,7 @@ use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
 use chrono_tz::Tz;
 use clarion_engine::{
     Action, CallingHours, Channel, EncounterOutcome as O, Event, Note, Phase, Plan, SequenceState,
-    SequenceStatus, StepSpec, StopReason, next_allowed_instant, step,
+    SequenceStatus, StepSpec, StopReason, Withheld, contact_check, next_allowed_instant, step,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -38,6 +38,8 @@ enum In {
     Cancel,
     Pause,
     Resume,
+    /// The started encounter was withheld just before its provider request.
+    Withhold(Withheld),
 }
 use In::*;
 
@@ -63,6 +65,7 @@ impl In {
             Cancel => Event::Cancel,
             Pause => Event::Pause,
             Resume => Event::Resume,
+            Withhold(reason) => Event::EncounterWithheld { reason },
         }
     }
 }
@@ -109,12 +112,27 @@ fn assert_invariants(
 ) {
     let ctx = format!("{event:?} at {now}");
     // An ended sequence is final.
+    let opt_out = matches!(
+        event,
+        Event::EncounterEnded {
+            outcome: O::OptOut,
+            ..
+        }
+    );
     if before.status == SequenceStatus::Ended {
         assert_eq!(before, after, "{ctx}: ended sequences do not change");
-        assert!(
-            actions.is_empty(),
-            "{ctx}: ended sequences produce no actions"
-        );
+        if opt_out {
+            assert_eq!(
+                actions,
+                [Action::Record(Note::LateOptOut), Action::SuppressNumber],
+                "{ctx}: a late opt-out still suppresses, and does nothing else"
+            );
+        } else {
+            assert!(
+                actions.is_empty(),
+                "{ctx}: ended sequences produce no actions"
+            );
+        }
     }
     // No actions means nothing happened, except re-arming the wake-up.
     if actions.is_empty() {
@@ -183,11 +201,7 @@ fn assert_invariants(
             }
         }
         if *action == Action::SuppressNumber {
-            assert_eq!(
-                after.last_outcome,
-                Some(O::OptOut),
-                "{ctx}: suppress only on opt-out"
-            );
+            assert!(opt_out, "{ctx}: suppress only on opt-out");
         }
     }
 }
@@ -248,6 +262,7 @@ fn render_event(event: &Event, tz: Tz) -> String {
         Event::Cancel => "Cancel".into(),
         Event::Pause => "Pause".into(),
         Event::Resume => "Resume".into(),
+        Event::EncounterWithheld { reason } => format!("EncounterWithheld {}", kebab(reason)),
     }
 }
 
@@ -316,6 +331,15 @@ fn render_note(note: &Note, tz: Tz) -> String {
         Note::Paused => "paused".into(),
         Note::Resumed => "resumed".into(),
         Note::Cancelled => "cancelled".into(),
+        Note::EncounterWithheld {
+            step,
+            attempt,
+            reason,
+        } => format!(
+            "encounter-withheld step={step} attempt={attempt} reason={}",
+            kebab(reason)
+        ),
+        Note::LateOptOut => "late-opt-out".into(),
         Note::Ended { description } => format!("ended {description:?}"),
     }
 }
@@ -1031,6 +1055,124 @@ fn cancel_during_an_encounter_ends_and_ignores_the_late_callback() {
             ("2025-06-02 09:01", Cancel),
             ("2025-06-02 09:05", Ended(O::Resolved)),
         ],
+    );
+}
+
+#[test]
+fn an_opt_out_after_a_cancel_still_suppresses_the_number() {
+    // The call was under way when the sequence was cancelled; its report says opt-out.
+    let p = plan(vec![call(11), sms(12)]);
+    check(
+        "opt_out_after_cancel",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Cancel),
+            ("2025-06-02 09:05", Ended(O::OptOut)),
+        ],
+    );
+}
+
+#[test]
+fn an_opt_out_reported_twice_or_late_still_suppresses() {
+    let p = plan(vec![call(11).attempts(2, "1h"), sms(12)]);
+    check(
+        "opt_out_late_while_waiting",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Busy)),
+            // A second report for the same call, now saying opt-out, while the retry waits.
+            ("2025-06-02 09:02", Ended(O::OptOut)),
+        ],
+    );
+}
+
+#[test]
+fn a_withheld_encounter_waits_again_and_defers_to_the_next_window() {
+    // Committed at 20:59 New York; by the time of the provider request the window closed.
+    let p = plan_in(NEW_YORK, vec![call(11), sms(12)]);
+    check(
+        "withheld_outside_calling_hours",
+        &p,
+        &[
+            ("2025-06-02 00:59", Enrolled),
+            ("2025-06-02 00:59", Wake),
+            ("2025-06-02 01:00", Withhold(Withheld::OutsideCallingHours)),
+            ("2025-06-02 01:00", Wake),
+            ("2025-06-02 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_withheld_encounter_of_a_suppressed_number_ends_the_sequence() {
+    let p = plan(vec![call(11), sms(12)]);
+    check(
+        "withheld_suppressed",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:00", Withhold(Withheld::Suppressed)),
+        ],
+    );
+}
+
+#[test]
+fn a_withheld_encounter_of_a_paused_sequence_runs_on_resume() {
+    let p = plan(vec![call(11), sms(12)]);
+    check(
+        "withheld_paused",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:00", Pause),
+            ("2025-06-02 09:00", Withhold(Withheld::NotRunning)),
+            ("2025-06-02 10:00", Resume),
+            ("2025-06-02 10:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn contact_check_says_no_unless_running_unsuppressed_and_inside_the_window() {
+    let p = plan_in(NEW_YORK, vec![call(11)]);
+    let noon = t("2025-06-02 16:00");
+    let enrolled = step(&p, &SequenceState::new(), &Event::Enrolled, noon).state;
+    let wake = Event::Wake {
+        suppressed: false,
+        contact_cap_allows_at: None,
+    };
+    let started = step(&p, &enrolled, &wake, noon).state;
+    assert!(matches!(started.phase, Phase::InEncounter { .. }));
+    assert_eq!(contact_check(&p, &started, false, noon), Ok(()));
+    assert_eq!(
+        contact_check(&p, &started, true, noon),
+        Err(Withheld::Suppressed)
+    );
+    // 21:00 New York is 01:00 UTC: the window has closed.
+    assert_eq!(
+        contact_check(&p, &started, false, t("2025-06-03 01:00")),
+        Err(Withheld::OutsideCallingHours)
+    );
+    let paused = step(&p, &started, &Event::Pause, noon).state;
+    assert_eq!(
+        contact_check(&p, &paused, false, noon),
+        Err(Withheld::NotRunning)
+    );
+    let cancelled = step(&p, &started, &Event::Cancel, noon).state;
+    assert_eq!(
+        contact_check(&p, &cancelled, false, noon),
+        Err(Withheld::NotRunning)
+    );
+    // Not in an encounter (waiting for the step): nothing may be sent.
+    assert_eq!(
+        contact_check(&p, &enrolled, false, noon),
+        Err(Withheld::NotRunning)
     );
 }
 
