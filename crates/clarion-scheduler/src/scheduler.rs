@@ -140,6 +140,10 @@ pub enum SchedulerError {
     Ended,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(&'static str),
+    /// A provider could not be asked to confirm something Clarion must not take on trust
+    /// (a call report matched by name only); the caller should be told to try again.
+    #[error("the provider could not be reached to confirm the callback")]
+    ProviderUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -187,6 +191,8 @@ struct Inner {
     outbox: Outbox,
     config: SchedulerConfig,
     wake: Notify,
+    /// Wakes the provider worker: encounters were committed for Vapi or Twilio.
+    provider_wake: Notify,
     /// Template versions and assistants never change once written: cached by id.
     plans: Mutex<HashMap<i64, Arc<TemplateDefinition>>>,
     assistants: Mutex<HashMap<i64, Arc<Assistant>>>,
@@ -375,6 +381,11 @@ const DUE_WINDOW: u32 = 131_072;
 const UNKNOWN_PLACEMENT_SUMMARY: &str = "Whether the call was placed is unknown (the provider \
      did not answer clearly) and no report of it came; it was not placed again.";
 
+/// The summary of a call whose placement was unknown and which Vapi does not list among the
+/// calls placed from Clarion's number.
+const NOT_PLACED_SUMMARY: &str = "The provider's answer did not say whether the call was \
+     placed, and the provider has no record of it: it was not placed, and not placed again.";
+
 /// The summary of a placed call that was neither reported nor readable until Clarion gave up.
 const NEVER_REPORTED_SUMMARY: &str = "The call was placed but its end was never reported and \
      could not be read back from the provider; it was not placed again.";
@@ -395,6 +406,26 @@ enum OverdueEnd<'a> {
 /// calls would take minutes to place. Both providers rate-limit per account (Vapi also caps
 /// concurrent calls), and a 429 is retried, so a handful in flight is the useful range.
 const PROVIDER_REQUESTS_IN_FLIGHT: usize = 8;
+
+/// How long one pass over overdue provider encounters may go on starting read-backs; what
+/// is left waits for the next pass.
+const OVERDUE_PASS_BUDGET: Duration = Duration::from_secs(30);
+
+/// How many calls one `GET /call` listing asks for when looking for an unrecorded call.
+const VAPI_LIST_LIMIT: u32 = 100;
+
+/// How many queued provider encounters the provider worker reads at a time.
+const PROVIDER_QUEUE_BATCH: u32 = 64;
+
+/// Which claim [`Scheduler::claim_for_request`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Claim {
+    /// The first request: the encounter must be unclaimed, and is claimed.
+    First,
+    /// Another try after the provider certainly did not take it (a 429): the encounter must
+    /// still be claimed and not requested; the check is made again.
+    Retry,
+}
 
 /// What a window of due ids is.
 #[derive(Debug, Clone, Copy)]
@@ -551,6 +582,7 @@ impl Scheduler {
                 outbox,
                 config,
                 wake: Notify::new(),
+                provider_wake: Notify::new(),
                 plans: Mutex::default(),
                 assistants: Mutex::default(),
             }),
@@ -866,6 +898,9 @@ impl Scheduler {
             Control::Pause => Event::Pause,
             Control::Resume => Event::Resume,
         };
+        if control == Control::Cancel {
+            self.close_open_encounters(&mut tx, &sequence, now).await?;
+        }
         self.transition(&mut tx, &sequence, &event, now).await?;
         tx.commit(&self.inner.store).await?;
         self.inner.outbox.wake();
@@ -875,6 +910,51 @@ impl Scheduler {
             .get_sequence(org, id)
             .await?
             .ok_or(SchedulerError::SequenceNotFound)
+    }
+
+    /// A cancel closes what its sequence still has open, before the report is built: an
+    /// encounter committed but not yet claimed for its provider is withdrawn (it never went
+    /// out, and now never will); an SMS conversation open with Twilio ends (the patient's
+    /// next text is no longer answered; a STOP still suppresses). A call in progress is left
+    /// to end: it cannot be unsaid, and its outcome still counts for suppression.
+    async fn close_open_encounters(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let withdrawn = store
+            .withdraw_unclaimed_encounters(&mut tx.tx, sequence.id)
+            .await?;
+        for encounter_id in withdrawn {
+            tracing::info!(
+                encounter_id,
+                sequence_id = sequence.id,
+                "cancelled before its provider request; withdrawn"
+            );
+        }
+        for encounter in store
+            .open_encounters_of_sequence(&mut tx.tx, sequence.id)
+            .await?
+        {
+            let open_conversation = encounter.channel == "sms"
+                && encounter.status == "requested"
+                && encounter.outcome.is_none();
+            if !open_conversation {
+                continue;
+            }
+            let conversation = Self::conversation_of(&encounter);
+            let report = self.conversation_report(&encounter, &conversation, SmsEnd::Error, now);
+            let mut report =
+                serde_json::to_value(&report).map_err(|_| SchedulerError::Corrupt("sms"))?;
+            // Not an error of the channel: the organisation closed it.
+            report["ended_reason"] = Value::String("unknown".to_owned());
+            store
+                .end_encounter(&mut tx.tx, encounter.id, "unresolved", Some(&report), now)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Applies one event to a sequence inside `tx` and performs the resulting actions.
@@ -955,6 +1035,7 @@ impl Scheduler {
                             ends_at: None,
                             created_at: now,
                             ended_at: None,
+                            claimed_at: None,
                         },
                         ordinal: 0,
                         sequence: sequence.clone(),
@@ -1003,19 +1084,97 @@ impl Scheduler {
             .map_err(|_| SchedulerError::Corrupt("report"))
     }
 
-    /// Runs until `shutdown` resolves.
+    /// Runs until `shutdown` resolves: three loops, so that none waits on another's I/O.
+    ///
+    /// - the **due loop** wakes due sequences, ends due encounters and reconciles
+    ///   unconfirmed ones (database work only: it never waits on a provider);
+    /// - the **provider worker** claims and sends the encounters committed for Vapi and
+    ///   Twilio ([`Scheduler::place_claimable`]);
+    /// - the **overdue loop** reads back provider encounters whose report is late
+    ///   ([`Scheduler::settle_overdue_provider_encounters`]).
+    ///
+    /// A provider that answers slowly, or not at all, holds up only the last two, and those
+    /// only for its own encounters, within their concurrency and time budget.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let loops = async {
+            tokio::join!(
+                self.due_loop(stopped.clone()),
+                self.provider_loop(stopped.clone()),
+                self.overdue_loop(stopped),
+            )
+        };
         tokio::pin!(shutdown);
-        loop {
-            if let Err(error) = self.run_due_now().await {
+        tokio::pin!(loops);
+        tokio::select! {
+            () = &mut shutdown => {
+                let _ = stop.send(true);
+                loops.await;
+            }
+            _ = &mut loops => {}
+        }
+    }
+
+    async fn due_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        while !*stopped.borrow() {
+            if let Err(error) = self.run_due_pass().await {
                 tracing::error!(error = %error, "running due sequences failed");
             }
             let pause = self.pause().await;
             tokio::select! {
-                () = &mut shutdown => break,
+                _ = stopped.changed() => {}
                 () = self.inner.wake.notified() => {}
                 () = tokio::time::sleep(pause) => {}
             }
+        }
+    }
+
+    async fn provider_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        while !*stopped.borrow() {
+            if let Err(error) = self.place_claimable().await {
+                tracing::error!(error = %error, "sending encounters to their providers failed");
+            }
+            tokio::select! {
+                _ = stopped.changed() => {}
+                () = self.inner.provider_wake.notified() => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+            }
+        }
+    }
+
+    async fn overdue_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        while !*stopped.borrow() {
+            if let Err(error) = self.settle_overdue_provider_encounters().await {
+                tracing::error!(error = %error, "settling overdue provider encounters failed");
+            }
+            let next = self
+                .inner
+                .store
+                .next_open_provider_end()
+                .await
+                .ok()
+                .flatten();
+            let pause = self.real_wait_until(next);
+            tokio::select! {
+                _ = stopped.changed() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// How long (real time) to wait for engine time `next`, at most the poll interval.
+    fn real_wait_until(&self, next: Option<Millis>) -> Duration {
+        let poll = self.inner.config.poll_interval;
+        let now = self.inner.clock.now_millis();
+        match next {
+            Some(at) if at > now => {
+                let virtual_wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+                poll.min(virtual_wait.div_f64(self.inner.config.time_scale.max(f64::MIN_POSITIVE)))
+            }
+            // Due now: a short breath, so a pass whose work could not be done (a provider
+            // down) does not spin.
+            Some(_) => poll.min(Duration::from_millis(50)),
+            None => poll,
         }
     }
 
@@ -1049,17 +1208,32 @@ impl Scheduler {
         }
     }
 
-    /// Does everything due now: wakes due sequences, starts their encounters, ends encounters
-    /// whose end is due, reconciles unconfirmed ones. Repeats until nothing is due. Returns the
-    /// number of sequence transitions made.
+    /// Does everything due now, synchronously (tests and tools drive the scheduler with it):
+    /// wakes due sequences, ends due encounters, reconciles unconfirmed ones, sends what is
+    /// queued for the providers and settles overdue provider encounters. Repeats until
+    /// nothing is due. Returns the amount of work done.
     pub async fn run_due_now(&self) -> Result<usize, SchedulerError> {
+        let mut total = 0;
+        loop {
+            let mut done = self.run_due_pass().await?;
+            done += self.place_claimable().await?;
+            done += self.settle_overdue_provider_encounters().await?;
+            total += done;
+            if done == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// The due loop's work: wakes due sequences, ends due encounters, reconciles
+    /// unconfirmed ones, until nothing is due. No provider request is made here.
+    async fn run_due_pass(&self) -> Result<usize, SchedulerError> {
         let mut total = 0;
         loop {
             let mut done = 0;
             done += self.wake_due_sequences().await?;
             done += self.end_due_encounters().await?;
             done += self.reconcile_unconfirmed().await?;
-            done += self.settle_overdue_provider_encounters().await?;
             total += done;
             if done == 0 {
                 return Ok(total);
@@ -1195,21 +1369,18 @@ impl Scheduler {
         Ok((allows > now).then_some(allows))
     }
 
-    /// Asks the provider for each committed encounter, then records that it was requested:
-    /// Vapi and Twilio up to `PROVIDER_REQUESTS_IN_FLIGHT` at a time, each answer recorded as
-    /// it comes; the simulator's answers (it already knows how each encounter will go) in one
-    /// transaction.
+    /// Hands committed encounters on: the simulator's are run now (it already knows how each
+    /// encounter will go) and recorded in one transaction; those for Vapi or Twilio wait in
+    /// the database for the provider worker ([`Scheduler::place_claimable`]), which claims
+    /// each in the transaction just before its request. So the loop that wakes sequences
+    /// never waits on a provider.
     async fn request_encounters(&self, started: Vec<Started>) -> Result<(), SchedulerError> {
         let (with_provider, simulated): (Vec<Started>, Vec<Started>) = started
             .into_iter()
             .partition(|started| self.has_provider(&started.encounter.channel));
-        // Every request in flight finishes and is recorded before an error is answered: an
-        // answer dropped half-way would leave a placed call unrecorded.
-        let outcomes: Vec<Result<(), SchedulerError>> = futures::stream::iter(with_provider)
-            .map(|started| async move { self.request_from_provider(&started).await })
-            .buffer_unordered(PROVIDER_REQUESTS_IN_FLIGHT)
-            .collect()
-            .await;
+        if !with_provider.is_empty() {
+            self.inner.provider_wake.notify_one();
+        }
         let mut requested = Vec::with_capacity(simulated.len());
         for started in simulated {
             let encounter_id = started.encounter.id;
@@ -1226,14 +1397,10 @@ impl Scheduler {
                 }
             }
         }
-        outcomes.into_iter().collect::<Result<(), _>>()?;
-        if !requested.is_empty() {
-            crash_point("provider-asked");
-        }
-
         if requested.is_empty() {
             return Ok(());
         }
+        crash_point("provider-asked");
         let mut tx = self.inner.store.begin().await?;
         self.inner
             .store
@@ -1253,7 +1420,164 @@ impl Scheduler {
         }
     }
 
-    /// Places the call or opens the conversation of one committed encounter with its
+    /// The channels that go to a real provider.
+    fn provider_channels(&self) -> Vec<&'static str> {
+        ["call", "sms"]
+            .into_iter()
+            .filter(|channel| self.has_provider(channel))
+            .collect()
+    }
+
+    /// The provider worker's pass: every encounter committed for Vapi or Twilio and not yet
+    /// claimed is claimed (the contact check, in its own transaction) and sent, up to
+    /// `PROVIDER_REQUESTS_IN_FLIGHT` at a time, each answer recorded as it comes. Answers how
+    /// many were taken on. Also what a restart resumes: the queue is the `created`,
+    /// unclaimed rows, so nothing committed is forgotten.
+    pub async fn place_claimable(&self) -> Result<usize, SchedulerError> {
+        let channels = self.provider_channels();
+        if channels.is_empty() {
+            return Ok(0);
+        }
+        let mut seen = HashSet::new();
+        let mut taken = 0;
+        loop {
+            let ids = self
+                .inner
+                .store
+                .unclaimed_encounter_ids(&channels, PROVIDER_QUEUE_BATCH)
+                .await?;
+            // An id seen before in this pass could not be claimed or withdrawn (its
+            // transaction failed); it waits for the next pass instead of spinning here.
+            let fresh: Vec<i64> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+            if fresh.is_empty() {
+                return Ok(taken);
+            }
+            taken += fresh.len();
+            // Every request in flight finishes and is recorded before an error is answered:
+            // an answer dropped half-way would leave a placed call unrecorded.
+            let outcomes: Vec<Result<(), SchedulerError>> = futures::stream::iter(fresh)
+                .map(|id| async move { self.send_to_provider(id).await })
+                .buffer_unordered(PROVIDER_REQUESTS_IN_FLIGHT)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                if let Err(error) = outcome {
+                    tracing::error!(error = %error, "a provider request could not be made or recorded");
+                }
+            }
+        }
+    }
+
+    /// Claims one committed encounter and, if the contact check allows it, sends it to its
+    /// provider and records the answer.
+    async fn send_to_provider(&self, id: i64) -> Result<(), SchedulerError> {
+        let Some(started) = self.claim_for_request(id, Claim::First).await? else {
+            return Ok(());
+        };
+        crash_point("encounter-claimed");
+        self.request_from_provider(&started).await
+    }
+
+    /// The last word before contact, in one short transaction: the encounter is still
+    /// `created` (and, for a first request, unclaimed: nobody else sends it; for a retry,
+    /// claimed by this request), its sequence is running and still in that encounter, the
+    /// number is not suppressed and the contact's calling window is open
+    /// ([`clarion_engine::contact_check`]). Then the claim is committed and the request may
+    /// go out. Otherwise nobody was contacted: the encounter row is removed and the engine
+    /// puts the attempt back (a closed window becomes a deferral; a suppressed number ends
+    /// the sequence), and `None` is answered.
+    async fn claim_for_request(
+        &self,
+        id: i64,
+        claim: Claim,
+    ) -> Result<Option<Started>, SchedulerError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(encounter) = store.encounter_for_update(&mut tx.tx, id).await? else {
+            return Ok(None);
+        };
+        let ours = match claim {
+            Claim::First => encounter.claimed_at.is_none(),
+            Claim::Retry => encounter.claimed_at.is_some(),
+        };
+        if encounter.status != "created" || !ours {
+            return Ok(None);
+        }
+        let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
+            store.withdraw_encounter(&mut tx.tx, id).await?;
+            tx.commit(store).await?;
+            return Ok(None);
+        };
+        let suppressed = store
+            .is_suppressed(&mut tx.tx, sequence.org_id, &sequence.phone_number)
+            .await?;
+        let plan = self.plan_of(&sequence).await?;
+        let state: SequenceState =
+            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let this_attempt = usize::try_from(encounter.step).ok() == Some(state.step)
+            && i64::from(state.attempt) == encounter.attempt;
+        let check = if this_attempt {
+            clarion_engine::contact_check(&plan, &state, suppressed, datetime(now))
+        } else {
+            Err(clarion_engine::Withheld::NotRunning)
+        };
+        match check {
+            Ok(()) => {
+                if claim == Claim::First && !store.claim_encounter(&mut tx.tx, id, now).await? {
+                    return Ok(None);
+                }
+                tx.commit(store).await?;
+                Ok(Some(Started {
+                    encounter,
+                    ordinal: 0,
+                    sequence,
+                }))
+            }
+            Err(reason) => {
+                tracing::info!(
+                    encounter_id = id,
+                    sequence_id = sequence.id,
+                    reason = ?reason,
+                    "encounter withheld just before its provider request; nobody was contacted"
+                );
+                if sequence.status == "ended" {
+                    // Cancelled meanwhile: its report is queued and may name this encounter,
+                    // so the row stays, ended as a call or text that was not made.
+                    let report = self.not_contacted_report(&encounter, now);
+                    store
+                        .end_encounter(&mut tx.tx, id, "failed", Some(&report), now)
+                        .await?;
+                } else {
+                    // The attempt runs again when allowed: the row goes, nobody was contacted.
+                    store.withdraw_encounter(&mut tx.tx, id).await?;
+                    if this_attempt {
+                        let event = Event::EncounterWithheld { reason };
+                        self.transition(&mut tx, &sequence, &event, now).await?;
+                    }
+                }
+                tx.commit(store).await?;
+                self.wake();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The report object of an encounter withheld after its sequence ended: a call that was
+    /// not placed, or a conversation whose opening text was not sent.
+    fn not_contacted_report(&self, encounter: &EncounterRow, now: Millis) -> Value {
+        const WHY: &str = "Not made: the sequence had ended before the provider was asked.";
+        if encounter.channel == "sms" {
+            let mut report =
+                self.conversation_report(encounter, &Conversation::default(), SmsEnd::Error, now);
+            report.summary = Some(WHY.to_owned());
+            serde_json::to_value(&report).unwrap_or(Value::Null)
+        } else {
+            crate::simulator::failed_call_report(encounter, WHY)
+        }
+    }
+
+    /// Places the call or opens the conversation of one claimed encounter with its
     /// provider, and records the answer at once, in its own small transaction: the
     /// provider's callbacks (a STOP, an end-of-call report) may arrive while the rest of the
     /// batch is still being sent, and must find the encounter.
@@ -1261,13 +1585,20 @@ impl Scheduler {
         if let Some(twilio) = &self.inner.config.twilio
             && started.encounter.channel == "sms"
         {
-            let (request, conversation) = self.start_twilio_conversation(twilio, started).await;
+            let Some((request, conversation)) =
+                self.start_twilio_conversation(twilio, started).await
+            else {
+                return Ok(());
+            };
             return self.record_requested(request, conversation).await;
         }
         if let Some(vapi) = &self.inner.config.vapi
             && started.encounter.channel == "call"
         {
-            let (request, status) = self.place_vapi_call(vapi, started).await;
+            let Some((request, status)) = self.place_vapi_call(vapi, started).await else {
+                return Ok(());
+            };
+            crash_point("vapi-call-placed");
             let call_id = request.1.clone();
             self.record_requested(request, None).await?;
             if let Some(status) = status {
@@ -1306,11 +1637,15 @@ impl Scheduler {
     /// (its end arrives as a callback) with the status Vapi gave the new call, or, when the
     /// call was not placed, an encounter due to end now as `failed`. Only answers that prove
     /// Vapi did not place the call are retried.
+    ///
+    /// Before each retry the contact check is made again ([`Scheduler::claim_for_request`]):
+    /// a cancel, a pause, an opt-out or the window closing during the wait places nothing
+    /// (`None`: the encounter was withheld, nothing to record).
     async fn place_vapi_call(
         &self,
         vapi: &VapiClient,
         started: &Started,
-    ) -> (clarion_store::RequestedEncounter, Option<String>) {
+    ) -> Option<(clarion_store::RequestedEncounter, Option<String>)> {
         let encounter = &started.encounter;
         let id = encounter.id;
         let not_placed = |reason: &str| {
@@ -1325,7 +1660,7 @@ impl Scheduler {
                 Some(report.to_string()),
                 Some("failed".to_owned()),
             );
-            (request, None)
+            Some((request, None))
         };
         let assistant = match self
             .assistant(started.sequence.org_id, encounter.assistant_id)
@@ -1371,7 +1706,7 @@ impl Scheduler {
                         Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
                             .unwrap_or(Millis::MAX),
                     );
-                    return ((id, call.id, Some(check_at), None, None), call.status);
+                    return Some(((id, call.id, Some(check_at), None, None), call.status));
                 }
                 Err(CreateCallError::NotPlaced { retry_after, .. })
                     if tries < VAPI_PLACE_ATTEMPTS =>
@@ -1385,6 +1720,15 @@ impl Scheduler {
                         "Vapi did not place the call; trying again"
                     );
                     tokio::time::sleep(wait).await;
+                    match self.claim_for_request(id, Claim::Retry).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return None,
+                        Err(error) => {
+                            // Not knowing whether contact is still allowed, don't call.
+                            tracing::error!(encounter_id = id, error = %error, "re-checking a call before its retry failed; not placing it");
+                            return not_placed("the check before retrying could not be made");
+                        }
+                    }
                     tries += 1;
                 }
                 Err(CreateCallError::Unknown { reason }) => {
@@ -1406,7 +1750,7 @@ impl Scheduler {
                         None,
                         None,
                     );
-                    return (request, None);
+                    return Some((request, None));
                 }
                 Err(error) => {
                     tracing::warn!(encounter_id = id, error = %error, "call not placed");
@@ -1435,26 +1779,117 @@ impl Scheduler {
         let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
-        let mut encounter = store
+        if let Some(encounter) = store
             .encounter_by_provider_ref(&mut tx.tx, "call", call_id)
-            .await?;
-        if encounter.is_none() {
-            // A call whose placement was unknown: Clarion has no call id, only the encounter
-            // id it put in the call's name.
-            let by_name = report
-                .call
-                .as_ref()
-                .and_then(|call| call.encounter_id())
-                .map(|id| format!("{VAPI_UNKNOWN_PREFIX}{id}"));
-            if let Some(reference) = by_name {
-                encounter = store
-                    .encounter_by_provider_ref(&mut tx.tx, "call", &reference)
-                    .await?;
+            .await?
+        {
+            if encounter.status == "ended" {
+                return Ok(false);
             }
+            return self.apply_end_of_call(tx, encounter, report, now).await;
         }
-        let Some(encounter) = encounter.filter(|e| e.status != "ended") else {
+        drop(tx);
+        // No call id recorded for it: the report came before Clarion recorded the placement
+        // (it is on its way, or the process died in between), or the placement's answer was
+        // unclear. Only the call's name links it to an encounter, and a name is easy to
+        // forge, so the call is read back from Vapi and its data is what gets applied.
+        let Some(encounter_id) = report.call.as_ref().and_then(|call| call.encounter_id()) else {
             return Ok(false);
         };
+        self.adopt_call_by_name(encounter_id, call_id).await
+    }
+
+    /// Links an encounter whose Vapi call id was never recorded to the call `call_id` that
+    /// names it, after reading the call back from Vapi (its name and number must match the
+    /// encounter): an ended call is applied as its end-of-call report; one still running gets
+    /// its id recorded, so its report (or the next read-back) finds it. `false` when there is
+    /// no such encounter or the call is not its; [`SchedulerError::ProviderUnavailable`]
+    /// when Vapi could not be asked.
+    async fn adopt_call_by_name(
+        &self,
+        encounter_id: i64,
+        call_id: &str,
+    ) -> Result<bool, SchedulerError> {
+        let store = &self.inner.store;
+        let Some(vapi) = &self.inner.config.vapi else {
+            return Ok(false);
+        };
+        let unrecorded = |e: &EncounterRow| {
+            e.channel == "call"
+                && e.status != "ended"
+                && e.outcome.is_none()
+                && e.provider_ref
+                    .as_deref()
+                    .is_none_or(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
+        };
+        let Some(candidate) = store.encounter_by_id(encounter_id).await? else {
+            return Ok(false);
+        };
+        if !unrecorded(&candidate) {
+            return Ok(false);
+        }
+        let call = match vapi.get_call(call_id).await {
+            Ok(call) => call,
+            Err(error) if error.is_not_found() => {
+                tracing::warn!(
+                    encounter_id,
+                    "a call report named an encounter but Vapi has no such call; ignored"
+                );
+                return Ok(false);
+            }
+            Err(error) => {
+                tracing::warn!(encounter_id, error = %error, "could not read a call back to confirm its report");
+                return Err(SchedulerError::ProviderUnavailable);
+            }
+        };
+        let confirmed = call.encounter_id() == Some(encounter_id)
+            && call.customer.as_ref().and_then(|c| c.number.as_deref())
+                == Some(candidate.phone_number.as_str());
+        if !confirmed {
+            tracing::warn!(
+                encounter_id,
+                "a call report named an encounter whose call Vapi does not confirm; ignored"
+            );
+            return Ok(false);
+        }
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(encounter) = store
+            .encounter_for_update(&mut tx.tx, encounter_id)
+            .await?
+            .filter(|e| unrecorded(e))
+        else {
+            return Ok(false);
+        };
+        let next_check = now.saturating_add(
+            Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
+                .unwrap_or(Millis::MAX),
+        );
+        store
+            .adopt_provider_ref(&mut tx.tx, encounter.id, call_id, next_check)
+            .await?;
+        tracing::info!(
+            encounter_id,
+            "a call whose placement was not recorded was found at Vapi"
+        );
+        match EndOfCallReport::from_ended_call(call) {
+            Some(report) => self.apply_end_of_call(tx, encounter, &report, now).await,
+            None => {
+                self.commit_callback(tx).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Applies an end-of-call report to its (open) encounter in `tx`, and commits.
+    async fn apply_end_of_call(
+        &self,
+        mut tx: WriteTx,
+        encounter: EncounterRow,
+        report: &EndOfCallReport,
+        now: Millis,
+    ) -> Result<bool, SchedulerError> {
+        let store = &self.inner.store;
         let assistant = self
             .assistant(encounter.org_id, encounter.assistant_id)
             .await?;
@@ -1495,83 +1930,175 @@ impl Scheduler {
     /// Provider encounters whose time is up with no outcome: a Vapi call whose end-of-call
     /// report is overdue is read back with `GET /call/{id}` (an ended call is applied as if
     /// its report had arrived; one still running, or unreadable, is looked at again after
-    /// `provider_report_timeout`); a call whose placement stayed unknown ends `failed`; an SMS
-    /// conversation times out. Answers the number of encounters ended.
-    async fn settle_overdue_provider_encounters(&self) -> Result<usize, SchedulerError> {
-        let store = &self.inner.store;
+    /// `provider_report_timeout`); a call whose placement is unknown is looked for among the
+    /// calls placed from Clarion's number; an SMS conversation times out. Answers the number
+    /// of encounters ended.
+    ///
+    /// Provider reads go `PROVIDER_REQUESTS_IN_FLIGHT` at a time, and none is started once
+    /// `OVERDUE_PASS_BUDGET` has passed (the rest wait for the next pass). This runs off the
+    /// loop that wakes sequences ([`Scheduler::run`]), so a slow provider delays only its
+    /// own read-backs, never another sequence's due step.
+    pub async fn settle_overdue_provider_encounters(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
-        let overdue = store
+        let overdue = self
+            .inner
+            .store
             .overdue_provider_encounters(now, self.inner.config.batch_size)
             .await?;
+        let deadline = tokio::time::Instant::now() + OVERDUE_PASS_BUDGET;
+        let outcomes: Vec<Result<bool, SchedulerError>> = futures::stream::iter(overdue)
+            .map(|encounter| async move {
+                if tokio::time::Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                self.settle_overdue(&encounter, now).await
+            })
+            .buffer_unordered(PROVIDER_REQUESTS_IN_FLIGHT)
+            .collect()
+            .await;
+        let mut ended = 0;
+        for outcome in outcomes {
+            match outcome {
+                Ok(true) => ended += 1,
+                Ok(false) => {}
+                Err(SchedulerError::Store(error)) => return Err(error.into()),
+                Err(error) => {
+                    tracing::error!(error = %error, "settling an overdue provider encounter failed");
+                }
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Settles one overdue provider encounter (see
+    /// [`Scheduler::settle_overdue_provider_encounters`]); answers whether it ended.
+    async fn settle_overdue(
+        &self,
+        encounter: &EncounterRow,
+        now: Millis,
+    ) -> Result<bool, SchedulerError> {
+        let store = &self.inner.store;
         let next_check = now.saturating_add(
             Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
                 .unwrap_or(Millis::MAX),
         );
         let give_up_after = Millis::try_from(self.inner.config.provider_give_up_after.as_millis())
             .unwrap_or(Millis::MAX);
-        let mut ended = 0;
-        for encounter in overdue {
-            if encounter.channel == "sms" {
-                // A conversation whose contact went quiet for the template's SMS timeout
-                // (also when Twilio has been switched off since: nothing more can arrive).
-                if self
-                    .end_overdue(&encounter, OverdueEnd::ConversationTimeout)
-                    .await?
-                {
-                    ended += 1;
+        let given_up = now.saturating_sub(encounter.created_at) >= give_up_after;
+        if encounter.channel == "sms" {
+            // A conversation whose contact went quiet for the template's SMS timeout (also
+            // when Twilio has been switched off since: nothing more can arrive).
+            return self
+                .end_overdue(encounter, OverdueEnd::ConversationTimeout)
+                .await;
+        }
+        if encounter
+            .provider_ref
+            .as_deref()
+            .is_some_and(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
+        {
+            return self
+                .look_for_unknown_call(encounter, next_check, given_up)
+                .await;
+        }
+        // With Vapi switched off since the call was placed, it cannot be read back (and its
+        // callbacks are not accepted): only the give-up below ends it.
+        let read_back = match (&self.inner.config.vapi, encounter.provider_ref.as_deref()) {
+            (Some(vapi), Some(call_id)) => match vapi.get_call(call_id).await {
+                Ok(call) => EndOfCallReport::from_ended_call(call),
+                Err(error) => {
+                    tracing::warn!(encounter_id = encounter.id, error = %error, "reading an overdue call back failed");
+                    None
                 }
-                continue;
+            },
+            _ => None,
+        };
+        if let Some(report) = read_back {
+            tracing::warn!(
+                encounter_id = encounter.id,
+                "end-of-call report never arrived; ended from the call read back"
+            );
+            return self.vapi_end_of_call(&report).await;
+        }
+        if given_up {
+            // Neither a report nor a readable end for this long: the sequence must not wait
+            // forever. The call is never placed again.
+            let end = OverdueEnd::UnreportedCall {
+                summary: NEVER_REPORTED_SUMMARY,
+            };
+            return self.end_overdue(encounter, end).await;
+        }
+        store
+            .postpone_encounter_end(encounter.id, next_check)
+            .await?;
+        Ok(false)
+    }
+
+    /// A call whose placement is unknown (Vapi's answer was unclear, or the process died
+    /// before recording it): looked for among the calls placed from Clarion's number since it
+    /// was created, by its name. Found, it is adopted (and applied if it ended). Vapi listing
+    /// no such call (and not a full page) means it was never placed: it ends `failed`. Vapi
+    /// not answering: looked at again later, until `provider_give_up_after`.
+    async fn look_for_unknown_call(
+        &self,
+        encounter: &EncounterRow,
+        next_check: Millis,
+        given_up: bool,
+    ) -> Result<bool, SchedulerError> {
+        let listed = match &self.inner.config.vapi {
+            Some(vapi) => {
+                // A minute of slack for the clocks of Vapi and this node.
+                let since = datetime(encounter.created_at.saturating_sub(60_000))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                match vapi.list_calls(&since, VAPI_LIST_LIMIT).await {
+                    Ok(calls) => Some(calls),
+                    Err(error) => {
+                        tracing::warn!(encounter_id = encounter.id, error = %error, "listing calls to find an unrecorded one failed");
+                        None
+                    }
+                }
             }
-            if encounter
-                .provider_ref
-                .as_deref()
-                .is_some_and(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
-            {
-                // Its report never came: end it as unknown, never placed again.
+            None => None,
+        };
+        let page_full = |calls: &[clarion_providers::vapi::wire::VapiCall]| {
+            calls.len() >= VAPI_LIST_LIMIT as usize
+        };
+        match listed {
+            Some(calls) => {
+                let full = page_full(&calls);
+                if let Some(call) = calls
+                    .into_iter()
+                    .find(|call| call.encounter_id() == Some(encounter.id))
+                {
+                    let call_id = call.id.clone();
+                    return self.adopt_call_by_name(encounter.id, &call_id).await;
+                }
+                if !full {
+                    let end = OverdueEnd::UnreportedCall {
+                        summary: NOT_PLACED_SUMMARY,
+                    };
+                    return self.end_overdue(encounter, end).await;
+                }
+                if given_up {
+                    let end = OverdueEnd::UnreportedCall {
+                        summary: UNKNOWN_PLACEMENT_SUMMARY,
+                    };
+                    return self.end_overdue(encounter, end).await;
+                }
+            }
+            None if given_up => {
                 let end = OverdueEnd::UnreportedCall {
                     summary: UNKNOWN_PLACEMENT_SUMMARY,
                 };
-                if self.end_overdue(&encounter, end).await? {
-                    ended += 1;
-                }
-                continue;
+                return self.end_overdue(encounter, end).await;
             }
-            // With Vapi switched off since the call was placed, it cannot be read back (and
-            // its callbacks are not accepted): only the give-up below ends it.
-            let read_back = match (&self.inner.config.vapi, encounter.provider_ref.as_deref()) {
-                (Some(vapi), Some(call_id)) => match vapi.get_call(call_id).await {
-                    Ok(call) => EndOfCallReport::from_ended_call(call),
-                    Err(error) => {
-                        tracing::warn!(encounter_id = encounter.id, error = %error, "reading an overdue call back failed");
-                        None
-                    }
-                },
-                _ => None,
-            };
-            if let Some(report) = read_back {
-                tracing::warn!(
-                    encounter_id = encounter.id,
-                    "end-of-call report never arrived; ended from the call read back"
-                );
-                if self.vapi_end_of_call(&report).await? {
-                    ended += 1;
-                }
-            } else if now.saturating_sub(encounter.created_at) >= give_up_after {
-                // Neither a report nor a readable end for this long: the sequence must not
-                // wait forever. The call is never placed again.
-                let end = OverdueEnd::UnreportedCall {
-                    summary: NEVER_REPORTED_SUMMARY,
-                };
-                if self.end_overdue(&encounter, end).await? {
-                    ended += 1;
-                }
-            } else {
-                store
-                    .postpone_encounter_end(encounter.id, next_check)
-                    .await?;
-            }
+            None => {}
         }
-        Ok(ended)
+        self.inner
+            .store
+            .postpone_encounter_end(encounter.id, next_check)
+            .await?;
+        Ok(false)
     }
 
     /// Opens one committed SMS encounter with Twilio: the script's opening text, rendered
@@ -1582,7 +2109,7 @@ impl Scheduler {
         &self,
         twilio: &TwilioChannel,
         started: &Started,
-    ) -> (clarion_store::RequestedEncounter, Option<String>) {
+    ) -> Option<(clarion_store::RequestedEncounter, Option<String>)> {
         let encounter = &started.encounter;
         let id = encounter.id;
         let now = self.inner.clock.now_millis();
@@ -1599,7 +2126,7 @@ impl Scheduler {
                 ),
             );
             let report = serde_json::to_string(&report).unwrap_or_default();
-            (
+            Some((
                 (
                     id,
                     format!("twilio_unsent_{id}"),
@@ -1608,7 +2135,7 @@ impl Scheduler {
                     Some(end.engine_outcome().to_owned()),
                 ),
                 None,
-            )
+            ))
         };
         let (assistant, definition) = match (
             self.assistant(started.sequence.org_id, encounter.assistant_id)
@@ -1659,7 +2186,7 @@ impl Scheduler {
                         Millis::try_from(definition.sms_timeout_ms).unwrap_or(Millis::MAX),
                     );
                     let state = serde_json::to_string(&conversation).ok();
-                    return (
+                    return Some((
                         (
                             id,
                             sent.sid.unwrap_or_else(|| format!("twilio_{id}")),
@@ -1668,7 +2195,7 @@ impl Scheduler {
                             None,
                         ),
                         state,
-                    );
+                    ));
                 }
                 Err(SendError::Rejected {
                     failure: SendFailure::Retryable,
@@ -1680,6 +2207,14 @@ impl Scheduler {
                         "Twilio did not accept the text; trying again"
                     );
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
+                    match self.claim_for_request(id, Claim::Retry).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return None,
+                        Err(error) => {
+                            tracing::error!(encounter_id = id, error = %error, "re-checking a text before its retry failed; not sending it");
+                            return unsent(SmsEnd::Error);
+                        }
+                    }
                     tries += 1;
                 }
                 Err(error) => {
@@ -1706,8 +2241,22 @@ impl Scheduler {
         end: SmsEnd,
         now: Millis,
     ) -> Result<(), SchedulerError> {
+        let report = self.conversation_report(encounter, conversation, end, now);
+        let report = serde_json::to_value(&report).map_err(|_| SchedulerError::Corrupt("sms"))?;
+        self.finish_encounter(tx, encounter, end.engine_outcome(), Some(&report), now, now)
+            .await
+    }
+
+    /// The report's Sms object of a conversation ending now with `end`.
+    fn conversation_report(
+        &self,
+        encounter: &EncounterRow,
+        conversation: &Conversation,
+        end: SmsEnd,
+        now: Millis,
+    ) -> clarion_webhooks::Sms {
         let source = self.twilio_source_number();
-        let report = sms_report(
+        sms_report(
             conversation,
             Some(end),
             (encounter.id, encounter.assistant_id),
@@ -1716,10 +2265,7 @@ impl Scheduler {
                 clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at),
                 clarion_webhooks::Timestamp::from_unix_millis(now),
             ),
-        );
-        let report = serde_json::to_value(&report).map_err(|_| SchedulerError::Corrupt("sms"))?;
-        self.finish_encounter(tx, encounter, end.engine_outcome(), Some(&report), now, now)
-            .await
+        )
     }
 
     /// The number texts come from, when Clarion knows it (a Messaging Service picks one
@@ -1792,6 +2338,13 @@ impl Scheduler {
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
         let Some(encounter) = store.open_sms_encounter(&mut tx.tx, &message.from).await? else {
+            // The conversation ended since it was read (another text, or its time-out): an
+            // opt-out still suppresses.
+            if message.keyword() == Keyword::OptOut {
+                self.suppress_for_sms_senders(&mut tx.tx, &message.from)
+                    .await?;
+                self.commit_callback(tx).await?;
+            }
             return Ok(None);
         };
         let mut conversation = Self::conversation_of(&encounter);
@@ -1850,8 +2403,8 @@ impl Scheduler {
     }
 
     /// A STOP (or a synonym) from a number with no conversation running — after one timed
-    /// out, or between steps — still puts the number on the suppression list of the
-    /// organisation that texted it last, so no later step or sequence contacts it.
+    /// out, or between steps — still puts the number on the suppression list of every
+    /// organisation that has texted it, so no later step or sequence contacts it.
     async fn opt_out_without_conversation(
         &self,
         message: &InboundMessage,
@@ -1859,22 +2412,35 @@ impl Scheduler {
         if message.keyword() != Keyword::OptOut {
             return Ok(());
         }
-        let store = &self.inner.store;
-        let Some(org) = store.latest_sms_organization(&message.from).await? else {
-            return Ok(());
-        };
-        let now = self.inner.clock.now_millis();
-        let mut tx = store.begin().await?;
-        store
-            .suppress(&mut tx, org, &message.from, "opt-out", now)
+        let mut tx = self.inner.store.begin().await?;
+        let suppressed = self
+            .suppress_for_sms_senders(&mut tx, &message.from)
             .await?;
         tx.commit().await?;
         tracing::info!(
-            org_id = org.0,
+            organizations = suppressed,
             "opt-out received outside a conversation; number suppressed"
         );
         self.wake();
         Ok(())
+    }
+
+    /// Suppresses `phone_number` (an opt-out) for every organisation that has texted it, in
+    /// `tx`; answers how many.
+    async fn suppress_for_sms_senders(
+        &self,
+        tx: &mut Tx,
+        phone_number: &str,
+    ) -> Result<usize, SchedulerError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let orgs = store.sms_organizations(tx, phone_number).await?;
+        for org in &orgs {
+            store
+                .suppress(tx, *org, phone_number, "opt-out", now)
+                .await?;
+        }
+        Ok(orgs.len())
     }
 
     /// The assistant's answer to an inbound text: the script's, or — for an ordinary reply
@@ -1934,6 +2500,8 @@ impl Scheduler {
         }
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
+        let opted_out =
+            callback.error_code == Some(clarion_providers::twilio::wire::ERROR_OPTED_OUT);
         let Some(encounter) = self
             .inner
             .store
@@ -1941,9 +2509,16 @@ impl Scheduler {
             .await?
             .filter(|e| e.status != "ended")
         else {
+            // The carrier's own opt-out (21610) counts even when its message is not known
+            // (yet): the callback can arrive before the send's answer is recorded.
+            if opted_out && let Some(to) = &callback.to {
+                let suppressed = self.suppress_for_sms_senders(&mut tx.tx, to).await?;
+                self.commit_callback(tx).await?;
+                return Ok(suppressed > 0);
+            }
             return Ok(false);
         };
-        let end = if callback.error_code == Some(clarion_providers::twilio::wire::ERROR_OPTED_OUT) {
+        let end = if opted_out {
             SmsEnd::OptOut
         } else {
             SmsEnd::Error
@@ -2157,22 +2732,45 @@ impl Scheduler {
     }
 
     /// Encounters committed but never confirmed: the process died between committing the row
-    /// and recording the provider's answer. The provider may or may not have placed it, so it
-    /// is never re-sent: it ends as `failed`, and the sequence goes on by its rules.
+    /// (for a provider: claiming it) and recording the provider's answer. The provider may or
+    /// may not have received the request, so it is never re-sent. A Vapi call is looked for
+    /// instead: it becomes a call of unknown placement, due for a read-back at once (the calls
+    /// placed from Clarion's number are listed and searched for its name), and its
+    /// end-of-call report is still applied if it comes. Anything else ends as `failed`, and the
+    /// sequence goes on by its rules.
     async fn reconcile_unconfirmed(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let before =
             now - Millis::try_from(self.inner.config.reconcile_after.as_millis()).unwrap_or(0);
+        let channels = self.provider_channels();
         let stale = self
             .inner
             .store
-            .unconfirmed_encounters(before, self.inner.config.batch_size)
+            .unconfirmed_encounters(before, &channels, self.inner.config.batch_size)
             .await?;
         if stale.is_empty() {
             return Ok(0);
         }
         let mut tx = WriteTx::begin(&self.inner).await?;
+        let mut unknown = Vec::new();
         for encounter in &stale {
+            if encounter.channel == "call"
+                && encounter.claimed_at.is_some()
+                && self.inner.config.vapi.is_some()
+            {
+                tracing::warn!(
+                    encounter_id = encounter.id,
+                    "call was claimed but its placement never recorded; looking for it at Vapi"
+                );
+                unknown.push((
+                    encounter.id,
+                    format!("{VAPI_UNKNOWN_PREFIX}{}", encounter.id),
+                    Some(now),
+                    None,
+                    None,
+                ));
+                continue;
+            }
             tracing::warn!(
                 encounter_id = encounter.id,
                 "encounter was never confirmed by the provider; ending it as failed, not re-sending"
@@ -2182,6 +2780,12 @@ impl Scheduler {
                 &self.inner.config.clinic_number,
             );
             self.finish_encounter(&mut tx, encounter, "failed", Some(&report), now, now)
+                .await?;
+        }
+        if !unknown.is_empty() {
+            self.inner
+                .store
+                .mark_encounters_requested(&mut tx.tx, &unknown)
                 .await?;
         }
         let started = tx.commit(&self.inner.store).await?;

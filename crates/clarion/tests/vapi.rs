@@ -325,19 +325,21 @@ async fn a_refused_call_fails_at_once_and_is_never_retried() {
 #[tokio::test]
 async fn a_call_whose_placement_is_unknown_waits_for_its_report_and_is_never_placed_again() {
     let f = fixture().await;
-    // A 500: the call may have gone out. Its report, if any, is matched by the call's name.
-    f.vapi.answer_next(&[CallAnswer::Error(500, None)]);
+    // A 500, though Vapi did place the call. Its report is matched by the call's name,
+    // once Vapi confirms that call is the encounter's.
+    f.vapi.answer_next(&[CallAnswer::PlacedButError(500)]);
     let reported = f.enroll("+15555550126").await;
     f.run().await;
     assert_eq!(f.vapi.requests().len(), 1);
     assert_eq!(f.sequence(reported).await["status"], "active");
     let encounter = f.sequence(reported).await["outreach"][0]["call"]["id"].clone();
     let mut report = end_of_call_report(
-        "call_placed_anyway",
+        "call_1",
         "customer-ended-call",
         json!({ "outcome": "resolved" }),
     );
     report["call"]["name"] = json!(format!("clarion-encounter-{encounter}"));
+    f.vapi.finish_call("call_1", &report);
     let (status, body) = f.emit(&report).await;
     assert_eq!(
         (status, body["applied"].as_bool()),
@@ -349,7 +351,9 @@ async fn a_call_whose_placement_is_unknown_waits_for_its_report_and_is_never_pla
     assert_eq!(ended["status"], "ended", "{ended}");
     assert_eq!(ended["outreach"][0]["call"]["outcome"], "resolved");
 
-    // Another 500 and no report at all: after the report timeout it ends failed, unknown.
+    // Another 500, the call really not placed, and no report: after the report timeout the
+    // calls placed from Clarion's number are listed, it is not among them, and it ends
+    // failed as not placed.
     f.vapi.answer_next(&[CallAnswer::Error(500, None)]);
     let silent = f.enroll("+15555550129").await;
     f.run().await;
@@ -364,7 +368,7 @@ async fn a_call_whose_placement_is_unknown_waits_for_its_report_and_is_never_pla
         call["summary"]
             .as_str()
             .unwrap()
-            .starts_with("Whether the call was placed is unknown"),
+            .starts_with("The provider's answer did not say whether the call was placed, and the provider has no record of it"),
         "{call}"
     );
     assert_eq!(schema_errors(&ended), Vec::<String>::new());

@@ -65,8 +65,18 @@ pub enum CreateCallError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("reading the call from Vapi failed ({reason})")]
 pub struct GetCallError {
-    /// A short class: `connection`, `status`, `body`, `unreadable call`.
+    /// A short class: `connection`, `not found`, `status`, `body`, `unreadable call`.
     pub reason: &'static str,
+}
+
+impl GetCallError {
+    /// The reason when Vapi answered 404: it has no such call.
+    pub const NOT_FOUND: &'static str = "not found";
+
+    /// Whether Vapi said it has no such call (as opposed to not answering usefully).
+    pub fn is_not_found(&self) -> bool {
+        self.reason == Self::NOT_FOUND
+    }
 }
 
 /// A Vapi API client. Cheap to clone.
@@ -196,6 +206,44 @@ impl VapiClient {
         checks
     }
 
+    /// `GET /call?phoneNumberId=…&createdAtGe=…&limit=…`: the calls placed from Clarion's
+    /// number since `created_at_ge` (ISO 8601), newest first as Vapi lists them. Vapi cannot
+    /// filter by name, so the caller looks for its encounter's [`encounter_call_name`]
+    /// among them; that is how a call whose placement was never recorded (a crash between
+    /// Vapi's answer and the commit) is found again.
+    ///
+    /// [`encounter_call_name`]: super::wire::encounter_call_name
+    pub async fn list_calls(
+        &self,
+        created_at_ge: &str,
+        limit: u32,
+    ) -> Result<Vec<VapiCall>, GetCallError> {
+        let response = self
+            .http
+            .get(self.url("/call"))
+            .query(&[
+                ("phoneNumberId", self.settings.phone_number_id.as_str()),
+                ("createdAtGe", created_at_ge),
+                ("limit", &limit.to_string()),
+            ])
+            .bearer_auth(&self.settings.api_key)
+            .send()
+            .await
+            .map_err(|_| GetCallError {
+                reason: "connection",
+            })?;
+        if !response.status().is_success() {
+            return Err(GetCallError { reason: "status" });
+        }
+        let body = response
+            .bytes()
+            .await
+            .map_err(|_| GetCallError { reason: "body" })?;
+        serde_json::from_slice(&body).map_err(|_| GetCallError {
+            reason: "unreadable call list",
+        })
+    }
+
     /// `GET /call/{id}`.
     pub async fn get_call(&self, id: &str) -> Result<VapiCall, GetCallError> {
         let encoded: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
@@ -208,6 +256,11 @@ impl VapiClient {
             .map_err(|_| GetCallError {
                 reason: "connection",
             })?;
+        if response.status() == reqwest::StatusCode::NOT_FOUND {
+            return Err(GetCallError {
+                reason: GetCallError::NOT_FOUND,
+            });
+        }
         if !response.status().is_success() {
             return Err(GetCallError { reason: "status" });
         }

@@ -32,6 +32,7 @@ use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
+use clarion_scheduler::SchedulerError;
 
 /// What a callback changed.
 #[derive(Debug, Serialize, ToSchema)]
@@ -62,7 +63,8 @@ fn unauthorized() -> ApiError {
 
 #[utoipa::path(post, path = "/providers/vapi/events", tag = "providers",
     request_body(content = Object, description = "A Vapi server message: {\"message\": {\"type\": ...}}"),
-    responses((status = 200, body = CallbackOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = CallbackOut), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "A report matched by the call's name could not be confirmed with Vapi yet")))]
 pub async fn vapi_events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -81,11 +83,21 @@ pub async fn vapi_events(
     let message = parse_server_message(&body)
         .map_err(|error| ApiError::bad_request("invalid_payload", error.to_string()))?;
     let applied = match &message {
-        ServerMessage::EndOfCallReport(report) => state
-            .scheduler
-            .vapi_end_of_call(report)
-            .await
-            .map_err(|error| ApiError::internal(&error))?,
+        ServerMessage::EndOfCallReport(report) => {
+            match state.scheduler.vapi_end_of_call(report).await {
+                Ok(applied) => applied,
+                // A report matched only by its call's name waits for Vapi to confirm the call:
+                // not acknowledged, so that it is sent again rather than lost.
+                Err(SchedulerError::ProviderUnavailable) => {
+                    return Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "provider_unavailable",
+                        "the call could not be confirmed with Vapi yet; send the report again",
+                    ));
+                }
+                Err(error) => return Err(ApiError::internal(&error)),
+            }
+        }
         ServerMessage::StatusUpdate(update) => match message.call_id() {
             Some(call_id) => state
                 .scheduler

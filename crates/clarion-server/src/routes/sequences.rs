@@ -174,7 +174,9 @@ fn scheduler_error(error: SchedulerError, prefix: &str) -> ApiError {
         .with_field(format!("{prefix}contact.phone_number")),
         SchedulerError::Ended => ApiError::new(StatusCode::CONFLICT, "sequence_ended", "the sequence has ended"),
         SchedulerError::Store(error) => ApiError::from(error),
-        other @ SchedulerError::Corrupt(_) => ApiError::internal(&other),
+        other @ (SchedulerError::Corrupt(_) | SchedulerError::ProviderUnavailable) => {
+            ApiError::internal(&other)
+        }
     }
 }
 

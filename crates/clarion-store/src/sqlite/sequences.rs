@@ -120,6 +120,9 @@ pub struct EncounterRow {
     pub ended_at: Option<Millis>,
     /// A provider SMS conversation's state (JSON), while it runs.
     pub conversation: Option<String>,
+    /// When the encounter was claimed for its provider request (the last check before
+    /// contact); `None` while unclaimed, and for simulated encounters.
+    pub claimed_at: Option<Millis>,
 }
 
 /// One history entry.
@@ -202,7 +205,7 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
 
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
      phone_number, status, provider_ref, provider_status, outcome, report, ends_at, created_at, \
-     ended_at, conversation";
+     ended_at, conversation, claimed_at";
 
 /// The SMS conversation running through a provider with a number (`?`): the most recent,
 /// if several organisations text the number at once.
@@ -233,7 +236,7 @@ const OPEN_SMS_CONVERSATION: &str = "channel = 'sms' AND status = 'requested' \
 /// [`ENCOUNTER_COLUMNS`] without the report object, the one large column.
 const DUE_ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, \
      assistant_id, phone_number, status, provider_ref, provider_status, outcome, NULL AS report, \
-     ends_at, created_at, ended_at, NULL AS conversation";
+     ends_at, created_at, ended_at, NULL AS conversation, claimed_at";
 
 fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
     Ok(EncounterRow {
@@ -254,6 +257,7 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
         created_at: row.try_get("created_at")?,
         ended_at: row.try_get("ended_at")?,
         conversation: row.try_get("conversation")?,
+        claimed_at: row.try_get("claimed_at")?,
     })
 }
 
@@ -1091,21 +1095,173 @@ impl Store {
     }
 
     /// Encounters committed but never confirmed as requested, older than `before`: after a
-    /// crash the provider may or may not have received them.
+    /// crash the provider may or may not have received them. An encounter on one of
+    /// `provider_channels` counts only once claimed (claimed before `before`): unclaimed, it
+    /// is still in the provider worker's queue and certainly not sent.
     pub async fn unconfirmed_encounters(
         &self,
         before: Millis,
+        provider_channels: &[&str],
         limit: u32,
     ) -> Result<Vec<EncounterRow>> {
+        let channels = serde_json::to_string(provider_channels)
+            .map_err(|_| StoreError::Corrupt("channels"))?;
         let rows = sqlx::query(&format!(
-            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE status = 'created' AND created_at < ? \
-             ORDER BY created_at LIMIT ?"
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE status = 'created' \
+             AND ((claimed_at IS NULL AND created_at < ?1 \
+                   AND channel NOT IN (SELECT value FROM json_each(?2))) \
+                  OR claimed_at < ?1) \
+             ORDER BY created_at LIMIT ?3"
         ))
         .bind(before)
+        .bind(channels)
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(encounter_from_row).collect()
+    }
+
+    /// Ids of the encounters committed for a provider on one of `channels` and not yet
+    /// claimed (the provider worker's queue), oldest first, at most `limit`.
+    pub async fn unclaimed_encounter_ids(&self, channels: &[&str], limit: u32) -> Result<Vec<i64>> {
+        let channels =
+            serde_json::to_string(channels).map_err(|_| StoreError::Corrupt("channels"))?;
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM encounters WHERE status = 'created' AND claimed_at IS NULL \
+             AND channel IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
+        )
+        .bind(channels)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// An encounter by id, outside any transaction (whatever its state).
+    pub async fn encounter_by_id(&self, id: i64) -> Result<Option<EncounterRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(encounter_from_row).transpose()
+    }
+
+    /// An encounter by id inside a write transaction (whatever its state).
+    pub async fn encounter_for_update(&self, tx: &mut Tx, id: i64) -> Result<Option<EncounterRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE id = ?"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        row.as_ref().map(encounter_from_row).transpose()
+    }
+
+    /// Claims a committed encounter for its provider request (`created` and unclaimed →
+    /// claimed at `now`). `false` when it was claimed, withdrawn or requested already: only
+    /// one claimer ever sends it.
+    pub async fn claim_encounter(&self, tx: &mut Tx, id: i64, now: Millis) -> Result<bool> {
+        let claimed = sqlx::query(
+            "UPDATE encounters SET claimed_at = ? \
+             WHERE id = ? AND status = 'created' AND claimed_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        Ok(claimed == 1)
+    }
+
+    /// Removes an encounter that was never handed to its provider (`created`, and known not
+    /// to have gone out: unclaimed, or refused by the provider before it was placed), so the
+    /// step attempt can run again. `false` if it had moved on.
+    pub async fn withdraw_encounter(&self, tx: &mut Tx, id: i64) -> Result<bool> {
+        let removed = sqlx::query("DELETE FROM encounters WHERE id = ? AND status = 'created'")
+            .bind(id)
+            .execute(&mut *tx.inner)
+            .await?
+            .rows_affected();
+        Ok(removed == 1)
+    }
+
+    /// Removes a sequence's encounters that were committed but not yet claimed for their
+    /// provider (a cancel: they never went out). Answers their ids.
+    pub async fn withdraw_unclaimed_encounters(
+        &self,
+        tx: &mut Tx,
+        sequence_id: i64,
+    ) -> Result<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "DELETE FROM encounters WHERE sequence_id = ? AND status = 'created' \
+             AND claimed_at IS NULL RETURNING id",
+        )
+        .bind(sequence_id)
+        .fetch_all(&mut *tx.inner)
+        .await?)
+    }
+
+    /// A sequence's encounters that have not ended, inside a write transaction.
+    pub async fn open_encounters_of_sequence(
+        &self,
+        tx: &mut Tx,
+        sequence_id: i64,
+    ) -> Result<Vec<EncounterRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE sequence_id = ? AND status != 'ended' \
+             ORDER BY id"
+        ))
+        .bind(sequence_id)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        rows.iter().map(encounter_from_row).collect()
+    }
+
+    /// Records a provider's id for an encounter whose placement was unknown (found by reading
+    /// the provider's list back), with when it is next looked at.
+    pub async fn adopt_provider_ref(
+        &self,
+        tx: &mut Tx,
+        id: i64,
+        provider_ref: &str,
+        ends_at: Millis,
+    ) -> Result<bool> {
+        let updated = sqlx::query(
+            "UPDATE encounters SET status = 'requested', provider_ref = ?, ends_at = ? \
+             WHERE id = ? AND status != 'ended' AND outcome IS NULL",
+        )
+        .bind(provider_ref)
+        .bind(ends_at)
+        .bind(id)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        Ok(updated == 1)
+    }
+
+    /// Every organisation that has texted `phone_number` (any SMS encounter, ended or not),
+    /// inside a write transaction: an opt-out outside a conversation suppresses the number
+    /// for each of them.
+    pub async fn sms_organizations(&self, tx: &mut Tx, phone_number: &str) -> Result<Vec<OrgId>> {
+        let orgs: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT org_id FROM encounters WHERE channel = 'sms' AND phone_number = ? \
+             ORDER BY org_id",
+        )
+        .bind(phone_number)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        Ok(orgs.into_iter().map(OrgId).collect())
+    }
+
+    /// When the next encounter open with a provider is due for a look (its report overdue).
+    pub async fn next_open_provider_end(&self) -> Result<Option<Millis>> {
+        Ok(sqlx::query_scalar(
+            "SELECT MIN(ends_at) FROM encounters WHERE status = 'requested' \
+             AND ends_at IS NOT NULL AND outcome IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
     }
 
     pub async fn next_encounter_end(&self) -> Result<Option<Millis>> {

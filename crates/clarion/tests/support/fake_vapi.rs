@@ -25,6 +25,9 @@ pub enum CallAnswer {
     Created,
     /// An error status, with `Retry-After` seconds for 429.
     Error(u16, Option<u64>),
+    /// The call is created (Vapi places it), but the answer is this error status: what a
+    /// timeout or a gateway error after the fact looks like to the client.
+    PlacedButError(u16),
 }
 
 #[derive(Default)]
@@ -231,19 +234,34 @@ async fn create_call(
             }
             response
         }
+        CallAnswer::PlacedButError(status) => {
+            let id = format!("call_{}", inner.calls.len() + 1);
+            let call = new_call(&id, &request);
+            inner.calls.push(call);
+            (
+                StatusCode::from_u16(status).unwrap(),
+                axum::Json(json!({ "message": "scripted failure", "statusCode": status })),
+            )
+                .into_response()
+        }
         CallAnswer::Created => {
             let id = format!("call_{}", inner.calls.len() + 1);
-            let call = json!({
-                "id": id, "orgId": "org_1", "createdAt": "2025-01-06T15:00:00.000Z",
-                "updatedAt": "2025-01-06T15:00:00.000Z", "type": "outboundPhoneCall",
-                "status": "queued", "assistantId": request["assistantId"],
-                "phoneNumberId": request["phoneNumberId"], "customer": request["customer"],
-                "name": request["name"], "phoneCallProvider": "twilio", "phoneCallTransport": "pstn",
-            });
+            let call = new_call(&id, &request);
             inner.calls.push(call.clone());
             (StatusCode::CREATED, axum::Json(call)).into_response()
         }
     }
+}
+
+/// The `Call` Vapi creates for a `POST /call` request.
+fn new_call(id: &str, request: &Value) -> Value {
+    json!({
+        "id": id, "orgId": "org_1", "createdAt": "2025-01-06T15:00:00.000Z",
+        "updatedAt": "2025-01-06T15:00:00.000Z", "type": "outboundPhoneCall",
+        "status": "queued", "assistantId": request["assistantId"],
+        "phoneNumberId": request["phoneNumberId"], "customer": request["customer"],
+        "name": request["name"], "phoneCallProvider": "twilio", "phoneCallTransport": "pstn",
+    })
 }
 
 async fn get_call(
