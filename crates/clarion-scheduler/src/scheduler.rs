@@ -1226,8 +1226,10 @@ impl Scheduler {
     }
 
     /// The due loop's work: wakes due sequences, ends due encounters, reconciles
-    /// unconfirmed ones, until nothing is due. No provider request is made here.
-    async fn run_due_pass(&self) -> Result<usize, SchedulerError> {
+    /// unconfirmed ones, until nothing is due. No provider request is made here: encounters
+    /// for Vapi and Twilio are left committed for the provider worker (tests use this to
+    /// stand between the commit and the request).
+    pub async fn run_due_pass(&self) -> Result<usize, SchedulerError> {
         let mut total = 0;
         loop {
             let mut done = 0;

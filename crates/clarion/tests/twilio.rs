@@ -647,3 +647,103 @@ async fn a_replayed_text_is_not_answered_twice_and_a_late_stop_still_suppresses(
         "{suppressions}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Contact safety: a cancel closes the conversation; no STOP is ever lost.
+// ---------------------------------------------------------------------------------------------
+
+impl Fixture {
+    async fn suppressed(&self, phone: &str) -> bool {
+        let (status, list) = self.app.get(&self.key, "/v1/suppressions?limit=200").await;
+        assert_eq!(status, 200);
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["phone_number"] == phone && entry["reason"] == "opt-out")
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_sequences_conversation_stops_replying_and_a_stop_still_suppresses() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550160").await;
+    f.run().await;
+    assert_eq!(f.twilio.sent().len(), 1);
+    let (status, _) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    let report = f.sequence(id).await;
+    assert_eq!(report["outreach"][0]["sms"]["status"], "ended", "{report}");
+
+    let twiml = f.text("+15555550160", "YES").await;
+    assert!(
+        !twiml.contains("<Message>"),
+        "a cancelled conversation is not answered: {twiml}"
+    );
+    let twiml = f.text("+15555550160", "STOP").await;
+    assert!(!twiml.contains("<Message>"), "{twiml}");
+    assert!(f.suppressed("+15555550160").await, "the STOP was kept");
+    f.run().await;
+    assert_eq!(f.twilio.sent().len(), 1, "nothing more was sent");
+}
+
+#[tokio::test]
+async fn racing_texts_and_time_outs_never_lose_a_stop() {
+    let f = fixture().await;
+    let racing_a_reply: Vec<String> = (0..6).map(|i| format!("+1555555017{i}")).collect();
+    let racing_the_timeout: Vec<String> = (0..6).map(|i| format!("+1555555018{i}")).collect();
+    for phone in racing_a_reply.iter().chain(&racing_the_timeout) {
+        f.enroll(phone).await;
+    }
+    f.run().await;
+    assert_eq!(f.twilio.sent().len(), 12);
+
+    // "YES" and "STOP" from the same patient at the same moment: whichever ends the
+    // conversation first, the STOP suppresses.
+    let pairs = racing_a_reply.iter().map(|phone| async {
+        tokio::join!(f.text(phone, "YES"), f.text(phone, "STOP"));
+    });
+    futures::future::join_all(pairs).await;
+    // A STOP arriving as the conversation times out.
+    f.app
+        .clock
+        .advance(std::time::Duration::from_secs(25 * 3600));
+    let stops = racing_the_timeout
+        .iter()
+        .map(|phone| async { f.text(phone, "STOP").await });
+    tokio::join!(futures::future::join_all(stops), f.run());
+    f.run().await;
+
+    for phone in racing_a_reply.iter().chain(&racing_the_timeout) {
+        assert!(f.suppressed(phone).await, "{phone} was not suppressed");
+    }
+}
+
+#[tokio::test]
+async fn a_carrier_opt_out_reported_before_the_send_is_recorded_still_suppresses() {
+    let f = fixture().await;
+    f.enroll("+15555550161").await;
+    f.run().await;
+    // A status callback for a message whose send answer Clarion has not recorded (yet):
+    // Twilio error 21610, the recipient unsubscribed through the carrier.
+    let (status, _) = f
+        .twilio
+        .post_signed(
+            &f.app.base,
+            "/providers/twilio/status",
+            &[
+                ("MessageSid", "SM00000000000000000000000000ffffff"),
+                ("MessageStatus", "undelivered"),
+                ("AccountSid", support::fake_twilio::ACCOUNT_SID),
+                ("To", "+15555550161"),
+                ("ErrorCode", "21610"),
+            ],
+            AUTH_TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(f.suppressed("+15555550161").await);
+}

@@ -491,3 +491,329 @@ async fn clarion_doctor_checks_the_vapi_credentials_without_placing_a_call() {
     assert!(out.contains("FAIL Vapi has no phone number"), "{out}");
     assert!(vapi.requests().is_empty(), "no call was placed");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Contact safety: nothing reaches a patient unless, just before the request, it still may.
+// ---------------------------------------------------------------------------------------------
+
+impl Fixture {
+    /// A template of one call with calling hours 08:00-21:00 in the contact's zone.
+    async fn template_with_calling_hours(&self) -> i64 {
+        let assistant = self.sequence_template_assistant().await;
+        let (status, template) = self
+            .app
+            .post(
+                &self.key,
+                "/v1/sequence-templates",
+                json!({
+                    "name": "One call in hours", "stop_on": ["resolved"],
+                    "calling_hours": { "start": "08:00", "end": "21:00" },
+                    "steps": [ { "type": "call", "assistant_id": assistant, "max_attempts": 1 } ]
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{template}");
+        template["id"].as_i64().unwrap()
+    }
+
+    /// The assistant of the fixture's template.
+    async fn sequence_template_assistant(&self) -> i64 {
+        let (status, template) = self
+            .app
+            .get(
+                &self.key,
+                &format!("/v1/sequence-templates/{}", self.template),
+            )
+            .await;
+        assert_eq!(status, 200, "{template}");
+        template["steps"][0]["assistant_id"].as_i64().unwrap()
+    }
+
+    async fn suppressed(&self, phone: &str) -> bool {
+        let (status, list) = self.app.get(&self.key, "/v1/suppressions").await;
+        assert_eq!(status, 200);
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|entry| entry["phone_number"] == phone)
+    }
+
+    async fn events(&self, id: i64) -> Vec<Value> {
+        let (status, events) = self
+            .app
+            .get(&self.key, &format!("/v1/sequences/{id}/events"))
+            .await;
+        assert_eq!(status, 200, "{events}");
+        events["data"].as_array().unwrap().clone()
+    }
+}
+
+fn opt_out_report(call_id: &str) -> Value {
+    end_of_call_report(
+        call_id,
+        "customer-ended-call",
+        json!({ "outcome": "opt-out" }),
+    )
+}
+
+#[tokio::test]
+async fn an_opt_out_reported_after_a_cancel_suppresses_the_number_and_it_is_not_called_again() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550150").await;
+    f.run().await;
+    assert_eq!(f.vapi.calls().len(), 1);
+
+    // The organisation cancels while the call is in progress; the patient opts out on it.
+    let (status, cancelled) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    let (status, body) = f.emit(&opt_out_report("call_1")).await;
+    assert_eq!(
+        (status, body["applied"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+
+    assert!(f.suppressed("+15555550150").await, "the opt-out was kept");
+    let (status, refused) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/sequences",
+            json!({
+                "template_id": f.template,
+                "contact": { "phone_number": "+15555550150", "time_zone": "America/New_York" },
+            }),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("suppressed")),
+        "{refused}"
+    );
+    f.run().await;
+    assert_eq!(f.vapi.requests().len(), 1, "never called again");
+    assert!(
+        f.events(id)
+            .await
+            .iter()
+            .any(|event| event["type"] == "late-opt-out"),
+        "the late opt-out is in the sequence's history"
+    );
+}
+
+#[tokio::test]
+async fn a_cancel_during_a_rate_limit_wait_places_no_call() {
+    let f = fixture().await;
+    // Vapi asks Clarion to wait a second before trying again.
+    f.vapi.answer_next(&[CallAnswer::Error(429, Some(1))]);
+    let id = f.enroll("+15555550151").await;
+    let scheduler = f.app.scheduler.clone();
+    let running = tokio::spawn(async move { scheduler.run_due_now().await.unwrap() });
+    support::eventually("the first, refused, request", || async {
+        f.vapi.requests().len() == 1
+    })
+    .await;
+    let (status, _) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    running.await.unwrap();
+
+    assert_eq!(
+        f.vapi.requests().len(),
+        1,
+        "no second request after the cancel"
+    );
+    assert!(f.vapi.calls().is_empty(), "no call placed");
+    assert_eq!(f.sequence(id).await["status"], "ended");
+    // The encounter that was waiting to be retried ended as a call that was not made.
+    let encounters = f.app.store.sequence_encounters(id).await.unwrap();
+    assert_eq!(encounters.len(), 1);
+    assert_eq!(encounters[0].status, "ended");
+    assert_eq!(encounters[0].outcome.as_deref(), Some("failed"));
+}
+
+#[tokio::test]
+async fn a_number_suppressed_between_commit_and_request_is_not_called() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550152").await;
+    // The encounter is committed; the provider has not been asked yet.
+    f.app.scheduler.run_due_pass().await.unwrap();
+    let (status, _) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/suppressions",
+            json!({ "phone_number": "+15555550152", "reason": "asked by phone" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    f.run().await;
+
+    assert!(f.vapi.requests().is_empty(), "no call requested");
+    let sequence = f.sequence(id).await;
+    assert_eq!(sequence["status"], "ended", "{sequence}");
+    assert_eq!(sequence["outreach"], json!([]), "nobody was contacted");
+    let events = f.events(id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "encounter-withheld" && e["detail"]["reason"] == "suppressed"),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_window_closing_between_commit_and_request_defers_the_call_to_the_next_window() {
+    let f = fixture().await;
+    let template = f.template_with_calling_hours().await;
+    // 20:59:30 in New York (EDT).
+    f.app
+        .clock
+        .set_millis(chrono_millis("2025-06-03T00:59:30Z"));
+    let id = f
+        .app
+        .enroll(
+            &f.key,
+            json!({
+                "template_id": template,
+                "contact": { "phone_number": "+15555550153", "time_zone": "America/New_York" },
+            }),
+        )
+        .await;
+    f.app.scheduler.run_due_pass().await.unwrap();
+    // 21:00:30: the window closed before the provider was asked.
+    f.app.clock.advance(std::time::Duration::from_secs(60));
+    f.run().await;
+    assert!(f.vapi.requests().is_empty(), "no call after 21:00");
+    let events = f.events(id).await;
+    let deferred = events
+        .iter()
+        .find(|e| e["type"] == "deferred")
+        .unwrap_or_else(|| panic!("a deferral: {events:?}"));
+    assert_eq!(deferred["detail"]["reason"], "calling-hours");
+    assert_eq!(deferred["detail"]["until"], "2025-06-03T12:00:00Z");
+    assert!(
+        events.iter().any(|e| e["type"] == "encounter-withheld"
+            && e["detail"]["reason"] == "outside-calling-hours")
+    );
+
+    // 08:00 the next morning: called once.
+    f.app
+        .clock
+        .set_millis(chrono_millis("2025-06-03T12:00:00Z"));
+    f.run().await;
+    assert_eq!(f.vapi.requests().len(), 1);
+    assert_eq!(
+        f.sequence(id).await["outreach"][0]["call"]["call_status"],
+        "queued"
+    );
+}
+
+fn chrono_millis(at: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(at)
+        .unwrap()
+        .timestamp_millis()
+}
+
+#[tokio::test]
+async fn an_end_of_call_report_that_arrives_before_the_placement_is_recorded_is_applied() {
+    let f = fixture().await;
+    f.vapi
+        .report_before_answering(&f.app.base, "customer-ended-call", "resolved");
+    let id = f.enroll("+15555550154").await;
+    f.run().await;
+
+    let early = f.vapi.early_answers();
+    assert_eq!(early.len(), 1);
+    assert_eq!(
+        (early[0].0, early[0].1["applied"].as_bool()),
+        (200, Some(true)),
+        "{early:?}"
+    );
+    f.run().await;
+    let sequence = f.sequence(id).await;
+    assert_eq!(sequence["status"], "ended", "{sequence}");
+    assert_eq!(sequence["outreach"][0]["call"]["outcome"], "resolved");
+    assert_eq!(f.vapi.requests().len(), 1);
+    // The same report again (Vapi's retry) changes nothing.
+    let mut report = end_of_call_report(
+        "call_1",
+        "customer-ended-call",
+        json!({ "outcome": "resolved" }),
+    );
+    report["call"]["name"] = f.vapi.requests()[0]["name"].clone();
+    let (status, body) = f.emit(&report).await;
+    assert_eq!((status, body["applied"].as_bool()), (200, Some(false)));
+}
+
+#[tokio::test]
+async fn a_report_that_names_an_encounter_of_a_call_vapi_does_not_have_is_refused() {
+    let f = fixture().await;
+    // Vapi answers 500 and did not place the call: Clarion waits for a report.
+    f.vapi.answer_next(&[CallAnswer::Error(500, None)]);
+    let id = f.enroll("+15555550155").await;
+    f.run().await;
+    let encounter = f.sequence(id).await["outreach"][0]["call"]["id"].clone();
+    // A forged report with the right name, for a call Vapi has never seen.
+    let mut forged = opt_out_report("call_forged");
+    forged["call"]["name"] = json!(format!("clarion-encounter-{encounter}"));
+    forged["call"]["customer"] = json!({ "number": "+15555550155" });
+    let (status, body) = f.emit(&forged).await;
+    assert_eq!(
+        (status, body["applied"].as_bool()),
+        (200, Some(false)),
+        "{body}"
+    );
+    assert!(!f.suppressed("+15555550155").await);
+    assert_eq!(f.sequence(id).await["status"], "active");
+}
+
+#[tokio::test]
+async fn a_slow_read_back_does_not_hold_up_another_sequences_due_call() {
+    let f = fixture().await;
+    // One call placed and silent past its report timeout: it will be read back.
+    let first = f.enroll("+15555550156").await;
+    f.run().await;
+    assert_eq!(f.vapi.calls().len(), 1);
+    // Vapi's reads now hang.
+    f.vapi.hold_reads();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let scheduler = f.app.scheduler.clone();
+    let running = tokio::spawn(async move {
+        scheduler
+            .run(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    f.app.clock.advance(std::time::Duration::from_secs(31 * 60));
+    support::eventually("the overdue read-back to start", || async {
+        f.vapi.reads_in_flight() == 1
+    })
+    .await;
+    // Another sequence falls due while the read hangs: its call goes out meanwhile.
+    let second = f.enroll("+15555550157").await;
+    support::eventually("the second sequence's call", || async {
+        f.vapi.requests().len() == 2
+    })
+    .await;
+    assert_eq!(
+        f.vapi.reads_in_flight_at_create(),
+        vec![0, 1],
+        "the second call was placed while the read-back was still waiting"
+    );
+    f.vapi.release_reads();
+    stop.send(()).unwrap();
+    running.await.unwrap();
+    assert_eq!(f.sequence(first).await["status"], "active");
+    assert_eq!(
+        f.sequence(second).await["outreach"][0]["call"]["call_status"],
+        "queued"
+    );
+}

@@ -41,6 +41,17 @@ struct Inner {
     max_in_flight: usize,
     /// Holds each `POST /call` until this many are in flight (or two seconds pass).
     hold_until_in_flight: Option<usize>,
+    /// While set, `GET /call/{id}` waits (a slow Vapi) until it is cleared.
+    hold_reads: bool,
+    /// `GET /call/{id}` requests being answered now.
+    reads_in_flight: usize,
+    /// For each `POST /call`, how many reads were in flight when it arrived.
+    reads_in_flight_at_create: Vec<usize>,
+    /// Sends the call's end-of-call report to Clarion (with this outcome in the structured
+    /// data) before answering `POST /call`, as Vapi may for a call that ends at once.
+    report_before_answer: Option<(String, &'static str, &'static str)>,
+    /// Clarion's answers to those early reports: (status, body).
+    early_answers: Vec<(u16, Value)>,
 }
 
 #[derive(Clone)]
@@ -96,25 +107,50 @@ impl FakeVapi {
     /// Ends a created call as `report` (an end-of-call-report message) describes, so that
     /// `GET /call/{id}` answers the finished call — without sending the report.
     pub fn finish_call(&self, call_id: &str, report: &Value) {
-        let mut inner = self.inner.lock().unwrap();
-        let call = inner.calls.iter_mut().find(|c| c["id"] == call_id).unwrap();
-        call["status"] = json!("ended");
-        for (from, to) in [
-            ("endedReason", "endedReason"),
-            ("startedAt", "startedAt"),
-            ("endedAt", "endedAt"),
-            ("analysis", "analysis"),
-            ("artifact", "artifact"),
-            ("phoneNumber", "phoneNumber"),
-        ] {
-            call[to] = report[from].clone();
-        }
+        finish(&mut self.inner.lock().unwrap(), call_id, report);
     }
 
     /// Holds every `POST /call` until `n` are in flight at once (or two seconds pass), to
     /// show whether a client places calls concurrently.
     pub fn hold_calls_until_in_flight(&self, n: usize) {
         self.inner.lock().unwrap().hold_until_in_flight = Some(n);
+    }
+
+    /// Makes `GET /call/{id}` wait until [`FakeVapi::release_reads`].
+    pub fn hold_reads(&self) {
+        self.inner.lock().unwrap().hold_reads = true;
+    }
+
+    pub fn release_reads(&self) {
+        self.inner.lock().unwrap().hold_reads = false;
+    }
+
+    /// How many `GET /call/{id}` requests are being answered now.
+    pub fn reads_in_flight(&self) -> usize {
+        self.inner.lock().unwrap().reads_in_flight
+    }
+
+    /// For each `POST /call`, how many reads were in flight when it arrived.
+    pub fn reads_in_flight_at_create(&self) -> Vec<usize> {
+        self.inner.lock().unwrap().reads_in_flight_at_create.clone()
+    }
+
+    /// Before answering each `POST /call`, ends the call with `ended_reason` and
+    /// `{"outcome": outcome}` as structured data, and sends its end-of-call report to
+    /// Clarion at `clarion` (the report arrives before Clarion hears the call was placed).
+    pub fn report_before_answering(
+        &self,
+        clarion: &str,
+        ended_reason: &'static str,
+        outcome: &'static str,
+    ) {
+        self.inner.lock().unwrap().report_before_answer =
+            Some((clarion.to_owned(), ended_reason, outcome));
+    }
+
+    /// Clarion's answers to the early reports.
+    pub fn early_answers(&self) -> Vec<(u16, Value)> {
+        self.inner.lock().unwrap().early_answers.clone()
     }
 
     /// The most `POST /call` requests that were in flight at once.
@@ -207,6 +243,47 @@ async fn create_call(
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     }
+    let early = {
+        let mut guard = inner.lock().unwrap();
+        let reads = guard.reads_in_flight;
+        guard.reads_in_flight_at_create.push(reads);
+        guard.report_before_answer.clone()
+    };
+    if let Some((clarion, ended_reason, outcome)) = early
+        && request["name"].is_string()
+    {
+        let id = {
+            let mut guard = inner.lock().unwrap();
+            let id = format!("call_{}", guard.calls.len() + 1);
+            let call = new_call(&id, &request);
+            guard.calls.push(call);
+            id
+        };
+        let mut report = end_of_call_report(&id, ended_reason, json!({ "outcome": outcome }));
+        report["call"]["name"] = request["name"].clone();
+        report["call"]["customer"] = request["customer"].clone();
+        finish(&mut inner.lock().unwrap(), &id, &report);
+        let answer = reqwest::Client::new()
+            .post(format!("{clarion}/providers/vapi/events"))
+            .header("x-vapi-secret", SERVER_SECRET)
+            .json(&json!({ "message": report }))
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body = answer.json().await.unwrap_or(Value::Null);
+        let mut guard = inner.lock().unwrap();
+        guard.early_answers.push((status, body));
+        guard.in_flight -= 1;
+        guard.requests.push(request.clone());
+        let call = guard
+            .calls
+            .iter()
+            .find(|c| c["id"] == id.as_str())
+            .cloned()
+            .unwrap();
+        return (StatusCode::CREATED, axum::Json(call)).into_response();
+    }
     let mut inner = inner.lock().unwrap();
     inner.in_flight -= 1;
     inner.requests.push(request.clone());
@@ -253,6 +330,22 @@ async fn create_call(
     }
 }
 
+/// Ends a created call as `report` describes.
+fn finish(inner: &mut Inner, call_id: &str, report: &Value) {
+    let call = inner.calls.iter_mut().find(|c| c["id"] == call_id).unwrap();
+    call["status"] = json!("ended");
+    for (from, to) in [
+        ("endedReason", "endedReason"),
+        ("startedAt", "startedAt"),
+        ("endedAt", "endedAt"),
+        ("analysis", "analysis"),
+        ("artifact", "artifact"),
+        ("phoneNumber", "phoneNumber"),
+    ] {
+        call[to] = report[from].clone();
+    }
+}
+
 /// The `Call` Vapi creates for a `POST /call` request.
 fn new_call(id: &str, request: &Value) -> Value {
     json!({
@@ -272,11 +365,28 @@ async fn get_call(
     if !authorized(&headers) {
         return StatusCode::UNAUTHORIZED.into_response();
     }
+    inner.lock().unwrap().reads_in_flight += 1;
+    // Counts the read out when it ends, also when the client gives up and the future drops.
+    let _reading = ReadGuard(inner.clone());
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while inner.lock().unwrap().hold_reads && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
     let mut inner = inner.lock().unwrap();
     inner.reads += 1;
     match inner.calls.iter().find(|c| c["id"] == id.as_str()) {
         Some(call) => axum::Json(call.clone()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+struct ReadGuard(Arc<Mutex<Inner>>);
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        if let Ok(mut inner) = self.0.lock() {
+            inner.reads_in_flight -= 1;
+        }
     }
 }
 
