@@ -20,9 +20,9 @@ use std::str::FromStr;
 
 pub use ids::{DeliveryId, EndpointId, MessageId, OrgId};
 pub use sqlite::{
-    Assistant, EncounterRow, InsertSequenceError, NewSequence, Organization, OrganizationPatch,
-    Recipients, RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate, StoreOptions,
-    Suppression, TemplateVersion, Tx,
+    Assistant, EncounterRow, InsertSequenceError, MAX_SIGNING_SECRETS, NewSequence, Organization,
+    OrganizationPatch, Recipients, RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate,
+    StoreOptions, Suppression, TemplateVersion, Tx,
 };
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.

@@ -243,13 +243,14 @@ impl Store {
                (SELECT json_group_array(secret) FROM ( \
                   SELECT s.secret FROM webhook_endpoint_secrets s \
                   WHERE s.endpoint_id = d.endpoint_id AND (s.expires_at IS NULL OR s.expires_at > ?) \
-                  ORDER BY s.expires_at IS NOT NULL, s.id DESC)) AS secrets \
+                  ORDER BY s.expires_at IS NOT NULL, s.id DESC LIMIT ?)) AS secrets \
              FROM webhook_deliveries d \
              JOIN webhook_endpoints e ON e.id = d.endpoint_id \
              JOIN webhook_messages m ON m.id = d.message_id \
              WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id",
         )
         .bind(request.now)
+        .bind(super::endpoints::MAX_SIGNING_SECRETS)
         .bind(json_ids(claimed.iter().map(|c| c.0)))
         .fetch_all(&mut *tx.inner)
         .await?;
