@@ -71,7 +71,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     config: DispatcherConfig,
     sender: HttpSender,
-    /// This node's lease-owner name.
+    /// This node's name: the prefix of every lease token it claims under (each claim adds
+    /// its own random suffix, so outcomes land only on the claim that made them).
     owner: String,
     wake: Arc<Notify>,
     in_flight: Mutex<InFlight>,
@@ -402,7 +403,7 @@ impl Dispatcher {
         );
         AttemptOutcome {
             delivery_id: delivery.id,
-            lease_owner: inner.owner.clone(),
+            lease: delivery.lease.clone(),
             attempt: Attempt {
                 attempt_number,
                 attempted_at,

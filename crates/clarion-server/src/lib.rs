@@ -8,6 +8,7 @@
 pub mod error;
 pub mod extract;
 mod openapi;
+pub mod rate_limit;
 mod routes;
 mod wire;
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Secrets that authenticate provider callbacks (`/providers/...`).
     pub providers: ProviderSecrets,
+    /// Per-endpoint limits on rotations, test reports and manual retries (this process's).
+    pub action_limits: Arc<rate_limit::ActionLimits>,
 }
 
 /// The shared secrets providers present on their callbacks; a provider without one has its

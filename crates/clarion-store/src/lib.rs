@@ -20,9 +20,9 @@ use std::str::FromStr;
 
 pub use ids::{DeliveryId, EndpointId, MessageId, OrgId};
 pub use sqlite::{
-    Assistant, EncounterRow, InsertSequenceError, NewSequence, Organization, OrganizationPatch,
-    Recipients, RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate, StoreOptions,
-    Suppression, TemplateVersion, Tx,
+    Assistant, EncounterRow, InsertSequenceError, MAX_SIGNING_SECRETS, NewSequence, Organization,
+    OrganizationPatch, Recipients, RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate,
+    StoreOptions, Suppression, TemplateVersion, Tx,
 };
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.
@@ -185,6 +185,11 @@ pub struct ClaimedDelivery {
     pub attempt_count: u32,
     /// A hand-requested extra attempt: on failure the delivery goes back to `failed`.
     pub manual: bool,
+    /// This claim's lease token, written as the delivery's `lease_owner`: the node's name and
+    /// a random suffix drawn for this claim alone. An outcome recorded under it lands only
+    /// while the delivery still carries it, so a claim whose lease expired (and was claimed
+    /// again, even by the same node) can no longer move the delivery.
+    pub lease: String,
 }
 
 impl std::fmt::Debug for ClaimedDelivery {
@@ -195,6 +200,7 @@ impl std::fmt::Debug for ClaimedDelivery {
             .field("webhook_id", &self.webhook_id)
             .field("attempt_count", &self.attempt_count)
             .field("manual", &self.manual)
+            .field("lease", &self.lease)
             .finish_non_exhaustive()
     }
 }
@@ -202,7 +208,8 @@ impl std::fmt::Debug for ClaimedDelivery {
 /// What a claim asks for.
 #[derive(Debug, Clone)]
 pub struct ClaimRequest<'a> {
-    /// The claiming node's identity, written as the lease owner.
+    /// The claiming node's identity: the prefix of each claim's lease token (the token adds a
+    /// random suffix per claim, see [`ClaimedDelivery::lease`]).
     pub owner: &'a str,
     pub now: Millis,
     pub lease_until: Millis,
@@ -228,7 +235,8 @@ pub enum AfterAttempt {
 #[derive(Debug, Clone)]
 pub struct AttemptOutcome {
     pub delivery_id: DeliveryId,
-    pub lease_owner: String,
+    /// The lease token of the claim the attempt was made under ([`ClaimedDelivery::lease`]).
+    pub lease: String,
     pub attempt: Attempt,
     pub next: AfterAttempt,
     /// Disable the endpoint with this reason (the receiver answered 410 Gone).

@@ -97,6 +97,8 @@ pub fn verify_error_code(error: &VerifyError) -> &'static str {
         VerifyError::TimestampTooOld { .. } => "timestamp_too_old",
         VerifyError::TimestampTooNew { .. } => "timestamp_too_new",
         VerifyError::NoMatchingSignature => "invalid_signature",
+        VerifyError::SignatureHeaderTooLarge { .. } => "signature_header_too_large",
+        VerifyError::TooManySignatures { .. } => "too_many_signatures",
     }
 }
 

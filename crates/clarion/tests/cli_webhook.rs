@@ -285,10 +285,30 @@ async fn listen_answers_400_with_the_reason_for_every_kind_of_bad_delivery() {
     let forged = Secret::from_bytes(&[44; 32])
         .unwrap()
         .sign("msg_bad", now, &body);
-    let (status, text) = listener.post("msg_bad", now, Some(forged), &body).await;
+    let (status, text) = listener
+        .post("msg_bad", now, Some(forged.clone()), &body)
+        .await;
     assert_eq!(
         (status, error_code(&text).as_str()),
         (400, "invalid_signature")
+    );
+
+    // A header stuffed with entries is refused before any of them is checked, even with the
+    // right signature among them (issue 17 defect 4: each entry used to cost an HMAC).
+    let mut stuffed = vec![forged.clone(); 16];
+    stuffed.push(listener.secret.sign("msg_bad", now, &body));
+    let (status, text) = listener
+        .post("msg_bad", now, Some(stuffed.join(" ")), &body)
+        .await;
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (400, "too_many_signatures")
+    );
+    let oversized = format!("{forged} v1a,{}", "A".repeat(5_000));
+    let (status, text) = listener.post("msg_bad", now, Some(oversized), &body).await;
+    assert_eq!(
+        (status, error_code(&text).as_str()),
+        (400, "signature_header_too_large")
     );
 
     let (status, text) = listener.post("msg_bad", now, None, &body).await;

@@ -322,6 +322,142 @@ async fn a_rotated_secret_signs_alongside_the_new_one_for_24_hours() {
     );
 }
 
+/// Issue 17 defect 5: each rotation used to leave the replaced secret signing for 24 hours, so
+/// every rotation added a signature to every attempt. Now the replaced secret keeps its
+/// overlap and every older one stops at once: at most two sign.
+#[tokio::test]
+async fn rotating_five_times_leaves_exactly_two_secrets_signing() {
+    let app = spawn_app().await;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    let (org, key) = app.org("Riverside").await;
+    let (id, first_secret) = app.endpoint(&key, &receiver.url).await;
+    let mut secrets = vec![first_secret];
+    for _ in 0..5 {
+        let (status, rotated) = app
+            .post(
+                &key,
+                &format!("/v1/webhook-endpoints/{id}/rotate-secret"),
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, 200, "{rotated}");
+        secrets.push(rotated["secret"].as_str().unwrap().to_owned());
+        app.clock.advance(Duration::from_secs(60));
+    }
+
+    app.enqueue(org, &examples::call_only()).await;
+    app.dispatcher.run_due_now().await.unwrap();
+    let received = receiver.wait_for(1).await.remove(0);
+    let ts: i64 = received.header("webhook-timestamp").parse().unwrap();
+    assert_eq!(
+        received.header("webhook-signature").split(' ').count(),
+        2,
+        "the current secret and the one it replaced"
+    );
+    let (newest, replaced) = (&secrets[5], &secrets[4]);
+    verify(&received, newest, ts).unwrap();
+    verify(&received, replaced, ts).unwrap();
+    for (n, older) in secrets[..4].iter().enumerate() {
+        assert!(
+            verify(&received, older, ts).is_err(),
+            "secret {n} should no longer sign"
+        );
+    }
+}
+
+/// Issue 17 defect 5: rotation, test reports and manual retries are limited per endpoint; past
+/// the limit the API answers 429 with `Retry-After` and the JSON error body, and the action is
+/// allowed again once that long has passed.
+#[tokio::test]
+async fn rotation_test_reports_and_manual_retries_are_rate_limited_per_endpoint() {
+    let app = spawn_app().await;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    let (org, key) = app.org("Riverside").await;
+    let (id, _) = app.endpoint(&key, &receiver.url).await;
+    let (other_id, _) = app.endpoint(&key, &receiver.url).await;
+    let post = |path: String| {
+        let request = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .bearer_auth(&key)
+            .json(&json!({}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+            let body: serde_json::Value = response.json().await.unwrap();
+            (status, retry_after, body)
+        }
+    };
+
+    let rotate = format!("/v1/webhook-endpoints/{id}/rotate-secret");
+    for n in 0..10 {
+        let (status, _, body) = post(rotate.clone()).await;
+        assert_eq!(status, 200, "rotation {n}: {}", body["error"]);
+    }
+    let (status, retry_after, body) = post(rotate.clone()).await;
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(retry_after, Some(360), "one rotation every 6 minutes");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["field"], serde_json::Value::Null);
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("secret rotations"),
+        "{body}"
+    );
+    // Another endpoint has its own allowance; this one gets a token back after Retry-After.
+    let (status, _, _) = post(format!("/v1/webhook-endpoints/{other_id}/rotate-secret")).await;
+    assert_eq!(status, 200);
+    app.clock.advance(Duration::from_secs(360));
+    assert_eq!(post(rotate.clone()).await.0, 200);
+    assert_eq!(post(rotate.clone()).await.0, 429);
+
+    let test = format!("/v1/webhook-endpoints/{id}/test");
+    for n in 0..60 {
+        let (status, _, body) = post(test.clone()).await;
+        assert_eq!(status, 202, "test report {n}: {body}");
+    }
+    let (status, retry_after, body) = post(test.clone()).await;
+    assert_eq!((status, retry_after), (429, Some(60)), "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    app.enqueue(org, &examples::call_only()).await;
+    app.dispatcher.run_due_now().await.unwrap();
+    let delivery = app
+        .deliveries(&key)
+        .await
+        .into_iter()
+        .find(|d| d["endpoint_id"] == id && d["event_type"] != "sequence.ended.test")
+        .unwrap();
+    let retry = format!("/v1/webhook-deliveries/{}/retry", delivery["id"]);
+    for n in 0..600 {
+        let (status, _, body) = post(retry.clone()).await;
+        assert_eq!(status, 202, "retry {n}: {body}");
+    }
+    let (status, retry_after, body) = post(retry.clone()).await;
+    assert_eq!((status, retry_after), (429, Some(6)), "{body}");
+    assert_eq!(body["error"]["code"], "rate_limited");
+
+    // The OpenAPI document tells clients about the 429 and its Retry-After.
+    let (_, openapi) = app.get(&key, "/openapi.json").await;
+    for path in [
+        "/v1/webhook-endpoints/{id}/rotate-secret",
+        "/v1/webhook-endpoints/{id}/test",
+        "/v1/webhook-deliveries/{id}/retry",
+    ] {
+        let limited = &openapi["paths"][path]["post"]["responses"]["429"];
+        assert!(
+            limited["headers"].get("Retry-After").is_some(),
+            "{path}: {limited}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_slow_endpoint_holds_only_its_own_slots_while_others_are_delivered() {
     let mut options = AppOptions::default();

@@ -64,8 +64,9 @@ pub use report::{
     SmsStatus,
 };
 pub use signing::{
-    DEFAULT_TOLERANCE_SECS, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, Secret, SecretError,
-    Verifier, VerifyError, WebhookHeaders, sign_header,
+    DEFAULT_TOLERANCE_SECS, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, MAX_SIGNATURE_ENTRIES,
+    MAX_SIGNATURE_HEADER_BYTES, Secret, SecretError, Verifier, VerifyError, WebhookHeaders,
+    sign_header,
 };
 pub use timestamp::{Timestamp, TimestampError};
 

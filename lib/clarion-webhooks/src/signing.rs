@@ -4,6 +4,12 @@
 //! bytes. A `webhook-signature` header holds one or more space-separated `v1,<base64>`
 //! entries; during secret rotation the sender signs with every active secret and the receiver
 //! accepts a match with any of its own.
+//!
+//! Verification costs at most one HMAC over the body per receiver secret, whatever the header
+//! holds: the header is bounded ([`MAX_SIGNATURE_HEADER_BYTES`], [`MAX_SIGNATURE_ENTRIES`]),
+//! malformed entries are skipped before any MAC work, and each secret's MAC is computed once
+//! and compared in constant time against every well-formed `v1` tag. An unauthenticated
+//! sender therefore cannot make a receiver hash a large body thousands of times.
 
 use std::fmt;
 use std::str::FromStr;
@@ -11,6 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use hmac::digest::CtOutput;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -25,6 +32,16 @@ pub const HEADER_SIGNATURE: &str = "webhook-signature";
 /// How far a timestamp may be from the receiver's clock, in either direction: five minutes,
 /// as in every Standard Webhooks reference library.
 pub const DEFAULT_TOLERANCE_SECS: i64 = 5 * 60;
+
+/// The most entries a `webhook-signature` header may hold; more is refused
+/// ([`VerifyError::TooManySignatures`]). Clarion itself sends at most two (the current secret
+/// and, for 24 hours after a rotation, the one it replaced); 16 leaves room for other senders
+/// that sign with a few more secrets or add other signature versions.
+pub const MAX_SIGNATURE_ENTRIES: usize = 16;
+/// The longest `webhook-signature` header accepted, in bytes; longer is refused
+/// ([`VerifyError::SignatureHeaderTooLarge`]). A `v1` entry is 47 bytes, so 4 KiB holds 16
+/// entries even of longer kinds (an `v1a` Ed25519 entry is 92 bytes) with room to spare.
+pub const MAX_SIGNATURE_HEADER_BYTES: usize = 4 * 1024;
 
 const SECRET_PREFIX: &str = "whsec_";
 const SIGNATURE_VERSION: &str = "v1";
@@ -67,11 +84,15 @@ impl Secret {
 
     /// Signs one attempt: `v1,<base64 HMAC-SHA256("{msg_id}.{timestamp}.{body}")>`.
     pub fn sign(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-        let tag = self.mac(msg_id, timestamp, body).finalize().into_bytes();
+        let tag = self.mac(msg_id, timestamp, body).into_bytes();
         format!("{SIGNATURE_VERSION},{}", BASE64.encode(tag))
     }
 
-    fn mac(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
+    /// The HMAC of the signed content: the one place a MAC over the body is computed, so the
+    /// tests can count them.
+    fn mac(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> CtOutput<HmacSha256> {
+        #[cfg(test)]
+        tests::MACS_COMPUTED.with(|count| count.set(count.get() + 1));
         // HMAC accepts keys of any length; `new_from_slice` cannot fail for it.
         let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.key)
             .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
@@ -80,12 +101,7 @@ impl Secret {
         mac.update(timestamp.to_string().as_bytes());
         mac.update(b".");
         mac.update(body);
-        mac
-    }
-
-    /// Whether `tag` is this secret's signature of the content, compared in constant time.
-    fn matches(&self, msg_id: &str, timestamp: i64, body: &[u8], tag: &[u8]) -> bool {
-        self.mac(msg_id, timestamp, body).verify_slice(tag).is_ok()
+        mac.finalize()
     }
 }
 
@@ -176,6 +192,20 @@ pub enum VerifyError {
     /// No `v1` entry of `webhook-signature` matches any of the receiver's secrets.
     #[error("no signature matches")]
     NoMatchingSignature,
+    /// `webhook-signature` is longer than [`MAX_SIGNATURE_HEADER_BYTES`].
+    #[error("webhook-signature is too large ({bytes} bytes, at most {max})")]
+    SignatureHeaderTooLarge {
+        /// The header's length in bytes.
+        bytes: usize,
+        /// The bound in force.
+        max: usize,
+    },
+    /// `webhook-signature` holds more than [`MAX_SIGNATURE_ENTRIES`] entries.
+    #[error("too many signatures in webhook-signature (more than {max})")]
+    TooManySignatures {
+        /// The bound in force.
+        max: usize,
+    },
 }
 
 /// Checks Standard Webhooks signatures against one or more secrets.
@@ -225,6 +255,19 @@ impl Verifier {
         let msg_id = present(headers.id, HEADER_ID)?;
         let timestamp_text = present(headers.timestamp, HEADER_TIMESTAMP)?;
         let signatures = present(headers.signature, HEADER_SIGNATURE)?;
+        // The header's bounds are checked before anything else is read from it.
+        if signatures.len() > MAX_SIGNATURE_HEADER_BYTES {
+            return Err(VerifyError::SignatureHeaderTooLarge {
+                bytes: signatures.len(),
+                max: MAX_SIGNATURE_HEADER_BYTES,
+            });
+        }
+        let entries = || signatures.split(' ').filter(|entry| !entry.is_empty());
+        if entries().nth(MAX_SIGNATURE_ENTRIES).is_some() {
+            return Err(VerifyError::TooManySignatures {
+                max: MAX_SIGNATURE_ENTRIES,
+            });
+        }
 
         let timestamp: i64 = timestamp_text
             .parse()
@@ -243,25 +286,38 @@ impl Verifier {
             });
         }
 
-        // Every v1 entry is tried against every secret; entries of other versions (such as
-        // `v1a` for asymmetric signatures) are skipped, not rejected.
-        let candidate_tags = signatures.split(' ').filter_map(|entry| {
-            let (version, encoded) = entry.split_once(',')?;
-            if version != SIGNATURE_VERSION {
-                return None;
-            }
-            BASE64.decode(encoded).ok()
-        });
-        for tag in candidate_tags {
-            if self
-                .secrets
-                .iter()
-                .any(|secret| secret.matches(msg_id, timestamp, body, &tag))
-            {
+        // Only well-formed v1 entries are candidates; entries of other versions (such as `v1a`
+        // for asymmetric signatures) and malformed ones are skipped, not rejected, and cost no
+        // MAC work.
+        let candidate_tags: Vec<CtOutput<HmacSha256>> = entries().filter_map(v1_tag).collect();
+        if candidate_tags.is_empty() {
+            return Err(VerifyError::NoMatchingSignature);
+        }
+        // One MAC per secret, compared against every candidate (`CtOutput` equality is
+        // constant time).
+        for secret in &self.secrets {
+            let expected = secret.mac(msg_id, timestamp, body);
+            if candidate_tags.contains(&expected) {
                 return Ok(());
             }
         }
         Err(VerifyError::NoMatchingSignature)
+    }
+}
+
+/// The tag of a well-formed `v1,<base64>` entry: base64 of exactly 32 bytes (an HMAC-SHA256).
+/// `None` for any other entry.
+fn v1_tag(entry: &str) -> Option<CtOutput<HmacSha256>> {
+    /// 32 bytes in padded standard base64.
+    const TAG_BASE64_LEN: usize = 44;
+    let (version, encoded) = entry.split_once(',')?;
+    if version != SIGNATURE_VERSION || encoded.len() != TAG_BASE64_LEN {
+        return None;
+    }
+    let mut tag = [0u8; 32];
+    match BASE64.decode_slice(encoded, &mut tag) {
+        Ok(32) => Some(CtOutput::new(tag.into())),
+        _ => None,
     }
 }
 
@@ -275,7 +331,21 @@ fn present<'h>(value: Option<&'h str>, name: &'static str) -> Result<&'h str, Ve
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    thread_local! {
+        /// How many MACs over a body this thread computed ([`Secret::mac`] counts them).
+        pub(super) static MACS_COMPUTED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Runs `work` and answers how many MACs it computed.
+    fn macs_computed_by(work: impl FnOnce()) -> usize {
+        MACS_COMPUTED.with(|count| count.set(0));
+        work();
+        MACS_COMPUTED.with(Cell::get)
+    }
 
     // The known-answer vector shared by the Standard Webhooks reference libraries and Svix.
     const KAT_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
@@ -485,5 +555,117 @@ mod tests {
     fn secrets_never_show_in_debug_output() {
         let shown = format!("{:?}", Verifier::new(kat_secret()));
         assert!(!shown.contains("MfKQ9r8"), "{shown}");
+    }
+
+    /// A well-formed `v1` entry that matches no secret: a different 32-byte tag per `seed`.
+    fn stranger_entry(seed: u8) -> String {
+        format!("{SIGNATURE_VERSION},{}", BASE64.encode([seed; 32]))
+    }
+
+    /// Issue 17 defect 4: whatever the header holds, verification computes one MAC per
+    /// receiver secret at most (the old verifier computed one per entry and secret).
+    #[test]
+    fn verification_costs_one_mac_per_secret_whatever_the_number_of_entries() {
+        let ts = KAT_TIMESTAMP.to_string();
+        let secrets: Vec<Secret> = (1..=3u8)
+            .map(|n| Secret::from_bytes(&[n; 32]).unwrap())
+            .collect();
+        for secret_count in 1..=secrets.len() {
+            let verifier = Verifier::with_secrets(secrets[..secret_count].iter().cloned());
+            for entry_count in 1..=MAX_SIGNATURE_ENTRIES {
+                let header = (0..entry_count)
+                    .map(|n| stranger_entry(100 + u8::try_from(n).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let macs = macs_computed_by(|| {
+                    assert_eq!(
+                        verifier.verify_at(&headers(KAT_ID, &ts, &header), KAT_BODY, KAT_TIMESTAMP),
+                        Err(VerifyError::NoMatchingSignature)
+                    );
+                });
+                assert_eq!(
+                    macs, secret_count,
+                    "{entry_count} entries, {secret_count} secrets"
+                );
+            }
+        }
+        // A match among many entries, found with the last secret, still costs one MAC each.
+        let verifier = Verifier::with_secrets(secrets.iter().cloned().chain([kat_secret()]));
+        let mut header = (0..15).map(stranger_entry).collect::<Vec<_>>();
+        header.push(KAT_SIGNATURE.to_owned());
+        let header = header.join(" ");
+        let macs = macs_computed_by(|| {
+            assert_eq!(
+                verifier.verify_at(&headers(KAT_ID, &ts, &header), KAT_BODY, KAT_TIMESTAMP),
+                Ok(())
+            );
+        });
+        assert_eq!(macs, 4);
+    }
+
+    #[test]
+    fn malformed_entries_are_skipped_before_any_mac_work() {
+        let ts = KAT_TIMESTAMP.to_string();
+        let verifier = Verifier::new(kat_secret());
+        // Tags of the wrong length, not base64, other versions, no comma.
+        let short = format!("v1,{}", BASE64.encode([1u8; 31]));
+        let long = format!("v1,{}", BASE64.encode([1u8; 33]));
+        let unpadded = format!("v1,{}", BASE64.encode([1u8; 32]).trim_end_matches('='));
+        let header = format!("{short} {long} {unpadded} v1,@@@ v1a,AAAA v2,zzz nonsense v1, ,v1");
+        let macs = macs_computed_by(|| {
+            assert_eq!(
+                verifier.verify_at(&headers(KAT_ID, &ts, &header), KAT_BODY, KAT_TIMESTAMP),
+                Err(VerifyError::NoMatchingSignature)
+            );
+        });
+        assert_eq!(macs, 0);
+    }
+
+    #[test]
+    fn more_than_sixteen_entries_are_refused_without_any_mac_work() {
+        let ts = KAT_TIMESTAMP.to_string();
+        let verifier = Verifier::new(kat_secret());
+        // Even with the right signature among them.
+        let mut entries = (0..16).map(stranger_entry).collect::<Vec<_>>();
+        entries.push(KAT_SIGNATURE.to_owned());
+        let header = entries.join(" ");
+        assert!(header.len() <= MAX_SIGNATURE_HEADER_BYTES);
+        let macs = macs_computed_by(|| {
+            let refused =
+                verifier.verify_at(&headers(KAT_ID, &ts, &header), KAT_BODY, KAT_TIMESTAMP);
+            assert_eq!(refused, Err(VerifyError::TooManySignatures { max: 16 }));
+            assert_eq!(
+                refused.unwrap_err().to_string(),
+                "too many signatures in webhook-signature (more than 16)"
+            );
+        });
+        assert_eq!(macs, 0);
+        // Sixteen, the bound itself, are fine.
+        let header = entries[1..].join(" ");
+        assert_eq!(
+            verifier.verify_at(&headers(KAT_ID, &ts, &header), KAT_BODY, KAT_TIMESTAMP),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn an_oversized_signature_header_is_refused_without_any_mac_work() {
+        let ts = KAT_TIMESTAMP.to_string();
+        let verifier = Verifier::new(kat_secret());
+        // Few entries, but one of them enormous.
+        let header = format!(
+            "{KAT_SIGNATURE} v1a,{}",
+            "A".repeat(MAX_SIGNATURE_HEADER_BYTES)
+        );
+        let macs = macs_computed_by(|| {
+            assert_eq!(
+                verifier.verify_at(&headers(KAT_ID, &ts, &header), KAT_BODY, KAT_TIMESTAMP),
+                Err(VerifyError::SignatureHeaderTooLarge {
+                    bytes: header.len(),
+                    max: MAX_SIGNATURE_HEADER_BYTES
+                })
+            );
+        });
+        assert_eq!(macs, 0);
     }
 }

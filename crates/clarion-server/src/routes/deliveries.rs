@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiQuery, IdPath, Org};
+use crate::rate_limit::LimitedAction;
 use crate::wire::{self, Page};
 
 /// One message's delivery to one endpoint.
@@ -144,15 +145,30 @@ pub async fn get(
     Ok(Json(delivery.into()))
 }
 
+/// Queues one more attempt now. At most 600 manual retries an hour per endpoint (counted on
+/// the delivery's endpoint).
 #[utoipa::path(post, path = "/v1/webhook-deliveries/{id}/retry", tag = "webhook deliveries",
-    responses((status = 202, body = DeliveryOut), (status = 404, body = ErrorBody)),
+    responses((status = 202, body = DeliveryOut), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "more than 600 manual retries an hour for the delivery's endpoint",
+            headers(("Retry-After" = u64, description = "seconds until a retry is allowed again")))),
     security(("api_key" = [])))]
 pub async fn retry(
     State(state): State<AppState>,
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
+    // The delivery first: its endpoint is what the limit counts on, and another
+    // organisation's id is 404 without spending anything.
+    let endpoint = state
+        .store
+        .get_delivery(org, DeliveryId(id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("webhook delivery"))?
+        .endpoint_id;
     let now = state.clock.now_millis();
+    state
+        .action_limits
+        .check(LimitedAction::RetryDelivery, endpoint, now)?;
     let delivery = state
         .store
         .retry_delivery(org, DeliveryId(id), now)

@@ -16,6 +16,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, IdPath, Org};
+use crate::rate_limit::LimitedAction;
 use crate::wire::{self, Page};
 
 /// How long a rotated-out secret keeps signing alongside the new one.
@@ -277,16 +278,26 @@ pub async fn secret(
     Ok(Json(EndpointOut::new(endpoint, secret)))
 }
 
+/// Rotates the signing secret. The replaced secret keeps signing alongside the new one for
+/// 24 hours; any older one stops at once, so at most two secrets sign. At most 10 rotations
+/// an hour per endpoint.
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/rotate-secret", tag = "webhook endpoints",
-    responses((status = 200, body = EndpointOut), (status = 404, body = ErrorBody)),
+    responses((status = 200, body = EndpointOut), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "more than 10 rotations an hour for this endpoint",
+            headers(("Retry-After" = u64, description = "seconds until a rotation is allowed again")))),
     security(("api_key" = [])))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<EndpointOut>, ApiError> {
-    let secret = new_secret();
+    // Ownership first: another organisation's id is 404 and never spends this one's tokens.
+    owned_endpoint(&state, org, id).await?;
     let now = state.clock.now_millis();
+    state
+        .action_limits
+        .check(LimitedAction::RotateSecret, EndpointId(id), now)?;
+    let secret = new_secret();
     let overlap = i64::try_from(ROTATION_OVERLAP.as_millis()).unwrap_or(i64::MAX);
     let rotated = state
         .store
@@ -305,8 +316,11 @@ pub async fn rotate_secret(
     Ok(Json(EndpointOut::new(endpoint, Some(secret))))
 }
 
+/// Queues a test report to this endpoint. At most 60 an hour per endpoint.
 #[utoipa::path(post, path = "/v1/webhook-endpoints/{id}/test", tag = "webhook endpoints",
-    responses((status = 202, body = TestSent), (status = 404, body = ErrorBody)),
+    responses((status = 202, body = TestSent), (status = 404, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "more than 60 test reports an hour for this endpoint",
+            headers(("Retry-After" = u64, description = "seconds until a test report is allowed again")))),
     security(("api_key" = [])))]
 pub async fn send_test(
     State(state): State<AppState>,
@@ -315,6 +329,9 @@ pub async fn send_test(
 ) -> Result<(StatusCode, Json<TestSent>), ApiError> {
     owned_endpoint(&state, org, id).await?;
     let now = state.clock.now_millis();
+    state
+        .action_limits
+        .check(LimitedAction::SendTest, EndpointId(id), now)?;
     let enqueued = state.outbox.enqueue_test(org, EndpointId(id), now).await?;
     Ok((
         StatusCode::ACCEPTED,

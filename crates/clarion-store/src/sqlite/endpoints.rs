@@ -23,6 +23,11 @@ fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
     })
 }
 
+/// The most secrets that sign one attempt: the current one and the one it replaced, during
+/// the replaced one's overlap. Rotation keeps no more alive; the limit in the reading queries
+/// also covers databases written before it did.
+pub const MAX_SIGNING_SECRETS: i64 = 2;
+
 impl Store {
     /// Creates an enabled endpoint with its first secret.
     pub async fn create_endpoint(
@@ -154,7 +159,11 @@ impl Store {
     }
 
     /// Installs `new_secret` as the current secret; the previous current one keeps signing
-    /// until `old_expires_at`. Returns `false` when the endpoint is not the organisation's.
+    /// until `old_expires_at`, and any older secret still in its overlap stops signing now,
+    /// so that at most two secrets ever sign an attempt (each live secret adds an entry to
+    /// every `webhook-signature` header and an HMAC to every attempt: unbounded rotation made
+    /// headers no receiver accepts). Returns `false` when the endpoint is not the
+    /// organisation's.
     pub async fn rotate_endpoint_secret(
         &self,
         org: OrgId,
@@ -174,6 +183,15 @@ impl Store {
         if owned.is_none() {
             return Ok(false);
         }
+        sqlx::query(
+            "UPDATE webhook_endpoint_secrets SET expires_at = ? \
+             WHERE endpoint_id = ? AND expires_at > ?",
+        )
+        .bind(now)
+        .bind(id.0)
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
         sqlx::query(
             "UPDATE webhook_endpoint_secrets SET expires_at = ? \
              WHERE endpoint_id = ? AND expires_at IS NULL",
@@ -199,16 +217,17 @@ impl Store {
         Ok(true)
     }
 
-    /// The secrets that sign an attempt at `now`: the current one first, then rotated-out
-    /// ones that have not expired yet.
+    /// The secrets that sign an attempt at `now`: the current one first, then the one it
+    /// replaced while its overlap lasts ([`MAX_SIGNING_SECRETS`] at most).
     pub async fn signing_secrets(&self, id: EndpointId, now: Millis) -> Result<Vec<String>> {
         let secrets = sqlx::query_scalar(
             "SELECT secret FROM webhook_endpoint_secrets \
              WHERE endpoint_id = ? AND (expires_at IS NULL OR expires_at > ?) \
-             ORDER BY expires_at IS NOT NULL, id DESC",
+             ORDER BY expires_at IS NOT NULL, id DESC LIMIT ?",
         )
         .bind(id.0)
         .bind(now)
+        .bind(MAX_SIGNING_SECRETS)
         .fetch_all(&self.pool)
         .await?;
         Ok(secrets)

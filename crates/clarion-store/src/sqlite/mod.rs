@@ -5,6 +5,7 @@ mod orgs;
 mod outbox;
 mod sequences;
 
+pub use endpoints::MAX_SIGNING_SECRETS;
 pub use orgs::{Organization, OrganizationPatch};
 pub use outbox::Recipients;
 pub use sequences::{

@@ -178,6 +178,10 @@ impl Store {
 
     /// Claims due deliveries under a lease. A delivery is due when it is pending, its time has
     /// come, its endpoint is enabled and nobody holds an unexpired lease on it.
+    ///
+    /// Each claimed delivery gets its own lease token, `<owner>:<16 random hex digits>`, drawn
+    /// by SQLite per row: a node's name alone would not tell its claims apart, and an attempt
+    /// made under a lease that expired could then record over the claim that replaced it.
     pub async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
         if request.limit == 0 {
             return Ok(Vec::new());
@@ -200,7 +204,8 @@ impl Store {
             "d.attempt_count > 0"
         };
         let claim_sql = format!(
-            "UPDATE webhook_deliveries SET lease_owner = ?1, lease_expires_at = ?2 \
+            "UPDATE webhook_deliveries \
+             SET lease_owner = ?1 || ':' || lower(hex(randomblob(8))), lease_expires_at = ?2 \
              WHERE id IN ( \
                SELECT id FROM ( \
                  SELECT c.id, c.next_attempt_at, \
@@ -217,9 +222,9 @@ impl Store {
                  ) c \
                ) WHERE endpoint_rank <= ?6 ORDER BY next_attempt_at, id LIMIT ?7 \
              ) \
-             RETURNING id, message_id, attempt_count, manual"
+             RETURNING id, attempt_count, manual, lease_owner"
         );
-        let claimed: Vec<(i64, i64, i64, bool)> = sqlx::query_as(&claim_sql)
+        let claimed: Vec<(i64, i64, bool, String)> = sqlx::query_as(&claim_sql)
             .bind(request.owner)
             .bind(request.lease_until)
             .bind(&in_flight)
@@ -238,13 +243,14 @@ impl Store {
                (SELECT json_group_array(secret) FROM ( \
                   SELECT s.secret FROM webhook_endpoint_secrets s \
                   WHERE s.endpoint_id = d.endpoint_id AND (s.expires_at IS NULL OR s.expires_at > ?) \
-                  ORDER BY s.expires_at IS NOT NULL, s.id DESC)) AS secrets \
+                  ORDER BY s.expires_at IS NOT NULL, s.id DESC LIMIT ?)) AS secrets \
              FROM webhook_deliveries d \
              JOIN webhook_endpoints e ON e.id = d.endpoint_id \
              JOIN webhook_messages m ON m.id = d.message_id \
              WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id",
         )
         .bind(request.now)
+        .bind(super::endpoints::MAX_SIGNING_SECRETS)
         .bind(json_ids(claimed.iter().map(|c| c.0)))
         .fetch_all(&mut *tx.inner)
         .await?;
@@ -254,7 +260,7 @@ impl Store {
             .iter()
             .map(|row| {
                 let id: i64 = row.try_get("id")?;
-                let (_, _, attempt_count, manual) = claimed
+                let (_, attempt_count, manual, lease) = claimed
                     .iter()
                     .find(|c| c.0 == id)
                     .ok_or(StoreError::Corrupt("claimed delivery vanished"))?;
@@ -269,14 +275,18 @@ impl Store {
                         .map_err(|_| StoreError::Corrupt("endpoint secrets"))?,
                     attempt_count: to_u32(*attempt_count),
                     manual: *manual,
+                    lease: lease.clone(),
                 })
             })
             .collect()
     }
 
-    /// Records a batch of attempt outcomes in one transaction. Every attempt is recorded; the
-    /// delivery moves on only while the recording node still holds its lease (if the lease
-    /// expired and another node took the delivery over, that node decides what happens next).
+    /// Records a batch of attempt outcomes in one transaction. Every attempt is recorded (it
+    /// happened: the receiver saw it, and the history shows it); the delivery moves on only
+    /// while it still carries the lease token of the claim the attempt was made under. If that
+    /// lease expired and the delivery was claimed again, by another node or by this one, the
+    /// newer claim decides what happens next and the stale outcome leaves the status, the
+    /// attempt count, the schedule and the lease alone.
     pub async fn record_outcomes(&self, outcomes: &[AttemptOutcome], now: Millis) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
@@ -294,7 +304,7 @@ impl Store {
             };
             let row = serde_json::json!({
                 "d": outcome.delivery_id.0,
-                "o": outcome.lease_owner,
+                "o": outcome.lease,
                 "n": attempt.attempt_number,
                 "at": attempt.attempted_at,
                 "s": attempt.status_code,
@@ -352,17 +362,26 @@ impl Store {
     }
 
     /// Gives leases back without an attempt (shutting down with claimed work not started).
-    pub async fn release_leases(&self, owner: &str, ids: &[DeliveryId]) -> Result<()> {
-        if ids.is_empty() {
+    /// Each `(delivery, lease token)` pair releases only the claim that token names, the same
+    /// rule as [`Store::record_outcomes`]: a lease that expired and was claimed again stays
+    /// with the newer claim.
+    pub async fn release_leases(&self, claims: &[(DeliveryId, &str)]) -> Result<()> {
+        if claims.is_empty() {
             return Ok(());
         }
+        let pairs = serde_json::Value::Array(
+            claims
+                .iter()
+                .map(|(id, lease)| serde_json::json!({ "d": id.0, "o": lease }))
+                .collect(),
+        );
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE webhook_deliveries SET lease_owner = NULL, lease_expires_at = NULL \
-             WHERE lease_owner = ? AND id IN (SELECT value FROM json_each(?))",
+             FROM (SELECT j.value->>'d' AS d, j.value->>'o' AS o FROM json_each(?) j) AS r \
+             WHERE webhook_deliveries.id = r.d AND webhook_deliveries.lease_owner = r.o",
         )
-        .bind(owner)
-        .bind(json_ids(ids.iter().map(|id| id.0)))
+        .bind(pairs.to_string())
         .execute(&mut *tx.inner)
         .await?;
         tx.commit().await
@@ -531,5 +550,163 @@ impl Store {
             pending: u64::try_from(pending).unwrap_or(0),
             oldest_pending_created_at: oldest,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    const NODE: &str = "node_same";
+
+    /// A real SQLite file with one organisation, one endpoint and one pending delivery due at 0.
+    async fn one_pending_delivery() -> (tempfile::TempDir, Store, OrgId, DeliveryId) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let (org, _key) = store.create_org("lease test", 0).await.unwrap();
+        store
+            .create_endpoint(
+                org,
+                "https://receiver.example/hook",
+                "",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                0,
+            )
+            .await
+            .unwrap();
+        let mut tx = store.begin().await.unwrap();
+        let message = NewMessage {
+            org_id: org,
+            webhook_id: "msg_lease",
+            event_type: "sequence.completed",
+            sequence_id: None,
+            is_test: false,
+            body: b"{}",
+            created_at: 0,
+        };
+        let (_, created) = store
+            .insert_message(&mut tx, &message, Recipients::AllEnabled, 0)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(created, 1);
+        let deliveries = store
+            .list_deliveries(org, &DeliveryFilter::default(), None, 10)
+            .await
+            .unwrap();
+        (dir, store, org, deliveries[0].id)
+    }
+
+    async fn claim(store: &Store, now: Millis, lease_until: Millis) -> Vec<ClaimedDelivery> {
+        store
+            .claim_due(&ClaimRequest {
+                owner: NODE,
+                now,
+                lease_until,
+                limit: 10,
+                first_attempts: true,
+                per_endpoint_limit: 10,
+                in_flight: &[],
+            })
+            .await
+            .unwrap()
+    }
+
+    fn delivered(claim: &ClaimedDelivery, attempted_at: Millis) -> AttemptOutcome {
+        AttemptOutcome {
+            delivery_id: claim.id,
+            lease: claim.lease.clone(),
+            attempt: Attempt {
+                attempt_number: claim.attempt_count + 1,
+                attempted_at,
+                status_code: Some(200),
+                duration_ms: 5,
+                error: None,
+                response_body: None,
+            },
+            next: AfterAttempt::Delivered,
+            disable_endpoint: None,
+        }
+    }
+
+    async fn lease_of(store: &Store, id: DeliveryId) -> (Option<String>, Option<Millis>) {
+        sqlx::query_as("SELECT lease_owner, lease_expires_at FROM webhook_deliveries WHERE id = ?")
+            .bind(id.0)
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+    }
+
+    /// Issue 18 defect 7: the same node claims a delivery, the lease expires, the node claims
+    /// it again. The first claim's outcome arriving late is recorded as an attempt (it
+    /// happened) but must not move the delivery nor clear the second claim's lease; the second
+    /// claim's outcome then lands.
+    #[tokio::test]
+    async fn a_stale_claims_outcome_does_not_land_on_the_claim_that_replaced_it() {
+        let (_dir, store, org, id) = one_pending_delivery().await;
+
+        let first = claim(&store, 1_000, 2_000).await;
+        assert_eq!(first.len(), 1);
+        assert!(claim(&store, 1_500, 2_500).await.is_empty(), "still leased");
+        // The first claim's lease runs out; the same node claims the delivery again.
+        let second = claim(&store, 3_000, 4_000).await;
+        assert_eq!(second.len(), 1);
+
+        // The first (stale) claim's outcome is refused.
+        store
+            .record_outcomes(&[delivered(&first[0], 1_100)], 3_100)
+            .await
+            .unwrap();
+        let after_stale = store.get_delivery(org, id).await.unwrap().unwrap();
+        assert_eq!(after_stale.status, DeliveryStatus::Pending);
+        assert_eq!(after_stale.attempt_count, 0);
+        assert_eq!(
+            after_stale.attempts.len(),
+            1,
+            "the stale attempt is history"
+        );
+        assert_eq!(
+            lease_of(&store, id).await,
+            (Some(second[0].lease.clone()), Some(4_000)),
+            "the second claim keeps its lease"
+        );
+
+        // Releasing under the stale token leaves the second claim's lease alone too.
+        store
+            .release_leases(&[(id, first[0].lease.as_str())])
+            .await
+            .unwrap();
+        assert_eq!(lease_of(&store, id).await.0, Some(second[0].lease.clone()));
+
+        // The second claim's outcome lands.
+        store
+            .record_outcomes(&[delivered(&second[0], 3_200)], 3_300)
+            .await
+            .unwrap();
+        let after = store.get_delivery(org, id).await.unwrap().unwrap();
+        assert_eq!(after.status, DeliveryStatus::Delivered);
+        assert_eq!(after.attempt_count, 1);
+        assert_eq!(after.attempts.len(), 2);
+        assert_eq!(lease_of(&store, id).await, (None, None));
+        assert_ne!(
+            first[0].lease, second[0].lease,
+            "each claim has its own token"
+        );
+        assert!(first[0].lease.starts_with("node_same:"));
+    }
+
+    #[tokio::test]
+    async fn releasing_a_claims_own_lease_makes_the_delivery_due_again() {
+        let (_dir, store, _org, id) = one_pending_delivery().await;
+        let first = claim(&store, 1_000, 2_000).await;
+        store
+            .release_leases(&[(id, first[0].lease.as_str())])
+            .await
+            .unwrap();
+        assert_eq!(lease_of(&store, id).await, (None, None));
+        assert_eq!(claim(&store, 1_100, 2_100).await.len(), 1);
     }
 }

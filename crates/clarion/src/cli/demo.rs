@@ -101,6 +101,7 @@ pub async fn run() -> anyhow::Result<()> {
         ssrf: super::ssrf_policy(&config),
         metrics: clarion_server::metrics_handle(),
         providers: clarion_server::ProviderSecrets::default(),
+        action_limits: std::sync::Arc::default(),
     };
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = format!("http://{}", api_listener.local_addr()?);

@@ -174,6 +174,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ssrf: ssrf_policy(&config),
         metrics: clarion_server::metrics_handle(),
         providers: provider_secrets(&config),
+        action_limits: std::sync::Arc::default(),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

@@ -156,6 +156,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         ssrf: options.api_ssrf,
         metrics: clarion_server::metrics_handle(),
         providers,
+        action_limits: std::sync::Arc::default(),
     };
     tokio::spawn(async move {
         axum::serve(listener, clarion_server::router(state))
