@@ -19,6 +19,11 @@ pub const CRASH_POINTS: &[&str] = &[
     "encounter-ended",
 ];
 
+/// Points reached only with a real provider (Vapi, Twilio), in order: the encounter was
+/// claimed for its request (`encounter-claimed`); Vapi placed the call and its answer is not
+/// recorded yet (`vapi-call-placed`).
+pub const PROVIDER_CRASH_POINTS: &[&str] = &["encounter-claimed", "vapi-call-placed"];
+
 /// Aborts the process if `CLARION_CRASH_AT` names `point`.
 pub fn crash_point(point: &str) {
     static TARGET: OnceLock<Option<String>> = OnceLock::new();

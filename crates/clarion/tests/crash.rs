@@ -172,3 +172,113 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
         let _ = Duration::ZERO;
     }
 }
+
+/// `kill -9` after Vapi placed the call and before Clarion recorded it: after the restart the
+/// call's end-of-call report (matched by the encounter in the call's name, confirmed by reading
+/// the call back from Vapi) still ends the step with its real outcome, an opt-out suppresses
+/// the number, and the next step never calls the patient.
+#[tokio::test]
+async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome() {
+    use support::fake_vapi::{
+        API_KEY, FakeVapi, PHONE_NUMBER_ID, SERVER_SECRET, end_of_call_report,
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+    let key = support::create_org_with_cli(&database).await;
+    let vapi = FakeVapi::start().await;
+    let config = format!(
+        "[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n[simulator]\ntime_scale = 1.0\n",
+        vapi.url
+    );
+    let env = [
+        ("CLARION_VAPI__API_KEY", API_KEY),
+        ("CLARION_VAPI__PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+        ("CLARION_VAPI__SERVER_SECRET", SERVER_SECRET),
+    ];
+    let http = reqwest::Client::new();
+
+    let (mut crashing, base) = support::spawn_server_with_env(
+        dir.path(),
+        &database,
+        &config,
+        Some("vapi-call-placed"),
+        &env,
+    )
+    .await;
+    let caller = post(
+        &http,
+        &base,
+        &key,
+        "/v1/assistants",
+        json!({ "name": "Caller", "channel": "call", "config": { "vapi_assistant_id": "asst_1" } }),
+    )
+    .await;
+    let template = post(
+        &http,
+        &base,
+        &key,
+        "/v1/sequence-templates",
+        json!({
+            "name": "Two calls", "calling_hours": null, "stop_on": ["resolved"],
+            "steps": [ { "type": "call", "assistant_id": caller["id"] },
+                       { "type": "call", "assistant_id": caller["id"] } ]
+        }),
+    )
+    .await;
+    let enrolled = http
+        .post(format!("{base}/v1/sequences"))
+        .bearer_auth(&key)
+        .json(&json!({
+            "template_id": template["id"],
+            "contact": { "phone_number": "+15555550190", "time_zone": "America/New_York" },
+        }))
+        .send()
+        .await;
+    if let Ok(response) = enrolled {
+        assert!(response.status().is_success() || response.status().is_server_error());
+    }
+    let status = tokio::time::timeout(DEADLINE, crashing.wait())
+        .await
+        .expect("the crash point was reached")
+        .unwrap();
+    assert!(!status.success(), "the process should have aborted");
+    let calls = vapi.calls();
+    assert_eq!(calls.len(), 1, "Vapi placed the call before the crash");
+
+    let (mut server, base) =
+        support::spawn_server_with_env(dir.path(), &database, &config, None, &env).await;
+    // The patient opted out on that call; Vapi ends it and sends its report.
+    let mut report = end_of_call_report(
+        "call_1",
+        "customer-ended-call",
+        json!({ "outcome": "opt-out" }),
+    );
+    report["call"]["name"] = calls[0]["name"].clone();
+    report["call"]["customer"] = calls[0]["customer"].clone();
+    vapi.finish_call("call_1", &report);
+    let (status, body) = vapi.emit(&base, Some(SERVER_SECRET), &report).await;
+    assert_eq!(
+        (status, body["applied"].as_bool()),
+        (200, Some(true)),
+        "{body}"
+    );
+
+    let suppressions = support::api_get(&http, &format!("{base}/v1/suppressions"), &key).await;
+    assert_eq!(
+        suppressions["data"][0]["phone_number"], "+15555550190",
+        "{suppressions}"
+    );
+    let listed: Value = support::api_get(&http, &format!("{base}/v1/sequences"), &key).await;
+    let id = listed["data"][0]["id"].as_i64().unwrap();
+    let sequence: Value = support::api_get(&http, &format!("{base}/v1/sequences/{id}"), &key).await;
+    assert_eq!(sequence["status"], "ended", "{sequence}");
+    let outreach = sequence["outreach"].as_array().unwrap();
+    assert_eq!(outreach.len(), 1, "step 2 never ran: {sequence}");
+    assert_eq!(
+        outreach[0]["call"]["failure_reason"], "opt-out",
+        "{sequence}"
+    );
+    assert_eq!(vapi.requests().len(), 1, "the patient was called once");
+    server.kill().await.unwrap();
+}

@@ -441,6 +441,17 @@ pub async fn spawn_server(
     config: &str,
     crash_at: Option<&str>,
 ) -> (tokio::process::Child, String) {
+    spawn_server_with_env(dir, database, config, crash_at, &[]).await
+}
+
+/// [`spawn_server`] with extra environment variables (provider credentials).
+pub async fn spawn_server_with_env(
+    dir: &std::path::Path,
+    database: &str,
+    config: &str,
+    crash_at: Option<&str>,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
 
     let path = dir.join("clarion.toml");
@@ -459,6 +470,7 @@ pub async fn spawn_server(
         .arg(&path)
         .env("RUST_LOG", "warn")
         .env_remove("CLARION_CRASH_AT")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
     if let Some(point) = crash_at {
