@@ -104,6 +104,51 @@ pub struct TwilioChannel {
     pub client: TwilioClient,
     /// The public address of this Clarion (`twilio.public_base_url`), for status callbacks.
     pub public_base_url: String,
+    /// The Twilio account inbound texts must come from (`AccountSid`).
+    pub account_sid: String,
+    /// Organisations' own senders (`[twilio.senders]`); the others share the client's.
+    pub senders: HashMap<OrgId, Sender>,
+}
+
+impl TwilioChannel {
+    /// The sender an organisation's texts go out from.
+    pub fn sender_for(&self, org: OrgId) -> &Sender {
+        self.senders.get(&org).unwrap_or(self.client.sender())
+    }
+
+    /// Every sender this deployment texts from.
+    fn all_senders(&self) -> impl Iterator<Item = &Sender> {
+        std::iter::once(self.client.sender()).chain(self.senders.values())
+    }
+
+    /// Whether an inbound text was sent to this deployment: from its Twilio account, to one
+    /// of its numbers or Messaging Services.
+    fn addressed_to_us(&self, message: &InboundMessage) -> bool {
+        if message.account_sid.as_deref() != Some(self.account_sid.as_str()) {
+            return false;
+        }
+        self.all_senders().any(|sender| match sender {
+            Sender::From(number) => message.to.as_deref() == Some(number.as_str()),
+            Sender::MessagingService(sid) => {
+                message.messaging_service_sid.as_deref() == Some(sid.as_str())
+            }
+        })
+    }
+}
+
+/// How a sender is recorded on an encounter and matched against inbound texts: the number, or
+/// the Messaging Service sid.
+fn sender_key(sender: &Sender) -> &str {
+    match sender {
+        Sender::From(number) => number,
+        Sender::MessagingService(sid) => sid,
+    }
+}
+
+/// The sender keys a Twilio message (inbound, or a status callback) names: the number it was
+/// sent to or from on our side, and the Messaging Service, when present.
+fn message_sender_keys<'a>(number: Option<&'a str>, service: Option<&'a str>) -> Vec<&'a str> {
+    number.into_iter().chain(service).collect()
 }
 
 /// How many times a text Twilio certainly did not accept (429, connection refused) is tried.
@@ -410,6 +455,11 @@ const PROVIDER_REQUESTS_IN_FLIGHT: usize = 8;
 /// How long one pass over overdue provider encounters may go on starting read-backs; what
 /// is left waits for the next pass.
 const OVERDUE_PASS_BUDGET: Duration = Duration::from_secs(30);
+
+/// How long an inbound Twilio `MessageSid` is remembered to refuse replays: a captured
+/// request replayed within this time is refused. A year and a month: longer than any
+/// sequence runs, so a replay cannot reach a conversation begun after the original.
+const INBOUND_SID_RETENTION_MILLIS: Millis = 400 * 24 * 3600 * 1000;
 
 /// How many calls one `GET /call` listing asks for when looking for an unrecorded call.
 const VAPI_LIST_LIMIT: u32 = 100;
@@ -1036,6 +1086,7 @@ impl Scheduler {
                             created_at: now,
                             ended_at: None,
                             claimed_at: None,
+                            sender: None,
                         },
                         ordinal: 0,
                         sequence: sequence.clone(),
@@ -1146,6 +1197,21 @@ impl Scheduler {
         while !*stopped.borrow() {
             if let Err(error) = self.settle_overdue_provider_encounters().await {
                 tracing::error!(error = %error, "settling overdue provider encounters failed");
+            }
+            if self.inner.config.twilio.is_some() {
+                let before = self
+                    .inner
+                    .real_clock
+                    .now_millis()
+                    .saturating_sub(INBOUND_SID_RETENTION_MILLIS);
+                if let Err(error) = self
+                    .inner
+                    .store
+                    .forget_inbound_messages(before, 10_000)
+                    .await
+                {
+                    tracing::error!(error = %error, "forgetting old inbound message ids failed");
+                }
             }
             let next = self
                 .inner
@@ -1528,6 +1594,13 @@ impl Scheduler {
             Ok(()) => {
                 if claim == Claim::First && !store.claim_encounter(&mut tx.tx, id, now).await? {
                     return Ok(None);
+                }
+                if let Some(twilio) = &self.inner.config.twilio
+                    && encounter.channel == "sms"
+                    && claim == Claim::First
+                {
+                    let sender = sender_key(twilio.sender_for(sequence.org_id));
+                    store.set_encounter_sender(&mut tx.tx, id, sender).await?;
                 }
                 tx.commit(store).await?;
                 Ok(Some(Started {
@@ -2115,7 +2188,7 @@ impl Scheduler {
         let encounter = &started.encounter;
         let id = encounter.id;
         let now = self.inner.clock.now_millis();
-        let source = self.twilio_source_number();
+        let source = self.twilio_source_number(encounter);
         let unsent = |end: SmsEnd| {
             let report = sms_report(
                 &Conversation::default(),
@@ -2172,7 +2245,7 @@ impl Scheduler {
         let mut conversation = Conversation::new(name, variables);
         let message = SendMessage {
             to: encounter.phone_number.clone(),
-            sender: twilio.client.sender().clone(),
+            sender: twilio.sender_for(started.sequence.org_id).clone(),
             body: conversation.open(&script),
             status_callback: Some(format!(
                 "{}/providers/twilio/status",
@@ -2257,7 +2330,7 @@ impl Scheduler {
         end: SmsEnd,
         now: Millis,
     ) -> clarion_webhooks::Sms {
-        let source = self.twilio_source_number();
+        let source = self.twilio_source_number(encounter);
         sms_report(
             conversation,
             Some(end),
@@ -2272,8 +2345,9 @@ impl Scheduler {
 
     /// The number texts come from, when Clarion knows it (a Messaging Service picks one
     /// from its pool).
-    fn twilio_source_number(&self) -> Option<String> {
-        match self.inner.config.twilio.as_ref()?.client.sender() {
+    fn twilio_source_number(&self, encounter: &EncounterRow) -> Option<String> {
+        let twilio = self.inner.config.twilio.as_ref()?;
+        match twilio.sender_for(encounter.org_id) {
             Sender::From(number) => Some(number.clone()),
             Sender::MessagingService(_) => None,
         }
@@ -2313,17 +2387,25 @@ impl Scheduler {
         message: &InboundMessage,
     ) -> Result<Option<String>, SchedulerError> {
         let store = &self.inner.store;
-        let Some(seen) = store.open_sms_encounter_now(&message.from).await? else {
-            self.opt_out_without_conversation(message).await?;
+        let Some(twilio) = &self.inner.config.twilio else {
             return Ok(None);
         };
-        if Self::conversation_of(&seen)
-            .handled
-            .contains(&message.message_sid)
-        {
-            // Twilio repeated the webhook, or someone replayed it: answered already.
+        if !twilio.addressed_to_us(message) {
+            tracing::warn!("inbound text for another Twilio account or number; ignored");
             return Ok(None);
         }
+        if store.inbound_message_seen(&message.message_sid).await? {
+            // Twilio repeated the webhook, or someone replayed it: handled already.
+            return Ok(None);
+        }
+        let senders = message_sender_keys(
+            message.to.as_deref(),
+            message.messaging_service_sid.as_deref(),
+        );
+        let Some(seen) = self.route_inbound(None, message, &senders).await? else {
+            self.opt_out_without_conversation(message, &senders).await?;
+            return Ok(None);
+        };
         let assistant = self.assistant(seen.org_id, seen.assistant_id).await?;
         let script = ScriptConfig::from_assistant_config(&assistant.config)
             .map_err(|_| SchedulerError::Corrupt("sms script"))?;
@@ -2339,14 +2421,23 @@ impl Scheduler {
 
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
-        let Some(encounter) = store.open_sms_encounter(&mut tx.tx, &message.from).await? else {
+        if !store
+            .record_inbound_message(&mut tx.tx, &message.message_sid, now)
+            .await?
+        {
+            return Ok(None);
+        }
+        let Some(encounter) = self
+            .route_inbound(Some(&mut tx.tx), message, &senders)
+            .await?
+        else {
             // The conversation ended since it was read (another text, or its time-out): an
             // opt-out still suppresses.
             if message.keyword() == Keyword::OptOut {
-                self.suppress_for_sms_senders(&mut tx.tx, &message.from)
+                self.suppress_for_sms_senders(&mut tx.tx, &message.from, &senders)
                     .await?;
-                self.commit_callback(tx).await?;
             }
+            self.commit_callback(tx).await?;
             return Ok(None);
         };
         let mut conversation = Self::conversation_of(&encounter);
@@ -2404,19 +2495,59 @@ impl Scheduler {
         Ok(decision.reply)
     }
 
+    /// The conversation an inbound text belongs to: one running with its sender that was
+    /// begun from the number (or Messaging Service) it was sent to. Where that sender is
+    /// shared and more than one organisation has such a conversation open with the patient,
+    /// the text cannot be told apart: it goes to none of them (never into another
+    /// organisation's), and only an opt-out acts, for all of them.
+    async fn route_inbound(
+        &self,
+        tx: Option<&mut Tx>,
+        message: &InboundMessage,
+        senders: &[&str],
+    ) -> Result<Option<EncounterRow>, SchedulerError> {
+        let open = self
+            .inner
+            .store
+            .open_sms_conversations(tx, &message.from, senders)
+            .await?;
+        let Some(newest) = open.first() else {
+            return Ok(None);
+        };
+        if open.iter().any(|e| e.org_id != newest.org_id) {
+            tracing::warn!(
+                organizations = open.len(),
+                "an inbound text matches conversations of several organisations on a shared sender; routed to none"
+            );
+            return Ok(None);
+        }
+        Ok(Some(newest.clone()))
+    }
+
     /// A STOP (or a synonym) from a number with no conversation running — after one timed
     /// out, or between steps — still puts the number on the suppression list of every
-    /// organisation that has texted it, so no later step or sequence contacts it.
+    /// organisation that has texted it from the sender it was sent to, so no later step or
+    /// sequence contacts it.
     async fn opt_out_without_conversation(
         &self,
         message: &InboundMessage,
+        senders: &[&str],
     ) -> Result<(), SchedulerError> {
         if message.keyword() != Keyword::OptOut {
             return Ok(());
         }
+        let now = self.inner.clock.now_millis();
         let mut tx = self.inner.store.begin().await?;
+        if !self
+            .inner
+            .store
+            .record_inbound_message(&mut tx, &message.message_sid, now)
+            .await?
+        {
+            return Ok(());
+        }
         let suppressed = self
-            .suppress_for_sms_senders(&mut tx, &message.from)
+            .suppress_for_sms_senders(&mut tx, &message.from, senders)
             .await?;
         tx.commit().await?;
         tracing::info!(
@@ -2427,16 +2558,17 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Suppresses `phone_number` (an opt-out) for every organisation that has texted it, in
-    /// `tx`; answers how many.
+    /// Suppresses `phone_number` (an opt-out) for every organisation that has texted it from
+    /// one of `senders`, in `tx`; answers how many.
     async fn suppress_for_sms_senders(
         &self,
         tx: &mut Tx,
         phone_number: &str,
+        senders: &[&str],
     ) -> Result<usize, SchedulerError> {
         let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
-        let orgs = store.sms_organizations(tx, phone_number).await?;
+        let orgs = store.sms_organizations(tx, phone_number, senders).await?;
         for org in &orgs {
             store
                 .suppress(tx, *org, phone_number, "opt-out", now)
@@ -2514,7 +2646,13 @@ impl Scheduler {
             // The carrier's own opt-out (21610) counts even when its message is not known
             // (yet): the callback can arrive before the send's answer is recorded.
             if opted_out && let Some(to) = &callback.to {
-                let suppressed = self.suppress_for_sms_senders(&mut tx.tx, to).await?;
+                let senders = message_sender_keys(
+                    callback.from.as_deref(),
+                    callback.messaging_service_sid.as_deref(),
+                );
+                let suppressed = self
+                    .suppress_for_sms_senders(&mut tx.tx, to, &senders)
+                    .await?;
                 self.commit_callback(tx).await?;
                 return Ok(suppressed > 0);
             }

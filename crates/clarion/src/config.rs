@@ -84,6 +84,11 @@ pub struct TwilioConfig {
     #[serde(default)]
     pub public_base_url: Option<String>,
     pub request_timeout: HumanDuration,
+    /// Organisations' own senders, by organisation id: a number (E.164) or a Messaging
+    /// Service sid (`MG…`). Organisations not listed share the sender above. An inbound text
+    /// reaches only a conversation begun from the number or service it was sent to.
+    #[serde(default)]
+    pub senders: std::collections::BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for TwilioConfig {
@@ -97,6 +102,7 @@ impl std::fmt::Debug for TwilioConfig {
             .field("from_number", &set(&self.from_number))
             .field("public_base_url", &self.public_base_url)
             .field("request_timeout", &self.request_timeout)
+            .field("senders", &self.senders.len())
             .finish()
     }
 }
@@ -288,6 +294,23 @@ impl Config {
                 bail!(
                     "channels.sms = \"twilio\" needs twilio.messaging_service_sid or twilio.from_number"
                 );
+            }
+            for (org, sender) in &twilio.senders {
+                if org.parse::<i64>().map_or(true, |id| id <= 0) {
+                    bail!("twilio.senders: keys are organisation ids (positive integers)");
+                }
+                let number = sender.starts_with('+')
+                    && sender.len() >= 8
+                    && sender.len() <= 16
+                    && sender[1..].bytes().all(|b| b.is_ascii_digit());
+                let service = sender.starts_with("MG")
+                    && sender.len() == 34
+                    && sender[2..].bytes().all(|b| b.is_ascii_hexdigit());
+                if !number && !service {
+                    bail!(
+                        "twilio.senders.{org} must be an E.164 number or a Messaging Service sid (MG…)"
+                    );
+                }
             }
         }
         Ok(())

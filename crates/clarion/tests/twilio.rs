@@ -587,6 +587,8 @@ async fn a_replayed_text_is_not_answered_twice_and_a_late_stop_still_suppresses(
     let params = [
         ("MessageSid", "SM000000000000000000000000000000aa"),
         ("AccountSid", support::fake_twilio::ACCOUNT_SID),
+        // Twilio names the service of the number a text was sent to.
+        ("MessagingServiceSid", SERVICE_SID),
         ("From", "+15555550149"),
         ("To", support::fake_twilio::OUR_NUMBER),
         ("Body", "who is this?"),
@@ -738,6 +740,7 @@ async fn a_carrier_opt_out_reported_before_the_send_is_recorded_still_suppresses
                 ("MessageSid", "SM00000000000000000000000000ffffff"),
                 ("MessageStatus", "undelivered"),
                 ("AccountSid", support::fake_twilio::ACCOUNT_SID),
+                ("MessagingServiceSid", SERVICE_SID),
                 ("To", "+15555550161"),
                 ("ErrorCode", "21610"),
             ],
@@ -746,4 +749,261 @@ async fn a_carrier_opt_out_reported_before_the_send_is_recorded_still_suppresses
         .await;
     assert_eq!(status, 200);
     assert!(f.suppressed("+15555550161").await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tenants: a reply reaches only the organisation whose sender it was sent to.
+// ---------------------------------------------------------------------------------------------
+
+const CLINIC_A_NUMBER: &str = "+15555550101";
+const CLINIC_B_NUMBER: &str = "+15555550102";
+
+/// An organisation with a one-text template; answers (org id, key, template id).
+async fn texting_org(app: &TestApp, name: &str) -> (clarion_store::OrgId, String, i64) {
+    let (org, key) = app.org(name).await;
+    let (status, assistant) = app
+        .post(&key, "/v1/assistants", json!({
+            "name": "Texter", "channel": "sms",
+            "config": { "script": {
+                "opening": "Hi, your appointment is on {{appointment_date}}. Reply YES to confirm.",
+                "intents": [ { "name": "confirm", "keywords": ["yes"], "reply": "Thank you!", "resolution": "resolved" } ],
+                "fallback": "Please reply YES.", "max_turns": 3
+            } }
+        }))
+        .await;
+    assert_eq!(status, 201, "{assistant}");
+    let (status, template) = app
+        .post(&key, "/v1/sequence-templates", json!({
+            "name": "One text", "calling_hours": null, "sms_timeout": "24h", "stop_on": ["resolved"],
+            "steps": [ { "type": "sms", "assistant_id": assistant["id"] } ]
+        }))
+        .await;
+    assert_eq!(status, 201, "{template}");
+    (org, key, template["id"].as_i64().unwrap())
+}
+
+async fn enroll_in(app: &TestApp, key: &str, template: i64, phone: &str) -> i64 {
+    app.enroll(
+        key,
+        json!({
+            "template_id": template,
+            "contact": { "phone_number": phone, "time_zone": "America/Denver" },
+            "variables": { "appointment_date": "January 8" },
+        }),
+    )
+    .await
+}
+
+/// A text from `from` to our number `to` (not through a Messaging Service), with `sid`.
+async fn text_to(
+    twilio: &FakeTwilio,
+    app: &TestApp,
+    sid: &str,
+    from: &str,
+    to: &str,
+    body: &str,
+) -> String {
+    let (status, twiml) = twilio
+        .post_signed(
+            &app.base,
+            "/providers/twilio/inbound",
+            &[
+                ("MessageSid", sid),
+                ("AccountSid", support::fake_twilio::ACCOUNT_SID),
+                ("From", from),
+                ("To", to),
+                ("Body", body),
+            ],
+            AUTH_TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200, "{twiml}");
+    twiml
+}
+
+fn transcript(sequence: &Value) -> String {
+    sequence["outreach"][0]["sms"]["transcript"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_reply_reaches_only_the_conversation_begun_from_the_number_it_was_sent_to() {
+    use clarion_providers::twilio::wire::Sender;
+    let twilio = FakeTwilio::start().await;
+    // Organisations 1 and 2 each text from a number of their own.
+    let senders = [
+        (
+            clarion_store::OrgId(1),
+            Sender::From(CLINIC_A_NUMBER.to_owned()),
+        ),
+        (
+            clarion_store::OrgId(2),
+            Sender::From(CLINIC_B_NUMBER.to_owned()),
+        ),
+    ];
+    let app = spawn_app_with(AppOptions {
+        twilio: Some(twilio.settings()),
+        twilio_senders: senders.into_iter().collect(),
+        ..AppOptions::default()
+    })
+    .await;
+    let (a, key_a, template_a) = texting_org(&app, "Clinic A").await;
+    let (b, key_b, template_b) = texting_org(&app, "Clinic B").await;
+    assert_eq!((a.0, b.0), (1, 2));
+    let patient = "+15555550165";
+    let at_a = enroll_in(&app, &key_a, template_a, patient).await;
+    // Clinic B enrolls the same patient afterwards: its conversation is the newer one.
+    let at_b = enroll_in(&app, &key_b, template_b, patient).await;
+    app.run_due().await;
+    let sent = twilio.sent();
+    assert_eq!(sent.len(), 2);
+    assert!(
+        sent.iter()
+            .any(|m| m.sender == Sender::From(CLINIC_A_NUMBER.to_owned()))
+    );
+    assert!(
+        sent.iter()
+            .any(|m| m.sender == Sender::From(CLINIC_B_NUMBER.to_owned()))
+    );
+
+    // The patient answers clinic A's number.
+    let twiml = text_to(
+        &twilio,
+        &app,
+        "SM0000000000000000000000000000a001",
+        patient,
+        CLINIC_A_NUMBER,
+        "YES, my chemo is on Tuesday",
+    )
+    .await;
+    assert!(twiml.contains("Thank you!"), "{twiml}");
+    app.run_due().await;
+    let seen_by_a = app.sequence(&key_a, at_a).await;
+    assert_eq!(seen_by_a["status"], "ended");
+    assert!(transcript(&seen_by_a).contains("chemo"));
+    let seen_by_b = app.sequence(&key_b, at_b).await;
+    assert_eq!(seen_by_b["status"], "active");
+    assert!(!seen_by_b.to_string().contains("chemo"), "{seen_by_b}");
+
+    // A STOP to clinic B's number suppresses for B, the organisation that texted from it.
+    text_to(
+        &twilio,
+        &app,
+        "SM0000000000000000000000000000a002",
+        patient,
+        CLINIC_B_NUMBER,
+        "STOP",
+    )
+    .await;
+    let (_, b_list) = app.get(&key_b, "/v1/suppressions").await;
+    assert_eq!(b_list["data"][0]["phone_number"], patient);
+}
+
+#[tokio::test]
+async fn on_a_shared_sender_a_reply_that_could_be_either_organisations_goes_to_neither_and_stop_suppresses_for_both()
+ {
+    let f = fixture().await;
+    let (_, key_b, template_b) = texting_org(&f.app, "Clinic B").await;
+    let patient = "+15555550166";
+    let at_a = f.enroll(patient).await;
+    let at_b = enroll_in(&f.app, &key_b, template_b, patient).await;
+    f.run().await;
+    assert_eq!(f.twilio.sent().len(), 2);
+
+    let twiml = f.text(patient, "yes, DOB 01/02/1960").await;
+    assert!(!twiml.contains("<Message>"), "{twiml}");
+    for (key, id) in [(&f.key, at_a), (&key_b, at_b)] {
+        let sequence = f.app.sequence(key, id).await;
+        assert!(!sequence.to_string().contains("DOB"), "{sequence}");
+    }
+    f.text(patient, "STOP").await;
+    assert!(f.suppressed(patient).await);
+    let (_, b_list) = f.app.get(&key_b, "/v1/suppressions").await;
+    assert_eq!(b_list["data"][0]["phone_number"], patient);
+}
+
+#[tokio::test]
+async fn a_replayed_text_is_refused_after_its_conversation_ended() {
+    let f = fixture().await;
+    let patient = "+15555550167";
+    let first = f.enroll(patient).await;
+    f.run().await;
+    let params = [
+        ("MessageSid", "SM0000000000000000000000000000b001"),
+        ("AccountSid", support::fake_twilio::ACCOUNT_SID),
+        ("MessagingServiceSid", SERVICE_SID),
+        ("From", patient),
+        ("To", support::fake_twilio::OUR_NUMBER),
+        ("Body", "YES"),
+    ];
+    let (_, twiml) = f
+        .twilio
+        .post_signed(
+            &f.app.base,
+            "/providers/twilio/inbound",
+            &params,
+            AUTH_TOKEN,
+        )
+        .await;
+    assert!(twiml.contains("<Message>"), "{twiml}");
+    f.run().await;
+    assert_eq!(f.sequence(first).await["status"], "ended");
+
+    // A new sequence for the same patient; the captured "YES" is replayed.
+    let second = f.enroll(patient).await;
+    f.run().await;
+    let (status, twiml) = f
+        .twilio
+        .post_signed(
+            &f.app.base,
+            "/providers/twilio/inbound",
+            &params,
+            AUTH_TOKEN,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(!twiml.contains("<Message>"), "{twiml}");
+    f.run().await;
+    assert_eq!(
+        f.sequence(second).await["status"],
+        "active",
+        "the replay resolved nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_text_for_another_twilio_account_or_number_is_ignored() {
+    let f = fixture().await;
+    let patient = "+15555550168";
+    let id = f.enroll(patient).await;
+    f.run().await;
+    for (account, service) in [
+        ("AC11111111111111111111111111111111", SERVICE_SID),
+        (
+            support::fake_twilio::ACCOUNT_SID,
+            "MG11111111111111111111111111111111",
+        ),
+    ] {
+        let (status, twiml) = f
+            .twilio
+            .post_signed(
+                &f.app.base,
+                "/providers/twilio/inbound",
+                &[
+                    ("MessageSid", "SM0000000000000000000000000000c001"),
+                    ("AccountSid", account),
+                    ("MessagingServiceSid", service),
+                    ("From", patient),
+                    ("To", "+15555550199"),
+                    ("Body", "YES"),
+                ],
+                AUTH_TOKEN,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert!(!twiml.contains("<Message>"), "{twiml}");
+    }
+    assert_eq!(f.sequence(id).await["status"], "active");
 }

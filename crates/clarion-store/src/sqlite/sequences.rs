@@ -123,6 +123,9 @@ pub struct EncounterRow {
     /// When the encounter was claimed for its provider request (the last check before
     /// contact); `None` while unclaimed, and for simulated encounters.
     pub claimed_at: Option<Millis>,
+    /// An SMS conversation's sender (our number, or the Messaging Service sid), set when it
+    /// is claimed; `None` for calls, simulated texts and rows older than the column.
+    pub sender: Option<String>,
 }
 
 /// One history entry.
@@ -205,7 +208,7 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
 
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
      phone_number, status, provider_ref, provider_status, outcome, report, ends_at, created_at, \
-     ended_at, conversation, claimed_at";
+     ended_at, conversation, claimed_at, sender";
 
 /// The SMS conversation running through a provider with a number (`?`): the most recent,
 /// if several organisations text the number at once.
@@ -230,13 +233,10 @@ fn json_ids(ids: &[i64]) -> String {
 const OVERDUE_PROVIDER_ENCOUNTERS: &str = "status = 'requested' AND ends_at IS NOT NULL \
      AND ends_at <= ? AND outcome IS NULL ORDER BY ends_at LIMIT ?";
 
-const OPEN_SMS_CONVERSATION: &str = "channel = 'sms' AND status = 'requested' \
-     AND phone_number = ? AND outcome IS NULL ORDER BY id DESC LIMIT 1";
-
 /// [`ENCOUNTER_COLUMNS`] without the report object, the one large column.
 const DUE_ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, \
      assistant_id, phone_number, status, provider_ref, provider_status, outcome, NULL AS report, \
-     ends_at, created_at, ended_at, NULL AS conversation, claimed_at";
+     ends_at, created_at, ended_at, NULL AS conversation, claimed_at, sender";
 
 fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
     Ok(EncounterRow {
@@ -258,6 +258,7 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
         ended_at: row.try_get("ended_at")?,
         conversation: row.try_get("conversation")?,
         claimed_at: row.try_get("claimed_at")?,
+        sender: row.try_get("sender")?,
     })
 }
 
@@ -984,35 +985,6 @@ impl Store {
         Ok(())
     }
 
-    /// The SMS conversation running with `phone_number` through a provider (the most
-    /// recent, if several organisations text the number at once), inside a write
-    /// transaction.
-    pub async fn open_sms_encounter(
-        &self,
-        tx: &mut Tx,
-        phone_number: &str,
-    ) -> Result<Option<EncounterRow>> {
-        let row = sqlx::query(&format!(
-            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE {OPEN_SMS_CONVERSATION}"
-        ))
-        .bind(phone_number)
-        .fetch_optional(&mut *tx.inner)
-        .await?;
-        row.as_ref().map(encounter_from_row).transpose()
-    }
-
-    /// [`Store::open_sms_encounter`] outside a transaction (to work out an answer before
-    /// taking the write lock).
-    pub async fn open_sms_encounter_now(&self, phone_number: &str) -> Result<Option<EncounterRow>> {
-        let row = sqlx::query(&format!(
-            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE {OPEN_SMS_CONVERSATION}"
-        ))
-        .bind(phone_number)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(encounter_from_row).transpose()
-    }
-
     /// An encounter still waiting for its provider (no outcome) whose time is up at `now`,
     /// by id, inside a write transaction: `None` if it ended or was moved on meanwhile.
     pub async fn overdue_open_encounter(
@@ -1030,18 +1002,6 @@ impl Store {
         .fetch_optional(&mut *tx.inner)
         .await?;
         row.as_ref().map(encounter_from_row).transpose()
-    }
-
-    /// The organisation that texted `phone_number` last (any SMS encounter, ended or not).
-    pub async fn latest_sms_organization(&self, phone_number: &str) -> Result<Option<OrgId>> {
-        let org: Option<i64> = sqlx::query_scalar(
-            "SELECT org_id FROM encounters WHERE channel = 'sms' AND phone_number = ? \
-             ORDER BY id DESC LIMIT 1",
-        )
-        .bind(phone_number)
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(org.map(OrgId))
     }
 
     /// Stores a running conversation's state and when it times out.
@@ -1240,18 +1200,105 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// Every organisation that has texted `phone_number` (any SMS encounter, ended or not),
-    /// inside a write transaction: an opt-out outside a conversation suppresses the number
-    /// for each of them.
-    pub async fn sms_organizations(&self, tx: &mut Tx, phone_number: &str) -> Result<Vec<OrgId>> {
+    /// Every organisation that has texted `phone_number` from one of `senders` (any SMS
+    /// encounter, ended or not; rows without a recorded sender count for every sender), inside
+    /// a write transaction: an opt-out on a sender suppresses the number for each of them.
+    pub async fn sms_organizations(
+        &self,
+        tx: &mut Tx,
+        phone_number: &str,
+        senders: &[&str],
+    ) -> Result<Vec<OrgId>> {
+        let senders = serde_json::to_string(senders).map_err(|_| StoreError::Corrupt("senders"))?;
         let orgs: Vec<i64> = sqlx::query_scalar(
             "SELECT DISTINCT org_id FROM encounters WHERE channel = 'sms' AND phone_number = ? \
-             ORDER BY org_id",
+             AND (sender IS NULL OR sender IN (SELECT value FROM json_each(?))) ORDER BY org_id",
         )
         .bind(phone_number)
+        .bind(senders)
         .fetch_all(&mut *tx.inner)
         .await?;
         Ok(orgs.into_iter().map(OrgId).collect())
+    }
+
+    /// Records the sender an SMS encounter goes out from.
+    pub async fn set_encounter_sender(&self, tx: &mut Tx, id: i64, sender: &str) -> Result<()> {
+        sqlx::query("UPDATE encounters SET sender = ? WHERE id = ?")
+            .bind(sender)
+            .bind(id)
+            .execute(&mut *tx.inner)
+            .await?;
+        Ok(())
+    }
+
+    /// The SMS conversations running through a provider with `phone_number` that were begun
+    /// from one of `senders` (or from an unrecorded sender), newest first, at most 16.
+    pub async fn open_sms_conversations(
+        &self,
+        tx: Option<&mut Tx>,
+        phone_number: &str,
+        senders: &[&str],
+    ) -> Result<Vec<EncounterRow>> {
+        let senders = serde_json::to_string(senders).map_err(|_| StoreError::Corrupt("senders"))?;
+        let sql = format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE channel = 'sms' \
+             AND status = 'requested' AND phone_number = ? AND outcome IS NULL \
+             AND (sender IS NULL OR sender IN (SELECT value FROM json_each(?))) \
+             ORDER BY id DESC LIMIT 16"
+        );
+        let query = sqlx::query(&sql).bind(phone_number).bind(senders);
+        let rows = match tx {
+            Some(tx) => query.fetch_all(&mut *tx.inner).await?,
+            None => query.fetch_all(&self.pool).await?,
+        };
+        rows.iter().map(encounter_from_row).collect()
+    }
+
+    /// Records an inbound text's `MessageSid` as processed; `false` if it was already (a
+    /// replay, or Twilio repeating the webhook).
+    pub async fn record_inbound_message(
+        &self,
+        tx: &mut Tx,
+        sid: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let inserted = sqlx::query(
+            "INSERT INTO twilio_inbound_messages (message_sid, received_at) VALUES (?, ?) \
+             ON CONFLICT (message_sid) DO NOTHING",
+        )
+        .bind(sid)
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        Ok(inserted == 1)
+    }
+
+    /// Whether an inbound text's `MessageSid` was processed already.
+    pub async fn inbound_message_seen(&self, sid: &str) -> Result<bool> {
+        let seen: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM twilio_inbound_messages WHERE message_sid = ?")
+                .bind(sid)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(seen.is_some())
+    }
+
+    /// Forgets processed inbound `MessageSid`s received before `before` (bounded retention),
+    /// at most `limit` at a time; answers how many.
+    pub async fn forget_inbound_messages(&self, before: Millis, limit: u32) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        let forgotten = sqlx::query(
+            "DELETE FROM twilio_inbound_messages WHERE message_sid IN ( \
+               SELECT message_sid FROM twilio_inbound_messages WHERE received_at < ? LIMIT ?)",
+        )
+        .bind(before)
+        .bind(i64::from(limit))
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(forgotten)
     }
 
     /// When the next encounter open with a provider is due for a look (its report overdue).

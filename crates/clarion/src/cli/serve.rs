@@ -90,9 +90,24 @@ pub fn twilio_channel(config: &Config) -> anyhow::Result<Option<clarion_schedule
         sender,
         timeout: twilio.request_timeout.0,
     };
+    let senders = twilio
+        .senders
+        .iter()
+        .filter_map(|(org, sender)| {
+            let org = clarion_store::OrgId(org.parse().ok()?);
+            let sender = if sender.starts_with("MG") {
+                Sender::MessagingService(sender.clone())
+            } else {
+                Sender::From(sender.clone())
+            };
+            Some((org, sender))
+        })
+        .collect();
     Ok(Some(clarion_scheduler::TwilioChannel {
         client: client::TwilioClient::new(settings).context("building the Twilio client")?,
         public_base_url: twilio.public_base_url.clone().unwrap_or_default(),
+        account_sid: twilio.account_sid.clone().unwrap_or_default(),
+        senders,
     }))
 }
 

@@ -57,6 +57,8 @@ pub struct AppOptions {
     pub twilio: Option<clarion_providers::twilio::client::TwilioSettings>,
     /// The model behind LLM SMS assistants (a fake's address).
     pub llm: Option<clarion_providers::llm::LlmSettings>,
+    /// Organisations' own Twilio senders.
+    pub twilio_senders: std::collections::HashMap<OrgId, clarion_providers::twilio::wire::Sender>,
 }
 
 impl Default for AppOptions {
@@ -71,6 +73,7 @@ impl Default for AppOptions {
             vapi: None,
             twilio: None,
             llm: None,
+            twilio_senders: std::collections::HashMap::new(),
         }
     }
 }
@@ -137,8 +140,10 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             public_base_url: base.clone(),
         });
         scheduler_config.twilio = Some(clarion_scheduler::TwilioChannel {
+            account_sid: settings.account_sid.clone(),
             client: clarion_providers::twilio::client::TwilioClient::new(settings).unwrap(),
             public_base_url: base.clone(),
+            senders: options.twilio_senders.clone(),
         });
     }
     let scheduler = clarion_scheduler::Scheduler::new(
