@@ -57,6 +57,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(suppressions::delete),
         )
         .route(
+            "/v1/suppressions/{phone_number}/history",
+            get(suppressions::history),
+        )
+        .route(
             "/v1/webhook-endpoints",
             post(endpoints::create).get(endpoints::list),
         )
