@@ -35,6 +35,74 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Secrets that authenticate provider callbacks (`/providers/...`).
     pub providers: ProviderSecrets,
+    /// Who may read the operator surface (`/metrics`), and on which listener.
+    pub operator: OperatorAccess,
+}
+
+/// The operator surface's protection: `/metrics` shows deployment-wide volumes (queue depth,
+/// attempts), which no tenant may read.
+#[derive(Debug, Clone, Default)]
+pub struct OperatorAccess {
+    /// When set, `/metrics` answers only `Authorization: Bearer <token>`.
+    pub metrics_token: Option<OperatorToken>,
+    /// When true, `/metrics` is served only by [`admin_router`] (its own listener,
+    /// `admin_listen`) and the public API answers 404 there.
+    pub metrics_on_admin_listener: bool,
+}
+
+/// The operator's bearer token for `/metrics`: redacted in `Debug`, compared in constant time.
+#[derive(Clone)]
+pub struct OperatorToken(String);
+
+impl<'de> serde::Deserialize<'de> for OperatorToken {
+    /// A string, or digits: configuration layers such as environment variables read an
+    /// all-digit token as a number.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TokenVisitor;
+        impl serde::de::Visitor<'_> for TokenVisitor {
+            type Value = OperatorToken;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a token string")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(OperatorToken(text.to_owned()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, number: u64) -> Result<Self::Value, E> {
+                Ok(OperatorToken(number.to_string()))
+            }
+            fn visit_i64<E: serde::de::Error>(self, number: i64) -> Result<Self::Value, E> {
+                Ok(OperatorToken(number.to_string()))
+            }
+        }
+        deserializer.deserialize_any(TokenVisitor)
+    }
+}
+
+impl OperatorToken {
+    pub fn new(token: impl Into<String>) -> Self {
+        Self(token.into())
+    }
+
+    /// The token as configured (to check its length at configuration time).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `presented` is the token. Both sides are hashed first, so that the comparison
+    /// takes the same time whatever the presented length, and compared in constant time.
+    pub fn matches(&self, presented: &str) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let expected = Sha256::digest(self.0.as_bytes());
+        let presented = Sha256::digest(presented.as_bytes());
+        expected.ct_eq(&presented).into()
+    }
+}
+
+impl std::fmt::Debug for OperatorToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OperatorToken(<redacted>)")
+    }
 }
 
 /// The shared secrets providers present on their callbacks; a provider without one has its
@@ -64,9 +132,16 @@ impl std::fmt::Debug for ProviderSecrets {
     }
 }
 
-/// The whole API.
+/// The whole API. `/metrics` is part of it unless the operator moved it to its own listener
+/// ([`OperatorAccess::metrics_on_admin_listener`]).
 pub fn router(state: AppState) -> Router {
-    routes::router().with_state(state)
+    let with_metrics = !state.operator.metrics_on_admin_listener;
+    routes::router(with_metrics).with_state(state)
+}
+
+/// The operator listener (`admin_listen`): `/metrics` and `/healthz` only.
+pub fn admin_router(state: AppState) -> Router {
+    routes::admin_router().with_state(state)
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

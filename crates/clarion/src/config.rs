@@ -24,11 +24,23 @@ const NOT_CONFIG: &[&str] = &[
     "api_key",
 ];
 
+/// An operator token shorter than this is refused: it guards deployment-wide volumes and can
+/// be guessed at over the network.
+const MIN_METRICS_TOKEN_CHARS: usize = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
+    /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>`
+    /// (`CLARION_METRICS_TOKEN`).
+    #[serde(default)]
+    pub metrics_token: Option<clarion_server::OperatorToken>,
+    /// When set, `/metrics` (and `/healthz`) are served on this address only, and the public
+    /// listener answers 404 for `/metrics`.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     pub webhooks: WebhooksConfig,
     pub channels: ChannelsConfig,
     pub compliance: ComplianceConfig,
@@ -255,6 +267,14 @@ impl Config {
         if webhooks.poll_interval.0.is_zero() {
             bail!("webhooks.poll_interval must be more than zero");
         }
+        if let Some(token) = &self.metrics_token
+            && token.expose().trim().chars().count() < MIN_METRICS_TOKEN_CHARS
+        {
+            bail!("metrics_token must be at least {MIN_METRICS_TOKEN_CHARS} characters");
+        }
+        if self.admin_listen.is_some_and(|admin| admin == self.listen) {
+            bail!("admin_listen must differ from listen");
+        }
         if !(self.simulator.time_scale.is_finite() && self.simulator.time_scale > 0.0) {
             bail!("simulator.time_scale must be a positive number");
         }
@@ -390,6 +410,37 @@ mod tests {
                 !printed.contains("vapi-private-key") && !printed.contains("vapi-callback-secret"),
                 "{printed}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_metrics_token_comes_from_the_environment_is_never_printed_and_not_too_short() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(config.metrics_token.is_none() && config.admin_listen.is_none());
+            jail.set_env("CLARION_METRICS_TOKEN", "short");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("metrics_token"), "{error}");
+            jail.set_env("CLARION_METRICS_TOKEN", "operator-token-0123456789");
+            jail.set_env("CLARION_ADMIN_LISTEN", "127.0.0.1:9100");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(
+                config
+                    .metrics_token
+                    .as_ref()
+                    .unwrap()
+                    .matches("operator-token-0123456789")
+            );
+            assert_eq!(config.admin_listen.unwrap().port(), 9100);
+            assert!(!format!("{config:?}").contains("operator-token-0123456789"));
+            // An all-digit token read as a number by the environment layer still works.
+            jail.set_env("CLARION_METRICS_TOKEN", "12345678901234567");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(config.metrics_token.unwrap().matches("12345678901234567"));
             Ok(())
         });
     }

@@ -557,3 +557,71 @@ async fn endpoint_crud_round_trips() {
     assert_eq!(delivery["status"], "failed", "{delivery}");
     assert_eq!(delivery["next_attempt_at"], Value::Null);
 }
+
+/// `GET {base}/metrics` with an optional Authorization header: (status, body text).
+async fn scrape(app: &TestApp, base: &str, authorization: Option<&str>) -> (u16, String) {
+    let mut request = app.http.get(format!("{base}/metrics"));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_answer_only_the_operator_token_when_one_is_set() {
+    let token = "operator-token-for-metrics-0001";
+    let app = spawn_app_with(AppOptions {
+        operator: clarion_server::OperatorAccess {
+            metrics_token: Some(clarion_server::OperatorToken::new(token)),
+            metrics_on_admin_listener: false,
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let (_org, key) = app.org("Riverside").await;
+    for authorization in [
+        None,
+        Some("Bearer wrong-token"),
+        Some(format!("Bearer {key}").as_str()), // a tenant's API key is not the operator's
+        Some("Bearer "),
+        Some(token), // no scheme
+    ] {
+        let (status, body) = scrape(&app, &app.base, authorization).await;
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_error(&(status, body.clone()), 401, "unauthorized", None);
+        assert!(!body.to_string().contains("clarion_"), "{body}");
+    }
+    let (status, text) = scrape(&app, &app.base, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("clarion_webhook_queue_depth"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_move_to_the_admin_listener_when_one_is_configured() {
+    let app = spawn_app_with(AppOptions {
+        operator: clarion_server::OperatorAccess {
+            metrics_token: None,
+            metrics_on_admin_listener: true,
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let (status, body) = scrape(&app, &app.base, None).await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_error(&(status, body), 404, "not_found", None);
+    let admin = app.admin_base.clone().unwrap();
+    let (status, text) = scrape(&app, &admin, None).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("clarion_webhook_queue_depth"), "{text}");
+    // The operator listener serves nothing of the tenant API.
+    let (_org, key) = app.org("Riverside").await;
+    let answer = app
+        .http
+        .get(format!("{admin}/v1/suppressions"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 404);
+}

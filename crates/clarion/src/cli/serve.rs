@@ -129,6 +129,14 @@ pub fn provider_secrets(config: &Config) -> clarion_server::ProviderSecrets {
     }
 }
 
+/// Who may read `/metrics`, and where.
+pub fn operator_access(config: &Config) -> clarion_server::OperatorAccess {
+    clarion_server::OperatorAccess {
+        metrics_token: config.metrics_token.clone(),
+        metrics_on_admin_listener: config.admin_listen.is_some(),
+    }
+}
+
 /// The SSRF policy from the configuration.
 pub fn ssrf_policy(config: &Config) -> SsrfPolicy {
     SsrfPolicy {
@@ -174,6 +182,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         ssrf: ssrf_policy(&config),
         metrics: clarion_server::metrics_handle(),
         providers: provider_secrets(&config),
+        operator: operator_access(&config),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -184,12 +193,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    let admin = match config.admin_listen {
+        Some(admin_address) => {
+            let admin_listener = tokio::net::TcpListener::bind(admin_address)
+                .await
+                .with_context(|| format!("binding admin_listen {admin_address}"))?;
+            let admin_address = admin_listener.local_addr()?;
+            tracing::info!(%admin_address, "operator listener serving /metrics");
+            println!("operator listener on http://{admin_address}");
+            Some((admin_listener, clarion_server::admin_router(state.clone())))
+        }
+        None => None,
+    };
     let server = axum::serve(listener, clarion_server::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let admin_server = {
+        let shutdown = shutdown.clone();
+        async move {
+            match admin {
+                Some((admin_listener, admin_router)) => {
+                    axum::serve(admin_listener, admin_router)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await
+                }
+                None => Ok(()),
+            }
+        }
+    };
     let dispatch = dispatcher.run(shutdown.clone().cancelled_owned());
     let schedule = scheduler.run(shutdown.clone().cancelled_owned());
-    let (served, (), ()) = tokio::join!(server, dispatch, schedule);
+    let (served, admin_served, (), ()) = tokio::join!(server, admin_server, dispatch, schedule);
     served.context("serving HTTP")?;
+    admin_served.context("serving the operator listener")?;
     store.close().await;
     tracing::info!("clarion stopped");
     Ok(())

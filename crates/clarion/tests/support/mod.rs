@@ -29,6 +29,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 pub struct TestApp {
     pub base: String,
+    /// The operator listener's address, when the test asked for one.
+    pub admin_base: Option<String>,
     pub http: reqwest::Client,
     pub store: Store,
     pub dispatcher: Dispatcher,
@@ -57,6 +59,9 @@ pub struct AppOptions {
     pub twilio: Option<clarion_providers::twilio::client::TwilioSettings>,
     /// The model behind LLM SMS assistants (a fake's address).
     pub llm: Option<clarion_providers::llm::LlmSettings>,
+    /// Who may read `/metrics`; with `metrics_on_admin_listener`, an operator listener is
+    /// started too ([`TestApp::admin_base`]).
+    pub operator: clarion_server::OperatorAccess,
 }
 
 impl Default for AppOptions {
@@ -71,6 +76,7 @@ impl Default for AppOptions {
             vapi: None,
             twilio: None,
             llm: None,
+            operator: clarion_server::OperatorAccess::default(),
         }
     }
 }
@@ -156,6 +162,18 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         ssrf: options.api_ssrf,
         metrics: clarion_server::metrics_handle(),
         providers,
+        operator: options.operator,
+    };
+    let admin_base = if state.operator.metrics_on_admin_listener {
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_base = format!("http://{}", admin_listener.local_addr().unwrap());
+        let admin_router = clarion_server::admin_router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(admin_listener, admin_router).await.unwrap();
+        });
+        Some(admin_base)
+    } else {
+        None
     };
     tokio::spawn(async move {
         axum::serve(listener, clarion_server::router(state))
@@ -164,6 +182,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     });
     TestApp {
         base,
+        admin_base,
         http: reqwest::Client::new(),
         store,
         dispatcher,
