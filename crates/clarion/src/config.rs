@@ -168,6 +168,10 @@ pub struct WebhooksConfig {
     pub max_in_flight_per_endpoint: u32,
     pub poll_interval: HumanDuration,
     pub lease_margin: HumanDuration,
+    /// Ports endpoints may use besides 443 and 80 (any port under `allow_private_targets`).
+    pub allowed_ports: Vec<u16>,
+    /// Keep the first 256 bytes of each answer with its attempt.
+    pub store_response_excerpt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -263,6 +267,9 @@ impl Config {
         }
         if webhooks.max_in_flight == 0 || webhooks.max_in_flight_per_endpoint == 0 {
             bail!("webhooks.max_in_flight and max_in_flight_per_endpoint must be at least 1");
+        }
+        if webhooks.allowed_ports.contains(&0) {
+            bail!("webhooks.allowed_ports cannot contain 0");
         }
         if webhooks.poll_interval.0.is_zero() {
             bail!("webhooks.poll_interval must be more than zero");

@@ -25,6 +25,7 @@ pub fn dispatcher_config(config: &Config) -> DispatcherConfig {
         max_in_flight_per_endpoint: webhooks.max_in_flight_per_endpoint,
         poll_interval: webhooks.poll_interval.0,
         ssrf: ssrf_policy(config),
+        store_response_excerpt: webhooks.store_response_excerpt,
     }
 }
 
@@ -142,6 +143,7 @@ pub fn ssrf_policy(config: &Config) -> SsrfPolicy {
     SsrfPolicy {
         allow_private: config.webhooks.allow_private_targets,
         allow_http: config.webhooks.allow_http,
+        allowed_ports: config.webhooks.allowed_ports.clone(),
         ..SsrfPolicy::default()
     }
 }

@@ -300,6 +300,8 @@ impl TestApp {
 pub enum Answer {
     Status(u16),
     StatusWithHeader(u16, &'static str, String),
+    /// This status with this body.
+    StatusWithBody(u16, String),
     /// Wait this long, then answer 204.
     Delay(Duration),
 }
@@ -417,6 +419,9 @@ async fn receive(
                 .headers_mut()
                 .insert(name, HeaderValue::from_str(&value).unwrap());
             response
+        }
+        Answer::StatusWithBody(code, body) => {
+            (StatusCode::from_u16(code).unwrap(), body).into_response()
         }
         Answer::Delay(delay) => {
             tokio::time::sleep(delay).await;
