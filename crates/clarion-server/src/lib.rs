@@ -111,8 +111,22 @@ impl std::fmt::Debug for OperatorToken {
 pub struct ProviderSecrets {
     /// Vapi's server secret (`x-vapi-secret`, or `Authorization: Bearer`).
     pub vapi: Option<String>,
+    /// Vapi's HMAC credential. When set, every Vapi callback must carry a valid signature
+    /// with a fresh timestamp, whatever else it carries.
+    pub vapi_hmac: Option<VapiHmac>,
     /// How Twilio's callbacks are checked (`X-Twilio-Signature`).
     pub twilio: Option<TwilioCallbacks>,
+}
+
+/// How Vapi's HMAC credential is checked (providers.md §1.6; the header names are the
+/// credential's `signatureHeader` and `timestampHeader`).
+#[derive(Debug, Clone)]
+pub struct VapiHmac {
+    pub secret: clarion_providers::vapi::signature::HmacSecret,
+    pub signature_header: String,
+    pub timestamp_header: String,
+    /// How far the timestamp may be from now, either side.
+    pub window: std::time::Duration,
 }
 
 /// What `X-Twilio-Signature` is checked with: the auth token, and the public address Twilio
@@ -127,6 +141,7 @@ impl std::fmt::Debug for ProviderSecrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ProviderSecrets")
             .field("vapi", &self.vapi.as_ref().map(|_| "<redacted>"))
+            .field("vapi_hmac", &self.vapi_hmac)
             .field("twilio", &self.twilio)
             .finish()
     }

@@ -126,6 +126,14 @@ pub struct VapiConfig {
     /// What Vapi sends in `x-vapi-secret` (or `Authorization: Bearer`) on every callback.
     #[serde(default)]
     pub server_secret: Option<String>,
+    /// Vapi's HMAC credential's `secretKey`; when set, callbacks must be signed with it.
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// The credential's `signatureHeader` and `timestampHeader`.
+    pub hmac_signature_header: String,
+    pub hmac_timestamp_header: String,
+    /// How far a signed callback's timestamp may be from now.
+    pub hmac_window: HumanDuration,
     pub request_timeout: HumanDuration,
     /// How long to wait for a call's end-of-call report before reading the call back.
     pub end_of_call_timeout: HumanDuration,
@@ -142,6 +150,10 @@ impl std::fmt::Debug for VapiConfig {
             .field("api_key", &set(&self.api_key))
             .field("phone_number_id", &self.phone_number_id)
             .field("server_secret", &set(&self.server_secret))
+            .field("hmac_secret", &set(&self.hmac_secret))
+            .field("hmac_signature_header", &self.hmac_signature_header)
+            .field("hmac_timestamp_header", &self.hmac_timestamp_header)
+            .field("hmac_window", &self.hmac_window)
             .field("request_timeout", &self.request_timeout)
             .field("end_of_call_timeout", &self.end_of_call_timeout)
             .field("give_up_after", &self.give_up_after)
@@ -287,14 +299,26 @@ impl Config {
         }
         if self.channels.call == CallChannel::Vapi {
             let vapi = &self.vapi;
+            let blank =
+                |value: &Option<String>| value.as_deref().is_none_or(|v| v.trim().is_empty());
             for (key, value) in [
                 ("vapi.api_key", &vapi.api_key),
                 ("vapi.phone_number_id", &vapi.phone_number_id),
-                ("vapi.server_secret", &vapi.server_secret),
             ] {
-                if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                if blank(value) {
                     bail!("channels.call = \"vapi\" needs {key}");
                 }
+            }
+            if blank(&vapi.server_secret) && blank(&vapi.hmac_secret) {
+                bail!(
+                    "channels.call = \"vapi\" needs vapi.hmac_secret (recommended) or vapi.server_secret"
+                );
+            }
+            if vapi.hmac_window.0.is_zero()
+                || vapi.hmac_signature_header.trim().is_empty()
+                || vapi.hmac_timestamp_header.trim().is_empty()
+            {
+                bail!("vapi.hmac_window and the vapi.hmac_*_header names must not be empty");
             }
             if !(vapi.base_url.starts_with("https://") || vapi.base_url.starts_with("http://")) {
                 bail!("vapi.base_url must be an http(s) URL");
@@ -407,6 +431,15 @@ mod tests {
             );
             assert!(error.contains("vapi.phone_number_id"), "{error}");
             jail.set_env("CLARION_VAPI__PHONE_NUMBER_ID", "pn_1");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("vapi.hmac_secret"), "{error}");
+            jail.set_env("CLARION_VAPI__HMAC_SECRET", "vapi-hmac-secret-value");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(!format!("{config:?}").contains("vapi-hmac-secret-value"));
+            assert_eq!(config.vapi.hmac_window.0, Duration::from_secs(300));
             jail.set_env("CLARION_VAPI__SERVER_SECRET", "vapi-callback-secret");
             let config = Config::load(None, Overrides::default()).unwrap();
             assert_eq!(config.channels.call, CallChannel::Vapi);

@@ -118,7 +118,26 @@ pub fn provider_secrets(config: &Config) -> clarion_server::ProviderSecrets {
     clarion_server::ProviderSecrets {
         vapi: (config.channels.call == crate::config::CallChannel::Vapi)
             .then(|| config.vapi.server_secret.clone())
-            .flatten(),
+            .flatten()
+            .filter(|secret| !secret.trim().is_empty()),
+        vapi_hmac: (config.channels.call == crate::config::CallChannel::Vapi)
+            .then(|| config.vapi.hmac_secret.clone())
+            .flatten()
+            .filter(|secret| !secret.trim().is_empty())
+            .map(|secret| clarion_server::VapiHmac {
+                secret: clarion_providers::vapi::signature::HmacSecret::new(secret),
+                signature_header: config
+                    .vapi
+                    .hmac_signature_header
+                    .trim()
+                    .to_ascii_lowercase(),
+                timestamp_header: config
+                    .vapi
+                    .hmac_timestamp_header
+                    .trim()
+                    .to_ascii_lowercase(),
+                window: config.vapi.hmac_window.0,
+            }),
         twilio: (config.channels.sms == crate::config::SmsChannel::Twilio).then(|| {
             clarion_server::TwilioCallbacks {
                 auth_token: clarion_providers::twilio::signature::AuthToken::new(

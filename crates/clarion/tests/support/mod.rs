@@ -54,6 +54,9 @@ pub struct AppOptions {
     /// Calls through Vapi (a fake's address) with this server secret, instead of the
     /// simulator.
     pub vapi: Option<(clarion_providers::vapi::client::VapiSettings, String)>,
+    /// With `vapi`: Vapi's callbacks must carry this HMAC credential's signature (default
+    /// headers, a five-minute window on the test clock).
+    pub vapi_hmac_secret: Option<String>,
     /// Texts through Twilio (a fake's address) instead of the simulator; the public base URL
     /// is the test server's own address.
     pub twilio: Option<clarion_providers::twilio::client::TwilioSettings>,
@@ -74,6 +77,7 @@ impl Default for AppOptions {
             api_ssrf: dev_policy(),
             contact_caps: None,
             vapi: None,
+            vapi_hmac_secret: None,
             twilio: None,
             llm: None,
             operator: clarion_server::OperatorAccess::default(),
@@ -133,6 +137,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         scheduler_config.vapi =
             Some(clarion_providers::vapi::client::VapiClient::new(settings).unwrap());
         providers.vapi = Some(secret);
+        providers.vapi_hmac = options
+            .vapi_hmac_secret
+            .map(|secret| clarion_server::VapiHmac {
+                secret: clarion_providers::vapi::signature::HmacSecret::new(secret),
+                signature_header: "x-signature".to_owned(),
+                timestamp_header: "x-timestamp".to_owned(),
+                window: Duration::from_secs(300),
+            });
     }
     if let Some(settings) = options.llm {
         scheduler_config.llm = Some(clarion_providers::llm::LlmClient::new(settings).unwrap());
