@@ -50,6 +50,9 @@ pub struct DispatcherConfig {
     /// How often to look for due retries and expired leases when nothing wakes the loop.
     pub poll_interval: Duration,
     pub ssrf: SsrfPolicy,
+    /// Keep the first [`crate::sender::RESPONSE_EXCERPT_LIMIT`] bytes of each answer with its
+    /// attempt (shown in the deliveries API), or none (`webhooks.store_response_excerpt`).
+    pub store_response_excerpt: bool,
 }
 
 /// Errors building a dispatcher.
@@ -132,7 +135,11 @@ impl Dispatcher {
         clock: Arc<dyn Clock>,
         config: DispatcherConfig,
     ) -> Result<Self, DispatcherError> {
-        let sender = HttpSender::new(config.ssrf.clone(), config.attempt_timeout)?;
+        let sender = HttpSender::new(
+            config.ssrf.clone(),
+            config.attempt_timeout,
+            config.store_response_excerpt,
+        )?;
         let owner = crate::outbox::new_webhook_id("node_");
         Ok(Self {
             inner: Arc::new(Inner {
@@ -342,7 +349,10 @@ impl Dispatcher {
             Ok(answer) => (
                 Some(answer.status),
                 None,
-                Some(answer.body_prefix.clone()),
+                inner
+                    .config
+                    .store_response_excerpt
+                    .then(|| answer.body_prefix.clone()),
                 answer
                     .retry_after
                     .as_deref()

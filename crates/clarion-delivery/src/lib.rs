@@ -21,4 +21,4 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use dispatcher::{Dispatcher, DispatcherConfig, DispatcherError};
 pub use outbox::{EVENT_TYPE_TEST, Enqueued, Outbox, new_webhook_id};
 pub use schedule::RetryPolicy;
-pub use sender::RESPONSE_BODY_LIMIT;
+pub use sender::RESPONSE_EXCERPT_LIMIT;

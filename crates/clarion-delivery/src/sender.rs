@@ -1,4 +1,5 @@
-//! One HTTP attempt: POST the signed body, read at most 1 KiB of the answer, classify errors.
+//! One HTTP attempt: POST the signed body, read at most [`RESPONSE_EXCERPT_LIMIT`] bytes of the
+//! answer (none when excerpts are off), classify errors.
 
 use std::error::Error as _;
 use std::time::Duration;
@@ -8,14 +9,17 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER, USER_AG
 
 use crate::ssrf::{self, SsrfPolicy};
 
-/// The most of a response body kept with an attempt.
-pub const RESPONSE_BODY_LIMIT: usize = 1024;
+/// The most of a response body kept with an attempt: enough for a receiver's error message
+/// ("invalid signature", "unknown event type"), too little to make Clarion a useful way of
+/// reading what some other public service answers to its requests.
+pub const RESPONSE_EXCERPT_LIMIT: usize = 256;
 
 /// What the receiver answered.
 #[derive(Debug, Clone)]
 pub struct Answer {
     pub status: u16,
-    /// The first [`RESPONSE_BODY_LIMIT`] bytes of the body.
+    /// The first bytes of the body, at most the sender's excerpt limit (empty when excerpts
+    /// are off).
     pub body_prefix: Vec<u8>,
     pub retry_after: Option<String>,
 }
@@ -37,10 +41,17 @@ pub struct HttpSender {
     client: reqwest::Client,
     policy: SsrfPolicy,
     timeout: Duration,
+    /// How much of an answer's body to read and keep: [`RESPONSE_EXCERPT_LIMIT`], or 0.
+    excerpt_limit: usize,
 }
 
 impl HttpSender {
-    pub fn new(policy: SsrfPolicy, timeout: Duration) -> Result<Self, reqwest::Error> {
+    /// A sender; with `keep_excerpt` false no byte of an answer's body is read.
+    pub fn new(
+        policy: SsrfPolicy,
+        timeout: Duration,
+        keep_excerpt: bool,
+    ) -> Result<Self, reqwest::Error> {
         let client = ssrf::client_builder(policy.clone())
             .user_agent(concat!("clarion/", env!("CARGO_PKG_VERSION")))
             .pool_max_idle_per_host(64)
@@ -49,6 +60,11 @@ impl HttpSender {
             client,
             policy,
             timeout,
+            excerpt_limit: if keep_excerpt {
+                RESPONSE_EXCERPT_LIMIT
+            } else {
+                0
+            },
         })
     }
 
@@ -89,12 +105,12 @@ impl HttpSender {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let mut body_prefix = Vec::new();
-        // Only the first KiB is kept; the rest is not read. A failure while reading the body
+        // Only the excerpt is kept; the rest is not read. A failure while reading the body
         // does not change the verdict, which the status already gave.
-        while body_prefix.len() < RESPONSE_BODY_LIMIT {
+        while body_prefix.len() < self.excerpt_limit {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
-                    let room = RESPONSE_BODY_LIMIT - body_prefix.len();
+                    let room = self.excerpt_limit - body_prefix.len();
                     body_prefix.extend_from_slice(&chunk[..chunk.len().min(room)]);
                 }
                 Ok(None) | Err(_) => break,

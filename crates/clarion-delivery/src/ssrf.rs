@@ -15,7 +15,9 @@
 //!
 //! So the guard has two layers:
 //!
-//! 1. [`SsrfPolicy::check_url`] runs before each send. It enforces the scheme, refuses names
+//! 1. [`SsrfPolicy::check_url`] runs before each send. It enforces the scheme and the port
+//!    (443, 80 and the operator's `webhooks.allowed_ports`: any other port of a public address
+//!    is more likely a database or an admin console than a webhook receiver), refuses names
 //!    reserved for internal use (`localhost`, `*.internal`, …) and classifies IP-literal hosts.
 //!    It is *required*: reqwest (hyper-util's connector) connects to an IP-literal host directly
 //!    without calling the DNS resolver, so layer 2 never sees literals.
@@ -157,7 +159,29 @@ pub enum SsrfError {
     /// The hostname is reserved for internal use (e.g. `localhost`, `*.internal`).
     #[error("destination hostname is reserved for internal use")]
     ForbiddenHostname,
+    /// The port is neither 443, 80 nor one the operator allowed: a public address's other
+    /// ports are databases, caches and admin consoles, not webhook receivers.
+    #[error("destination port is not allowed")]
+    PortNotAllowed,
 }
+
+impl SsrfError {
+    /// A short, stable name of the refusal's class for logs and metrics (never the URL, host,
+    /// address or port). It is not for tenants: the API answers every class with one generic
+    /// refusal so that it cannot be used to learn what internal names resolve to.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Self::Blocked { range } => range.as_str(),
+            Self::SchemeNotAllowed(_) => "scheme",
+            Self::NoHost => "no-host",
+            Self::ForbiddenHostname => "forbidden-hostname",
+            Self::PortNotAllowed => "port",
+        }
+    }
+}
+
+/// The ports a webhook may be delivered to without the operator's say-so.
+pub const DEFAULT_ALLOWED_PORTS: [u16; 2] = [443, 80];
 
 /// Returns why `ip` must not be delivered to, or `None` for a public, globally routable address.
 pub fn classify(ip: IpAddr) -> Option<BlockedRange> {
@@ -369,6 +393,9 @@ pub struct SsrfPolicy {
     /// Names answered from this table instead of DNS (split-horizon setups, tests). Their
     /// addresses go through the same checks as any DNS answer.
     pub static_hosts: std::collections::HashMap<String, Vec<IpAddr>>,
+    /// Ports allowed besides [`DEFAULT_ALLOWED_PORTS`] (`webhooks.allowed_ports`). With
+    /// `allow_private`, every port is allowed.
+    pub allowed_ports: Vec<u16>,
 }
 
 impl SsrfPolicy {
@@ -395,13 +422,17 @@ impl SsrfPolicy {
             .and_then(|h| h.strip_suffix(']'))
             .unwrap_or(host);
         if let Ok(ip) = literal.parse::<IpAddr>() {
-            return match classify(ip) {
-                Some(range) => Err(SsrfError::Blocked { range }),
-                None => Ok(()),
-            };
-        }
-        if is_forbidden_hostname(host) {
+            if let Some(range) = classify(ip) {
+                return Err(SsrfError::Blocked { range });
+            }
+        } else if is_forbidden_hostname(host) {
             return Err(SsrfError::ForbiddenHostname);
+        }
+        // The port comes from the URL alone (the resolver's answers carry none), so checking
+        // it here covers names and literals, at creation and before every attempt.
+        let port = url.port_or_known_default().unwrap_or(0);
+        if !(DEFAULT_ALLOWED_PORTS.contains(&port) || self.allowed_ports.contains(&port)) {
+            return Err(SsrfError::PortNotAllowed);
         }
         Ok(())
     }
@@ -724,6 +755,38 @@ mod tests {
         ] {
             assert!(check(&strict(), url).is_ok(), "{url}");
         }
+    }
+
+    #[test]
+    fn only_default_and_configured_ports_reach_public_addresses() {
+        for url in [
+            "https://8.8.8.8/",
+            "https://8.8.8.8:443/",
+            "https://example.com:80/",
+        ] {
+            assert!(check(&strict(), url).is_ok(), "{url}");
+        }
+        for url in [
+            "https://8.8.8.8:6379/",
+            "https://example.com:8443/",
+            "https://example.com:22/",
+        ] {
+            assert!(
+                matches!(check(&strict(), url), Err(SsrfError::PortNotAllowed)),
+                "{url}"
+            );
+        }
+        let with_8443 = SsrfPolicy {
+            allowed_ports: vec![8443],
+            ..strict()
+        };
+        assert!(check(&with_8443, "https://example.com:8443/").is_ok());
+        assert!(check(&with_8443, "https://example.com:6379/").is_err());
+        let dev = SsrfPolicy {
+            allow_private: true,
+            ..strict()
+        };
+        assert!(check(&dev, "https://8.8.8.8:6379/").is_ok());
     }
 
     #[test]

@@ -25,19 +25,54 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let state = AppState::from_ref(state);
-        let key = parts
-            .headers
-            .get(AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-            .ok_or_else(ApiError::unauthorized)?;
+        let key = bearer_key(parts).ok_or_else(ApiError::unauthorized)?;
         match state.store.authenticate(key).await? {
             Some(org) => Ok(Org(org)),
             None => Err(ApiError::unauthorized()),
         }
     }
+}
+
+/// The organisation of the request's API key and the key's id: for handlers whose changes are
+/// recorded with their author (`api-key:<id>`).
+#[derive(Debug, Clone, Copy)]
+pub struct OrgCaller {
+    pub org: OrgId,
+    pub api_key_id: i64,
+}
+
+impl OrgCaller {
+    /// How the change's author is recorded.
+    pub fn actor(&self) -> String {
+        format!("api-key:{}", self.api_key_id)
+    }
+}
+
+impl<S> FromRequestParts<S> for OrgCaller
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let state = AppState::from_ref(state);
+        let key = bearer_key(parts).ok_or_else(ApiError::unauthorized)?;
+        match state.store.authenticate_key(key).await? {
+            Some((org, api_key_id)) => Ok(OrgCaller { org, api_key_id }),
+            None => Err(ApiError::unauthorized()),
+        }
+    }
+}
+
+fn bearer_key(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
 }
 
 /// A JSON body. Syntax errors are 400 `invalid_json`; a body that does not fit the schema is

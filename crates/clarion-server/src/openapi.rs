@@ -20,7 +20,7 @@ use crate::routes::{
         templates::create, templates::list, templates::get, templates::replace,
         sequences::enroll, sequences::enroll_batch, sequences::get, sequences::list,
         sequences::cancel, sequences::pause, sequences::resume, sequences::events,
-        suppressions::list, suppressions::create, suppressions::delete,
+        suppressions::list, suppressions::create, suppressions::delete, suppressions::history,
         organization::get, organization::update,
         providers::vapi_events, providers::twilio_inbound, providers::twilio_status,
     ),

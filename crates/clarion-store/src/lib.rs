@@ -20,9 +20,10 @@ use std::str::FromStr;
 
 pub use ids::{DeliveryId, EndpointId, MessageId, OrgId};
 pub use sqlite::{
-    Assistant, EncounterRow, InsertSequenceError, MAX_SIGNING_SECRETS, NewSequence, Organization,
-    OrganizationPatch, Recipients, RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate,
-    StoreOptions, Suppression, TemplateVersion, Tx,
+    Assistant, ConsentRecord, EncounterRow, InsertSequenceError, MAX_SIGNING_SECRETS, NewSequence,
+    OPT_OUT_REASON, Organization, OrganizationPatch, Recipients, RequestedEncounter, SequenceEvent,
+    SequenceRow, SequenceUpdate, StoreOptions, Suppression, SuppressionChange, TemplateVersion, Tx,
+    Unsuppressed,
 };
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.

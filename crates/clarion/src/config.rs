@@ -24,11 +24,23 @@ const NOT_CONFIG: &[&str] = &[
     "api_key",
 ];
 
+/// An operator token shorter than this is refused: it guards deployment-wide volumes and can
+/// be guessed at over the network.
+const MIN_METRICS_TOKEN_CHARS: usize = 16;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
     pub database_url: String,
+    /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>`
+    /// (`CLARION_METRICS_TOKEN`).
+    #[serde(default)]
+    pub metrics_token: Option<clarion_server::OperatorToken>,
+    /// When set, `/metrics` (and `/healthz`) are served on this address only, and the public
+    /// listener answers 404 for `/metrics`.
+    #[serde(default)]
+    pub admin_listen: Option<SocketAddr>,
     pub webhooks: WebhooksConfig,
     pub channels: ChannelsConfig,
     pub compliance: ComplianceConfig,
@@ -120,6 +132,14 @@ pub struct VapiConfig {
     /// What Vapi sends in `x-vapi-secret` (or `Authorization: Bearer`) on every callback.
     #[serde(default)]
     pub server_secret: Option<String>,
+    /// Vapi's HMAC credential's `secretKey`; when set, callbacks must be signed with it.
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    /// The credential's `signatureHeader` and `timestampHeader`.
+    pub hmac_signature_header: String,
+    pub hmac_timestamp_header: String,
+    /// How far a signed callback's timestamp may be from now.
+    pub hmac_window: HumanDuration,
     pub request_timeout: HumanDuration,
     /// How long to wait for a call's end-of-call report before reading the call back.
     pub end_of_call_timeout: HumanDuration,
@@ -136,6 +156,10 @@ impl std::fmt::Debug for VapiConfig {
             .field("api_key", &set(&self.api_key))
             .field("phone_number_id", &self.phone_number_id)
             .field("server_secret", &set(&self.server_secret))
+            .field("hmac_secret", &set(&self.hmac_secret))
+            .field("hmac_signature_header", &self.hmac_signature_header)
+            .field("hmac_timestamp_header", &self.hmac_timestamp_header)
+            .field("hmac_window", &self.hmac_window)
             .field("request_timeout", &self.request_timeout)
             .field("end_of_call_timeout", &self.end_of_call_timeout)
             .field("give_up_after", &self.give_up_after)
@@ -162,6 +186,10 @@ pub struct WebhooksConfig {
     pub max_in_flight_per_endpoint: u32,
     pub poll_interval: HumanDuration,
     pub lease_margin: HumanDuration,
+    /// Ports endpoints may use besides 443 and 80 (any port under `allow_private_targets`).
+    pub allowed_ports: Vec<u16>,
+    /// Keep the first 256 bytes of each answer with its attempt.
+    pub store_response_excerpt: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -258,22 +286,45 @@ impl Config {
         if webhooks.max_in_flight == 0 || webhooks.max_in_flight_per_endpoint == 0 {
             bail!("webhooks.max_in_flight and max_in_flight_per_endpoint must be at least 1");
         }
+        if webhooks.allowed_ports.contains(&0) {
+            bail!("webhooks.allowed_ports cannot contain 0");
+        }
         if webhooks.poll_interval.0.is_zero() {
             bail!("webhooks.poll_interval must be more than zero");
+        }
+        if let Some(token) = &self.metrics_token
+            && token.expose().trim().chars().count() < MIN_METRICS_TOKEN_CHARS
+        {
+            bail!("metrics_token must be at least {MIN_METRICS_TOKEN_CHARS} characters");
+        }
+        if self.admin_listen.is_some_and(|admin| admin == self.listen) {
+            bail!("admin_listen must differ from listen");
         }
         if !(self.simulator.time_scale.is_finite() && self.simulator.time_scale > 0.0) {
             bail!("simulator.time_scale must be a positive number");
         }
         if self.channels.call == CallChannel::Vapi {
             let vapi = &self.vapi;
+            let blank =
+                |value: &Option<String>| value.as_deref().is_none_or(|v| v.trim().is_empty());
             for (key, value) in [
                 ("vapi.api_key", &vapi.api_key),
                 ("vapi.phone_number_id", &vapi.phone_number_id),
-                ("vapi.server_secret", &vapi.server_secret),
             ] {
-                if value.as_deref().is_none_or(|v| v.trim().is_empty()) {
+                if blank(value) {
                     bail!("channels.call = \"vapi\" needs {key}");
                 }
+            }
+            if blank(&vapi.server_secret) && blank(&vapi.hmac_secret) {
+                bail!(
+                    "channels.call = \"vapi\" needs vapi.hmac_secret (recommended) or vapi.server_secret"
+                );
+            }
+            if vapi.hmac_window.0.is_zero()
+                || vapi.hmac_signature_header.trim().is_empty()
+                || vapi.hmac_timestamp_header.trim().is_empty()
+            {
+                bail!("vapi.hmac_window and the vapi.hmac_*_header names must not be empty");
             }
             if !(vapi.base_url.starts_with("https://") || vapi.base_url.starts_with("http://")) {
                 bail!("vapi.base_url must be an http(s) URL");
@@ -403,6 +454,15 @@ mod tests {
             );
             assert!(error.contains("vapi.phone_number_id"), "{error}");
             jail.set_env("CLARION_VAPI__PHONE_NUMBER_ID", "pn_1");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("vapi.hmac_secret"), "{error}");
+            jail.set_env("CLARION_VAPI__HMAC_SECRET", "vapi-hmac-secret-value");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(!format!("{config:?}").contains("vapi-hmac-secret-value"));
+            assert_eq!(config.vapi.hmac_window.0, Duration::from_secs(300));
             jail.set_env("CLARION_VAPI__SERVER_SECRET", "vapi-callback-secret");
             let config = Config::load(None, Overrides::default()).unwrap();
             assert_eq!(config.channels.call, CallChannel::Vapi);
@@ -413,6 +473,37 @@ mod tests {
                 !printed.contains("vapi-private-key") && !printed.contains("vapi-callback-secret"),
                 "{printed}"
             );
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_metrics_token_comes_from_the_environment_is_never_printed_and_not_too_short() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(config.metrics_token.is_none() && config.admin_listen.is_none());
+            jail.set_env("CLARION_METRICS_TOKEN", "short");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("metrics_token"), "{error}");
+            jail.set_env("CLARION_METRICS_TOKEN", "operator-token-0123456789");
+            jail.set_env("CLARION_ADMIN_LISTEN", "127.0.0.1:9100");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(
+                config
+                    .metrics_token
+                    .as_ref()
+                    .unwrap()
+                    .matches("operator-token-0123456789")
+            );
+            assert_eq!(config.admin_listen.unwrap().port(), 9100);
+            assert!(!format!("{config:?}").contains("operator-token-0123456789"));
+            // An all-digit token read as a number by the environment layer still works.
+            jail.set_env("CLARION_METRICS_TOKEN", "12345678901234567");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(config.metrics_token.unwrap().matches("12345678901234567"));
             Ok(())
         });
     }

@@ -355,6 +355,8 @@ async fn endpoints_on_internal_addresses_are_refused_outside_dev_mode() {
 #[tokio::test]
 async fn connections_are_checked_again_at_attempt_time() {
     let mut options = AppOptions::default();
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    let port = receiver.addr.port();
     options.dispatcher.ssrf = SsrfPolicy {
         allow_private: false,
         allow_http: true,
@@ -362,10 +364,10 @@ async fn connections_are_checked_again_at_attempt_time() {
             "rebind.test".to_owned(),
             vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
         )]),
+        // The receiver's port is allowed, so that the address checks are what refuses.
+        allowed_ports: vec![port],
     };
     let app = spawn_app_with(options).await;
-    let receiver = TestReceiver::start(Answer::Status(204)).await;
-    let port = receiver.addr.port();
     let (org, key) = app.org("Riverside").await;
 
     // The API (dev policy) accepts a name that now resolves to loopback.
@@ -556,4 +558,176 @@ async fn endpoint_crud_round_trips() {
     assert_eq!(status, 200, "{delivery}");
     assert_eq!(delivery["status"], "failed", "{delivery}");
     assert_eq!(delivery["next_attempt_at"], Value::Null);
+}
+
+/// `GET {base}/metrics` with an optional Authorization header: (status, body text).
+async fn scrape(app: &TestApp, base: &str, authorization: Option<&str>) -> (u16, String) {
+    let mut request = app.http.get(format!("{base}/metrics"));
+    if let Some(authorization) = authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn metrics_answer_only_the_operator_token_when_one_is_set() {
+    let token = "operator-token-for-metrics-0001";
+    let app = spawn_app_with(AppOptions {
+        operator: clarion_server::OperatorAccess {
+            metrics_token: Some(clarion_server::OperatorToken::new(token)),
+            metrics_on_admin_listener: false,
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let (_org, key) = app.org("Riverside").await;
+    for authorization in [
+        None,
+        Some("Bearer wrong-token"),
+        Some(format!("Bearer {key}").as_str()), // a tenant's API key is not the operator's
+        Some("Bearer "),
+        Some(token), // no scheme
+    ] {
+        let (status, body) = scrape(&app, &app.base, authorization).await;
+        let body: Value = serde_json::from_str(&body).unwrap();
+        assert_error(&(status, body.clone()), 401, "unauthorized", None);
+        assert!(!body.to_string().contains("clarion_"), "{body}");
+    }
+    let (status, text) = scrape(&app, &app.base, Some(&format!("Bearer {token}"))).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("clarion_webhook_queue_depth"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_move_to_the_admin_listener_when_one_is_configured() {
+    let app = spawn_app_with(AppOptions {
+        operator: clarion_server::OperatorAccess {
+            metrics_token: None,
+            metrics_on_admin_listener: true,
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let (status, body) = scrape(&app, &app.base, None).await;
+    let body: Value = serde_json::from_str(&body).unwrap();
+    assert_error(&(status, body), 404, "not_found", None);
+    let admin = app.admin_base.clone().unwrap();
+    let (status, text) = scrape(&app, &admin, None).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("clarion_webhook_queue_depth"), "{text}");
+    // The operator listener serves nothing of the tenant API.
+    let (_org, key) = app.org("Riverside").await;
+    let answer = app
+        .http
+        .get(format!("{admin}/v1/suppressions"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status().as_u16(), 404);
+}
+
+#[tokio::test]
+async fn every_refused_target_gets_the_same_answer_whatever_the_reason() {
+    let app = spawn_app_with(AppOptions {
+        api_ssrf: SsrfPolicy {
+            static_hosts: HashMap::from([(
+                "intranet.test".to_owned(),
+                vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 5))],
+            )]),
+            allowed_ports: vec![8443],
+            ..SsrfPolicy::default()
+        },
+        ..AppOptions::default()
+    })
+    .await;
+    let (_org, key) = app.org("Riverside").await;
+    let mut answers = Vec::new();
+    for url in [
+        "https://intranet.test/hooks", // a name resolving to a private address
+        "https://127.0.0.1/hooks",     // a loopback literal
+        "https://169.254.169.254/latest", // cloud metadata
+        "https://localhost/hooks",     // a reserved name
+        "https://8.8.8.8:6379/",       // a public address, a port that is no receiver's
+        "https://example.com:22/hooks", // a name, the same
+        "http://example.com/hooks",    // plain http
+    ] {
+        let answer = app
+            .post(&key, "/v1/webhook-endpoints", json!({ "url": url }))
+            .await;
+        assert_error(&answer, 422, "target_not_allowed", Some("url"));
+        answers.push((url, answer.1));
+    }
+    for (url, body) in &answers[1..] {
+        assert_eq!(
+            body, &answers[0].1,
+            "{url} is refused differently from {}",
+            answers[0].0
+        );
+    }
+    assert!(!answers[0].1.to_string().contains("private"));
+
+    // 443, 80 and the configured ports are accepted, on create and on change.
+    let (id, _) = app.endpoint(&key, "https://93.184.216.34/hooks").await;
+    app.endpoint(&key, "https://93.184.216.34:80/hooks").await;
+    app.endpoint(&key, "https://93.184.216.34:8443/hooks").await;
+    let path = format!("/v1/webhook-endpoints/{id}");
+    let answer = app
+        .request(
+            Method::PATCH,
+            &key,
+            &path,
+            Some(json!({ "url": "https://93.184.216.34:6379/" })),
+        )
+        .await;
+    assert_eq!(answer.1, answers[0].1);
+}
+
+#[tokio::test]
+async fn a_stored_url_on_a_port_that_is_not_allowed_is_refused_at_attempt_time() {
+    let mut options = AppOptions::default();
+    options.dispatcher.ssrf = SsrfPolicy::default();
+    let app = spawn_app_with(options).await;
+    let (org, key) = app.org("Riverside").await;
+    // The API here runs the dev policy, as an endpoint stored before the port rule existed.
+    app.endpoint(&key, "https://93.184.216.34:6379/").await;
+    app.enqueue(org, &examples::call_only()).await;
+    assert_eq!(app.dispatcher.run_due_now().await.unwrap(), 1);
+    let deliveries = app.deliveries(&key).await;
+    let attempt = &deliveries[0]["attempts"][0];
+    assert_eq!(attempt["error"], "ssrf-blocked", "{attempt}");
+    assert_eq!(attempt["status_code"], Value::Null);
+}
+
+#[tokio::test]
+async fn only_a_short_excerpt_of_an_answer_is_kept_and_none_when_switched_off() {
+    let long_answer = "x".repeat(10_000);
+    let receiver = TestReceiver::start(Answer::StatusWithBody(400, long_answer.clone())).await;
+    let app = spawn_app().await;
+    let (org, key) = app.org("Riverside").await;
+    app.endpoint(&key, &receiver.url).await;
+    app.enqueue(org, &examples::call_only()).await;
+    app.dispatcher.run_due_now().await.unwrap();
+    let deliveries = app.deliveries(&key).await;
+    let excerpt = deliveries[0]["attempts"][0]["response_body"]
+        .as_str()
+        .unwrap();
+    assert_eq!(
+        excerpt,
+        &long_answer[..clarion_delivery::RESPONSE_EXCERPT_LIMIT]
+    );
+    assert_eq!(excerpt.len(), 256);
+
+    let mut options = AppOptions::default();
+    options.dispatcher.store_response_excerpt = false;
+    let app = spawn_app_with(options).await;
+    let (org, key) = app.org("Riverside").await;
+    app.endpoint(&key, &receiver.url).await;
+    app.enqueue(org, &examples::call_only()).await;
+    app.dispatcher.run_due_now().await.unwrap();
+    let deliveries = app.deliveries(&key).await;
+    let attempt = &deliveries[0]["attempts"][0];
+    assert_eq!(attempt["status_code"], 400, "{attempt}");
+    assert_eq!(attempt["response_body"], Value::Null, "{attempt}");
 }

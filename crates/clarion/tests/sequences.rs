@@ -7,6 +7,8 @@ mod support;
 
 use std::time::Duration;
 
+use clarion_delivery::Clock as _;
+
 use serde_json::{Value, json};
 use support::{Answer, TestApp, TestReceiver, schema_errors, spawn_app};
 
@@ -373,6 +375,195 @@ async fn opted_out_numbers_are_never_enrolled_again_and_running_duplicates_are_r
     assert!(
         !error.to_string().contains("5555550170"),
         "errors never echo phone numbers"
+    );
+}
+
+#[tokio::test]
+async fn a_patients_opt_out_is_removed_only_with_a_new_consent_and_its_history_stays() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Call", "calling_hours": null, "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let number = "+15555550175";
+    let first = f
+        .enroll(template, number, "America/New_York", &["opt-out"])
+        .await;
+    f.run_until_ended(first["id"].as_i64().unwrap()).await;
+    let path = format!("/v1/suppressions/{number}");
+    let enroll_again = || {
+        f.app.post(
+            &f.key,
+            "/v1/sequences",
+            json!({ "template_id": template,
+                "contact": { "phone_number": number, "time_zone": "America/New_York" } }),
+        )
+    };
+
+    // Without a consent the opt-out stays, and the number still cannot be enrolled.
+    let (status, error) = f
+        .app
+        .request(reqwest::Method::DELETE, &f.key, &path, None)
+        .await;
+    assert_eq!(status, 409, "{error}");
+    assert_eq!(error["error"]["code"], "consent_required");
+    assert_eq!(error["error"]["field"], "consent");
+    let (status, error) = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            &f.key,
+            &path,
+            Some(json!({ "consent": null })),
+        )
+        .await;
+    assert_eq!(status, 409, "{error}");
+    let (status, error) = enroll_again().await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (422, Some("suppressed"))
+    );
+
+    // A consent obtained before the opt-out is not a new one; a malformed one is a 422.
+    let (status, error) = f
+        .app
+        .request(reqwest::Method::DELETE, &f.key, &path, Some(json!({ "consent": {
+            "obtained_by": "Front desk (J. Okafor)", "obtained_at": "2001-01-01T00:00:00Z", "method": "written" } })))
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (409, Some("consent_predates_opt_out"))
+    );
+    let (status, error) = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            &f.key,
+            &path,
+            Some(json!({ "consent": {
+            "obtained_by": "Front desk", "obtained_at": "yesterday", "method": "written" } })),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "consent.obtained_at");
+
+    // Another organisation neither sees the history nor removes the entry.
+    let (_, other_key) = f.app.org("Other clinic").await;
+    let history_path = format!("/v1/suppressions/{number}/history");
+    assert_eq!(f.app.get(&other_key, &history_path).await.0, 404);
+
+    // With a new consent it goes, and the history keeps both changes.
+    let obtained_at = clarion_webhooks::Timestamp::from_unix_millis(f.app.clock.now_millis())
+        .unwrap()
+        .to_string();
+    let (status, body) = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            &f.key,
+            &path,
+            Some(json!({ "consent": {
+            "obtained_by": "Front desk (J. Okafor)", "obtained_at": obtained_at,
+            "method": "verbal", "note": "asked to be called again about results" } })),
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = enroll_again().await;
+    assert_eq!(status, 201);
+
+    let (status, history) = f.app.get(&f.key, &history_path).await;
+    assert_eq!(status, 200, "{history}");
+    let changes = history["data"].as_array().unwrap();
+    assert_eq!(changes.len(), 2, "{history}");
+    assert_eq!(
+        (
+            &changes[0]["action"],
+            &changes[0]["reason"],
+            &changes[0]["actor"]
+        ),
+        (&json!("added"), &json!("opt-out"), &json!("patient"))
+    );
+    assert!(changes[0]["consent"].is_null());
+    assert_eq!(changes[1]["action"], "removed");
+    assert_eq!(changes[1]["reason"], "opt-out");
+    assert!(
+        changes[1]["actor"]
+            .as_str()
+            .unwrap()
+            .starts_with("api-key:"),
+        "{history}"
+    );
+    assert_eq!(
+        changes[1]["consent"],
+        json!({ "obtained_by": "Front desk (J. Okafor)", "obtained_at": obtained_at,
+            "method": "verbal", "note": "asked to be called again about results" })
+    );
+}
+
+#[tokio::test]
+async fn an_operators_suppression_is_removed_without_consent_unless_the_patient_opted_out_since() {
+    let f = fixture().await;
+    let added = |number: &'static str| {
+        f.app.post(
+            &f.key,
+            "/v1/suppressions",
+            json!({ "phone_number": number, "reason": "wrong number" }),
+        )
+    };
+    assert_eq!(added("+15555550176").await.0, 201);
+    let (status, body) = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            &f.key,
+            "/v1/suppressions/+15555550176",
+            None,
+        )
+        .await;
+    assert_eq!(status, 204, "{body}");
+    let (_, history) = f
+        .app
+        .get(&f.key, "/v1/suppressions/+15555550176/history")
+        .await;
+    let actions: Vec<(&str, &str)> = history["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["action"].as_str().unwrap(), c["reason"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("added", "wrong number"), ("removed", "wrong number")]
+    );
+
+    // An operator's entry on which the patient then opts out (as the scheduler records a call
+    // or SMS opt-out) becomes the patient's opt-out, protected as one.
+    assert_eq!(added("+15555550177").await.0, 201);
+    let org = f.app.store.authenticate(&f.key).await.unwrap().unwrap();
+    let mut tx = f.app.store.begin().await.unwrap();
+    f.app
+        .store
+        .suppress(
+            &mut tx,
+            org,
+            "+15555550177",
+            "opt-out",
+            f.app.clock.now_millis(),
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (status, error) = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            &f.key,
+            "/v1/suppressions/+15555550177",
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, error["error"]["code"].as_str()),
+        (409, Some("consent_required"))
     );
 }
 

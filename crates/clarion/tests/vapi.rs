@@ -7,8 +7,11 @@
 
 mod support;
 
+use clarion_delivery::Clock as _;
 use serde_json::{Value, json};
-use support::fake_vapi::{CallAnswer, FakeVapi, SERVER_SECRET, end_of_call_report, status_update};
+use support::fake_vapi::{
+    CallAnswer, FakeVapi, HMAC_SECRET, SERVER_SECRET, end_of_call_report, status_update,
+};
 use support::{Answer, AppOptions, TestApp, TestReceiver, schema_errors, spawn_app_with};
 
 struct Fixture {
@@ -20,9 +23,15 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with_hmac(None).await
+}
+
+/// The fixture, with Vapi's HMAC credential required on callbacks when `hmac_secret` is set.
+async fn fixture_with_hmac(hmac_secret: Option<&str>) -> Fixture {
     let vapi = FakeVapi::start().await;
     let app = spawn_app_with(AppOptions {
         vapi: Some((vapi.settings(), SERVER_SECRET.to_owned())),
+        vapi_hmac_secret: hmac_secret.map(str::to_owned),
         ..AppOptions::default()
     })
     .await;
@@ -243,6 +252,49 @@ async fn forged_callbacks_are_rejected_and_change_nothing() {
     assert_eq!(response.status(), 400);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"]["code"], "invalid_payload");
+}
+
+#[tokio::test]
+async fn with_the_hmac_credential_only_fresh_correctly_signed_callbacks_are_accepted() {
+    let f = fixture_with_hmac(Some(HMAC_SECRET)).await;
+    let id = f.enroll("+15555550125").await;
+    f.run().await;
+    let before = f.sequence(id).await;
+    let report = end_of_call_report(
+        "call_1",
+        "customer-ended-call",
+        json!({ "outcome": "resolved" }),
+    );
+    let now = f.app.clock.now_millis() / 1000;
+
+    // The static secret that anyone who saw one callback knows is no longer enough; nor is a
+    // signature under another key, or a correct one older (or newer) than five minutes.
+    let (status, body) = f.vapi.emit(&f.app.base, Some(SERVER_SECRET), &report).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    for (secret, timestamp) in [
+        ("another-secret", now),
+        (HMAC_SECRET, now - 6 * 60),
+        (HMAC_SECRET, now + 6 * 60),
+    ] {
+        let (status, body) = f
+            .vapi
+            .emit_signed(&f.app.base, secret, timestamp, &report)
+            .await;
+        assert_eq!(status, 401, "{secret} at {timestamp}: {body}");
+    }
+    f.run().await;
+    assert_eq!(f.sequence(id).await, before, "nothing moved");
+    assert!(f.receiver.received().is_empty());
+
+    // Signed with the credential, a moment ago: accepted, and the sequence ends.
+    let (status, body) = f
+        .vapi
+        .emit_signed(&f.app.base, HMAC_SECRET, now - 30, &report)
+        .await;
+    assert_eq!((status, &body["applied"]), (200, &json!(true)), "{body}");
+    f.run().await;
+    assert_eq!(f.sequence(id).await["status"], "ended");
 }
 
 #[tokio::test]

@@ -8,11 +8,14 @@
 //! * [`report`]: the report's `Call` object from an end-of-call report.
 //! * [`client`]: the HTTP client (`POST /call`, `GET /call/{id}`), the crate's only I/O.
 //!
-//! Authenticating Vapi's webhooks (`x-vapi-secret`, Bearer or HMAC, providers.md §1.6) is
-//! configuration-dependent and lives with the HTTP server, not here.
+//! * [`signature`]: Vapi's HMAC credential for server messages (sign and verify).
+//!
+//! Which credential Vapi's webhooks must carry (`x-vapi-secret`, Bearer or HMAC, providers.md
+//! §1.6) is configuration and lives with the HTTP server.
 
 pub mod client;
 pub mod mapping;
 pub mod report;
+pub mod signature;
 pub mod turns;
 pub mod wire;

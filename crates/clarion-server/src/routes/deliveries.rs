@@ -42,7 +42,8 @@ pub struct AttemptOut {
     pub duration_ms: u64,
     /// Null, or a short class: `timeout`, `connection-refused`, `ssrf-blocked`, ...
     pub error: Option<String>,
-    /// The first KiB of the answer's body, as text (lossy UTF-8).
+    /// The first 256 bytes of the answer's body, as text (lossy UTF-8); null when the
+    /// deployment keeps no excerpts (`webhooks.store_response_excerpt = false`).
     pub response_body: Option<String>,
 }
 

@@ -16,10 +16,17 @@ use axum::routing::{get, post};
 
 use crate::AppState;
 
-pub fn router() -> Router<AppState> {
-    Router::new()
+/// The public API; `/metrics` only when `with_metrics` (else it answers 404 like any unknown
+/// route, so the public listener does not reveal that an operator listener exists).
+pub fn router(with_metrics: bool) -> Router<AppState> {
+    let router = Router::new();
+    let router = if with_metrics {
+        router.route("/metrics", get(ops::metrics))
+    } else {
+        router
+    };
+    router
         .route("/healthz", get(ops::healthz))
-        .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
         .route(
             "/v1/organization",
@@ -57,6 +64,10 @@ pub fn router() -> Router<AppState> {
             axum::routing::delete(suppressions::delete),
         )
         .route(
+            "/v1/suppressions/{phone_number}/history",
+            get(suppressions::history),
+        )
+        .route(
             "/v1/webhook-endpoints",
             post(endpoints::create).get(endpoints::list),
         )
@@ -82,6 +93,15 @@ pub fn router() -> Router<AppState> {
         .route("/providers/vapi/events", post(providers::vapi_events))
         .route("/providers/twilio/inbound", post(providers::twilio_inbound))
         .route("/providers/twilio/status", post(providers::twilio_status))
+        .fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+}
+
+/// The operator listener's routes.
+pub fn admin_router() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
 }

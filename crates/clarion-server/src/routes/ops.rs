@@ -2,8 +2,8 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::StatusCode;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use serde_json::json;
 
@@ -22,7 +22,27 @@ pub async fn healthz(State(state): State<AppState>) -> impl IntoResponse {
 }
 
 /// `GET /metrics`: Prometheus text. Queue gauges are read from the database at scrape time.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// With an operator token configured, only `Authorization: Bearer <token>` is answered;
+/// anything else is 401, and the API keys of tenants do not count.
+pub async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.operator.metrics_token {
+        let presented = headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or_default();
+        if !token.matches(presented) {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the operator token is required: Authorization: Bearer <metrics_token>",
+            ));
+        }
+    }
     if let Ok(stats) = state.store.queue_stats().await {
         metrics::gauge!("clarion_webhook_queue_depth").set(stats.pending as f64);
         let age = stats
@@ -31,10 +51,10 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
             .unwrap_or(0.0);
         metrics::gauge!("clarion_webhook_oldest_pending_age_seconds").set(age);
     }
-    (
+    Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
-    )
+    ))
 }
 
 /// `GET /openapi.json`.

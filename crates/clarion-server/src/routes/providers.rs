@@ -2,7 +2,10 @@
 //! authenticated by API keys: each provider proves itself with its own shared secret,
 //! compared in constant time; anything else is answered 401 and changes nothing.
 //!
-//! Vapi (`POST /providers/vapi/events`, the assistant's or phone number's server URL):
+//! Vapi (`POST /providers/vapi/events`, the assistant's or phone number's server URL) proves
+//! itself with its HMAC credential when one is configured (`vapi.hmac_secret`: a signature
+//! over `{timestamp}.{body}` with a timestamp within `vapi.hmac_window`), else with the static
+//! server secret (`x-vapi-secret` or `Authorization: Bearer`).
 //! `status-update` moves the call's status forward (never back: callbacks may arrive out of
 //! order); `end-of-call-report` ends the encounter with the call's transcript, summary,
 //! analysis and outcome, and the sequence goes on by its rules. A report for an encounter
@@ -24,6 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use clarion_providers::twilio::signature::{HEADER as TWILIO_SIGNATURE, validate};
 use clarion_providers::twilio::wire::{InboundMessage, StatusCallback, parse_form, twiml_response};
+use clarion_providers::vapi::signature;
 use clarion_providers::vapi::wire::{ServerMessage, parse_server_message};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -57,7 +61,7 @@ fn unauthorized() -> ApiError {
     ApiError::new(
         StatusCode::UNAUTHORIZED,
         "unauthorized",
-        "the callback did not carry the configured provider secret",
+        "the callback did not carry the configured provider credential",
     )
 }
 
@@ -70,15 +74,32 @@ pub async fn vapi_events(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<CallbackOut>, ApiError> {
-    let Some(secret) = state.providers.vapi.as_deref() else {
-        return Err(ApiError::not_found("route"));
-    };
-    // Compared as SHA-256 digests: equal lengths, so the comparison's time says nothing
-    // about the secret, not even its length.
-    let presented = Sha256::digest(presented_secret(&headers).unwrap_or_default().as_bytes());
-    if !bool::from(presented.ct_eq(&Sha256::digest(secret.as_bytes()))) {
-        tracing::warn!("Vapi callback rejected: wrong or missing secret");
-        return Err(unauthorized());
+    if let Some(hmac) = &state.providers.vapi_hmac {
+        // The HMAC binds the body and the time; with it configured, the static secret alone
+        // (which anyone who saw one callback knows) proves nothing.
+        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+        if let Err(error) = signature::verify(
+            &hmac.secret,
+            header(&hmac.signature_header),
+            header(&hmac.timestamp_header),
+            &body,
+            state.clock.now_millis(),
+            hmac.window.as_secs(),
+        ) {
+            tracing::warn!(reason = %error, "Vapi callback rejected: HMAC not valid");
+            return Err(unauthorized());
+        }
+    } else {
+        let Some(secret) = state.providers.vapi.as_deref() else {
+            return Err(ApiError::not_found("route"));
+        };
+        // Compared as SHA-256 digests: equal lengths, so the comparison's time says nothing
+        // about the secret, not even its length.
+        let presented = Sha256::digest(presented_secret(&headers).unwrap_or_default().as_bytes());
+        if !bool::from(presented.ct_eq(&Sha256::digest(secret.as_bytes()))) {
+            tracing::warn!("Vapi callback rejected: wrong or missing secret");
+            return Err(unauthorized());
+        }
     }
     let message = parse_server_message(&body)
         .map_err(|error| ApiError::bad_request("invalid_payload", error.to_string()))?;

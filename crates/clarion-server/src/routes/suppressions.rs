@@ -1,16 +1,23 @@
 //! `/v1/suppressions`: the organisation's do-not-contact list. Opt-outs land here; enrolling a
 //! listed number is refused, and a running sequence whose number gets listed ends without
 //! further contact.
+//!
+//! An entry the patient caused (`reason: "opt-out"`) is removed only with a recorded new
+//! consent (who obtained it, when, how); every addition and removal is kept in the number's
+//! history (`GET /v1/suppressions/{phone_number}/history`), written in the change's own
+//! transaction.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use clarion_store::{ConsentRecord, Unsuppressed};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::extract::{ApiJson, ApiQuery, Org};
+use crate::extract::{ApiJson, ApiQuery, Org, OrgCaller, parse_json};
 use crate::wire::{self, Page};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -67,7 +74,7 @@ pub async fn list(
     responses((status = 201, body = SuppressionOut), (status = 422, body = ErrorBody)), security(("api_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
-    Org(org): Org,
+    caller: OrgCaller,
     ApiJson(body): ApiJson<SuppressionIn>,
 ) -> Result<(StatusCode, Json<SuppressionOut>), ApiError> {
     let number = body.phone_number.trim();
@@ -80,7 +87,7 @@ pub async fn create(
     let mut tx = state.store.begin().await?;
     state
         .store
-        .suppress(&mut tx, org, number, &reason, now)
+        .suppress_by(&mut tx, caller.org, number, &reason, &caller.actor(), now)
         .await?;
     tx.commit().await?;
     Ok((
@@ -93,16 +100,210 @@ pub async fn create(
     ))
 }
 
+/// How a new consent was obtained.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ConsentMethod {
+    /// A signed form.
+    Written,
+    /// Said to a member of staff (in person or on the phone).
+    Verbal,
+    /// The patient texted START (or another opt-in keyword).
+    SmsStart,
+    /// An electronic form or portal setting.
+    Electronic,
+}
+
+/// The new consent that allows a patient's opt-out to be removed.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentIn {
+    /// Who obtained the consent (a member of staff, a role, a system), 1–200 characters.
+    pub obtained_by: String,
+    /// When it was obtained, RFC 3339; not before the opt-out and not in the future.
+    pub obtained_at: String,
+    pub method: ConsentMethod,
+    /// Anything else worth keeping with it, up to 1,000 characters.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// The body of `DELETE /v1/suppressions/{phone_number}`: optional for an entry an operator
+/// added, required (with `consent`) for a patient's opt-out.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnsuppressIn {
+    #[serde(default)]
+    pub consent: Option<ConsentIn>,
+}
+
+/// A consent as recorded in the history.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ConsentOut {
+    pub obtained_by: String,
+    pub obtained_at: String,
+    pub method: ConsentMethod,
+    pub note: Option<String>,
+}
+
+/// One change to a number's entry.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SuppressionChangeOut {
+    pub id: i64,
+    pub phone_number: String,
+    /// `added` or `removed`.
+    pub action: String,
+    /// The entry's reason at the time (`opt-out` for a patient's opt-out).
+    pub reason: String,
+    /// Who made the change: `patient`, `system`, `api-key:<id>`, or `unknown` for entries
+    /// added before the history was kept.
+    pub actor: String,
+    pub at: String,
+    /// The new consent recorded with a removal, or null.
+    pub consent: Option<ConsentOut>,
+}
+
+/// How far ahead of the server's clock a consent's time may be (clock skew between the
+/// operator's systems and this one).
+const CONSENT_CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// Checks a consent and turns it into what the history keeps. Messages name fields, never
+/// their values.
+fn consent_record(consent: ConsentIn, now: i64) -> Result<(i64, serde_json::Value), ApiError> {
+    let obtained_by = consent.obtained_by.trim();
+    if obtained_by.is_empty() || obtained_by.chars().count() > 200 {
+        return Err(ApiError::invalid(
+            "consent.obtained_by",
+            "who obtained the consent is required (1 to 200 characters)",
+        ));
+    }
+    let obtained_at: clarion_webhooks::Timestamp =
+        consent.obtained_at.trim().parse().map_err(|_| {
+            ApiError::invalid(
+                "consent.obtained_at",
+                "expected an RFC 3339 time, e.g. 2025-01-08T14:30:00Z",
+            )
+        })?;
+    let obtained_at_ms = obtained_at.unix_millis();
+    if obtained_at_ms > now + CONSENT_CLOCK_SKEW_MS {
+        return Err(ApiError::invalid(
+            "consent.obtained_at",
+            "the consent cannot have been obtained in the future",
+        ));
+    }
+    let note = consent
+        .note
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty());
+    if note.as_ref().is_some_and(|n| n.chars().count() > 1_000) {
+        return Err(ApiError::invalid(
+            "consent.note",
+            "the note is limited to 1,000 characters",
+        ));
+    }
+    let recorded = ConsentOut {
+        obtained_by: obtained_by.to_owned(),
+        obtained_at: obtained_at.to_string(),
+        method: consent.method,
+        note,
+    };
+    let detail = serde_json::to_value(&recorded).map_err(|e| ApiError::internal(&e))?;
+    Ok((obtained_at_ms, detail))
+}
+
+/// Removes a number from the list. An operator's entry goes with or without a body; a
+/// patient's opt-out (`reason: "opt-out"`) only with `{"consent": {...}}`, else 409
+/// `consent_required` and nothing changes. The removal (with its consent) stays in the history.
 #[utoipa::path(delete, path = "/v1/suppressions/{phone_number}", tag = "suppressions",
-    responses((status = 204), (status = 404, body = ErrorBody)), security(("api_key" = [])))]
+    request_body(content = Option<UnsuppressIn>, description = "required, with `consent`, to remove a patient's opt-out"),
+    responses((status = 204), (status = 404, body = ErrorBody),
+        (status = 409, description = "the entry is a patient's opt-out and no (new enough) consent was given", body = ErrorBody),
+        (status = 422, body = ErrorBody)),
+    security(("api_key" = [])))]
 pub async fn delete(
+    State(state): State<AppState>,
+    caller: OrgCaller,
+    Path(phone_number): Path<String>,
+    body: Bytes,
+) -> Result<StatusCode, ApiError> {
+    let now = state.clock.now_millis();
+    // The body is optional: an empty one means "no consent".
+    let request: UnsuppressIn = if body.iter().all(u8::is_ascii_whitespace) {
+        UnsuppressIn { consent: None }
+    } else {
+        parse_json(&body)?
+    };
+    let consent = request
+        .consent
+        .map(|consent| consent_record(consent, now))
+        .transpose()?;
+    let consent = consent.as_ref().map(|(obtained_at, detail)| ConsentRecord {
+        obtained_at: *obtained_at,
+        detail,
+    });
+    match state
+        .store
+        .unsuppress(
+            caller.org,
+            phone_number.trim(),
+            &caller.actor(),
+            consent,
+            now,
+        )
+        .await?
+    {
+        Unsuppressed::Removed => Ok(StatusCode::NO_CONTENT),
+        Unsuppressed::NotListed => Err(ApiError::not_found("suppression")),
+        Unsuppressed::ConsentRequired => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "consent_required",
+            "the patient opted out; removing the entry needs a new consent: send \
+             {\"consent\": {\"obtained_by\", \"obtained_at\", \"method\"}}",
+        )
+        .with_field("consent")),
+        Unsuppressed::ConsentPredatesOptOut => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "consent_predates_opt_out",
+            "the consent was obtained before the patient opted out; a new consent is needed",
+        )
+        .with_field("consent.obtained_at")),
+    }
+}
+
+/// Every addition and removal of one number on the organisation's list, oldest first,
+/// including the consent recorded with each removal of an opt-out. 404 when the organisation
+/// never listed the number.
+#[utoipa::path(get, path = "/v1/suppressions/{phone_number}/history", tag = "suppressions",
+    responses((status = 200, body = inline(Page<SuppressionChangeOut>)), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn history(
     State(state): State<AppState>,
     Org(org): Org,
     Path(phone_number): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    if state.store.unsuppress(org, phone_number.trim()).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("suppression"))
+) -> Result<Json<Page<SuppressionChangeOut>>, ApiError> {
+    let changes = state
+        .store
+        .suppression_history(org, phone_number.trim())
+        .await?;
+    if changes.is_empty() {
+        return Err(ApiError::not_found("suppression"));
     }
+    let data = changes
+        .into_iter()
+        .map(|change| SuppressionChangeOut {
+            id: change.id,
+            phone_number: change.phone_number,
+            action: change.action,
+            reason: change.reason,
+            actor: change.actor,
+            at: wire::time(change.at),
+            consent: change
+                .consent
+                .and_then(|value| serde_json::from_value(value).ok()),
+        })
+        .collect();
+    Ok(Json(Page {
+        data,
+        next_cursor: None,
+    }))
 }

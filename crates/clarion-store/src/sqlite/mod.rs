@@ -9,8 +9,9 @@ pub use endpoints::MAX_SIGNING_SECRETS;
 pub use orgs::{Organization, OrganizationPatch};
 pub use outbox::Recipients;
 pub use sequences::{
-    Assistant, EncounterRow, InsertSequenceError, NewSequence, RequestedEncounter, SequenceEvent,
-    SequenceRow, SequenceUpdate, Suppression, TemplateVersion,
+    Assistant, ConsentRecord, EncounterRow, InsertSequenceError, NewSequence, OPT_OUT_REASON,
+    RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate, Suppression, SuppressionChange,
+    TemplateVersion, Unsuppressed,
 };
 
 use std::str::FromStr;

@@ -101,6 +101,18 @@ impl Store {
         Ok(org.map(OrgId))
     }
 
+    /// [`Store::authenticate`], also answering the key's own id (changes that keep an audit
+    /// trail, such as the suppression history, name the key that made them).
+    pub async fn authenticate_key(&self, key: &str) -> Result<Option<(OrgId, i64)>> {
+        let found: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT org_id, id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(hash_key(key))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.map(|(org, key_id)| (OrgId(org), key_id)))
+    }
+
     /// An organisation with its settings.
     pub async fn get_organization(&self, org: OrgId) -> Result<Option<Organization>> {
         let row = sqlx::query(&format!(

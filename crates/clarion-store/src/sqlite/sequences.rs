@@ -145,6 +145,50 @@ pub struct Suppression {
     pub created_at: Millis,
 }
 
+/// The reason a suppression entry carries when the patient caused it (a call or SMS opt-out).
+/// Such an entry is removed only with a recorded new consent.
+pub const OPT_OUT_REASON: &str = "opt-out";
+
+/// One change to an organisation's suppression list, as kept in its history.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuppressionChange {
+    pub id: i64,
+    pub phone_number: String,
+    /// `added` or `removed`.
+    pub action: String,
+    /// The entry's reason at the time of the change.
+    pub reason: String,
+    /// Who made the change: `patient`, `system`, `api-key:<id>`, or `unknown` for entries
+    /// older than the history.
+    pub actor: String,
+    pub at: Millis,
+    /// The new consent recorded with the removal of an opt-out (JSON as the API took it).
+    pub consent: Option<serde_json::Value>,
+}
+
+/// What [`Store::unsuppress`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsuppressed {
+    Removed,
+    /// The number is not on the organisation's list.
+    NotListed,
+    /// The entry is the patient's opt-out and no new consent came with the request: nothing
+    /// changed.
+    ConsentRequired,
+    /// The consent given was obtained before the patient opted out, so it is not a new
+    /// consent: nothing changed.
+    ConsentPredatesOptOut,
+}
+
+/// A new consent recorded with the removal of an entry.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentRecord<'a> {
+    /// When the consent was obtained; for an opt-out it must not be earlier than the opt-out.
+    pub obtained_at: Millis,
+    /// The consent as the API took it (who, when, how), kept in the history.
+    pub detail: &'a serde_json::Value,
+}
+
 /// What the provider answered for an encounter: (id, provider_ref, ends_at, report, outcome).
 pub type RequestedEncounter = (i64, String, Option<Millis>, Option<String>, Option<String>);
 
@@ -1459,7 +1503,11 @@ impl Store {
         Ok(answers)
     }
 
-    /// Adds a number (idempotent: an existing entry keeps its reason and time).
+    /// Adds a number (idempotent: an existing entry keeps its reason and time, except that a
+    /// patient's opt-out turns an operator's entry into an opt-out from now, so that it is
+    /// protected as one). The change is recorded in the suppression history in the same transaction, with
+    /// the patient as its author for an opt-out and the system otherwise; the API names its
+    /// caller through [`Store::suppress_by`].
     pub async fn suppress(
         &self,
         tx: &mut Tx,
@@ -1468,29 +1516,129 @@ impl Store {
         reason: &str,
         now: Millis,
     ) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO suppressions (org_id, phone_number, reason, created_at) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (org_id, phone_number) DO NOTHING",
+        let actor = if reason == OPT_OUT_REASON {
+            "patient"
+        } else {
+            "system"
+        };
+        self.suppress_by(tx, org, phone_number, reason, actor, now)
+            .await
+    }
+
+    /// [`Store::suppress`] with the change's author named (`api-key:<id>`, `patient`, ...).
+    pub async fn suppress_by(
+        &self,
+        tx: &mut Tx,
+        org: OrgId,
+        phone_number: &str,
+        reason: &str,
+        actor: &str,
+        now: Millis,
+    ) -> Result<()> {
+        let changed = sqlx::query(
+            "INSERT INTO suppressions (org_id, phone_number, reason, created_at) VALUES (?1, ?2, ?3, ?4) \
+             ON CONFLICT (org_id, phone_number) DO UPDATE SET reason = excluded.reason, \
+             created_at = excluded.created_at \
+             WHERE excluded.reason = ?5 AND suppressions.reason <> ?5",
         )
         .bind(org.0)
         .bind(phone_number)
         .bind(reason)
         .bind(now)
+        .bind(OPT_OUT_REASON)
         .execute(&mut *tx.inner)
-        .await?;
+        .await?
+        .rows_affected();
+        if changed == 1 {
+            record_suppression_change(tx, org, phone_number, "added", reason, actor, now, None)
+                .await?;
+        }
         Ok(())
     }
 
-    pub async fn unsuppress(&self, org: OrgId, phone_number: &str) -> Result<bool> {
+    /// Removes a number from the organisation's list, recording the removal (and the consent,
+    /// when one is given) in the history in the same transaction. A patient's opt-out is
+    /// removed only when `consent` is given; the caller validates the consent's content.
+    pub async fn unsuppress(
+        &self,
+        org: OrgId,
+        phone_number: &str,
+        actor: &str,
+        consent: Option<ConsentRecord<'_>>,
+        now: Millis,
+    ) -> Result<Unsuppressed> {
         let mut tx = self.begin().await?;
-        let removed = sqlx::query("DELETE FROM suppressions WHERE org_id = ? AND phone_number = ?")
+        let entry: Option<(String, Millis)> = sqlx::query_as(
+            "SELECT reason, created_at FROM suppressions WHERE org_id = ? AND phone_number = ?",
+        )
+        .bind(org.0)
+        .bind(phone_number)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        let Some((reason, listed_at)) = entry else {
+            return Ok(Unsuppressed::NotListed);
+        };
+        if reason == OPT_OUT_REASON {
+            match consent {
+                None => return Ok(Unsuppressed::ConsentRequired),
+                Some(consent) if consent.obtained_at < listed_at => {
+                    return Ok(Unsuppressed::ConsentPredatesOptOut);
+                }
+                Some(_) => {}
+            }
+        }
+        sqlx::query("DELETE FROM suppressions WHERE org_id = ? AND phone_number = ?")
             .bind(org.0)
             .bind(phone_number)
             .execute(&mut *tx.inner)
-            .await?
-            .rows_affected();
+            .await?;
+        record_suppression_change(
+            &mut tx,
+            org,
+            phone_number,
+            "removed",
+            &reason,
+            actor,
+            now,
+            consent.map(|c| c.detail),
+        )
+        .await?;
         tx.commit().await?;
-        Ok(removed == 1)
+        Ok(Unsuppressed::Removed)
+    }
+
+    /// Every change to one number's entry on the organisation's list, oldest first (empty
+    /// when the number was never listed by this organisation).
+    pub async fn suppression_history(
+        &self,
+        org: OrgId,
+        phone_number: &str,
+    ) -> Result<Vec<SuppressionChange>> {
+        let rows = sqlx::query(
+            "SELECT id, phone_number, action, reason, actor, at, consent FROM suppression_history \
+             WHERE org_id = ? AND phone_number = ? ORDER BY id",
+        )
+        .bind(org.0)
+        .bind(phone_number)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let consent: Option<String> = row.try_get("consent")?;
+                Ok(SuppressionChange {
+                    id: row.try_get("id")?,
+                    phone_number: row.try_get("phone_number")?,
+                    action: row.try_get("action")?,
+                    reason: row.try_get("reason")?,
+                    actor: row.try_get("actor")?,
+                    at: row.try_get("at")?,
+                    consent: consent
+                        .map(|text| serde_json::from_str(&text))
+                        .transpose()
+                        .map_err(|_| crate::StoreError::Corrupt("suppression consent"))?,
+                })
+            })
+            .collect()
     }
 
     pub async fn list_suppressions(
@@ -1518,6 +1666,34 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Appends one entry to the suppression history, inside the change's transaction.
+#[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
+async fn record_suppression_change(
+    tx: &mut Tx,
+    org: OrgId,
+    phone_number: &str,
+    action: &str,
+    reason: &str,
+    actor: &str,
+    at: Millis,
+    consent: Option<&serde_json::Value>,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO suppression_history (org_id, phone_number, action, reason, actor, at, consent) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(org.0)
+    .bind(phone_number)
+    .bind(action)
+    .bind(reason)
+    .bind(actor)
+    .bind(at)
+    .bind(consent.map(serde_json::Value::to_string))
+    .execute(&mut *tx.inner)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -25,6 +25,7 @@ pub fn dispatcher_config(config: &Config) -> DispatcherConfig {
         max_in_flight_per_endpoint: webhooks.max_in_flight_per_endpoint,
         poll_interval: webhooks.poll_interval.0,
         ssrf: ssrf_policy(config),
+        store_response_excerpt: webhooks.store_response_excerpt,
     }
 }
 
@@ -132,7 +133,26 @@ pub fn provider_secrets(config: &Config) -> clarion_server::ProviderSecrets {
     clarion_server::ProviderSecrets {
         vapi: (config.channels.call == crate::config::CallChannel::Vapi)
             .then(|| config.vapi.server_secret.clone())
-            .flatten(),
+            .flatten()
+            .filter(|secret| !secret.trim().is_empty()),
+        vapi_hmac: (config.channels.call == crate::config::CallChannel::Vapi)
+            .then(|| config.vapi.hmac_secret.clone())
+            .flatten()
+            .filter(|secret| !secret.trim().is_empty())
+            .map(|secret| clarion_server::VapiHmac {
+                secret: clarion_providers::vapi::signature::HmacSecret::new(secret),
+                signature_header: config
+                    .vapi
+                    .hmac_signature_header
+                    .trim()
+                    .to_ascii_lowercase(),
+                timestamp_header: config
+                    .vapi
+                    .hmac_timestamp_header
+                    .trim()
+                    .to_ascii_lowercase(),
+                window: config.vapi.hmac_window.0,
+            }),
         twilio: (config.channels.sms == crate::config::SmsChannel::Twilio).then(|| {
             clarion_server::TwilioCallbacks {
                 auth_token: clarion_providers::twilio::signature::AuthToken::new(
@@ -144,11 +164,20 @@ pub fn provider_secrets(config: &Config) -> clarion_server::ProviderSecrets {
     }
 }
 
+/// Who may read `/metrics`, and where.
+pub fn operator_access(config: &Config) -> clarion_server::OperatorAccess {
+    clarion_server::OperatorAccess {
+        metrics_token: config.metrics_token.clone(),
+        metrics_on_admin_listener: config.admin_listen.is_some(),
+    }
+}
+
 /// The SSRF policy from the configuration.
 pub fn ssrf_policy(config: &Config) -> SsrfPolicy {
     SsrfPolicy {
         allow_private: config.webhooks.allow_private_targets,
         allow_http: config.webhooks.allow_http,
+        allowed_ports: config.webhooks.allowed_ports.clone(),
         ..SsrfPolicy::default()
     }
 }
@@ -190,6 +219,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         metrics: clarion_server::metrics_handle(),
         providers: provider_secrets(&config),
         action_limits: std::sync::Arc::default(),
+        operator: operator_access(&config),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -200,12 +230,38 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let shutdown = CancellationToken::new();
     tokio::spawn(signal_shutdown(shutdown.clone()));
+    let admin = match config.admin_listen {
+        Some(admin_address) => {
+            let admin_listener = tokio::net::TcpListener::bind(admin_address)
+                .await
+                .with_context(|| format!("binding admin_listen {admin_address}"))?;
+            let admin_address = admin_listener.local_addr()?;
+            tracing::info!(%admin_address, "operator listener serving /metrics");
+            println!("operator listener on http://{admin_address}");
+            Some((admin_listener, clarion_server::admin_router(state.clone())))
+        }
+        None => None,
+    };
     let server = axum::serve(listener, clarion_server::router(state))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let admin_server = {
+        let shutdown = shutdown.clone();
+        async move {
+            match admin {
+                Some((admin_listener, admin_router)) => {
+                    axum::serve(admin_listener, admin_router)
+                        .with_graceful_shutdown(shutdown.cancelled_owned())
+                        .await
+                }
+                None => Ok(()),
+            }
+        }
+    };
     let dispatch = dispatcher.run(shutdown.clone().cancelled_owned());
     let schedule = scheduler.run(shutdown.clone().cancelled_owned());
-    let (served, (), ()) = tokio::join!(server, dispatch, schedule);
+    let (served, admin_served, (), ()) = tokio::join!(server, admin_server, dispatch, schedule);
     served.context("serving HTTP")?;
+    admin_served.context("serving the operator listener")?;
     store.close().await;
     tracing::info!("clarion stopped");
     Ok(())

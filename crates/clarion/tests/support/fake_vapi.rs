@@ -2,7 +2,7 @@
 //! OpenAPI `Call` and server messages): `POST /call` with Bearer auth answers 201 with a
 //! `Call` (or the scripted error), `GET /call/{id}` answers the call, and the fake emits
 //! server messages to Clarion's callback URL with the `x-vapi-secret` header, as Vapi does
-//! with a legacy/Bearer credential.
+//! with a legacy/Bearer credential, or signed as with Vapi's HMAC credential.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 pub const API_KEY: &str = "test-key";
 pub const PHONE_NUMBER_ID: &str = "pn_1";
 pub const SERVER_SECRET: &str = "vapi-server-secret-for-tests";
+pub const HMAC_SECRET: &str = "vapi-hmac-secret-for-tests";
 
 /// A scripted answer to the next `POST /call`.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +162,34 @@ impl FakeVapi {
     /// How many `POST /call` requests were answered.
     pub fn reads(&self) -> usize {
         self.inner.lock().unwrap().reads
+    }
+
+    /// POSTs a server message signed as Vapi's HMAC credential signs it (`x-signature`:
+    /// hex HMAC-SHA256 of `{timestamp}.{body}`, `x-timestamp`), at Unix seconds `timestamp`.
+    pub async fn emit_signed(
+        &self,
+        clarion: &str,
+        hmac_secret: &str,
+        timestamp: i64,
+        message: &Value,
+    ) -> (u16, Value) {
+        use clarion_providers::vapi::signature::{HmacSecret, sign};
+        let body = serde_json::to_vec(&json!({ "message": message })).unwrap();
+        let timestamp = timestamp.to_string();
+        let signature = sign(&HmacSecret::new(hmac_secret), &timestamp, &body);
+        let response = self
+            .http
+            .post(format!("{clarion}/providers/vapi/events"))
+            .header("content-type", "application/json")
+            .header("x-signature", signature)
+            .header("x-timestamp", timestamp)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
     }
 
     /// POSTs a server message to Clarion's Vapi callback route with `secret`.

@@ -29,6 +29,8 @@ pub const DEADLINE: Duration = Duration::from_secs(20);
 
 pub struct TestApp {
     pub base: String,
+    /// The operator listener's address, when the test asked for one.
+    pub admin_base: Option<String>,
     pub http: reqwest::Client,
     pub store: Store,
     pub dispatcher: Dispatcher,
@@ -52,6 +54,9 @@ pub struct AppOptions {
     /// Calls through Vapi (a fake's address) with this server secret, instead of the
     /// simulator.
     pub vapi: Option<(clarion_providers::vapi::client::VapiSettings, String)>,
+    /// With `vapi`: Vapi's callbacks must carry this HMAC credential's signature (default
+    /// headers, a five-minute window on the test clock).
+    pub vapi_hmac_secret: Option<String>,
     /// Texts through Twilio (a fake's address) instead of the simulator; the public base URL
     /// is the test server's own address.
     pub twilio: Option<clarion_providers::twilio::client::TwilioSettings>,
@@ -59,6 +64,9 @@ pub struct AppOptions {
     pub llm: Option<clarion_providers::llm::LlmSettings>,
     /// Organisations' own Twilio senders.
     pub twilio_senders: std::collections::HashMap<OrgId, clarion_providers::twilio::wire::Sender>,
+    /// Who may read `/metrics`; with `metrics_on_admin_listener`, an operator listener is
+    /// started too ([`TestApp::admin_base`]).
+    pub operator: clarion_server::OperatorAccess,
 }
 
 impl Default for AppOptions {
@@ -71,9 +79,11 @@ impl Default for AppOptions {
             api_ssrf: dev_policy(),
             contact_caps: None,
             vapi: None,
+            vapi_hmac_secret: None,
             twilio: None,
             llm: None,
             twilio_senders: std::collections::HashMap::new(),
+            operator: clarion_server::OperatorAccess::default(),
         }
     }
 }
@@ -130,6 +140,14 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         scheduler_config.vapi =
             Some(clarion_providers::vapi::client::VapiClient::new(settings).unwrap());
         providers.vapi = Some(secret);
+        providers.vapi_hmac = options
+            .vapi_hmac_secret
+            .map(|secret| clarion_server::VapiHmac {
+                secret: clarion_providers::vapi::signature::HmacSecret::new(secret),
+                signature_header: "x-signature".to_owned(),
+                timestamp_header: "x-timestamp".to_owned(),
+                window: Duration::from_secs(300),
+            });
     }
     if let Some(settings) = options.llm {
         scheduler_config.llm = Some(clarion_providers::llm::LlmClient::new(settings).unwrap());
@@ -162,6 +180,18 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         metrics: clarion_server::metrics_handle(),
         providers,
         action_limits: std::sync::Arc::default(),
+        operator: options.operator,
+    };
+    let admin_base = if state.operator.metrics_on_admin_listener {
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_base = format!("http://{}", admin_listener.local_addr().unwrap());
+        let admin_router = clarion_server::admin_router(state.clone());
+        tokio::spawn(async move {
+            axum::serve(admin_listener, admin_router).await.unwrap();
+        });
+        Some(admin_base)
+    } else {
+        None
     };
     tokio::spawn(async move {
         axum::serve(listener, clarion_server::router(state))
@@ -170,6 +200,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     });
     TestApp {
         base,
+        admin_base,
         http: reqwest::Client::new(),
         store,
         dispatcher,
@@ -287,6 +318,8 @@ impl TestApp {
 pub enum Answer {
     Status(u16),
     StatusWithHeader(u16, &'static str, String),
+    /// This status with this body.
+    StatusWithBody(u16, String),
     /// Wait this long, then answer 204.
     Delay(Duration),
 }
@@ -404,6 +437,9 @@ async fn receive(
                 .headers_mut()
                 .insert(name, HeaderValue::from_str(&value).unwrap());
             response
+        }
+        Answer::StatusWithBody(code, body) => {
+            (StatusCode::from_u16(code).unwrap(), body).into_response()
         }
         Answer::Delay(delay) => {
             tokio::time::sleep(delay).await;
