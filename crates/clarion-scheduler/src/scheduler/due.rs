@@ -1,0 +1,267 @@
+//! The due loop's work: wake due sequences, end due encounters, reconcile encounters whose
+//! provider answer was never recorded. Database work only: no provider request is made here.
+
+use super::*;
+
+/// How many due sequences (or encounters) one pass of the scheduler takes on at most, the
+/// earliest due first. A pass works through its window in id order, `batch_size` per
+/// transaction: rows with neighbouring ids share database pages, so a transaction writes a
+/// few dozen pages instead of one or two per row, which is what a burst of work (thousands of
+/// sequences enrolled together, whose encounters end at scattered times) would otherwise
+/// cost. Something that falls due during a pass waits for the next one, at most one window
+/// later. 131,072 ids are 1 MiB.
+pub(super) const DUE_WINDOW: u32 = 131_072;
+
+/// What a window of due ids is.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Due {
+    Sequences,
+    Encounters,
+}
+
+impl Scheduler {
+    /// The due loop's work: wakes due sequences, ends due encounters, reconciles
+    /// unconfirmed ones, until nothing is due. No provider request is made here: encounters
+    /// for Vapi and Twilio are left committed for the provider worker (tests use this to
+    /// stand between the commit and the request).
+    pub async fn run_due_pass(&self) -> Result<usize, SchedulerError> {
+        let mut total = 0;
+        loop {
+            let mut done = 0;
+            done += self.wake_due_sequences().await?;
+            done += self.end_due_encounters().await?;
+            done += self.reconcile_unconfirmed().await?;
+            total += done;
+            if done == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Wakes every sequence due now: the earliest-due window of them, in id order.
+    pub(super) async fn wake_due_sequences(&self) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let ids = self.inner.store.due_sequence_ids(now, DUE_WINDOW).await?;
+        self.in_batches(Due::Sequences, ids).await
+    }
+
+    /// Wakes the due sequences, or ends the due encounters, `ids` sorted by id,
+    /// `batch_size` per transaction; answers how many were handled.
+    pub(super) async fn in_batches(
+        &self,
+        due: Due,
+        mut ids: Vec<i64>,
+    ) -> Result<usize, SchedulerError> {
+        ids.sort_unstable();
+        let batch_size = usize::try_from(self.inner.config.batch_size.max(1)).unwrap_or(usize::MAX);
+        let mut done = 0;
+        for batch in ids.chunks(batch_size) {
+            done += match due {
+                Due::Sequences => self.wake_sequences(batch).await?,
+                Due::Encounters => self.end_encounters(batch).await?,
+            };
+        }
+        Ok(done)
+    }
+
+    /// Wakes those of the sequences `ids` still due, in one transaction.
+    pub(super) async fn wake_sequences(&self, ids: &[i64]) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let store = &self.inner.store;
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let due = store.due_sequences(&mut tx.tx, ids, now).await?;
+        let numbers: Vec<(OrgId, &str)> = due
+            .iter()
+            .map(|s| (s.org_id, s.phone_number.as_str()))
+            .collect();
+        let suppressed_numbers = store.are_suppressed(&mut tx.tx, &numbers).await?;
+        let mut orgs: Vec<OrgId> = due.iter().map(|s| s.org_id).collect();
+        orgs.sort_unstable_by_key(|o| o.0);
+        orgs.dedup();
+        let org_caps = store.organization_contact_caps(&mut tx.tx, &orgs).await?;
+        for (index, sequence) in due.iter().enumerate() {
+            // A number suppressed by a transition earlier in this batch counts too.
+            let suppressed = suppressed_numbers.get(index).copied().unwrap_or(false)
+                || tx
+                    .suppressed
+                    .contains(&(sequence.org_id, sequence.phone_number.clone()));
+            let (per_day, per_week) = org_caps.get(&sequence.org_id).copied().unwrap_or_default();
+            let caps = ContactCaps::resolve(self.inner.config.contact_caps, per_day, per_week);
+            let cap = self.cap_allows_at(&mut tx, sequence, caps, now).await?;
+            let event = Event::Wake {
+                suppressed,
+                contact_cap_allows_at: cap.map(datetime),
+            };
+            match self.transition(&mut tx, sequence, &event, now).await {
+                Ok(()) => {}
+                Err(SchedulerError::Store(error)) => return Err(error.into()),
+                Err(error) => {
+                    // A bad row must not stop the loop: park it and say why.
+                    tracing::error!(sequence_id = sequence.id, error = %error, "sequence cannot run; parked");
+                    let update = PendingUpdate {
+                        id: sequence.id,
+                        status: "paused",
+                        state: sequence.state.clone(),
+                        next_wake_at: None,
+                        outcome_description: None,
+                        now,
+                    };
+                    tx.update(store, update).await?;
+                    tx.record(
+                        sequence.id,
+                        now,
+                        "parked".to_owned(),
+                        json!({ "reason": error.to_string() }),
+                    );
+                }
+            }
+        }
+        let started = tx.commit(store).await?;
+        if !started.is_empty() {
+            crash_point("encounter-committed");
+            self.request_encounters(started).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Ends every encounter whose end is known and due now: the earliest-due window of them,
+    /// in id order.
+    pub(super) async fn end_due_encounters(&self) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let ids = self.inner.store.due_encounter_ids(now, DUE_WINDOW).await?;
+        self.in_batches(Due::Encounters, ids).await
+    }
+
+    /// Ends those of the encounters `ids` still due, and moves their sequences on, in one
+    /// transaction.
+    pub(super) async fn end_encounters(&self, ids: &[i64]) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let store = &self.inner.store;
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let due = store.due_encounters(&mut tx.tx, ids, now).await?;
+        // The outcome and report object were stored when the encounter was requested; ending
+        // it keeps that report (not read here).
+        let ends: Vec<(&EncounterRow, String, Millis)> = due
+            .iter()
+            .map(|encounter| {
+                let outcome = encounter
+                    .outcome
+                    .clone()
+                    .unwrap_or_else(|| "failed".to_owned());
+                (encounter, outcome, encounter.ends_at.unwrap_or(now))
+            })
+            .collect();
+        let mut sequence_ids = HashSet::with_capacity(due.len());
+        if due.iter().all(|e| sequence_ids.insert(e.sequence_id)) {
+            // One encounter per sequence (the usual case): end them all in one statement and
+            // read their sequences in one. No transition reads another sequence's encounters'
+            // ends, so this is what ending and transitioning them one by one would do.
+            let batch: Vec<(i64, &str, Option<&Value>, Millis)> = ends
+                .iter()
+                .map(|(e, outcome, at)| (e.id, outcome.as_str(), None, *at))
+                .collect();
+            let ended = store.end_encounters(&mut tx.tx, &batch).await?;
+            let ended_ids: Vec<i64> = ends
+                .iter()
+                .zip(&ended)
+                .filter(|(_, ended)| **ended)
+                .map(|((e, ..), _)| e.sequence_id)
+                .collect();
+            let mut sequences: HashMap<i64, SequenceRow> = store
+                .sequences_for_update(&mut tx.tx, &ended_ids)
+                .await?
+                .into_iter()
+                .map(|s| (s.id, s))
+                .collect();
+            for ((encounter, outcome, ended_at), ended) in ends.iter().zip(ended) {
+                if !ended {
+                    continue;
+                }
+                let Some(sequence) = sequences.remove(&encounter.sequence_id) else {
+                    continue;
+                };
+                self.encounter_ended(&mut tx, &sequence, outcome, *ended_at, now)
+                    .await?;
+            }
+        } else {
+            for (encounter, outcome, ended_at) in &ends {
+                self.finish_encounter(&mut tx, encounter, outcome, None, *ended_at, now)
+                    .await?;
+            }
+        }
+        let started = tx.commit(store).await?;
+        if !due.is_empty() {
+            crash_point("encounter-ended");
+            self.inner.outbox.wake();
+        }
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Encounters committed but never confirmed: the process died between committing the row
+    /// (for a provider: claiming it) and recording the provider's answer. The provider may or
+    /// may not have received the request, so it is never re-sent. A Vapi call is looked for
+    /// instead: it becomes a call of unknown placement, due for a read-back at once (the calls
+    /// placed from Clarion's number are listed and searched for its name), and its
+    /// end-of-call report is still applied if it comes. Anything else ends as `failed`, and the
+    /// sequence goes on by its rules.
+    pub(super) async fn reconcile_unconfirmed(&self) -> Result<usize, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let before =
+            now - Millis::try_from(self.inner.config.reconcile_after.as_millis()).unwrap_or(0);
+        let channels = self.provider_channels();
+        let stale = self
+            .inner
+            .store
+            .unconfirmed_encounters(before, &channels, self.inner.config.batch_size)
+            .await?;
+        if stale.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let mut unknown = Vec::new();
+        for encounter in &stale {
+            if encounter.channel == "call"
+                && encounter.claimed_at.is_some()
+                && self.inner.config.vapi.is_some()
+            {
+                tracing::warn!(
+                    encounter_id = encounter.id,
+                    "call was claimed but its placement never recorded; looking for it at Vapi"
+                );
+                unknown.push((
+                    encounter.id,
+                    format!("{VAPI_UNKNOWN_PREFIX}{}", encounter.id),
+                    Some(now),
+                    None,
+                    None,
+                ));
+                continue;
+            }
+            tracing::warn!(
+                encounter_id = encounter.id,
+                "encounter was never confirmed by the provider; ending it as failed, not re-sending"
+            );
+            let report = crate::simulator::unknown_outcome_report(
+                encounter,
+                &self.inner.config.clinic_number,
+            );
+            self.finish_encounter(&mut tx, encounter, "failed", Some(&report), now, now)
+                .await?;
+        }
+        if !unknown.is_empty() {
+            self.inner
+                .store
+                .mark_encounters_requested(&mut tx.tx, &unknown)
+                .await?;
+        }
+        let started = tx.commit(&self.inner.store).await?;
+        self.inner.outbox.wake();
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(stale.len())
+    }
+}

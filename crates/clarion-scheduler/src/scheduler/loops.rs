@@ -1,0 +1,162 @@
+//! The scheduler's loops: the due loop, the provider worker and the overdue loop run side by
+//! side, so that none waits on another's I/O; `run_due_now` drives them synchronously.
+
+use super::*;
+
+impl Scheduler {
+    /// Runs until `shutdown` resolves: three loops, so that none waits on another's I/O.
+    ///
+    /// - the **due loop** wakes due sequences, ends due encounters and reconciles
+    ///   unconfirmed ones (database work only: it never waits on a provider);
+    /// - the **provider worker** claims and sends the encounters committed for Vapi and
+    ///   Twilio ([`Scheduler::place_claimable`]);
+    /// - the **overdue loop** reads back provider encounters whose report is late
+    ///   ([`Scheduler::settle_overdue_provider_encounters`]).
+    ///
+    /// A provider that answers slowly, or not at all, holds up only the last two, and those
+    /// only for its own encounters, within their concurrency and time budget.
+    pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let loops = async {
+            tokio::join!(
+                self.due_loop(stopped.clone()),
+                self.provider_loop(stopped.clone()),
+                self.overdue_loop(stopped),
+            )
+        };
+        tokio::pin!(shutdown);
+        tokio::pin!(loops);
+        tokio::select! {
+            () = &mut shutdown => {
+                let _ = stop.send(true);
+                loops.await;
+            }
+            _ = &mut loops => {}
+        }
+    }
+
+    pub(super) async fn due_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        while !*stopped.borrow() {
+            if let Err(error) = self.run_due_pass().await {
+                tracing::error!(error = %error, "running due sequences failed");
+            }
+            let pause = self.pause().await;
+            tokio::select! {
+                _ = stopped.changed() => {}
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    pub(super) async fn provider_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        while !*stopped.borrow() {
+            if let Err(error) = self.place_claimable().await {
+                tracing::error!(error = %error, "sending encounters to their providers failed");
+            }
+            tokio::select! {
+                _ = stopped.changed() => {}
+                () = self.inner.provider_wake.notified() => {}
+                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+            }
+        }
+    }
+
+    pub(super) async fn overdue_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        while !*stopped.borrow() {
+            if let Err(error) = self.settle_overdue_provider_encounters().await {
+                tracing::error!(error = %error, "settling overdue provider encounters failed");
+            }
+            if self.inner.config.twilio.is_some() {
+                let before = self
+                    .inner
+                    .real_clock
+                    .now_millis()
+                    .saturating_sub(INBOUND_SID_RETENTION_MILLIS);
+                if let Err(error) = self
+                    .inner
+                    .store
+                    .forget_inbound_messages(before, 10_000)
+                    .await
+                {
+                    tracing::error!(error = %error, "forgetting old inbound message ids failed");
+                }
+            }
+            let next = self
+                .inner
+                .store
+                .next_open_provider_end()
+                .await
+                .ok()
+                .flatten();
+            let pause = self.real_wait_until(next);
+            tokio::select! {
+                _ = stopped.changed() => {}
+                () = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
+
+    /// How long (real time) to wait for engine time `next`, at most the poll interval.
+    pub(super) fn real_wait_until(&self, next: Option<Millis>) -> Duration {
+        let poll = self.inner.config.poll_interval;
+        let now = self.inner.clock.now_millis();
+        match next {
+            Some(at) if at > now => {
+                let virtual_wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+                poll.min(virtual_wait.div_f64(self.inner.config.time_scale.max(f64::MIN_POSITIVE)))
+            }
+            // Due now: a short breath, so a pass whose work could not be done (a provider
+            // down) does not spin.
+            Some(_) => poll.min(Duration::from_millis(50)),
+            None => poll,
+        }
+    }
+
+    /// The earliest engine time at which something is due (a sequence wake-up or an
+    /// encounter's end), if anything is scheduled.
+    pub async fn next_due_at(&self) -> Result<Option<Millis>, SchedulerError> {
+        let store = &self.inner.store;
+        let wake = store.next_sequence_wake().await?;
+        let end = store.next_encounter_end().await?;
+        Ok(wake.into_iter().chain(end).min())
+    }
+
+    pub(super) async fn pause(&self) -> Duration {
+        let poll = self.inner.config.poll_interval;
+        let store = &self.inner.store;
+        let next = match (
+            store.next_sequence_wake().await,
+            store.next_encounter_end().await,
+        ) {
+            (Ok(a), Ok(b)) => a.into_iter().chain(b).min(),
+            _ => None,
+        };
+        let now = self.inner.clock.now_millis();
+        match next {
+            Some(at) if at > now => {
+                let virtual_wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
+                poll.min(virtual_wait.div_f64(self.inner.config.time_scale.max(f64::MIN_POSITIVE)))
+            }
+            Some(_) => Duration::ZERO,
+            None => poll,
+        }
+    }
+
+    /// Does everything due now, synchronously (tests and tools drive the scheduler with it):
+    /// wakes due sequences, ends due encounters, reconciles unconfirmed ones, sends what is
+    /// queued for the providers and settles overdue provider encounters. Repeats until
+    /// nothing is due. Returns the amount of work done.
+    pub async fn run_due_now(&self) -> Result<usize, SchedulerError> {
+        let mut total = 0;
+        loop {
+            let mut done = self.run_due_pass().await?;
+            done += self.place_claimable().await?;
+            done += self.settle_overdue_provider_encounters().await?;
+            total += done;
+            if done == 0 {
+                return Ok(total);
+            }
+        }
+    }
+}

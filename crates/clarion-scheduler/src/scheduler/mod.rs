@@ -1,0 +1,358 @@
+//! The durable scheduler: the I/O around the pure engine.
+//!
+//! Every state change runs in one write transaction that reads the state it changes, applies
+//! `clarion_engine::step`, performs the actions (history, suppression, encounter rows, the
+//! report into the outbox) and writes the new state. So:
+//!
+//! - **nothing is lost**: a sequence's next wake-up is in its row; a crash at any point leaves
+//!   either the old state or the new one, and the worker picks it up again;
+//! - **a report is queued in the transaction that ends the sequence** (transactional outbox);
+//! - **contact is at most once**: the encounter row, unique per (sequence, step, attempt), is
+//!   committed, and claimed just before the provider is asked, after checking again that
+//!   contact is allowed. An encounter claimed but never confirmed (the process died in between) is never sent
+//!   again: it is looked for at the provider, or ends as `failed`.
+//!
+//! The `Scheduler` is one handle; its work is split by concern:
+//!
+//! - [`write_tx`]: the write transaction and the writes it buffers;
+//! - [`enrollment`]: validating and inserting enrollments;
+//! - [`transitions`]: the engine hand-off (events in, actions performed), cancel/pause/resume;
+//! - [`loops`]: the three loops (`run`) and `run_due_now`;
+//! - [`due`]: the due loop's work (wake, end, reconcile), database only;
+//! - [`caps`]: contact caps;
+//! - [`provider_worker`]: the contact check and claim before every provider request, the
+//!   simulator hand-off;
+//! - [`vapi`], [`twilio`]: each provider's protocol (requests, retries, callbacks, routing);
+//! - [`overdue`]: provider encounters whose report is late.
+
+mod caps;
+mod due;
+mod enrollment;
+mod loops;
+mod overdue;
+mod provider_worker;
+mod transitions;
+mod twilio;
+mod vapi;
+mod write_tx;
+
+pub use caps::ContactCaps;
+pub use twilio::TwilioChannel;
+
+// The concern modules share their crate-private items through this module.
+#[allow(unused_imports)]
+use self::{
+    caps::*, due::*, enrollment::*, loops::*, overdue::*, provider_worker::*, transitions::*,
+    twilio::*, vapi::*, write_tx::*,
+};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use clarion_delivery::{Clock, Outbox};
+use clarion_engine::{Action, Event, Note, Plan, SequenceState, StepSpec, Transition};
+use clarion_store::{
+    Assistant, EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceRow,
+    SequenceUpdate, Store, StoreError, Tx,
+};
+use futures::StreamExt as _;
+use serde_json::{Map, Value, json};
+use tokio::sync::Notify;
+
+use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
+use crate::fault::crash_point;
+use crate::report::build_report;
+use clarion_providers::llm::LlmClient;
+use clarion_providers::sms_assistant::{
+    Conversation, ScriptConfig, SmsEnd, respond_to, sms_report,
+};
+use clarion_providers::twilio::client::{SendError, TwilioClient};
+use clarion_providers::twilio::keywords::Keyword;
+use clarion_providers::twilio::wire::{
+    InboundMessage, SendFailure, SendMessage, Sender, StatusCallback,
+};
+use clarion_providers::vapi::client::{CreateCallError, VapiClient};
+use clarion_providers::vapi::report::{EncounterFacts, call_from_end_of_call};
+use clarion_providers::vapi::wire::{CreateCallRequest, EndOfCallReport};
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// The number the simulator calls and texts from.
+    pub clinic_number: String,
+    /// Sequences or encounters handled per transaction.
+    pub batch_size: u32,
+    /// Fallback poll when nothing wakes the loop (real time).
+    pub poll_interval: Duration,
+    /// The deployment's default contact caps (`[compliance]`); an organisation's own
+    /// settings override them.
+    pub contact_caps: Option<ContactCaps>,
+    /// An encounter committed but not confirmed as requested after this long (engine time)
+    /// is reconciled.
+    pub reconcile_after: Duration,
+    /// How much faster than real time the engine clock runs (`simulator.time_scale`).
+    pub time_scale: f64,
+    /// Calls go through Vapi when set (`[channels] call = "vapi"`), else the simulator.
+    pub vapi: Option<VapiClient>,
+    /// SMS conversations go through Twilio when set (`[channels] sms = "twilio"`), else the
+    /// simulator.
+    pub twilio: Option<TwilioChannel>,
+    /// The model behind LLM SMS assistants (`[llm]`), when configured.
+    pub llm: Option<LlmClient>,
+    /// How long after a provider call is placed (engine time) Clarion reads it back with
+    /// `GET /call/{id}` if its end-of-call report has not arrived, and then again as often
+    /// while it has not ended.
+    pub provider_report_timeout: Duration,
+    /// How long after a provider call is placed (engine time) Clarion stops waiting for its
+    /// end: a call neither reported nor readable by then ends `failed`.
+    pub provider_give_up_after: Duration,
+}
+
+/// Errors of scheduler operations.
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("no such sequence template")]
+    TemplateNotFound,
+    #[error("no such sequence")]
+    SequenceNotFound,
+    #[error("the number is on the organisation's suppression list")]
+    Suppressed,
+    #[error("the number is already in a running sequence of this template")]
+    AlreadyRunning,
+    #[error("the sequence has ended")]
+    Ended,
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(&'static str),
+    /// A provider could not be asked to confirm something Clarion must not take on trust
+    /// (a call report matched by name only); the caller should be told to try again.
+    #[error("the provider could not be reached to confirm the callback")]
+    ProviderUnavailable,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One enrollment.
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    pub template_id: i64,
+    pub contact: ContactInfo,
+    pub variables: Map<String, Value>,
+    pub simulation: Option<Value>,
+    pub idempotency_key: Option<String>,
+    pub allow_concurrent: bool,
+}
+
+/// What enrolling did.
+#[derive(Debug, Clone)]
+pub enum Enrolled {
+    Created(SequenceRow),
+    /// The idempotency key was used before: that sequence, unchanged.
+    Existing(SequenceRow),
+}
+
+/// API controls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    Cancel,
+    Pause,
+    Resume,
+}
+
+/// The scheduler of one node. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Scheduler {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    store: Store,
+    /// The engine's clock (sped up under `simulator.time_scale`).
+    clock: Arc<dyn Clock>,
+    /// Real time, for the outbox.
+    real_clock: Arc<dyn Clock>,
+    outbox: Outbox,
+    config: SchedulerConfig,
+    wake: Notify,
+    /// Wakes the provider worker: encounters were committed for Vapi or Twilio.
+    provider_wake: Notify,
+    /// Template versions and assistants never change once written: cached by id.
+    plans: Mutex<HashMap<i64, Arc<TemplateDefinition>>>,
+    assistants: Mutex<HashMap<i64, Arc<Assistant>>>,
+}
+
+fn datetime(millis: Millis) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(millis)
+        .single()
+        .unwrap_or_default()
+}
+
+fn millis(at: DateTime<Utc>) -> Millis {
+    at.timestamp_millis()
+}
+
+fn status_text(state: &SequenceState) -> &'static str {
+    match state.status {
+        clarion_engine::SequenceStatus::Active => "active",
+        clarion_engine::SequenceStatus::Paused => "paused",
+        clarion_engine::SequenceStatus::Ended => "ended",
+    }
+}
+
+fn note_kind(note: &Note) -> String {
+    serde_json::to_value(note)
+        .ok()
+        .and_then(|v| v.get("type").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| "note".to_owned())
+}
+
+/// The engine's plan for a stored definition and a contact's zone.
+pub fn plan_for(definition: &TemplateDefinition, time_zone: &str) -> Result<Plan, SchedulerError> {
+    let time_zone = definition::parse_time_zone("contact.time_zone", time_zone)?;
+    let steps = definition
+        .steps
+        .iter()
+        .map(|s| StepSpec {
+            channel: if s.channel == "sms" {
+                clarion_engine::Channel::Sms
+            } else {
+                clarion_engine::Channel::Call
+            },
+            assistant_id: s.assistant_id,
+            delay: Duration::from_millis(s.delay_ms),
+            max_attempts: s.max_attempts,
+            retry_delay: Duration::from_millis(s.retry_delay_ms),
+        })
+        .collect();
+    let stop_on = definition
+        .stop_on
+        .iter()
+        .filter_map(|r| serde_json::from_value(Value::String(r.clone())).ok())
+        .collect();
+    Ok(Plan {
+        steps,
+        stop_on,
+        calling_hours: definition
+            .hours()
+            .map(|(start, end)| clarion_engine::CallingHours { start, end }),
+        time_zone,
+        sms_timeout: Duration::from_millis(definition.sms_timeout_ms),
+    })
+}
+
+impl Scheduler {
+    pub fn new(
+        store: Store,
+        clock: Arc<dyn Clock>,
+        real_clock: Arc<dyn Clock>,
+        outbox: Outbox,
+        config: SchedulerConfig,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                real_clock,
+                outbox,
+                config,
+                wake: Notify::new(),
+                provider_wake: Notify::new(),
+                plans: Mutex::default(),
+                assistants: Mutex::default(),
+            }),
+        }
+    }
+
+    /// The deployment's default contact caps (`[compliance]`).
+    pub fn default_contact_caps(&self) -> Option<ContactCaps> {
+        self.inner.config.contact_caps
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.inner.clock.clone()
+    }
+
+    /// Wakes the worker loop (work was committed).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    async fn definition(&self, version_id: i64) -> Result<Arc<TemplateDefinition>, SchedulerError> {
+        if let Some(found) = self.lock_plans().get(&version_id) {
+            return Ok(found.clone());
+        }
+        let version = self
+            .inner
+            .store
+            .get_template_version(version_id)
+            .await?
+            .ok_or(SchedulerError::Corrupt("template version missing"))?;
+        let definition: TemplateDefinition = serde_json::from_value(version.definition)
+            .map_err(|_| SchedulerError::Corrupt("template definition"))?;
+        let definition = Arc::new(definition);
+        self.lock_plans().insert(version_id, definition.clone());
+        Ok(definition)
+    }
+
+    fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<TemplateDefinition>>> {
+        self.inner
+            .plans
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// An assistant of the organisation (cached: assistants are never updated).
+    async fn assistant(&self, org: OrgId, id: i64) -> Result<Arc<Assistant>, SchedulerError> {
+        if let Some(found) = self.lock_assistants().get(&id)
+            && found.org_id == org
+        {
+            return Ok(found.clone());
+        }
+        let assistant = self
+            .inner
+            .store
+            .get_assistant(org, id)
+            .await?
+            .ok_or(SchedulerError::Corrupt("assistant missing"))?;
+        let assistant = Arc::new(assistant);
+        self.lock_assistants().insert(id, assistant.clone());
+        Ok(assistant)
+    }
+
+    fn lock_assistants(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Assistant>>> {
+        self.inner
+            .assistants
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    async fn plan_of(&self, sequence: &SequenceRow) -> Result<Plan, SchedulerError> {
+        let definition = self.definition(sequence.template_version_id).await?;
+        let contact: ContactInfo = serde_json::from_value(sequence.contact.clone())
+            .map_err(|_| SchedulerError::Corrupt("contact"))?;
+        plan_for(&definition, &contact.time_zone)
+    }
+
+    /// The report shape of a sequence: for an ended one, the delivered bytes.
+    pub async fn report_json(&self, org: OrgId, id: i64) -> Result<Option<String>, SchedulerError> {
+        let Some(sequence) = self.inner.store.get_sequence(org, id).await? else {
+            return Ok(None);
+        };
+        if sequence.status == "ended"
+            && let Some(body) = self.inner.store.report_body(org, id).await?
+        {
+            return String::from_utf8(body)
+                .map(Some)
+                .map_err(|_| SchedulerError::Corrupt("report body"));
+        }
+        let encounters = self.inner.store.sequence_encounters(id).await?;
+        let report = build_report(&sequence, &encounters, sequence.last_updated);
+        serde_json::to_string(&report)
+            .map(Some)
+            .map_err(|_| SchedulerError::Corrupt("report"))
+    }
+}

@@ -1,0 +1,328 @@
+//! The provider worker and the contact check: encounters committed for Vapi or Twilio are
+//! claimed, one by one, in a short transaction that checks again that contact is allowed,
+//! then sent; the simulator's encounters are run at once after their commit.
+
+use super::*;
+
+/// Requests to Vapi or Twilio in flight at once when a batch starts several encounters.
+/// Each is an HTTP round trip of a few hundred milliseconds: one at a time, a batch of 512
+/// calls would take minutes to place. Both providers rate-limit per account (Vapi also caps
+/// concurrent calls), and a 429 is retried, so a handful in flight is the useful range.
+pub(super) const PROVIDER_REQUESTS_IN_FLIGHT: usize = 8;
+
+/// How many queued provider encounters the provider worker reads at a time.
+pub(super) const PROVIDER_QUEUE_BATCH: u32 = 64;
+
+/// Which claim [`Scheduler::claim_for_request`] makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Claim {
+    /// The first request: the encounter must be unclaimed, and is claimed.
+    First,
+    /// Another try after the provider certainly did not take it (a 429): the encounter must
+    /// still be claimed and not requested; the check is made again.
+    Retry,
+}
+
+impl Scheduler {
+    /// Hands committed encounters on: the simulator's are run now (it already knows how each
+    /// encounter will go) and recorded in one transaction; those for Vapi or Twilio wait in
+    /// the database for the provider worker ([`Scheduler::place_claimable`]), which claims
+    /// each in the transaction just before its request. So the loop that wakes sequences
+    /// never waits on a provider.
+    pub(super) async fn request_encounters(
+        &self,
+        started: Vec<Started>,
+    ) -> Result<(), SchedulerError> {
+        let (with_provider, simulated): (Vec<Started>, Vec<Started>) = started
+            .into_iter()
+            .partition(|started| self.has_provider(&started.encounter.channel));
+        if !with_provider.is_empty() {
+            self.inner.provider_wake.notify_one();
+        }
+        let mut requested = Vec::with_capacity(simulated.len());
+        for started in simulated {
+            let encounter_id = started.encounter.id;
+            match self.simulate(&started).await {
+                Ok((ends_at, outcome, report)) => requested.push((
+                    encounter_id,
+                    format!("sim_{encounter_id}"),
+                    Some(ends_at),
+                    Some(report),
+                    Some(outcome),
+                )),
+                Err(error) => {
+                    tracing::error!(encounter_id, error = %error, "starting a simulated encounter failed");
+                }
+            }
+        }
+        if requested.is_empty() {
+            return Ok(());
+        }
+        crash_point("provider-asked");
+        let mut tx = self.inner.store.begin().await?;
+        self.inner
+            .store
+            .mark_encounters_requested(&mut tx, &requested)
+            .await?;
+        tx.commit().await?;
+        crash_point("encounter-requested");
+        Ok(())
+    }
+
+    /// Whether encounters on `channel` go to a real provider (Vapi, Twilio).
+    pub(super) fn has_provider(&self, channel: &str) -> bool {
+        match channel {
+            "call" => self.inner.config.vapi.is_some(),
+            "sms" => self.inner.config.twilio.is_some(),
+            _ => false,
+        }
+    }
+
+    /// The channels that go to a real provider.
+    pub(super) fn provider_channels(&self) -> Vec<&'static str> {
+        ["call", "sms"]
+            .into_iter()
+            .filter(|channel| self.has_provider(channel))
+            .collect()
+    }
+
+    /// The provider worker's pass: every encounter committed for Vapi or Twilio and not yet
+    /// claimed is claimed (the contact check, in its own transaction) and sent, up to
+    /// `PROVIDER_REQUESTS_IN_FLIGHT` at a time, each answer recorded as it comes. Answers how
+    /// many were taken on. Also what a restart resumes: the queue is the `created`,
+    /// unclaimed rows, so nothing committed is forgotten.
+    pub async fn place_claimable(&self) -> Result<usize, SchedulerError> {
+        let channels = self.provider_channels();
+        if channels.is_empty() {
+            return Ok(0);
+        }
+        let mut seen = HashSet::new();
+        let mut taken = 0;
+        loop {
+            let ids = self
+                .inner
+                .store
+                .unclaimed_encounter_ids(&channels, PROVIDER_QUEUE_BATCH)
+                .await?;
+            // An id seen before in this pass could not be claimed or withdrawn (its
+            // transaction failed); it waits for the next pass instead of spinning here.
+            let fresh: Vec<i64> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+            if fresh.is_empty() {
+                return Ok(taken);
+            }
+            taken += fresh.len();
+            // Every request in flight finishes and is recorded before an error is answered:
+            // an answer dropped half-way would leave a placed call unrecorded.
+            let outcomes: Vec<Result<(), SchedulerError>> = futures::stream::iter(fresh)
+                .map(|id| async move { self.send_to_provider(id).await })
+                .buffer_unordered(PROVIDER_REQUESTS_IN_FLIGHT)
+                .collect()
+                .await;
+            for outcome in outcomes {
+                if let Err(error) = outcome {
+                    tracing::error!(error = %error, "a provider request could not be made or recorded");
+                }
+            }
+        }
+    }
+
+    /// Claims one committed encounter and, if the contact check allows it, sends it to its
+    /// provider and records the answer.
+    pub(super) async fn send_to_provider(&self, id: i64) -> Result<(), SchedulerError> {
+        let Some(started) = self.claim_for_request(id, Claim::First).await? else {
+            return Ok(());
+        };
+        crash_point("encounter-claimed");
+        self.request_from_provider(&started).await
+    }
+
+    /// The last word before contact, in one short transaction: the encounter is still
+    /// `created` (and, for a first request, unclaimed: nobody else sends it; for a retry,
+    /// claimed by this request), its sequence is running and still in that encounter, the
+    /// number is not suppressed and the contact's calling window is open
+    /// ([`clarion_engine::contact_check`]). Then the claim is committed and the request may
+    /// go out. Otherwise nobody was contacted: the encounter row is removed and the engine
+    /// puts the attempt back (a closed window becomes a deferral; a suppressed number ends
+    /// the sequence), and `None` is answered.
+    pub(super) async fn claim_for_request(
+        &self,
+        id: i64,
+        claim: Claim,
+    ) -> Result<Option<Started>, SchedulerError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(encounter) = store.encounter_for_update(&mut tx.tx, id).await? else {
+            return Ok(None);
+        };
+        let ours = match claim {
+            Claim::First => encounter.claimed_at.is_none(),
+            Claim::Retry => encounter.claimed_at.is_some(),
+        };
+        if encounter.status != "created" || !ours {
+            return Ok(None);
+        }
+        let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
+            store.withdraw_encounter(&mut tx.tx, id).await?;
+            tx.commit(store).await?;
+            return Ok(None);
+        };
+        let suppressed = store
+            .is_suppressed(&mut tx.tx, sequence.org_id, &sequence.phone_number)
+            .await?;
+        let plan = self.plan_of(&sequence).await?;
+        let state: SequenceState =
+            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let this_attempt = usize::try_from(encounter.step).ok() == Some(state.step)
+            && i64::from(state.attempt) == encounter.attempt;
+        let check = if this_attempt {
+            clarion_engine::contact_check(&plan, &state, suppressed, datetime(now))
+        } else {
+            Err(clarion_engine::Withheld::NotRunning)
+        };
+        match check {
+            Ok(()) => {
+                if claim == Claim::First && !store.claim_encounter(&mut tx.tx, id, now).await? {
+                    return Ok(None);
+                }
+                if let Some(twilio) = &self.inner.config.twilio
+                    && encounter.channel == "sms"
+                    && claim == Claim::First
+                {
+                    let sender = sender_key(twilio.sender_for(sequence.org_id));
+                    store.set_encounter_sender(&mut tx.tx, id, sender).await?;
+                }
+                tx.commit(store).await?;
+                Ok(Some(Started {
+                    encounter,
+                    ordinal: 0,
+                    sequence,
+                }))
+            }
+            Err(reason) => {
+                tracing::info!(
+                    encounter_id = id,
+                    sequence_id = sequence.id,
+                    reason = ?reason,
+                    "encounter withheld just before its provider request; nobody was contacted"
+                );
+                if sequence.status == "ended" {
+                    // Cancelled meanwhile: its report is queued and may name this encounter,
+                    // so the row stays, ended as a call or text that was not made.
+                    let report = self.not_contacted_report(&encounter, now);
+                    store
+                        .end_encounter(&mut tx.tx, id, "failed", Some(&report), now)
+                        .await?;
+                } else {
+                    // The attempt runs again when allowed: the row goes, nobody was contacted.
+                    store.withdraw_encounter(&mut tx.tx, id).await?;
+                    if this_attempt {
+                        let event = Event::EncounterWithheld { reason };
+                        self.transition(&mut tx, &sequence, &event, now).await?;
+                    }
+                }
+                tx.commit(store).await?;
+                self.wake();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The report object of an encounter withheld after its sequence ended: a call that was
+    /// not placed, or a conversation whose opening text was not sent.
+    pub(super) fn not_contacted_report(&self, encounter: &EncounterRow, now: Millis) -> Value {
+        const WHY: &str = "Not made: the sequence had ended before the provider was asked.";
+        if encounter.channel == "sms" {
+            let mut report =
+                self.conversation_report(encounter, &Conversation::default(), SmsEnd::Error, now);
+            report.summary = Some(WHY.to_owned());
+            serde_json::to_value(&report).unwrap_or(Value::Null)
+        } else {
+            crate::simulator::failed_call_report(encounter, WHY)
+        }
+    }
+
+    /// Places the call or opens the conversation of one claimed encounter with its
+    /// provider, and records the answer at once, in its own small transaction: the
+    /// provider's callbacks (a STOP, an end-of-call report) may arrive while the rest of the
+    /// batch is still being sent, and must find the encounter.
+    pub(super) async fn request_from_provider(
+        &self,
+        started: &Started,
+    ) -> Result<(), SchedulerError> {
+        if let Some(twilio) = &self.inner.config.twilio
+            && started.encounter.channel == "sms"
+        {
+            let Some((request, conversation)) =
+                self.start_twilio_conversation(twilio, started).await
+            else {
+                return Ok(());
+            };
+            return self.record_requested(request, conversation).await;
+        }
+        if let Some(vapi) = &self.inner.config.vapi
+            && started.encounter.channel == "call"
+        {
+            let Some((request, status)) = self.place_vapi_call(vapi, started).await else {
+                return Ok(());
+            };
+            crash_point("vapi-call-placed");
+            let call_id = request.1.clone();
+            self.record_requested(request, None).await?;
+            if let Some(status) = status {
+                // The status Vapi answered with (`queued`), unless a callback moved it on.
+                self.inner
+                    .store
+                    .set_provider_status("call", &call_id, &status, &VAPI_STATUS_ORDER)
+                    .await?;
+            }
+            return Ok(());
+        }
+        Ok(())
+    }
+
+    /// Records one provider's answer for an encounter (and a conversation's state), at once.
+    pub(super) async fn record_requested(
+        &self,
+        request: clarion_store::RequestedEncounter,
+        conversation: Option<String>,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let mut tx = store.begin().await?;
+        if let (Some(conversation), Some(ends_at)) = (&conversation, request.2) {
+            store
+                .save_conversation(&mut tx, request.0, conversation, ends_at)
+                .await?;
+        }
+        store
+            .mark_encounters_requested(&mut tx, std::slice::from_ref(&request))
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Runs the simulator for one encounter: (ends_at, outcome, report object).
+    pub(super) async fn simulate(
+        &self,
+        started: &Started,
+    ) -> Result<(Millis, String, String), SchedulerError> {
+        let Started {
+            encounter,
+            ordinal,
+            sequence,
+        } = started;
+        let assistant = self
+            .assistant(sequence.org_id, encounter.assistant_id)
+            .await?;
+        let definition = self.definition(sequence.template_version_id).await?;
+        let sms_timeout = Duration::from_millis(definition.sms_timeout_ms);
+        crate::simulator::simulate(
+            sequence,
+            encounter,
+            *ordinal,
+            &assistant,
+            &self.inner.config.clinic_number,
+            sms_timeout,
+        )
+    }
+}

@@ -1,0 +1,252 @@
+//! The engine hand-off: applying an event to a sequence inside a transaction and performing
+//! the actions (history, suppression, encounter rows, the report into the outbox); the API
+//! controls (cancel, pause, resume); an ended encounter fed back to the engine.
+
+use super::*;
+
+impl Scheduler {
+    /// Cancel, pause or resume.
+    pub async fn control(
+        &self,
+        org: OrgId,
+        id: i64,
+        control: Control,
+    ) -> Result<SequenceRow, SchedulerError> {
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let sequence = tx
+            .sequence_for_update(&self.inner.store, id)
+            .await?
+            .filter(|s| s.org_id == org)
+            .ok_or(SchedulerError::SequenceNotFound)?;
+        if sequence.status == "ended" {
+            return Err(SchedulerError::Ended);
+        }
+        let event = match control {
+            Control::Cancel => Event::Cancel,
+            Control::Pause => Event::Pause,
+            Control::Resume => Event::Resume,
+        };
+        if control == Control::Cancel {
+            self.close_open_encounters(&mut tx, &sequence, now).await?;
+        }
+        self.transition(&mut tx, &sequence, &event, now).await?;
+        tx.commit(&self.inner.store).await?;
+        self.inner.outbox.wake();
+        self.wake();
+        self.inner
+            .store
+            .get_sequence(org, id)
+            .await?
+            .ok_or(SchedulerError::SequenceNotFound)
+    }
+
+    /// A cancel closes what its sequence still has open, before the report is built: an
+    /// encounter committed but not yet claimed for its provider is withdrawn (it never went
+    /// out, and now never will); an SMS conversation open with Twilio ends (the patient's
+    /// next text is no longer answered; a STOP still suppresses). A call in progress is left
+    /// to end: it cannot be unsaid, and its outcome still counts for suppression.
+    pub(super) async fn close_open_encounters(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let withdrawn = store
+            .withdraw_unclaimed_encounters(&mut tx.tx, sequence.id)
+            .await?;
+        for encounter_id in withdrawn {
+            tracing::info!(
+                encounter_id,
+                sequence_id = sequence.id,
+                "cancelled before its provider request; withdrawn"
+            );
+        }
+        for encounter in store
+            .open_encounters_of_sequence(&mut tx.tx, sequence.id)
+            .await?
+        {
+            let open_conversation = encounter.channel == "sms"
+                && encounter.status == "requested"
+                && encounter.outcome.is_none();
+            if !open_conversation {
+                continue;
+            }
+            let conversation = Self::conversation_of(&encounter);
+            let report = self.conversation_report(&encounter, &conversation, SmsEnd::Error, now);
+            let mut report =
+                serde_json::to_value(&report).map_err(|_| SchedulerError::Corrupt("sms"))?;
+            // Not an error of the channel: the organisation closed it.
+            report["ended_reason"] = Value::String("unknown".to_owned());
+            store
+                .end_encounter(&mut tx.tx, encounter.id, "unresolved", Some(&report), now)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Applies one event to a sequence inside `tx` and performs the resulting actions.
+    /// The encounters it starts are inserted with the transaction's buffered writes, and
+    /// answered by [`WriteTx::commit`] (the provider is asked after commit).
+    pub(super) async fn transition(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        event: &Event,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let plan = self.plan_of(sequence).await?;
+        let state: SequenceState =
+            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let Transition { state, actions } =
+            clarion_engine::step(&plan, &state, event, datetime(now));
+        if actions.is_empty() && state.next_wake.map(millis) == sequence.next_wake_at {
+            return Ok(());
+        }
+        self.perform(tx, sequence, &state, &actions, now).await
+    }
+
+    /// Stores the new state and performs the engine's actions, in `tx`.
+    pub(super) async fn perform(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        state: &SequenceState,
+        actions: &[Action],
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let mut ended = false;
+        for action in actions {
+            match action {
+                Action::Record(note) => {
+                    let detail = serde_json::to_value(note).unwrap_or(Value::Null);
+                    tx.record(sequence.id, now, note_kind(note), detail);
+                }
+                Action::SuppressNumber => {
+                    store
+                        .suppress(
+                            &mut tx.tx,
+                            sequence.org_id,
+                            &sequence.phone_number,
+                            "opt-out",
+                            now,
+                        )
+                        .await?;
+                    tx.suppressed
+                        .insert((sequence.org_id, sequence.phone_number.clone()));
+                }
+                Action::StartEncounter {
+                    step,
+                    attempt,
+                    channel,
+                    assistant_id,
+                } => {
+                    let step = i64::try_from(*step).unwrap_or(i64::MAX);
+                    let attempt = i64::from(*attempt);
+                    tx.encounters.push(Started {
+                        encounter: EncounterRow {
+                            id: 0,
+                            org_id: sequence.org_id,
+                            sequence_id: sequence.id,
+                            step,
+                            attempt,
+                            channel: channel.as_str().to_owned(),
+                            assistant_id: *assistant_id,
+                            phone_number: sequence.phone_number.clone(),
+                            status: "created".to_owned(),
+                            provider_ref: None,
+                            provider_status: None,
+                            conversation: None,
+                            outcome: None,
+                            report: None,
+                            ends_at: None,
+                            created_at: now,
+                            ended_at: None,
+                            claimed_at: None,
+                            sender: None,
+                        },
+                        ordinal: 0,
+                        sequence: sequence.clone(),
+                    });
+                }
+                Action::End => ended = true,
+            }
+        }
+        let state_text =
+            serde_json::to_string(state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let update = PendingUpdate {
+            id: sequence.id,
+            status: status_text(state),
+            state: state_text,
+            next_wake_at: state.next_wake.map(millis),
+            outcome_description: state.outcome_description.clone(),
+            now,
+        };
+        tx.update(store, update).await?;
+        if ended {
+            // The report is built and queued when the buffer is written, before commit.
+            let mut row = sequence.clone();
+            row.status = "ended".to_owned();
+            row.outcome_description = state.outcome_description.clone();
+            tx.ending.push((row, now));
+        }
+        Ok(())
+    }
+
+    /// Commits `tx` after a provider callback changed an encounter, and lets the rest run.
+    pub(super) async fn commit_callback(&self, tx: WriteTx) -> Result<(), SchedulerError> {
+        let started = tx.commit(&self.inner.store).await?;
+        self.inner.outbox.wake();
+        self.wake();
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(())
+    }
+
+    /// Ends an encounter and feeds its outcome to the engine, in `tx`.
+    pub(super) async fn finish_encounter(
+        &self,
+        tx: &mut WriteTx,
+        encounter: &EncounterRow,
+        outcome: &str,
+        report: Option<&Value>,
+        ended_at: Millis,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        if !store
+            .end_encounter(&mut tx.tx, encounter.id, outcome, report, ended_at)
+            .await?
+        {
+            return Ok(());
+        }
+        let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
+            return Ok(());
+        };
+        self.encounter_ended(tx, &sequence, outcome, ended_at, now)
+            .await
+    }
+
+    /// Feeds an ended encounter's outcome to the engine, in `tx`.
+    pub(super) async fn encounter_ended(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        outcome: &str,
+        ended_at: Millis,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let outcome = serde_json::from_value(Value::String(outcome.to_owned()))
+            .unwrap_or(clarion_engine::EncounterOutcome::Failed);
+        let event = Event::EncounterEnded {
+            outcome,
+            ended_at: datetime(ended_at),
+        };
+        // The encounters it started carry the sequence as read here: the simulator uses only
+        // what never changes (contact, variables, simulation), not the engine's state.
+        self.transition(tx, sequence, &event, now).await
+    }
+}

@@ -1,0 +1,554 @@
+//! SMS conversations through Twilio: senders per organisation, the opening text, inbound
+//! replies routed by (patient, sender) and answered by the assistant, opt-outs that are
+//! never lost, replayed requests refused, status callbacks.
+
+use super::*;
+
+/// The Twilio SMS channel.
+#[derive(Debug, Clone)]
+pub struct TwilioChannel {
+    pub client: TwilioClient,
+    /// The public address of this Clarion (`twilio.public_base_url`), for status callbacks.
+    pub public_base_url: String,
+    /// The Twilio account inbound texts must come from (`AccountSid`).
+    pub account_sid: String,
+    /// Organisations' own senders (`[twilio.senders]`); the others share the client's.
+    pub senders: HashMap<OrgId, Sender>,
+}
+
+impl TwilioChannel {
+    /// The sender an organisation's texts go out from.
+    pub fn sender_for(&self, org: OrgId) -> &Sender {
+        self.senders.get(&org).unwrap_or(self.client.sender())
+    }
+
+    /// Every sender this deployment texts from.
+    pub(super) fn all_senders(&self) -> impl Iterator<Item = &Sender> {
+        std::iter::once(self.client.sender()).chain(self.senders.values())
+    }
+
+    /// Whether an inbound text was sent to this deployment: from its Twilio account, to one
+    /// of its numbers or Messaging Services.
+    pub(super) fn addressed_to_us(&self, message: &InboundMessage) -> bool {
+        if message.account_sid.as_deref() != Some(self.account_sid.as_str()) {
+            return false;
+        }
+        self.all_senders().any(|sender| match sender {
+            Sender::From(number) => message.to.as_deref() == Some(number.as_str()),
+            Sender::MessagingService(sid) => {
+                message.messaging_service_sid.as_deref() == Some(sid.as_str())
+            }
+        })
+    }
+}
+
+/// How a sender is recorded on an encounter and matched against inbound texts: the number, or
+/// the Messaging Service sid.
+pub(super) fn sender_key(sender: &Sender) -> &str {
+    match sender {
+        Sender::From(number) => number,
+        Sender::MessagingService(sid) => sid,
+    }
+}
+
+/// The sender keys a Twilio message (inbound, or a status callback) names: the number it was
+/// sent to or from on our side, and the Messaging Service, when present.
+pub(super) fn message_sender_keys<'a>(
+    number: Option<&'a str>,
+    service: Option<&'a str>,
+) -> Vec<&'a str> {
+    number.into_iter().chain(service).collect()
+}
+
+/// How many times a text Twilio certainly did not accept (429, connection refused) is tried.
+pub(super) const TWILIO_SEND_ATTEMPTS: u32 = 3;
+
+/// How long an inbound Twilio `MessageSid` is remembered to refuse replays: a captured
+/// request replayed within this time is refused. A year and a month: longer than any
+/// sequence runs, so a replay cannot reach a conversation begun after the original.
+pub(super) const INBOUND_SID_RETENTION_MILLIS: Millis = 400 * 24 * 3600 * 1000;
+
+impl Scheduler {
+    /// Opens one committed SMS encounter with Twilio: the script's opening text, rendered
+    /// with the contact's name and variables, sent with a status callback. Answers what to
+    /// record (the message's sid, the conversation's time-out) and the conversation's state;
+    /// or, when the text was not sent, an encounter due to end now.
+    pub(super) async fn start_twilio_conversation(
+        &self,
+        twilio: &TwilioChannel,
+        started: &Started,
+    ) -> Option<(clarion_store::RequestedEncounter, Option<String>)> {
+        let encounter = &started.encounter;
+        let id = encounter.id;
+        let now = self.inner.clock.now_millis();
+        let source = self.twilio_source_number(encounter);
+        let unsent = |end: SmsEnd| {
+            let report = sms_report(
+                &Conversation::default(),
+                Some(end),
+                (id, encounter.assistant_id),
+                (source.as_deref(), &encounter.phone_number),
+                (
+                    clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at),
+                    clarion_webhooks::Timestamp::from_unix_millis(now),
+                ),
+            );
+            let report = serde_json::to_string(&report).unwrap_or_default();
+            Some((
+                (
+                    id,
+                    format!("twilio_unsent_{id}"),
+                    Some(now),
+                    Some(report),
+                    Some(end.engine_outcome().to_owned()),
+                ),
+                None,
+            ))
+        };
+        let (assistant, definition) = match (
+            self.assistant(started.sequence.org_id, encounter.assistant_id)
+                .await,
+            self.definition(started.sequence.template_version_id).await,
+        ) {
+            (Ok(assistant), Ok(definition)) => (assistant, definition),
+            _ => {
+                tracing::error!(
+                    encounter_id = id,
+                    "assistant or template unreadable; text not sent"
+                );
+                return unsent(SmsEnd::Error);
+            }
+        };
+        let Ok(script) = ScriptConfig::from_assistant_config(&assistant.config) else {
+            tracing::warn!(
+                encounter_id = id,
+                "assistant has no valid SMS script; text not sent"
+            );
+            return unsent(SmsEnd::Error);
+        };
+        let name = serde_json::from_value::<ContactInfo>(started.sequence.contact.clone())
+            .ok()
+            .and_then(|c| c.name);
+        let variables = started
+            .sequence
+            .variables
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut conversation = Conversation::new(name, variables);
+        let message = SendMessage {
+            to: encounter.phone_number.clone(),
+            sender: twilio.sender_for(started.sequence.org_id).clone(),
+            body: conversation.open(&script),
+            status_callback: Some(format!(
+                "{}/providers/twilio/status",
+                twilio.public_base_url.trim_end_matches('/')
+            )),
+        };
+        let mut tries = 1;
+        loop {
+            match twilio.client.send(&message).await {
+                Ok(sent) => {
+                    tracing::info!(encounter_id = id, "SMS conversation opened with Twilio");
+                    let ends_at = now.saturating_add(
+                        Millis::try_from(definition.sms_timeout_ms).unwrap_or(Millis::MAX),
+                    );
+                    let state = serde_json::to_string(&conversation).ok();
+                    return Some((
+                        (
+                            id,
+                            sent.sid.unwrap_or_else(|| format!("twilio_{id}")),
+                            Some(ends_at),
+                            None,
+                            None,
+                        ),
+                        state,
+                    ));
+                }
+                Err(SendError::Rejected {
+                    failure: SendFailure::Retryable,
+                    ..
+                }) if tries < TWILIO_SEND_ATTEMPTS => {
+                    tracing::info!(
+                        encounter_id = id,
+                        tries,
+                        "Twilio did not accept the text; trying again"
+                    );
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
+                    match self.claim_for_request(id, Claim::Retry).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return None,
+                        Err(error) => {
+                            tracing::error!(encounter_id = id, error = %error, "re-checking a text before its retry failed; not sending it");
+                            return unsent(SmsEnd::Error);
+                        }
+                    }
+                    tries += 1;
+                }
+                Err(error) => {
+                    tracing::warn!(encounter_id = id, error = %error, "text not sent");
+                    return unsent(match error {
+                        SendError::Rejected {
+                            failure: SendFailure::OptedOut,
+                            ..
+                        } => SmsEnd::OptOut,
+                        _ => SmsEnd::Error,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Ends an SMS encounter with `end`, its report built from the conversation so far, in
+    /// `tx`.
+    pub(super) async fn end_conversation(
+        &self,
+        tx: &mut WriteTx,
+        encounter: &EncounterRow,
+        conversation: &Conversation,
+        end: SmsEnd,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let report = self.conversation_report(encounter, conversation, end, now);
+        let report = serde_json::to_value(&report).map_err(|_| SchedulerError::Corrupt("sms"))?;
+        self.finish_encounter(tx, encounter, end.engine_outcome(), Some(&report), now, now)
+            .await
+    }
+
+    /// The report's Sms object of a conversation ending now with `end`.
+    pub(super) fn conversation_report(
+        &self,
+        encounter: &EncounterRow,
+        conversation: &Conversation,
+        end: SmsEnd,
+        now: Millis,
+    ) -> clarion_webhooks::Sms {
+        let source = self.twilio_source_number(encounter);
+        sms_report(
+            conversation,
+            Some(end),
+            (encounter.id, encounter.assistant_id),
+            (source.as_deref(), &encounter.phone_number),
+            (
+                clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at),
+                clarion_webhooks::Timestamp::from_unix_millis(now),
+            ),
+        )
+    }
+
+    /// The number texts come from, when Clarion knows it (a Messaging Service picks one
+    /// from its pool).
+    pub(super) fn twilio_source_number(&self, encounter: &EncounterRow) -> Option<String> {
+        let twilio = self.inner.config.twilio.as_ref()?;
+        match twilio.sender_for(encounter.org_id) {
+            Sender::From(number) => Some(number.clone()),
+            Sender::MessagingService(_) => None,
+        }
+    }
+
+    pub(super) fn conversation_of(encounter: &EncounterRow) -> Conversation {
+        encounter
+            .conversation
+            .as_deref()
+            .and_then(|c| serde_json::from_str(c).ok())
+            .unwrap_or_default()
+    }
+
+    /// An inbound text from Twilio: routed to the conversation running with its sender,
+    /// answered by the assistant (STOP and its synonyms end it as an opt-out with no reply;
+    /// HELP gets the organisation's help text; an ordinary reply goes to the LLM assistant
+    /// when one is configured, else — or when it fails — to the script), the conversation
+    /// saved or ended. Answers the reply to send back (`None`: nothing to say, or no
+    /// conversation).
+    ///
+    /// The answer is worked out before the write transaction (a model may take seconds, and
+    /// the transaction holds the database's write lock); if another text moved the
+    /// conversation meanwhile, this one is answered by the script on the new state.
+    pub async fn twilio_inbound(
+        &self,
+        message: &InboundMessage,
+    ) -> Result<Option<String>, SchedulerError> {
+        let store = &self.inner.store;
+        let Some(twilio) = &self.inner.config.twilio else {
+            return Ok(None);
+        };
+        if !twilio.addressed_to_us(message) {
+            tracing::warn!("inbound text for another Twilio account or number; ignored");
+            return Ok(None);
+        }
+        if store.inbound_message_seen(&message.message_sid).await? {
+            // Twilio repeated the webhook, or someone replayed it: handled already.
+            return Ok(None);
+        }
+        let senders = message_sender_keys(
+            message.to.as_deref(),
+            message.messaging_service_sid.as_deref(),
+        );
+        let Some(seen) = self.route_inbound(None, message, &senders).await? else {
+            self.opt_out_without_conversation(message, &senders).await?;
+            return Ok(None);
+        };
+        let assistant = self.assistant(seen.org_id, seen.assistant_id).await?;
+        let script = ScriptConfig::from_assistant_config(&assistant.config)
+            .map_err(|_| SchedulerError::Corrupt("sms script"))?;
+        let (mut decision, by_model) = self
+            .sms_decision(
+                &assistant,
+                &script,
+                &Self::conversation_of(&seen),
+                message,
+                true,
+            )
+            .await;
+
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        if !store
+            .record_inbound_message(&mut tx.tx, &message.message_sid, now)
+            .await?
+        {
+            return Ok(None);
+        }
+        let Some(encounter) = self
+            .route_inbound(Some(&mut tx.tx), message, &senders)
+            .await?
+        else {
+            // The conversation ended since it was read (another text, or its time-out): an
+            // opt-out still suppresses.
+            if message.keyword() == Keyword::OptOut {
+                self.suppress_for_sms_senders(&mut tx.tx, &message.from, &senders)
+                    .await?;
+            }
+            self.commit_callback(tx).await?;
+            return Ok(None);
+        };
+        let mut conversation = Self::conversation_of(&encounter);
+        if conversation.handled.contains(&message.message_sid) {
+            return Ok(None);
+        }
+        let mut by_model = by_model;
+        if encounter.id != seen.id || encounter.conversation != seen.conversation {
+            (decision, by_model) = self
+                .sms_decision(&assistant, &script, &conversation, message, false)
+                .await;
+        }
+        if decision.keyword == Keyword::Help
+            && let Some(organization) = store.get_organization(encounter.org_id).await?
+            && let Some(help) = organization.sms_help_text
+        {
+            decision.reply = Some(help);
+        }
+        if by_model {
+            conversation.record(&message.body, &decision);
+        } else {
+            conversation.record_with(&script, &message.body, &decision);
+        }
+        if conversation.our_number.is_none() {
+            conversation.our_number = message.to.clone();
+        }
+        conversation.handled.push(message.message_sid.clone());
+        match decision.end {
+            Some(end) => {
+                self.end_conversation(&mut tx, &encounter, &conversation, end, now)
+                    .await?;
+            }
+            None => {
+                let sequence = store
+                    .sequence_for_update(&mut tx.tx, encounter.sequence_id)
+                    .await?
+                    .ok_or(SchedulerError::Corrupt("sequence"))?;
+                let timeout = self
+                    .definition(sequence.template_version_id)
+                    .await?
+                    .sms_timeout_ms;
+                let state = serde_json::to_string(&conversation)
+                    .map_err(|_| SchedulerError::Corrupt("sms"))?;
+                store
+                    .save_conversation(
+                        &mut tx.tx,
+                        encounter.id,
+                        &state,
+                        now.saturating_add(Millis::try_from(timeout).unwrap_or(Millis::MAX)),
+                    )
+                    .await?;
+            }
+        }
+        self.commit_callback(tx).await?;
+        Ok(decision.reply)
+    }
+
+    /// The conversation an inbound text belongs to: one running with its sender that was
+    /// begun from the number (or Messaging Service) it was sent to. Where that sender is
+    /// shared and more than one organisation has such a conversation open with the patient,
+    /// the text cannot be told apart: it goes to none of them (never into another
+    /// organisation's), and only an opt-out acts, for all of them.
+    pub(super) async fn route_inbound(
+        &self,
+        tx: Option<&mut Tx>,
+        message: &InboundMessage,
+        senders: &[&str],
+    ) -> Result<Option<EncounterRow>, SchedulerError> {
+        let open = self
+            .inner
+            .store
+            .open_sms_conversations(tx, &message.from, senders)
+            .await?;
+        let Some(newest) = open.first() else {
+            return Ok(None);
+        };
+        if open.iter().any(|e| e.org_id != newest.org_id) {
+            tracing::warn!(
+                organizations = open.len(),
+                "an inbound text matches conversations of several organisations on a shared sender; routed to none"
+            );
+            return Ok(None);
+        }
+        Ok(Some(newest.clone()))
+    }
+
+    /// A STOP (or a synonym) from a number with no conversation running — after one timed
+    /// out, or between steps — still puts the number on the suppression list of every
+    /// organisation that has texted it from the sender it was sent to, so no later step or
+    /// sequence contacts it.
+    pub(super) async fn opt_out_without_conversation(
+        &self,
+        message: &InboundMessage,
+        senders: &[&str],
+    ) -> Result<(), SchedulerError> {
+        if message.keyword() != Keyword::OptOut {
+            return Ok(());
+        }
+        let now = self.inner.clock.now_millis();
+        let mut tx = self.inner.store.begin().await?;
+        if !self
+            .inner
+            .store
+            .record_inbound_message(&mut tx, &message.message_sid, now)
+            .await?
+        {
+            return Ok(());
+        }
+        let suppressed = self
+            .suppress_for_sms_senders(&mut tx, &message.from, senders)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(
+            organizations = suppressed,
+            "opt-out received outside a conversation; number suppressed"
+        );
+        self.wake();
+        Ok(())
+    }
+
+    /// Suppresses `phone_number` (an opt-out) for every organisation that has texted it from
+    /// one of `senders`, in `tx`; answers how many.
+    pub(super) async fn suppress_for_sms_senders(
+        &self,
+        tx: &mut Tx,
+        phone_number: &str,
+        senders: &[&str],
+    ) -> Result<usize, SchedulerError> {
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let orgs = store.sms_organizations(tx, phone_number, senders).await?;
+        for org in &orgs {
+            store
+                .suppress(tx, *org, phone_number, "opt-out", now)
+                .await?;
+        }
+        Ok(orgs.len())
+    }
+
+    /// The assistant's answer to an inbound text: the script's, or — for an ordinary reply
+    /// (not STOP, HELP or the turn limit), when `ask_model` and the assistant has
+    /// `config.llm` and a model is configured — the model's, falling back to the script's
+    /// when the model fails. The flag says whether the model answered.
+    pub(super) async fn sms_decision(
+        &self,
+        assistant: &Assistant,
+        script: &ScriptConfig,
+        conversation: &Conversation,
+        message: &InboundMessage,
+        ask_model: bool,
+    ) -> (clarion_providers::Decision, bool) {
+        let mut decision = respond_to(
+            script,
+            conversation,
+            &message.body,
+            message.opt_out_type.as_deref(),
+        );
+        let ordinary = matches!(decision.keyword, Keyword::Other | Keyword::OptIn)
+            && decision.end != Some(SmsEnd::TurnLimit);
+        let prompt = assistant
+            .config
+            .get("llm")
+            .and_then(|llm| llm.get("system_prompt"))
+            .and_then(Value::as_str);
+        let (Some(llm), Some(prompt), true, true) =
+            (&self.inner.config.llm, prompt, ordinary, ask_model)
+        else {
+            return (decision, false);
+        };
+        let model = assistant
+            .config
+            .get("llm")
+            .and_then(|llm| llm.get("model"))
+            .and_then(Value::as_str);
+        match llm.decide(prompt, model, conversation, &message.body).await {
+            Ok(answer) => {
+                decision.reply = Some(answer.reply);
+                decision.end = answer.resolution.map(SmsEnd::from);
+                (decision, true)
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "the LLM assistant did not answer; the script does");
+                (decision, false)
+            }
+        }
+    }
+
+    /// A Twilio status callback for the message that opened a conversation: a message that
+    /// failed (error 21610, the recipient unsubscribed: an opt-out) ends the conversation.
+    /// Answers whether it changed anything.
+    pub async fn twilio_status(&self, callback: &StatusCallback) -> Result<bool, SchedulerError> {
+        if !callback.status.is_failure() {
+            return Ok(false);
+        }
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let opted_out =
+            callback.error_code == Some(clarion_providers::twilio::wire::ERROR_OPTED_OUT);
+        let Some(encounter) = self
+            .inner
+            .store
+            .encounter_by_provider_ref(&mut tx.tx, "sms", &callback.message_sid)
+            .await?
+            .filter(|e| e.status != "ended")
+        else {
+            // The carrier's own opt-out (21610) counts even when its message is not known
+            // (yet): the callback can arrive before the send's answer is recorded.
+            if opted_out && let Some(to) = &callback.to {
+                let senders = message_sender_keys(
+                    callback.from.as_deref(),
+                    callback.messaging_service_sid.as_deref(),
+                );
+                let suppressed = self
+                    .suppress_for_sms_senders(&mut tx.tx, to, &senders)
+                    .await?;
+                self.commit_callback(tx).await?;
+                return Ok(suppressed > 0);
+            }
+            return Ok(false);
+        };
+        let end = if opted_out {
+            SmsEnd::OptOut
+        } else {
+            SmsEnd::Error
+        };
+        let conversation = Self::conversation_of(&encounter);
+        self.end_conversation(&mut tx, &encounter, &conversation, end, now)
+            .await?;
+        self.commit_callback(tx).await?;
+        Ok(true)
+    }
+}

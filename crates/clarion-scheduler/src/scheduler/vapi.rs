@@ -1,0 +1,412 @@
+//! Calls through Vapi: placing a claimed call (retries re-checked), applying end-of-call
+//! reports (by the recorded call id; by the call's name only once Vapi confirms it), status
+//! updates, and finding a call whose placement was never recorded.
+
+use super::*;
+
+/// How many times a call Vapi certainly did not place (429, connection refused) is tried.
+pub(super) const VAPI_PLACE_ATTEMPTS: u32 = 3;
+
+/// The longest wait between two of those tries, whatever `Retry-After` says: the encounter
+/// row stays unconfirmed meanwhile.
+pub(super) const VAPI_MAX_RETRY_WAIT: Duration = Duration::from_secs(10);
+
+/// The provider reference of a call whose placement is unknown (no call id came back).
+pub(super) const VAPI_UNKNOWN_PREFIX: &str = "vapi_unknown_";
+
+/// Vapi call statuses in the order a call goes through them (`ended` comes with the
+/// end-of-call report).
+pub(super) const VAPI_STATUS_ORDER: [&str; 4] = ["queued", "ringing", "in-progress", "forwarding"];
+
+/// The summary of a call whose placement stayed unknown and whose report never came.
+pub(super) const UNKNOWN_PLACEMENT_SUMMARY: &str = "Whether the call was placed is unknown (the provider \
+     did not answer clearly) and no report of it came; it was not placed again.";
+
+/// The summary of a call whose placement was unknown and which Vapi does not list among the
+/// calls placed from Clarion's number.
+pub(super) const NOT_PLACED_SUMMARY: &str = "The provider's answer did not say whether the call was \
+     placed, and the provider has no record of it: it was not placed, and not placed again.";
+
+/// The summary of a placed call that was neither reported nor readable until Clarion gave up.
+pub(super) const NEVER_REPORTED_SUMMARY: &str = "The call was placed but its end was never reported and \
+     could not be read back from the provider; it was not placed again.";
+
+/// How many calls one `GET /call` listing asks for when looking for an unrecorded call.
+pub(super) const VAPI_LIST_LIMIT: u32 = 100;
+
+impl Scheduler {
+    /// Places one committed call encounter with Vapi. Answers what to record: the call's id
+    /// (its end arrives as a callback) with the status Vapi gave the new call, or, when the
+    /// call was not placed, an encounter due to end now as `failed`. Only answers that prove
+    /// Vapi did not place the call are retried.
+    ///
+    /// Before each retry the contact check is made again ([`Scheduler::claim_for_request`]):
+    /// a cancel, a pause, an opt-out or the window closing during the wait places nothing
+    /// (`None`: the encounter was withheld, nothing to record).
+    pub(super) async fn place_vapi_call(
+        &self,
+        vapi: &VapiClient,
+        started: &Started,
+    ) -> Option<(clarion_store::RequestedEncounter, Option<String>)> {
+        let encounter = &started.encounter;
+        let id = encounter.id;
+        let not_placed = |reason: &str| {
+            let report = crate::simulator::failed_call_report(
+                encounter,
+                &format!("The call could not be placed: {reason}. It was not retried."),
+            );
+            let request = (
+                id,
+                format!("vapi_unplaced_{id}"),
+                Some(self.inner.clock.now_millis()),
+                Some(report.to_string()),
+                Some("failed".to_owned()),
+            );
+            Some((request, None))
+        };
+        let assistant = match self
+            .assistant(started.sequence.org_id, encounter.assistant_id)
+            .await
+        {
+            Ok(assistant) => assistant,
+            Err(error) => {
+                tracing::error!(encounter_id = id, error = %error, "assistant unreadable; call not placed");
+                return not_placed("the assistant could not be read");
+            }
+        };
+        let Some(vapi_assistant) = assistant
+            .config
+            .get("vapi_assistant_id")
+            .and_then(Value::as_str)
+        else {
+            tracing::warn!(
+                encounter_id = id,
+                "assistant has no vapi_assistant_id; call not placed"
+            );
+            return not_placed("the assistant has no vapi_assistant_id");
+        };
+        let variables = started
+            .sequence
+            .variables
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let request = CreateCallRequest::new(
+            vapi_assistant,
+            vapi.phone_number_id(),
+            encounter.phone_number.as_str(),
+            id,
+            variables,
+        );
+        let mut tries = 1;
+        loop {
+            match vapi.create_call(&request).await {
+                Ok(call) => {
+                    tracing::info!(encounter_id = id, "call placed with Vapi");
+                    // Due for a read-back if the end-of-call report does not come.
+                    let check_at = self.inner.clock.now_millis().saturating_add(
+                        Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
+                            .unwrap_or(Millis::MAX),
+                    );
+                    return Some(((id, call.id, Some(check_at), None, None), call.status));
+                }
+                Err(CreateCallError::NotPlaced { retry_after, .. })
+                    if tries < VAPI_PLACE_ATTEMPTS =>
+                {
+                    let wait = retry_after
+                        .unwrap_or(Duration::from_millis(500 * u64::from(tries)))
+                        .min(VAPI_MAX_RETRY_WAIT);
+                    tracing::info!(
+                        encounter_id = id,
+                        tries,
+                        "Vapi did not place the call; trying again"
+                    );
+                    tokio::time::sleep(wait).await;
+                    match self.claim_for_request(id, Claim::Retry).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => return None,
+                        Err(error) => {
+                            // Not knowing whether contact is still allowed, don't call.
+                            tracing::error!(encounter_id = id, error = %error, "re-checking a call before its retry failed; not placing it");
+                            return not_placed("the check before retrying could not be made");
+                        }
+                    }
+                    tries += 1;
+                }
+                Err(CreateCallError::Unknown { reason }) => {
+                    // It may have gone out: wait for its end-of-call report (matched by the
+                    // call's name), and end it as unknown if none comes.
+                    tracing::warn!(
+                        encounter_id = id,
+                        reason,
+                        "Vapi's answer does not say whether the call was placed; waiting for its report"
+                    );
+                    let check_at = self.inner.clock.now_millis().saturating_add(
+                        Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
+                            .unwrap_or(Millis::MAX),
+                    );
+                    let request = (
+                        id,
+                        format!("{VAPI_UNKNOWN_PREFIX}{id}"),
+                        Some(check_at),
+                        None,
+                        None,
+                    );
+                    return Some((request, None));
+                }
+                Err(error) => {
+                    tracing::warn!(encounter_id = id, error = %error, "call not placed");
+                    return not_placed(match error {
+                        CreateCallError::NotPlaced { .. } => {
+                            "Vapi kept declining it (rate limited)"
+                        }
+                        CreateCallError::Refused { .. } => "Vapi refused the request",
+                        CreateCallError::Unknown { .. } => {
+                            "Vapi's answer did not say whether it was placed"
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    /// Applies Vapi's end-of-call report to its encounter: the report's `Call` object, the
+    /// outcome to the engine, the sequence onwards — in one transaction. A report for an
+    /// unknown call or an encounter that already ended changes nothing (`false`), so a
+    /// duplicate or replayed report is harmless.
+    pub async fn vapi_end_of_call(&self, report: &EndOfCallReport) -> Result<bool, SchedulerError> {
+        let Some(call_id) = report.call_id() else {
+            return Ok(false);
+        };
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        if let Some(encounter) = store
+            .encounter_by_provider_ref(&mut tx.tx, "call", call_id)
+            .await?
+        {
+            if encounter.status == "ended" {
+                return Ok(false);
+            }
+            return self.apply_end_of_call(tx, encounter, report, now).await;
+        }
+        drop(tx);
+        // No call id recorded for it: the report came before Clarion recorded the placement
+        // (it is on its way, or the process died in between), or the placement's answer was
+        // unclear. Only the call's name links it to an encounter, and a name is easy to
+        // forge, so the call is read back from Vapi and its data is what gets applied.
+        let Some(encounter_id) = report.call.as_ref().and_then(|call| call.encounter_id()) else {
+            return Ok(false);
+        };
+        self.adopt_call_by_name(encounter_id, call_id).await
+    }
+
+    /// Links an encounter whose Vapi call id was never recorded to the call `call_id` that
+    /// names it, after reading the call back from Vapi (its name and number must match the
+    /// encounter): an ended call is applied as its end-of-call report; one still running gets
+    /// its id recorded, so its report (or the next read-back) finds it. `false` when there is
+    /// no such encounter or the call is not its; [`SchedulerError::ProviderUnavailable`]
+    /// when Vapi could not be asked.
+    pub(super) async fn adopt_call_by_name(
+        &self,
+        encounter_id: i64,
+        call_id: &str,
+    ) -> Result<bool, SchedulerError> {
+        let store = &self.inner.store;
+        let Some(vapi) = &self.inner.config.vapi else {
+            return Ok(false);
+        };
+        let unrecorded = |e: &EncounterRow| {
+            e.channel == "call"
+                && e.status != "ended"
+                && e.outcome.is_none()
+                && e.provider_ref
+                    .as_deref()
+                    .is_none_or(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
+        };
+        let Some(candidate) = store.encounter_by_id(encounter_id).await? else {
+            return Ok(false);
+        };
+        if !unrecorded(&candidate) {
+            return Ok(false);
+        }
+        let call = match vapi.get_call(call_id).await {
+            Ok(call) => call,
+            Err(error) if error.is_not_found() => {
+                tracing::warn!(
+                    encounter_id,
+                    "a call report named an encounter but Vapi has no such call; ignored"
+                );
+                return Ok(false);
+            }
+            Err(error) => {
+                tracing::warn!(encounter_id, error = %error, "could not read a call back to confirm its report");
+                return Err(SchedulerError::ProviderUnavailable);
+            }
+        };
+        let confirmed = call.encounter_id() == Some(encounter_id)
+            && call.customer.as_ref().and_then(|c| c.number.as_deref())
+                == Some(candidate.phone_number.as_str());
+        if !confirmed {
+            tracing::warn!(
+                encounter_id,
+                "a call report named an encounter whose call Vapi does not confirm; ignored"
+            );
+            return Ok(false);
+        }
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        let Some(encounter) = store
+            .encounter_for_update(&mut tx.tx, encounter_id)
+            .await?
+            .filter(|e| unrecorded(e))
+        else {
+            return Ok(false);
+        };
+        let next_check = now.saturating_add(
+            Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
+                .unwrap_or(Millis::MAX),
+        );
+        store
+            .adopt_provider_ref(&mut tx.tx, encounter.id, call_id, next_check)
+            .await?;
+        tracing::info!(
+            encounter_id,
+            "a call whose placement was not recorded was found at Vapi"
+        );
+        match EndOfCallReport::from_ended_call(call) {
+            Some(report) => self.apply_end_of_call(tx, encounter, &report, now).await,
+            None => {
+                self.commit_callback(tx).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Applies an end-of-call report to its (open) encounter in `tx`, and commits.
+    pub(super) async fn apply_end_of_call(
+        &self,
+        mut tx: WriteTx,
+        encounter: EncounterRow,
+        report: &EndOfCallReport,
+        now: Millis,
+    ) -> Result<bool, SchedulerError> {
+        let store = &self.inner.store;
+        let assistant = self
+            .assistant(encounter.org_id, encounter.assistant_id)
+            .await?;
+        let custom_fields: Vec<String> = assistant
+            .custom_fields
+            .as_array()
+            .map(|fields| {
+                fields
+                    .iter()
+                    .filter_map(|f| f.get("name").and_then(Value::as_str).map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let facts = EncounterFacts {
+            encounter_id: encounter.id,
+            assistant_id: encounter.assistant_id,
+            destination_number: &encounter.phone_number,
+            source_number: None,
+            voicemail_message: assistant
+                .config
+                .get("voicemail_message")
+                .and_then(Value::as_str),
+            custom_fields: &custom_fields,
+        };
+        let (call, outcome) = call_from_end_of_call(report, &facts);
+        let call = serde_json::to_value(&call).map_err(|_| SchedulerError::Corrupt("call"))?;
+        self.finish_encounter(&mut tx, &encounter, outcome, Some(&call), now, now)
+            .await?;
+        let started = tx.commit(store).await?;
+        self.inner.outbox.wake();
+        self.wake();
+        if !started.is_empty() {
+            self.request_encounters(started).await?;
+        }
+        Ok(true)
+    }
+
+    /// A call whose placement is unknown (Vapi's answer was unclear, or the process died
+    /// before recording it): looked for among the calls placed from Clarion's number since it
+    /// was created, by its name. Found, it is adopted (and applied if it ended). Vapi listing
+    /// no such call (and not a full page) means it was never placed: it ends `failed`. Vapi
+    /// not answering: looked at again later, until `provider_give_up_after`.
+    pub(super) async fn look_for_unknown_call(
+        &self,
+        encounter: &EncounterRow,
+        next_check: Millis,
+        given_up: bool,
+    ) -> Result<bool, SchedulerError> {
+        let listed = match &self.inner.config.vapi {
+            Some(vapi) => {
+                // A minute of slack for the clocks of Vapi and this node.
+                let since = datetime(encounter.created_at.saturating_sub(60_000))
+                    .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                match vapi.list_calls(&since, VAPI_LIST_LIMIT).await {
+                    Ok(calls) => Some(calls),
+                    Err(error) => {
+                        tracing::warn!(encounter_id = encounter.id, error = %error, "listing calls to find an unrecorded one failed");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let page_full = |calls: &[clarion_providers::vapi::wire::VapiCall]| {
+            calls.len() >= VAPI_LIST_LIMIT as usize
+        };
+        match listed {
+            Some(calls) => {
+                let full = page_full(&calls);
+                if let Some(call) = calls
+                    .into_iter()
+                    .find(|call| call.encounter_id() == Some(encounter.id))
+                {
+                    let call_id = call.id.clone();
+                    return self.adopt_call_by_name(encounter.id, &call_id).await;
+                }
+                if !full {
+                    let end = OverdueEnd::UnreportedCall {
+                        summary: NOT_PLACED_SUMMARY,
+                    };
+                    return self.end_overdue(encounter, end).await;
+                }
+                if given_up {
+                    let end = OverdueEnd::UnreportedCall {
+                        summary: UNKNOWN_PLACEMENT_SUMMARY,
+                    };
+                    return self.end_overdue(encounter, end).await;
+                }
+            }
+            None if given_up => {
+                let end = OverdueEnd::UnreportedCall {
+                    summary: UNKNOWN_PLACEMENT_SUMMARY,
+                };
+                return self.end_overdue(encounter, end).await;
+            }
+            None => {}
+        }
+        self.inner
+            .store
+            .postpone_encounter_end(encounter.id, next_check)
+            .await?;
+        Ok(false)
+    }
+
+    /// Records a Vapi status update (`queued`, `ringing`, `in-progress`, `forwarding`) on its
+    /// encounter, never moving backwards. `false` when it changed nothing.
+    pub async fn vapi_status_update(
+        &self,
+        call_id: &str,
+        status: &str,
+    ) -> Result<bool, SchedulerError> {
+        Ok(self
+            .inner
+            .store
+            .set_provider_status("call", call_id, status, &VAPI_STATUS_ORDER)
+            .await?)
+    }
+}

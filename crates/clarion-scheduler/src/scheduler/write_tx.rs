@@ -1,0 +1,179 @@
+//! A write transaction with the writes it buffers (history, sequence updates, encounter
+//! inserts, reports into the outbox), each kind written as one statement before it is read
+//! back and before commit.
+
+use super::*;
+
+/// A write transaction with the writes it buffers: history entries and sequence updates are
+/// written in one statement each (every statement is a round trip to SQLite's thread), when a
+/// buffered sequence is read again and before the transaction commits. So they still commit
+/// atomically with the rest of the transaction.
+#[derive(Debug)]
+pub(super) struct WriteTx {
+    pub(super) tx: Tx,
+    pub(super) events: Vec<(i64, Millis, String, Value)>,
+    pub(super) updates: Vec<PendingUpdate>,
+    pub(super) updated: HashSet<i64>,
+    /// A buffered update ends a sequence (frees its number for a new enrollment).
+    pub(super) ends: bool,
+    /// Numbers suppressed in this transaction (for answers read before it started).
+    pub(super) suppressed: HashSet<(OrgId, String)>,
+    /// Encounters to insert (their id is not known yet).
+    pub(super) encounters: Vec<Started>,
+    /// Encounters inserted, for the provider once the transaction is committed.
+    pub(super) started: Vec<Started>,
+    /// Sequences ended in this transaction (as ended, with the engine time of the end),
+    /// whose reports go into the outbox when the buffer is written: one read of their
+    /// encounters and one outbox write for all of them.
+    pub(super) ending: Vec<(SequenceRow, Millis)>,
+    pub(super) outbox: Outbox,
+    /// Real time, for the outbox.
+    pub(super) real_clock: Arc<dyn Clock>,
+}
+
+#[derive(Debug)]
+pub(super) struct PendingUpdate {
+    pub(super) id: i64,
+    pub(super) status: &'static str,
+    pub(super) state: String,
+    pub(super) next_wake_at: Option<Millis>,
+    pub(super) outcome_description: Option<String>,
+    pub(super) now: Millis,
+}
+
+impl WriteTx {
+    pub(super) async fn begin(inner: &Inner) -> Result<Self, StoreError> {
+        Ok(Self {
+            tx: inner.store.begin().await?,
+            ending: Vec::new(),
+            outbox: inner.outbox.clone(),
+            real_clock: inner.real_clock.clone(),
+            events: Vec::new(),
+            updates: Vec::new(),
+            updated: HashSet::new(),
+            ends: false,
+            suppressed: HashSet::new(),
+            encounters: Vec::new(),
+            started: Vec::new(),
+        })
+    }
+
+    pub(super) fn record(&mut self, sequence_id: i64, at: Millis, kind: String, detail: Value) {
+        self.events.push((sequence_id, at, kind, detail));
+    }
+
+    pub(super) async fn update(
+        &mut self,
+        store: &Store,
+        update: PendingUpdate,
+    ) -> Result<(), StoreError> {
+        if self.updated.contains(&update.id) {
+            self.flush(store).await?;
+        }
+        self.updated.insert(update.id);
+        self.ends |= update.status == "ended";
+        self.updates.push(update);
+        Ok(())
+    }
+
+    /// Writes what is buffered.
+    pub(super) async fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
+        let encounters = std::mem::take(&mut self.encounters);
+        let rows: Vec<&EncounterRow> = encounters.iter().map(|s| &s.encounter).collect();
+        let inserted = store.insert_encounters(&mut self.tx, &rows).await?;
+        for (mut started, inserted) in encounters.into_iter().zip(inserted) {
+            match inserted {
+                Some((id, ordinal)) => {
+                    started.encounter.id = id;
+                    started.ordinal = usize::try_from(ordinal).unwrap_or(usize::MAX);
+                    self.started.push(started);
+                }
+                None => tracing::warn!(
+                    sequence_id = started.sequence.id,
+                    step = started.encounter.step,
+                    attempt = started.encounter.attempt,
+                    "encounter for this step attempt exists already; not starting it again"
+                ),
+            }
+        }
+        store
+            .add_sequence_events(&mut self.tx, &self.events)
+            .await?;
+        self.events.clear();
+        let updates: Vec<(i64, SequenceUpdate<'_>)> = self
+            .updates
+            .iter()
+            .map(|u| {
+                (
+                    u.id,
+                    SequenceUpdate {
+                        status: u.status,
+                        state: &u.state,
+                        next_wake_at: u.next_wake_at,
+                        outcome_description: u.outcome_description.as_deref(),
+                        now: u.now,
+                    },
+                )
+            })
+            .collect();
+        store.update_sequences(&mut self.tx, &updates).await?;
+        self.updates.clear();
+        self.updated.clear();
+        self.ends = false;
+        self.enqueue_reports(store).await
+    }
+
+    /// The reports of the sequences ended since the last flush, built from the encounters as
+    /// this transaction left them, into the outbox.
+    pub(super) async fn enqueue_reports(&mut self, store: &Store) -> Result<(), StoreError> {
+        if self.ending.is_empty() {
+            return Ok(());
+        }
+        let ending = std::mem::take(&mut self.ending);
+        let ids: Vec<i64> = ending.iter().map(|(row, _)| row.id).collect();
+        let mut encounters = store.encounters_of_sequences_tx(&mut self.tx, &ids).await?;
+        let reports: Vec<(OrgId, clarion_webhooks::SequenceReport)> = ending
+            .iter()
+            .map(|(row, at)| {
+                let encounters = encounters.remove(&row.id).unwrap_or_default();
+                (row.org_id, build_report(row, &encounters, *at))
+            })
+            .collect();
+        let reports: Vec<(OrgId, &clarion_webhooks::SequenceReport)> =
+            reports.iter().map(|(org, report)| (*org, report)).collect();
+        self.outbox
+            .enqueue_reports(&mut self.tx, &reports, self.real_clock.now_millis())
+            .await?;
+        Ok(())
+    }
+
+    /// A sequence read to change it, after any buffered update of it.
+    pub(super) async fn sequence_for_update(
+        &mut self,
+        store: &Store,
+        id: i64,
+    ) -> Result<Option<SequenceRow>, StoreError> {
+        if self.updated.contains(&id) {
+            self.flush(store).await?;
+        }
+        store.sequence_for_update(&mut self.tx, id).await
+    }
+
+    /// Commits; answers the encounters started (committed rows: the provider may be asked).
+    pub(super) async fn commit(mut self, store: &Store) -> Result<Vec<Started>, StoreError> {
+        self.flush(store).await?;
+        self.tx.commit().await?;
+        Ok(self.started)
+    }
+}
+
+/// An encounter committed in a transaction, with what the simulator needs to run it once
+/// the transaction is committed (so nothing is read back).
+#[derive(Debug, Clone)]
+pub(super) struct Started {
+    /// The row as committed (status `created`).
+    pub(super) encounter: EncounterRow,
+    /// Its index among the sequence's encounters in (step, attempt) order.
+    pub(super) ordinal: usize,
+    pub(super) sequence: SequenceRow,
+}

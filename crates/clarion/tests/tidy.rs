@@ -1,0 +1,123 @@
+//! Tidy checks: rules about the code base itself, checked as ordinary tests so that a change
+//! that breaks one fails CI like any other regression.
+//!
+//! - only `clarion-store` names `sqlx` (the storage boundary: no SQL above the store);
+//! - the engine and the simulator read no clock (`now` is always an argument);
+//! - every Rust source file opens with a `//!` doc saying what it is;
+//! - ARCHITECTURE.md's code map names every workspace crate.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::path::{Path, PathBuf};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Every file under `dir` (recursively) whose name ends with `suffix`.
+fn files(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !["target", ".git", "node_modules"].contains(&name.as_str()) {
+                    pending.push(path);
+                }
+            } else if name.ends_with(suffix) {
+                found.push(path);
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// The workspace's crate folders: `lib/*` and `crates/*`.
+fn crate_dirs() -> Vec<PathBuf> {
+    let root = workspace();
+    let mut dirs = Vec::new();
+    for parent in ["lib", "crates"] {
+        for entry in std::fs::read_dir(root.join(parent)).unwrap() {
+            let path = entry.unwrap().path();
+            if path.join("Cargo.toml").exists() {
+                dirs.push(path);
+            }
+        }
+    }
+    dirs.sort();
+    dirs
+}
+
+fn relative(path: &Path) -> String {
+    path.strip_prefix(workspace())
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[test]
+fn only_the_store_names_sqlx() {
+    let mut offenders = Vec::new();
+    for dir in crate_dirs() {
+        if dir.ends_with("clarion-store") {
+            continue;
+        }
+        let mut sources = files(&dir, ".rs");
+        sources.push(dir.join("Cargo.toml"));
+        for file in sources {
+            let text = std::fs::read_to_string(&file).unwrap();
+            if text.contains("sqlx") && !file.ends_with("tidy.rs") {
+                offenders.push(relative(&file));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "sqlx named outside clarion-store: {offenders:?}");
+}
+
+#[test]
+fn the_engine_and_the_simulator_read_no_clock() {
+    let root = workspace();
+    let mut offenders = Vec::new();
+    for dir in ["crates/clarion-engine/src", "crates/clarion-channels/src"] {
+        for file in files(&root.join(dir), ".rs") {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for clock in ["Utc::now", "Local::now", "SystemTime", "Instant"] {
+                if text.contains(clock) {
+                    offenders.push(format!("{} ({clock})", relative(&file)));
+                }
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "clock reads in pure code: {offenders:?}");
+}
+
+#[test]
+fn every_source_file_opens_with_a_module_doc() {
+    let mut offenders = Vec::new();
+    for dir in crate_dirs() {
+        for file in files(&dir, ".rs") {
+            let text = std::fs::read_to_string(&file).unwrap();
+            if !text.starts_with("//!") {
+                offenders.push(relative(&file));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "no //! doc at the top: {offenders:?}");
+}
+
+#[test]
+fn the_architecture_code_map_names_every_crate() {
+    let architecture = std::fs::read_to_string(workspace().join("ARCHITECTURE.md")).unwrap();
+    let missing: Vec<String> = crate_dirs()
+        .iter()
+        .map(|dir| relative(dir))
+        .filter(|name| !architecture.contains(&format!("### `{name}`")))
+        .collect();
+    assert!(missing.is_empty(), "crates missing from ARCHITECTURE.md's code map: {missing:?}");
+}
