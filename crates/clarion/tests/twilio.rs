@@ -354,7 +354,9 @@ async fn a_whole_sequence_call_to_voicemail_then_a_text_conversation_that_resolv
         ..AppOptions::default()
     })
     .await;
-    let (_org, key) = app.org("Riverside Family Clinic").await;
+    let (org, key) = app.org("Riverside Family Clinic").await;
+    // The operator lets this organisation use the fake's Vapi assistant (issue 17 defect 6).
+    app.allow_vapi_assistant(org, "asst_1").await;
     let receiver = TestReceiver::start(Answer::Status(204)).await;
     app.endpoint(&key, &receiver.url).await;
     let (_, caller) = app

@@ -4,6 +4,12 @@
 //! assistant's `config.script` must pass the script's checks and size limits
 //! ([`clarion_providers::ScriptConfig::validate`]) when it is created: a script that could
 //! render unbounded texts is refused with a 422 here, not discovered while texting.
+//!
+//! A `config.vapi_assistant_id` must be on the organisation's Vapi allow-list, which only
+//! the operator sets (`clarion org allow-vapi-assistant`): every organisation's calls go
+//! through the deployment's one Vapi account, so without it a tenant could drive any Vapi
+//! assistant there and receive its end-of-call reports. The scheduler checks the list again
+//! before each call, so taking an id off it stops calls already planned.
 
 use axum::Json;
 use axum::extract::State;
@@ -137,6 +143,19 @@ pub async fn create(
         return Err(ApiError::invalid("config", "config must be an object"));
     }
     validate_config(&body.channel, &body.config)?;
+    if let Some(vapi_assistant) = body.config.get("vapi_assistant_id") {
+        let allowed = match vapi_assistant.as_str() {
+            Some(id) => state.store.vapi_assistant_allowed(org, id).await?,
+            None => false,
+        };
+        if !allowed {
+            return Err(ApiError::invalid(
+                "config.vapi_assistant_id",
+                "this Vapi assistant is not enabled for the organisation; the deployment's \
+                 operator enables it (clarion org allow-vapi-assistant)",
+            ));
+        }
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, field) in body.custom_fields.iter().enumerate() {
         let at = |f: &str| format!("custom_fields[{i}].{f}");
