@@ -53,6 +53,19 @@
 //! fails: a missing value should not stop a reminder from going out, and an unclosed `{{`
 //! stays as written. Values are not re-scanned, so a variable cannot inject placeholders.
 //!
+//! **Limits.** A placeholder copies its whole value, so without limits a short script could
+//! multiply a large variable into a body of megabytes (500 × `{{x}}` with a 100 KB value is
+//! 50 MB). Scripts are therefore checked when the assistant is created ([`ScriptConfig::validate`]):
+//! every text (opening, replies, fallback, closing, help text) is at most
+//! [`MAX_TEXT_CHARS`] characters with at most [`MAX_PLACEHOLDERS`] placeholders, at most
+//! [`MAX_INTENTS`] intents of at most [`MAX_KEYWORDS`] keywords of at most
+//! [`MAX_KEYWORD_CHARS`] characters. Enrollment caps the variables (see
+//! `clarion_scheduler::definition::validate_variables`) and refuses variables that would make
+//! a text longer than one SMS ([`ScriptConfig::check_rendering`]). Whatever gets past those
+//! checks (a script stored before them, say), rendering itself stops at
+//! [`MAX_RENDERED_CHARS`] — the 1,600 characters of one concatenated SMS — so no text the
+//! assistant sends, and no allocation made to build it, is ever larger.
+//!
 //! **How conversations end** ([`SmsEnd`], and what the report and the engine get):
 //!
 //! | end | report `ended_reason` | engine outcome |
@@ -95,6 +108,27 @@ pub const DEFAULT_CLOSING: &str =
 
 /// `max_turns` when the script sets none.
 pub const DEFAULT_MAX_TURNS: u32 = 3;
+
+/// The longest text the assistant sends: one concatenated SMS (Twilio's body limit) is at
+/// most 1,600 characters. [`Conversation::render`] never produces more.
+pub const MAX_RENDERED_CHARS: usize = 1_600;
+
+/// The longest text a script may contain (opening, a reply, fallback, closing, help text),
+/// before placeholders are filled.
+pub const MAX_TEXT_CHARS: usize = 1_600;
+
+/// Most `{{placeholders}}` in one text of a script. Real reminders use a handful (name, date,
+/// time, place).
+pub const MAX_PLACEHOLDERS: usize = 20;
+
+/// Most intents in one script.
+pub const MAX_INTENTS: usize = 50;
+
+/// Most keywords of one intent.
+pub const MAX_KEYWORDS: usize = 50;
+
+/// The longest keyword or phrase.
+pub const MAX_KEYWORD_CHARS: usize = 100;
 
 fn default_max_turns() -> u32 {
     DEFAULT_MAX_TURNS
@@ -190,14 +224,33 @@ impl ScriptConfig {
     /// Reads and validates `config.script` from an assistant's configuration.
     pub fn from_assistant_config(config: &Value) -> Result<Self, ScriptError> {
         let script = config.get("script").ok_or(ScriptError::Missing)?;
-        let script: ScriptConfig = serde_json::from_value(script.clone())
-            .map_err(|e| ScriptError::Malformed(e.to_string()))?;
+        let script: ScriptConfig =
+            serde_json::from_value(script.clone()).map_err(|e| malformed(&e))?;
         script.validate()?;
         Ok(script)
     }
 
+    /// Every text of the script with its field path: opening, fallback, closing, help text and
+    /// each intent's reply.
+    pub fn texts(&self) -> Vec<(String, &str)> {
+        let mut texts = vec![
+            ("opening".to_owned(), self.opening.as_str()),
+            ("fallback".to_owned(), self.fallback.as_str()),
+        ];
+        if let Some(closing) = &self.closing {
+            texts.push(("closing".to_owned(), closing));
+        }
+        if let Some(help) = &self.help_text {
+            texts.push(("help_text".to_owned(), help));
+        }
+        for (at, intent) in self.intents.iter().enumerate() {
+            texts.push((format!("intents[{at}].reply"), &intent.reply));
+        }
+        texts
+    }
+
     /// Checks what serde cannot: non-blank texts, at least one turn, usable keywords, unique
-    /// intent names.
+    /// intent names, and the size limits (module docs, **Limits**).
     pub fn validate(&self) -> Result<(), ScriptError> {
         let invalid = |field: String, problem| Err(ScriptError::Invalid { field, problem });
         if self.opening.trim().is_empty() {
@@ -205,6 +258,17 @@ impl ScriptConfig {
         }
         if self.fallback.trim().is_empty() {
             return invalid("fallback".into(), "must not be blank");
+        }
+        for (field, text) in self.texts() {
+            if text.chars().count() > MAX_TEXT_CHARS {
+                return invalid(field, "must be at most 1600 characters");
+            }
+            if placeholder_count(text) > MAX_PLACEHOLDERS {
+                return invalid(field, "must have at most 20 {{placeholders}}");
+            }
+        }
+        if self.intents.len() > MAX_INTENTS {
+            return invalid("intents".into(), "at most 50 intents");
         }
         if self.max_turns == 0 {
             return invalid("max_turns".into(), "must be at least 1");
@@ -231,11 +295,37 @@ impl ScriptConfig {
             if intent.keywords.is_empty() {
                 return invalid(field("keywords"), "must list at least one keyword");
             }
+            if intent.keywords.len() > MAX_KEYWORDS {
+                return invalid(field("keywords"), "at most 50 keywords");
+            }
+            if intent
+                .keywords
+                .iter()
+                .any(|k| k.chars().count() > MAX_KEYWORD_CHARS)
+            {
+                return invalid(field("keywords"), "every keyword is at most 100 characters");
+            }
             if intent.keywords.iter().any(|k| words(k).is_empty()) {
                 return invalid(
                     field("keywords"),
                     "every keyword needs at least one letter or digit",
                 );
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks that no text of the script, filled from `conversation`'s contact name and
+    /// variables, is longer than one SMS ([`MAX_RENDERED_CHARS`]). Enrollment calls this so
+    /// that variables which would make a text overflow are refused (422) rather than cut off
+    /// mid-sentence; the error names the script's field, never a value.
+    pub fn check_rendering(&self, conversation: &Conversation) -> Result<(), ScriptError> {
+        for (field, text) in self.texts() {
+            if conversation.render_bounded(text).truncated {
+                return Err(ScriptError::Invalid {
+                    field,
+                    problem: "would be longer than 1600 characters with these variables",
+                });
             }
         }
         Ok(())
@@ -260,6 +350,88 @@ impl ScriptConfig {
                 .iter()
                 .any(|keyword| contains_run(&said, &words(keyword)))
         })
+    }
+}
+
+/// A serde error as a [`ScriptError::Malformed`] that names a key at most, never a value:
+/// serde's messages quote the offending value for type errors.
+fn malformed(error: &serde_json::Error) -> ScriptError {
+    let text = error.to_string();
+    let message = match text.split_once(',') {
+        Some((unknown, _)) if unknown.starts_with("unknown field") => unknown.to_owned(),
+        _ if text.starts_with("missing field") => {
+            text.split(" at line").next().unwrap_or_default().to_owned()
+        }
+        _ => "not of the documented shape (opening, intents, fallback, max_turns, closing, help_text)"
+            .to_owned(),
+    };
+    ScriptError::Malformed(message)
+}
+
+/// How many `{{...}}` placeholders `text` has (as [`Conversation::render`] reads them).
+pub fn placeholder_count(text: &str) -> usize {
+    let mut count = 0;
+    let mut rest = text;
+    while let Some(open) = rest.find("{{") {
+        let Some(close) = rest[open + 2..].find("}}") else {
+            break;
+        };
+        count += 1;
+        rest = &rest[open + 2 + close + 2..];
+    }
+    count
+}
+
+/// `text` cut to at most [`MAX_RENDERED_CHARS`] characters (on a character boundary).
+pub fn truncate_to_budget(mut text: String) -> String {
+    if let Some((cut, _)) = text.char_indices().nth(MAX_RENDERED_CHARS) {
+        text.truncate(cut);
+    }
+    text
+}
+
+/// A rendered text, and whether the budget cut it short.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// At most [`MAX_RENDERED_CHARS`] characters.
+    pub text: String,
+    /// Whether the full rendering would have been longer.
+    pub truncated: bool,
+}
+
+impl fmt::Debug for Rendered {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The text holds the contact's values (PHI).
+        f.debug_struct("Rendered")
+            .field("text", &crate::redact::Hidden)
+            .field("truncated", &self.truncated)
+            .finish()
+    }
+}
+
+/// Appends to a string up to a character budget, remembering whether anything was cut.
+struct Budgeted {
+    text: String,
+    left: usize,
+    truncated: bool,
+}
+
+impl Budgeted {
+    fn push(&mut self, piece: &str) {
+        if self.truncated {
+            return;
+        }
+        match piece.char_indices().nth(self.left) {
+            Some((cut, _)) => {
+                self.text.push_str(&piece[..cut]);
+                self.left = 0;
+                self.truncated = true;
+            }
+            None => {
+                self.left -= piece.chars().count();
+                self.text.push_str(piece);
+            }
+        }
     }
 }
 
@@ -496,47 +668,54 @@ impl Conversation {
             .join("\n")
     }
 
-    /// Fills `{{placeholders}}` (module docs). Never fails.
+    /// Fills `{{placeholders}}` (module docs). Never fails, and never returns (or builds)
+    /// more than [`MAX_RENDERED_CHARS`] characters, whatever the template and variables.
     pub fn render(&self, template: &str) -> String {
-        let mut out = String::with_capacity(template.len());
+        self.render_bounded(template).text
+    }
+
+    /// [`Conversation::render`], saying whether the budget cut the text short. Stops reading
+    /// the template once the budget is spent, so the work is bounded too.
+    pub fn render_bounded(&self, template: &str) -> Rendered {
+        let mut out = Budgeted {
+            text: String::with_capacity(template.len().min(MAX_RENDERED_CHARS * 4)),
+            left: MAX_RENDERED_CHARS,
+            truncated: false,
+        };
         let mut rest = template;
-        while let Some(open) = rest.find("{{") {
+        while !out.truncated
+            && let Some(open) = rest.find("{{")
+        {
             let Some(close) = rest[open + 2..].find("}}") else {
                 break;
             };
-            out.push_str(&rest[..open]);
+            out.push(&rest[..open]);
             let name = rest[open + 2..open + 2 + close].trim();
-            out.push_str(&self.value_of(name));
+            out.push(&self.value_of(name));
             rest = &rest[open + 2 + close + 2..];
         }
-        out.push_str(rest);
-        out
+        out.push(rest);
+        Rendered {
+            text: out.text,
+            truncated: out.truncated,
+        }
     }
 
-    fn value_of(&self, name: &str) -> String {
+    fn value_of(&self, name: &str) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
         if let Some(value) = self.variables.get(name) {
             return match value {
-                Value::String(text) => text.clone(),
-                Value::Number(number) => number.to_string(),
-                Value::Bool(flag) => flag.to_string(),
-                Value::Null | Value::Array(_) | Value::Object(_) => String::new(),
+                Value::String(text) => Cow::Borrowed(text),
+                Value::Number(number) => Cow::Owned(number.to_string()),
+                Value::Bool(flag) => Cow::Owned(flag.to_string()),
+                Value::Null | Value::Array(_) | Value::Object(_) => Cow::Borrowed(""),
             };
         }
-        let name_part = |first_only: bool| {
-            let full = self.contact_name.as_deref().unwrap_or_default().trim();
-            if first_only {
-                full.split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            } else {
-                full.to_owned()
-            }
-        };
+        let full = self.contact_name.as_deref().unwrap_or_default().trim();
         match name {
-            "name" | "contact_name" => name_part(false),
-            "first_name" => name_part(true),
-            _ => String::new(),
+            "name" | "contact_name" => Cow::Borrowed(full),
+            "first_name" => Cow::Borrowed(full.split_whitespace().next().unwrap_or_default()),
+            _ => Cow::Borrowed(""),
         }
     }
 }
@@ -640,7 +819,8 @@ pub fn respond_to(
                     true,
                 ),
                 None if last_turn => decision(
-                    Some(format!("{reply} {}", closing())),
+                    // Two texts in one message: still one SMS at most.
+                    Some(truncate_to_budget(format!("{reply} {}", closing()))),
                     Some(SmsEnd::TurnLimit),
                     Route::TurnLimit { intent: Some(name) },
                     true,
@@ -830,6 +1010,188 @@ mod tests {
             named.render("{{first_name}}/{{name}}/{{contact_name}}"),
             "Ana/Ana   Maria Lopez/Ana   Maria Lopez"
         );
+    }
+
+    #[test]
+    fn rendering_never_exceeds_one_sms_whatever_the_template_and_variables() {
+        // The issue's attack: 500 × {{x}} with a 100 KB variable rendered 50 MB.
+        let mut variables = Map::new();
+        variables.insert("x".into(), json!("é".repeat(100_000)));
+        let conversation = Conversation::new(Some("Ana".into()), variables.clone());
+        assert_eq!(
+            conversation.render(&"{{x}}".repeat(500)).chars().count(),
+            MAX_RENDERED_CHARS
+        );
+        let rendered = conversation.render_bounded(&"{{x}}".repeat(500));
+        assert!(rendered.truncated);
+        assert_eq!(rendered.text.chars().count(), MAX_RENDERED_CHARS);
+        assert!(rendered.text.len() <= MAX_RENDERED_CHARS * 4);
+        // A pseudo-random sweep of shapes: literal runs, placeholders (known, unknown,
+        // built-in, unclosed), multi-byte text, values from empty to huge.
+        let pieces = [
+            "{{x}}",
+            "{{ y }}",
+            "{{first_name}}",
+            "{{missing}}",
+            "{{",
+            "}}",
+            "Hello, ",
+            "日本語テキスト",
+            "{{name}}",
+            "",
+        ];
+        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = |bound: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(seed >> 33).unwrap() % bound
+        };
+        for _ in 0..200 {
+            let mut variables = Map::new();
+            variables.insert("x".into(), json!("a".repeat(next(3_000))));
+            variables.insert("y".into(), json!("ü".repeat(next(2_000))));
+            let name = "N".repeat(next(3_000));
+            let conversation = Conversation::new(Some(name), variables);
+            let template: String = (0..next(300)).map(|_| pieces[next(pieces.len())]).collect();
+            let rendered = conversation.render_bounded(&template);
+            let chars = rendered.text.chars().count();
+            assert!(chars <= MAX_RENDERED_CHARS, "{chars}");
+            // Cut exactly when the unbounded rendering would be longer; otherwise whole.
+            let full = unbounded_len(&conversation, &template);
+            assert_eq!(rendered.truncated, full > MAX_RENDERED_CHARS);
+            assert_eq!(chars, full.min(MAX_RENDERED_CHARS));
+        }
+    }
+
+    /// The length the old, unbounded renderer would have produced (for the test above).
+    fn unbounded_len(conversation: &Conversation, template: &str) -> usize {
+        let mut length = 0;
+        let mut rest = template;
+        while let Some(open) = rest.find("{{") {
+            let Some(close) = rest[open + 2..].find("}}") else {
+                break;
+            };
+            length += rest[..open].chars().count();
+            length += conversation
+                .value_of(rest[open + 2..open + 2 + close].trim())
+                .chars()
+                .count();
+            rest = &rest[open + 2 + close + 2..];
+        }
+        length + rest.chars().count()
+    }
+
+    #[test]
+    fn every_reply_including_reply_plus_closing_fits_one_sms() {
+        let mut script = script();
+        let long = format!("{}{{{{appointment_date}}}}", "r".repeat(1_500));
+        script.closing = Some(long.clone());
+        for intent in &mut script.intents {
+            intent.reply = long.clone();
+        }
+        script.fallback = long.clone();
+        script.help_text = Some(long);
+        let mut variables = Map::new();
+        variables.insert("appointment_date".into(), json!("d".repeat(1_024)));
+        let mut conversation = Conversation::new(None, variables);
+        assert!(conversation.open(&script).chars().count() <= MAX_RENDERED_CHARS);
+        for text in ["HELP", "hmm", "what?", "when is it", "yes"] {
+            let decision = respond(&script, &conversation, text);
+            let reply = decision.reply.clone().unwrap();
+            assert!(reply.chars().count() <= MAX_RENDERED_CHARS, "{text}");
+            conversation.record(text, &decision);
+        }
+        assert!(
+            script.check_rendering(&conversation).is_err(),
+            "a 1,500-character text plus a 1,024-character value overflows"
+        );
+    }
+
+    #[test]
+    fn script_size_limits_are_enforced() {
+        let base = || {
+            json!({
+                "opening": "Hi {{first_name}}", "fallback": "Sorry?",
+                "intents": [{"name": "yes", "keywords": ["yes"], "reply": "Thanks", "resolution": "resolved"}]
+            })
+        };
+        let check = |mutate: &dyn Fn(&mut Value)| {
+            let mut script = base();
+            mutate(&mut script);
+            ScriptConfig::from_assistant_config(&json!({ "script": script }))
+        };
+        let field_of = |result: Result<ScriptConfig, ScriptError>| match result {
+            Err(ScriptError::Invalid { field, .. }) => field,
+            other => panic!("{other:?}"),
+        };
+        // At the limits: accepted.
+        check(&|s| s["opening"] = json!("o".repeat(MAX_TEXT_CHARS))).unwrap();
+        check(&|s| s["fallback"] = json!("{{a}}".repeat(MAX_PLACEHOLDERS))).unwrap();
+        // Over them: refused, naming the field.
+        assert_eq!(
+            field_of(check(
+                &|s| s["opening"] = json!("o".repeat(MAX_TEXT_CHARS + 1))
+            )),
+            "opening"
+        );
+        assert_eq!(
+            field_of(check(&|s| s["opening"] = json!("{{x}}".repeat(500)))),
+            "opening"
+        );
+        assert_eq!(
+            field_of(check(
+                &|s| s["fallback"] = json!("{{a}} ".repeat(MAX_PLACEHOLDERS + 1))
+            )),
+            "fallback"
+        );
+        assert_eq!(
+            field_of(check(
+                &|s| s["closing"] = json!("c".repeat(MAX_TEXT_CHARS + 1))
+            )),
+            "closing"
+        );
+        assert_eq!(
+            field_of(check(&|s| s["help_text"] = json!("{{h}}".repeat(21)))),
+            "help_text"
+        );
+        assert_eq!(
+            field_of(check(
+                &|s| s["intents"][0]["reply"] = json!("{{x}}".repeat(21))
+            )),
+            "intents[0].reply"
+        );
+        assert_eq!(
+            field_of(check(
+                &|s| s["intents"][0]["keywords"] = json!(vec!["k"; 51])
+            )),
+            "intents[0].keywords"
+        );
+        assert_eq!(
+            field_of(check(
+                &|s| s["intents"][0]["keywords"] = json!(["k".repeat(101)])
+            )),
+            "intents[0].keywords"
+        );
+        assert_eq!(
+            field_of(check(&|s| {
+                let intents: Vec<Value> = (0..51)
+                    .map(|i| json!({"name": format!("i{i}"), "keywords": ["k"], "reply": "r"}))
+                    .collect();
+                s["intents"] = json!(intents);
+            })),
+            "intents"
+        );
+        // Type errors do not quote the submitted value.
+        let error = check(&|s| s["max_turns"] = json!("secret-ish value")).unwrap_err();
+        assert!(!error.to_string().contains("secret-ish"), "{error}");
+    }
+
+    #[test]
+    fn placeholders_are_counted_as_rendered() {
+        assert_eq!(placeholder_count("{{a}} {{ b }} {{"), 2);
+        assert_eq!(placeholder_count("}} {{}}"), 1);
+        assert_eq!(placeholder_count(""), 0);
     }
 
     #[test]

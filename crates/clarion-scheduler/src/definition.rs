@@ -18,6 +18,16 @@ pub const MAX_STEPS: usize = 20;
 /// Most attempts of one step.
 pub const MAX_ATTEMPTS: u32 = 10;
 
+/// Most variables in one enrollment.
+pub const MAX_VARIABLES: usize = 64;
+/// The longest variable name.
+pub const MAX_VARIABLE_NAME_CHARS: usize = 64;
+/// The longest variable value: a string's characters, or any other value's JSON text.
+/// Dates, times, places, names and clinic details fit with room to spare.
+pub const MAX_VARIABLE_VALUE_CHARS: usize = 1_024;
+/// The largest `variables` object, as JSON.
+pub const MAX_VARIABLES_JSON_BYTES: usize = 16 * 1024;
+
 /// A template version's definition, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TemplateDefinition {
@@ -112,6 +122,49 @@ pub fn parse_time_zone(field: &str, name: &str) -> Result<chrono_tz::Tz, Invalid
         .map_err(|_| invalid(field, "expected an IANA time zone such as America/New_York"))
 }
 
+/// Checks an enrollment's `variables` against the limits above. Variables are copied into
+/// SMS texts wherever a script says `{{name}}`, so their size is capped before anything is
+/// stored. The error names the variable (`variables.appointment_date`) when its name is a
+/// plain identifier, never its value.
+pub fn validate_variables(
+    field: &str,
+    variables: &serde_json::Map<String, serde_json::Value>,
+) -> Result<(), Invalid> {
+    if variables.len() > MAX_VARIABLES {
+        return Err(invalid(field, "at most 64 variables"));
+    }
+    for (name, value) in variables {
+        let plain = !name.is_empty()
+            && name.chars().count() <= MAX_VARIABLE_NAME_CHARS
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        let at = if plain {
+            format!("{field}.{name}")
+        } else {
+            field.to_owned()
+        };
+        if name.chars().count() > MAX_VARIABLE_NAME_CHARS {
+            return Err(invalid(at, "variable names are at most 64 characters"));
+        }
+        let size = match value {
+            serde_json::Value::String(text) => text.chars().count(),
+            other => other.to_string().len(),
+        };
+        if size > MAX_VARIABLE_VALUE_CHARS {
+            return Err(invalid(at, "a variable's value is at most 1024 characters"));
+        }
+    }
+    let total = serde_json::to_string(variables).map_or(usize::MAX, |text| text.len());
+    if total > MAX_VARIABLES_JSON_BYTES {
+        return Err(invalid(
+            field,
+            "the variables are at most 16 KiB of JSON in all",
+        ));
+    }
+    Ok(())
+}
+
 impl TemplateDefinition {
     /// The calling hours in force (`None` = no restriction).
     pub fn hours(&self) -> Option<(chrono::NaiveTime, chrono::NaiveTime)> {
@@ -141,6 +194,52 @@ mod tests {
         ] {
             assert!(validate_e164("p", bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn variables_are_capped_without_echoing_values() {
+        use serde_json::{Map, Value, json};
+        let of = |pairs: Vec<(String, Value)>| pairs.into_iter().collect::<Map<_, _>>();
+        let ok = of(vec![
+            ("appointment_date".into(), json!("May 2")),
+            ("n".into(), json!(3)),
+            (
+                "at_limit".into(),
+                json!("é".repeat(MAX_VARIABLE_VALUE_CHARS)),
+            ),
+        ]);
+        assert_eq!(validate_variables("variables", &ok), Ok(()));
+        let big = of(vec![("x".into(), json!("v".repeat(100_000)))]);
+        let error = validate_variables("variables", &big).unwrap_err();
+        assert_eq!(error.field, "variables.x");
+        assert!(!error.to_string().contains("vvv"));
+        let nested = of(vec![("list".into(), json!(vec![1; 600]))]);
+        assert_eq!(
+            validate_variables("items[3].variables", &nested)
+                .unwrap_err()
+                .field,
+            "items[3].variables.list"
+        );
+        let many = of((0..=MAX_VARIABLES)
+            .map(|i| (format!("v{i}"), json!(i)))
+            .collect());
+        assert_eq!(
+            validate_variables("variables", &many).unwrap_err().field,
+            "variables"
+        );
+        let long_name = of(vec![("k".repeat(65), json!(1))]);
+        assert_eq!(
+            validate_variables("variables", &long_name)
+                .unwrap_err()
+                .field,
+            "variables"
+        );
+        let total = of((0..20)
+            .map(|i| (format!("v{i}"), json!("t".repeat(1_000))))
+            .collect());
+        let error = validate_variables("variables", &total).unwrap_err();
+        assert_eq!(error.field, "variables");
+        assert!(error.message.contains("16 KiB"));
     }
 
     #[test]

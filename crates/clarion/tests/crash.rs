@@ -185,7 +185,9 @@ async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome
 
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
-    let key = support::create_org_with_cli(&database).await;
+    let (org_id, key) = support::create_org_with_cli_and_id(&database).await;
+    // The operator lets this organisation use the fake's Vapi assistant (issue 17 defect 6).
+    support::allow_vapi_assistant_with_cli(&database, org_id, "asst_1", true).await;
     let vapi = FakeVapi::start().await;
     let config = format!(
         "[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n[simulator]\ntime_scale = 1.0\n",

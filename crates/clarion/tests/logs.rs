@@ -11,7 +11,10 @@ mod support;
 use serde_json::json;
 use support::fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, SERVICE_SID};
 use support::fake_vapi::{API_KEY, FakeVapi, PHONE_NUMBER_ID, SERVER_SECRET, end_of_call_report};
-use support::{Answer, TestReceiver, api_get, api_post, create_org_with_cli, eventually};
+use support::{
+    Answer, TestReceiver, allow_vapi_assistant_with_cli, api_get, api_post,
+    create_org_with_cli_and_id, eventually,
+};
 
 const PHONE: &str = "+15555550199";
 const NAME: &str = "Zebediah Quartermaine";
@@ -21,7 +24,9 @@ const VARIABLE: &str = "Xylophone-Appointment-77";
 async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
     let dir = tempfile::tempdir().unwrap();
     let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
-    let key = create_org_with_cli(&database).await;
+    let (org_id, key) = create_org_with_cli_and_id(&database).await;
+    // The operator lets this organisation use the fake's Vapi assistant (issue 17 defect 6).
+    allow_vapi_assistant_with_cli(&database, org_id, "asst_1", true).await;
     let vapi = FakeVapi::start().await;
     let twilio = FakeTwilio::start().await;
     // Twilio signs the public URL it calls, so the server's address is fixed up front.

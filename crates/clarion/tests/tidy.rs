@@ -77,7 +77,10 @@ fn only_the_store_names_sqlx() {
             }
         }
     }
-    assert!(offenders.is_empty(), "sqlx named outside clarion-store: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "sqlx named outside clarion-store: {offenders:?}"
+    );
 }
 
 #[test]
@@ -94,7 +97,10 @@ fn the_engine_and_the_simulator_read_no_clock() {
             }
         }
     }
-    assert!(offenders.is_empty(), "clock reads in pure code: {offenders:?}");
+    assert!(
+        offenders.is_empty(),
+        "clock reads in pure code: {offenders:?}"
+    );
 }
 
 #[test]
@@ -119,5 +125,8 @@ fn the_architecture_code_map_names_every_crate() {
         .map(|dir| relative(dir))
         .filter(|name| !architecture.contains(&format!("### `{name}`")))
         .collect();
-    assert!(missing.is_empty(), "crates missing from ARCHITECTURE.md's code map: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "crates missing from ARCHITECTURE.md's code map: {missing:?}"
+    );
 }

@@ -354,7 +354,9 @@ async fn a_whole_sequence_call_to_voicemail_then_a_text_conversation_that_resolv
         ..AppOptions::default()
     })
     .await;
-    let (_org, key) = app.org("Riverside Family Clinic").await;
+    let (org, key) = app.org("Riverside Family Clinic").await;
+    // The operator lets this organisation use the fake's Vapi assistant (issue 17 defect 6).
+    app.allow_vapi_assistant(org, "asst_1").await;
     let receiver = TestReceiver::start(Answer::Status(204)).await;
     app.endpoint(&key, &receiver.url).await;
     let (_, caller) = app
@@ -1006,4 +1008,143 @@ async fn a_text_for_another_twilio_account_or_number_is_ignored() {
         assert!(!twiml.contains("<Message>"), "{twiml}");
     }
     assert_eq!(f.sequence(id).await["status"], "active");
+}
+
+/// Issue 17 defect 2: a script that could multiply a variable without bound is refused when
+/// the assistant is created, naming the field and echoing nothing.
+#[tokio::test]
+async fn oversized_scripts_are_refused_at_assistant_creation() {
+    let f = fixture().await;
+    let script = |mutate: &dyn Fn(&mut Value)| {
+        let mut script = json!({
+            "opening": "Hi {{first_name}}", "fallback": "Sorry?",
+            "intents": [ { "name": "yes", "keywords": ["yes"], "reply": "Thanks", "resolution": "resolved" } ]
+        });
+        mutate(&mut script);
+        json!({ "name": "Texter", "channel": "sms", "config": { "script": script } })
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        // The issue's opening: 500 placeholders.
+        (
+            script(&|s| s["opening"] = json!("{{x}}".repeat(500))),
+            "config.script.opening",
+        ),
+        (
+            script(&|s| s["fallback"] = json!("f".repeat(1_601))),
+            "config.script.fallback",
+        ),
+        (
+            script(&|s| s["intents"][0]["reply"] = json!("{{a}}".repeat(21))),
+            "config.script.intents[0].reply",
+        ),
+        (
+            script(&|s| s["help_text"] = json!("h".repeat(1_601))),
+            "config.script.help_text",
+        ),
+        (
+            script(&|s| s["closing"] = json!("{{c}}".repeat(21))),
+            "config.script.closing",
+        ),
+        // The whole config: 64 KiB at most, whatever is in it.
+        (
+            json!({ "name": "Caller", "channel": "call", "config": { "notes": "n".repeat(70_000) } }),
+            "config",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, error) = f.app.post(&f.key, "/v1/assistants", body).await;
+        assert_eq!(status, 422, "{field}: {error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+        let text = error.to_string();
+        assert!(
+            !text.contains("{{x}}{{x}}") && !text.contains("fffff") && !text.contains("nnnnn"),
+            "{text}"
+        );
+    }
+    // Within the limits: accepted.
+    let (status, created) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/assistants",
+            script(&|s| s["opening"] = json!("{{a}} ".repeat(20))),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+}
+
+/// Issue 17 defect 2: enrollment refuses oversized variables (single, batch — which is what
+/// `clarion enroll` posts) and variables that would make a script's text longer than one SMS.
+#[tokio::test]
+async fn oversized_variables_are_refused_at_enrollment() {
+    let f = fixture().await;
+    let enroll = |variables: Value| {
+        json!({
+            "template_id": f.template,
+            "contact": { "phone_number": "+15555550141", "time_zone": "America/Denver", "name": "Ana Lopez" },
+            "variables": variables,
+        })
+    };
+    let many: serde_json::Map<String, Value> =
+        (0..65).map(|i| (format!("v{i}"), json!(i))).collect();
+    let total: serde_json::Map<String, Value> = (0..20)
+        .map(|i| (format!("v{i}"), json!("t".repeat(1_000))))
+        .collect();
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({ "appointment_date": "x".repeat(100_000) }),
+            "variables.appointment_date",
+        ),
+        (json!({ "other": "y".repeat(1_025) }), "variables.other"),
+        (Value::Object(many), "variables"),
+        (Value::Object(total), "variables"),
+        // Each value fits, but the opening would render past 1,600 characters.
+        (
+            json!({ "appointment_date": "d".repeat(1_024), "first_name": "z".repeat(1_000) }),
+            "variables",
+        ),
+    ];
+    for (variables, field) in &cases {
+        let (status, error) = f
+            .app
+            .post(&f.key, "/v1/sequences", enroll(variables.clone()))
+            .await;
+        assert_eq!(status, 422, "{field}: {error}");
+        assert_eq!(error["error"]["field"], *field, "{error}");
+        let text = error.to_string();
+        for echo in ["xxxxx", "yyyyy", "ttttt", "ddddd", "zzzzz"] {
+            assert!(!text.contains(echo), "{text}");
+        }
+    }
+    // The batch endpoint answers per item, with the item's path.
+    let items: Vec<Value> = cases
+        .iter()
+        .map(|(variables, _)| {
+            json!({ "contact": { "phone_number": "+15555550142", "time_zone": "America/Denver" }, "variables": variables })
+        })
+        .chain([json!({ "contact": { "phone_number": "+15555550143", "time_zone": "America/Denver" },
+                        "variables": { "appointment_date": "January 8" } })])
+        .collect();
+    let (status, batch) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/sequences/batch",
+            json!({ "template_id": f.template, "items": items }),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    let data = batch["data"].as_array().unwrap();
+    for (index, (_, field)) in cases.iter().enumerate() {
+        assert_eq!(data[index]["status"], 422, "{}", data[index]);
+        assert_eq!(
+            data[index]["error"]["field"],
+            format!("items[{index}].{field}")
+        );
+    }
+    assert_eq!(data[cases.len()]["status"], 201, "{}", data[cases.len()]);
+    // Nothing refused was stored: only the one valid item opened a conversation.
+    f.run().await;
+    assert_eq!(f.twilio.sent().len(), 1);
+    assert!(f.twilio.sent()[0].body.contains("January 8"));
 }

@@ -12,7 +12,10 @@ use serde_json::{Value, json};
 use support::fake_vapi::{
     CallAnswer, FakeVapi, HMAC_SECRET, SERVER_SECRET, end_of_call_report, status_update,
 };
-use support::{Answer, AppOptions, TestApp, TestReceiver, schema_errors, spawn_app_with};
+use support::{
+    Answer, AppOptions, TestApp, TestReceiver, allow_vapi_assistant_with_cli, schema_errors,
+    spawn_app_with,
+};
 
 struct Fixture {
     app: TestApp,
@@ -35,7 +38,9 @@ async fn fixture_with_hmac(hmac_secret: Option<&str>) -> Fixture {
         ..AppOptions::default()
     })
     .await;
-    let (_org, key) = app.org("Riverside Family Clinic").await;
+    let (org, key) = app.org("Riverside Family Clinic").await;
+    // The operator lets this organisation use the fake's Vapi assistant (issue 17 defect 6).
+    app.allow_vapi_assistant(org, "asst_1").await;
     let receiver = TestReceiver::start(Answer::Status(204)).await;
     app.endpoint(&key, &receiver.url).await;
     let (status, assistant) = app
@@ -868,4 +873,115 @@ async fn a_slow_read_back_does_not_hold_up_another_sequences_due_call() {
         f.sequence(second).await["outreach"][0]["call"]["call_status"],
         "queued"
     );
+}
+
+/// Issue 17 defect 6: a tenant cannot name a Vapi assistant of the shared account that the
+/// operator has not allowed for it, cannot allow one itself, and can once the operator has.
+#[tokio::test]
+async fn only_vapi_assistants_the_operator_allowed_can_be_named() {
+    let f = fixture().await;
+    let other = json!({ "name": "Borrowed caller", "channel": "call",
+        "config": { "vapi_assistant_id": "asst_other_tenant" } });
+    let (status, error) = f.app.post(&f.key, "/v1/assistants", other.clone()).await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "config.vapi_assistant_id");
+    assert!(!error.to_string().contains("asst_other_tenant"), "{error}");
+    // Not a string: refused too.
+    let (status, error) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/assistants",
+            json!({ "name": "Odd", "channel": "call",
+            "config": { "vapi_assistant_id": 7 } }),
+        )
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "config.vapi_assistant_id");
+
+    // The tenant sees its list, read-only: its API key cannot change it.
+    let (status, organization) = f.app.get(&f.key, "/v1/organization").await;
+    assert_eq!(status, 200);
+    assert_eq!(organization["vapi_assistants"], json!(["asst_1"]));
+    let (status, _) = f
+        .app
+        .patch(
+            &f.key,
+            "/v1/organization",
+            json!({ "vapi_assistants": ["asst_other_tenant"] }),
+        )
+        .await;
+    assert!((400..500).contains(&status), "{status}");
+    let (status, error) = f.app.post(&f.key, "/v1/assistants", other.clone()).await;
+    assert_eq!(status, 422, "{error}");
+
+    // The operator allows it with the CLI; now it is accepted.
+    let org_id = organization["id"].as_i64().unwrap();
+    let shown =
+        allow_vapi_assistant_with_cli(&f.app.database_url, org_id, "asst_other_tenant", true).await;
+    assert_eq!(shown["org_id"], org_id);
+    assert_eq!(
+        shown["vapi_assistants"],
+        json!(["asst_1", "asst_other_tenant"])
+    );
+    let (status, created) = f.app.post(&f.key, "/v1/assistants", other.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    let (_, organization) = f.app.get(&f.key, "/v1/organization").await;
+    assert_eq!(
+        organization["vapi_assistants"],
+        json!(["asst_1", "asst_other_tenant"])
+    );
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .args([
+            "org",
+            "show",
+            &org_id.to_string(),
+            "--database",
+            &f.app.database_url,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(output.status.success());
+    let shown: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        shown["vapi_assistants"],
+        json!(["asst_1", "asst_other_tenant"])
+    );
+
+    // Another organisation's list is its own.
+    let (_, other_key) = f.app.org("Other Clinic").await;
+    let (status, error) = f.app.post(&other_key, "/v1/assistants", other).await;
+    assert_eq!(status, 422, "{error}");
+}
+
+/// Issue 17 defect 6: the list is read again when the call is placed, so a Vapi assistant the
+/// operator took off it after the assistant was created is not called.
+#[tokio::test]
+async fn a_call_is_not_placed_once_its_vapi_assistant_is_off_the_list() {
+    let f = fixture().await;
+    let (_, organization) = f.app.get(&f.key, "/v1/organization").await;
+    let org_id = organization["id"].as_i64().unwrap();
+    let shown = allow_vapi_assistant_with_cli(&f.app.database_url, org_id, "asst_1", false).await;
+    assert_eq!(shown["vapi_assistants"], json!([]));
+    let id = f.enroll("+15555550160").await;
+    f.run().await;
+    assert!(
+        f.vapi.requests().is_empty(),
+        "no POST /call: {:?}",
+        f.vapi.requests()
+    );
+    assert!(f.vapi.calls().is_empty());
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    let call = &ended["outreach"][0]["call"];
+    assert_eq!(call["outcome"], "failed");
+    assert!(
+        call["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("The call could not be placed"),
+        "{call}"
+    );
+    assert_eq!(schema_errors(&ended), Vec::<String>::new());
 }

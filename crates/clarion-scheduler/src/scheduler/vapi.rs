@@ -85,6 +85,22 @@ impl Scheduler {
             );
             return not_placed("the assistant has no vapi_assistant_id");
         };
+        // The operator's allow-list, read again at call time: an id taken off it after the
+        // assistant was created is not called.
+        let org = started.sequence.org_id;
+        if !matches!(
+            self.inner
+                .store
+                .vapi_assistant_allowed(org, vapi_assistant)
+                .await,
+            Ok(true)
+        ) {
+            tracing::warn!(
+                encounter_id = id,
+                "Vapi assistant not on the organisation's allow-list; call not placed"
+            );
+            return not_placed("the Vapi assistant is not enabled for the organisation");
+        }
         let variables = started
             .sequence
             .variables

@@ -1,4 +1,15 @@
 //! `/v1/assistants`: the AI agents that handle calls and SMS conversations.
+//!
+//! An assistant's `config` is at most [`MAX_CONFIG_JSON_BYTES`] of JSON, and an SMS
+//! assistant's `config.script` must pass the script's checks and size limits
+//! ([`clarion_providers::ScriptConfig::validate`]) when it is created: a script that could
+//! render unbounded texts is refused with a 422 here, not discovered while texting.
+//!
+//! A `config.vapi_assistant_id` must be on the organisation's Vapi allow-list, which only
+//! the operator sets (`clarion org allow-vapi-assistant`): every organisation's calls go
+//! through the deployment's one Vapi account, so without it a tenant could drive any Vapi
+//! assistant there and receive its end-of-call reports. The scheduler checks the list again
+//! before each call, so taking an id off it stops calls already planned.
 
 use axum::Json;
 use axum::extract::State;
@@ -72,6 +83,33 @@ pub struct CustomField {
     pub description: String,
 }
 
+/// The largest assistant `config`, as JSON: a full SMS script with dozens of intents, or an
+/// LLM system prompt of several pages, fits easily.
+pub const MAX_CONFIG_JSON_BYTES: usize = 64 * 1024;
+
+/// Checks the size of `config` and, when it has one, its SMS script.
+fn validate_config(channel: &str, config: &serde_json::Value) -> Result<(), ApiError> {
+    let size = serde_json::to_string(config).map_or(usize::MAX, |text| text.len());
+    if size > MAX_CONFIG_JSON_BYTES {
+        return Err(ApiError::invalid(
+            "config",
+            "config must be at most 64 KiB of JSON",
+        ));
+    }
+    if channel == "sms" && config.get("script").is_some() {
+        use clarion_providers::sms_assistant::ScriptError;
+        clarion_providers::ScriptConfig::from_assistant_config(config).map_err(
+            |error| match error {
+                ScriptError::Invalid { field, problem } => {
+                    ApiError::invalid(&format!("config.script.{field}"), problem)
+                }
+                other => ApiError::invalid("config.script", other.to_string()),
+            },
+        )?;
+    }
+    Ok(())
+}
+
 fn empty_object() -> serde_json::Value {
     serde_json::Value::Object(serde_json::Map::new())
 }
@@ -103,6 +141,20 @@ pub async fn create(
     }
     if !body.config.is_object() {
         return Err(ApiError::invalid("config", "config must be an object"));
+    }
+    validate_config(&body.channel, &body.config)?;
+    if let Some(vapi_assistant) = body.config.get("vapi_assistant_id") {
+        let allowed = match vapi_assistant.as_str() {
+            Some(id) => state.store.vapi_assistant_allowed(org, id).await?,
+            None => false,
+        };
+        if !allowed {
+            return Err(ApiError::invalid(
+                "config.vapi_assistant_id",
+                "this Vapi assistant is not enabled for the organisation; the deployment's \
+                 operator enables it (clarion org allow-vapi-assistant)",
+            ));
+        }
     }
     let mut seen = std::collections::HashSet::new();
     for (i, field) in body.custom_fields.iter().enumerate() {

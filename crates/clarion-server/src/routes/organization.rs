@@ -33,6 +33,10 @@ pub struct OrganizationOut {
     pub contact_caps: ContactCapsOut,
     /// The reply to an SMS `HELP` (null: a generic reply naming the organisation).
     pub sms_help_text: Option<String>,
+    /// The Vapi assistant ids this organisation's call assistants may name
+    /// (`config.vapi_assistant_id`). Read-only: the deployment's operator sets the list
+    /// (`clarion org allow-vapi-assistant`); empty, no Vapi assistant may be used.
+    pub vapi_assistants: Vec<String>,
     pub created_at: String,
 }
 
@@ -69,14 +73,18 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 /// The longest HELP reply accepted: one concatenated SMS is at most 1,600 characters.
 const MAX_HELP_TEXT_CHARS: usize = 1_600;
 
-fn organization_out(state: &AppState, org: Organization) -> OrganizationOut {
+async fn organization_out(
+    state: &AppState,
+    org: Organization,
+) -> Result<OrganizationOut, ApiError> {
+    let vapi_assistants = state.store.allowed_vapi_assistants(org.id).await?;
     let own = org.max_contacts_per_day.is_some() || org.max_contacts_per_week.is_some();
     let caps = clarion_scheduler::ContactCaps::resolve(
         state.scheduler.default_contact_caps(),
         org.max_contacts_per_day,
         org.max_contacts_per_week,
     );
-    OrganizationOut {
+    Ok(OrganizationOut {
         id: org.id.0,
         name: org.name,
         contact_caps: ContactCapsOut {
@@ -85,8 +93,9 @@ fn organization_out(state: &AppState, org: Organization) -> OrganizationOut {
             source: if own { "organization" } else { "deployment" },
         },
         sms_help_text: org.sms_help_text,
+        vapi_assistants,
         created_at: wire::time(org.created_at),
-    }
+    })
 }
 
 #[utoipa::path(get, path = "/v1/organization", tag = "organization",
@@ -100,7 +109,7 @@ pub async fn get(
         .get_organization(org)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
-    Ok(Json(organization_out(&state, found)))
+    Ok(Json(organization_out(&state, found).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/organization", tag = "organization", request_body = OrganizationPatchIn,
@@ -133,5 +142,5 @@ pub async fn update(
         .update_organization(org, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
-    Ok(Json(organization_out(&state, updated)))
+    Ok(Json(organization_out(&state, updated).await?))
 }

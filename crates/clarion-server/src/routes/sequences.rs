@@ -1,10 +1,18 @@
 //! `/v1/sequences`: enrollment, reading, listing, cancel/pause/resume and history.
+//!
+//! Enrollment (single, batch, and so `clarion enroll`'s CSV rows) checks the `variables`
+//! against their size limits ([`clarion_scheduler::definition::validate_variables`]) and
+//! refuses variables that would make any text of an SMS step's script longer than one SMS
+//! ([`clarion_providers::ScriptConfig::check_rendering`]); both answer 422 naming the field,
+//! never the value.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use clarion_scheduler::definition::ContactInfo;
+use clarion_providers::sms_assistant::ScriptError;
+use clarion_providers::{Conversation, ScriptConfig};
+use clarion_scheduler::definition::{ContactInfo, TemplateDefinition};
 use clarion_scheduler::{Control, EnrollRequest, Enrolled, SchedulerError};
 use clarion_store::OrgId;
 use serde::{Deserialize, Serialize};
@@ -129,6 +137,8 @@ fn request(
     prefix: &str,
 ) -> Result<EnrollRequest, ApiError> {
     validate_simulation(&format!("{prefix}simulation"), &simulation)?;
+    clarion_scheduler::definition::validate_variables(&format!("{prefix}variables"), &variables)
+        .map_err(|e| ApiError::invalid(&e.field, e.message))?;
     let name = contact
         .name
         .map(|n| n.trim().to_owned())
@@ -152,6 +162,59 @@ fn request(
         idempotency_key,
         allow_concurrent,
     })
+}
+
+/// The scripts of the template's SMS steps, by step index. An unknown template gives none
+/// (the scheduler answers for it), and so does a step whose assistant has no valid script
+/// (nothing would be texted).
+async fn sms_scripts(
+    state: &AppState,
+    org: OrgId,
+    template_id: i64,
+) -> Result<Vec<(usize, ScriptConfig)>, ApiError> {
+    let Some(version) = state.store.get_template(org, template_id).await? else {
+        return Ok(Vec::new());
+    };
+    let Ok(definition) = serde_json::from_value::<TemplateDefinition>(version.definition) else {
+        return Ok(Vec::new());
+    };
+    let mut scripts = Vec::new();
+    for (index, step) in definition.steps.iter().enumerate() {
+        if step.channel != "sms" {
+            continue;
+        }
+        if let Some(assistant) = state.store.get_assistant(org, step.assistant_id).await?
+            && let Ok(script) = ScriptConfig::from_assistant_config(&assistant.config)
+        {
+            scripts.push((index, script));
+        }
+    }
+    Ok(scripts)
+}
+
+/// Refuses an enrollment whose variables would render a text of one of `scripts` longer than
+/// one SMS.
+fn check_rendering(
+    scripts: &[(usize, ScriptConfig)],
+    request: &EnrollRequest,
+    prefix: &str,
+) -> Result<(), ApiError> {
+    if scripts.is_empty() {
+        return Ok(());
+    }
+    let conversation = Conversation::new(request.contact.name.clone(), request.variables.clone());
+    for (step, script) in scripts {
+        if let Err(ScriptError::Invalid { field, .. }) = script.check_rendering(&conversation) {
+            return Err(ApiError::invalid(
+                &format!("{prefix}variables"),
+                format!(
+                    "with these variables, steps[{step}]'s script.{field} would be longer than \
+                     one SMS (1600 characters)"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Maps a scheduler error to the API's error (fields prefixed for batch items).
@@ -236,6 +299,11 @@ pub async fn enroll(
         key,
         "",
     )?;
+    check_rendering(
+        &sms_scripts(&state, org, request.template_id).await?,
+        &request,
+        "",
+    )?;
     let enrolled = state
         .scheduler
         .enroll(org, request)
@@ -267,6 +335,7 @@ pub async fn enroll_batch(
         .get_template(org, body.template_id)
         .await?
         .ok_or_else(|| ApiError::invalid("template_id", "no such sequence template"))?;
+    let scripts = sms_scripts(&state, org, body.template_id).await?;
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(body.items.len());
     let mut requests = Vec::new();
     let mut positions = Vec::new();
@@ -280,7 +349,9 @@ pub async fn enroll_batch(
             item.allow_concurrent,
             None,
             &prefix,
-        ) {
+        )
+        .and_then(|request| check_rendering(&scripts, &request, &prefix).map(|()| request))
+        {
             Ok(request) => {
                 requests.push(request);
                 positions.push(index);

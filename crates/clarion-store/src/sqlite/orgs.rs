@@ -151,6 +151,70 @@ impl Store {
         row.as_ref().map(organization_from_row).transpose()
     }
 
+    /// Puts a Vapi assistant id on the organisation's allow-list (operator only: the CLI, never
+    /// `/v1`). Answers whether it was new. An unknown organisation is a foreign-key error.
+    pub async fn allow_vapi_assistant(
+        &self,
+        org: OrgId,
+        vapi_assistant_id: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO organization_vapi_assistants (org_id, vapi_assistant_id, added_at) \
+             VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(org.0)
+        .bind(vapi_assistant_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Takes a Vapi assistant id off the organisation's allow-list; answers whether it was on
+    /// it. Calls not yet placed with it are then refused.
+    pub async fn disallow_vapi_assistant(
+        &self,
+        org: OrgId,
+        vapi_assistant_id: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM organization_vapi_assistants WHERE org_id = ? AND vapi_assistant_id = ?",
+        )
+        .bind(org.0)
+        .bind(vapi_assistant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// The organisation's allowed Vapi assistant ids, sorted.
+    pub async fn allowed_vapi_assistants(&self, org: OrgId) -> Result<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT vapi_assistant_id FROM organization_vapi_assistants WHERE org_id = ? \
+             ORDER BY vapi_assistant_id",
+        )
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Whether the organisation may use this Vapi assistant (it is on its allow-list).
+    pub async fn vapi_assistant_allowed(
+        &self,
+        org: OrgId,
+        vapi_assistant_id: &str,
+    ) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM organization_vapi_assistants WHERE org_id = ? AND vapi_assistant_id = ?",
+        )
+        .bind(org.0)
+        .bind(vapi_assistant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
     /// The contact-cap settings of several organisations, inside a write transaction:
     /// (per day, per week), `None` where the organisation uses the deployment default.
     pub async fn organization_contact_caps(
@@ -171,5 +235,44 @@ impl Store {
             .into_iter()
             .map(|(id, day, week)| (OrgId(id), (day.map(super::to_u32), week.map(super::to_u32))))
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[tokio::test]
+    async fn vapi_allow_lists_are_per_organisation() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("orgs.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let (a, _) = store.create_org("A", 1).await.unwrap();
+        let (b, _) = store.create_org("B", 1).await.unwrap();
+        // Empty by default: nothing allowed.
+        assert!(!store.vapi_assistant_allowed(a, "asst_1").await.unwrap());
+        assert!(store.allow_vapi_assistant(a, "asst_1", 2).await.unwrap());
+        assert!(!store.allow_vapi_assistant(a, "asst_1", 3).await.unwrap());
+        store.allow_vapi_assistant(a, "asst_0", 3).await.unwrap();
+        assert!(store.vapi_assistant_allowed(a, "asst_1").await.unwrap());
+        // Another organisation's list is its own.
+        assert!(!store.vapi_assistant_allowed(b, "asst_1").await.unwrap());
+        assert_eq!(
+            store.allowed_vapi_assistants(a).await.unwrap(),
+            ["asst_0", "asst_1"]
+        );
+        assert!(store.allowed_vapi_assistants(b).await.unwrap().is_empty());
+        assert!(store.disallow_vapi_assistant(a, "asst_1").await.unwrap());
+        assert!(!store.disallow_vapi_assistant(a, "asst_1").await.unwrap());
+        assert!(!store.vapi_assistant_allowed(a, "asst_1").await.unwrap());
+        // An unknown organisation cannot get a list.
+        assert!(
+            store
+                .allow_vapi_assistant(OrgId(999), "asst_1", 4)
+                .await
+                .is_err()
+        );
     }
 }

@@ -4,6 +4,7 @@ mod bench;
 mod bench_engine;
 mod demo;
 mod enroll;
+mod org;
 mod serve;
 mod webhook;
 
@@ -85,6 +86,14 @@ enum OrgCommand {
         #[arg(long)]
         database: Option<String>,
     },
+    /// Lets the organisation's call assistants use a Vapi assistant of the deployment's Vapi
+    /// account (`config.vapi_assistant_id`). Operator only: tenants cannot change this list.
+    AllowVapiAssistant(org::VapiAssistantArgs),
+    /// Takes a Vapi assistant off the organisation's list; calls not yet placed with it are
+    /// refused.
+    DisallowVapiAssistant(org::VapiAssistantArgs),
+    /// Prints the organisation as JSON: id, name and the Vapi assistants it may use.
+    Show(org::ShowArgs),
 }
 
 /// Logs go to standard error, filtered by `RUST_LOG` (default `info`). They never carry
@@ -157,6 +166,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Org(OrgCommand::AllowVapiAssistant(args)) => {
+            runtime()?.block_on(org::allow_vapi_assistant(args, true))
+        }
+        Command::Org(OrgCommand::DisallowVapiAssistant(args)) => {
+            runtime()?.block_on(org::allow_vapi_assistant(args, false))
+        }
+        Command::Org(OrgCommand::Show(args)) => runtime()?.block_on(org::show(args)),
         Command::Webhook(command) => webhook::run(command),
         Command::Demo => {
             runtime()?.block_on(demo::run())?;

@@ -37,6 +37,8 @@ pub struct TestApp {
     pub scheduler: clarion_scheduler::Scheduler,
     pub clock: ManualClock,
     pub config: DispatcherConfig,
+    /// The SQLite database's URL, for the operator's CLI commands.
+    pub database_url: String,
     _dir: tempfile::TempDir,
 }
 
@@ -207,11 +209,21 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         scheduler,
         clock,
         config: options.dispatcher,
+        database_url: url,
         _dir: dir,
     }
 }
 
 impl TestApp {
+    /// Puts a Vapi assistant id on an organisation's allow-list (what the operator does with
+    /// `clarion org allow-vapi-assistant`).
+    pub async fn allow_vapi_assistant(&self, org: OrgId, vapi_assistant_id: &str) {
+        self.store
+            .allow_vapi_assistant(org, vapi_assistant_id, self.clock.now_millis())
+            .await
+            .unwrap();
+    }
+
     /// Creates an organisation and returns its id and API key.
     pub async fn org(&self, name: &str) -> (OrgId, String) {
         self.store
@@ -572,6 +584,11 @@ pub async fn run_doctor(config: &str, env: &[(&str, &str)]) -> (Option<i32>, Str
 
 /// `clarion org create` against `database`; the new organisation's API key.
 pub async fn create_org_with_cli(database: &str) -> String {
+    create_org_with_cli_and_id(database).await.1
+}
+
+/// `clarion org create` against `database`; the new organisation's id and API key.
+pub async fn create_org_with_cli_and_id(database: &str) -> (i64, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
         .args(["org", "create", "Riverside", "--database", database])
         .output()
@@ -579,6 +596,40 @@ pub async fn create_org_with_cli(database: &str) -> String {
         .unwrap();
     assert!(output.status.success());
     let created: Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(created["org_id"].as_i64().unwrap() > 0);
-    created["api_key"].as_str().unwrap().to_owned()
+    let org_id = created["org_id"].as_i64().unwrap();
+    assert!(org_id > 0);
+    (org_id, created["api_key"].as_str().unwrap().to_owned())
+}
+
+/// `clarion org allow-vapi-assistant` (or `disallow-…` when `allow` is false) against
+/// `database`, as the deployment's operator would; answers the organisation it prints.
+pub async fn allow_vapi_assistant_with_cli(
+    database: &str,
+    org_id: i64,
+    vapi_assistant_id: &str,
+    allow: bool,
+) -> Value {
+    let command = if allow {
+        "allow-vapi-assistant"
+    } else {
+        "disallow-vapi-assistant"
+    };
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .args([
+            "org",
+            command,
+            &org_id.to_string(),
+            vapi_assistant_id,
+            "--database",
+            database,
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
 }
