@@ -52,6 +52,8 @@ pub(super) fn prepare_enrollment(
 ) -> Result<Prepared, SchedulerError> {
     let contact = &request.contact;
     definition::validate_e164("contact.phone_number", &contact.phone_number)?;
+    // Checked at the API too; here as well, so no path into the store skips the limits.
+    definition::validate_variables("variables", &request.variables)?;
     let plan = plan_for(&info.definition, &contact.time_zone)?;
     let Transition { state, actions } = clarion_engine::step(
         &plan,
@@ -216,6 +218,7 @@ impl Scheduler {
         let template = &info.version;
         let contact = &request.contact;
         definition::validate_e164("contact.phone_number", &contact.phone_number)?;
+        definition::validate_variables("variables", &request.variables)?;
         let plan = plan_for(&info.definition, &contact.time_zone)?;
         if store
             .is_suppressed(&mut tx.tx, org, &contact.phone_number)
