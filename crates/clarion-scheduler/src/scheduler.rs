@@ -371,7 +371,8 @@ impl WriteTx {
             .iter()
             .map(|(row, at)| {
                 let encounters = encounters.remove(&row.id).unwrap_or_default();
-                (row.org_id, build_report(row, &encounters, *at))
+                let ids = store.public_ids(row.org_id);
+                (row.org_id, build_report(&ids, row, &encounters, *at))
             })
             .collect();
         let reports: Vec<(OrgId, &clarion_webhooks::SequenceReport)> =
@@ -1129,7 +1130,8 @@ impl Scheduler {
                 .map_err(|_| SchedulerError::Corrupt("report body"));
         }
         let encounters = self.inner.store.sequence_encounters(id).await?;
-        let report = build_report(&sequence, &encounters, sequence.last_updated);
+        let ids = self.inner.store.public_ids(org);
+        let report = build_report(&ids, &sequence, &encounters, sequence.last_updated);
         serde_json::to_string(&report)
             .map(Some)
             .map_err(|_| SchedulerError::Corrupt("report"))

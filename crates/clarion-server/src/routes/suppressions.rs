@@ -11,7 +11,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use clarion_store::{ConsentRecord, Unsuppressed};
+use clarion_store::{ConsentRecord, IdKind, Unsuppressed};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -288,10 +288,11 @@ pub async fn history(
     if changes.is_empty() {
         return Err(ApiError::not_found("suppression"));
     }
+    let ids = state.store.public_ids(org);
     let data = changes
         .into_iter()
         .map(|change| SuppressionChangeOut {
-            id: change.id,
+            id: ids.encode(IdKind::SuppressionChange, change.id),
             phone_number: change.phone_number,
             action: change.action,
             reason: change.reason,
