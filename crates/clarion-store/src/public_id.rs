@@ -51,6 +51,8 @@ pub enum IdKind {
     Message,
     Delivery,
     SuppressionChange,
+    /// An API key, as a change's author (`api-key:<id>`) shows it.
+    ApiKey,
 }
 
 impl IdKind {
@@ -65,6 +67,7 @@ impl IdKind {
             Self::Message => b"message",
             Self::Delivery => b"delivery",
             Self::SuppressionChange => b"suppression-change",
+            Self::ApiKey => b"api-key",
         }
     }
 }
@@ -214,7 +217,7 @@ mod tests {
         IdCodec::new([seed; SECRET_LEN])
     }
 
-    const KINDS: [IdKind; 9] = [
+    const KINDS: [IdKind; 10] = [
         IdKind::Sequence,
         IdKind::Encounter,
         IdKind::SequenceEvent,
@@ -224,6 +227,7 @@ mod tests {
         IdKind::Message,
         IdKind::Delivery,
         IdKind::SuppressionChange,
+        IdKind::ApiKey,
     ];
 
     #[test]

@@ -359,6 +359,28 @@ async fn the_reports_ids_are_the_apis_and_round_trip_through_every_route() {
     assert!(events.len() >= 4, "{events:?}");
     assert_eq!(event_ids.len(), events.len(), "each event once");
 
+    // A change's author is the API key by its public id, not the global key counter.
+    let (status, _) = app
+        .post(
+            &a.key,
+            "/v1/suppressions",
+            json!({ "phone_number": "+15555550199" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (_, history) = app
+        .get(&a.key, "/v1/suppressions/+15555550199/history")
+        .await;
+    let (_, key_id) = app.store.authenticate_key(&a.key).await.unwrap().unwrap();
+    let actor = history["data"][0]["actor"].as_str().unwrap().to_owned();
+    assert_eq!(
+        actor,
+        format!("api-key:{}", ids.encode(IdKind::ApiKey, key_id)),
+        "{history}"
+    );
+    assert_ne!(actor, format!("api-key:{key_id}"));
+    assert_ne!(history["data"][0]["id"], 1, "{history}");
+
     // The second sequence, enrolled in the replaced template, round-trips through controls.
     let paused = enroll(&app, &a, "+15555550125", &["resolved"]).await;
     for action in ["pause", "resume", "cancel"] {
