@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clarion_store::{
-    EndpointId, MessageId, Millis, NewMessage, OrgId, Recipients, Store, StoreError, Tx,
+    EndpointId, IdKind, MessageId, Millis, NewMessage, OrgId, Recipients, Store, StoreError, Tx,
 };
 use clarion_webhooks::{EVENT_TYPE_SEQUENCE_ENDED, SequenceReport, Timestamp};
 use rand::Rng;
@@ -77,7 +77,7 @@ impl Outbox {
             org_id: org,
             webhook_id: &webhook_id,
             event_type: EVENT_TYPE_SEQUENCE_ENDED,
-            sequence_id: Some(report.id),
+            sequence_id: self.sequence_of(org, report),
             is_test: false,
             body: &body,
             created_at: now,
@@ -107,7 +107,12 @@ impl Outbox {
         for (org, report) in reports {
             let body = serde_json::to_vec(report)
                 .map_err(|_| StoreError::Corrupt("a report that does not serialise"))?;
-            bodies.push((*org, report.id, new_webhook_id("msg_"), body));
+            bodies.push((
+                *org,
+                self.sequence_of(*org, report),
+                new_webhook_id("msg_"),
+                body,
+            ));
         }
         let messages: Vec<NewMessage<'_>> = bodies
             .iter()
@@ -115,7 +120,7 @@ impl Outbox {
                 org_id: *org,
                 webhook_id,
                 event_type: EVENT_TYPE_SEQUENCE_ENDED,
-                sequence_id: Some(*sequence_id),
+                sequence_id: *sequence_id,
                 is_test: false,
                 body,
                 created_at: now,
@@ -124,6 +129,15 @@ impl Outbox {
         self.store
             .insert_report_messages(tx, &messages, now.saturating_add(self.first_delay_ms))
             .await
+    }
+
+    /// The internal id of the sequence a report is about: the report carries the
+    /// organisation's public id ([`clarion_store::public_id`]), the message row the internal
+    /// one (what `GET /v1/sequences/{id}` and the delivery filters look up).
+    fn sequence_of(&self, org: OrgId, report: &SequenceReport) -> Option<i64> {
+        self.store
+            .public_ids(org)
+            .decode(IdKind::Sequence, report.id)
     }
 
     /// Queues a sample report, marked as a test, for one endpoint, and wakes the dispatcher.

@@ -1,7 +1,12 @@
 //! The End of Sequence Report, built from stored state: the same function serves
 //! `GET /v1/sequences/{id}` for a running sequence and the outbox when it ends.
+//!
+//! Every id in it is the organisation's public id ([`clarion_store::public_id`]): the
+//! sequence's, each call's and text conversation's, each assistant's. Stored encounter objects
+//! keep internal ids (they are also what the providers' callbacks are matched against); they
+//! are translated here, on the way out.
 
-use clarion_store::{EncounterRow, Millis, SequenceRow};
+use clarion_store::{EncounterRow, IdKind, Millis, PublicIds, SequenceRow};
 use clarion_webhooks::{
     Call, CallStatus, OutreachStep, SequenceReport, SequenceStatus, Sms, SmsStatus, Timestamp,
 };
@@ -12,14 +17,20 @@ fn at(millis: Millis) -> Option<Timestamp> {
 
 /// The report of a sequence from its row and its encounters (in step, attempt order). Every
 /// encounter is an outreach entry; one that has not ended yet shows what is known so far.
+///
+/// `ids` must be the sequence's organisation's ([`clarion_store::Store::public_ids`]).
 pub fn build_report(
+    ids: &PublicIds,
     sequence: &SequenceRow,
     encounters: &[EncounterRow],
     last_updated: Millis,
 ) -> SequenceReport {
-    let outreach = encounters.iter().filter_map(outreach_step).collect();
+    let outreach = encounters
+        .iter()
+        .filter_map(|encounter| outreach_step(ids, encounter))
+        .collect();
     SequenceReport {
-        id: sequence.id,
+        id: ids.encode(IdKind::Sequence, sequence.id),
         status: SequenceStatus::from(sequence.status.as_str()),
         outcome_description: sequence.outcome_description.clone(),
         last_updated: at(last_updated).unwrap_or_else(|| {
@@ -30,19 +41,35 @@ pub fn build_report(
     }
 }
 
-fn outreach_step(encounter: &EncounterRow) -> Option<OutreachStep> {
+fn outreach_step(ids: &PublicIds, encounter: &EncounterRow) -> Option<OutreachStep> {
     let step = u32::try_from(encounter.step + 1).ok()?;
+    let id = ids.encode(IdKind::Encounter, encounter.id);
+    let assistant_id = ids.encode(IdKind::Assistant, encounter.assistant_id);
     // An ended (or simulated, already known) encounter carries its full object.
     if encounter.status == "ended"
         && let Some(report) = &encounter.report
     {
         return match encounter.channel.as_str() {
-            "call" => serde_json::from_str::<Call>(report)
-                .ok()
-                .map(|c| OutreachStep::call(step, c)),
-            _ => serde_json::from_str::<Sms>(report)
-                .ok()
-                .map(|s| OutreachStep::sms(step, s)),
+            "call" => serde_json::from_str::<Call>(report).ok().map(|c| {
+                OutreachStep::call(
+                    step,
+                    Call {
+                        id,
+                        assistant_id,
+                        ..c
+                    },
+                )
+            }),
+            _ => serde_json::from_str::<Sms>(report).ok().map(|s| {
+                OutreachStep::sms(
+                    step,
+                    Sms {
+                        id,
+                        assistant_id,
+                        ..s
+                    },
+                )
+            }),
         };
     }
     let started_at = at(encounter.created_at);
@@ -51,8 +78,8 @@ fn outreach_step(encounter: &EncounterRow) -> Option<OutreachStep> {
         "call" => OutreachStep::call(
             step,
             Call {
-                id: encounter.id,
-                assistant_id: encounter.assistant_id,
+                id,
+                assistant_id,
                 started_at,
                 ended_at,
                 call_status: if encounter.status == "ended" {
@@ -82,8 +109,8 @@ fn outreach_step(encounter: &EncounterRow) -> Option<OutreachStep> {
         _ => OutreachStep::sms(
             step,
             Sms {
-                id: encounter.id,
-                assistant_id: encounter.assistant_id,
+                id,
+                assistant_id,
                 started_at,
                 ended_at,
                 status: if encounter.status == "ended" {

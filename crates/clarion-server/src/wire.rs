@@ -1,6 +1,11 @@
-//! Shared wire helpers: times and pages.
+//! Shared wire helpers: times, pages and public ids.
+//!
+//! Every id the API shows or accepts is the organisation's public id
+//! ([`clarion_store::public_id`]): row ids are global counters and would tell one tenant how
+//! much the others do. Routes decode on the way in ([`internal`], [`cursor`]) and encode on the
+//! way out ([`PublicIds::encode`], [`next_cursor`]).
 
-use clarion_store::Millis;
+use clarion_store::{IdKind, Millis, PublicIds};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -34,14 +39,39 @@ pub fn limit(requested: Option<u32>) -> Result<u32, crate::error::ApiError> {
     }
 }
 
-/// Parses an `after` cursor (an id, as text).
-pub fn cursor(after: Option<&str>) -> Result<Option<i64>, crate::error::ApiError> {
+/// The internal id behind a public id of `kind`, or 404 naming `what`: a number that is not
+/// one of this organisation's ids names nothing, like any unknown id.
+pub fn internal(
+    ids: &PublicIds,
+    kind: IdKind,
+    public: i64,
+    what: &str,
+) -> Result<i64, crate::error::ApiError> {
+    ids.decode(kind, public)
+        .ok_or_else(|| crate::error::ApiError::not_found(what))
+}
+
+/// Parses an `after` cursor: the public id (of `kind`) of the last item of the previous page,
+/// as text. Answers the internal id to continue after.
+pub fn cursor(
+    ids: &PublicIds,
+    kind: IdKind,
+    after: Option<&str>,
+) -> Result<Option<i64>, crate::error::ApiError> {
     after
         .filter(|a| !a.is_empty())
         .map(|a| {
-            a.parse::<i64>().ok().filter(|id| *id > 0).ok_or_else(|| {
-                crate::error::ApiError::invalid("after", "not a cursor from this API")
-            })
+            a.parse::<i64>()
+                .ok()
+                .and_then(|public| ids.decode(kind, public))
+                .ok_or_else(|| {
+                    crate::error::ApiError::invalid("after", "not a cursor from this API")
+                })
         })
         .transpose()
+}
+
+/// The `next_cursor` of a full page whose last item has internal id `last`.
+pub fn next_cursor(ids: &PublicIds, kind: IdKind, last: i64) -> String {
+    ids.encode(kind, last).to_string()
 }

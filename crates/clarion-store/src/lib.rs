@@ -14,11 +14,13 @@
 //! Internal types here are plain data, not wire types: the HTTP layer maps them to its JSON.
 
 mod ids;
+pub mod public_id;
 mod sqlite;
 
 use std::str::FromStr;
 
 pub use ids::{DeliveryId, EndpointId, MessageId, OrgId};
+pub use public_id::{IdCodec, IdKind, PublicIds};
 pub use sqlite::{
     Assistant, ConsentRecord, EncounterRow, InsertSequenceError, MAX_SIGNING_SECRETS, NewSequence,
     OPT_OUT_REASON, Organization, OrganizationPatch, Recipients, RequestedEncounter, SequenceEvent,
@@ -38,6 +40,8 @@ pub struct Store {
     writer: sqlx::SqlitePool,
     /// Serialises this process's write transactions (see [`Tx`]).
     write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
+    /// The deployment's public-id codec (its secret is read from the database at connect).
+    ids: IdCodec,
 }
 
 /// Errors at the store's boundary.

@@ -156,7 +156,13 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
 
         // In the database: one encounter per step attempt, every one ended.
         let store = clarion_store::Store::connect(&database).await.unwrap();
-        let encounters = store.sequence_encounters(id).await.unwrap();
+        // The API's id is the organisation's public id; the rows are keyed by the internal one.
+        let org = store.authenticate(&key).await.unwrap().unwrap();
+        let internal = store
+            .public_ids(org)
+            .decode(clarion_store::IdKind::Sequence, id)
+            .unwrap();
+        let encounters = store.sequence_encounters(internal).await.unwrap();
         assert_eq!(encounters.len(), 2, "{point}");
         assert!(encounters.iter().all(|e| e.status == "ended"), "{point}");
         // The report was queued once, whatever the crash.

@@ -160,8 +160,15 @@ async fn a_good_file_enrolls_every_row_with_its_contact_and_variables() {
 
     let stored = f.stored().await;
     assert_eq!(stored.len(), 5);
+    // The API's template id is the organisation's public id; the rows hold the internal one.
+    let template = f
+        .app
+        .store
+        .public_ids(f.org)
+        .decode(clarion_store::IdKind::Template, f.template)
+        .unwrap();
     for (i, sequence) in stored.iter().enumerate() {
-        assert_eq!(sequence.template_id, f.template);
+        assert_eq!(sequence.template_id, template);
         assert_eq!(sequence.phone_number, phone(i));
         assert_eq!(sequence.contact["phone_number"], phone(i));
         assert_eq!(sequence.contact["time_zone"], ZONES[i]);

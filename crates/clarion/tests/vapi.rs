@@ -23,6 +23,7 @@ struct Fixture {
     key: String,
     receiver: TestReceiver,
     template: i64,
+    org: clarion_store::OrgId,
 }
 
 async fn fixture() -> Fixture {
@@ -68,6 +69,7 @@ async fn fixture_with_hmac(hmac_secret: Option<&str>) -> Fixture {
         key,
         receiver,
         template: template["id"].as_i64().unwrap(),
+        org,
     }
 }
 
@@ -80,6 +82,24 @@ impl Fixture {
                 "variables": { "patientFirstName": "Ana", "appointment_date": "January 8" },
             }))
             .await
+    }
+
+    /// The internal id behind a public id the API or the report shows.
+    fn internal(&self, kind: clarion_store::IdKind, public: &Value) -> i64 {
+        self.app
+            .store
+            .public_ids(self.org)
+            .decode(kind, public.as_i64().unwrap())
+            .unwrap()
+    }
+
+    /// The name Clarion gives Vapi for the call of a report's call object: it carries the
+    /// internal encounter id (Vapi is not a tenant), the report the public one.
+    fn call_name(&self, call_id: &Value) -> String {
+        format!(
+            "clarion-encounter-{}",
+            self.internal(clarion_store::IdKind::Encounter, call_id)
+        )
     }
 
     async fn sequence(&self, id: i64) -> Value {
@@ -132,11 +152,7 @@ async fn a_call_through_vapi_is_placed_followed_and_reported_from_its_callbacks(
     );
     let sequence = f.sequence(id).await;
     let call = &sequence["outreach"][0]["call"];
-    assert_eq!(
-        request["name"],
-        format!("clarion-encounter-{}", call["id"]),
-        "{sequence}"
-    );
+    assert_eq!(request["name"], f.call_name(&call["id"]), "{sequence}");
     assert_eq!(
         call["call_status"], "queued",
         "the status Vapi gave the new call"
@@ -395,7 +411,7 @@ async fn a_call_whose_placement_is_unknown_waits_for_its_report_and_is_never_pla
         "customer-ended-call",
         json!({ "outcome": "resolved" }),
     );
-    report["call"]["name"] = json!(format!("clarion-encounter-{encounter}"));
+    report["call"]["name"] = json!(f.call_name(&encounter));
     f.vapi.finish_call("call_1", &report);
     let (status, body) = f.emit(&report).await;
     assert_eq!(
@@ -689,7 +705,8 @@ async fn a_cancel_during_a_rate_limit_wait_places_no_call() {
     assert!(f.vapi.calls().is_empty(), "no call placed");
     assert_eq!(f.sequence(id).await["status"], "ended");
     // The encounter that was waiting to be retried ended as a call that was not made.
-    let encounters = f.app.store.sequence_encounters(id).await.unwrap();
+    let internal = f.internal(clarion_store::IdKind::Sequence, &json!(id));
+    let encounters = f.app.store.sequence_encounters(internal).await.unwrap();
     assert_eq!(encounters.len(), 1);
     assert_eq!(encounters[0].status, "ended");
     assert_eq!(encounters[0].outcome.as_deref(), Some("failed"));
@@ -819,7 +836,7 @@ async fn a_report_that_names_an_encounter_of_a_call_vapi_does_not_have_is_refuse
     let encounter = f.sequence(id).await["outreach"][0]["call"]["id"].clone();
     // A forged report with the right name, for a call Vapi has never seen.
     let mut forged = opt_out_report("call_forged");
-    forged["call"]["name"] = json!(format!("clarion-encounter-{encounter}"));
+    forged["call"]["name"] = json!(f.call_name(&encounter));
     forged["call"]["customer"] = json!({ "number": "+15555550155" });
     let (status, body) = f.emit(&forged).await;
     assert_eq!(

@@ -350,7 +350,8 @@ impl Scheduler {
                 .map_err(|_| SchedulerError::Corrupt("report body"));
         }
         let encounters = self.inner.store.sequence_encounters(id).await?;
-        let report = build_report(&sequence, &encounters, sequence.last_updated);
+        let ids = self.inner.store.public_ids(org);
+        let report = build_report(&ids, &sequence, &encounters, sequence.last_updated);
         serde_json::to_string(&report)
             .map(Some)
             .map_err(|_| SchedulerError::Corrupt("report"))

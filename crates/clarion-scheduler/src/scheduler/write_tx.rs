@@ -136,7 +136,8 @@ impl WriteTx {
             .iter()
             .map(|(row, at)| {
                 let encounters = encounters.remove(&row.id).unwrap_or_default();
-                (row.org_id, build_report(row, &encounters, *at))
+                let ids = store.public_ids(row.org_id);
+                (row.org_id, build_report(&ids, row, &encounters, *at))
             })
             .collect();
         let reports: Vec<(OrgId, &clarion_webhooks::SequenceReport)> =

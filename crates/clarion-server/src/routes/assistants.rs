@@ -14,7 +14,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use clarion_store::Assistant;
+use clarion_store::{Assistant, IdKind, PublicIds};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -40,10 +40,10 @@ pub struct AssistantOut {
     pub updated_at: String,
 }
 
-impl From<Assistant> for AssistantOut {
-    fn from(a: Assistant) -> Self {
+impl AssistantOut {
+    fn new(ids: &PublicIds, a: Assistant) -> Self {
         Self {
-            id: a.id,
+            id: ids.encode(IdKind::Assistant, a.id),
             name: a.name,
             channel: a.channel,
             config: a.config,
@@ -201,7 +201,11 @@ pub async fn create(
         .store
         .create_assistant(org, name, &body.channel, &body.config, &custom_fields, now)
         .await?;
-    Ok((StatusCode::CREATED, Json(assistant.into())))
+    let ids = state.store.public_ids(org);
+    Ok((
+        StatusCode::CREATED,
+        Json(AssistantOut::new(&ids, assistant)),
+    ))
 }
 
 #[utoipa::path(get, path = "/v1/assistants", tag = "assistants",
@@ -212,14 +216,22 @@ pub async fn list(
     Org(org): Org,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<AssistantOut>>, ApiError> {
+    let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let after = wire::cursor(query.after.as_deref())?;
+    let after = wire::cursor(&ids, IdKind::Assistant, query.after.as_deref())?;
     let assistants = state.store.list_assistants(org, after, limit).await?;
     let next_cursor = (assistants.len() == limit as usize)
-        .then(|| assistants.last().map(|a| a.id.to_string()))
+        .then(|| {
+            assistants
+                .last()
+                .map(|a| wire::next_cursor(&ids, IdKind::Assistant, a.id))
+        })
         .flatten();
     Ok(Json(Page {
-        data: assistants.into_iter().map(Into::into).collect(),
+        data: assistants
+            .into_iter()
+            .map(|a| AssistantOut::new(&ids, a))
+            .collect(),
         next_cursor,
     }))
 }
@@ -232,10 +244,12 @@ pub async fn get(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<AssistantOut>, ApiError> {
+    let ids = state.store.public_ids(org);
+    let id = wire::internal(&ids, IdKind::Assistant, id, "assistant")?;
     let assistant = state
         .store
         .get_assistant(org, id)
         .await?
         .ok_or_else(|| ApiError::not_found("assistant"))?;
-    Ok(Json(assistant.into()))
+    Ok(Json(AssistantOut::new(&ids, assistant)))
 }

@@ -3,7 +3,9 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use clarion_store::{Delivery, DeliveryFilter, DeliveryId, DeliveryStatus, EndpointId};
+use clarion_store::{
+    Delivery, DeliveryFilter, DeliveryId, DeliveryStatus, EndpointId, IdKind, PublicIds,
+};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -47,12 +49,14 @@ pub struct AttemptOut {
     pub response_body: Option<String>,
 }
 
-impl From<Delivery> for DeliveryOut {
-    fn from(delivery: Delivery) -> Self {
+impl DeliveryOut {
+    fn new(ids: &PublicIds, delivery: Delivery) -> Self {
         Self {
-            id: delivery.id.0,
-            endpoint_id: delivery.endpoint_id.0,
-            sequence_id: delivery.sequence_id,
+            id: ids.encode(IdKind::Delivery, delivery.id.0),
+            endpoint_id: ids.encode(IdKind::Endpoint, delivery.endpoint_id.0),
+            sequence_id: delivery
+                .sequence_id
+                .map(|id| ids.encode(IdKind::Sequence, id)),
             webhook_id: delivery.webhook_id,
             event_type: delivery.event_type,
             status: delivery.status.as_str(),
@@ -77,6 +81,11 @@ impl From<Delivery> for DeliveryOut {
     }
 }
 
+/// The internal id of the delivery a path names by its public id, or 404.
+fn delivery_of(ids: &PublicIds, public: i64) -> Result<i64, ApiError> {
+    wire::internal(ids, IdKind::Delivery, public, "webhook delivery")
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
@@ -98,8 +107,9 @@ pub async fn list(
     Org(org): Org,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<DeliveryOut>>, ApiError> {
+    let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let before = wire::cursor(query.after.as_deref())?.map(DeliveryId);
+    let before = wire::cursor(&ids, IdKind::Delivery, query.after.as_deref())?.map(DeliveryId);
     let status = match query.status.as_deref() {
         None => None,
         Some("pending") => Some(DeliveryStatus::Pending),
@@ -112,9 +122,14 @@ pub async fn list(
             ));
         }
     };
+    // A filter naming none of the organisation's ids matches nothing (0 is no row's id).
     let filter = DeliveryFilter {
-        sequence_id: query.sequence_id,
-        endpoint_id: query.endpoint_id.map(EndpointId),
+        sequence_id: query
+            .sequence_id
+            .map(|id| ids.decode(IdKind::Sequence, id).unwrap_or(0)),
+        endpoint_id: query
+            .endpoint_id
+            .map(|id| EndpointId(ids.decode(IdKind::Endpoint, id).unwrap_or(0))),
         status,
     };
     let deliveries = state
@@ -122,10 +137,17 @@ pub async fn list(
         .list_deliveries(org, &filter, before, limit)
         .await?;
     let next_cursor = (deliveries.len() == limit as usize)
-        .then(|| deliveries.last().map(|d| d.id.0.to_string()))
+        .then(|| {
+            deliveries
+                .last()
+                .map(|d| wire::next_cursor(&ids, IdKind::Delivery, d.id.0))
+        })
         .flatten();
     Ok(Json(Page {
-        data: deliveries.into_iter().map(DeliveryOut::from).collect(),
+        data: deliveries
+            .into_iter()
+            .map(|d| DeliveryOut::new(&ids, d))
+            .collect(),
         next_cursor,
     }))
 }
@@ -138,12 +160,14 @@ pub async fn get(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<DeliveryOut>, ApiError> {
+    let ids = state.store.public_ids(org);
+    let id = delivery_of(&ids, id)?;
     let delivery = state
         .store
         .get_delivery(org, DeliveryId(id))
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
-    Ok(Json(delivery.into()))
+    Ok(Json(DeliveryOut::new(&ids, delivery)))
 }
 
 /// Queues one more attempt now. At most 600 manual retries an hour per endpoint (counted on
@@ -158,6 +182,8 @@ pub async fn retry(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
+    let ids = state.store.public_ids(org);
+    let id = delivery_of(&ids, id)?;
     // The delivery first: its endpoint is what the limit counts on, and another
     // organisation's id is 404 without spending anything.
     let endpoint = state
@@ -176,5 +202,5 @@ pub async fn retry(
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
     state.outbox.wake();
-    Ok((StatusCode::ACCEPTED, Json(delivery.into())))
+    Ok((StatusCode::ACCEPTED, Json(DeliveryOut::new(&ids, delivery))))
 }

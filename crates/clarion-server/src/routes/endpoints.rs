@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use clarion_delivery::ssrf::{self, SsrfPolicy};
-use clarion_store::{Endpoint, EndpointId, EndpointPatch, OrgId};
+use clarion_store::{Endpoint, EndpointId, EndpointPatch, IdKind, OrgId, PublicIds};
 use clarion_webhooks::Secret;
 use rand::RngCore;
 use reqwest::Url;
@@ -44,9 +44,9 @@ pub struct EndpointOut {
 }
 
 impl EndpointOut {
-    fn new(endpoint: Endpoint, secret: Option<String>) -> Self {
+    fn new(ids: &PublicIds, endpoint: Endpoint, secret: Option<String>) -> Self {
         Self {
-            id: endpoint.id.0,
+            id: ids.encode(IdKind::Endpoint, endpoint.id.0),
             url: endpoint.url,
             description: endpoint.description,
             enabled: endpoint.enabled,
@@ -91,6 +91,16 @@ pub struct TestSent {
     /// The test message's `webhook-id` (prefixed `msg_test_`).
     pub webhook_id: String,
     pub event_type: &'static str,
+}
+
+/// The internal id of the endpoint a path names by its public id, or 404.
+fn endpoint_of(state: &AppState, org: OrgId, public: i64) -> Result<i64, ApiError> {
+    wire::internal(
+        &state.store.public_ids(org),
+        IdKind::Endpoint,
+        public,
+        "webhook endpoint",
+    )
 }
 
 /// One of the organisation's endpoints, or 404 (another organisation's id included).
@@ -189,7 +199,11 @@ pub async fn create(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(EndpointOut::new(endpoint, Some(secret))),
+        Json(EndpointOut::new(
+            &state.store.public_ids(org),
+            endpoint,
+            Some(secret),
+        )),
     ))
 }
 
@@ -202,15 +216,20 @@ pub async fn list(
     Org(org): Org,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<EndpointOut>>, ApiError> {
+    let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let after = wire::cursor(query.after.as_deref())?.map(EndpointId);
+    let after = wire::cursor(&ids, IdKind::Endpoint, query.after.as_deref())?.map(EndpointId);
     let endpoints = state.store.list_endpoints(org, after, limit).await?;
     let next_cursor = (endpoints.len() == limit as usize)
-        .then(|| endpoints.last().map(|e| e.id.0.to_string()))
+        .then(|| {
+            endpoints
+                .last()
+                .map(|e| wire::next_cursor(&ids, IdKind::Endpoint, e.id.0))
+        })
         .flatten();
     let data = endpoints
         .into_iter()
-        .map(|e| EndpointOut::new(e, None))
+        .map(|e| EndpointOut::new(&ids, e, None))
         .collect();
     Ok(Json(Page { data, next_cursor }))
 }
@@ -223,8 +242,13 @@ pub async fn get(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<EndpointOut>, ApiError> {
+    let id = endpoint_of(&state, org, id)?;
     let endpoint = owned_endpoint(&state, org, id).await?;
-    Ok(Json(EndpointOut::new(endpoint, None)))
+    Ok(Json(EndpointOut::new(
+        &state.store.public_ids(org),
+        endpoint,
+        None,
+    )))
 }
 
 #[utoipa::path(patch, path = "/v1/webhook-endpoints/{id}", tag = "webhook endpoints",
@@ -237,6 +261,7 @@ pub async fn update(
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<UpdateEndpoint>,
 ) -> Result<Json<EndpointOut>, ApiError> {
+    let id = endpoint_of(&state, org, id)?;
     // Existence first, so another organisation's id is 404 before any validation detail.
     owned_endpoint(&state, org, id).await?;
     let url = match &body.url {
@@ -257,7 +282,11 @@ pub async fn update(
     if patch.enabled == Some(true) {
         state.outbox.wake();
     }
-    Ok(Json(EndpointOut::new(endpoint, None)))
+    Ok(Json(EndpointOut::new(
+        &state.store.public_ids(org),
+        endpoint,
+        None,
+    )))
 }
 
 #[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhook endpoints",
@@ -268,6 +297,7 @@ pub async fn delete(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<StatusCode, ApiError> {
+    let id = endpoint_of(&state, org, id)?;
     let now = state.clock.now_millis();
     if state
         .store
@@ -288,9 +318,14 @@ pub async fn secret(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<EndpointOut>, ApiError> {
+    let id = endpoint_of(&state, org, id)?;
     let endpoint = owned_endpoint(&state, org, id).await?;
     let secret = state.store.current_secret(org, EndpointId(id)).await?;
-    Ok(Json(EndpointOut::new(endpoint, secret)))
+    Ok(Json(EndpointOut::new(
+        &state.store.public_ids(org),
+        endpoint,
+        secret,
+    )))
 }
 
 /// Rotates the signing secret. The replaced secret keeps signing alongside the new one for
@@ -306,6 +341,7 @@ pub async fn rotate_secret(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<EndpointOut>, ApiError> {
+    let id = endpoint_of(&state, org, id)?;
     // Ownership first: another organisation's id is 404 and never spends this one's tokens.
     owned_endpoint(&state, org, id).await?;
     let now = state.clock.now_millis();
@@ -328,7 +364,11 @@ pub async fn rotate_secret(
         return Err(ApiError::not_found("webhook endpoint"));
     }
     let endpoint = owned_endpoint(&state, org, id).await?;
-    Ok(Json(EndpointOut::new(endpoint, Some(secret))))
+    Ok(Json(EndpointOut::new(
+        &state.store.public_ids(org),
+        endpoint,
+        Some(secret),
+    )))
 }
 
 /// Queues a test report to this endpoint. At most 60 an hour per endpoint.
@@ -342,6 +382,7 @@ pub async fn send_test(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<(StatusCode, Json<TestSent>), ApiError> {
+    let id = endpoint_of(&state, org, id)?;
     owned_endpoint(&state, org, id).await?;
     let now = state.clock.now_millis();
     state

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use clarion_store::MessageId;
+use clarion_store::{IdKind, MessageId};
 use clarion_webhooks::EVENT_TYPE_SEQUENCE_ENDED;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -30,14 +30,19 @@ pub async fn list(
     Org(org): Org,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<Box<RawValue>>>, ApiError> {
+    let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let after = wire::cursor(query.after.as_deref())?.map(MessageId);
+    let after = wire::cursor(&ids, IdKind::Message, query.after.as_deref())?.map(MessageId);
     let reports = state
         .store
         .list_reports(org, EVENT_TYPE_SEQUENCE_ENDED, after, limit)
         .await?;
     let next_cursor = (reports.len() == limit as usize)
-        .then(|| reports.last().map(|r| r.message_id.0.to_string()))
+        .then(|| {
+            reports
+                .last()
+                .map(|r| wire::next_cursor(&ids, IdKind::Message, r.message_id.0))
+        })
         .flatten();
     let data = reports
         .into_iter()

@@ -14,7 +14,7 @@ use clarion_providers::sms_assistant::ScriptError;
 use clarion_providers::{Conversation, ScriptConfig};
 use clarion_scheduler::definition::{ContactInfo, TemplateDefinition};
 use clarion_scheduler::{Control, EnrollRequest, Enrolled, SchedulerError};
-use clarion_store::OrgId;
+use clarion_store::{IdKind, OrgId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -290,8 +290,9 @@ pub async fn enroll(
             )
         }
     };
+    let template_id = template_of(&state, org, body.template_id);
     let request = request(
-        body.template_id,
+        template_id,
         body.contact,
         body.variables,
         body.simulation,
@@ -330,19 +331,20 @@ pub async fn enroll_batch(
             format!("1 to {MAX_BATCH} items"),
         ));
     }
+    let template_id = template_of(&state, org, body.template_id);
     state
         .store
-        .get_template(org, body.template_id)
+        .get_template(org, template_id)
         .await?
         .ok_or_else(|| ApiError::invalid("template_id", "no such sequence template"))?;
-    let scripts = sms_scripts(&state, org, body.template_id).await?;
+    let scripts = sms_scripts(&state, org, template_id).await?;
     let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(body.items.len());
     let mut requests = Vec::new();
     let mut positions = Vec::new();
     for (index, item) in body.items.into_iter().enumerate() {
         let prefix = format!("items[{index}].");
         match request(
-            body.template_id,
+            template_id,
             item.contact,
             item.variables,
             item.simulation,
@@ -382,6 +384,27 @@ pub async fn enroll_batch(
     ))
 }
 
+/// The internal id of the template a request names by its public id. A number outside the
+/// id range becomes 0, which no row has, so it is refused exactly like an unknown template
+/// (at the same point of validation).
+fn template_of(state: &AppState, org: OrgId, public: i64) -> i64 {
+    state
+        .store
+        .public_ids(org)
+        .decode(IdKind::Template, public)
+        .unwrap_or(0)
+}
+
+/// The internal id of the sequence a path names.
+fn sequence_of(state: &AppState, org: OrgId, public: i64) -> Result<i64, ApiError> {
+    wire::internal(
+        &state.store.public_ids(org),
+        IdKind::Sequence,
+        public,
+        "sequence",
+    )
+}
+
 fn error_result(index: usize, error: ApiError) -> BatchResult {
     BatchResult {
         index,
@@ -402,6 +425,7 @@ pub async fn get(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Response, ApiError> {
+    let id = sequence_of(&state, org, id)?;
     Ok(raw_response(
         StatusCode::OK,
         &sequence_json(&state, org, id).await?,
@@ -425,8 +449,9 @@ pub async fn list(
     Org(org): Org,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<Box<RawValue>>>, ApiError> {
+    let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let after = wire::cursor(query.after.as_deref())?;
+    let after = wire::cursor(&ids, IdKind::Sequence, query.after.as_deref())?;
     if let Some(status) = &query.status
         && !["active", "paused", "ended"].contains(&status.as_str())
     {
@@ -440,7 +465,10 @@ pub async fn list(
         .list_sequences(org, query.status.as_deref(), after, limit)
         .await?;
     let next_cursor = (rows.len() == limit as usize)
-        .then(|| rows.last().map(|r| r.id.to_string()))
+        .then(|| {
+            rows.last()
+                .map(|r| wire::next_cursor(&ids, IdKind::Sequence, r.id))
+        })
         .flatten();
     let mut data = Vec::with_capacity(rows.len());
     for row in rows {
@@ -455,6 +483,7 @@ async fn control(
     id: i64,
     control: Control,
 ) -> Result<Response, ApiError> {
+    let id = sequence_of(&state, org, id)?;
     state
         .scheduler
         .control(org, id, control)
@@ -529,21 +558,27 @@ pub async fn events(
     IdPath(id): IdPath,
     ApiQuery(query): ApiQuery<EventsQuery>,
 ) -> Result<Json<Page<EventOut>>, ApiError> {
+    let ids = state.store.public_ids(org);
+    let id = sequence_of(&state, org, id)?;
     state
         .store
         .get_sequence(org, id)
         .await?
         .ok_or_else(|| ApiError::not_found("sequence"))?;
     let limit = wire::limit(query.limit)?;
-    let after = wire::cursor(query.after.as_deref())?;
+    let after = wire::cursor(&ids, IdKind::SequenceEvent, query.after.as_deref())?;
     let events = state.store.sequence_events(id, after, limit).await?;
     let next_cursor = (events.len() == limit as usize)
-        .then(|| events.last().map(|e| e.id.to_string()))
+        .then(|| {
+            events
+                .last()
+                .map(|e| wire::next_cursor(&ids, IdKind::SequenceEvent, e.id))
+        })
         .flatten();
     let data = events
         .into_iter()
         .map(|e| EventOut {
-            id: e.id,
+            id: ids.encode(IdKind::SequenceEvent, e.id),
             at: wire::time(e.at),
             kind: e.kind,
             detail: e.detail,

@@ -11,7 +11,7 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use clarion_store::{ConsentRecord, Unsuppressed};
+use clarion_store::{ConsentRecord, IdKind, Unsuppressed};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -270,6 +270,18 @@ pub async fn delete(
     }
 }
 
+/// The author of a change as the organisation sees it: an API key by its public id (the
+/// stored key id is a global counter, like every row id).
+fn public_actor(ids: &clarion_store::PublicIds, actor: String) -> String {
+    match actor
+        .strip_prefix("api-key:")
+        .and_then(|id| id.parse::<i64>().ok())
+    {
+        Some(key) => format!("api-key:{}", ids.encode(IdKind::ApiKey, key)),
+        None => actor,
+    }
+}
+
 /// Every addition and removal of one number on the organisation's list, oldest first,
 /// including the consent recorded with each removal of an opt-out. 404 when the organisation
 /// never listed the number.
@@ -288,14 +300,15 @@ pub async fn history(
     if changes.is_empty() {
         return Err(ApiError::not_found("suppression"));
     }
+    let ids = state.store.public_ids(org);
     let data = changes
         .into_iter()
         .map(|change| SuppressionChangeOut {
-            id: change.id,
+            id: ids.encode(IdKind::SuppressionChange, change.id),
             phone_number: change.phone_number,
             action: change.action,
             reason: change.reason,
-            actor: change.actor,
+            actor: public_actor(&ids, change.actor),
             at: wire::time(change.at),
             consent: change
                 .consent

@@ -8,7 +8,7 @@ use clarion_scheduler::definition::{
     self, DEFAULT_CALLING_HOURS, DEFAULT_SMS_TIMEOUT, HoursDefinition, Invalid, MAX_ATTEMPTS,
     MAX_STEPS, STOP_REASONS, StepDefinition, TemplateDefinition,
 };
-use clarion_store::{OrgId, TemplateVersion};
+use clarion_store::{IdKind, OrgId, PublicIds, TemplateVersion};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -102,11 +102,11 @@ pub struct StepOut {
     pub retry_delay: String,
 }
 
-pub fn template_out(template: TemplateVersion) -> Result<TemplateOut, ApiError> {
+pub fn template_out(ids: &PublicIds, template: TemplateVersion) -> Result<TemplateOut, ApiError> {
     let definition: TemplateDefinition =
         serde_json::from_value(template.definition).map_err(|e| ApiError::internal(&e))?;
     Ok(TemplateOut {
-        id: template.template_id,
+        id: ids.encode(IdKind::Template, template.template_id),
         name: template.name,
         version: template.version,
         steps: definition
@@ -114,7 +114,7 @@ pub fn template_out(template: TemplateVersion) -> Result<TemplateOut, ApiError> 
             .iter()
             .map(|s| StepOut {
                 kind: s.channel.clone(),
-                assistant_id: s.assistant_id,
+                assistant_id: ids.encode(IdKind::Assistant, s.assistant_id),
                 delay: definition::format_duration(s.delay_ms),
                 max_attempts: s.max_attempts,
                 retry_delay: definition::format_duration(s.retry_delay_ms),
@@ -158,17 +158,22 @@ async fn validate(
             format!("a template has 1 to {MAX_STEPS} steps"),
         ));
     }
+    let ids = state.store.public_ids(org);
     let mut steps = Vec::with_capacity(body.steps.len());
     for (i, step) in body.steps.iter().enumerate() {
         let at = |f: &str| format!("steps[{i}].{f}");
         if step.kind != "call" && step.kind != "sms" {
             return Err(ApiError::invalid(&at("type"), "type must be call or sms"));
         }
+        let no_such_assistant = || ApiError::invalid(&at("assistant_id"), "no such assistant");
+        let assistant_id = ids
+            .decode(IdKind::Assistant, step.assistant_id)
+            .ok_or_else(no_such_assistant)?;
         let assistant = state
             .store
-            .get_assistant(org, step.assistant_id)
+            .get_assistant(org, assistant_id)
             .await?
-            .ok_or_else(|| ApiError::invalid(&at("assistant_id"), "no such assistant"))?;
+            .ok_or_else(no_such_assistant)?;
         if assistant.channel != step.kind {
             return Err(ApiError::invalid(
                 &at("assistant_id"),
@@ -189,7 +194,7 @@ async fn validate(
             .map_err(from_invalid)?;
         steps.push(StepDefinition {
             channel: step.kind.clone(),
-            assistant_id: step.assistant_id,
+            assistant_id,
             delay_ms: millis(delay),
             max_attempts: step.max_attempts,
             retry_delay_ms: millis(retry),
@@ -266,7 +271,8 @@ pub async fn create(
         .store
         .create_template(org, body.name.trim(), &value, now)
         .await?;
-    Ok((StatusCode::CREATED, Json(template_out(template)?)))
+    let ids = state.store.public_ids(org);
+    Ok((StatusCode::CREATED, Json(template_out(&ids, template)?)))
 }
 
 #[utoipa::path(put, path = "/v1/sequence-templates/{id}", tag = "sequence templates", request_body = TemplateIn,
@@ -278,6 +284,8 @@ pub async fn replace(
     IdPath(id): IdPath,
     ApiJson(body): ApiJson<TemplateIn>,
 ) -> Result<Json<TemplateOut>, ApiError> {
+    let ids = state.store.public_ids(org);
+    let id = wire::internal(&ids, IdKind::Template, id, "sequence template")?;
     state
         .store
         .get_template(org, id)
@@ -291,7 +299,7 @@ pub async fn replace(
         .update_template(org, id, Some(body.name.trim()), &value, now)
         .await?
         .ok_or_else(|| ApiError::not_found("sequence template"))?;
-    Ok(Json(template_out(template)?))
+    Ok(Json(template_out(&ids, template)?))
 }
 
 #[utoipa::path(get, path = "/v1/sequence-templates/{id}", tag = "sequence templates",
@@ -301,12 +309,14 @@ pub async fn get(
     Org(org): Org,
     IdPath(id): IdPath,
 ) -> Result<Json<TemplateOut>, ApiError> {
+    let ids = state.store.public_ids(org);
+    let id = wire::internal(&ids, IdKind::Template, id, "sequence template")?;
     let template = state
         .store
         .get_template(org, id)
         .await?
         .ok_or_else(|| ApiError::not_found("sequence template"))?;
-    Ok(Json(template_out(template)?))
+    Ok(Json(template_out(&ids, template)?))
 }
 
 #[utoipa::path(get, path = "/v1/sequence-templates", tag = "sequence templates",
@@ -317,15 +327,20 @@ pub async fn list(
     Org(org): Org,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Page<TemplateOut>>, ApiError> {
+    let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let after = wire::cursor(query.after.as_deref())?;
+    let after = wire::cursor(&ids, IdKind::Template, query.after.as_deref())?;
     let templates = state.store.list_templates(org, after, limit).await?;
     let next_cursor = (templates.len() == limit as usize)
-        .then(|| templates.last().map(|t| t.template_id.to_string()))
+        .then(|| {
+            templates
+                .last()
+                .map(|t| wire::next_cursor(&ids, IdKind::Template, t.template_id))
+        })
         .flatten();
     let data = templates
         .into_iter()
-        .map(template_out)
+        .map(|t| template_out(&ids, t))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(Page { data, next_cursor }))
 }

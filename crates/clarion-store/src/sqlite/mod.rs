@@ -21,7 +21,8 @@ use std::time::Duration;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 
-use crate::{Result, Store, StoreError};
+use crate::public_id::SECRET_LEN;
+use crate::{IdCodec, OrgId, PublicIds, Result, Store, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -107,6 +108,7 @@ impl Store {
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&writer).await?;
+        let ids = IdCodec::new(deployment_secret(&writer).await?);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .connect_with(connect)
@@ -116,7 +118,13 @@ impl Store {
             pool,
             writer,
             write_lock: Arc::default(),
+            ids,
         })
+    }
+
+    /// The ids as organisation `org` sees them (see [`crate::public_id`]).
+    pub fn public_ids(&self, org: OrgId) -> PublicIds {
+        self.ids.for_org(org)
     }
 
     /// Starts a write transaction.
@@ -140,6 +148,23 @@ impl Store {
         self.pool.close().await;
         self.writer.close().await;
     }
+}
+
+/// The deployment secret: drawn from the operating system's generator by whichever process
+/// starts first, then read by every later start and every other node (`INSERT OR IGNORE`
+/// under SQLite's write lock, so two first starts agree on one).
+async fn deployment_secret(writer: &sqlx::SqlitePool) -> Result<[u8; SECRET_LEN]> {
+    let candidate: [u8; SECRET_LEN] = rand::random();
+    sqlx::query("INSERT OR IGNORE INTO deployment_secret (id, id_key) VALUES (1, ?)")
+        .bind(candidate.as_slice())
+        .execute(writer)
+        .await?;
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT id_key FROM deployment_secret WHERE id = 1")
+        .fetch_one(writer)
+        .await?;
+    stored
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("deployment secret"))
 }
 
 /// Write-ahead-log pages (4 KiB each) past which a committing writer runs the checkpoint
@@ -196,4 +221,37 @@ fn value_rows(columns: usize, rows: usize) -> String {
 
 fn to_u32(value: i64) -> u32 {
     u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use crate::{IdKind, OrgId, Store};
+
+    #[tokio::test]
+    async fn public_ids_survive_a_restart_and_differ_between_databases() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("a.db").display());
+        let first = Store::connect(&url).await.unwrap();
+        let before = first.public_ids(OrgId(1)).encode(IdKind::Sequence, 42);
+        first.close().await;
+        let again = Store::connect(&url).await.unwrap();
+        assert_eq!(
+            again.public_ids(OrgId(1)).encode(IdKind::Sequence, 42),
+            before
+        );
+        // A second process opening the same database reads the same secret.
+        let beside = Store::connect(&url).await.unwrap();
+        assert_eq!(
+            beside.public_ids(OrgId(1)).encode(IdKind::Sequence, 42),
+            before
+        );
+        let other_url = format!("sqlite://{}", dir.path().join("b.db").display());
+        let other = Store::connect(&other_url).await.unwrap();
+        assert_ne!(
+            other.public_ids(OrgId(1)).encode(IdKind::Sequence, 42),
+            before
+        );
+    }
 }
