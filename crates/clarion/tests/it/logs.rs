@@ -6,15 +6,17 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
+use crate::support;
 
-use serde_json::json;
-use support::fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, SERVICE_SID};
-use support::fake_vapi::{API_KEY, FakeVapi, PHONE_NUMBER_ID, SERVER_SECRET, end_of_call_report};
-use support::{
+use crate::support::fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, SERVICE_SID};
+use crate::support::fake_vapi::{
+    API_KEY, FakeVapi, PHONE_NUMBER_ID, SERVER_SECRET, end_of_call_report,
+};
+use crate::support::{
     Answer, TestReceiver, allow_vapi_assistant_with_cli, api_get, api_post,
     create_org_with_cli_and_id, eventually,
 };
+use serde_json::json;
 
 const PHONE: &str = "+15555550199";
 const NAME: &str = "Zebediah Quartermaine";

@@ -3,12 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{Answer, DEADLINE, TestReceiver, eventually};
 use serde_json::{Value, json};
-use support::{Answer, DEADLINE, TestReceiver, eventually};
 use tokio::process::{Child, Command};
 
 /// A compressed schedule: the dispatcher's behaviour is the same, the test is fast.

@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
-
 use std::time::Duration;
 
 use clarion_delivery::Clock as _;
 
+use crate::support::{Answer, TestApp, TestReceiver, schema_errors, spawn_app};
 use serde_json::{Value, json};
-use support::{Answer, TestApp, TestReceiver, schema_errors, spawn_app};
 
 struct Fixture {
     app: TestApp,

@@ -4,13 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
+use crate::support::{Answer, AppOptions, TestReceiver, spawn_app, spawn_app_with};
 use clarion_webhooks::{Secret, Verifier, WebhookHeaders, examples};
 use serde_json::json;
-use support::{Answer, AppOptions, TestReceiver, spawn_app, spawn_app_with};
 
 fn verify(
     received: &support::Received,

@@ -5,17 +5,17 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
+use crate::support;
 
-use clarion_delivery::Clock as _;
-use serde_json::{Value, json};
-use support::fake_vapi::{
+use crate::support::fake_vapi::{
     CallAnswer, FakeVapi, HMAC_SECRET, SERVER_SECRET, end_of_call_report, status_update,
 };
-use support::{
+use crate::support::{
     Answer, AppOptions, TestApp, TestReceiver, allow_vapi_assistant_with_cli, schema_errors,
     spawn_app_with,
 };
+use clarion_delivery::Clock as _;
+use serde_json::{Value, json};
 
 struct Fixture {
     app: TestApp,

@@ -3,18 +3,16 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use crate::support::{DEADLINE, TestApp, spawn_app};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use clarion_store::OrgId;
 use serde_json::{Value, json};
-use support::{DEADLINE, TestApp, spawn_app};
 use tokio::process::Command;
 
 const ZONES: &[&str] = &[

@@ -1,7 +1,7 @@
 //! Test support: an in-process Clarion (store on a temp SQLite file, API on port 0, a
 //! dispatcher driven synchronously on a manual clock) and a receiver whose answers a test
 //! can change mid-test.
-#![allow(dead_code, clippy::unwrap_used)]
+#![allow(clippy::unwrap_used)] // test support fails loudly by design
 
 pub mod fake_llm;
 pub mod fake_twilio;

@@ -4,11 +4,11 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
+use crate::support;
 
+use crate::support::fake_twilio::{AUTH_TOKEN, FakeTwilio, SERVICE_SID, SendAnswer};
+use crate::support::{Answer, AppOptions, TestApp, TestReceiver, schema_errors, spawn_app_with};
 use serde_json::{Value, json};
-use support::fake_twilio::{AUTH_TOKEN, FakeTwilio, SERVICE_SID, SendAnswer};
-use support::{Answer, AppOptions, TestApp, TestReceiver, schema_errors, spawn_app_with};
 
 struct Fixture {
     app: TestApp,

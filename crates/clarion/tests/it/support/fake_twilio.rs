@@ -23,10 +23,9 @@ pub const AUTH_TOKEN: &str = "twilio-auth-token-for-tests";
 pub const SERVICE_SID: &str = "MG00000000000000000000000000000000";
 pub const OUR_NUMBER: &str = "+15555550100";
 
-/// A scripted answer to the next send.
+/// A scripted answer to the next send (unscripted sends are accepted: 201).
 #[derive(Debug, Clone, Copy)]
 pub enum SendAnswer {
-    Created,
     /// HTTP status and Twilio error code.
     Error(u16, i64),
 }

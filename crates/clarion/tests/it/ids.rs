@@ -5,14 +5,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
-
 use std::collections::HashSet;
 use std::time::Duration;
 
+use crate::support::{Answer, TestApp, TestReceiver, spawn_app};
 use clarion_store::{IdKind, OrgId};
 use serde_json::{Value, json};
-use support::{Answer, TestApp, TestReceiver, spawn_app};
 
 /// One organisation with an endpoint, a call and an SMS assistant and a two-step template.
 struct Tenant {

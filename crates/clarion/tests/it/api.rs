@@ -4,16 +4,14 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-mod support;
-
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 
+use crate::support::{Answer, AppOptions, TestApp, TestReceiver, spawn_app, spawn_app_with};
 use clarion_delivery::ssrf::SsrfPolicy;
 use clarion_webhooks::examples;
 use reqwest::Method;
 use serde_json::{Value, json};
-use support::{Answer, AppOptions, TestApp, TestReceiver, spawn_app, spawn_app_with};
 
 /// Asserts an error answer: the status, and a body that is exactly
 /// `{"error": {"code", "message", "field"}}` with the given code and field.

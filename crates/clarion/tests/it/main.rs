@@ -1,0 +1,19 @@
+//! The `clarion` crate's integration tests, in one binary so that the shared support
+//! (`support/`: the in-process app, the test receiver, the Vapi, Twilio and LLM fakes)
+//! compiles and links once. Each module is one area; the real binary is driven where a test
+//! says so (`CARGO_BIN_EXE_clarion`).
+
+mod support;
+
+mod api;
+mod cli_webhook;
+mod crash;
+mod delivery;
+mod enroll;
+mod ids;
+mod logs;
+mod process;
+mod sequences;
+mod tidy;
+mod twilio;
+mod vapi;
