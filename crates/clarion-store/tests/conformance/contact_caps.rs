@@ -1,0 +1,90 @@
+//! Contact caps with concurrent writers for one number: the check (`contacts_since`) and the
+//! contact it allows (`insert_encounters`) happen in one write transaction, so two writers on
+//! separate handles can never both see room for the last contact.
+
+use clarion_store::Store;
+
+use crate::{Tenant, backend, encounter_of, enroll, tenant};
+
+const WRITERS: usize = 4;
+const ROUNDS: usize = 10;
+const CAP: usize = 2;
+
+/// Every writer runs one sequence of its own template on the same number and, in one
+/// transaction, counts the number's contacts and adds one only while under the cap. Whatever
+/// the interleaving, the number gets exactly `CAP` contacts per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_never_exceed_a_numbers_contact_cap() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let first = tenant(store, "caps").await;
+    let handles = backend.handles(WRITERS).await;
+    // Separate templates, so that the one-running-sequence rule does not serialise anything.
+    let mut tenants = Vec::new();
+    for w in 0..WRITERS {
+        let template = store
+            .create_template(first.org, &format!("t{w}"), &serde_json::json!({}), 0)
+            .await
+            .unwrap();
+        tenants.push(std::sync::Arc::new(Tenant {
+            org: first.org,
+            assistant: first.assistant.clone(),
+            template,
+        }));
+    }
+
+    for round in 0..ROUNDS {
+        let phone = format!("+1555090{round:04}");
+        let mut sequences = Vec::new();
+        for tenant in &tenants {
+            sequences.push(enroll(store, tenant, &phone).await);
+        }
+        let mut tasks = Vec::new();
+        for ((store, tenant), sequence) in handles.iter().cloned().zip(&tenants).zip(sequences) {
+            let tenant = tenant.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut added = 0;
+                // Each writer tries twice, so that CAP writers could overshoot twice over.
+                for attempt in 0..2 {
+                    added += try_contact(&store, &tenant, &sequence, attempt).await;
+                }
+                added
+            }));
+        }
+        let mut added = 0;
+        for task in tasks {
+            added += task.await.unwrap();
+        }
+        assert_eq!(added, CAP, "round {round}: contacts allowed");
+        let mut tx = store.begin().await.unwrap();
+        let contacts = store
+            .contacts_since(&mut tx, first.org, &phone, 0)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(contacts.len(), CAP, "round {round}: contacts stored");
+    }
+}
+
+/// One cap check and, if allowed, one contact, in one transaction. Answers 1 if it contacted.
+async fn try_contact(
+    store: &Store,
+    tenant: &Tenant,
+    sequence: &clarion_store::SequenceRow,
+    attempt: i64,
+) -> usize {
+    let mut tx = store.begin().await.unwrap();
+    let contacts = store
+        .contacts_since(&mut tx, tenant.org, &sequence.phone_number, 0)
+        .await
+        .unwrap();
+    let mut added = 0;
+    if contacts.len() < CAP {
+        let row = encounter_of(tenant, sequence, attempt, 100);
+        let inserted = store.insert_encounters(&mut tx, &[&row]).await.unwrap();
+        assert!(inserted[0].is_some());
+        added = 1;
+    }
+    tx.commit().await.unwrap();
+    added
+}

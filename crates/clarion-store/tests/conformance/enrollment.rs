@@ -1,0 +1,141 @@
+//! Enrollment: idempotency keys and one running sequence per number and template, under
+//! concurrent inserts from several handles; ids assigned by the store are distinct.
+
+use std::collections::HashSet;
+
+use clarion_store::{InsertSequenceError, SequenceRow, Store};
+use serde_json::json;
+
+use crate::{Tenant, backend, ended, new_sequence, tenant};
+
+const HANDLES: usize = 4;
+const TASKS_PER_HANDLE: usize = 2;
+const ROUNDS: usize = 10;
+
+type Answer = Result<SequenceRow, InsertSequenceError>;
+
+/// Every task inserts its sequence (own transaction, own handle) at once; answers each.
+async fn insert_concurrently(
+    handles: &[Store],
+    tenant: &std::sync::Arc<Tenant>,
+    phone: impl Fn(usize) -> String,
+    key: Option<&str>,
+) -> Vec<Answer> {
+    let mut tasks = Vec::new();
+    for (h, store) in handles.iter().enumerate() {
+        for t in 0..TASKS_PER_HANDLE {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            let phone = phone(h * TASKS_PER_HANDLE + t);
+            let key = key.map(str::to_owned);
+            tasks.push(tokio::spawn(async move {
+                let contact = json!({ "phone_number": phone });
+                let new = new_sequence(&tenant, &phone, &contact, key.as_deref());
+                let mut tx = store.begin().await.unwrap();
+                let answer = store.insert_sequence(&mut tx, &new).await.unwrap();
+                tx.commit().await.unwrap();
+                answer
+            }));
+        }
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+/// Eight concurrent enrollments with one idempotency key (different numbers, so only the key
+/// can refuse them): one row, and every other answer names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_idempotency_key_makes_one_sequence_whatever_the_race() {
+    let backend = backend().await;
+    let tenant = std::sync::Arc::new(tenant(&backend.store, "idempotency").await);
+    let handles = backend.handles(HANDLES).await;
+    for round in 0..ROUNDS {
+        let key = format!("key-{round}");
+        let answers = insert_concurrently(
+            &handles,
+            &tenant,
+            |i| format!("+1555{round:03}{i:04}"),
+            Some(&key),
+        )
+        .await;
+        let winners: Vec<&SequenceRow> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        let winner = winners[0].id;
+        for answer in &answers {
+            if let Err(refused) = answer {
+                assert_eq!(refused, &InsertSequenceError::SameIdempotencyKey(winner));
+            }
+        }
+    }
+    let all = backend
+        .store
+        .list_sequences(tenant.org, None, None, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), ROUNDS, "one row per key");
+}
+
+/// Eight concurrent enrollments of one number in one template: one runs, the others are
+/// refused as already running; once it ends, the number can be enrolled again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_running_sequence_per_number_and_template_freed_when_it_ends() {
+    let backend = backend().await;
+    let tenant = std::sync::Arc::new(tenant(&backend.store, "one running").await);
+    let handles = backend.handles(HANDLES).await;
+    for round in 0..ROUNDS {
+        let phone = format!("+1555040{round:04}");
+        let answers = insert_concurrently(&handles, &tenant, |_| phone.clone(), None).await;
+        let winners: Vec<&SequenceRow> = answers.iter().filter_map(|a| a.as_ref().ok()).collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        assert!(
+            answers
+                .iter()
+                .filter_map(|a| a.as_ref().err())
+                .all(|e| *e == InsertSequenceError::AlreadyRunning)
+        );
+        // Ending it frees the number for this template.
+        let mut tx = backend.store.begin().await.unwrap();
+        backend
+            .store
+            .update_sequences(&mut tx, &[(winners[0].id, ended(5))])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let again = insert_concurrently(&handles[..1], &tenant, |_| phone.clone(), None).await;
+        assert_eq!(again.iter().filter(|a| a.is_ok()).count(), 1, "{again:?}");
+    }
+}
+
+/// Concurrent enrollments of different numbers all succeed with distinct ids, each row
+/// readable under its id with its own number.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inserts_get_distinct_ids() {
+    let backend = backend().await;
+    let tenant = std::sync::Arc::new(tenant(&backend.store, "ids").await);
+    let handles = backend.handles(HANDLES).await;
+    let mut ids = HashSet::new();
+    for round in 0..ROUNDS {
+        let answers = insert_concurrently(
+            &handles,
+            &tenant,
+            |i| format!("+1555050{round:02}{i:02}"),
+            None,
+        )
+        .await;
+        for answer in answers {
+            let row = answer.expect("distinct numbers all enroll");
+            assert!(ids.insert(row.id), "id {} assigned twice", row.id);
+            let read = backend
+                .store
+                .get_sequence(tenant.org, row.id)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(read.phone_number, row.phone_number);
+        }
+    }
+    assert_eq!(ids.len(), ROUNDS * HANDLES * TASKS_PER_HANDLE);
+}
