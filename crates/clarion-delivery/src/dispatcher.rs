@@ -320,7 +320,7 @@ impl Dispatcher {
 
     /// Makes one attempt and decides what comes next. Never fails: every error becomes an
     /// attempt record with its class.
-    #[tracing::instrument(name = "delivery_attempt", skip_all, fields(delivery_id = delivery.id.0, endpoint_id = delivery.endpoint_id.0))]
+    #[tracing::instrument(level = "debug", name = "delivery_attempt", skip_all, fields(delivery_id = delivery.id.0, endpoint_id = delivery.endpoint_id.0))]
     async fn attempt(&self, delivery: ClaimedDelivery) -> AttemptOutcome {
         let inner = &self.inner;
         let attempt_number = delivery.attempt_count + 1;

@@ -24,7 +24,7 @@ impl Scheduler {
     /// unconfirmed ones, until nothing is due. No provider request is made here: encounters
     /// for Vapi and Twilio are left committed for the provider worker (tests use this to
     /// stand between the commit and the request).
-    #[tracing::instrument(name = "scheduler_pass", skip_all)]
+    #[tracing::instrument(level = "debug", name = "scheduler_pass", skip_all)]
     pub async fn run_due_pass(&self) -> Result<usize, SchedulerError> {
         let mut total = 0;
         loop {
@@ -66,7 +66,7 @@ impl Scheduler {
     }
 
     /// Wakes those of the sequences `ids` still due, in one transaction.
-    #[tracing::instrument(name = "wake_batch", skip_all, fields(batch = ids.len()))]
+    #[tracing::instrument(level = "debug", name = "wake_batch", skip_all, fields(batch = ids.len()))]
     pub(super) async fn wake_sequences(&self, ids: &[i64]) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
@@ -136,7 +136,7 @@ impl Scheduler {
 
     /// Ends those of the encounters `ids` still due, and moves their sequences on, in one
     /// transaction.
-    #[tracing::instrument(name = "end_batch", skip_all, fields(batch = ids.len()))]
+    #[tracing::instrument(level = "debug", name = "end_batch", skip_all, fields(batch = ids.len()))]
     pub(super) async fn end_encounters(&self, ids: &[i64]) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
@@ -210,7 +210,7 @@ impl Scheduler {
     /// placed from Clarion's number are listed and searched for its name), and its
     /// end-of-call report is still applied if it comes. Anything else ends as `failed`, and the
     /// sequence goes on by its rules.
-    #[tracing::instrument(skip_all)]
+    #[tracing::instrument(level = "debug", skip_all)]
     pub(super) async fn reconcile_unconfirmed(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let before =

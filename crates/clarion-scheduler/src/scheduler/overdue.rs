@@ -64,7 +64,7 @@ impl Scheduler {
 
     /// Settles one overdue provider encounter (see
     /// [`Scheduler::settle_overdue_provider_encounters`]); answers whether it ended.
-    #[tracing::instrument(name = "overdue_encounter", skip_all, fields(encounter_id = encounter.id))]
+    #[tracing::instrument(level = "debug", name = "overdue_encounter", skip_all, fields(encounter_id = encounter.id))]
     pub(super) async fn settle_overdue(
         &self,
         encounter: &EncounterRow,

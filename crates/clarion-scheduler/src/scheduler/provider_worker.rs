@@ -128,7 +128,7 @@ impl Scheduler {
 
     /// Claims one committed encounter and, if the contact check allows it, sends it to its
     /// provider and records the answer.
-    #[tracing::instrument(name = "provider_request", skip_all, fields(encounter_id = id))]
+    #[tracing::instrument(level = "debug", name = "provider_request", skip_all, fields(encounter_id = id))]
     pub(super) async fn send_to_provider(&self, id: i64) -> Result<(), SchedulerError> {
         let Some(started) = self.claim_for_request(id, Claim::First).await? else {
             return Ok(());
