@@ -10,7 +10,10 @@
 //! - [`Clock`] makes time a dependency, so tests run the whole retry schedule on a
 //!   [`ManualClock`].
 
-pub mod clock;
+/// The clock, re-exported from `clarion-clock` for the delivery crate's callers.
+pub mod clock {
+    pub use clarion_clock::{Clock, ManualClock, SystemClock};
+}
 mod dispatcher;
 mod outbox;
 pub mod schedule;

@@ -1,6 +1,6 @@
 //! The engine's clock: real time, or real time sped up by `simulator.time_scale`.
 
-use clarion_delivery::Clock;
+use clarion_clock::Clock;
 
 /// Virtual time that runs `scale` times faster than the system clock, starting at the
 /// system time when it was made. With scale 1 it is the system clock.

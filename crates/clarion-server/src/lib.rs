@@ -15,8 +15,9 @@ mod wire;
 use std::sync::Arc;
 
 use axum::Router;
+use clarion_clock::Clock;
+use clarion_delivery::Outbox;
 use clarion_delivery::ssrf::SsrfPolicy;
-use clarion_delivery::{Clock, Outbox};
 use clarion_store::Store;
 use metrics_exporter_prometheus::PrometheusHandle;
 

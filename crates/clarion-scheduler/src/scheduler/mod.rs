@@ -50,7 +50,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
-use clarion_delivery::{Clock, Outbox};
+use clarion_clock::Clock;
+use clarion_delivery::Outbox;
 use clarion_engine::{Action, Event, Note, Plan, SequenceState, StepSpec, Transition};
 use clarion_store::{
     Assistant, EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceRow,

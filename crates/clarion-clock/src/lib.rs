@@ -1,5 +1,9 @@
 //! Time as a dependency: the system clock in production, a manual clock in tests, so that a
 //! retry schedule spanning a day runs in milliseconds without sleeping.
+//!
+//! A crate of its own so that everything that reads the time (the scheduler, the server, the
+//! dispatcher) depends on this and nothing more; the engine and the simulator read no clock
+//! at all (a tidy test holds that).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
