@@ -63,24 +63,18 @@ impl Scheduler {
     }
 
     pub(super) async fn overdue_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        // The sweep of old inbound message ids takes the write lock: not on every pass.
+        let mut last_forgotten = None;
         while !*stopped.borrow() {
             if let Err(error) = self.settle_overdue_provider_encounters().await {
                 tracing::error!(error = %error, "settling overdue provider encounters failed");
             }
-            if self.inner.config.twilio.is_some() {
-                let before = self
-                    .inner
-                    .real_clock
-                    .now_millis()
-                    .saturating_sub(INBOUND_SID_RETENTION_MILLIS);
-                if let Err(error) = self
-                    .inner
-                    .store
-                    .forget_inbound_messages(before, 10_000)
-                    .await
-                {
-                    tracing::error!(error = %error, "forgetting old inbound message ids failed");
-                }
+            if self.inner.config.twilio.is_some()
+                && last_forgotten
+                    .is_none_or(|at: tokio::time::Instant| at.elapsed() >= INBOUND_SID_SWEEP_EVERY)
+            {
+                last_forgotten = Some(tokio::time::Instant::now());
+                self.forget_old_inbound_messages().await;
             }
             let next = self
                 .inner
@@ -89,7 +83,9 @@ impl Scheduler {
                 .await
                 .ok()
                 .flatten();
-            let pause = self.real_wait_until(next);
+            // Due now: a short breath, so a pass whose work could not be done (a provider
+            // down) does not spin.
+            let pause = self.real_wait_until(next, Duration::from_millis(50));
             tokio::select! {
                 _ = stopped.changed() => {}
                 () = tokio::time::sleep(pause) => {}
@@ -97,8 +93,9 @@ impl Scheduler {
         }
     }
 
-    /// How long (real time) to wait for engine time `next`, at most the poll interval.
-    pub(super) fn real_wait_until(&self, next: Option<Millis>) -> Duration {
+    /// How long (real time) to wait for engine time `next`, at most the poll interval;
+    /// `due_now` when `next` has come.
+    pub(super) fn real_wait_until(&self, next: Option<Millis>, due_now: Duration) -> Duration {
         let poll = self.inner.config.poll_interval;
         let now = self.inner.clock.now_millis();
         match next {
@@ -106,10 +103,25 @@ impl Scheduler {
                 let virtual_wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
                 poll.min(virtual_wait.div_f64(self.inner.config.time_scale.max(f64::MIN_POSITIVE)))
             }
-            // Due now: a short breath, so a pass whose work could not be done (a provider
-            // down) does not spin.
-            Some(_) => poll.min(Duration::from_millis(50)),
+            Some(_) => poll.min(due_now),
             None => poll,
+        }
+    }
+
+    /// Forgets inbound Twilio message ids older than their retention (a bounded sweep).
+    async fn forget_old_inbound_messages(&self) {
+        let before = self
+            .inner
+            .real_clock
+            .now_millis()
+            .saturating_sub(INBOUND_SID_RETENTION_MILLIS);
+        if let Err(error) = self
+            .inner
+            .store
+            .forget_inbound_messages(before, 10_000)
+            .await
+        {
+            tracing::error!(error = %error, "forgetting old inbound message ids failed");
         }
     }
 
@@ -122,25 +134,11 @@ impl Scheduler {
         Ok(wake.into_iter().chain(end).min())
     }
 
+    /// How long the due loop waits before its next pass: until the next due instant (real
+    /// time), at most the poll interval.
     pub(super) async fn pause(&self) -> Duration {
-        let poll = self.inner.config.poll_interval;
-        let store = &self.inner.store;
-        let next = match (
-            store.next_sequence_wake().await,
-            store.next_encounter_end().await,
-        ) {
-            (Ok(a), Ok(b)) => a.into_iter().chain(b).min(),
-            _ => None,
-        };
-        let now = self.inner.clock.now_millis();
-        match next {
-            Some(at) if at > now => {
-                let virtual_wait = Duration::from_millis(u64::try_from(at - now).unwrap_or(0));
-                poll.min(virtual_wait.div_f64(self.inner.config.time_scale.max(f64::MIN_POSITIVE)))
-            }
-            Some(_) => Duration::ZERO,
-            None => poll,
-        }
+        let next = self.next_due_at().await.ok().flatten();
+        self.real_wait_until(next, Duration::ZERO)
     }
 
     /// Does everything due now, synchronously (tests and tools drive the scheduler with it):

@@ -13,6 +13,17 @@ pub(super) const PROVIDER_REQUESTS_IN_FLIGHT: usize = 8;
 /// How many queued provider encounters the provider worker reads at a time.
 pub(super) const PROVIDER_QUEUE_BATCH: u32 = 64;
 
+/// What the check before a retry said.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Recheck {
+    /// Contact is still allowed: try again.
+    Allowed,
+    /// Not any more: the encounter was withheld, nothing to record.
+    Withheld,
+    /// The check could not be made: do not send, end the encounter as not sent.
+    Failed,
+}
+
 /// Which claim [`Scheduler::claim_for_request`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Claim {
@@ -135,6 +146,19 @@ impl Scheduler {
         };
         crash_point("encounter-claimed");
         self.request_from_provider(&started).await
+    }
+
+    /// The contact check again after waiting to retry a request the provider certainly did
+    /// not take (a 429): Vapi's and Twilio's retry loops call this before every retry.
+    pub(super) async fn recheck_before_retry(&self, id: i64) -> Recheck {
+        match self.claim_for_request(id, Claim::Retry).await {
+            Ok(Some(_)) => Recheck::Allowed,
+            Ok(None) => Recheck::Withheld,
+            Err(error) => {
+                tracing::error!(encounter_id = id, error = %error, "re-checking a request before its retry failed; not sending it");
+                Recheck::Failed
+            }
+        }
     }
 
     /// The last word before contact, in one short transaction: the encounter is still

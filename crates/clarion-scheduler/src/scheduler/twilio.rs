@@ -68,6 +68,9 @@ pub(super) const TWILIO_SEND_ATTEMPTS: u32 = 3;
 /// sequence runs, so a replay cannot reach a conversation begun after the original.
 pub(super) const INBOUND_SID_RETENTION_MILLIS: Millis = 400 * 24 * 3600 * 1000;
 
+/// How often old inbound message ids are swept (each sweep takes the write lock once).
+pub(super) const INBOUND_SID_SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
 impl Scheduler {
     /// Opens one committed SMS encounter with Twilio: the script's opening text, rendered
     /// with the contact's name and variables, sent with a status callback. Answers what to
@@ -175,13 +178,10 @@ impl Scheduler {
                         "Twilio did not accept the text; trying again"
                     );
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
-                    match self.claim_for_request(id, Claim::Retry).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => return None,
-                        Err(error) => {
-                            tracing::error!(encounter_id = id, error = %error, "re-checking a text before its retry failed; not sending it");
-                            return unsent(SmsEnd::Error);
-                        }
+                    match self.recheck_before_retry(id).await {
+                        Recheck::Allowed => {}
+                        Recheck::Withheld => return None,
+                        Recheck::Failed => return unsent(SmsEnd::Error),
                     }
                     tries += 1;
                 }

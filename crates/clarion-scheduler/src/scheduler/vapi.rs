@@ -3,6 +3,7 @@
 //! updates, and finding a call whose placement was never recorded.
 
 use super::*;
+use clarion_providers::vapi::wire::VapiCall;
 
 /// How many times a call Vapi certainly did not place (429, connection refused) is tried.
 pub(super) const VAPI_PLACE_ATTEMPTS: u32 = 3;
@@ -138,12 +139,11 @@ impl Scheduler {
                         "Vapi did not place the call; trying again"
                     );
                     tokio::time::sleep(wait).await;
-                    match self.claim_for_request(id, Claim::Retry).await {
-                        Ok(Some(_)) => {}
-                        Ok(None) => return None,
-                        Err(error) => {
-                            // Not knowing whether contact is still allowed, don't call.
-                            tracing::error!(encounter_id = id, error = %error, "re-checking a call before its retry failed; not placing it");
+                    match self.recheck_before_retry(id).await {
+                        Recheck::Allowed => {}
+                        Recheck::Withheld => return None,
+                        // Not knowing whether contact is still allowed, don't call.
+                        Recheck::Failed => {
                             return not_placed("the check before retrying could not be made");
                         }
                     }
@@ -218,32 +218,21 @@ impl Scheduler {
     }
 
     /// Links an encounter whose Vapi call id was never recorded to the call `call_id` that
-    /// names it, after reading the call back from Vapi (its name and number must match the
-    /// encounter): an ended call is applied as its end-of-call report; one still running gets
-    /// its id recorded, so its report (or the next read-back) finds it. `false` when there is
-    /// no such encounter or the call is not its; [`SchedulerError::ProviderUnavailable`]
-    /// when Vapi could not be asked.
+    /// names it, after reading the call back from Vapi ([`Scheduler::adopt_call`]). `false`
+    /// when there is no such encounter or the call is not its;
+    /// [`SchedulerError::ProviderUnavailable`] when Vapi could not be asked.
     pub(super) async fn adopt_call_by_name(
         &self,
         encounter_id: i64,
         call_id: &str,
     ) -> Result<bool, SchedulerError> {
-        let store = &self.inner.store;
         let Some(vapi) = &self.inner.config.vapi else {
             return Ok(false);
         };
-        let unrecorded = |e: &EncounterRow| {
-            e.channel == "call"
-                && e.status != "ended"
-                && e.outcome.is_none()
-                && e.provider_ref
-                    .as_deref()
-                    .is_none_or(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
-        };
-        let Some(candidate) = store.encounter_by_id(encounter_id).await? else {
+        let Some(candidate) = self.inner.store.encounter_by_id(encounter_id).await? else {
             return Ok(false);
         };
-        if !unrecorded(&candidate) {
+        if !call_unrecorded(&candidate) {
             return Ok(false);
         }
         let call = match vapi.get_call(call_id).await {
@@ -260,13 +249,27 @@ impl Scheduler {
                 return Err(SchedulerError::ProviderUnavailable);
             }
         };
+        self.adopt_call(&candidate, call).await
+    }
+
+    /// Adopts `call`, as Vapi returned it, for `candidate` (an encounter whose call id was
+    /// never recorded), if the call names that encounter and was placed to its number: an
+    /// ended call is applied as its end-of-call report; one still running gets its id
+    /// recorded, so its report (or the next read-back) finds it. `false` otherwise.
+    async fn adopt_call(
+        &self,
+        candidate: &EncounterRow,
+        call: VapiCall,
+    ) -> Result<bool, SchedulerError> {
+        let store = &self.inner.store;
+        let encounter_id = candidate.id;
         let confirmed = call.encounter_id() == Some(encounter_id)
             && call.customer.as_ref().and_then(|c| c.number.as_deref())
                 == Some(candidate.phone_number.as_str());
         if !confirmed {
             tracing::warn!(
                 encounter_id,
-                "a call report named an encounter whose call Vapi does not confirm; ignored"
+                "a call named an encounter, but not its number; ignored"
             );
             return Ok(false);
         }
@@ -275,7 +278,7 @@ impl Scheduler {
         let Some(encounter) = store
             .encounter_for_update(&mut tx.tx, encounter_id)
             .await?
-            .filter(|e| unrecorded(e))
+            .filter(call_unrecorded)
         else {
             return Ok(false);
         };
@@ -284,7 +287,7 @@ impl Scheduler {
                 .unwrap_or(Millis::MAX),
         );
         store
-            .adopt_provider_ref(&mut tx.tx, encounter.id, call_id, next_check)
+            .adopt_provider_ref(&mut tx.tx, encounter.id, &call.id, next_check)
             .await?;
         tracing::info!(
             encounter_id,
@@ -371,39 +374,29 @@ impl Scheduler {
             }
             None => None,
         };
-        let page_full = |calls: &[clarion_providers::vapi::wire::VapiCall]| {
-            calls.len() >= VAPI_LIST_LIMIT as usize
-        };
-        match listed {
+        let end = match listed {
             Some(calls) => {
-                let full = page_full(&calls);
+                let full = calls.len() >= VAPI_LIST_LIMIT as usize;
                 if let Some(call) = calls
                     .into_iter()
                     .find(|call| call.encounter_id() == Some(encounter.id))
                 {
-                    let call_id = call.id.clone();
-                    return self.adopt_call_by_name(encounter.id, &call_id).await;
+                    // The listed call is Vapi's own record: no need to read it again.
+                    return self.adopt_call(encounter, call).await;
                 }
+                // Not on a complete list: never placed. On a full page it may be beyond it.
                 if !full {
-                    let end = OverdueEnd::UnreportedCall {
-                        summary: NOT_PLACED_SUMMARY,
-                    };
-                    return self.end_overdue(encounter, end).await;
-                }
-                if given_up {
-                    let end = OverdueEnd::UnreportedCall {
-                        summary: UNKNOWN_PLACEMENT_SUMMARY,
-                    };
-                    return self.end_overdue(encounter, end).await;
+                    Some(NOT_PLACED_SUMMARY)
+                } else {
+                    given_up.then_some(UNKNOWN_PLACEMENT_SUMMARY)
                 }
             }
-            None if given_up => {
-                let end = OverdueEnd::UnreportedCall {
-                    summary: UNKNOWN_PLACEMENT_SUMMARY,
-                };
-                return self.end_overdue(encounter, end).await;
-            }
-            None => {}
+            None => given_up.then_some(UNKNOWN_PLACEMENT_SUMMARY),
+        };
+        if let Some(summary) = end {
+            return self
+                .end_overdue(encounter, OverdueEnd::UnreportedCall { summary })
+                .await;
         }
         self.inner
             .store
@@ -425,4 +418,16 @@ impl Scheduler {
             .set_provider_status("call", call_id, status, &VAPI_STATUS_ORDER)
             .await?)
     }
+}
+
+/// Whether an encounter is a call still open whose Vapi call id was never recorded (its
+/// placement unknown, or its answer lost in a crash).
+fn call_unrecorded(encounter: &EncounterRow) -> bool {
+    encounter.channel == "call"
+        && encounter.status != "ended"
+        && encounter.outcome.is_none()
+        && encounter
+            .provider_ref
+            .as_deref()
+            .is_none_or(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
 }

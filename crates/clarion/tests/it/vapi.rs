@@ -603,13 +603,10 @@ impl Fixture {
     }
 
     async fn suppressed(&self, phone: &str) -> bool {
-        let (status, list) = self.app.get(&self.key, "/v1/suppressions").await;
-        assert_eq!(status, 200);
-        list["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|entry| entry["phone_number"] == phone)
+        self.app
+            .suppression_reason(&self.key, phone)
+            .await
+            .is_some()
     }
 
     async fn events(&self, id: i64) -> Vec<Value> {

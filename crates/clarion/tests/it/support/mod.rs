@@ -289,6 +289,18 @@ impl TestApp {
         self.dispatcher.run_due_now().await.unwrap();
     }
 
+    /// The reason `phone` is on the organisation's suppression list, if it is.
+    pub async fn suppression_reason(&self, key: &str, phone: &str) -> Option<String> {
+        let (status, list) = self.get(key, "/v1/suppressions?limit=200").await;
+        assert_eq!(status, 200, "{list}");
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|entry| entry["phone_number"] == phone)
+            .map(|entry| entry["reason"].as_str().unwrap().to_owned())
+    }
+
     /// Creates an endpoint through the API; returns (id, secret).
     pub async fn endpoint(&self, key: &str, url: &str) -> (i64, String) {
         let (status, body) = self
