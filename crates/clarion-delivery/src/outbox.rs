@@ -5,7 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clarion_store::{
-    EndpointId, IdKind, MessageId, Millis, NewMessage, OrgId, Recipients, Store, StoreError, Tx,
+    EndpointId, IdKind, MessageId, Millis, NewMessage, OrgId, Recipients, SequenceId, Store,
+    StoreError, Tx,
 };
 use clarion_webhooks::{EVENT_TYPE_SEQUENCE_ENDED, SequenceReport, Timestamp};
 use rand::Rng;
@@ -134,10 +135,11 @@ impl Outbox {
     /// The internal id of the sequence a report is about: the report carries the
     /// organisation's public id ([`clarion_store::public_id`]), the message row the internal
     /// one (what `GET /v1/sequences/{id}` and the delivery filters look up).
-    fn sequence_of(&self, org: OrgId, report: &SequenceReport) -> Option<i64> {
+    fn sequence_of(&self, org: OrgId, report: &SequenceReport) -> Option<SequenceId> {
         self.store
             .public_ids(org)
             .decode(IdKind::Sequence, report.id)
+            .map(SequenceId)
     }
 
     /// Queues a sample report, marked as a test, for one endpoint, and wakes the dispatcher.

@@ -6,7 +6,8 @@
 //! keep internal ids (they are also what the providers' callbacks are matched against); they
 //! are translated here, on the way out.
 
-use clarion_store::{EncounterRow, IdKind, Millis, PublicIds, SequenceRow};
+use clarion_engine::Channel;
+use clarion_store::{EncounterRow, EncounterStatus, IdKind, Millis, PublicIds, SequenceRow};
 use clarion_webhooks::{
     Call, CallStatus, OutreachStep, SequenceReport, SequenceStatus, Sms, SmsStatus, Timestamp,
 };
@@ -31,7 +32,7 @@ pub fn build_report(
         .collect();
     SequenceReport {
         id: ids.encode(IdKind::Sequence, sequence.id),
-        status: SequenceStatus::from(sequence.status.as_str()),
+        status: report_status(sequence.status),
         outcome_description: sequence.outcome_description.clone(),
         last_updated: at(last_updated).unwrap_or_else(|| {
             Timestamp::from_unix_millis(0)
@@ -41,16 +42,25 @@ pub fn build_report(
     }
 }
 
+/// The report's spelling of a sequence's status.
+fn report_status(status: clarion_engine::SequenceStatus) -> SequenceStatus {
+    match status {
+        clarion_engine::SequenceStatus::Active => SequenceStatus::Active,
+        clarion_engine::SequenceStatus::Paused => SequenceStatus::Paused,
+        clarion_engine::SequenceStatus::Ended => SequenceStatus::Ended,
+    }
+}
+
 fn outreach_step(ids: &PublicIds, encounter: &EncounterRow) -> Option<OutreachStep> {
     let step = u32::try_from(encounter.step + 1).ok()?;
     let id = ids.encode(IdKind::Encounter, encounter.id);
     let assistant_id = ids.encode(IdKind::Assistant, encounter.assistant_id);
     // An ended (or simulated, already known) encounter carries its full object.
-    if encounter.status == "ended"
+    if encounter.status == EncounterStatus::Ended
         && let Some(report) = &encounter.report
     {
-        return match encounter.channel.as_str() {
-            "call" => serde_json::from_str::<Call>(report).ok().map(|c| {
+        return match encounter.channel {
+            Channel::Call => serde_json::from_str::<Call>(report).ok().map(|c| {
                 OutreachStep::call(
                     step,
                     Call {
@@ -74,15 +84,15 @@ fn outreach_step(ids: &PublicIds, encounter: &EncounterRow) -> Option<OutreachSt
     }
     let started_at = at(encounter.created_at);
     let ended_at = encounter.ended_at.and_then(at);
-    Some(match encounter.channel.as_str() {
-        "call" => OutreachStep::call(
+    Some(match encounter.channel {
+        Channel::Call => OutreachStep::call(
             step,
             Call {
                 id,
                 assistant_id,
                 started_at,
                 ended_at,
-                call_status: if encounter.status == "ended" {
+                call_status: if encounter.status == EncounterStatus::Ended {
                     CallStatus::Ended
                 } else {
                     // The provider's latest status when it reported one (Vapi's
@@ -113,7 +123,7 @@ fn outreach_step(ids: &PublicIds, encounter: &EncounterRow) -> Option<OutreachSt
                 assistant_id,
                 started_at,
                 ended_at,
-                status: if encounter.status == "ended" {
+                status: if encounter.status == EncounterStatus::Ended {
                     SmsStatus::Ended
                 } else {
                     SmsStatus::Active

@@ -7,6 +7,7 @@ use clarion_channels::{
     AssistantProfile, ContactProfile, CustomField, CustomFieldKind, EncounterReport,
     EncounterRequest, SimOutcome,
 };
+use clarion_engine::Channel;
 use clarion_store::{Assistant, EncounterRow, Millis, SequenceRow};
 use serde_json::{Value, json};
 
@@ -14,7 +15,7 @@ use crate::definition::ContactInfo;
 use crate::scheduler::SchedulerError;
 
 fn channel(encounter: &EncounterRow) -> clarion_channels::Channel {
-    if encounter.channel == "sms" {
+    if encounter.channel == Channel::Sms {
         clarion_channels::Channel::Sms
     } else {
         clarion_channels::Channel::Call
@@ -75,7 +76,7 @@ fn assistant_profile(assistant: &Assistant) -> AssistantProfile {
         })
         .unwrap_or_default();
     AssistantProfile {
-        id: assistant.id,
+        id: assistant.id.0,
         name: assistant.name.clone(),
         purpose: text("purpose").unwrap_or_else(|| "follow up on your care".to_owned()),
         organisation_name: text("organisation_name").unwrap_or_else(|| "your care team".to_owned()),
@@ -104,8 +105,8 @@ pub fn simulate(
     let started_at =
         chrono::DateTime::from_timestamp_millis(encounter.created_at).unwrap_or_default();
     let request = EncounterRequest {
-        sequence_id: sequence.id,
-        encounter_id: encounter.id,
+        sequence_id: sequence.id.0,
+        encounter_id: encounter.id.0,
         step: u32::try_from(encounter.step + 1).unwrap_or(u32::MAX),
         attempt: u32::try_from(encounter.attempt).unwrap_or(u32::MAX),
         channel: channel(encounter),
@@ -137,7 +138,7 @@ pub fn failed_call_report(encounter: &EncounterRow, summary: &str) -> Value {
     let at =
         clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at).map(|t| t.to_string());
     json!({
-        "id": encounter.id, "assistant_id": encounter.assistant_id, "started_at": at, "ended_at": at,
+        "id": encounter.id.0, "assistant_id": encounter.assistant_id.0, "started_at": at, "ended_at": at,
         "call_status": "ended", "duration_ms": null, "ended_reason": "failed", "transcript": null,
         "source_number": null, "destination_number": encounter.phone_number,
         "call_type": "outboundPhoneCall", "analysis": null, "summary": summary,
@@ -149,9 +150,9 @@ pub fn failed_call_report(encounter: &EncounterRow, summary: &str) -> Value {
 pub fn unknown_outcome_report(encounter: &EncounterRow, clinic_number: &str) -> Value {
     let at =
         clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at).map(|t| t.to_string());
-    if encounter.channel == "sms" {
+    if encounter.channel == Channel::Sms {
         json!({
-            "id": encounter.id, "assistant_id": encounter.assistant_id, "started_at": at, "ended_at": at,
+            "id": encounter.id.0, "assistant_id": encounter.assistant_id.0, "started_at": at, "ended_at": at,
             "status": "ended", "ended_reason": "system-error", "transcript": null,
             "source_number": clinic_number, "destination_number": encounter.phone_number,
             "analysis": null,

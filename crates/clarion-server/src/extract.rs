@@ -38,7 +38,7 @@ where
 #[derive(Debug, Clone, Copy)]
 pub struct OrgCaller {
     pub org: OrgId,
-    pub api_key_id: i64,
+    pub api_key_id: clarion_store::ApiKeyId,
 }
 
 impl OrgCaller {
@@ -59,7 +59,10 @@ where
         let state = AppState::from_ref(state);
         let key = bearer_key(parts).ok_or_else(ApiError::unauthorized)?;
         match state.store.authenticate_key(key).await? {
-            Some((org, api_key_id)) => Ok(OrgCaller { org, api_key_id }),
+            Some(key) => Ok(OrgCaller {
+                org: key.org_id,
+                api_key_id: key.key_id,
+            }),
             None => Err(ApiError::unauthorized()),
         }
     }

@@ -5,7 +5,7 @@
 //! much the others do. Routes decode on the way in ([`internal`], [`cursor`]) and encode on the
 //! way out ([`PublicIds::encode`], [`next_cursor`]).
 
-use clarion_store::{IdKind, Millis, PublicIds};
+use clarion_store::{IdKind, Millis, PublicIds, TypedId};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -41,29 +41,31 @@ pub fn limit(requested: Option<u32>) -> Result<u32, crate::error::ApiError> {
 
 /// The internal id behind a public id of `kind`, or 404 naming `what`: a number that is not
 /// one of this organisation's ids names nothing, like any unknown id.
-pub fn internal(
+pub fn internal<Id: TypedId>(
     ids: &PublicIds,
     kind: IdKind,
     public: i64,
     what: &str,
-) -> Result<i64, crate::error::ApiError> {
+) -> Result<Id, crate::error::ApiError> {
     ids.decode(kind, public)
+        .map(Id::from_raw)
         .ok_or_else(|| crate::error::ApiError::not_found(what))
 }
 
 /// Parses an `after` cursor: the public id (of `kind`) of the last item of the previous page,
 /// as text. Answers the internal id to continue after.
-pub fn cursor(
+pub fn cursor<Id: TypedId>(
     ids: &PublicIds,
     kind: IdKind,
     after: Option<&str>,
-) -> Result<Option<i64>, crate::error::ApiError> {
+) -> Result<Option<Id>, crate::error::ApiError> {
     after
         .filter(|a| !a.is_empty())
         .map(|a| {
             a.parse::<i64>()
                 .ok()
                 .and_then(|public| ids.decode(kind, public))
+                .map(Id::from_raw)
                 .ok_or_else(|| {
                     crate::error::ApiError::invalid("after", "not a cursor from this API")
                 })
@@ -72,6 +74,6 @@ pub fn cursor(
 }
 
 /// The `next_cursor` of a full page whose last item has internal id `last`.
-pub fn next_cursor(ids: &PublicIds, kind: IdKind, last: i64) -> String {
+pub fn next_cursor(ids: &PublicIds, kind: IdKind, last: impl Into<i64>) -> String {
     ids.encode(kind, last).to_string()
 }

@@ -132,8 +132,8 @@ impl PublicIds {
     /// The public id of internal id `internal`. Row ids start at 1 and would need 2^48
     /// inserts to leave the domain; such an id (or a non-positive one, which no row has)
     /// encodes to 0, which decodes to nothing.
-    pub fn encode(&self, kind: IdKind, internal: i64) -> i64 {
-        match u64::try_from(internal) {
+    pub fn encode(&self, kind: IdKind, internal: impl Into<i64>) -> i64 {
+        match u64::try_from(internal.into()) {
             Ok(n) if (1..DOMAIN).contains(&n) => {
                 to_i64(self.codec.permutation(self.org, kind).forward_nonzero(n))
             }
@@ -280,7 +280,7 @@ mod tests {
         }
         assert_eq!(ids.encode(IdKind::Sequence, 0), 0);
         assert_eq!(ids.encode(IdKind::Sequence, -5), 0);
-        assert_eq!(ids.encode(IdKind::Sequence, 1 << 48), 0);
+        assert_eq!(ids.encode(IdKind::Sequence, 1_i64 << 48), 0);
     }
 
     #[test]

@@ -12,13 +12,6 @@ use super::*;
 /// later. 131,072 ids are 1 MiB.
 pub(super) const DUE_WINDOW: u32 = 131_072;
 
-/// What a window of due ids is.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Due {
-    Sequences,
-    Encounters,
-}
-
 impl Scheduler {
     /// The due loop's work: wakes due sequences, ends due encounters, reconciles
     /// unconfirmed ones, until nothing is due. No provider request is made here: encounters
@@ -42,32 +35,24 @@ impl Scheduler {
     /// Wakes every sequence due now: the earliest-due window of them, in id order.
     pub(super) async fn wake_due_sequences(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
-        let ids = self.inner.store.due_sequence_ids(now, DUE_WINDOW).await?;
-        self.in_batches(Due::Sequences, ids).await
-    }
-
-    /// Wakes the due sequences, or ends the due encounters, `ids` sorted by id,
-    /// `batch_size` per transaction; answers how many were handled.
-    pub(super) async fn in_batches(
-        &self,
-        due: Due,
-        mut ids: Vec<i64>,
-    ) -> Result<usize, SchedulerError> {
+        let mut ids = self.inner.store.due_sequence_ids(now, DUE_WINDOW).await?;
         ids.sort_unstable();
-        let batch_size = usize::try_from(self.inner.config.batch_size.max(1)).unwrap_or(usize::MAX);
         let mut done = 0;
-        for batch in ids.chunks(batch_size) {
-            done += match due {
-                Due::Sequences => self.wake_sequences(batch).await?,
-                Due::Encounters => self.end_encounters(batch).await?,
-            };
+        for batch in ids.chunks(self.batch_size()) {
+            done += self.wake_sequences(batch).await?;
         }
         Ok(done)
     }
 
+    /// Rows handled per transaction (`batch_size`, at least one). Each window of due ids is
+    /// taken in id order, so concurrent writers lock rows in one order.
+    fn batch_size(&self) -> usize {
+        usize::try_from(self.inner.config.batch_size.max(1)).unwrap_or(usize::MAX)
+    }
+
     /// Wakes those of the sequences `ids` still due, in one transaction.
     #[tracing::instrument(level = "debug", name = "wake_batch", skip_all, fields(batch = ids.len()))]
-    pub(super) async fn wake_sequences(&self, ids: &[i64]) -> Result<usize, SchedulerError> {
+    pub(super) async fn wake_sequences(&self, ids: &[SequenceId]) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
         let mut tx = WriteTx::begin(&self.inner).await?;
@@ -99,10 +84,10 @@ impl Scheduler {
                 Err(SchedulerError::Store(error)) => return Err(error.into()),
                 Err(error) => {
                     // A bad row must not stop the loop: park it and say why.
-                    tracing::error!(sequence_id = sequence.id, error = %error, "sequence cannot run; parked");
+                    tracing::error!(sequence_id = sequence.id.0, error = %error, "sequence cannot run; parked");
                     let update = PendingUpdate {
                         id: sequence.id,
-                        status: "paused",
+                        status: SequenceStatus::Paused,
                         state: sequence.state.clone(),
                         next_wake_at: None,
                         outcome_description: None,
@@ -130,14 +115,22 @@ impl Scheduler {
     /// in id order.
     pub(super) async fn end_due_encounters(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
-        let ids = self.inner.store.due_encounter_ids(now, DUE_WINDOW).await?;
-        self.in_batches(Due::Encounters, ids).await
+        let mut ids = self.inner.store.due_encounter_ids(now, DUE_WINDOW).await?;
+        ids.sort_unstable();
+        let mut done = 0;
+        for batch in ids.chunks(self.batch_size()) {
+            done += self.end_encounters(batch).await?;
+        }
+        Ok(done)
     }
 
     /// Ends those of the encounters `ids` still due, and moves their sequences on, in one
     /// transaction.
     #[tracing::instrument(level = "debug", name = "end_batch", skip_all, fields(batch = ids.len()))]
-    pub(super) async fn end_encounters(&self, ids: &[i64]) -> Result<usize, SchedulerError> {
+    pub(super) async fn end_encounters(
+        &self,
+        ids: &[EncounterId],
+    ) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
         let mut tx = WriteTx::begin(&self.inner).await?;
@@ -159,18 +152,23 @@ impl Scheduler {
             // One encounter per sequence (the usual case): end them all in one statement and
             // read their sequences in one. No transition reads another sequence's encounters'
             // ends, so this is what ending and transitioning them one by one would do.
-            let batch: Vec<(i64, &str, Option<&Value>, Millis)> = ends
+            let batch: Vec<EncounterEnd<'_>> = ends
                 .iter()
-                .map(|(e, outcome, at)| (e.id, outcome.as_str(), None, *at))
+                .map(|(e, outcome, at)| EncounterEnd {
+                    id: e.id,
+                    outcome: outcome.as_str(),
+                    report: None,
+                    ended_at: *at,
+                })
                 .collect();
             let ended = store.end_encounters(&mut tx.tx, &batch).await?;
-            let ended_ids: Vec<i64> = ends
+            let ended_ids: Vec<SequenceId> = ends
                 .iter()
                 .zip(&ended)
                 .filter(|(_, ended)| **ended)
                 .map(|((e, ..), _)| e.sequence_id)
                 .collect();
-            let mut sequences: HashMap<i64, SequenceRow> = store
+            let mut sequences: HashMap<SequenceId, SequenceRow> = store
                 .sequences_for_update(&mut tx.tx, &ended_ids)
                 .await?
                 .into_iter()
@@ -227,25 +225,25 @@ impl Scheduler {
         let mut tx = WriteTx::begin(&self.inner).await?;
         let mut unknown = Vec::new();
         for encounter in &stale {
-            if encounter.channel == "call"
+            if encounter.channel == Channel::Call
                 && encounter.claimed_at.is_some()
                 && self.inner.config.vapi.is_some()
             {
                 tracing::warn!(
-                    encounter_id = encounter.id,
+                    encounter_id = encounter.id.0,
                     "call was claimed but its placement never recorded; looking for it at Vapi"
                 );
-                unknown.push((
-                    encounter.id,
-                    format!("{VAPI_UNKNOWN_PREFIX}{}", encounter.id),
-                    Some(now),
-                    None,
-                    None,
-                ));
+                unknown.push(RequestedEncounter {
+                    id: encounter.id,
+                    provider_ref: format!("{VAPI_UNKNOWN_PREFIX}{}", encounter.id),
+                    ends_at: Some(now),
+                    report: None,
+                    outcome: None,
+                });
                 continue;
             }
             tracing::warn!(
-                encounter_id = encounter.id,
+                encounter_id = encounter.id.0,
                 "encounter was never confirmed by the provider; ending it as failed, not re-sending"
             );
             let report = crate::simulator::unknown_outcome_report(

@@ -13,8 +13,8 @@ pub(super) struct TemplateInfo {
 #[derive(Debug)]
 pub(super) struct Prepared {
     pub(super) org: OrgId,
-    pub(super) template_id: i64,
-    pub(super) template_version_id: i64,
+    pub(super) template_id: TemplateId,
+    pub(super) template_version_id: TemplateVersionId,
     pub(super) request: EnrollRequest,
     pub(super) contact_json: Value,
     pub(super) state: SequenceState,
@@ -33,7 +33,7 @@ impl Prepared {
             contact: &self.contact_json,
             variables,
             simulation: self.request.simulation.as_ref(),
-            status: status_text(&self.state),
+            status: self.state.status,
             state: &self.state_text,
             next_wake_at: self.state.next_wake.map(millis),
             allow_concurrent: self.request.allow_concurrent,
@@ -102,7 +102,7 @@ impl Scheduler {
         requests: Vec<EnrollRequest>,
     ) -> Result<Vec<Result<Enrolled, SchedulerError>>, SchedulerError> {
         let now = self.inner.clock.now_millis();
-        let mut templates: HashMap<i64, Option<TemplateInfo>> = HashMap::new();
+        let mut templates: HashMap<TemplateId, Option<TemplateInfo>> = HashMap::new();
         let mut tx = WriteTx::begin(&self.inner).await?;
         let mut results: Vec<Option<Result<Enrolled, SchedulerError>>> =
             std::iter::repeat_with(|| None)
@@ -252,7 +252,7 @@ impl Scheduler {
             contact: &contact_json,
             variables: &variables,
             simulation: request.simulation.as_ref(),
-            status: status_text(&state),
+            status: state.status,
             state: &state_text,
             next_wake_at: state.next_wake.map(millis),
             allow_concurrent: request.allow_concurrent,

@@ -52,10 +52,13 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use clarion_clock::Clock;
 use clarion_delivery::Outbox;
-use clarion_engine::{Action, Event, Note, Plan, SequenceState, StepSpec, Transition};
+use clarion_engine::{
+    Action, Channel, Event, Note, Plan, SequenceState, SequenceStatus, StepSpec, Transition,
+};
 use clarion_store::{
-    Assistant, EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceRow,
-    SequenceUpdate, Store, StoreError, Tx,
+    Assistant, AssistantId, EncounterEnd, EncounterId, EncounterRow, EncounterStatus,
+    InsertSequenceError, Millis, NewSequence, NewSequenceEvent, OrgId, RequestedEncounter,
+    SequenceId, SequenceRow, SequenceUpdate, Store, StoreError, TemplateId, TemplateVersionId, Tx,
 };
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
@@ -138,7 +141,7 @@ pub enum SchedulerError {
 /// One enrollment.
 #[derive(Debug, Clone)]
 pub struct EnrollRequest {
-    pub template_id: i64,
+    pub template_id: TemplateId,
     pub contact: ContactInfo,
     pub variables: Map<String, Value>,
     pub simulation: Option<Value>,
@@ -181,8 +184,8 @@ struct Inner {
     /// Wakes the provider worker: encounters were committed for Vapi or Twilio.
     provider_wake: Notify,
     /// Template versions and assistants never change once written: cached by id.
-    plans: Mutex<HashMap<i64, Arc<TemplateDefinition>>>,
-    assistants: Mutex<HashMap<i64, Arc<Assistant>>>,
+    plans: Mutex<HashMap<TemplateVersionId, Arc<TemplateDefinition>>>,
+    assistants: Mutex<HashMap<AssistantId, Arc<Assistant>>>,
 }
 
 fn datetime(millis: Millis) -> DateTime<Utc> {
@@ -193,14 +196,6 @@ fn datetime(millis: Millis) -> DateTime<Utc> {
 
 fn millis(at: DateTime<Utc>) -> Millis {
     at.timestamp_millis()
-}
-
-fn status_text(state: &SequenceState) -> &'static str {
-    match state.status {
-        clarion_engine::SequenceStatus::Active => "active",
-        clarion_engine::SequenceStatus::Paused => "paused",
-        clarion_engine::SequenceStatus::Ended => "ended",
-    }
 }
 
 fn note_kind(note: &Note) -> String {
@@ -282,7 +277,10 @@ impl Scheduler {
         self.inner.wake.notify_one();
     }
 
-    async fn definition(&self, version_id: i64) -> Result<Arc<TemplateDefinition>, SchedulerError> {
+    async fn definition(
+        &self,
+        version_id: TemplateVersionId,
+    ) -> Result<Arc<TemplateDefinition>, SchedulerError> {
         if let Some(found) = self.lock_plans().get(&version_id) {
             return Ok(found.clone());
         }
@@ -299,7 +297,9 @@ impl Scheduler {
         Ok(definition)
     }
 
-    fn lock_plans(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<TemplateDefinition>>> {
+    fn lock_plans(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<TemplateVersionId, Arc<TemplateDefinition>>> {
         self.inner
             .plans
             .lock()
@@ -307,7 +307,11 @@ impl Scheduler {
     }
 
     /// An assistant of the organisation (cached: assistants are never updated).
-    async fn assistant(&self, org: OrgId, id: i64) -> Result<Arc<Assistant>, SchedulerError> {
+    async fn assistant(
+        &self,
+        org: OrgId,
+        id: AssistantId,
+    ) -> Result<Arc<Assistant>, SchedulerError> {
         if let Some(found) = self.lock_assistants().get(&id)
             && found.org_id == org
         {
@@ -324,7 +328,7 @@ impl Scheduler {
         Ok(assistant)
     }
 
-    fn lock_assistants(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Arc<Assistant>>> {
+    fn lock_assistants(&self) -> std::sync::MutexGuard<'_, HashMap<AssistantId, Arc<Assistant>>> {
         self.inner
             .assistants
             .lock()
@@ -339,11 +343,15 @@ impl Scheduler {
     }
 
     /// The report shape of a sequence: for an ended one, the delivered bytes.
-    pub async fn report_json(&self, org: OrgId, id: i64) -> Result<Option<String>, SchedulerError> {
+    pub async fn report_json(
+        &self,
+        org: OrgId,
+        id: SequenceId,
+    ) -> Result<Option<String>, SchedulerError> {
         let Some(sequence) = self.inner.store.get_sequence(org, id).await? else {
             return Ok(None);
         };
-        if sequence.status == "ended"
+        if sequence.status == SequenceStatus::Ended
             && let Some(body) = self.inner.store.report_body(org, id).await?
         {
             return String::from_utf8(body)

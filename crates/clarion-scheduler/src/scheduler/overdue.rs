@@ -64,7 +64,7 @@ impl Scheduler {
 
     /// Settles one overdue provider encounter (see
     /// [`Scheduler::settle_overdue_provider_encounters`]); answers whether it ended.
-    #[tracing::instrument(level = "debug", name = "overdue_encounter", skip_all, fields(encounter_id = encounter.id))]
+    #[tracing::instrument(level = "debug", name = "overdue_encounter", skip_all, fields(encounter_id = encounter.id.0))]
     pub(super) async fn settle_overdue(
         &self,
         encounter: &EncounterRow,
@@ -78,7 +78,7 @@ impl Scheduler {
         let give_up_after = Millis::try_from(self.inner.config.provider_give_up_after.as_millis())
             .unwrap_or(Millis::MAX);
         let given_up = now.saturating_sub(encounter.created_at) >= give_up_after;
-        if encounter.channel == "sms" {
+        if encounter.channel == Channel::Sms {
             // A conversation whose contact went quiet for the template's SMS timeout (also
             // when Twilio has been switched off since: nothing more can arrive).
             return self
@@ -100,7 +100,7 @@ impl Scheduler {
             (Some(vapi), Some(call_id)) => match vapi.get_call(call_id).await {
                 Ok(call) => EndOfCallReport::from_ended_call(call),
                 Err(error) => {
-                    tracing::warn!(encounter_id = encounter.id, error = %error, "reading an overdue call back failed");
+                    tracing::warn!(encounter_id = encounter.id.0, error = %error, "reading an overdue call back failed");
                     None
                 }
             },
@@ -108,7 +108,7 @@ impl Scheduler {
         };
         if let Some(report) = read_back {
             tracing::warn!(
-                encounter_id = encounter.id,
+                encounter_id = encounter.id.0,
                 "end-of-call report never arrived; ended from the call read back"
             );
             return self.vapi_end_of_call(&report).await;
@@ -157,7 +157,7 @@ impl Scheduler {
             }
             OverdueEnd::UnreportedCall { summary } => {
                 tracing::warn!(
-                    encounter_id = current.id,
+                    encounter_id = current.id.0,
                     "no report of the call came; ending it as failed"
                 );
                 let report = crate::simulator::failed_call_report(&current, summary);

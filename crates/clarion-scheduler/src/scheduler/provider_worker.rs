@@ -46,7 +46,7 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let (with_provider, simulated): (Vec<Started>, Vec<Started>) = started
             .into_iter()
-            .partition(|started| self.has_provider(&started.encounter.channel));
+            .partition(|started| self.has_provider(started.encounter.channel));
         if !with_provider.is_empty() {
             self.inner.provider_wake.notify_one();
         }
@@ -54,15 +54,15 @@ impl Scheduler {
         for started in simulated {
             let encounter_id = started.encounter.id;
             match self.simulate(&started).await {
-                Ok((ends_at, outcome, report)) => requested.push((
-                    encounter_id,
-                    format!("sim_{encounter_id}"),
-                    Some(ends_at),
-                    Some(report),
-                    Some(outcome),
-                )),
+                Ok((ends_at, outcome, report)) => requested.push(RequestedEncounter {
+                    id: encounter_id,
+                    provider_ref: format!("sim_{encounter_id}"),
+                    ends_at: Some(ends_at),
+                    report: Some(report),
+                    outcome: Some(outcome),
+                }),
                 Err(error) => {
-                    tracing::error!(encounter_id, error = %error, "starting a simulated encounter failed");
+                    tracing::error!(encounter_id = encounter_id.0, error = %error, "starting a simulated encounter failed");
                 }
             }
         }
@@ -81,19 +81,18 @@ impl Scheduler {
     }
 
     /// Whether encounters on `channel` go to a real provider (Vapi, Twilio).
-    pub(super) fn has_provider(&self, channel: &str) -> bool {
+    pub(super) fn has_provider(&self, channel: Channel) -> bool {
         match channel {
-            "call" => self.inner.config.vapi.is_some(),
-            "sms" => self.inner.config.twilio.is_some(),
-            _ => false,
+            Channel::Call => self.inner.config.vapi.is_some(),
+            Channel::Sms => self.inner.config.twilio.is_some(),
         }
     }
 
     /// The channels that go to a real provider.
-    pub(super) fn provider_channels(&self) -> Vec<&'static str> {
-        ["call", "sms"]
+    pub(super) fn provider_channels(&self) -> Vec<Channel> {
+        [Channel::Call, Channel::Sms]
             .into_iter()
-            .filter(|channel| self.has_provider(channel))
+            .filter(|channel| self.has_provider(*channel))
             .collect()
     }
 
@@ -117,7 +116,7 @@ impl Scheduler {
                 .await?;
             // An id seen before in this pass could not be claimed or withdrawn (its
             // transaction failed); it waits for the next pass instead of spinning here.
-            let fresh: Vec<i64> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
+            let fresh: Vec<EncounterId> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
             if fresh.is_empty() {
                 return Ok(taken);
             }
@@ -139,8 +138,8 @@ impl Scheduler {
 
     /// Claims one committed encounter and, if the contact check allows it, sends it to its
     /// provider and records the answer.
-    #[tracing::instrument(level = "debug", name = "provider_request", skip_all, fields(encounter_id = id))]
-    pub(super) async fn send_to_provider(&self, id: i64) -> Result<(), SchedulerError> {
+    #[tracing::instrument(level = "debug", name = "provider_request", skip_all, fields(encounter_id = id.0))]
+    pub(super) async fn send_to_provider(&self, id: EncounterId) -> Result<(), SchedulerError> {
         let Some(started) = self.claim_for_request(id, Claim::First).await? else {
             return Ok(());
         };
@@ -150,12 +149,12 @@ impl Scheduler {
 
     /// The contact check again after waiting to retry a request the provider certainly did
     /// not take (a 429): Vapi's and Twilio's retry loops call this before every retry.
-    pub(super) async fn recheck_before_retry(&self, id: i64) -> Recheck {
+    pub(super) async fn recheck_before_retry(&self, id: EncounterId) -> Recheck {
         match self.claim_for_request(id, Claim::Retry).await {
             Ok(Some(_)) => Recheck::Allowed,
             Ok(None) => Recheck::Withheld,
             Err(error) => {
-                tracing::error!(encounter_id = id, error = %error, "re-checking a request before its retry failed; not sending it");
+                tracing::error!(encounter_id = id.0, error = %error, "re-checking a request before its retry failed; not sending it");
                 Recheck::Failed
             }
         }
@@ -171,7 +170,7 @@ impl Scheduler {
     /// the sequence), and `None` is answered.
     pub(super) async fn claim_for_request(
         &self,
-        id: i64,
+        id: EncounterId,
         claim: Claim,
     ) -> Result<Option<Started>, SchedulerError> {
         let store = &self.inner.store;
@@ -184,7 +183,7 @@ impl Scheduler {
             Claim::First => encounter.claimed_at.is_none(),
             Claim::Retry => encounter.claimed_at.is_some(),
         };
-        if encounter.status != "created" || !ours {
+        if encounter.status != EncounterStatus::Created || !ours {
             return Ok(None);
         }
         let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
@@ -211,7 +210,7 @@ impl Scheduler {
                     return Ok(None);
                 }
                 if let Some(twilio) = &self.inner.config.twilio
-                    && encounter.channel == "sms"
+                    && encounter.channel == Channel::Sms
                     && claim == Claim::First
                 {
                     let sender = sender_key(twilio.sender_for(sequence.org_id));
@@ -226,12 +225,12 @@ impl Scheduler {
             }
             Err(reason) => {
                 tracing::info!(
-                    encounter_id = id,
-                    sequence_id = sequence.id,
+                    encounter_id = id.0,
+                    sequence_id = sequence.id.0,
                     reason = ?reason,
                     "encounter withheld just before its provider request; nobody was contacted"
                 );
-                if sequence.status == "ended" {
+                if sequence.status == SequenceStatus::Ended {
                     // Cancelled meanwhile: its report is queued and may name this encounter,
                     // so the row stays, ended as a call or text that was not made.
                     let report = self.not_contacted_report(&encounter, now);
@@ -257,7 +256,7 @@ impl Scheduler {
     /// not placed, or a conversation whose opening text was not sent.
     pub(super) fn not_contacted_report(&self, encounter: &EncounterRow, now: Millis) -> Value {
         const WHY: &str = "Not made: the sequence had ended before the provider was asked.";
-        if encounter.channel == "sms" {
+        if encounter.channel == Channel::Sms {
             let mut report =
                 self.conversation_report(encounter, &Conversation::default(), SmsEnd::Error, now);
             report.summary = Some(WHY.to_owned());
@@ -276,7 +275,7 @@ impl Scheduler {
         started: &Started,
     ) -> Result<(), SchedulerError> {
         if let Some(twilio) = &self.inner.config.twilio
-            && started.encounter.channel == "sms"
+            && started.encounter.channel == Channel::Sms
         {
             let Some((request, conversation)) =
                 self.start_twilio_conversation(twilio, started).await
@@ -286,19 +285,19 @@ impl Scheduler {
             return self.record_requested(request, conversation).await;
         }
         if let Some(vapi) = &self.inner.config.vapi
-            && started.encounter.channel == "call"
+            && started.encounter.channel == Channel::Call
         {
             let Some((request, status)) = self.place_vapi_call(vapi, started).await else {
                 return Ok(());
             };
             crash_point("vapi-call-placed");
-            let call_id = request.1.clone();
+            let call_id = request.provider_ref.clone();
             self.record_requested(request, None).await?;
             if let Some(status) = status {
                 // The status Vapi answered with (`queued`), unless a callback moved it on.
                 self.inner
                     .store
-                    .set_provider_status("call", &call_id, &status, &VAPI_STATUS_ORDER)
+                    .set_provider_status(Channel::Call, &call_id, &status, &VAPI_STATUS_ORDER)
                     .await?;
             }
             return Ok(());
@@ -309,14 +308,14 @@ impl Scheduler {
     /// Records one provider's answer for an encounter (and a conversation's state), at once.
     pub(super) async fn record_requested(
         &self,
-        request: clarion_store::RequestedEncounter,
+        request: RequestedEncounter,
         conversation: Option<String>,
     ) -> Result<(), SchedulerError> {
         let store = &self.inner.store;
         let mut tx = store.begin().await?;
-        if let (Some(conversation), Some(ends_at)) = (&conversation, request.2) {
+        if let (Some(conversation), Some(ends_at)) = (&conversation, request.ends_at) {
             store
-                .save_conversation(&mut tx, request.0, conversation, ends_at)
+                .save_conversation(&mut tx, request.id, conversation, ends_at)
                 .await?;
         }
         store

@@ -9,7 +9,7 @@ impl Scheduler {
     pub async fn control(
         &self,
         org: OrgId,
-        id: i64,
+        id: SequenceId,
         control: Control,
     ) -> Result<SequenceRow, SchedulerError> {
         let now = self.inner.clock.now_millis();
@@ -19,7 +19,7 @@ impl Scheduler {
             .await?
             .filter(|s| s.org_id == org)
             .ok_or(SchedulerError::SequenceNotFound)?;
-        if sequence.status == "ended" {
+        if sequence.status == SequenceStatus::Ended {
             return Err(SchedulerError::Ended);
         }
         let event = match control {
@@ -58,8 +58,8 @@ impl Scheduler {
             .await?;
         for encounter_id in withdrawn {
             tracing::info!(
-                encounter_id,
-                sequence_id = sequence.id,
+                encounter_id = encounter_id.0,
+                sequence_id = sequence.id.0,
                 "cancelled before its provider request; withdrawn"
             );
         }
@@ -67,8 +67,8 @@ impl Scheduler {
             .open_encounters_of_sequence(&mut tx.tx, sequence.id)
             .await?
         {
-            let open_conversation = encounter.channel == "sms"
-                && encounter.status == "requested"
+            let open_conversation = encounter.channel == Channel::Sms
+                && encounter.status == EncounterStatus::Requested
                 && encounter.outcome.is_none();
             if !open_conversation {
                 continue;
@@ -147,15 +147,15 @@ impl Scheduler {
                     let attempt = i64::from(*attempt);
                     tx.encounters.push(Started {
                         encounter: EncounterRow {
-                            id: 0,
+                            id: EncounterId(0),
                             org_id: sequence.org_id,
                             sequence_id: sequence.id,
                             step,
                             attempt,
-                            channel: channel.as_str().to_owned(),
-                            assistant_id: *assistant_id,
+                            channel: *channel,
+                            assistant_id: AssistantId(*assistant_id),
                             phone_number: sequence.phone_number.clone(),
-                            status: "created".to_owned(),
+                            status: EncounterStatus::Created,
                             provider_ref: None,
                             provider_status: None,
                             conversation: None,
@@ -178,7 +178,7 @@ impl Scheduler {
             serde_json::to_string(state).map_err(|_| SchedulerError::Corrupt("state"))?;
         let update = PendingUpdate {
             id: sequence.id,
-            status: status_text(state),
+            status: state.status,
             state: state_text,
             next_wake_at: state.next_wake.map(millis),
             outcome_description: state.outcome_description.clone(),
@@ -188,7 +188,7 @@ impl Scheduler {
         if ended {
             // The report is built and queued when the buffer is written, before commit.
             let mut row = sequence.clone();
-            row.status = "ended".to_owned();
+            row.status = SequenceStatus::Ended;
             row.outcome_description = state.outcome_description.clone();
             tx.ending.push((row, now));
         }

@@ -80,7 +80,7 @@ impl Scheduler {
         &self,
         twilio: &TwilioChannel,
         started: &Started,
-    ) -> Option<(clarion_store::RequestedEncounter, Option<String>)> {
+    ) -> Option<(RequestedEncounter, Option<String>)> {
         let encounter = &started.encounter;
         let id = encounter.id;
         let now = self.inner.clock.now_millis();
@@ -89,7 +89,7 @@ impl Scheduler {
             let report = sms_report(
                 &Conversation::default(),
                 Some(end),
-                (id, encounter.assistant_id),
+                (id.0, encounter.assistant_id.0),
                 (source.as_deref(), &encounter.phone_number),
                 (
                     clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at),
@@ -98,13 +98,13 @@ impl Scheduler {
             );
             let report = serde_json::to_string(&report).unwrap_or_default();
             Some((
-                (
+                RequestedEncounter {
                     id,
-                    format!("twilio_unsent_{id}"),
-                    Some(now),
-                    Some(report),
-                    Some(end.engine_outcome().to_owned()),
-                ),
+                    provider_ref: format!("twilio_unsent_{id}"),
+                    ends_at: Some(now),
+                    report: Some(report),
+                    outcome: Some(end.engine_outcome().to_owned()),
+                },
                 None,
             ))
         };
@@ -116,7 +116,7 @@ impl Scheduler {
             (Ok(assistant), Ok(definition)) => (assistant, definition),
             _ => {
                 tracing::error!(
-                    encounter_id = id,
+                    encounter_id = id.0,
                     "assistant or template unreadable; text not sent"
                 );
                 return unsent(SmsEnd::Error);
@@ -124,7 +124,7 @@ impl Scheduler {
         };
         let Ok(script) = ScriptConfig::from_assistant_config(&assistant.config) else {
             tracing::warn!(
-                encounter_id = id,
+                encounter_id = id.0,
                 "assistant has no valid SMS script; text not sent"
             );
             return unsent(SmsEnd::Error);
@@ -152,19 +152,19 @@ impl Scheduler {
         loop {
             match twilio.client.send(&message).await {
                 Ok(sent) => {
-                    tracing::info!(encounter_id = id, "SMS conversation opened with Twilio");
+                    tracing::info!(encounter_id = id.0, "SMS conversation opened with Twilio");
                     let ends_at = now.saturating_add(
                         Millis::try_from(definition.sms_timeout_ms).unwrap_or(Millis::MAX),
                     );
                     let state = serde_json::to_string(&conversation).ok();
                     return Some((
-                        (
+                        RequestedEncounter {
                             id,
-                            sent.sid.unwrap_or_else(|| format!("twilio_{id}")),
-                            Some(ends_at),
-                            None,
-                            None,
-                        ),
+                            provider_ref: sent.sid.unwrap_or_else(|| format!("twilio_{id}")),
+                            ends_at: Some(ends_at),
+                            report: None,
+                            outcome: None,
+                        },
                         state,
                     ));
                 }
@@ -173,7 +173,7 @@ impl Scheduler {
                     ..
                 }) if tries < TWILIO_SEND_ATTEMPTS => {
                     tracing::info!(
-                        encounter_id = id,
+                        encounter_id = id.0,
                         tries,
                         "Twilio did not accept the text; trying again"
                     );
@@ -186,7 +186,7 @@ impl Scheduler {
                     tries += 1;
                 }
                 Err(error) => {
-                    tracing::warn!(encounter_id = id, error = %error, "text not sent");
+                    tracing::warn!(encounter_id = id.0, error = %error, "text not sent");
                     return unsent(match error {
                         SendError::Rejected {
                             failure: SendFailure::OptedOut,
@@ -227,7 +227,7 @@ impl Scheduler {
         sms_report(
             conversation,
             Some(end),
-            (encounter.id, encounter.assistant_id),
+            (encounter.id.0, encounter.assistant_id.0),
             (source.as_deref(), &encounter.phone_number),
             (
                 clarion_webhooks::Timestamp::from_unix_millis(encounter.created_at),
@@ -521,9 +521,9 @@ impl Scheduler {
         let Some(encounter) = self
             .inner
             .store
-            .encounter_by_provider_ref(&mut tx.tx, "sms", &callback.message_sid)
+            .encounter_by_provider_ref(&mut tx.tx, Channel::Sms, &callback.message_sid)
             .await?
-            .filter(|e| e.status != "ended")
+            .filter(|e| e.status != EncounterStatus::Ended)
         else {
             // The carrier's own opt-out (21610) counts even when its message is not known
             // (yet): the callback can arrive before the send's answer is recorded.

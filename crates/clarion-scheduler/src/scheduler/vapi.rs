@@ -48,7 +48,7 @@ impl Scheduler {
         &self,
         vapi: &VapiClient,
         started: &Started,
-    ) -> Option<(clarion_store::RequestedEncounter, Option<String>)> {
+    ) -> Option<(RequestedEncounter, Option<String>)> {
         let encounter = &started.encounter;
         let id = encounter.id;
         let not_placed = |reason: &str| {
@@ -56,13 +56,13 @@ impl Scheduler {
                 encounter,
                 &format!("The call could not be placed: {reason}. It was not retried."),
             );
-            let request = (
+            let request = RequestedEncounter {
                 id,
-                format!("vapi_unplaced_{id}"),
-                Some(self.inner.clock.now_millis()),
-                Some(report.to_string()),
-                Some("failed".to_owned()),
-            );
+                provider_ref: format!("vapi_unplaced_{id}"),
+                ends_at: Some(self.inner.clock.now_millis()),
+                report: Some(report.to_string()),
+                outcome: Some("failed".to_owned()),
+            };
             Some((request, None))
         };
         let assistant = match self
@@ -71,7 +71,7 @@ impl Scheduler {
         {
             Ok(assistant) => assistant,
             Err(error) => {
-                tracing::error!(encounter_id = id, error = %error, "assistant unreadable; call not placed");
+                tracing::error!(encounter_id = id.0, error = %error, "assistant unreadable; call not placed");
                 return not_placed("the assistant could not be read");
             }
         };
@@ -81,7 +81,7 @@ impl Scheduler {
             .and_then(Value::as_str)
         else {
             tracing::warn!(
-                encounter_id = id,
+                encounter_id = id.0,
                 "assistant has no vapi_assistant_id; call not placed"
             );
             return not_placed("the assistant has no vapi_assistant_id");
@@ -97,7 +97,7 @@ impl Scheduler {
             Ok(true)
         ) {
             tracing::warn!(
-                encounter_id = id,
+                encounter_id = id.0,
                 "Vapi assistant not on the organisation's allow-list; call not placed"
             );
             return not_placed("the Vapi assistant is not enabled for the organisation");
@@ -112,20 +112,29 @@ impl Scheduler {
             vapi_assistant,
             vapi.phone_number_id(),
             encounter.phone_number.as_str(),
-            id,
+            id.0,
             variables,
         );
         let mut tries = 1;
         loop {
             match vapi.create_call(&request).await {
                 Ok(call) => {
-                    tracing::info!(encounter_id = id, "call placed with Vapi");
+                    tracing::info!(encounter_id = id.0, "call placed with Vapi");
                     // Due for a read-back if the end-of-call report does not come.
                     let check_at = self.inner.clock.now_millis().saturating_add(
                         Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
                             .unwrap_or(Millis::MAX),
                     );
-                    return Some(((id, call.id, Some(check_at), None, None), call.status));
+                    return Some((
+                        RequestedEncounter {
+                            id,
+                            provider_ref: call.id,
+                            ends_at: Some(check_at),
+                            report: None,
+                            outcome: None,
+                        },
+                        call.status,
+                    ));
                 }
                 Err(CreateCallError::NotPlaced { retry_after, .. })
                     if tries < VAPI_PLACE_ATTEMPTS =>
@@ -134,7 +143,7 @@ impl Scheduler {
                         .unwrap_or(Duration::from_millis(500 * u64::from(tries)))
                         .min(VAPI_MAX_RETRY_WAIT);
                     tracing::info!(
-                        encounter_id = id,
+                        encounter_id = id.0,
                         tries,
                         "Vapi did not place the call; trying again"
                     );
@@ -153,7 +162,7 @@ impl Scheduler {
                     // It may have gone out: wait for its end-of-call report (matched by the
                     // call's name), and end it as unknown if none comes.
                     tracing::warn!(
-                        encounter_id = id,
+                        encounter_id = id.0,
                         reason,
                         "Vapi's answer does not say whether the call was placed; waiting for its report"
                     );
@@ -161,17 +170,17 @@ impl Scheduler {
                         Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
                             .unwrap_or(Millis::MAX),
                     );
-                    let request = (
+                    let request = RequestedEncounter {
                         id,
-                        format!("{VAPI_UNKNOWN_PREFIX}{id}"),
-                        Some(check_at),
-                        None,
-                        None,
-                    );
+                        provider_ref: format!("{VAPI_UNKNOWN_PREFIX}{id}"),
+                        ends_at: Some(check_at),
+                        report: None,
+                        outcome: None,
+                    };
                     return Some((request, None));
                 }
                 Err(error) => {
-                    tracing::warn!(encounter_id = id, error = %error, "call not placed");
+                    tracing::warn!(encounter_id = id.0, error = %error, "call not placed");
                     return not_placed(match error {
                         CreateCallError::NotPlaced { .. } => {
                             "Vapi kept declining it (rate limited)"
@@ -198,10 +207,10 @@ impl Scheduler {
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
         if let Some(encounter) = store
-            .encounter_by_provider_ref(&mut tx.tx, "call", call_id)
+            .encounter_by_provider_ref(&mut tx.tx, Channel::Call, call_id)
             .await?
         {
-            if encounter.status == "ended" {
+            if encounter.status == EncounterStatus::Ended {
                 return Ok(false);
             }
             return self.apply_end_of_call(tx, encounter, report, now).await;
@@ -214,7 +223,8 @@ impl Scheduler {
         let Some(encounter_id) = report.call.as_ref().and_then(|call| call.encounter_id()) else {
             return Ok(false);
         };
-        self.adopt_call_by_name(encounter_id, call_id).await
+        self.adopt_call_by_name(EncounterId(encounter_id), call_id)
+            .await
     }
 
     /// Links an encounter whose Vapi call id was never recorded to the call `call_id` that
@@ -223,7 +233,7 @@ impl Scheduler {
     /// [`SchedulerError::ProviderUnavailable`] when Vapi could not be asked.
     pub(super) async fn adopt_call_by_name(
         &self,
-        encounter_id: i64,
+        encounter_id: EncounterId,
         call_id: &str,
     ) -> Result<bool, SchedulerError> {
         let Some(vapi) = &self.inner.config.vapi else {
@@ -239,13 +249,13 @@ impl Scheduler {
             Ok(call) => call,
             Err(error) if error.is_not_found() => {
                 tracing::warn!(
-                    encounter_id,
+                    encounter_id = encounter_id.0,
                     "a call report named an encounter but Vapi has no such call; ignored"
                 );
                 return Ok(false);
             }
             Err(error) => {
-                tracing::warn!(encounter_id, error = %error, "could not read a call back to confirm its report");
+                tracing::warn!(encounter_id = encounter_id.0, error = %error, "could not read a call back to confirm its report");
                 return Err(SchedulerError::ProviderUnavailable);
             }
         };
@@ -263,12 +273,12 @@ impl Scheduler {
     ) -> Result<bool, SchedulerError> {
         let store = &self.inner.store;
         let encounter_id = candidate.id;
-        let confirmed = call.encounter_id() == Some(encounter_id)
+        let confirmed = call.encounter_id() == Some(encounter_id.0)
             && call.customer.as_ref().and_then(|c| c.number.as_deref())
                 == Some(candidate.phone_number.as_str());
         if !confirmed {
             tracing::warn!(
-                encounter_id,
+                encounter_id = encounter_id.0,
                 "a call named an encounter, but not its number; ignored"
             );
             return Ok(false);
@@ -290,7 +300,7 @@ impl Scheduler {
             .adopt_provider_ref(&mut tx.tx, encounter.id, &call.id, next_check)
             .await?;
         tracing::info!(
-            encounter_id,
+            encounter_id = encounter_id.0,
             "a call whose placement was not recorded was found at Vapi"
         );
         match EndOfCallReport::from_ended_call(call) {
@@ -325,8 +335,8 @@ impl Scheduler {
             })
             .unwrap_or_default();
         let facts = EncounterFacts {
-            encounter_id: encounter.id,
-            assistant_id: encounter.assistant_id,
+            encounter_id: encounter.id.0,
+            assistant_id: encounter.assistant_id.0,
             destination_number: &encounter.phone_number,
             source_number: None,
             voicemail_message: assistant
@@ -367,7 +377,7 @@ impl Scheduler {
                 match vapi.list_calls(&since, VAPI_LIST_LIMIT).await {
                     Ok(calls) => Some(calls),
                     Err(error) => {
-                        tracing::warn!(encounter_id = encounter.id, error = %error, "listing calls to find an unrecorded one failed");
+                        tracing::warn!(encounter_id = encounter.id.0, error = %error, "listing calls to find an unrecorded one failed");
                         None
                     }
                 }
@@ -379,7 +389,7 @@ impl Scheduler {
                 let full = calls.len() >= VAPI_LIST_LIMIT as usize;
                 if let Some(call) = calls
                     .into_iter()
-                    .find(|call| call.encounter_id() == Some(encounter.id))
+                    .find(|call| call.encounter_id() == Some(encounter.id.0))
                 {
                     // The listed call is Vapi's own record: no need to read it again.
                     return self.adopt_call(encounter, call).await;
@@ -415,7 +425,7 @@ impl Scheduler {
         Ok(self
             .inner
             .store
-            .set_provider_status("call", call_id, status, &VAPI_STATUS_ORDER)
+            .set_provider_status(Channel::Call, call_id, status, &VAPI_STATUS_ORDER)
             .await?)
     }
 }
@@ -423,8 +433,8 @@ impl Scheduler {
 /// Whether an encounter is a call still open whose Vapi call id was never recorded (its
 /// placement unknown, or its answer lost in a crash).
 fn call_unrecorded(encounter: &EncounterRow) -> bool {
-    encounter.channel == "call"
-        && encounter.status != "ended"
+    encounter.channel == Channel::Call
+        && encounter.status != EncounterStatus::Ended
         && encounter.outcome.is_none()
         && encounter
             .provider_ref

@@ -11,9 +11,9 @@ use super::*;
 #[derive(Debug)]
 pub(super) struct WriteTx {
     pub(super) tx: Tx,
-    pub(super) events: Vec<(i64, Millis, String, Value)>,
+    pub(super) events: Vec<NewSequenceEvent>,
     pub(super) updates: Vec<PendingUpdate>,
-    pub(super) updated: HashSet<i64>,
+    pub(super) updated: HashSet<SequenceId>,
     /// A buffered update ends a sequence (frees its number for a new enrollment).
     pub(super) ends: bool,
     /// Numbers suppressed in this transaction (for answers read before it started).
@@ -33,8 +33,8 @@ pub(super) struct WriteTx {
 
 #[derive(Debug)]
 pub(super) struct PendingUpdate {
-    pub(super) id: i64,
-    pub(super) status: &'static str,
+    pub(super) id: SequenceId,
+    pub(super) status: SequenceStatus,
     pub(super) state: String,
     pub(super) next_wake_at: Option<Millis>,
     pub(super) outcome_description: Option<String>,
@@ -58,8 +58,19 @@ impl WriteTx {
         })
     }
 
-    pub(super) fn record(&mut self, sequence_id: i64, at: Millis, kind: String, detail: Value) {
-        self.events.push((sequence_id, at, kind, detail));
+    pub(super) fn record(
+        &mut self,
+        sequence_id: SequenceId,
+        at: Millis,
+        kind: String,
+        detail: Value,
+    ) {
+        self.events.push(NewSequenceEvent {
+            sequence_id,
+            at,
+            kind,
+            detail,
+        });
     }
 
     pub(super) async fn update(
@@ -71,7 +82,7 @@ impl WriteTx {
             self.flush(store).await?;
         }
         self.updated.insert(update.id);
-        self.ends |= update.status == "ended";
+        self.ends |= update.status == SequenceStatus::Ended;
         self.updates.push(update);
         Ok(())
     }
@@ -83,13 +94,13 @@ impl WriteTx {
         let inserted = store.insert_encounters(&mut self.tx, &rows).await?;
         for (mut started, inserted) in encounters.into_iter().zip(inserted) {
             match inserted {
-                Some((id, ordinal)) => {
-                    started.encounter.id = id;
-                    started.ordinal = usize::try_from(ordinal).unwrap_or(usize::MAX);
+                Some(inserted) => {
+                    started.encounter.id = inserted.id;
+                    started.ordinal = usize::try_from(inserted.ordinal).unwrap_or(usize::MAX);
                     self.started.push(started);
                 }
                 None => tracing::warn!(
-                    sequence_id = started.sequence.id,
+                    sequence_id = started.sequence.id.0,
                     step = started.encounter.step,
                     attempt = started.encounter.attempt,
                     "encounter for this step attempt exists already; not starting it again"
@@ -100,7 +111,7 @@ impl WriteTx {
             .add_sequence_events(&mut self.tx, &self.events)
             .await?;
         self.events.clear();
-        let updates: Vec<(i64, SequenceUpdate<'_>)> = self
+        let updates: Vec<(SequenceId, SequenceUpdate<'_>)> = self
             .updates
             .iter()
             .map(|u| {
@@ -130,7 +141,7 @@ impl WriteTx {
             return Ok(());
         }
         let ending = std::mem::take(&mut self.ending);
-        let ids: Vec<i64> = ending.iter().map(|(row, _)| row.id).collect();
+        let ids: Vec<SequenceId> = ending.iter().map(|(row, _)| row.id).collect();
         let mut encounters = store.encounters_of_sequences_tx(&mut self.tx, &ids).await?;
         let reports: Vec<(OrgId, clarion_webhooks::SequenceReport)> = ending
             .iter()
@@ -152,7 +163,7 @@ impl WriteTx {
     pub(super) async fn sequence_for_update(
         &mut self,
         store: &Store,
-        id: i64,
+        id: SequenceId,
     ) -> Result<Option<SequenceRow>, StoreError> {
         if self.updated.contains(&id) {
             self.flush(store).await?;

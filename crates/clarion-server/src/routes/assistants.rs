@@ -14,7 +14,7 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use clarion_store::{Assistant, IdKind, PublicIds};
+use clarion_store::{Assistant, Channel, IdKind, PublicIds};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -45,7 +45,7 @@ impl AssistantOut {
         Self {
             id: ids.encode(IdKind::Assistant, a.id),
             name: a.name,
-            channel: a.channel,
+            channel: a.channel.as_str().to_owned(),
             config: a.config,
             custom_fields: a.custom_fields,
             created_at: wire::time(a.created_at),
@@ -197,9 +197,14 @@ pub async fn create(
     let custom_fields =
         serde_json::to_value(&body.custom_fields).map_err(|e| ApiError::internal(&e))?;
     let now = state.clock.now_millis();
+    let channel = if body.channel == "sms" {
+        Channel::Sms
+    } else {
+        Channel::Call
+    };
     let assistant = state
         .store
-        .create_assistant(org, name, &body.channel, &body.config, &custom_fields, now)
+        .create_assistant(org, name, channel, &body.config, &custom_fields, now)
         .await?;
     let ids = state.store.public_ids(org);
     Ok((

@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use clarion_store::{
-    Delivery, DeliveryFilter, DeliveryId, DeliveryStatus, EndpointId, IdKind, PublicIds,
+    Delivery, DeliveryFilter, DeliveryId, DeliveryStatus, EndpointId, IdKind, PublicIds, SequenceId,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -82,7 +82,7 @@ impl DeliveryOut {
 }
 
 /// The internal id of the delivery a path names by its public id, or 404.
-fn delivery_of(ids: &PublicIds, public: i64) -> Result<i64, ApiError> {
+fn delivery_of(ids: &PublicIds, public: i64) -> Result<DeliveryId, ApiError> {
     wire::internal(ids, IdKind::Delivery, public, "webhook delivery")
 }
 
@@ -109,7 +109,7 @@ pub async fn list(
 ) -> Result<Json<Page<DeliveryOut>>, ApiError> {
     let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let before = wire::cursor(&ids, IdKind::Delivery, query.after.as_deref())?.map(DeliveryId);
+    let before = wire::cursor(&ids, IdKind::Delivery, query.after.as_deref())?;
     let status = match query.status.as_deref() {
         None => None,
         Some("pending") => Some(DeliveryStatus::Pending),
@@ -126,7 +126,7 @@ pub async fn list(
     let filter = DeliveryFilter {
         sequence_id: query
             .sequence_id
-            .map(|id| ids.decode(IdKind::Sequence, id).unwrap_or(0)),
+            .map(|id| SequenceId(ids.decode(IdKind::Sequence, id).unwrap_or(0))),
         endpoint_id: query
             .endpoint_id
             .map(|id| EndpointId(ids.decode(IdKind::Endpoint, id).unwrap_or(0))),
@@ -164,7 +164,7 @@ pub async fn get(
     let id = delivery_of(&ids, id)?;
     let delivery = state
         .store
-        .get_delivery(org, DeliveryId(id))
+        .get_delivery(org, id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
     Ok(Json(DeliveryOut::new(&ids, delivery)))
@@ -188,7 +188,7 @@ pub async fn retry(
     // organisation's id is 404 without spending anything.
     let endpoint = state
         .store
-        .get_delivery(org, DeliveryId(id))
+        .get_delivery(org, id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?
         .endpoint_id;
@@ -198,7 +198,7 @@ pub async fn retry(
         .check(LimitedAction::RetryDelivery, endpoint, now)?;
     let delivery = state
         .store
-        .retry_delivery(org, DeliveryId(id), now)
+        .retry_delivery(org, id, now)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
     state.outbox.wake();

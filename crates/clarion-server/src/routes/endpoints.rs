@@ -94,7 +94,7 @@ pub struct TestSent {
 }
 
 /// The internal id of the endpoint a path names by its public id, or 404.
-fn endpoint_of(state: &AppState, org: OrgId, public: i64) -> Result<i64, ApiError> {
+fn endpoint_of(state: &AppState, org: OrgId, public: i64) -> Result<EndpointId, ApiError> {
     wire::internal(
         &state.store.public_ids(org),
         IdKind::Endpoint,
@@ -104,10 +104,14 @@ fn endpoint_of(state: &AppState, org: OrgId, public: i64) -> Result<i64, ApiErro
 }
 
 /// One of the organisation's endpoints, or 404 (another organisation's id included).
-async fn owned_endpoint(state: &AppState, org: OrgId, id: i64) -> Result<Endpoint, ApiError> {
+async fn owned_endpoint(
+    state: &AppState,
+    org: OrgId,
+    id: EndpointId,
+) -> Result<Endpoint, ApiError> {
     state
         .store
-        .get_endpoint(org, EndpointId(id))
+        .get_endpoint(org, id)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
@@ -218,7 +222,7 @@ pub async fn list(
 ) -> Result<Json<Page<EndpointOut>>, ApiError> {
     let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let after = wire::cursor(&ids, IdKind::Endpoint, query.after.as_deref())?.map(EndpointId);
+    let after = wire::cursor(&ids, IdKind::Endpoint, query.after.as_deref())?;
     let endpoints = state.store.list_endpoints(org, after, limit).await?;
     let next_cursor = (endpoints.len() == limit as usize)
         .then(|| {
@@ -276,7 +280,7 @@ pub async fn update(
     let now = state.clock.now_millis();
     let endpoint = state
         .store
-        .update_endpoint(org, EndpointId(id), &patch, now)
+        .update_endpoint(org, id, &patch, now)
         .await?
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))?;
     if patch.enabled == Some(true) {
@@ -299,11 +303,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     let id = endpoint_of(&state, org, id)?;
     let now = state.clock.now_millis();
-    if state
-        .store
-        .delete_endpoint(org, EndpointId(id), now)
-        .await?
-    {
+    if state.store.delete_endpoint(org, id, now).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("webhook endpoint"))
@@ -320,7 +320,7 @@ pub async fn secret(
 ) -> Result<Json<EndpointOut>, ApiError> {
     let id = endpoint_of(&state, org, id)?;
     let endpoint = owned_endpoint(&state, org, id).await?;
-    let secret = state.store.current_secret(org, EndpointId(id)).await?;
+    let secret = state.store.current_secret(org, id).await?;
     Ok(Json(EndpointOut::new(
         &state.store.public_ids(org),
         endpoint,
@@ -347,18 +347,12 @@ pub async fn rotate_secret(
     let now = state.clock.now_millis();
     state
         .action_limits
-        .check(LimitedAction::RotateSecret, EndpointId(id), now)?;
+        .check(LimitedAction::RotateSecret, id, now)?;
     let secret = new_secret();
     let overlap = i64::try_from(ROTATION_OVERLAP.as_millis()).unwrap_or(i64::MAX);
     let rotated = state
         .store
-        .rotate_endpoint_secret(
-            org,
-            EndpointId(id),
-            &secret,
-            now.saturating_add(overlap),
-            now,
-        )
+        .rotate_endpoint_secret(org, id, &secret, now.saturating_add(overlap), now)
         .await?;
     if !rotated {
         return Err(ApiError::not_found("webhook endpoint"));
@@ -387,8 +381,8 @@ pub async fn send_test(
     let now = state.clock.now_millis();
     state
         .action_limits
-        .check(LimitedAction::SendTest, EndpointId(id), now)?;
-    let enqueued = state.outbox.enqueue_test(org, EndpointId(id), now).await?;
+        .check(LimitedAction::SendTest, id, now)?;
+    let enqueued = state.outbox.enqueue_test(org, id, now).await?;
     Ok((
         StatusCode::ACCEPTED,
         Json(TestSent {

@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use clarion_store::{IdKind, MessageId};
+use clarion_store::IdKind;
 use clarion_webhooks::EVENT_TYPE_SEQUENCE_ENDED;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -32,7 +32,7 @@ pub async fn list(
 ) -> Result<Json<Page<Box<RawValue>>>, ApiError> {
     let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
-    let after = wire::cursor(&ids, IdKind::Message, query.after.as_deref())?.map(MessageId);
+    let after = wire::cursor(&ids, IdKind::Message, query.after.as_deref())?;
     let reports = state
         .store
         .list_reports(org, EVENT_TYPE_SEQUENCE_ENDED, after, limit)

@@ -14,7 +14,7 @@ use clarion_providers::sms_assistant::ScriptError;
 use clarion_providers::{Conversation, ScriptConfig};
 use clarion_scheduler::definition::{ContactInfo, TemplateDefinition};
 use clarion_scheduler::{Control, EnrollRequest, Enrolled, SchedulerError};
-use clarion_store::{IdKind, OrgId};
+use clarion_store::{AssistantId, IdKind, OrgId, SequenceId, SequenceStatus, TemplateId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -128,7 +128,7 @@ fn validate_simulation(field: &str, simulation: &Option<Value>) -> Result<(), Ap
 }
 
 fn request(
-    template_id: i64,
+    template_id: TemplateId,
     contact: ContactIn,
     variables: Map<String, Value>,
     simulation: Option<Value>,
@@ -170,7 +170,7 @@ fn request(
 async fn sms_scripts(
     state: &AppState,
     org: OrgId,
-    template_id: i64,
+    template_id: TemplateId,
 ) -> Result<Vec<(usize, ScriptConfig)>, ApiError> {
     let Some(version) = state.store.get_template(org, template_id).await? else {
         return Ok(Vec::new());
@@ -183,7 +183,10 @@ async fn sms_scripts(
         if step.channel != "sms" {
             continue;
         }
-        if let Some(assistant) = state.store.get_assistant(org, step.assistant_id).await?
+        if let Some(assistant) = state
+            .store
+            .get_assistant(org, AssistantId(step.assistant_id))
+            .await?
             && let Ok(script) = ScriptConfig::from_assistant_config(&assistant.config)
         {
             scripts.push((index, script));
@@ -243,7 +246,11 @@ fn scheduler_error(error: SchedulerError, prefix: &str) -> ApiError {
     }
 }
 
-async fn sequence_json(state: &AppState, org: OrgId, id: i64) -> Result<Box<RawValue>, ApiError> {
+async fn sequence_json(
+    state: &AppState,
+    org: OrgId,
+    id: SequenceId,
+) -> Result<Box<RawValue>, ApiError> {
     let text = state
         .scheduler
         .report_json(org, id)
@@ -387,16 +394,18 @@ pub async fn enroll_batch(
 /// The internal id of the template a request names by its public id. A number outside the
 /// id range becomes 0, which no row has, so it is refused exactly like an unknown template
 /// (at the same point of validation).
-fn template_of(state: &AppState, org: OrgId, public: i64) -> i64 {
-    state
-        .store
-        .public_ids(org)
-        .decode(IdKind::Template, public)
-        .unwrap_or(0)
+fn template_of(state: &AppState, org: OrgId, public: i64) -> TemplateId {
+    TemplateId(
+        state
+            .store
+            .public_ids(org)
+            .decode(IdKind::Template, public)
+            .unwrap_or(0),
+    )
 }
 
 /// The internal id of the sequence a path names.
-fn sequence_of(state: &AppState, org: OrgId, public: i64) -> Result<i64, ApiError> {
+fn sequence_of(state: &AppState, org: OrgId, public: i64) -> Result<SequenceId, ApiError> {
     wire::internal(
         &state.store.public_ids(org),
         IdKind::Sequence,
@@ -452,17 +461,22 @@ pub async fn list(
     let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
     let after = wire::cursor(&ids, IdKind::Sequence, query.after.as_deref())?;
-    if let Some(status) = &query.status
-        && !["active", "paused", "ended"].contains(&status.as_str())
-    {
-        return Err(ApiError::invalid(
-            "status",
-            "expected active, paused or ended",
-        ));
-    }
+    let status = query
+        .status
+        .as_deref()
+        .map(|status| match status {
+            "active" => Ok(SequenceStatus::Active),
+            "paused" => Ok(SequenceStatus::Paused),
+            "ended" => Ok(SequenceStatus::Ended),
+            _ => Err(ApiError::invalid(
+                "status",
+                "expected active, paused or ended",
+            )),
+        })
+        .transpose()?;
     let rows = state
         .store
-        .list_sequences(org, query.status.as_deref(), after, limit)
+        .list_sequences(org, status, after, limit)
         .await?;
     let next_cursor = (rows.len() == limit as usize)
         .then(|| {

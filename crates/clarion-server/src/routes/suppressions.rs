@@ -306,7 +306,7 @@ pub async fn history(
         .map(|change| SuppressionChangeOut {
             id: ids.encode(IdKind::SuppressionChange, change.id),
             phone_number: change.phone_number,
-            action: change.action,
+            action: change.action.as_str().to_owned(),
             reason: change.reason,
             actor: public_actor(&ids, change.actor),
             at: wire::time(change.at),

@@ -8,7 +8,7 @@ use clarion_scheduler::definition::{
     self, DEFAULT_CALLING_HOURS, DEFAULT_SMS_TIMEOUT, HoursDefinition, Invalid, MAX_ATTEMPTS,
     MAX_STEPS, STOP_REASONS, StepDefinition, TemplateDefinition,
 };
-use clarion_store::{IdKind, OrgId, PublicIds, TemplateVersion};
+use clarion_store::{AssistantId, IdKind, OrgId, PublicIds, TemplateVersion};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -171,10 +171,10 @@ async fn validate(
             .ok_or_else(no_such_assistant)?;
         let assistant = state
             .store
-            .get_assistant(org, assistant_id)
+            .get_assistant(org, AssistantId(assistant_id))
             .await?
             .ok_or_else(no_such_assistant)?;
-        if assistant.channel != step.kind {
+        if assistant.channel.as_str() != step.kind {
             return Err(ApiError::invalid(
                 &at("assistant_id"),
                 format!(

@@ -3,6 +3,7 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
+use crate::model::*;
 use crate::{
     DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result, Store, StoreError,
 };
@@ -22,11 +23,6 @@ fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
         updated_at: row.try_get("updated_at")?,
     })
 }
-
-/// The most secrets that sign one attempt: the current one and the one it replaced, during
-/// the replaced one's overlap. Rotation keeps no more alive; the limit in the reading queries
-/// also covers databases written before it did.
-pub const MAX_SIGNING_SECRETS: i64 = 2;
 
 impl Store {
     /// Creates an enabled endpoint with its first secret.

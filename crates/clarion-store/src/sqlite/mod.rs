@@ -5,15 +5,6 @@ mod orgs;
 mod outbox;
 mod sequences;
 
-pub use endpoints::MAX_SIGNING_SECRETS;
-pub use orgs::{Organization, OrganizationPatch};
-pub use outbox::Recipients;
-pub use sequences::{
-    Assistant, ConsentRecord, EncounterRow, InsertSequenceError, NewSequence, OPT_OUT_REASON,
-    RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate, Suppression, SuppressionChange,
-    TemplateVersion, Unsuppressed,
-};
-
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,27 +13,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, Transaction};
 
 use crate::public_id::SECRET_LEN;
-use crate::{IdCodec, OrgId, PublicIds, Result, Store, StoreError};
+use crate::{IdCodec, OrgId, PublicIds, Result, Store, StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
-
-/// How to open the store.
-#[derive(Debug, Clone)]
-pub struct StoreOptions {
-    /// Connections in the pool. SQLite has one writer at a time; readers run alongside it.
-    pub max_connections: u32,
-    /// How long a writer waits for the write lock before failing.
-    pub busy_timeout: Duration,
-}
-
-impl Default for StoreOptions {
-    fn default() -> Self {
-        Self {
-            max_connections: 8,
-            busy_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// A write transaction. SQLite transactions here begin `IMMEDIATE`, taking the write lock up
 /// front, so two writers queue on the busy timeout instead of failing on a lock upgrade.
@@ -60,12 +33,12 @@ pub struct Tx {
 impl Tx {
     /// Makes the transaction's writes durable.
     pub async fn commit(self) -> Result<()> {
-        self.inner.commit().await.map_err(StoreError::from)
+        Ok(self.inner.commit().await?)
     }
 
     /// Discards the transaction's writes.
     pub async fn rollback(self) -> Result<()> {
-        self.inner.rollback().await.map_err(StoreError::from)
+        Ok(self.inner.rollback().await?)
     }
 }
 
@@ -107,7 +80,10 @@ impl Store {
             .max_lifetime(None)
             .connect_with(connect.clone())
             .await?;
-        MIGRATOR.run(&writer).await?;
+        MIGRATOR
+            .run(&writer)
+            .await
+            .map_err(|error| StoreError::Migrate(Box::new(error)))?;
         let ids = IdCodec::new(deployment_secret(&writer).await?);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
@@ -147,6 +123,30 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+    }
+}
+
+/// Driver errors become the store's: the kinds a caller acts on get their own variant, the
+/// driver's error stays as the source (for logs), never in the match.
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::RowNotFound => StoreError::NotFound,
+            sqlx::Error::Database(db)
+                if matches!(
+                    db.kind(),
+                    sqlx::error::ErrorKind::UniqueViolation
+                        | sqlx::error::ErrorKind::ForeignKeyViolation
+                ) =>
+            {
+                StoreError::Conflict
+            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(error)),
+            _ => StoreError::Database(Box::new(error)),
+        }
     }
 }
 

@@ -1,37 +1,11 @@
 //! Organisations and their API keys.
 
-use rand::Rng;
-use rand::distr::Alphanumeric;
-use sha2::{Digest, Sha256};
-
 use sqlx::Row;
 
 use super::Tx;
-use crate::{Millis, OrgId, Result, Store};
-
-/// An organisation and its settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Organization {
-    pub id: OrgId,
-    pub name: String,
-    /// Contacts a number may get in any rolling 24 hours (`None`: the deployment default;
-    /// `Some(0)`: no cap).
-    pub max_contacts_per_day: Option<u32>,
-    /// Same, in any rolling 7 days.
-    pub max_contacts_per_week: Option<u32>,
-    /// The reply to an SMS `HELP`.
-    pub sms_help_text: Option<String>,
-    pub created_at: Millis,
-}
-
-/// A change to an organisation's settings: `None` leaves a setting as it is; `Some(None)`
-/// clears it (back to the default).
-#[derive(Debug, Clone, Default)]
-pub struct OrganizationPatch {
-    pub max_contacts_per_day: Option<Option<u32>>,
-    pub max_contacts_per_week: Option<Option<u32>>,
-    pub sms_help_text: Option<Option<String>>,
-}
+use crate::api_key::{KeyHash, NewApiKey};
+use crate::model::*;
+use crate::{ApiKeyId, Millis, OrgId, Result, Store};
 
 fn organization_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Organization> {
     let cap = |column: &str| -> Result<Option<u32>> {
@@ -51,24 +25,11 @@ fn organization_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Organization> 
 const ORGANIZATION_COLUMNS: &str =
     "id, name, max_contacts_per_day, max_contacts_per_week, sms_help_text, created_at";
 
-/// API keys look like `ck_` followed by 40 random alphanumerics (about 238 bits).
-const KEY_PREFIX: &str = "ck_";
-const KEY_RANDOM_CHARS: usize = 40;
-
-fn hash_key(key: &str) -> Vec<u8> {
-    Sha256::digest(key.as_bytes()).to_vec()
-}
-
 impl Store {
     /// Creates an organisation with one API key and returns both. The key is returned only
-    /// here; the store keeps its SHA-256.
-    pub async fn create_org(&self, name: &str, now: Millis) -> Result<(OrgId, String)> {
-        let random: String = rand::rng()
-            .sample_iter(&Alphanumeric)
-            .take(KEY_RANDOM_CHARS)
-            .map(char::from)
-            .collect();
-        let key = format!("{KEY_PREFIX}{random}");
+    /// here; the store keeps its hash (see [`crate::api_key`]).
+    pub async fn create_org(&self, name: &str, now: Millis) -> Result<CreatedOrganization> {
+        let key = NewApiKey::generate();
         let mut tx = self.begin().await?;
         let org_id: i64 = sqlx::query_scalar(
             "INSERT INTO organizations (name, created_at) VALUES (?, ?) RETURNING id",
@@ -81,21 +42,25 @@ impl Store {
             "INSERT INTO api_keys (org_id, key_hash, key_prefix, created_at) VALUES (?, ?, ?, ?)",
         )
         .bind(org_id)
-        .bind(hash_key(&key))
-        .bind(&key[..KEY_PREFIX.len() + 6])
+        .bind(key.hash().0.as_slice())
+        .bind(key.shown_prefix())
         .bind(now)
         .execute(&mut *tx.inner)
         .await?;
         tx.commit().await?;
-        Ok((OrgId(org_id), key))
+        Ok(CreatedOrganization {
+            id: OrgId(org_id),
+            api_key: key,
+        })
     }
 
     /// The organisation an API key belongs to, if the key is known and not revoked.
     pub async fn authenticate(&self, key: &str) -> Result<Option<OrgId>> {
+        let hash = KeyHash::of(key);
         let org: Option<i64> = sqlx::query_scalar(
             "SELECT org_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
         )
-        .bind(hash_key(key))
+        .bind(hash.0.as_slice())
         .fetch_optional(&self.pool)
         .await?;
         Ok(org.map(OrgId))
@@ -103,14 +68,15 @@ impl Store {
 
     /// [`Store::authenticate`], also answering the key's own id (changes that keep an audit
     /// trail, such as the suppression history, name the key that made them).
-    pub async fn authenticate_key(&self, key: &str) -> Result<Option<(OrgId, i64)>> {
-        let found: Option<(i64, i64)> = sqlx::query_as(
+    pub async fn authenticate_key(&self, key: &str) -> Result<Option<AuthenticatedKey>> {
+        let hash = KeyHash::of(key);
+        let found: Option<(OrgId, ApiKeyId)> = sqlx::query_as(
             "SELECT org_id, id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
         )
-        .bind(hash_key(key))
+        .bind(hash.0.as_slice())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(found.map(|(org, key_id)| (OrgId(org), key_id)))
+        Ok(found.map(|(org_id, key_id)| AuthenticatedKey { org_id, key_id }))
     }
 
     /// An organisation with its settings.
@@ -249,8 +215,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("orgs.db").display());
         let store = Store::connect(&url).await.unwrap();
-        let (a, _) = store.create_org("A", 1).await.unwrap();
-        let (b, _) = store.create_org("B", 1).await.unwrap();
+        let a = store.create_org("A", 1).await.unwrap().id;
+        let b = store.create_org("B", 1).await.unwrap().id;
         // Empty by default: nothing allowed.
         assert!(!store.vapi_assistant_allowed(a, "asst_1").await.unwrap());
         assert!(store.allow_vapi_assistant(a, "asst_1", 2).await.unwrap());

@@ -6,20 +6,12 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{Tx, to_u32};
+use crate::model::*;
 use crate::{
     AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
     DeliveryId, DeliveryStatus, EndpointId, MessageId, Millis, NewMessage, OrgId, QueueStats,
     Result, Store, StoreError, StoredReport,
 };
-
-/// Which endpoints a new message goes to.
-#[derive(Debug, Clone, Copy)]
-pub enum Recipients {
-    /// Every enabled endpoint of the organisation (a report).
-    AllEnabled,
-    /// One endpoint (a test report).
-    One(EndpointId),
-}
 
 /// How many rows past the limit a claim looks at, so that the per-endpoint cap can skip a
 /// busy endpoint's rows and still fill the batch from others.
@@ -250,7 +242,7 @@ impl Store {
              WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id",
         )
         .bind(request.now)
-        .bind(super::endpoints::MAX_SIGNING_SECRETS)
+        .bind(crate::MAX_SIGNING_SECRETS)
         .bind(json_ids(claimed.iter().map(|c| c.0)))
         .fetch_all(&mut *tx.inner)
         .await?;
@@ -566,7 +558,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
         let store = Store::connect(&url).await.unwrap();
-        let (org, _key) = store.create_org("lease test", 0).await.unwrap();
+        let org = store.create_org("lease test", 0).await.unwrap().id;
         store
             .create_endpoint(
                 org,

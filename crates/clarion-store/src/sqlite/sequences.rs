@@ -10,187 +10,14 @@ use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
 use super::{Tx, rows_per_statement, value_rows};
-use crate::{Millis, OrgId, Result, Store, StoreError};
+use crate::model::*;
+use crate::stored;
+use clarion_engine::{Channel, SequenceStatus};
 
-/// An assistant.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Assistant {
-    pub id: i64,
-    pub org_id: OrgId,
-    pub name: String,
-    /// `call` or `sms`.
-    pub channel: String,
-    pub config: serde_json::Value,
-    pub custom_fields: serde_json::Value,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-/// A template at one version.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TemplateVersion {
-    pub template_id: i64,
-    pub org_id: OrgId,
-    pub name: String,
-    pub version: i64,
-    pub version_id: i64,
-    pub definition: serde_json::Value,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-/// A sequence row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SequenceRow {
-    pub id: i64,
-    pub org_id: OrgId,
-    pub template_id: i64,
-    pub template_version_id: i64,
-    pub phone_number: String,
-    pub contact: serde_json::Value,
-    pub variables: serde_json::Value,
-    pub simulation: Option<serde_json::Value>,
-    pub status: String,
-    /// The engine's state, JSON.
-    pub state: String,
-    pub next_wake_at: Option<Millis>,
-    pub outcome_description: Option<String>,
-    pub created_at: Millis,
-    pub last_updated: Millis,
-    pub ended_at: Option<Millis>,
-}
-
-/// A new sequence.
-#[derive(Debug, Clone)]
-pub struct NewSequence<'a> {
-    pub org_id: OrgId,
-    pub template_id: i64,
-    pub template_version_id: i64,
-    pub phone_number: &'a str,
-    pub contact: &'a serde_json::Value,
-    pub variables: &'a serde_json::Value,
-    pub simulation: Option<&'a serde_json::Value>,
-    pub status: &'a str,
-    pub state: &'a str,
-    pub next_wake_at: Option<Millis>,
-    pub allow_concurrent: bool,
-    pub idempotency_key: Option<&'a str>,
-    pub now: Millis,
-}
-
-/// Why a sequence could not be inserted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InsertSequenceError {
-    /// The idempotency key was used before: the earlier sequence's id.
-    SameIdempotencyKey(i64),
-    /// The number is already in a running sequence of this template.
-    AlreadyRunning,
-}
-
-/// The state to write back after the engine moved a sequence.
-#[derive(Debug, Clone)]
-pub struct SequenceUpdate<'a> {
-    pub status: &'a str,
-    pub state: &'a str,
-    pub next_wake_at: Option<Millis>,
-    pub outcome_description: Option<&'a str>,
-    pub now: Millis,
-}
-
-/// An encounter row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EncounterRow {
-    pub id: i64,
-    pub org_id: OrgId,
-    pub sequence_id: i64,
-    pub step: i64,
-    pub attempt: i64,
-    pub channel: String,
-    pub assistant_id: i64,
-    pub phone_number: String,
-    pub status: String,
-    pub provider_ref: Option<String>,
-    /// The provider's latest status while the encounter runs (a call's `ringing`, …).
-    pub provider_status: Option<String>,
-    pub outcome: Option<String>,
-    /// The encounter's Call or Sms object of the report, as stored JSON text.
-    pub report: Option<String>,
-    pub ends_at: Option<Millis>,
-    pub created_at: Millis,
-    pub ended_at: Option<Millis>,
-    /// A provider SMS conversation's state (JSON), while it runs.
-    pub conversation: Option<String>,
-    /// When the encounter was claimed for its provider request (the last check before
-    /// contact); `None` while unclaimed, and for simulated encounters.
-    pub claimed_at: Option<Millis>,
-    /// An SMS conversation's sender (our number, or the Messaging Service sid), set when it
-    /// is claimed; `None` for calls, simulated texts and rows older than the column.
-    pub sender: Option<String>,
-}
-
-/// One history entry.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SequenceEvent {
-    pub id: i64,
-    pub at: Millis,
-    pub kind: String,
-    pub detail: serde_json::Value,
-}
-
-/// A suppression entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Suppression {
-    pub phone_number: String,
-    pub reason: String,
-    pub created_at: Millis,
-}
-
-/// The reason a suppression entry carries when the patient caused it (a call or SMS opt-out).
-/// Such an entry is removed only with a recorded new consent.
-pub const OPT_OUT_REASON: &str = "opt-out";
-
-/// One change to an organisation's suppression list, as kept in its history.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SuppressionChange {
-    pub id: i64,
-    pub phone_number: String,
-    /// `added` or `removed`.
-    pub action: String,
-    /// The entry's reason at the time of the change.
-    pub reason: String,
-    /// Who made the change: `patient`, `system`, `api-key:<id>`, or `unknown` for entries
-    /// older than the history.
-    pub actor: String,
-    pub at: Millis,
-    /// The new consent recorded with the removal of an opt-out (JSON as the API took it).
-    pub consent: Option<serde_json::Value>,
-}
-
-/// What [`Store::unsuppress`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unsuppressed {
-    Removed,
-    /// The number is not on the organisation's list.
-    NotListed,
-    /// The entry is the patient's opt-out and no new consent came with the request: nothing
-    /// changed.
-    ConsentRequired,
-    /// The consent given was obtained before the patient opted out, so it is not a new
-    /// consent: nothing changed.
-    ConsentPredatesOptOut,
-}
-
-/// A new consent recorded with the removal of an entry.
-#[derive(Debug, Clone, Copy)]
-pub struct ConsentRecord<'a> {
-    /// When the consent was obtained; for an opt-out it must not be earlier than the opt-out.
-    pub obtained_at: Millis,
-    /// The consent as the API took it (who, when, how), kept in the history.
-    pub detail: &'a serde_json::Value,
-}
-
-/// What the provider answered for an encounter: (id, provider_ref, ends_at, report, outcome).
-pub type RequestedEncounter = (i64, String, Option<Millis>, Option<String>, Option<String>);
+use crate::{
+    AssistantId, EncounterId, Millis, OrgId, Result, SequenceEventId, SequenceId, Store,
+    StoreError, TemplateId, TemplateVersionId,
+};
 
 fn json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
     let text: String = row.try_get(column)?;
@@ -202,7 +29,7 @@ fn assistant_from_row(row: &SqliteRow) -> Result<Assistant> {
         id: row.try_get("id")?,
         org_id: OrgId(row.try_get("org_id")?),
         name: row.try_get("name")?,
-        channel: row.try_get("channel")?,
+        channel: stored::channel(row.try_get("channel")?)?,
         config: json(row, "config")?,
         custom_fields: json(row, "custom_fields")?,
         created_at: row.try_get("created_at")?,
@@ -240,7 +67,7 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
         simulation: simulation
             .map(|s| serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("stored JSON")))
             .transpose()?,
-        status: row.try_get("status")?,
+        status: stored::sequence_status(row.try_get("status")?)?,
         state: row.try_get("state")?,
         next_wake_at: row.try_get("next_wake_at")?,
         outcome_description: row.try_get("outcome_description")?,
@@ -267,8 +94,14 @@ const DUE_ENCOUNTER_IDS: &str = "SELECT id FROM encounters \
      AND outcome IS NOT NULL ORDER BY ends_at LIMIT ?";
 
 /// Ids as a JSON array, for `IN (SELECT value FROM json_each(?))`.
-fn json_ids(ids: &[i64]) -> String {
-    serde_json::Value::Array(ids.iter().map(|id| (*id).into()).collect()).to_string()
+/// Channels as a JSON array of their stored spelling, for `IN (SELECT value FROM json_each(?))`.
+fn stored_channels(channels: &[Channel]) -> String {
+    let words: Vec<&str> = channels.iter().map(|c| stored::channel_str(*c)).collect();
+    serde_json::Value::from(words).to_string()
+}
+
+fn json_ids<Id: Copy + Into<i64>>(ids: &[Id]) -> String {
+    serde_json::Value::Array(ids.iter().map(|id| (*id).into().into()).collect()).to_string()
 }
 
 /// Encounters open with a provider whose report was due by `?1`, oldest first, at most `?2`.
@@ -289,10 +122,10 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
         sequence_id: row.try_get("sequence_id")?,
         step: row.try_get("step")?,
         attempt: row.try_get("attempt")?,
-        channel: row.try_get("channel")?,
+        channel: stored::channel(row.try_get("channel")?)?,
         assistant_id: row.try_get("assistant_id")?,
         phone_number: row.try_get("phone_number")?,
-        status: row.try_get("status")?,
+        status: row.try_get::<&str, _>("status")?.parse()?,
         provider_ref: row.try_get("provider_ref")?,
         provider_status: row.try_get("provider_status")?,
         outcome: row.try_get("outcome")?,
@@ -313,7 +146,7 @@ impl Store {
         &self,
         org: OrgId,
         name: &str,
-        channel: &str,
+        channel: Channel,
         config: &serde_json::Value,
         custom_fields: &serde_json::Value,
         now: Millis,
@@ -325,7 +158,7 @@ impl Store {
         )
         .bind(org.0)
         .bind(name)
-        .bind(channel)
+        .bind(stored::channel_str(channel))
         .bind(config.to_string())
         .bind(custom_fields.to_string())
         .bind(now)
@@ -337,7 +170,7 @@ impl Store {
         Ok(assistant)
     }
 
-    pub async fn get_assistant(&self, org: OrgId, id: i64) -> Result<Option<Assistant>> {
+    pub async fn get_assistant(&self, org: OrgId, id: AssistantId) -> Result<Option<Assistant>> {
         let row = sqlx::query("SELECT * FROM assistants WHERE id = ? AND org_id = ?")
             .bind(id)
             .bind(org.0)
@@ -349,13 +182,13 @@ impl Store {
     pub async fn list_assistants(
         &self,
         org: OrgId,
-        after: Option<i64>,
+        after: Option<AssistantId>,
         limit: u32,
     ) -> Result<Vec<Assistant>> {
         let rows =
             sqlx::query("SELECT * FROM assistants WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?")
                 .bind(org.0)
-                .bind(after.unwrap_or(0))
+                .bind(after.map_or(0, i64::from))
                 .bind(i64::from(limit))
                 .fetch_all(&self.pool)
                 .await?;
@@ -373,7 +206,7 @@ impl Store {
         now: Millis,
     ) -> Result<TemplateVersion> {
         let mut tx = self.begin().await?;
-        let template_id: i64 = sqlx::query_scalar(
+        let template_id: TemplateId = sqlx::query_scalar(
             "INSERT INTO sequence_templates (org_id, name, current_version, created_at, updated_at) \
              VALUES (?, ?, 1, ?, ?) RETURNING id",
         )
@@ -402,7 +235,7 @@ impl Store {
     pub async fn update_template(
         &self,
         org: OrgId,
-        id: i64,
+        id: TemplateId,
         name: Option<&str>,
         definition: &serde_json::Value,
         now: Millis,
@@ -437,7 +270,11 @@ impl Store {
     }
 
     /// A template at its current version.
-    pub async fn get_template(&self, org: OrgId, id: i64) -> Result<Option<TemplateVersion>> {
+    pub async fn get_template(
+        &self,
+        org: OrgId,
+        id: TemplateId,
+    ) -> Result<Option<TemplateVersion>> {
         let row = sqlx::query(
             "SELECT t.id AS template_id, t.org_id, t.name, v.version, v.id AS version_id, \
              v.definition, t.created_at, t.updated_at \
@@ -453,7 +290,10 @@ impl Store {
     }
 
     /// One template version by its row id (what a sequence was enrolled on).
-    pub async fn get_template_version(&self, version_id: i64) -> Result<Option<TemplateVersion>> {
+    pub async fn get_template_version(
+        &self,
+        version_id: TemplateVersionId,
+    ) -> Result<Option<TemplateVersion>> {
         let row = sqlx::query(
             "SELECT t.id AS template_id, t.org_id, t.name, v.version, v.id AS version_id, \
              v.definition, t.created_at, t.updated_at \
@@ -469,7 +309,7 @@ impl Store {
     pub async fn list_templates(
         &self,
         org: OrgId,
-        after: Option<i64>,
+        after: Option<TemplateId>,
         limit: u32,
     ) -> Result<Vec<TemplateVersion>> {
         let rows = sqlx::query(
@@ -480,7 +320,7 @@ impl Store {
              WHERE t.org_id = ? AND t.id > ? ORDER BY t.id LIMIT ?",
         )
         .bind(org.0)
-        .bind(after.unwrap_or(0))
+        .bind(after.map_or(0, i64::from))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -495,7 +335,7 @@ impl Store {
         tx: &mut Tx,
         org: OrgId,
         key: &str,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<SequenceId>> {
         let id =
             sqlx::query_scalar("SELECT id FROM sequences WHERE org_id = ? AND idempotency_key = ?")
                 .bind(org.0)
@@ -576,7 +416,7 @@ impl Store {
                     .bind(new.contact.to_string())
                     .bind(new.variables.to_string())
                     .bind(new.simulation.map(|s| s.to_string()))
-                    .bind(new.status)
+                    .bind(stored::sequence_status_str(new.status))
                     .bind(new.state)
                     .bind(new.next_wake_at)
                     .bind(new.allow_concurrent)
@@ -586,7 +426,7 @@ impl Store {
             }
             for row in insert.fetch_all(&mut *tx.inner).await? {
                 let sequence = sequence_from_row(&row)?;
-                let index = usize::try_from(sequence.id - base - 1)
+                let index = usize::try_from(sequence.id.0 - base - 1)
                     .map_err(|_| StoreError::Corrupt("inserted sequence id"))?;
                 let slot = answers
                     .get_mut(chunk_index * ROWS_PER_STATEMENT + index)
@@ -597,7 +437,7 @@ impl Store {
         Ok(answers)
     }
 
-    pub async fn get_sequence(&self, org: OrgId, id: i64) -> Result<Option<SequenceRow>> {
+    pub async fn get_sequence(&self, org: OrgId, id: SequenceId) -> Result<Option<SequenceRow>> {
         let row = sqlx::query(&format!(
             "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE id = ? AND org_id = ?"
         ))
@@ -609,7 +449,11 @@ impl Store {
     }
 
     /// The sequence, read inside a write transaction (to change it).
-    pub async fn sequence_for_update(&self, tx: &mut Tx, id: i64) -> Result<Option<SequenceRow>> {
+    pub async fn sequence_for_update(
+        &self,
+        tx: &mut Tx,
+        id: SequenceId,
+    ) -> Result<Option<SequenceRow>> {
         let row = sqlx::query(&format!(
             "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE id = ?"
         ))
@@ -622,8 +466,8 @@ impl Store {
     pub async fn list_sequences(
         &self,
         org: OrgId,
-        status: Option<&str>,
-        after: Option<i64>,
+        status: Option<SequenceStatus>,
+        after: Option<SequenceId>,
         limit: u32,
     ) -> Result<Vec<SequenceRow>> {
         let rows = sqlx::query(&format!(
@@ -631,9 +475,9 @@ impl Store {
              AND id > ? ORDER BY id LIMIT ?"
         ))
         .bind(org.0)
-        .bind(status)
-        .bind(status)
-        .bind(after.unwrap_or(0))
+        .bind(status.map(stored::sequence_status_str))
+        .bind(status.map(stored::sequence_status_str))
+        .bind(after.map_or(0, i64::from))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -643,8 +487,9 @@ impl Store {
     /// The ids of the sequences due at `now`, earliest first, at most `limit`: read from the
     /// due index alone (no row is read), outside any transaction. The caller claims them
     /// with [`Store::due_sequences`].
-    pub async fn due_sequence_ids(&self, now: Millis, limit: u32) -> Result<Vec<i64>> {
-        self.due_ids(DUE_SEQUENCE_IDS, now, limit).await
+    pub async fn due_sequence_ids(&self, now: Millis, limit: u32) -> Result<Vec<SequenceId>> {
+        let ids = self.due_ids(DUE_SEQUENCE_IDS, now, limit).await?;
+        Ok(ids.into_iter().map(SequenceId).collect())
     }
 
     async fn due_ids(&self, query: &'static str, now: Millis, limit: u32) -> Result<Vec<i64>> {
@@ -662,7 +507,7 @@ impl Store {
     pub async fn due_sequences(
         &self,
         tx: &mut Tx,
-        ids: &[i64],
+        ids: &[SequenceId],
         now: Millis,
     ) -> Result<Vec<SequenceRow>> {
         if ids.is_empty() {
@@ -696,7 +541,7 @@ impl Store {
     pub async fn add_sequence_events(
         &self,
         tx: &mut Tx,
-        events: &[(i64, Millis, String, serde_json::Value)],
+        events: &[NewSequenceEvent],
     ) -> Result<()> {
         if events.is_empty() {
             return Ok(());
@@ -707,12 +552,12 @@ impl Store {
                 value_rows(4, chunk.len())
             );
             let mut insert = sqlx::query(&sql).persistent(false);
-            for (sequence_id, at, kind, detail) in chunk {
+            for event in chunk {
                 insert = insert
-                    .bind(*sequence_id)
-                    .bind(*at)
-                    .bind(kind.as_str())
-                    .bind(detail.to_string());
+                    .bind(event.sequence_id)
+                    .bind(event.at)
+                    .bind(event.kind.as_str())
+                    .bind(event.detail.to_string());
             }
             insert.execute(&mut *tx.inner).await?;
         }
@@ -723,7 +568,7 @@ impl Store {
     pub async fn update_sequences(
         &self,
         tx: &mut Tx,
-        updates: &[(i64, SequenceUpdate<'_>)],
+        updates: &[(SequenceId, SequenceUpdate<'_>)],
     ) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
@@ -744,7 +589,7 @@ impl Store {
             for (id, u) in chunk {
                 update = update
                     .bind(*id)
-                    .bind(u.status)
+                    .bind(stored::sequence_status_str(u.status))
                     .bind(u.state)
                     .bind(u.next_wake_at)
                     .bind(u.outcome_description)
@@ -757,8 +602,8 @@ impl Store {
 
     pub async fn sequence_events(
         &self,
-        sequence_id: i64,
-        after: Option<i64>,
+        sequence_id: SequenceId,
+        after: Option<SequenceEventId>,
         limit: u32,
     ) -> Result<Vec<SequenceEvent>> {
         let rows = sqlx::query(
@@ -766,7 +611,7 @@ impl Store {
              ORDER BY id LIMIT ?",
         )
         .bind(sequence_id)
-        .bind(after.unwrap_or(0))
+        .bind(after.map_or(0, i64::from))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
@@ -792,7 +637,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         encounters: &[&EncounterRow],
-    ) -> Result<Vec<Option<(i64, i64)>>> {
+    ) -> Result<Vec<Option<InsertedEncounter>>> {
         if encounters.is_empty() {
             return Ok(Vec::new());
         }
@@ -812,7 +657,7 @@ impl Store {
                     .bind(e.sequence_id)
                     .bind(e.step)
                     .bind(e.attempt)
-                    .bind(e.channel.as_str())
+                    .bind(stored::channel_str(e.channel))
                     .bind(e.assistant_id)
                     .bind(e.phone_number.as_str())
                     .bind("created")
@@ -830,23 +675,23 @@ impl Store {
         .fetch_all(&mut *tx.inner)
         .await?;
         let ordinals: std::collections::HashMap<i64, i64> = ordinals.into_iter().collect();
-        let mut by_key: std::collections::HashMap<(i64, i64, i64), (i64, i64)> = inserted
+        let mut by_key: std::collections::HashMap<(i64, i64, i64), InsertedEncounter> = inserted
             .into_iter()
             .map(|(id, sequence, step, attempt)| {
-                (
-                    (sequence, step, attempt),
-                    (id, ordinals.get(&id).copied().unwrap_or(0)),
-                )
+                let inserted = InsertedEncounter {
+                    id: EncounterId(id),
+                    ordinal: ordinals.get(&id).copied().unwrap_or(0),
+                };
+                ((sequence, step, attempt), inserted)
             })
             .collect();
         Ok(encounters
             .iter()
-            .map(|e| by_key.remove(&(e.sequence_id, e.step, e.attempt)))
+            .map(|e| by_key.remove(&(e.sequence_id.0, e.step, e.attempt)))
             .collect())
     }
 
-    /// Marks many encounters as requested in one statement:
-    /// (id, provider_ref, ends_at, report, outcome).
+    /// Marks many encounters as requested in one statement.
     pub async fn mark_encounters_requested(
         &self,
         tx: &mut Tx,
@@ -864,13 +709,13 @@ impl Store {
                 value_rows(5, chunk.len())
             );
             let mut update = sqlx::query(&sql).persistent(false);
-            for (id, provider_ref, ends_at, report, outcome) in chunk {
+            for requested in chunk {
                 update = update
-                    .bind(*id)
-                    .bind(provider_ref.as_str())
-                    .bind(*ends_at)
-                    .bind(report.as_deref())
-                    .bind(outcome.as_deref());
+                    .bind(requested.id)
+                    .bind(requested.provider_ref.as_str())
+                    .bind(requested.ends_at)
+                    .bind(requested.report.as_deref())
+                    .bind(requested.outcome.as_deref());
             }
             update.execute(&mut *tx.inner).await?;
         }
@@ -882,7 +727,7 @@ impl Store {
     pub async fn end_encounter(
         &self,
         tx: &mut Tx,
-        id: i64,
+        id: EncounterId,
         outcome: &str,
         report: Option<&serde_json::Value>,
         now: Millis,
@@ -906,7 +751,7 @@ impl Store {
     pub async fn end_encounters(
         &self,
         tx: &mut Tx,
-        ends: &[(i64, &str, Option<&serde_json::Value>, Millis)],
+        ends: &[EncounterEnd<'_>],
     ) -> Result<Vec<bool>> {
         if ends.is_empty() {
             return Ok(Vec::new());
@@ -922,21 +767,25 @@ impl Store {
                 value_rows(4, chunk.len())
             );
             let mut update = sqlx::query_scalar::<_, i64>(&sql).persistent(false);
-            for (id, outcome, report, at) in chunk {
+            for end in chunk {
                 update = update
-                    .bind(*id)
-                    .bind(*outcome)
-                    .bind(report.map(ToString::to_string))
-                    .bind(*at);
+                    .bind(end.id)
+                    .bind(end.outcome)
+                    .bind(end.report.map(ToString::to_string))
+                    .bind(end.ended_at);
             }
             ended.extend(update.fetch_all(&mut *tx.inner).await?);
         }
         let ended: std::collections::HashSet<i64> = ended.into_iter().collect();
-        Ok(ends.iter().map(|(id, ..)| ended.contains(id)).collect())
+        Ok(ends.iter().map(|end| ended.contains(&end.id.0)).collect())
     }
 
     /// Several sequences read inside a write transaction (to change them), in no order.
-    pub async fn sequences_for_update(&self, tx: &mut Tx, ids: &[i64]) -> Result<Vec<SequenceRow>> {
+    pub async fn sequences_for_update(
+        &self,
+        tx: &mut Tx,
+        ids: &[SequenceId],
+    ) -> Result<Vec<SequenceRow>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -954,14 +803,14 @@ impl Store {
     pub async fn encounter_by_provider_ref(
         &self,
         tx: &mut Tx,
-        channel: &str,
+        channel: Channel,
         provider_ref: &str,
     ) -> Result<Option<EncounterRow>> {
         let row = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE provider_ref = ? AND channel = ?"
         ))
         .bind(provider_ref)
-        .bind(channel)
+        .bind(stored::channel_str(channel))
         .fetch_optional(&mut *tx.inner)
         .await?;
         row.as_ref().map(encounter_from_row).transpose()
@@ -972,7 +821,7 @@ impl Store {
     /// arrive out of order). `false` when it changed nothing.
     pub async fn set_provider_status(
         &self,
-        channel: &str,
+        channel: Channel,
         provider_ref: &str,
         status: &str,
         order: &[&str],
@@ -992,7 +841,7 @@ impl Store {
         .bind(provider_ref)
         .bind(ranks)
         .bind(i64::try_from(rank).unwrap_or(i64::MAX))
-        .bind(channel)
+        .bind(stored::channel_str(channel))
         .execute(&mut *tx.inner)
         .await?
         .rows_affected();
@@ -1018,7 +867,7 @@ impl Store {
     }
 
     /// Moves the time a running encounter is next looked at.
-    pub async fn postpone_encounter_end(&self, id: i64, ends_at: Millis) -> Result<()> {
+    pub async fn postpone_encounter_end(&self, id: EncounterId, ends_at: Millis) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE encounters SET ends_at = ? WHERE id = ? AND status = 'requested'")
             .bind(ends_at)
@@ -1034,7 +883,7 @@ impl Store {
     pub async fn overdue_open_encounter(
         &self,
         tx: &mut Tx,
-        id: i64,
+        id: EncounterId,
         now: Millis,
     ) -> Result<Option<EncounterRow>> {
         let row = sqlx::query(&format!(
@@ -1052,7 +901,7 @@ impl Store {
     pub async fn save_conversation(
         &self,
         tx: &mut Tx,
-        id: i64,
+        id: EncounterId,
         conversation: &str,
         ends_at: Millis,
     ) -> Result<()> {
@@ -1069,8 +918,9 @@ impl Store {
     /// simulator's, and a provider's once it reported), earliest first, at most `limit`: read
     /// from the due index alone, outside any transaction. The caller claims them with
     /// [`Store::due_encounters`].
-    pub async fn due_encounter_ids(&self, now: Millis, limit: u32) -> Result<Vec<i64>> {
-        self.due_ids(DUE_ENCOUNTER_IDS, now, limit).await
+    pub async fn due_encounter_ids(&self, now: Millis, limit: u32) -> Result<Vec<EncounterId>> {
+        let ids = self.due_ids(DUE_ENCOUNTER_IDS, now, limit).await?;
+        Ok(ids.into_iter().map(EncounterId).collect())
     }
 
     /// Those of the encounters `ids` still due to end at `now`, in id order, read inside the
@@ -1079,7 +929,7 @@ impl Store {
     pub async fn due_encounters(
         &self,
         tx: &mut Tx,
-        ids: &[i64],
+        ids: &[EncounterId],
         now: Millis,
     ) -> Result<Vec<EncounterRow>> {
         if ids.is_empty() {
@@ -1105,11 +955,10 @@ impl Store {
     pub async fn unconfirmed_encounters(
         &self,
         before: Millis,
-        provider_channels: &[&str],
+        provider_channels: &[Channel],
         limit: u32,
     ) -> Result<Vec<EncounterRow>> {
-        let channels = serde_json::to_string(provider_channels)
-            .map_err(|_| StoreError::Corrupt("channels"))?;
+        let channels = stored_channels(provider_channels);
         let rows = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE status = 'created' \
              AND ((claimed_at IS NULL AND created_at < ?1 \
@@ -1127,9 +976,12 @@ impl Store {
 
     /// Ids of the encounters committed for a provider on one of `channels` and not yet
     /// claimed (the provider worker's queue), oldest first, at most `limit`.
-    pub async fn unclaimed_encounter_ids(&self, channels: &[&str], limit: u32) -> Result<Vec<i64>> {
-        let channels =
-            serde_json::to_string(channels).map_err(|_| StoreError::Corrupt("channels"))?;
+    pub async fn unclaimed_encounter_ids(
+        &self,
+        channels: &[Channel],
+        limit: u32,
+    ) -> Result<Vec<EncounterId>> {
+        let channels = stored_channels(channels);
         Ok(sqlx::query_scalar(
             "SELECT id FROM encounters WHERE status = 'created' AND claimed_at IS NULL \
              AND channel IN (SELECT value FROM json_each(?)) ORDER BY id LIMIT ?",
@@ -1141,7 +993,7 @@ impl Store {
     }
 
     /// An encounter by id, outside any transaction (whatever its state).
-    pub async fn encounter_by_id(&self, id: i64) -> Result<Option<EncounterRow>> {
+    pub async fn encounter_by_id(&self, id: EncounterId) -> Result<Option<EncounterRow>> {
         let row = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE id = ?"
         ))
@@ -1152,7 +1004,11 @@ impl Store {
     }
 
     /// An encounter by id inside a write transaction (whatever its state).
-    pub async fn encounter_for_update(&self, tx: &mut Tx, id: i64) -> Result<Option<EncounterRow>> {
+    pub async fn encounter_for_update(
+        &self,
+        tx: &mut Tx,
+        id: EncounterId,
+    ) -> Result<Option<EncounterRow>> {
         let row = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE id = ?"
         ))
@@ -1165,7 +1021,7 @@ impl Store {
     /// Claims a committed encounter for its provider request (`created` and unclaimed →
     /// claimed at `now`). `false` when it was claimed, withdrawn or requested already: only
     /// one claimer ever sends it.
-    pub async fn claim_encounter(&self, tx: &mut Tx, id: i64, now: Millis) -> Result<bool> {
+    pub async fn claim_encounter(&self, tx: &mut Tx, id: EncounterId, now: Millis) -> Result<bool> {
         let claimed = sqlx::query(
             "UPDATE encounters SET claimed_at = ? \
              WHERE id = ? AND status = 'created' AND claimed_at IS NULL",
@@ -1181,7 +1037,7 @@ impl Store {
     /// Removes an encounter that was never handed to its provider (`created`, and known not
     /// to have gone out: unclaimed, or refused by the provider before it was placed), so the
     /// step attempt can run again. `false` if it had moved on.
-    pub async fn withdraw_encounter(&self, tx: &mut Tx, id: i64) -> Result<bool> {
+    pub async fn withdraw_encounter(&self, tx: &mut Tx, id: EncounterId) -> Result<bool> {
         let removed = sqlx::query("DELETE FROM encounters WHERE id = ? AND status = 'created'")
             .bind(id)
             .execute(&mut *tx.inner)
@@ -1195,8 +1051,8 @@ impl Store {
     pub async fn withdraw_unclaimed_encounters(
         &self,
         tx: &mut Tx,
-        sequence_id: i64,
-    ) -> Result<Vec<i64>> {
+        sequence_id: SequenceId,
+    ) -> Result<Vec<EncounterId>> {
         Ok(sqlx::query_scalar(
             "DELETE FROM encounters WHERE sequence_id = ? AND status = 'created' \
              AND claimed_at IS NULL RETURNING id",
@@ -1210,7 +1066,7 @@ impl Store {
     pub async fn open_encounters_of_sequence(
         &self,
         tx: &mut Tx,
-        sequence_id: i64,
+        sequence_id: SequenceId,
     ) -> Result<Vec<EncounterRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE sequence_id = ? AND status != 'ended' \
@@ -1227,7 +1083,7 @@ impl Store {
     pub async fn adopt_provider_ref(
         &self,
         tx: &mut Tx,
-        id: i64,
+        id: EncounterId,
         provider_ref: &str,
         ends_at: Millis,
     ) -> Result<bool> {
@@ -1266,7 +1122,12 @@ impl Store {
     }
 
     /// Records the sender an SMS encounter goes out from.
-    pub async fn set_encounter_sender(&self, tx: &mut Tx, id: i64, sender: &str) -> Result<()> {
+    pub async fn set_encounter_sender(
+        &self,
+        tx: &mut Tx,
+        id: EncounterId,
+        sender: &str,
+    ) -> Result<()> {
         sqlx::query("UPDATE encounters SET sender = ? WHERE id = ?")
             .bind(sender)
             .bind(id)
@@ -1371,7 +1232,7 @@ impl Store {
     }
 
     /// A sequence's encounters in order, for its report.
-    pub async fn sequence_encounters(&self, sequence_id: i64) -> Result<Vec<EncounterRow>> {
+    pub async fn sequence_encounters(&self, sequence_id: SequenceId) -> Result<Vec<EncounterRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE sequence_id = ? ORDER BY step, attempt"
         ))
@@ -1386,15 +1247,14 @@ impl Store {
     pub async fn encounters_of_sequences_tx(
         &self,
         tx: &mut Tx,
-        sequence_ids: &[i64],
-    ) -> Result<std::collections::HashMap<i64, Vec<EncounterRow>>> {
-        let mut by_sequence: std::collections::HashMap<i64, Vec<EncounterRow>> =
+        sequence_ids: &[SequenceId],
+    ) -> Result<std::collections::HashMap<SequenceId, Vec<EncounterRow>>> {
+        let mut by_sequence: std::collections::HashMap<SequenceId, Vec<EncounterRow>> =
             sequence_ids.iter().map(|id| (*id, Vec::new())).collect();
         if sequence_ids.is_empty() {
             return Ok(by_sequence);
         }
-        let ids =
-            serde_json::to_string(sequence_ids).map_err(|_| StoreError::Corrupt("sequence ids"))?;
+        let ids = json_ids(sequence_ids);
         let rows = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters \
              WHERE sequence_id IN (SELECT value FROM json_each(?)) \
@@ -1434,7 +1294,11 @@ impl Store {
     }
 
     /// The delivered body of an ended sequence's report.
-    pub async fn report_body(&self, org: OrgId, sequence_id: i64) -> Result<Option<Vec<u8>>> {
+    pub async fn report_body(
+        &self,
+        org: OrgId,
+        sequence_id: SequenceId,
+    ) -> Result<Option<Vec<u8>>> {
         let body = sqlx::query_scalar(
             "SELECT body FROM webhook_messages WHERE org_id = ? AND sequence_id = ? AND is_test = 0 \
              ORDER BY id DESC LIMIT 1",
@@ -1628,7 +1492,7 @@ impl Store {
                 Ok(SuppressionChange {
                     id: row.try_get("id")?,
                     phone_number: row.try_get("phone_number")?,
-                    action: row.try_get("action")?,
+                    action: row.try_get::<&str, _>("action")?.parse()?,
                     reason: row.try_get("reason")?,
                     actor: row.try_get("actor")?,
                     at: row.try_get("at")?,

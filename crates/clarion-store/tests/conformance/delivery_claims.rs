@@ -63,7 +63,7 @@ async fn claim_everything(handles: &[Store], now: Millis) -> Vec<ClaimedDelivery
 
 async fn setup() -> (crate::Backend, OrgId, Vec<Store>) {
     let backend = backend().await;
-    let (org, _) = backend.store.create_org("claims", 0).await.unwrap();
+    let org = backend.store.create_org("claims", 0).await.unwrap().id;
     for e in 0..ENDPOINTS {
         let endpoint = endpoint(&backend.store, org, &format!("https://r{e}.example/")).await;
         queue_deliveries(&backend.store, org, endpoint.id, DELIVERIES_PER_ENDPOINT, 0).await;
@@ -206,7 +206,7 @@ async fn a_stale_outcome_racing_a_new_claim_never_moves_the_new_claims_delivery(
 async fn a_deep_backlog_never_hides_another_endpoints_due_deliveries() {
     let backend = backend().await;
     let store = &backend.store;
-    let (org, _) = store.create_org("backlog", 0).await.unwrap();
+    let org = store.create_org("backlog", 0).await.unwrap().id;
     let busy = endpoint(store, org, "https://busy.example/").await;
     let quiet = endpoint(store, org, "https://quiet.example/").await;
     queue_deliveries(store, org, busy.id, 300, 0).await;

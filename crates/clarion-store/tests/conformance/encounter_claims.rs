@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use clarion_store::Store;
+use clarion_store::{Channel, EncounterId, EncounterStatus, RequestedEncounter, Store};
 
 use crate::{Tenant, backend, encounter_of, enroll, insert_encounter, tenant};
 
@@ -12,7 +12,7 @@ const ENCOUNTERS: usize = 30;
 const HANDLES: usize = 4;
 
 /// Enrolls `count` sequences and commits one encounter each; answers their ids.
-async fn encounters(store: &Store, tenant: &Tenant, count: usize) -> Vec<i64> {
+async fn encounters(store: &Store, tenant: &Tenant, count: usize) -> Vec<EncounterId> {
     let mut ids = Vec::with_capacity(count);
     for i in 0..count {
         let sequence = enroll(store, tenant, &format!("+1555020{i:04}")).await;
@@ -47,7 +47,7 @@ async fn racing_claimers_win_each_encounter_exactly_once() {
             won
         }));
     }
-    let mut wins = HashMap::<i64, usize>::new();
+    let mut wins = HashMap::<EncounterId, usize>::new();
     for task in tasks {
         for id in task.await.unwrap() {
             *wins.entry(id).or_default() += 1;
@@ -66,7 +66,7 @@ async fn racing_claimers_win_each_encounter_exactly_once() {
     assert!(
         backend
             .store
-            .unclaimed_encounter_ids(&["call"], 100)
+            .unclaimed_encounter_ids(&[Channel::Call], 100)
             .await
             .unwrap()
             .is_empty(),
@@ -95,7 +95,13 @@ async fn a_withdrawal_never_removes_a_claimed_and_requested_encounter() {
                     store
                         .mark_encounters_requested(
                             &mut tx,
-                            &[(id, format!("call-{id}"), Some(1_000), None, None)],
+                            &[RequestedEncounter {
+                                id,
+                                provider_ref: format!("call-{id}"),
+                                ends_at: Some(1_000),
+                                report: None,
+                                outcome: None,
+                            }],
                         )
                         .await
                         .unwrap();
@@ -130,7 +136,7 @@ async fn a_withdrawal_never_removes_a_claimed_and_requested_encounter() {
         match (requested.contains(id), withdrawn.contains(id)) {
             (true, false) => {
                 let row = row.expect("a requested encounter stays");
-                assert_eq!(row.status, "requested");
+                assert_eq!(row.status, EncounterStatus::Requested);
             }
             (false, true) => assert!(row.is_none(), "withdrawn"),
             (r, w) => panic!("encounter {id}: requested {r}, withdrawn {w}"),

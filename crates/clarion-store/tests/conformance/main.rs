@@ -28,8 +28,9 @@ mod tenancy;
 use std::sync::Once;
 
 use clarion_store::{
-    Assistant, EncounterRow, Endpoint, EndpointId, Millis, NewMessage, NewSequence, OrgId,
-    Recipients, SequenceRow, SequenceUpdate, Store, TemplateVersion,
+    Assistant, Channel, EncounterId, EncounterRow, EncounterStatus, Endpoint, EndpointId, Millis,
+    NewMessage, NewSequence, OrgId, Recipients, SequenceRow, SequenceStatus, SequenceUpdate, Store,
+    TemplateVersion,
 };
 use serde_json::json;
 
@@ -90,9 +91,9 @@ pub struct Tenant {
 }
 
 pub async fn tenant(store: &Store, name: &str) -> Tenant {
-    let (org, _key) = store.create_org(name, 0).await.unwrap();
+    let org = store.create_org(name, 0).await.unwrap().id;
     let assistant = store
-        .create_assistant(org, "caller", "call", &json!({}), &json!([]), 0)
+        .create_assistant(org, "caller", Channel::Call, &json!({}), &json!([]), 0)
         .await
         .unwrap();
     let template = store
@@ -128,7 +129,7 @@ pub fn new_sequence<'a>(
         contact,
         variables: contact,
         simulation: None,
-        status: "active",
+        status: SequenceStatus::Active,
         state: "{}",
         next_wake_at: Some(0),
         allow_concurrent: false,
@@ -153,7 +154,7 @@ pub async fn enroll(store: &Store, tenant: &Tenant, phone: &str) -> SequenceRow 
 /// What the engine writes when a sequence ends.
 pub fn ended(now: Millis) -> SequenceUpdate<'static> {
     SequenceUpdate {
-        status: "ended",
+        status: SequenceStatus::Ended,
         state: "{}",
         next_wake_at: None,
         outcome_description: Some("done"),
@@ -169,15 +170,15 @@ pub fn encounter_of(
     now: Millis,
 ) -> EncounterRow {
     EncounterRow {
-        id: 0,
+        id: EncounterId(0),
         org_id: tenant.org,
         sequence_id: sequence.id,
         step: 0,
         attempt,
-        channel: "call".to_owned(),
+        channel: Channel::Call,
         assistant_id: tenant.assistant.id,
         phone_number: sequence.phone_number.clone(),
-        status: "created".to_owned(),
+        status: EncounterStatus::Created,
         provider_ref: None,
         provider_status: None,
         outcome: None,
@@ -192,11 +193,11 @@ pub fn encounter_of(
 }
 
 /// Inserts one encounter (committed) and answers its id.
-pub async fn insert_encounter(store: &Store, row: &EncounterRow) -> i64 {
+pub async fn insert_encounter(store: &Store, row: &EncounterRow) -> EncounterId {
     let mut tx = store.begin().await.unwrap();
     let inserted = store.insert_encounters(&mut tx, &[row]).await.unwrap();
     tx.commit().await.unwrap();
-    inserted[0].expect("inserted").0
+    inserted[0].expect("inserted").id
 }
 
 /// Queues `count` report messages to one endpoint (committed), due at `due`.

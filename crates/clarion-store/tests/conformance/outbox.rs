@@ -1,7 +1,7 @@
 //! The outbox is atomic with the change that ends a sequence: the report's message and its
 //! deliveries exist exactly when the transaction that ended the sequence committed.
 
-use clarion_store::{DeliveryFilter, NewMessage, Recipients};
+use clarion_store::{DeliveryFilter, NewMessage, Recipients, SequenceStatus};
 
 use crate::{backend, ended, endpoint, enroll, tenant};
 
@@ -60,13 +60,13 @@ async fn a_rolled_back_end_leaves_neither_the_message_nor_its_deliveries() {
         let queued = store.queue_stats().await.unwrap().pending;
         let body = store.report_body(tenant.org, sequence.id).await.unwrap();
         if commit {
-            assert_eq!(status, "ended");
+            assert_eq!(status, SequenceStatus::Ended);
             assert_eq!(reports.len(), 1);
             assert_eq!(listed.len(), 2);
             assert_eq!(queued, 2);
             assert_eq!(body.as_deref(), Some(&b"{\"report\":1}"[..]));
         } else {
-            assert_eq!(status, "active", "the end was rolled back");
+            assert_eq!(status, SequenceStatus::Active, "the end was rolled back");
             assert!(reports.is_empty(), "no message after a rollback");
             assert!(listed.is_empty(), "no delivery after a rollback");
             assert_eq!(queued, 0);
@@ -112,7 +112,7 @@ async fn a_rolled_back_batch_of_ends_leaves_no_report() {
 
     for id in [first.id, second.id] {
         let row = store.get_sequence(tenant.org, id).await.unwrap().unwrap();
-        assert_eq!(row.status, "active");
+        assert_eq!(row.status, SequenceStatus::Active);
     }
     assert!(
         store

@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 
-use clarion_store::{DeliveryFilter, DeliveryId};
+use clarion_store::{DeliveryFilter, DeliveryId, SequenceId};
 
 use crate::{backend, endpoint, enroll, queue_deliveries, tenant};
 
@@ -19,7 +19,7 @@ async fn sequence_pages_neither_repeat_nor_skip_while_rows_are_inserted() {
     for i in 0..BEFORE {
         enroll(store, &tenant, &format!("+1555080{i:04}")).await;
     }
-    let existing: HashSet<i64> = store
+    let existing: HashSet<SequenceId> = store
         .list_sequences(tenant.org, None, None, 1_000)
         .await
         .unwrap()
@@ -50,7 +50,7 @@ async fn sequence_pages_neither_repeat_nor_skip_while_rows_are_inserted() {
     }
     inserter.await.unwrap();
 
-    let unique: HashSet<i64> = seen.iter().copied().collect();
+    let unique: HashSet<SequenceId> = seen.iter().copied().collect();
     assert_eq!(unique.len(), seen.len(), "a row was repeated");
     assert!(
         existing.is_subset(&unique),
@@ -66,7 +66,7 @@ async fn sequence_pages_neither_repeat_nor_skip_while_rows_are_inserted() {
 async fn delivery_pages_neither_repeat_nor_skip_while_rows_are_inserted() {
     let backend = backend().await;
     let store = &backend.store;
-    let (org, _) = store.create_org("delivery paging", 0).await.unwrap();
+    let org = store.create_org("delivery paging", 0).await.unwrap().id;
     let hook = endpoint(store, org, "https://paging.example/").await;
     queue_deliveries(store, org, hook.id, BEFORE, 0).await;
     let filter = DeliveryFilter::default();

@@ -29,8 +29,8 @@ async fn suppress(store: &Store, org: OrgId, reason: &str, now: i64) {
 async fn an_operators_entry_is_removed_without_consent_and_scoped_to_its_organisation() {
     let backend = backend().await;
     let store = &backend.store;
-    let (org, _) = store.create_org("a", 0).await.unwrap();
-    let (other, _) = store.create_org("b", 0).await.unwrap();
+    let org = store.create_org("a", 0).await.unwrap().id;
+    let other = store.create_org("b", 0).await.unwrap().id;
 
     assert_eq!(
         store
@@ -84,7 +84,7 @@ async fn an_operators_entry_is_removed_without_consent_and_scoped_to_its_organis
 async fn an_opt_out_is_removed_only_with_a_consent_obtained_after_it() {
     let backend = backend().await;
     let store = &backend.store;
-    let (org, _) = store.create_org("opt-out", 0).await.unwrap();
+    let org = store.create_org("opt-out", 0).await.unwrap().id;
     // An operator's entry, then the patient's opt-out turns it into an opt-out from then.
     suppress(store, org, "complaint", 10).await;
     suppress(store, org, OPT_OUT_REASON, 50).await;
@@ -146,7 +146,7 @@ async fn an_opt_out_is_removed_only_with_a_consent_obtained_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_opt_outs_of_one_number_are_recorded_once() {
     let backend = backend().await;
-    let (org, _) = backend.store.create_org("race", 0).await.unwrap();
+    let org = backend.store.create_org("race", 0).await.unwrap().id;
     let handles = backend.handles(4).await;
     for round in 0..10 {
         let phone = format!("+1555061{round:04}");

@@ -57,7 +57,7 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
     let database = format!("sqlite://{}", dir.path().join("bench.db").display());
     let store = Store::connect(&database).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (org, _key) = store.create_org("Benchmark", clock.now_millis()).await?;
+    let org = store.create_org("Benchmark", clock.now_millis()).await?.id;
 
     let arrivals: Arrivals = Arc::default();
     let receiver_url = start_receiver(arrivals.clone()).await?;
@@ -126,7 +126,7 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
 
     // Phase 2: latency at a steady offered load, one transaction per report, for an
     // organisation with one endpoint (so the offered load is `rate` deliveries/s).
-    let (latency_org, _) = store.create_org("Latency", clock.now_millis()).await?;
+    let latency_org = store.create_org("Latency", clock.now_millis()).await?.id;
     store
         .create_endpoint(
             latency_org,

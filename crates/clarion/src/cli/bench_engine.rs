@@ -18,7 +18,7 @@ use clarion_delivery::ssrf::SsrfPolicy;
 use clarion_delivery::{Clock, Dispatcher, ManualClock, SystemClock};
 use clarion_scheduler::definition::ContactInfo;
 use clarion_scheduler::{EnrollRequest, Scheduler};
-use clarion_store::Store;
+use clarion_store::{Channel, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -78,7 +78,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     tokio::spawn(async move { axum::serve(listener, router).await });
 
     let now = real.now_millis();
-    let (org, _) = store.create_org("Benchmark", now).await?;
+    let org = store.create_org("Benchmark", now).await?.id;
     let secret = clarion_webhooks::Secret::from_bytes(&[9; 32])?.to_whsec();
     store
         .create_endpoint(org, &url, "bench", &secret, now)
@@ -86,16 +86,16 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let profile = json!({ "purpose": "confirm the upcoming appointment", "organisation_name": "Riverside Family Clinic" });
     let fields = json!([{ "name": "appointment_confirmed", "type": "boolean" }]);
     let caller = store
-        .create_assistant(org, "Caller", "call", &profile, &fields, now)
+        .create_assistant(org, "Caller", Channel::Call, &profile, &fields, now)
         .await?;
     let texter = store
-        .create_assistant(org, "Texter", "sms", &profile, &fields, now)
+        .create_assistant(org, "Texter", Channel::Sms, &profile, &fields, now)
         .await?;
     let definition = json!({
         "steps": [
-            { "channel": "call", "assistant_id": caller.id, "delay_ms": 0, "max_attempts": 1, "retry_delay_ms": 0 },
-            { "channel": "sms", "assistant_id": texter.id, "delay_ms": 3_600_000, "max_attempts": 1, "retry_delay_ms": 0 },
-            { "channel": "call", "assistant_id": caller.id, "delay_ms": 3_600_000, "max_attempts": 1, "retry_delay_ms": 0 },
+            { "channel": "call", "assistant_id": caller.id.0, "delay_ms": 0, "max_attempts": 1, "retry_delay_ms": 0 },
+            { "channel": "sms", "assistant_id": texter.id.0, "delay_ms": 3_600_000, "max_attempts": 1, "retry_delay_ms": 0 },
+            { "channel": "call", "assistant_id": caller.id.0, "delay_ms": 3_600_000, "max_attempts": 1, "retry_delay_ms": 0 },
         ],
         "stop_on": [],
         "calling_hours": null,

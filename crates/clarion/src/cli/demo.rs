@@ -133,9 +133,10 @@ pub async fn run() -> anyhow::Result<()> {
         "  engine clock x{TIME_SCALE} (a day takes ~{:.1} s); calling hours 08:00-21:00 in each patient's zone",
         86_400.0 / TIME_SCALE
     );
-    let (org, key) = store
+    let created = store
         .create_org("Riverside Family Clinic", clock.now_millis())
         .await?;
+    let (org, key) = (created.id, created.api_key.expose().to_owned());
     let _ = org;
     let api_client = ApiClient {
         http: reqwest::Client::new(),

@@ -148,7 +148,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await
                     .context("opening the database")?;
                 let now = chrono::Utc::now().timestamp_millis();
-                let (org_id, api_key) = store.create_org(&name, now).await?;
+                let created = store.create_org(&name, now).await?;
                 #[derive(serde::Serialize)]
                 struct Created {
                     org_id: i64,
@@ -157,8 +157,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}",
                     serde_json::to_string(&Created {
-                        org_id: org_id.0,
-                        api_key
+                        org_id: created.id.0,
+                        api_key: created.api_key.expose().to_owned(),
                     })?
                 );
                 store.close().await;

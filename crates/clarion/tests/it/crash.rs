@@ -162,9 +162,17 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
             .public_ids(org)
             .decode(clarion_store::IdKind::Sequence, id)
             .unwrap();
-        let encounters = store.sequence_encounters(internal).await.unwrap();
+        let encounters = store
+            .sequence_encounters(clarion_store::SequenceId(internal))
+            .await
+            .unwrap();
         assert_eq!(encounters.len(), 2, "{point}");
-        assert!(encounters.iter().all(|e| e.status == "ended"), "{point}");
+        assert!(
+            encounters
+                .iter()
+                .all(|e| e.status == clarion_store::EncounterStatus::Ended),
+            "{point}"
+        );
         // The report was queued once, whatever the crash.
         let deliveries: Value = support::api_get(
             &http,

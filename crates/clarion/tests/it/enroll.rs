@@ -166,7 +166,7 @@ async fn a_good_file_enrolls_every_row_with_its_contact_and_variables() {
         .decode(clarion_store::IdKind::Template, f.template)
         .unwrap();
     for (i, sequence) in stored.iter().enumerate() {
-        assert_eq!(sequence.template_id, template);
+        assert_eq!(sequence.template_id, clarion_store::TemplateId(template));
         assert_eq!(sequence.phone_number, phone(i));
         assert_eq!(sequence.contact["phone_number"], phone(i));
         assert_eq!(sequence.contact["time_zone"], ZONES[i]);

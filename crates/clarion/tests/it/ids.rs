@@ -257,12 +257,16 @@ async fn the_reports_ids_are_the_apis_and_round_trip_through_every_route() {
     assert_eq!(sms["assistant_id"], a.sms_assistant);
     let ids = app.store.public_ids(a.org);
     let internal = ids.decode(IdKind::Sequence, sequence).unwrap();
-    let rows = app.store.sequence_encounters(internal).await.unwrap();
+    let rows = app
+        .store
+        .sequence_encounters(clarion_store::SequenceId(internal))
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 2);
     for (row, shown) in rows.iter().zip([call, sms]) {
         let shown = shown["id"].as_i64().unwrap();
-        assert_ne!(shown, row.id, "the report shows an internal encounter id");
-        assert_eq!(ids.decode(IdKind::Encounter, shown), Some(row.id));
+        assert_ne!(shown, row.id.0, "the report shows an internal encounter id");
+        assert_eq!(ids.decode(IdKind::Encounter, shown), Some(row.id.0));
     }
 
     // The pull API serves the same report; its cursor is not the internal message id.
@@ -369,7 +373,13 @@ async fn the_reports_ids_are_the_apis_and_round_trip_through_every_route() {
     let (_, history) = app
         .get(&a.key, "/v1/suppressions/+15555550199/history")
         .await;
-    let (_, key_id) = app.store.authenticate_key(&a.key).await.unwrap().unwrap();
+    let key_id = app
+        .store
+        .authenticate_key(&a.key)
+        .await
+        .unwrap()
+        .unwrap()
+        .key_id;
     let actor = history["data"][0]["actor"].as_str().unwrap().to_owned();
     assert_eq!(
         actor,

@@ -703,9 +703,14 @@ async fn a_cancel_during_a_rate_limit_wait_places_no_call() {
     assert_eq!(f.sequence(id).await["status"], "ended");
     // The encounter that was waiting to be retried ended as a call that was not made.
     let internal = f.internal(clarion_store::IdKind::Sequence, &json!(id));
-    let encounters = f.app.store.sequence_encounters(internal).await.unwrap();
+    let encounters = f
+        .app
+        .store
+        .sequence_encounters(clarion_store::SequenceId(internal))
+        .await
+        .unwrap();
     assert_eq!(encounters.len(), 1);
-    assert_eq!(encounters[0].status, "ended");
+    assert_eq!(encounters[0].status, clarion_store::EncounterStatus::Ended);
     assert_eq!(encounters[0].outcome.as_deref(), Some("failed"));
 }
 

@@ -226,10 +226,12 @@ impl TestApp {
 
     /// Creates an organisation and returns its id and API key.
     pub async fn org(&self, name: &str) -> (OrgId, String) {
-        self.store
+        let created = self
+            .store
             .create_org(name, self.clock.now_millis())
             .await
-            .unwrap()
+            .unwrap();
+        (created.id, created.api_key.expose().to_owned())
     }
 
     pub async fn request(

@@ -1,0 +1,36 @@
+//! The store's errors: what a caller needs to decide, never a driver's type.
+
+/// Errors at the store's boundary.
+///
+/// The database's own error is kept as the [`source`](std::error::Error::source) for logs
+/// and is never part of the match: callers decide on the variant.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database URL names a database this build cannot open.
+    #[error("unsupported database URL (expected sqlite://PATH)")]
+    UnsupportedUrl,
+    /// The row asked for does not exist (or belongs to another organisation).
+    #[error("not found")]
+    NotFound,
+    /// The change conflicts with the stored state (a uniqueness rule, a row changed meanwhile).
+    #[error("conflict with the stored state")]
+    Conflict,
+    /// The database could not be reached or did not answer in time; trying again may help.
+    #[error("database unavailable")]
+    Unavailable(#[source] BoxedError),
+    /// A query failed for another reason.
+    #[error("database error")]
+    Database(#[source] BoxedError),
+    /// The schema could not be brought up to date.
+    #[error("database migration failed")]
+    Migrate(#[source] BoxedError),
+    /// A stored value is not what the schema allows (a bug or a hand edit).
+    #[error("corrupt row: {0}")]
+    Corrupt(&'static str),
+}
+
+/// A backend's error, kept opaque.
+pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Result alias for store calls.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

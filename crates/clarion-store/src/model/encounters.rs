@@ -1,0 +1,107 @@
+//! Encounters: one call or SMS conversation of a sequence.
+
+use std::str::FromStr;
+
+use clarion_engine::Channel;
+
+use crate::{AssistantId, EncounterId, Millis, OrgId, SequenceId, StoreError};
+
+/// Where an encounter stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EncounterStatus {
+    /// Committed; the channel has not confirmed the request (a provider encounter may be
+    /// claimed, see [`EncounterRow::claimed_at`]).
+    Created,
+    /// The channel took the request: a call placed, a conversation started.
+    Requested,
+    /// Over, with its outcome.
+    Ended,
+}
+
+impl EncounterStatus {
+    /// The stored spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "created",
+            Self::Requested => "requested",
+            Self::Ended => "ended",
+        }
+    }
+}
+
+impl FromStr for EncounterStatus {
+    type Err = StoreError;
+
+    fn from_str(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "created" => Ok(Self::Created),
+            "requested" => Ok(Self::Requested),
+            "ended" => Ok(Self::Ended),
+            _ => Err(StoreError::Corrupt("unknown encounter status")),
+        }
+    }
+}
+
+/// An encounter row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncounterRow {
+    pub id: EncounterId,
+    pub org_id: OrgId,
+    pub sequence_id: SequenceId,
+    pub step: i64,
+    pub attempt: i64,
+    pub channel: Channel,
+    pub assistant_id: AssistantId,
+    pub phone_number: String,
+    pub status: EncounterStatus,
+    pub provider_ref: Option<String>,
+    /// The provider's latest status while the encounter runs (a call's `ringing`, …).
+    pub provider_status: Option<String>,
+    pub outcome: Option<String>,
+    /// The encounter's Call or Sms object of the report, as stored JSON text.
+    pub report: Option<String>,
+    pub ends_at: Option<Millis>,
+    pub created_at: Millis,
+    pub ended_at: Option<Millis>,
+    /// A provider SMS conversation's state (JSON), while it runs.
+    pub conversation: Option<String>,
+    /// When the encounter was claimed for its provider request (the last check before
+    /// contact); `None` while unclaimed, and for simulated encounters.
+    pub claimed_at: Option<Millis>,
+    /// An SMS conversation's sender (our number, or the Messaging Service sid), set when it
+    /// is claimed; `None` for calls, simulated texts and rows older than the column.
+    pub sender: Option<String>,
+}
+
+/// What the channel answered for an encounter's request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestedEncounter {
+    pub id: EncounterId,
+    /// The provider's id for it (a Vapi call id, a Twilio message sid, a simulated id).
+    pub provider_ref: String,
+    /// When it is known to end (a simulated encounter), or when to look at it again.
+    pub ends_at: Option<Millis>,
+    /// The report object, when already known (a simulated encounter).
+    pub report: Option<String>,
+    /// The outcome, when already known (a simulated encounter).
+    pub outcome: Option<String>,
+}
+
+/// An encounter [`Store::insert_encounters`](crate::Store::insert_encounters) inserted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InsertedEncounter {
+    pub id: EncounterId,
+    /// How many encounters of the sequence come before it (this batch's included).
+    pub ordinal: i64,
+}
+
+/// An encounter to end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EncounterEnd<'a> {
+    pub id: EncounterId,
+    /// The engine's outcome, kebab-case.
+    pub outcome: &'a str,
+    /// The report object; `None` keeps the one stored when it was requested.
+    pub report: Option<&'a serde_json::Value>,
+    pub ended_at: Millis,
+}

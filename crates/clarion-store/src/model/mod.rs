@@ -1,0 +1,18 @@
+//! The store's public data: rows, patches, options and the values callers pass in.
+//!
+//! Plain, backend-neutral data: nothing here names a database. Each backend maps its rows to
+//! these types; the HTTP layer maps them to its JSON.
+
+mod encounters;
+mod options;
+mod orgs;
+mod outbox;
+mod sequences;
+mod suppression;
+
+pub use encounters::*;
+pub use options::*;
+pub use orgs::*;
+pub use outbox::*;
+pub use sequences::*;
+pub use suppression::*;

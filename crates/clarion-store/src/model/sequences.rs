@@ -1,0 +1,109 @@
+//! Assistants, versioned templates, sequences and their history.
+
+use clarion_engine::{Channel, SequenceStatus};
+
+use crate::{
+    AssistantId, Millis, OrgId, SequenceEventId, SequenceId, TemplateId, TemplateVersionId,
+};
+
+/// An assistant.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Assistant {
+    pub id: AssistantId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub channel: Channel,
+    pub config: serde_json::Value,
+    pub custom_fields: serde_json::Value,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A template at one version.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TemplateVersion {
+    pub template_id: TemplateId,
+    pub org_id: OrgId,
+    pub name: String,
+    pub version: i64,
+    pub version_id: TemplateVersionId,
+    pub definition: serde_json::Value,
+    pub created_at: Millis,
+    pub updated_at: Millis,
+}
+
+/// A sequence row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceRow {
+    pub id: SequenceId,
+    pub org_id: OrgId,
+    pub template_id: TemplateId,
+    pub template_version_id: TemplateVersionId,
+    pub phone_number: String,
+    pub contact: serde_json::Value,
+    pub variables: serde_json::Value,
+    pub simulation: Option<serde_json::Value>,
+    pub status: SequenceStatus,
+    /// The engine's state, JSON.
+    pub state: String,
+    pub next_wake_at: Option<Millis>,
+    pub outcome_description: Option<String>,
+    pub created_at: Millis,
+    pub last_updated: Millis,
+    pub ended_at: Option<Millis>,
+}
+
+/// A new sequence.
+#[derive(Debug, Clone)]
+pub struct NewSequence<'a> {
+    pub org_id: OrgId,
+    pub template_id: TemplateId,
+    pub template_version_id: TemplateVersionId,
+    pub phone_number: &'a str,
+    pub contact: &'a serde_json::Value,
+    pub variables: &'a serde_json::Value,
+    pub simulation: Option<&'a serde_json::Value>,
+    pub status: SequenceStatus,
+    pub state: &'a str,
+    pub next_wake_at: Option<Millis>,
+    pub allow_concurrent: bool,
+    pub idempotency_key: Option<&'a str>,
+    pub now: Millis,
+}
+
+/// Why a sequence could not be inserted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InsertSequenceError {
+    /// The idempotency key was used before: the earlier sequence's id.
+    SameIdempotencyKey(SequenceId),
+    /// The number is already in a running sequence of this template.
+    AlreadyRunning,
+}
+
+/// The state to write back after the engine moved a sequence.
+#[derive(Debug, Clone)]
+pub struct SequenceUpdate<'a> {
+    pub status: SequenceStatus,
+    pub state: &'a str,
+    pub next_wake_at: Option<Millis>,
+    pub outcome_description: Option<&'a str>,
+    pub now: Millis,
+}
+
+/// One history entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SequenceEvent {
+    pub id: SequenceEventId,
+    pub at: Millis,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
+
+/// A history entry to add.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewSequenceEvent {
+    pub sequence_id: SequenceId,
+    pub at: Millis,
+    pub kind: String,
+    pub detail: serde_json::Value,
+}
