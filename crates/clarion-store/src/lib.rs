@@ -15,6 +15,9 @@
 //! appears in it. Internal types are plain data, not wire types: the HTTP layer maps them to
 //! its JSON.
 
+#![recursion_limit = "512"]
+
+mod api;
 pub mod api_key;
 mod error;
 mod ids;
@@ -23,6 +26,7 @@ pub mod public_id;
 mod sqlite;
 mod stored;
 
+pub use api::{Store, Tx};
 /// The engine's values the store keeps at the row level (one `Channel`, one `SequenceStatus`
 /// in the workspace), re-exported so callers need not depend on the engine to read a row.
 pub use clarion_engine::{Channel, SequenceStatus};
@@ -30,20 +34,6 @@ pub use error::{BoxedError, Result, StoreError};
 pub use ids::*;
 pub use model::*;
 pub use public_id::{IdCodec, IdKind, PublicIds};
-pub use sqlite::Tx;
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.
 pub type Millis = i64;
-
-/// The store: a connection pool and the queries.
-#[derive(Debug, Clone)]
-pub struct Store {
-    /// Connections for reads outside write transactions.
-    pool: sqlx::SqlitePool,
-    /// The one connection that writes (see `connect_with`).
-    writer: sqlx::SqlitePool,
-    /// Serialises this process's write transactions (see [`Tx`]).
-    write_lock: std::sync::Arc<tokio::sync::Mutex<()>>,
-    /// The deployment's public-id codec (its secret is read from the database at connect).
-    ids: IdCodec,
-}

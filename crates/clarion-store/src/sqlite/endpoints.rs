@@ -3,9 +3,10 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
+use super::SqliteStore;
 use crate::model::*;
 use crate::{
-    DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result, Store, StoreError,
+    DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result, StoreError,
 };
 
 const ENDPOINT_COLUMNS: &str =
@@ -24,9 +25,8 @@ fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
     })
 }
 
-impl Store {
-    /// Creates an enabled endpoint with its first secret.
-    pub async fn create_endpoint(
+impl SqliteStore {
+    pub(crate) async fn create_endpoint(
         &self,
         org: OrgId,
         url: &str,
@@ -59,8 +59,11 @@ impl Store {
         Ok(endpoint)
     }
 
-    /// One endpoint of the organisation (`None` for another organisation's or a deleted one).
-    pub async fn get_endpoint(&self, org: OrgId, id: EndpointId) -> Result<Option<Endpoint>> {
+    pub(crate) async fn get_endpoint(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+    ) -> Result<Option<Endpoint>> {
         let row = sqlx::query(&format!(
             "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL"
@@ -72,8 +75,7 @@ impl Store {
         row.as_ref().map(endpoint_from_row).transpose()
     }
 
-    /// A page of the organisation's endpoints, by id, after the cursor.
-    pub async fn list_endpoints(
+    pub(crate) async fn list_endpoints(
         &self,
         org: OrgId,
         after: Option<EndpointId>,
@@ -91,8 +93,7 @@ impl Store {
         rows.iter().map(endpoint_from_row).collect()
     }
 
-    /// Applies a patch; re-enabling clears the reason Clarion disabled it for.
-    pub async fn update_endpoint(
+    pub(crate) async fn update_endpoint(
         &self,
         org: OrgId,
         id: EndpointId,
@@ -122,9 +123,12 @@ impl Store {
         row.as_ref().map(endpoint_from_row).transpose()
     }
 
-    /// Deletes an endpoint. Its pending deliveries end as `failed` (nothing is silently
-    /// dropped: they stay listed and the reports stay in the pull API).
-    pub async fn delete_endpoint(&self, org: OrgId, id: EndpointId, now: Millis) -> Result<bool> {
+    pub(crate) async fn delete_endpoint(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+        now: Millis,
+    ) -> Result<bool> {
         let mut tx = self.begin().await?;
         let deleted = sqlx::query(
             "UPDATE webhook_endpoints SET deleted_at = ?, enabled = 0, updated_at = ? \
@@ -154,13 +158,7 @@ impl Store {
         Ok(deleted)
     }
 
-    /// Installs `new_secret` as the current secret; the previous current one keeps signing
-    /// until `old_expires_at`, and any older secret still in its overlap stops signing now,
-    /// so that at most two secrets ever sign an attempt (each live secret adds an entry to
-    /// every `webhook-signature` header and an HMAC to every attempt: unbounded rotation made
-    /// headers no receiver accepts). Returns `false` when the endpoint is not the
-    /// organisation's.
-    pub async fn rotate_endpoint_secret(
+    pub(crate) async fn rotate_endpoint_secret(
         &self,
         org: OrgId,
         id: EndpointId,
@@ -213,9 +211,7 @@ impl Store {
         Ok(true)
     }
 
-    /// The secrets that sign an attempt at `now`: the current one first, then the one it
-    /// replaced while its overlap lasts ([`MAX_SIGNING_SECRETS`] at most).
-    pub async fn signing_secrets(&self, id: EndpointId, now: Millis) -> Result<Vec<String>> {
+    pub(crate) async fn signing_secrets(&self, id: EndpointId, now: Millis) -> Result<Vec<String>> {
         let secrets = sqlx::query_scalar(
             "SELECT secret FROM webhook_endpoint_secrets \
              WHERE endpoint_id = ? AND (expires_at IS NULL OR expires_at > ?) \
@@ -229,8 +225,11 @@ impl Store {
         Ok(secrets)
     }
 
-    /// The current secret of one of the organisation's endpoints.
-    pub async fn current_secret(&self, org: OrgId, id: EndpointId) -> Result<Option<String>> {
+    pub(crate) async fn current_secret(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+    ) -> Result<Option<String>> {
         let secret = sqlx::query_scalar(
             "SELECT s.secret FROM webhook_endpoint_secrets s \
              JOIN webhook_endpoints e ON e.id = s.endpoint_id \
@@ -244,8 +243,12 @@ impl Store {
         Ok(secret)
     }
 
-    /// Disables an endpoint on Clarion's own initiative, recording why.
-    pub async fn disable_endpoint(&self, id: EndpointId, reason: &str, now: Millis) -> Result<()> {
+    pub(crate) async fn disable_endpoint(
+        &self,
+        id: EndpointId,
+        reason: &str,
+        now: Millis,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?",

@@ -13,9 +13,20 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, Transaction};
 
 use crate::public_id::SECRET_LEN;
-use crate::{IdCodec, OrgId, PublicIds, Result, Store, StoreError, StoreOptions};
+use crate::{Result, StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite backend: a pool for reads and one connection that writes.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteStore {
+    /// Connections for reads outside write transactions.
+    pub(crate) pool: sqlx::SqlitePool,
+    /// The one connection that writes (see `connect`).
+    writer: sqlx::SqlitePool,
+    /// Serialises this process's write transactions (see [`SqliteTx`]).
+    write_lock: Arc<tokio::sync::Mutex<()>>,
+}
 
 /// A write transaction. SQLite transactions here begin `IMMEDIATE`, taking the write lock up
 /// front, so two writers queue on the busy timeout instead of failing on a lock upgrade.
@@ -25,34 +36,25 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 /// this process queue on an async mutex first and reach SQLite one at a time; the busy
 /// timeout only arbitrates with other processes (`clarion org create` beside `serve`).
 #[derive(Debug)]
-pub struct Tx {
+pub(crate) struct SqliteTx {
     pub(crate) inner: Transaction<'static, Sqlite>,
     _writer: tokio::sync::OwnedMutexGuard<()>,
 }
 
-impl Tx {
-    /// Makes the transaction's writes durable.
-    pub async fn commit(self) -> Result<()> {
+impl SqliteTx {
+    pub(crate) async fn commit(self) -> Result<()> {
         Ok(self.inner.commit().await?)
     }
 
-    /// Discards the transaction's writes.
-    pub async fn rollback(self) -> Result<()> {
+    pub(crate) async fn rollback(self) -> Result<()> {
         Ok(self.inner.rollback().await?)
     }
 }
 
-impl Store {
-    /// Opens (creating it if missing) the database at `url` and applies pending migrations.
-    pub async fn connect(url: &str) -> Result<Self> {
-        Self::connect_with(url, StoreOptions::default()).await
-    }
-
-    /// Like [`Store::connect`], with options.
-    pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self> {
-        if !url.starts_with("sqlite:") {
-            return Err(StoreError::UnsupportedUrl);
-        }
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `url` (`sqlite://PATH`) and applies
+    /// pending migrations.
+    pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
         let connect = SqliteConnectOptions::from_str(url)
             .map_err(|_| StoreError::UnsupportedUrl)?
             .create_if_missing(true)
@@ -84,7 +86,6 @@ impl Store {
             .run(&writer)
             .await
             .map_err(|error| StoreError::Migrate(Box::new(error)))?;
-        let ids = IdCodec::new(deployment_secret(&writer).await?);
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .connect_with(connect)
@@ -94,35 +95,44 @@ impl Store {
             pool,
             writer,
             write_lock: Arc::default(),
-            ids,
         })
     }
 
-    /// The ids as organisation `org` sees them (see [`crate::public_id`]).
-    pub fn public_ids(&self, org: OrgId) -> PublicIds {
-        self.ids.for_org(org)
-    }
-
-    /// Starts a write transaction.
-    pub async fn begin(&self) -> Result<Tx> {
+    pub(crate) async fn begin(&self) -> Result<SqliteTx> {
         let writer = self.write_lock.clone().lock_owned().await;
         let inner = self.writer.begin_with("BEGIN IMMEDIATE").await?;
-        Ok(Tx {
+        Ok(SqliteTx {
             inner,
             _writer: writer,
         })
     }
 
-    /// Checks that the database answers (for health checks).
-    pub async fn ping(&self) -> Result<()> {
+    pub(crate) async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Closes the pool, waiting for connections to be returned.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.pool.close().await;
         self.writer.close().await;
+    }
+
+    /// The deployment secret: drawn from the operating system's generator by whichever
+    /// process starts first, then read by every later start and every other node (`INSERT OR
+    /// IGNORE` under SQLite's write lock, so two first starts agree on one).
+    pub(crate) async fn deployment_secret(&self) -> Result<[u8; SECRET_LEN]> {
+        let candidate: [u8; SECRET_LEN] = rand::random();
+        sqlx::query("INSERT OR IGNORE INTO deployment_secret (id, id_key) VALUES (1, ?)")
+            .bind(candidate.as_slice())
+            .execute(&self.writer)
+            .await?;
+        let stored: Vec<u8> =
+            sqlx::query_scalar("SELECT id_key FROM deployment_secret WHERE id = 1")
+                .fetch_one(&self.writer)
+                .await?;
+        stored
+            .try_into()
+            .map_err(|_| StoreError::Corrupt("deployment secret"))
     }
 }
 
@@ -148,23 +158,6 @@ impl From<sqlx::Error> for StoreError {
             _ => StoreError::Database(Box::new(error)),
         }
     }
-}
-
-/// The deployment secret: drawn from the operating system's generator by whichever process
-/// starts first, then read by every later start and every other node (`INSERT OR IGNORE`
-/// under SQLite's write lock, so two first starts agree on one).
-async fn deployment_secret(writer: &sqlx::SqlitePool) -> Result<[u8; SECRET_LEN]> {
-    let candidate: [u8; SECRET_LEN] = rand::random();
-    sqlx::query("INSERT OR IGNORE INTO deployment_secret (id, id_key) VALUES (1, ?)")
-        .bind(candidate.as_slice())
-        .execute(writer)
-        .await?;
-    let stored: Vec<u8> = sqlx::query_scalar("SELECT id_key FROM deployment_secret WHERE id = 1")
-        .fetch_one(writer)
-        .await?;
-    stored
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("deployment secret"))
 }
 
 /// Write-ahead-log pages (4 KiB each) past which a committing writer runs the checkpoint

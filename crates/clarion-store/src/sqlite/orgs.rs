@@ -2,10 +2,10 @@
 
 use sqlx::Row;
 
-use super::Tx;
+use super::{SqliteStore, SqliteTx};
 use crate::api_key::{KeyHash, NewApiKey};
 use crate::model::*;
-use crate::{ApiKeyId, Millis, OrgId, Result, Store};
+use crate::{ApiKeyId, Millis, OrgId, Result};
 
 fn organization_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Organization> {
     let cap = |column: &str| -> Result<Option<u32>> {
@@ -25,10 +25,8 @@ fn organization_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Organization> 
 const ORGANIZATION_COLUMNS: &str =
     "id, name, max_contacts_per_day, max_contacts_per_week, sms_help_text, created_at";
 
-impl Store {
-    /// Creates an organisation with one API key and returns both. The key is returned only
-    /// here; the store keeps its hash (see [`crate::api_key`]).
-    pub async fn create_org(&self, name: &str, now: Millis) -> Result<CreatedOrganization> {
+impl SqliteStore {
+    pub(crate) async fn create_org(&self, name: &str, now: Millis) -> Result<CreatedOrganization> {
         let key = NewApiKey::generate();
         let mut tx = self.begin().await?;
         let org_id: i64 = sqlx::query_scalar(
@@ -54,8 +52,7 @@ impl Store {
         })
     }
 
-    /// The organisation an API key belongs to, if the key is known and not revoked.
-    pub async fn authenticate(&self, key: &str) -> Result<Option<OrgId>> {
+    pub(crate) async fn authenticate(&self, key: &str) -> Result<Option<OrgId>> {
         let hash = KeyHash::of(key);
         let org: Option<i64> = sqlx::query_scalar(
             "SELECT org_id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
@@ -66,9 +63,7 @@ impl Store {
         Ok(org.map(OrgId))
     }
 
-    /// [`Store::authenticate`], also answering the key's own id (changes that keep an audit
-    /// trail, such as the suppression history, name the key that made them).
-    pub async fn authenticate_key(&self, key: &str) -> Result<Option<AuthenticatedKey>> {
+    pub(crate) async fn authenticate_key(&self, key: &str) -> Result<Option<AuthenticatedKey>> {
         let hash = KeyHash::of(key);
         let found: Option<(OrgId, ApiKeyId)> = sqlx::query_as(
             "SELECT org_id, id FROM api_keys WHERE key_hash = ? AND revoked_at IS NULL",
@@ -79,8 +74,7 @@ impl Store {
         Ok(found.map(|(org_id, key_id)| AuthenticatedKey { org_id, key_id }))
     }
 
-    /// An organisation with its settings.
-    pub async fn get_organization(&self, org: OrgId) -> Result<Option<Organization>> {
+    pub(crate) async fn get_organization(&self, org: OrgId) -> Result<Option<Organization>> {
         let row = sqlx::query(&format!(
             "SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE id = ?"
         ))
@@ -90,8 +84,7 @@ impl Store {
         row.as_ref().map(organization_from_row).transpose()
     }
 
-    /// Changes an organisation's settings; answers them as they are now.
-    pub async fn update_organization(
+    pub(crate) async fn update_organization(
         &self,
         org: OrgId,
         patch: &OrganizationPatch,
@@ -117,9 +110,7 @@ impl Store {
         row.as_ref().map(organization_from_row).transpose()
     }
 
-    /// Puts a Vapi assistant id on the organisation's allow-list (operator only: the CLI, never
-    /// `/v1`). Answers whether it was new. An unknown organisation is a foreign-key error.
-    pub async fn allow_vapi_assistant(
+    pub(crate) async fn allow_vapi_assistant(
         &self,
         org: OrgId,
         vapi_assistant_id: &str,
@@ -137,9 +128,7 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Takes a Vapi assistant id off the organisation's allow-list; answers whether it was on
-    /// it. Calls not yet placed with it are then refused.
-    pub async fn disallow_vapi_assistant(
+    pub(crate) async fn disallow_vapi_assistant(
         &self,
         org: OrgId,
         vapi_assistant_id: &str,
@@ -154,8 +143,7 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// The organisation's allowed Vapi assistant ids, sorted.
-    pub async fn allowed_vapi_assistants(&self, org: OrgId) -> Result<Vec<String>> {
+    pub(crate) async fn allowed_vapi_assistants(&self, org: OrgId) -> Result<Vec<String>> {
         Ok(sqlx::query_scalar(
             "SELECT vapi_assistant_id FROM organization_vapi_assistants WHERE org_id = ? \
              ORDER BY vapi_assistant_id",
@@ -165,8 +153,7 @@ impl Store {
         .await?)
     }
 
-    /// Whether the organisation may use this Vapi assistant (it is on its allow-list).
-    pub async fn vapi_assistant_allowed(
+    pub(crate) async fn vapi_assistant_allowed(
         &self,
         org: OrgId,
         vapi_assistant_id: &str,
@@ -181,11 +168,9 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// The contact-cap settings of several organisations, inside a write transaction:
-    /// (per day, per week), `None` where the organisation uses the deployment default.
-    pub async fn organization_contact_caps(
+    pub(crate) async fn organization_contact_caps(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         orgs: &[OrgId],
     ) -> Result<std::collections::HashMap<OrgId, (Option<u32>, Option<u32>)>> {
         let ids = serde_json::to_string(&orgs.iter().map(|o| o.0).collect::<Vec<_>>())
@@ -209,6 +194,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::Store;
 
     #[tokio::test]
     async fn vapi_allow_lists_are_per_organisation() {

@@ -5,12 +5,12 @@ use std::fmt::Write as _;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Tx, to_u32};
+use super::{SqliteStore, SqliteTx, to_u32};
 use crate::model::*;
 use crate::{
     AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
     DeliveryId, DeliveryStatus, EndpointId, MessageId, Millis, NewMessage, OrgId, QueueStats,
-    Result, Store, StoreError, StoredReport,
+    Result, StoreError, StoredReport,
 };
 
 /// How many rows past the limit a claim looks at, so that the per-endpoint cap can skip a
@@ -59,14 +59,10 @@ fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
     text
 }
 
-impl Store {
-    /// The outbox write: stores the message and one pending delivery per recipient endpoint,
-    /// due at `first_attempt_at`, inside the caller's transaction. Returns the message id and
-    /// the number of deliveries created (zero when the organisation has no enabled endpoint;
-    /// the report is still kept for the pull API).
-    pub async fn insert_message(
+impl SqliteStore {
+    pub(crate) async fn insert_message(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         message: &NewMessage<'_>,
         recipients: Recipients,
         first_attempt_at: Millis,
@@ -108,13 +104,9 @@ impl Store {
         Ok((MessageId(message_id), created))
     }
 
-    /// The outbox write for many reports at once (every sequence ending in one scheduler
-    /// transaction): the messages in one statement, then one pending delivery per message and
-    /// enabled endpoint of its organisation in another, all due at `first_attempt_at`.
-    /// Answers the number of deliveries created.
-    pub async fn insert_report_messages(
+    pub(crate) async fn insert_report_messages(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         messages: &[NewMessage<'_>],
         first_attempt_at: Millis,
     ) -> Result<u64> {
@@ -168,13 +160,10 @@ impl Store {
         Ok(created)
     }
 
-    /// Claims due deliveries under a lease. A delivery is due when it is pending, its time has
-    /// come, its endpoint is enabled and nobody holds an unexpired lease on it.
-    ///
-    /// Each claimed delivery gets its own lease token, `<owner>:<16 random hex digits>`, drawn
-    /// by SQLite per row: a node's name alone would not tell its claims apart, and an attempt
-    /// made under a lease that expired could then record over the claim that replaced it.
-    pub async fn claim_due(&self, request: &ClaimRequest<'_>) -> Result<Vec<ClaimedDelivery>> {
+    pub(crate) async fn claim_due(
+        &self,
+        request: &ClaimRequest<'_>,
+    ) -> Result<Vec<ClaimedDelivery>> {
         if request.limit == 0 {
             return Ok(Vec::new());
         }
@@ -273,13 +262,11 @@ impl Store {
             .collect()
     }
 
-    /// Records a batch of attempt outcomes in one transaction. Every attempt is recorded (it
-    /// happened: the receiver saw it, and the history shows it); the delivery moves on only
-    /// while it still carries the lease token of the claim the attempt was made under. If that
-    /// lease expired and the delivery was claimed again, by another node or by this one, the
-    /// newer claim decides what happens next and the stale outcome leaves the status, the
-    /// attempt count, the schedule and the lease alone.
-    pub async fn record_outcomes(&self, outcomes: &[AttemptOutcome], now: Millis) -> Result<()> {
+    pub(crate) async fn record_outcomes(
+        &self,
+        outcomes: &[AttemptOutcome],
+        now: Millis,
+    ) -> Result<()> {
         if outcomes.is_empty() {
             return Ok(());
         }
@@ -353,11 +340,7 @@ impl Store {
         Ok(())
     }
 
-    /// Gives leases back without an attempt (shutting down with claimed work not started).
-    /// Each `(delivery, lease token)` pair releases only the claim that token names, the same
-    /// rule as [`Store::record_outcomes`]: a lease that expired and was claimed again stays
-    /// with the newer claim.
-    pub async fn release_leases(&self, claims: &[(DeliveryId, &str)]) -> Result<()> {
+    pub(crate) async fn release_leases(&self, claims: &[(DeliveryId, &str)]) -> Result<()> {
         if claims.is_empty() {
             return Ok(());
         }
@@ -379,8 +362,7 @@ impl Store {
         tx.commit().await
     }
 
-    /// The earliest future time a pending delivery falls due, to sleep exactly until then.
-    pub async fn next_due_after(&self, now: Millis) -> Result<Option<Millis>> {
+    pub(crate) async fn next_due_after(&self, now: Millis) -> Result<Option<Millis>> {
         let next: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(next_attempt_at) FROM webhook_deliveries \
              WHERE status = 'pending' AND next_attempt_at > ?",
@@ -391,8 +373,7 @@ impl Store {
         Ok(next)
     }
 
-    /// A page of the organisation's deliveries, newest first, with their attempts.
-    pub async fn list_deliveries(
+    pub(crate) async fn list_deliveries(
         &self,
         org: OrgId,
         filter: &DeliveryFilter,
@@ -427,8 +408,11 @@ impl Store {
         Ok(deliveries)
     }
 
-    /// One of the organisation's deliveries with its attempts.
-    pub async fn get_delivery(&self, org: OrgId, id: DeliveryId) -> Result<Option<Delivery>> {
+    pub(crate) async fn get_delivery(
+        &self,
+        org: OrgId,
+        id: DeliveryId,
+    ) -> Result<Option<Delivery>> {
         let row = sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d \
              JOIN webhook_messages m ON m.id = d.message_id WHERE d.id = ? AND d.org_id = ?"
@@ -473,9 +457,7 @@ impl Store {
         Ok(())
     }
 
-    /// Queues one more attempt now. A pending delivery is brought forward and keeps its
-    /// schedule; a delivered or failed one gets a single manual attempt.
-    pub async fn retry_delivery(
+    pub(crate) async fn retry_delivery(
         &self,
         org: OrgId,
         id: DeliveryId,
@@ -502,8 +484,7 @@ impl Store {
         self.get_delivery(org, id).await
     }
 
-    /// Ended sequences' reports in the order they were queued, after the cursor.
-    pub async fn list_reports(
+    pub(crate) async fn list_reports(
         &self,
         org: OrgId,
         event_type: &str,
@@ -531,8 +512,7 @@ impl Store {
             .collect()
     }
 
-    /// Pending deliveries and the creation time of the oldest, for metrics.
-    pub async fn queue_stats(&self) -> Result<QueueStats> {
+    pub(crate) async fn queue_stats(&self) -> Result<QueueStats> {
         let (pending, oldest): (i64, Option<i64>) = sqlx::query_as(
             "SELECT COUNT(*), MIN(created_at) FROM webhook_deliveries WHERE status = 'pending'",
         )
@@ -550,6 +530,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::Store;
 
     const NODE: &str = "node_same";
 
@@ -627,7 +608,7 @@ mod tests {
     async fn lease_of(store: &Store, id: DeliveryId) -> (Option<String>, Option<Millis>) {
         sqlx::query_as("SELECT lease_owner, lease_expires_at FROM webhook_deliveries WHERE id = ?")
             .bind(id.0)
-            .fetch_one(&store.pool)
+            .fetch_one(&store.sqlite().pool)
             .await
             .unwrap()
     }

@@ -9,14 +9,14 @@ use std::fmt::Write as _;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::{Tx, rows_per_statement, value_rows};
+use super::{SqliteStore, SqliteTx, rows_per_statement, value_rows};
 use crate::model::*;
 use crate::stored;
 use clarion_engine::{Channel, SequenceStatus};
 
 use crate::{
-    AssistantId, EncounterId, Millis, OrgId, Result, SequenceEventId, SequenceId, Store,
-    StoreError, TemplateId, TemplateVersionId,
+    AssistantId, EncounterId, Millis, OrgId, Result, SequenceEventId, SequenceId, StoreError,
+    TemplateId, TemplateVersionId,
 };
 
 fn json(row: &SqliteRow, column: &str) -> Result<serde_json::Value> {
@@ -139,10 +139,10 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
     })
 }
 
-impl Store {
+impl SqliteStore {
     // ---- assistants ----
 
-    pub async fn create_assistant(
+    pub(crate) async fn create_assistant(
         &self,
         org: OrgId,
         name: &str,
@@ -170,7 +170,11 @@ impl Store {
         Ok(assistant)
     }
 
-    pub async fn get_assistant(&self, org: OrgId, id: AssistantId) -> Result<Option<Assistant>> {
+    pub(crate) async fn get_assistant(
+        &self,
+        org: OrgId,
+        id: AssistantId,
+    ) -> Result<Option<Assistant>> {
         let row = sqlx::query("SELECT * FROM assistants WHERE id = ? AND org_id = ?")
             .bind(id)
             .bind(org.0)
@@ -179,7 +183,7 @@ impl Store {
         row.as_ref().map(assistant_from_row).transpose()
     }
 
-    pub async fn list_assistants(
+    pub(crate) async fn list_assistants(
         &self,
         org: OrgId,
         after: Option<AssistantId>,
@@ -197,8 +201,7 @@ impl Store {
 
     // ---- templates ----
 
-    /// Creates a template at version 1.
-    pub async fn create_template(
+    pub(crate) async fn create_template(
         &self,
         org: OrgId,
         name: &str,
@@ -231,8 +234,7 @@ impl Store {
             .ok_or(StoreError::Corrupt("template vanished"))
     }
 
-    /// Adds a version; running sequences keep the version they were enrolled on.
-    pub async fn update_template(
+    pub(crate) async fn update_template(
         &self,
         org: OrgId,
         id: TemplateId,
@@ -269,8 +271,7 @@ impl Store {
         self.get_template(org, id).await
     }
 
-    /// A template at its current version.
-    pub async fn get_template(
+    pub(crate) async fn get_template(
         &self,
         org: OrgId,
         id: TemplateId,
@@ -289,8 +290,7 @@ impl Store {
         row.as_ref().map(template_from_row).transpose()
     }
 
-    /// One template version by its row id (what a sequence was enrolled on).
-    pub async fn get_template_version(
+    pub(crate) async fn get_template_version(
         &self,
         version_id: TemplateVersionId,
     ) -> Result<Option<TemplateVersion>> {
@@ -306,7 +306,7 @@ impl Store {
         row.as_ref().map(template_from_row).transpose()
     }
 
-    pub async fn list_templates(
+    pub(crate) async fn list_templates(
         &self,
         org: OrgId,
         after: Option<TemplateId>,
@@ -329,10 +329,9 @@ impl Store {
 
     // ---- sequences ----
 
-    /// The sequence an idempotency key created, if any.
-    pub async fn sequence_id_by_idempotency_key(
+    pub(crate) async fn sequence_id_by_idempotency_key(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         org: OrgId,
         key: &str,
     ) -> Result<Option<SequenceId>> {
@@ -345,11 +344,9 @@ impl Store {
         Ok(id)
     }
 
-    /// Inserts a sequence in the caller's transaction. A repeated idempotency key answers the
-    /// earlier sequence's id; a number already running in this template is refused.
-    pub async fn insert_sequence(
+    pub(crate) async fn insert_sequence(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         new: &NewSequence<'_>,
     ) -> Result<std::result::Result<SequenceRow, InsertSequenceError>> {
         if let Some(key) = new.idempotency_key
@@ -368,17 +365,9 @@ impl Store {
             .ok_or(InsertSequenceError::AlreadyRunning))
     }
 
-    /// Inserts many new sequences in a few statements, in order (idempotency keys are the
-    /// caller's to look up first).
-    /// Answers, per row, the stored sequence or `None` when the number is already in a
-    /// running sequence of that template (including one inserted earlier in `rows`).
-    ///
-    /// Ids are assigned here, inside the write transaction (which holds SQLite's write lock),
-    /// past every id ever used: a row's id says which input it was even when earlier rows
-    /// were skipped by the one-running-sequence rule.
-    pub async fn insert_sequences(
+    pub(crate) async fn insert_sequences(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         rows: &[NewSequence<'_>],
     ) -> Result<Vec<Option<SequenceRow>>> {
         // 15 parameters per row; SQLite allows 32,766 per statement.
@@ -437,7 +426,11 @@ impl Store {
         Ok(answers)
     }
 
-    pub async fn get_sequence(&self, org: OrgId, id: SequenceId) -> Result<Option<SequenceRow>> {
+    pub(crate) async fn get_sequence(
+        &self,
+        org: OrgId,
+        id: SequenceId,
+    ) -> Result<Option<SequenceRow>> {
         let row = sqlx::query(&format!(
             "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE id = ? AND org_id = ?"
         ))
@@ -448,10 +441,9 @@ impl Store {
         row.as_ref().map(sequence_from_row).transpose()
     }
 
-    /// The sequence, read inside a write transaction (to change it).
-    pub async fn sequence_for_update(
+    pub(crate) async fn sequence_for_update(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         id: SequenceId,
     ) -> Result<Option<SequenceRow>> {
         let row = sqlx::query(&format!(
@@ -463,7 +455,7 @@ impl Store {
         row.as_ref().map(sequence_from_row).transpose()
     }
 
-    pub async fn list_sequences(
+    pub(crate) async fn list_sequences(
         &self,
         org: OrgId,
         status: Option<SequenceStatus>,
@@ -484,10 +476,11 @@ impl Store {
         rows.iter().map(sequence_from_row).collect()
     }
 
-    /// The ids of the sequences due at `now`, earliest first, at most `limit`: read from the
-    /// due index alone (no row is read), outside any transaction. The caller claims them
-    /// with [`Store::due_sequences`].
-    pub async fn due_sequence_ids(&self, now: Millis, limit: u32) -> Result<Vec<SequenceId>> {
+    pub(crate) async fn due_sequence_ids(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<SequenceId>> {
         let ids = self.due_ids(DUE_SEQUENCE_IDS, now, limit).await?;
         Ok(ids.into_iter().map(SequenceId).collect())
     }
@@ -501,12 +494,9 @@ impl Store {
         Ok(ids)
     }
 
-    /// Those of the sequences `ids` still due at `now`, in id order, read inside the caller's
-    /// write transaction (a sequence paused, cancelled or run since its id was read is left
-    /// out).
-    pub async fn due_sequences(
+    pub(crate) async fn due_sequences(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         ids: &[SequenceId],
         now: Millis,
     ) -> Result<Vec<SequenceRow>> {
@@ -526,8 +516,7 @@ impl Store {
         rows.iter().map(sequence_from_row).collect()
     }
 
-    /// The earliest future wake-up, to sleep exactly until then.
-    pub async fn next_sequence_wake(&self) -> Result<Option<Millis>> {
+    pub(crate) async fn next_sequence_wake(&self) -> Result<Option<Millis>> {
         let next: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(next_wake_at) FROM sequences WHERE status = 'active' AND next_wake_at IS NOT NULL",
         )
@@ -536,11 +525,9 @@ impl Store {
         Ok(next)
     }
 
-    /// Appends many history entries in one statement, in the given order:
-    /// (sequence id, at, kind, detail).
-    pub async fn add_sequence_events(
+    pub(crate) async fn add_sequence_events(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         events: &[NewSequenceEvent],
     ) -> Result<()> {
         if events.is_empty() {
@@ -564,10 +551,9 @@ impl Store {
         Ok(())
     }
 
-    /// Writes the engine's new state of many sequences in one statement. Each id at most once.
-    pub async fn update_sequences(
+    pub(crate) async fn update_sequences(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         updates: &[(SequenceId, SequenceUpdate<'_>)],
     ) -> Result<()> {
         if updates.is_empty() {
@@ -600,7 +586,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn sequence_events(
+    pub(crate) async fn sequence_events(
         &self,
         sequence_id: SequenceId,
         after: Option<SequenceEventId>,
@@ -629,13 +615,9 @@ impl Store {
 
     // ---- encounters ----
 
-    /// Records many encounters before the provider is asked, in two statements (the
-    /// rows' org, sequence, step, attempt, channel, assistant, number and created_at). Answers, for each,
-    /// `Some((id, ordinal))` if inserted, `None` if that step attempt had one already. The
-    /// ordinal counts every encounter of the sequence before it, this batch's included.
-    pub async fn insert_encounters(
+    pub(crate) async fn insert_encounters(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         encounters: &[&EncounterRow],
     ) -> Result<Vec<Option<InsertedEncounter>>> {
         if encounters.is_empty() {
@@ -691,10 +673,9 @@ impl Store {
             .collect())
     }
 
-    /// Marks many encounters as requested in one statement.
-    pub async fn mark_encounters_requested(
+    pub(crate) async fn mark_encounters_requested(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         requested: &[RequestedEncounter],
     ) -> Result<()> {
         if requested.is_empty() {
@@ -722,11 +703,9 @@ impl Store {
         Ok(())
     }
 
-    /// Ends an encounter with its outcome and report object (`None`: the report stored when
-    /// it was requested stands). `false` if it already ended.
-    pub async fn end_encounter(
+    pub(crate) async fn end_encounter(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         id: EncounterId,
         outcome: &str,
         report: Option<&serde_json::Value>,
@@ -746,11 +725,9 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// [`Store::end_encounter`] for many encounters in one statement: (id, outcome, report or
-    /// `None` to keep the stored one, ended_at). Answers, for each, whether it ended now (`false`: it had ended already).
-    pub async fn end_encounters(
+    pub(crate) async fn end_encounters(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         ends: &[EncounterEnd<'_>],
     ) -> Result<Vec<bool>> {
         if ends.is_empty() {
@@ -780,10 +757,9 @@ impl Store {
         Ok(ends.iter().map(|end| ended.contains(&end.id.0)).collect())
     }
 
-    /// Several sequences read inside a write transaction (to change them), in no order.
-    pub async fn sequences_for_update(
+    pub(crate) async fn sequences_for_update(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         ids: &[SequenceId],
     ) -> Result<Vec<SequenceRow>> {
         if ids.is_empty() {
@@ -798,11 +774,9 @@ impl Store {
         rows.iter().map(sequence_from_row).collect()
     }
 
-    /// The encounter a provider knows by `provider_ref` (a Vapi call id), inside a write
-    /// transaction. Provider ids are unique per provider; the channel tells providers apart.
-    pub async fn encounter_by_provider_ref(
+    pub(crate) async fn encounter_by_provider_ref(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         channel: Channel,
         provider_ref: &str,
     ) -> Result<Option<EncounterRow>> {
@@ -816,10 +790,7 @@ impl Store {
         row.as_ref().map(encounter_from_row).transpose()
     }
 
-    /// Records the provider's status of a running encounter (found by the provider's id, as
-    /// [`Store::encounter_by_provider_ref`]), only moving forward in `order` (callbacks may
-    /// arrive out of order). `false` when it changed nothing.
-    pub async fn set_provider_status(
+    pub(crate) async fn set_provider_status(
         &self,
         channel: Channel,
         provider_ref: &str,
@@ -849,9 +820,7 @@ impl Store {
         Ok(changed == 1)
     }
 
-    /// Encounters with a provider whose end was expected by `now` but never reported (no
-    /// outcome yet): the provider's callback may have been lost.
-    pub async fn overdue_provider_encounters(
+    pub(crate) async fn overdue_provider_encounters(
         &self,
         now: Millis,
         limit: u32,
@@ -866,8 +835,11 @@ impl Store {
         rows.iter().map(encounter_from_row).collect()
     }
 
-    /// Moves the time a running encounter is next looked at.
-    pub async fn postpone_encounter_end(&self, id: EncounterId, ends_at: Millis) -> Result<()> {
+    pub(crate) async fn postpone_encounter_end(
+        &self,
+        id: EncounterId,
+        ends_at: Millis,
+    ) -> Result<()> {
         let mut tx = self.begin().await?;
         sqlx::query("UPDATE encounters SET ends_at = ? WHERE id = ? AND status = 'requested'")
             .bind(ends_at)
@@ -878,11 +850,9 @@ impl Store {
         Ok(())
     }
 
-    /// An encounter still waiting for its provider (no outcome) whose time is up at `now`,
-    /// by id, inside a write transaction: `None` if it ended or was moved on meanwhile.
-    pub async fn overdue_open_encounter(
+    pub(crate) async fn overdue_open_encounter(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         id: EncounterId,
         now: Millis,
     ) -> Result<Option<EncounterRow>> {
@@ -897,10 +867,9 @@ impl Store {
         row.as_ref().map(encounter_from_row).transpose()
     }
 
-    /// Stores a running conversation's state and when it times out.
-    pub async fn save_conversation(
+    pub(crate) async fn save_conversation(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         id: EncounterId,
         conversation: &str,
         ends_at: Millis,
@@ -914,21 +883,18 @@ impl Store {
         Ok(())
     }
 
-    /// The ids of the requested encounters whose end is due at `now` and known (the
-    /// simulator's, and a provider's once it reported), earliest first, at most `limit`: read
-    /// from the due index alone, outside any transaction. The caller claims them with
-    /// [`Store::due_encounters`].
-    pub async fn due_encounter_ids(&self, now: Millis, limit: u32) -> Result<Vec<EncounterId>> {
+    pub(crate) async fn due_encounter_ids(
+        &self,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<EncounterId>> {
         let ids = self.due_ids(DUE_ENCOUNTER_IDS, now, limit).await?;
         Ok(ids.into_iter().map(EncounterId).collect())
     }
 
-    /// Those of the encounters `ids` still due to end at `now`, in id order, read inside the
-    /// caller's write transaction, without their report objects (`report` is `None`: ending
-    /// keeps the stored one).
-    pub async fn due_encounters(
+    pub(crate) async fn due_encounters(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         ids: &[EncounterId],
         now: Millis,
     ) -> Result<Vec<EncounterRow>> {
@@ -948,11 +914,7 @@ impl Store {
         rows.iter().map(encounter_from_row).collect()
     }
 
-    /// Encounters committed but never confirmed as requested, older than `before`: after a
-    /// crash the provider may or may not have received them. An encounter on one of
-    /// `provider_channels` counts only once claimed (claimed before `before`): unclaimed, it
-    /// is still in the provider worker's queue and certainly not sent.
-    pub async fn unconfirmed_encounters(
+    pub(crate) async fn unconfirmed_encounters(
         &self,
         before: Millis,
         provider_channels: &[Channel],
@@ -974,9 +936,7 @@ impl Store {
         rows.iter().map(encounter_from_row).collect()
     }
 
-    /// Ids of the encounters committed for a provider on one of `channels` and not yet
-    /// claimed (the provider worker's queue), oldest first, at most `limit`.
-    pub async fn unclaimed_encounter_ids(
+    pub(crate) async fn unclaimed_encounter_ids(
         &self,
         channels: &[Channel],
         limit: u32,
@@ -992,8 +952,7 @@ impl Store {
         .await?)
     }
 
-    /// An encounter by id, outside any transaction (whatever its state).
-    pub async fn encounter_by_id(&self, id: EncounterId) -> Result<Option<EncounterRow>> {
+    pub(crate) async fn encounter_by_id(&self, id: EncounterId) -> Result<Option<EncounterRow>> {
         let row = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE id = ?"
         ))
@@ -1003,10 +962,9 @@ impl Store {
         row.as_ref().map(encounter_from_row).transpose()
     }
 
-    /// An encounter by id inside a write transaction (whatever its state).
-    pub async fn encounter_for_update(
+    pub(crate) async fn encounter_for_update(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         id: EncounterId,
     ) -> Result<Option<EncounterRow>> {
         let row = sqlx::query(&format!(
@@ -1018,10 +976,12 @@ impl Store {
         row.as_ref().map(encounter_from_row).transpose()
     }
 
-    /// Claims a committed encounter for its provider request (`created` and unclaimed →
-    /// claimed at `now`). `false` when it was claimed, withdrawn or requested already: only
-    /// one claimer ever sends it.
-    pub async fn claim_encounter(&self, tx: &mut Tx, id: EncounterId, now: Millis) -> Result<bool> {
+    pub(crate) async fn claim_encounter(
+        &self,
+        tx: &mut SqliteTx,
+        id: EncounterId,
+        now: Millis,
+    ) -> Result<bool> {
         let claimed = sqlx::query(
             "UPDATE encounters SET claimed_at = ? \
              WHERE id = ? AND status = 'created' AND claimed_at IS NULL",
@@ -1034,10 +994,11 @@ impl Store {
         Ok(claimed == 1)
     }
 
-    /// Removes an encounter that was never handed to its provider (`created`, and known not
-    /// to have gone out: unclaimed, or refused by the provider before it was placed), so the
-    /// step attempt can run again. `false` if it had moved on.
-    pub async fn withdraw_encounter(&self, tx: &mut Tx, id: EncounterId) -> Result<bool> {
+    pub(crate) async fn withdraw_encounter(
+        &self,
+        tx: &mut SqliteTx,
+        id: EncounterId,
+    ) -> Result<bool> {
         let removed = sqlx::query("DELETE FROM encounters WHERE id = ? AND status = 'created'")
             .bind(id)
             .execute(&mut *tx.inner)
@@ -1046,11 +1007,9 @@ impl Store {
         Ok(removed == 1)
     }
 
-    /// Removes a sequence's encounters that were committed but not yet claimed for their
-    /// provider (a cancel: they never went out). Answers their ids.
-    pub async fn withdraw_unclaimed_encounters(
+    pub(crate) async fn withdraw_unclaimed_encounters(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         sequence_id: SequenceId,
     ) -> Result<Vec<EncounterId>> {
         Ok(sqlx::query_scalar(
@@ -1062,10 +1021,9 @@ impl Store {
         .await?)
     }
 
-    /// A sequence's encounters that have not ended, inside a write transaction.
-    pub async fn open_encounters_of_sequence(
+    pub(crate) async fn open_encounters_of_sequence(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         sequence_id: SequenceId,
     ) -> Result<Vec<EncounterRow>> {
         let rows = sqlx::query(&format!(
@@ -1078,11 +1036,9 @@ impl Store {
         rows.iter().map(encounter_from_row).collect()
     }
 
-    /// Records a provider's id for an encounter whose placement was unknown (found by reading
-    /// the provider's list back), with when it is next looked at.
-    pub async fn adopt_provider_ref(
+    pub(crate) async fn adopt_provider_ref(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         id: EncounterId,
         provider_ref: &str,
         ends_at: Millis,
@@ -1100,12 +1056,9 @@ impl Store {
         Ok(updated == 1)
     }
 
-    /// Every organisation that has texted `phone_number` from one of `senders` (any SMS
-    /// encounter, ended or not; rows without a recorded sender count for every sender), inside
-    /// a write transaction: an opt-out on a sender suppresses the number for each of them.
-    pub async fn sms_organizations(
+    pub(crate) async fn sms_organizations(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         phone_number: &str,
         senders: &[&str],
     ) -> Result<Vec<OrgId>> {
@@ -1121,10 +1074,9 @@ impl Store {
         Ok(orgs.into_iter().map(OrgId).collect())
     }
 
-    /// Records the sender an SMS encounter goes out from.
-    pub async fn set_encounter_sender(
+    pub(crate) async fn set_encounter_sender(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         id: EncounterId,
         sender: &str,
     ) -> Result<()> {
@@ -1136,11 +1088,9 @@ impl Store {
         Ok(())
     }
 
-    /// The SMS conversations running through a provider with `phone_number` that were begun
-    /// from one of `senders` (or from an unrecorded sender), newest first, at most 16.
-    pub async fn open_sms_conversations(
+    pub(crate) async fn open_sms_conversations(
         &self,
-        tx: Option<&mut Tx>,
+        tx: Option<&mut SqliteTx>,
         phone_number: &str,
         senders: &[&str],
     ) -> Result<Vec<EncounterRow>> {
@@ -1159,11 +1109,9 @@ impl Store {
         rows.iter().map(encounter_from_row).collect()
     }
 
-    /// Records an inbound text's `MessageSid` as processed; `false` if it was already (a
-    /// replay, or Twilio repeating the webhook).
-    pub async fn record_inbound_message(
+    pub(crate) async fn record_inbound_message(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         sid: &str,
         now: Millis,
     ) -> Result<bool> {
@@ -1179,8 +1127,7 @@ impl Store {
         Ok(inserted == 1)
     }
 
-    /// Whether an inbound text's `MessageSid` was processed already.
-    pub async fn inbound_message_seen(&self, sid: &str) -> Result<bool> {
+    pub(crate) async fn inbound_message_seen(&self, sid: &str) -> Result<bool> {
         let seen: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM twilio_inbound_messages WHERE message_sid = ?")
                 .bind(sid)
@@ -1189,9 +1136,7 @@ impl Store {
         Ok(seen.is_some())
     }
 
-    /// Forgets processed inbound `MessageSid`s received before `before` (bounded retention),
-    /// at most `limit` at a time; answers how many.
-    pub async fn forget_inbound_messages(&self, before: Millis, limit: u32) -> Result<u64> {
+    pub(crate) async fn forget_inbound_messages(&self, before: Millis, limit: u32) -> Result<u64> {
         let mut tx = self.begin().await?;
         let forgotten = sqlx::query(
             "DELETE FROM twilio_inbound_messages WHERE message_sid IN ( \
@@ -1206,8 +1151,7 @@ impl Store {
         Ok(forgotten)
     }
 
-    /// When the next encounter open with a provider is due for a look (its report overdue).
-    pub async fn next_open_provider_end(&self) -> Result<Option<Millis>> {
+    pub(crate) async fn next_open_provider_end(&self) -> Result<Option<Millis>> {
         Ok(sqlx::query_scalar(
             "SELECT MIN(ends_at) FROM encounters WHERE status = 'requested' \
              AND ends_at IS NOT NULL AND outcome IS NULL",
@@ -1216,7 +1160,7 @@ impl Store {
         .await?)
     }
 
-    pub async fn next_encounter_end(&self) -> Result<Option<Millis>> {
+    pub(crate) async fn next_encounter_end(&self) -> Result<Option<Millis>> {
         let next: Option<i64> = sqlx::query_scalar(
             // One look-up per due index (ends known, ends awaited from a provider).
             "SELECT MIN(at) FROM ( \
@@ -1231,8 +1175,10 @@ impl Store {
         Ok(next)
     }
 
-    /// A sequence's encounters in order, for its report.
-    pub async fn sequence_encounters(&self, sequence_id: SequenceId) -> Result<Vec<EncounterRow>> {
+    pub(crate) async fn sequence_encounters(
+        &self,
+        sequence_id: SequenceId,
+    ) -> Result<Vec<EncounterRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {ENCOUNTER_COLUMNS} FROM encounters WHERE sequence_id = ? ORDER BY step, attempt"
         ))
@@ -1242,11 +1188,9 @@ impl Store {
         rows.iter().map(encounter_from_row).collect()
     }
 
-    /// The encounters of several sequences, in (step, attempt) order per sequence, inside a
-    /// write transaction: one statement for every sequence ending in a batch.
-    pub async fn encounters_of_sequences_tx(
+    pub(crate) async fn encounters_of_sequences_tx(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         sequence_ids: &[SequenceId],
     ) -> Result<std::collections::HashMap<SequenceId, Vec<EncounterRow>>> {
         let mut by_sequence: std::collections::HashMap<SequenceId, Vec<EncounterRow>> =
@@ -1273,10 +1217,9 @@ impl Store {
         Ok(by_sequence)
     }
 
-    /// Contacts (encounters started) with a number since `since`, for contact caps.
-    pub async fn contacts_since(
+    pub(crate) async fn contacts_since(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         org: OrgId,
         phone_number: &str,
         since: Millis,
@@ -1293,8 +1236,7 @@ impl Store {
         Ok(times)
     }
 
-    /// The delivered body of an ended sequence's report.
-    pub async fn report_body(
+    pub(crate) async fn report_body(
         &self,
         org: OrgId,
         sequence_id: SequenceId,
@@ -1310,9 +1252,7 @@ impl Store {
         Ok(body)
     }
 
-    /// The latest engine time stored (sequence updates, encounter starts and ends), so that a
-    /// sped-up engine clock resumes after a restart without going back in time.
-    pub async fn latest_engine_time(&self) -> Result<Option<Millis>> {
+    pub(crate) async fn latest_engine_time(&self) -> Result<Option<Millis>> {
         let latest: Option<i64> = sqlx::query_scalar(
             "SELECT MAX(t) FROM (SELECT MAX(last_updated) AS t FROM sequences \
              UNION ALL SELECT MAX(created_at) FROM encounters \
@@ -1325,7 +1265,12 @@ impl Store {
 
     // ---- suppressions ----
 
-    pub async fn is_suppressed(&self, tx: &mut Tx, org: OrgId, phone_number: &str) -> Result<bool> {
+    pub(crate) async fn is_suppressed(
+        &self,
+        tx: &mut SqliteTx,
+        org: OrgId,
+        phone_number: &str,
+    ) -> Result<bool> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM suppressions WHERE org_id = ? AND phone_number = ?")
                 .bind(org.0)
@@ -1335,11 +1280,9 @@ impl Store {
         Ok(found.is_some())
     }
 
-    /// [`Store::is_suppressed`] for many (organisation, number) pairs in one statement: one
-    /// answer per pair, in order.
-    pub async fn are_suppressed(
+    pub(crate) async fn are_suppressed(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         numbers: &[(OrgId, &str)],
     ) -> Result<Vec<bool>> {
         if numbers.is_empty() {
@@ -1367,14 +1310,9 @@ impl Store {
         Ok(answers)
     }
 
-    /// Adds a number (idempotent: an existing entry keeps its reason and time, except that a
-    /// patient's opt-out turns an operator's entry into an opt-out from now, so that it is
-    /// protected as one). The change is recorded in the suppression history in the same transaction, with
-    /// the patient as its author for an opt-out and the system otherwise; the API names its
-    /// caller through [`Store::suppress_by`].
-    pub async fn suppress(
+    pub(crate) async fn suppress(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         org: OrgId,
         phone_number: &str,
         reason: &str,
@@ -1389,10 +1327,9 @@ impl Store {
             .await
     }
 
-    /// [`Store::suppress`] with the change's author named (`api-key:<id>`, `patient`, ...).
-    pub async fn suppress_by(
+    pub(crate) async fn suppress_by(
         &self,
-        tx: &mut Tx,
+        tx: &mut SqliteTx,
         org: OrgId,
         phone_number: &str,
         reason: &str,
@@ -1420,10 +1357,7 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a number from the organisation's list, recording the removal (and the consent,
-    /// when one is given) in the history in the same transaction. A patient's opt-out is
-    /// removed only when `consent` is given; the caller validates the consent's content.
-    pub async fn unsuppress(
+    pub(crate) async fn unsuppress(
         &self,
         org: OrgId,
         phone_number: &str,
@@ -1471,9 +1405,7 @@ impl Store {
         Ok(Unsuppressed::Removed)
     }
 
-    /// Every change to one number's entry on the organisation's list, oldest first (empty
-    /// when the number was never listed by this organisation).
-    pub async fn suppression_history(
+    pub(crate) async fn suppression_history(
         &self,
         org: OrgId,
         phone_number: &str,
@@ -1505,7 +1437,7 @@ impl Store {
             .collect()
     }
 
-    pub async fn list_suppressions(
+    pub(crate) async fn list_suppressions(
         &self,
         org: OrgId,
         after: Option<&str>,
@@ -1535,7 +1467,7 @@ impl Store {
 /// Appends one entry to the suppression history, inside the change's transaction.
 #[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
 async fn record_suppression_change(
-    tx: &mut Tx,
+    tx: &mut SqliteTx,
     org: OrgId,
     phone_number: &str,
     action: &str,
@@ -1565,6 +1497,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+    use crate::Store;
 
     async fn plan(store: &Store, query: &str, binds: usize) -> Vec<String> {
         let explain = format!("EXPLAIN QUERY PLAN {query}");
@@ -1573,7 +1506,7 @@ mod tests {
             query = query.bind(0_i64);
         }
         query
-            .fetch_all(&store.pool)
+            .fetch_all(&store.sqlite().pool)
             .await
             .unwrap()
             .iter()
@@ -1605,7 +1538,7 @@ mod tests {
         ))
         .bind(0_i64)
         .bind(10_i64)
-        .fetch_all(&store.pool)
+        .fetch_all(&store.sqlite().pool)
         .await
         .unwrap()
         .iter()
