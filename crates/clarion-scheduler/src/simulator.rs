@@ -5,25 +5,26 @@ use std::time::Duration;
 
 use clarion_channels::{
     AssistantProfile, ContactProfile, CustomField, CustomFieldKind, EncounterReport,
-    EncounterRequest, SimOutcome,
+    EncounterRequest,
 };
+use clarion_engine::{Channel, EncounterOutcome};
 use clarion_store::{Assistant, EncounterRow, Millis, SequenceRow};
 use serde_json::{Value, json};
 
 use crate::definition::ContactInfo;
 use crate::scheduler::SchedulerError;
 
-fn channel(encounter: &EncounterRow) -> clarion_channels::Channel {
+fn channel(encounter: &EncounterRow) -> Channel {
     if encounter.channel == "sms" {
-        clarion_channels::Channel::Sms
+        Channel::Sms
     } else {
-        clarion_channels::Channel::Call
+        Channel::Call
     }
 }
 
 /// The scripted outcome for the `index`-th encounter of the sequence, if the enrollment
 /// scripted one (`simulation.outcomes`, consumed one per encounter in order).
-fn scripted(sequence: &SequenceRow, index: usize) -> Option<SimOutcome> {
+fn scripted(sequence: &SequenceRow, index: usize) -> Option<EncounterOutcome> {
     let outcomes = sequence.simulation.as_ref()?.get("outcomes")?.as_array()?;
     let text = outcomes.get(index)?.as_str()?;
     text.parse().ok()
@@ -125,11 +126,7 @@ pub fn simulate(
         EncounterReport::Sms(sms) => serde_json::to_string(sms),
     }
     .map_err(|_| SchedulerError::Corrupt("simulated report"))?;
-    let outcome = serde_json::to_value(simulated.outcome)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "failed".to_owned());
-    Ok((ends_at, outcome, report))
+    Ok((ends_at, simulated.outcome.as_str().to_owned(), report))
 }
 
 /// The report object of a call that was never placed: `failed`, with `summary` saying why.

@@ -115,7 +115,7 @@ fn validate_simulation(field: &str, simulation: &Option<Value>) -> Result<(), Ap
         for (i, outcome) in list.iter().enumerate() {
             let valid = outcome
                 .as_str()
-                .is_some_and(|s| s.parse::<clarion_channels::SimOutcome>().is_ok());
+                .is_some_and(|s| s.parse::<clarion_channels::EncounterOutcome>().is_ok());
             if !valid {
                 return Err(ApiError::invalid(
                     &format!("{field}.outcomes[{i}]"),
