@@ -227,21 +227,14 @@ impl Scheduler {
         let mut tx = WriteTx::begin(&self.inner).await?;
         let mut unknown = Vec::new();
         for encounter in &stale {
-            if encounter.channel == "call"
-                && encounter.claimed_at.is_some()
-                && self.inner.config.vapi.is_some()
+            if let Unconfirmed::LookUp(provider_ref) =
+                self.provider(channel_of(encounter)).unconfirmed(encounter)
             {
                 tracing::warn!(
                     encounter_id = encounter.id,
-                    "call was claimed but its placement never recorded; looking for it at Vapi"
+                    "encounter was claimed but its request never recorded; looking for it at the provider"
                 );
-                unknown.push((
-                    encounter.id,
-                    format!("{VAPI_UNKNOWN_PREFIX}{}", encounter.id),
-                    Some(now),
-                    None,
-                    None,
-                ));
+                unknown.push((encounter.id, provider_ref, Some(now), None, None));
                 continue;
             }
             tracing::warn!(
