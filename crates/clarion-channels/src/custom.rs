@@ -19,7 +19,7 @@
 use serde_json::{Map, Value};
 
 use crate::dice::Dice;
-use crate::outcome::SimOutcome;
+use crate::outcome::EncounterOutcome;
 use crate::profile::{CustomField, CustomFieldKind};
 use crate::script::{Ctx, Facts};
 
@@ -28,13 +28,13 @@ const NEGATIONS: [&str; 7] = ["not", "no", "non", "never", "dont", "wont", "cann
 
 /// Keywords, matched against each word of an enum value: equal, or a prefix of the word when
 /// the keyword has four letters or more.
-fn keywords(outcome: SimOutcome) -> &'static [&'static str] {
+fn keywords(outcome: EncounterOutcome) -> &'static [&'static str] {
     match outcome {
-        SimOutcome::Resolved => &[
+        EncounterOutcome::Resolved => &[
             "confirm", "yes", "resolv", "attend", "accept", "agree", "complet", "success",
         ],
-        SimOutcome::Declined => &["declin", "cancel", "refus", "reject", "no"],
-        SimOutcome::Unresolved => &[
+        EncounterOutcome::Declined => &["declin", "cancel", "refus", "reject", "no"],
+        EncounterOutcome::Unresolved => &[
             "unsure",
             "undecided",
             "unknown",
@@ -43,11 +43,11 @@ fn keywords(outcome: SimOutcome) -> &'static [&'static str] {
             "unresolv",
             "tentative",
         ],
-        SimOutcome::RequestedCallback => &["callback", "call", "later", "resched"],
-        SimOutcome::Escalated => &[
+        EncounterOutcome::RequestedCallback => &["callback", "call", "later", "resched"],
+        EncounterOutcome::Escalated => &[
             "escalat", "transfer", "staff", "human", "nurse", "agent", "person",
         ],
-        SimOutcome::OptOut => &["opt", "optout", "stop", "unsubscrib", "dnc"],
+        EncounterOutcome::OptOut => &["opt", "optout", "stop", "unsubscrib", "dnc"],
         _ => &[],
     }
 }
@@ -66,7 +66,7 @@ fn matches_keyword(word: &str, keyword: &str) -> bool {
     word == keyword || (keyword.len() >= 4 && word.starts_with(keyword))
 }
 
-fn enum_value_fits(value: &str, outcome: SimOutcome) -> bool {
+fn enum_value_fits(value: &str, outcome: EncounterOutcome) -> bool {
     let words = words(value);
     let negated = words.iter().any(|w| NEGATIONS.contains(&w.as_str()));
     let has = |outcome| {
@@ -75,22 +75,32 @@ fn enum_value_fits(value: &str, outcome: SimOutcome) -> bool {
             .any(|k| words.iter().any(|w| matches_keyword(w, k)))
     };
     match outcome {
-        SimOutcome::Resolved => !negated && has(SimOutcome::Resolved),
-        SimOutcome::Declined => has(SimOutcome::Declined) || (negated && has(SimOutcome::Resolved)),
+        EncounterOutcome::Resolved => !negated && has(EncounterOutcome::Resolved),
+        EncounterOutcome::Declined => {
+            has(EncounterOutcome::Declined) || (negated && has(EncounterOutcome::Resolved))
+        }
         other => has(other),
     }
 }
 
-fn enum_value(values: &[String], outcome: SimOutcome, facts: &Facts, dice: &mut Dice) -> Value {
+fn enum_value(
+    values: &[String],
+    outcome: EncounterOutcome,
+    facts: &Facts,
+    dice: &mut Dice,
+) -> Value {
     if values.is_empty() || !facts.conversation {
         return Value::Null;
     }
     let fitting = |outcome| values.iter().find(|value| enum_value_fits(value, outcome));
-    let decided = matches!(outcome, SimOutcome::Resolved | SimOutcome::Declined);
+    let decided = matches!(
+        outcome,
+        EncounterOutcome::Resolved | EncounterOutcome::Declined
+    );
     if let Some(value) = fitting(outcome) {
         return Value::String(value.clone());
     }
-    if !decided && let Some(value) = fitting(SimOutcome::Unresolved) {
+    if !decided && let Some(value) = fitting(EncounterOutcome::Unresolved) {
         return Value::String(value.clone());
     }
     // Never a value that says the opposite of what happened (a callback request is not
@@ -98,9 +108,10 @@ fn enum_value(values: &[String], outcome: SimOutcome, facts: &Facts, dice: &mut 
     let neutral: Vec<&String> = values
         .iter()
         .filter(|value| {
-            (outcome == SimOutcome::Resolved || !enum_value_fits(value, SimOutcome::Resolved))
-                && (outcome == SimOutcome::Declined
-                    || !enum_value_fits(value, SimOutcome::Declined))
+            (outcome == EncounterOutcome::Resolved
+                || !enum_value_fits(value, EncounterOutcome::Resolved))
+                && (outcome == EncounterOutcome::Declined
+                    || !enum_value_fits(value, EncounterOutcome::Declined))
         })
         .collect();
     if neutral.is_empty() {
@@ -132,7 +143,7 @@ fn string_value(name: &str, facts: &Facts, ctx: &Ctx, summary: &str) -> Value {
 /// One entry per field, in a map keyed by field name.
 pub(crate) fn custom_values(
     fields: &[CustomField],
-    outcome: SimOutcome,
+    outcome: EncounterOutcome,
     facts: &Facts,
     ctx: &Ctx,
     summary: &str,
@@ -142,14 +153,14 @@ pub(crate) fn custom_values(
     for field in fields {
         let value = match &field.kind {
             CustomFieldKind::Boolean => match outcome {
-                SimOutcome::Resolved => Value::Bool(true),
-                SimOutcome::Declined => Value::Bool(false),
+                EncounterOutcome::Resolved => Value::Bool(true),
+                EncounterOutcome::Declined => Value::Bool(false),
                 _ => Value::Null,
             },
             CustomFieldKind::Enum(options) => enum_value(options, outcome, facts, dice),
             CustomFieldKind::String => string_value(&field.name, facts, ctx, summary),
             CustomFieldKind::Number if facts.conversation => {
-                let score = if outcome == SimOutcome::Resolved {
+                let score = if outcome == EncounterOutcome::Resolved {
                     dice.between(4, 5)
                 } else {
                     dice.between(1, 3)
@@ -169,19 +180,22 @@ mod tests {
 
     #[test]
     fn enum_values_are_matched_by_their_words() {
-        assert!(enum_value_fits("confirmed", SimOutcome::Resolved));
-        assert!(!enum_value_fits("not_attending", SimOutcome::Resolved));
-        assert!(enum_value_fits("not_attending", SimOutcome::Declined));
-        assert!(enum_value_fits("cancelled", SimOutcome::Declined));
-        assert!(!enum_value_fits("unknown", SimOutcome::Declined));
+        assert!(enum_value_fits("confirmed", EncounterOutcome::Resolved));
+        assert!(!enum_value_fits(
+            "not_attending",
+            EncounterOutcome::Resolved
+        ));
+        assert!(enum_value_fits("not_attending", EncounterOutcome::Declined));
+        assert!(enum_value_fits("cancelled", EncounterOutcome::Declined));
+        assert!(!enum_value_fits("unknown", EncounterOutcome::Declined));
         assert!(enum_value_fits(
             "callback-requested",
-            SimOutcome::RequestedCallback
+            EncounterOutcome::RequestedCallback
         ));
-        assert!(enum_value_fits("Opt out", SimOutcome::OptOut));
+        assert!(enum_value_fits("Opt out", EncounterOutcome::OptOut));
         assert!(enum_value_fits(
             "transferred to staff",
-            SimOutcome::Escalated
+            EncounterOutcome::Escalated
         ));
     }
 
@@ -194,17 +208,20 @@ mod tests {
         let values: Vec<String> = vec!["confirmed".into(), "not_attending".into()];
         let mut dice = Dice::new(crate::dice::Stream::Script, 1, 1, 1, crate::Channel::Call);
         for outcome in [
-            SimOutcome::RequestedCallback,
-            SimOutcome::OptOut,
-            SimOutcome::Escalated,
+            EncounterOutcome::RequestedCallback,
+            EncounterOutcome::OptOut,
+            EncounterOutcome::Escalated,
         ] {
             assert_eq!(enum_value(&values, outcome, &facts, &mut dice), Value::Null);
         }
         let values: Vec<String> = vec!["yes".into(), "no".into(), "later".into(), "pending".into()];
         let pick = |outcome, dice: &mut Dice| enum_value(&values, outcome, &facts, dice);
-        assert_eq!(pick(SimOutcome::Resolved, &mut dice), "yes");
-        assert_eq!(pick(SimOutcome::Declined, &mut dice), "no");
-        assert_eq!(pick(SimOutcome::RequestedCallback, &mut dice), "later");
-        assert_eq!(pick(SimOutcome::Escalated, &mut dice), "pending");
+        assert_eq!(pick(EncounterOutcome::Resolved, &mut dice), "yes");
+        assert_eq!(pick(EncounterOutcome::Declined, &mut dice), "no");
+        assert_eq!(
+            pick(EncounterOutcome::RequestedCallback, &mut dice),
+            "later"
+        );
+        assert_eq!(pick(EncounterOutcome::Escalated, &mut dice), "pending");
     }
 }

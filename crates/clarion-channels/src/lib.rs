@@ -15,8 +15,9 @@
 //!
 //! **Outcomes.** An enrollment may script outcomes (`simulation.outcomes`, checked with
 //! [`validate_outcome`]); otherwise [`pick_outcome`] draws from a realistic mix
-//! ([`outcome_mix`]). Calls have twelve outcomes and SMS conversations five; see
-//! [`SimOutcome`]. Call outcomes that reached the contact without achieving the purpose are
+//! ([`outcome_mix`]). The outcomes are the engine's [`EncounterOutcome`] (re-exported here
+//! with the engine's [`Channel`]): the simulator gives calls twelve and SMS conversations five
+//! ([`simulated_outcomes`]). Call outcomes that reached the contact without achieving the purpose are
 //! reported as `unresolved` with the matching `failure_reason`.
 //!
 //! **Realism.** Transcripts are `AI:`/`User:` turns that follow the assistant's purpose, use
@@ -41,12 +42,14 @@ mod custom;
 mod dice;
 mod outcome;
 mod profile;
+pub mod report_map;
 mod script;
 mod simulate;
 
+pub use clarion_engine::ParseError;
 pub use outcome::{
-    CALL_OUTCOMES, Channel, ParseError, SMS_OUTCOMES, SimOutcome, outcome_mix, pick_outcome,
-    validate_outcome,
+    Channel, EncounterOutcome, can_simulate, nearest_simulated, outcome_mix, pick_outcome,
+    simulated_outcomes, validate_outcome,
 };
 pub use profile::{AssistantProfile, ContactProfile, CustomField, CustomFieldKind};
 pub use simulate::{EncounterReport, EncounterRequest, SimulatedEncounter, StatusStep, simulate};

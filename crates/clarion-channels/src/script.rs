@@ -9,7 +9,7 @@
 use serde_json::Value;
 
 use crate::dice::Dice;
-use crate::outcome::SimOutcome;
+use crate::outcome::EncounterOutcome;
 use crate::profile::{AssistantProfile, ContactProfile};
 
 /// Who is speaking.
@@ -254,7 +254,7 @@ fn pick_str(dice: &mut Dice, items: &[&str]) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// The words of one call with `outcome` (a call outcome).
-pub(crate) fn call_script(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Script {
+pub(crate) fn call_script(ctx: &Ctx, outcome: EncounterOutcome, dice: &mut Dice) -> Script {
     let not_connected = |summary: String| Script {
         turns: Vec::new(),
         voicemail: None,
@@ -262,7 +262,7 @@ pub(crate) fn call_script(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Sc
         facts: Facts::default(),
     };
     match outcome {
-        SimOutcome::NoAnswer => not_connected(pick_str(
+        EncounterOutcome::NoAnswer => not_connected(pick_str(
             dice,
             &[
                 "The call rang with no answer.",
@@ -270,22 +270,22 @@ pub(crate) fn call_script(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Sc
                 "The call went unanswered.",
             ],
         )),
-        SimOutcome::Busy => not_connected(pick_str(
+        EncounterOutcome::Busy => not_connected(pick_str(
             dice,
             &[
                 "The line was busy, so the call did not connect.",
                 "The call reached a busy signal.",
             ],
         )),
-        SimOutcome::Failed => not_connected(pick_str(
+        EncounterOutcome::Failed => not_connected(pick_str(
             dice,
             &[
                 "The call could not be connected.",
                 "The call failed before it reached the patient.",
             ],
         )),
-        SimOutcome::Voicemail => voicemail(ctx, dice),
-        SimOutcome::AssistantEnded => assistant_ended(ctx, dice),
+        EncounterOutcome::Voicemail => voicemail(ctx, dice),
+        EncounterOutcome::AssistantEnded => assistant_ended(ctx, dice),
         _ => conversation(ctx, outcome, dice),
     }
 }
@@ -477,12 +477,12 @@ fn closing(ctx: &Ctx, dice: &mut Dice) -> String {
     }
 }
 
-fn conversation(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Script {
+fn conversation(ctx: &Ctx, outcome: EncounterOutcome, dice: &mut Dice) -> Script {
     let org = ctx.org.clone();
     let mut talk = Talk::default();
     talk.ai(opening(ctx, dice));
 
-    if outcome == SimOutcome::OptOut && dice.chance(30) {
+    if outcome == EncounterOutcome::OptOut && dice.chance(30) {
         // Some people opt out before hearing why the clinic called.
         talk.user(pick_str(
             dice,
@@ -495,7 +495,7 @@ fn conversation(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Script {
     }
     talk.user(identity_reply(ctx, dice));
 
-    if outcome == SimOutcome::CustomerDropped && dice.chance(40) {
+    if outcome == EncounterOutcome::CustomerDropped && dice.chance(40) {
         let intro = purpose_intro(ctx, dice);
         let about = detail(ctx, dice).unwrap_or_else(|| question(ctx, dice));
         talk.ai(format!("{intro} {}", cut_off(&about)));
@@ -514,8 +514,8 @@ fn conversation(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Script {
     ask(ctx, dice, &mut talk);
 
     match outcome {
-        SimOutcome::Resolved => resolved(ctx, dice, talk),
-        SimOutcome::Declined => {
+        EncounterOutcome::Resolved => resolved(ctx, dice, talk),
+        EncounterOutcome::Declined => {
             let (line, reason) = if ctx.appointment() {
                 *dice.pick(&[
                     (
@@ -580,7 +580,7 @@ fn conversation(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Script {
             };
             talk.done(summary, conversation_facts(Some(reason), None))
         }
-        SimOutcome::Escalated => {
+        EncounterOutcome::Escalated => {
             let (line, what) = *dice.pick(&[
                 (
                     "Actually, I have a question about my bill. Can I talk to someone?",
@@ -616,7 +616,7 @@ fn conversation(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Script {
             );
             talk.done(summary, conversation_facts(Some(what), None))
         }
-        SimOutcome::RequestedCallback => {
+        EncounterOutcome::RequestedCallback => {
             let (line, situation, window) = *dice.pick(&[
                 (
                     "I'm at work right now. Can you call me back later this afternoon?",
@@ -660,7 +660,7 @@ fn conversation(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Script {
                 conversation_facts(Some(&format!("the patient was {situation}")), Some(window)),
             )
         }
-        SimOutcome::CustomerDropped => {
+        EncounterOutcome::CustomerDropped => {
             talk.user(pick_str(
                 dice,
                 &[
@@ -678,7 +678,7 @@ fn conversation(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice) -> Script {
             );
             talk.done(summary, Facts::default())
         }
-        SimOutcome::OptOut => {
+        EncounterOutcome::OptOut => {
             talk.user(pick_str(
                 dice,
                 &[
@@ -1026,12 +1026,17 @@ fn sms_opening(ctx: &Ctx, dice: &mut Dice) -> String {
 
 /// The words of one SMS conversation with `outcome` (an SMS outcome). `timeout` is the
 /// conversation timeout in words ("24 hours").
-pub(crate) fn sms_script(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice, timeout: &str) -> Script {
+pub(crate) fn sms_script(
+    ctx: &Ctx,
+    outcome: EncounterOutcome,
+    dice: &mut Dice,
+    timeout: &str,
+) -> Script {
     let org = ctx.org.clone();
     let mut talk = Talk::default();
     talk.ai(sms_opening(ctx, dice));
     match outcome {
-        SimOutcome::Resolved => {
+        EncounterOutcome::Resolved => {
             let mut asked = None;
             if ctx.appointment() && dice.chance(30) {
                 let (line, answer, topic) = match (&ctx.time, &ctx.location, &ctx.provider) {
@@ -1094,7 +1099,7 @@ pub(crate) fn sms_script(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice, timeou
             }
             talk.done(summary, conversation_facts(None, None))
         }
-        SimOutcome::Declined => {
+        EncounterOutcome::Declined => {
             let (line, reason) = if ctx.appointment() {
                 *dice.pick(&[
                     ("NO", None),
@@ -1138,7 +1143,7 @@ pub(crate) fn sms_script(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice, timeou
             }
             talk.done(summary, conversation_facts(reason, None))
         }
-        SimOutcome::OptOut => {
+        EncounterOutcome::OptOut => {
             talk.user(pick_str(
                 dice,
                 &[
@@ -1168,7 +1173,7 @@ pub(crate) fn sms_script(ctx: &Ctx, outcome: SimOutcome, dice: &mut Dice, timeou
                 conversation_facts(Some("asked not to be contacted again"), None),
             )
         }
-        SimOutcome::Error => {
+        EncounterOutcome::Error => {
             if dice.chance(50) {
                 let summary = "The opening message could not be delivered, so the conversation \
                                ended with a system error."

@@ -5,15 +5,16 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 use clarion_webhooks::{
     Call, CallAnalysis, CallEndedReason, CallOutcome, CallStatus, CallType, FailureReason,
-    OutreachStep, Sms, SmsAnalysis, SmsEndedReason, SmsStatus, Timestamp,
+    OutreachStep, Sms, SmsAnalysis, SmsStatus, Timestamp,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::analysis::{count_interruptions, count_repetitions};
 use crate::custom::custom_values;
 use crate::dice::{Dice, Stream};
-use crate::outcome::{Channel, SimOutcome, pick_outcome};
+use crate::outcome::{Channel, EncounterOutcome, nearest_simulated, pick_outcome};
 use crate::profile::{AssistantProfile, ContactProfile};
+use crate::report_map::{call_outcome_of, sms_ended_reason_of};
 use crate::script::{self, Ctx, PhoneGuard, Script, Speaker, Turn};
 
 const SECOND: u64 = 1_000;
@@ -41,8 +42,8 @@ pub struct EncounterRequest<'a> {
     pub clinic_number: &'a str,
     /// The outcome the enrollment scripted for this encounter (`simulation.outcomes`, consumed
     /// one per encounter by the caller); `None` picks one from the realistic mix. An outcome
-    /// the channel does not have is mapped with [`SimOutcome::for_channel`].
-    pub scripted: Option<SimOutcome>,
+    /// the channel does not have is mapped with [`nearest_simulated`](crate::nearest_simulated).
+    pub scripted: Option<EncounterOutcome>,
     /// When the encounter starts, on the engine's clock.
     pub started_at: DateTime<Utc>,
     /// How long an SMS conversation waits for a reply before it times out.
@@ -155,7 +156,7 @@ impl EncounterReport {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimulatedEncounter {
     /// The outcome simulated (the scripted one, or the mix's pick).
-    pub outcome: SimOutcome,
+    pub outcome: EncounterOutcome,
     /// The statuses in order, each with its offset from `started_at`; the first is at zero and
     /// the last is `ended` at `ends_after`.
     pub status_timeline: Vec<(Duration, StatusStep)>,
@@ -171,17 +172,17 @@ pub struct SimulatedEncounter {
 /// from a ChaCha8 stream seeded with (sequence id, step, attempt, channel), so the same request
 /// always gives the same encounter, byte for byte. Nothing reads a clock or does I/O.
 pub fn simulate(request: &EncounterRequest<'_>) -> SimulatedEncounter {
-    let outcome = request
-        .scripted
-        .unwrap_or_else(|| {
+    let outcome = nearest_simulated(
+        request.channel,
+        request.scripted.unwrap_or_else(|| {
             pick_outcome(
                 request.sequence_id,
                 request.step,
                 request.attempt,
                 request.channel,
             )
-        })
-        .for_channel(request.channel);
+        }),
+    );
     let mut dice = Dice::new(
         Stream::Script,
         request.sequence_id,
@@ -240,7 +241,7 @@ struct CallTiming {
     ended: u64,
 }
 
-fn call_timing(outcome: SimOutcome, script: &Script, dice: &mut Dice) -> CallTiming {
+fn call_timing(outcome: EncounterOutcome, script: &Script, dice: &mut Dice) -> CallTiming {
     let queued = dice.between(400, 2_500);
     let rings = |ring: u64| CallTiming {
         timeline: vec![
@@ -252,7 +253,7 @@ fn call_timing(outcome: SimOutcome, script: &Script, dice: &mut Dice) -> CallTim
         ended: queued + ring,
     };
     match outcome {
-        SimOutcome::Failed => {
+        EncounterOutcome::Failed => {
             let ended = queued + dice.between(SECOND, 4 * SECOND);
             CallTiming {
                 timeline: vec![(0, StatusStep::Queued), (ended, StatusStep::Ended)],
@@ -260,11 +261,11 @@ fn call_timing(outcome: SimOutcome, script: &Script, dice: &mut Dice) -> CallTim
                 ended,
             }
         }
-        SimOutcome::NoAnswer => rings(dice.between(18 * SECOND, 25 * SECOND)),
+        EncounterOutcome::NoAnswer => rings(dice.between(18 * SECOND, 25 * SECOND)),
         // A busy signal comes back almost at once.
-        SimOutcome::Busy => rings(dice.between(2 * SECOND, 6 * SECOND)),
+        EncounterOutcome::Busy => rings(dice.between(2 * SECOND, 6 * SECOND)),
         _ => {
-            let (ring, talk) = if outcome == SimOutcome::Voicemail {
+            let (ring, talk) = if outcome == EncounterOutcome::Voicemail {
                 // The mailbox answers after several rings and plays its greeting first.
                 let ring = dice.between(15 * SECOND, 25 * SECOND);
                 let greeting = dice.between(12 * SECOND, 20 * SECOND);
@@ -276,7 +277,9 @@ fn call_timing(outcome: SimOutcome, script: &Script, dice: &mut Dice) -> CallTim
             } else {
                 let ring = dice.between(5 * SECOND, 20 * SECOND);
                 let shortest = match outcome {
-                    SimOutcome::CustomerDropped | SimOutcome::AssistantEnded => 15 * SECOND,
+                    EncounterOutcome::CustomerDropped | EncounterOutcome::AssistantEnded => {
+                        15 * SECOND
+                    }
                     _ => 40 * SECOND,
                 };
                 let talk = speaking_time(&script.turns, dice);
@@ -290,7 +293,7 @@ fn call_timing(outcome: SimOutcome, script: &Script, dice: &mut Dice) -> CallTim
                 (answered, StatusStep::InProgress),
             ];
             let mut ended = answered + talk;
-            if outcome == SimOutcome::Escalated {
+            if outcome == EncounterOutcome::Escalated {
                 timeline.push((ended, StatusStep::Forwarding));
                 ended += dice.between(4 * SECOND, 12 * SECOND);
             }
@@ -304,33 +307,24 @@ fn call_timing(outcome: SimOutcome, script: &Script, dice: &mut Dice) -> CallTim
     }
 }
 
-/// The report's outcome, failure reason and ended reason for a call outcome.
-fn call_result(outcome: SimOutcome) -> (CallOutcome, Option<FailureReason>, CallEndedReason) {
+/// The report's outcome, failure reason and ended reason for a simulated call: the outcome
+/// and failure reason as every channel reports them ([`call_outcome_of`]), and the Vapi
+/// `endedReason` the simulator says such a call ended with.
+fn call_result(outcome: EncounterOutcome) -> (CallOutcome, Option<FailureReason>, CallEndedReason) {
     use CallEndedReason as Ended;
-    let unresolved = |reason| (CallOutcome::Unresolved, Some(reason), Ended::CustomerEnded);
-    match outcome {
-        SimOutcome::Resolved => (CallOutcome::Resolved, None, Ended::AssistantEnded),
-        SimOutcome::Voicemail => (CallOutcome::Voicemail, None, Ended::Voicemail),
-        SimOutcome::NoAnswer => (CallOutcome::NoAnswer, None, Ended::CustomerDidNotAnswer),
-        SimOutcome::Busy => (CallOutcome::Busy, None, Ended::CustomerBusy),
-        SimOutcome::Failed => (CallOutcome::Failed, None, Ended::Failed),
-        SimOutcome::Declined => unresolved(FailureReason::Declined),
-        SimOutcome::RequestedCallback => unresolved(FailureReason::RequestedCallback),
-        SimOutcome::CustomerDropped => unresolved(FailureReason::CustomerDropped),
-        SimOutcome::OptOut => unresolved(FailureReason::OptOut),
-        SimOutcome::Escalated => (
-            CallOutcome::Unresolved,
-            Some(FailureReason::Escalated),
-            Ended::AssistantForwarded,
-        ),
-        SimOutcome::AssistantEnded => (
-            CallOutcome::Unresolved,
-            Some(FailureReason::AssistantEnded),
-            Ended::AssistantEnded,
-        ),
-        // Unresolved; SMS-only outcomes never get here (`for_channel`).
-        _ => (CallOutcome::Unresolved, None, Ended::CustomerEnded),
-    }
+    let (call_outcome, failure_reason) = call_outcome_of(outcome);
+    let ended_reason = match outcome {
+        EncounterOutcome::Resolved | EncounterOutcome::AssistantEnded => Ended::AssistantEnded,
+        EncounterOutcome::Voicemail => Ended::Voicemail,
+        EncounterOutcome::NoAnswer => Ended::CustomerDidNotAnswer,
+        EncounterOutcome::Busy => Ended::CustomerBusy,
+        EncounterOutcome::Failed => Ended::Failed,
+        EncounterOutcome::Escalated => Ended::AssistantForwarded,
+        // The contact reached and the call ended from their side; SMS-only outcomes never get
+        // here (`nearest_simulated`).
+        _ => Ended::CustomerEnded,
+    };
+    (call_outcome, failure_reason, ended_reason)
 }
 
 fn timeline(points: Vec<(u64, StatusStep)>) -> Vec<(Duration, StatusStep)> {
@@ -342,7 +336,7 @@ fn timeline(points: Vec<(u64, StatusStep)>) -> Vec<(Duration, StatusStep)> {
 
 fn simulate_call(
     request: &EncounterRequest<'_>,
-    outcome: SimOutcome,
+    outcome: EncounterOutcome,
     ctx: &Ctx,
     dice: &mut Dice,
 ) -> SimulatedEncounter {
@@ -420,7 +414,7 @@ fn first_reply_delay(timeout: u64, dice: &mut Dice) -> u64 {
 
 fn simulate_sms(
     request: &EncounterRequest<'_>,
-    outcome: SimOutcome,
+    outcome: EncounterOutcome,
     ctx: &Ctx,
     dice: &mut Dice,
 ) -> SimulatedEncounter {
@@ -444,20 +438,14 @@ fn simulate_sms(
         offset = offset.saturating_add(delay);
     }
     let ended = match outcome {
-        SimOutcome::NoReply => timeout,
-        SimOutcome::Error if script.turns.len() == 1 => dice.between(3 * SECOND, MINUTE),
-        SimOutcome::Error => offset + dice.between(5 * SECOND, 30 * SECOND),
+        EncounterOutcome::NoReply => timeout,
+        EncounterOutcome::Error if script.turns.len() == 1 => dice.between(3 * SECOND, MINUTE),
+        EncounterOutcome::Error => offset + dice.between(5 * SECOND, 30 * SECOND),
         _ => offset,
     }
     .min(timeout);
 
-    let ended_reason = match outcome {
-        SimOutcome::Resolved => SmsEndedReason::Resolved,
-        SimOutcome::Declined => SmsEndedReason::ContactDeclined,
-        SimOutcome::OptOut => SmsEndedReason::ContactOptOut,
-        SimOutcome::Error => SmsEndedReason::SystemError,
-        _ => SmsEndedReason::ConversationTimeout,
-    };
+    let ended_reason = sms_ended_reason_of(outcome);
     let transcript = script::render(&script.turns).map(|t| guard.scrub(t));
     let summary = guard.scrub(script.summary.clone());
     let custom = custom_values(

@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use clarion_channels::{
-    CALL_OUTCOMES, Channel, SMS_OUTCOMES, SimOutcome, outcome_mix, pick_outcome, validate_outcome,
+    Channel, EncounterOutcome, can_simulate, nearest_simulated, outcome_mix, pick_outcome,
+    simulated_outcomes, validate_outcome,
 };
 
 #[test]
@@ -25,23 +26,26 @@ fn outcome_names_are_kebab_case_in_serde_display_and_from_str() {
         "no-reply",
         "error",
     ];
-    assert_eq!(SimOutcome::ALL.len(), names.len());
-    for (outcome, name) in SimOutcome::ALL.into_iter().zip(names) {
+    assert_eq!(EncounterOutcome::ALL.len(), names.len());
+    for (outcome, name) in EncounterOutcome::ALL.into_iter().zip(names) {
         assert_eq!(outcome.to_string(), name);
-        assert_eq!(name.parse::<SimOutcome>().unwrap(), outcome);
+        assert_eq!(name.parse::<EncounterOutcome>().unwrap(), outcome);
         assert_eq!(
             serde_json::to_string(&outcome).unwrap(),
             format!("\"{name}\"")
         );
-        let parsed: SimOutcome = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+        let parsed: EncounterOutcome = serde_json::from_str(&format!("\"{name}\"")).unwrap();
         assert_eq!(parsed, outcome);
     }
-    let error = "Resolved".parse::<SimOutcome>().unwrap_err().to_string();
+    let error = "Resolved"
+        .parse::<EncounterOutcome>()
+        .unwrap_err()
+        .to_string();
     assert!(
         error.contains("`Resolved`") && error.contains("requested-callback"),
         "{error}"
     );
-    assert!(serde_json::from_str::<SimOutcome>("\"no_answer\"").is_err());
+    assert!(serde_json::from_str::<EncounterOutcome>("\"no_answer\"").is_err());
     assert_eq!("sms".parse::<Channel>().unwrap(), Channel::Sms);
     assert_eq!(serde_json::to_string(&Channel::Call).unwrap(), "\"call\"");
     assert!("voice".parse::<Channel>().is_err());
@@ -50,21 +54,21 @@ fn outcome_names_are_kebab_case_in_serde_display_and_from_str() {
 #[test]
 fn validate_outcome_accepts_each_channels_outcomes_and_rejects_the_others() {
     let call_only = [
-        SimOutcome::Unresolved,
-        SimOutcome::Voicemail,
-        SimOutcome::NoAnswer,
-        SimOutcome::Busy,
-        SimOutcome::Failed,
-        SimOutcome::Escalated,
-        SimOutcome::RequestedCallback,
-        SimOutcome::CustomerDropped,
-        SimOutcome::AssistantEnded,
+        EncounterOutcome::Unresolved,
+        EncounterOutcome::Voicemail,
+        EncounterOutcome::NoAnswer,
+        EncounterOutcome::Busy,
+        EncounterOutcome::Failed,
+        EncounterOutcome::Escalated,
+        EncounterOutcome::RequestedCallback,
+        EncounterOutcome::CustomerDropped,
+        EncounterOutcome::AssistantEnded,
     ];
-    let sms_only = [SimOutcome::NoReply, SimOutcome::Error];
+    let sms_only = [EncounterOutcome::NoReply, EncounterOutcome::Error];
     let both = [
-        SimOutcome::Resolved,
-        SimOutcome::Declined,
-        SimOutcome::OptOut,
+        EncounterOutcome::Resolved,
+        EncounterOutcome::Declined,
+        EncounterOutcome::OptOut,
     ];
     for outcome in both {
         assert_eq!(validate_outcome(Channel::Call, outcome), Ok(()));
@@ -88,15 +92,15 @@ fn validate_outcome_accepts_each_channels_outcomes_and_rejects_the_others() {
             "lists the call outcomes: {error}"
         );
     }
-    assert_eq!(CALL_OUTCOMES.len(), 12);
-    assert_eq!(SMS_OUTCOMES.len(), 5);
+    assert_eq!(EncounterOutcome::CALL.len(), 12);
+    assert_eq!(EncounterOutcome::SMS.len(), 5);
     assert_eq!(
-        validate_outcome(Channel::Sms, SimOutcome::Voicemail).unwrap_err(),
+        validate_outcome(Channel::Sms, EncounterOutcome::Voicemail).unwrap_err(),
         "`voicemail` is not an SMS outcome; SMS outcomes are: resolved, no-reply, declined, \
          opt-out, error"
     );
     assert_eq!(
-        validate_outcome(Channel::Call, SimOutcome::NoReply).unwrap_err(),
+        validate_outcome(Channel::Call, EncounterOutcome::NoReply).unwrap_err(),
         "`no-reply` is not a call outcome; call outcomes are: resolved, \
          unresolved, voicemail, no-answer, busy, failed, declined, escalated, \
          requested-callback, customer-dropped, assistant-ended, opt-out"
@@ -106,24 +110,24 @@ fn validate_outcome_accepts_each_channels_outcomes_and_rejects_the_others() {
 #[test]
 fn invalid_outcomes_map_to_the_nearest_one_the_channel_has() {
     assert_eq!(
-        SimOutcome::Voicemail.for_channel(Channel::Sms),
-        SimOutcome::NoReply
+        nearest_simulated(Channel::Sms, EncounterOutcome::Voicemail),
+        EncounterOutcome::NoReply
     );
     assert_eq!(
-        SimOutcome::Failed.for_channel(Channel::Sms),
-        SimOutcome::Error
+        nearest_simulated(Channel::Sms, EncounterOutcome::Failed),
+        EncounterOutcome::Error
     );
     assert_eq!(
-        SimOutcome::NoReply.for_channel(Channel::Call),
-        SimOutcome::NoAnswer
+        nearest_simulated(Channel::Call, EncounterOutcome::NoReply),
+        EncounterOutcome::NoAnswer
     );
     assert_eq!(
-        SimOutcome::Error.for_channel(Channel::Call),
-        SimOutcome::Failed
+        nearest_simulated(Channel::Call, EncounterOutcome::Error),
+        EncounterOutcome::Failed
     );
     assert_eq!(
-        SimOutcome::OptOut.for_channel(Channel::Sms),
-        SimOutcome::OptOut
+        nearest_simulated(Channel::Sms, EncounterOutcome::OptOut),
+        EncounterOutcome::OptOut
     );
 }
 
@@ -132,15 +136,15 @@ fn the_mix_weights_cover_exactly_the_channels_outcomes() {
     for channel in Channel::ALL {
         let mix = outcome_mix(channel);
         assert_eq!(mix.iter().map(|(_, w)| w).sum::<u32>(), 10_000);
-        let mut outcomes: Vec<SimOutcome> = mix.iter().map(|(o, _)| *o).collect();
-        let mut expected = channel.outcomes().to_vec();
+        let mut outcomes: Vec<EncounterOutcome> = mix.iter().map(|(o, _)| *o).collect();
+        let mut expected = simulated_outcomes(channel).to_vec();
         outcomes.sort();
         expected.sort();
         assert_eq!(outcomes, expected);
     }
 }
 
-fn rates(channel: Channel, samples: i64) -> BTreeMap<SimOutcome, f64> {
+fn rates(channel: Channel, samples: i64) -> BTreeMap<EncounterOutcome, f64> {
     let mut counts = BTreeMap::new();
     for sequence_id in 1..=samples {
         *counts
@@ -153,7 +157,7 @@ fn rates(channel: Channel, samples: i64) -> BTreeMap<SimOutcome, f64> {
         .collect()
 }
 
-fn assert_near(channel: Channel, targets: &[(SimOutcome, f64)]) {
+fn assert_near(channel: Channel, targets: &[(EncounterOutcome, f64)]) {
     let rates = rates(channel, 10_000);
     for &(outcome, target) in targets {
         let rate = rates.get(&outcome).copied().unwrap_or(0.0);
@@ -162,7 +166,7 @@ fn assert_near(channel: Channel, targets: &[(SimOutcome, f64)]) {
             "{channel} {outcome}: {rate:.2}% vs target {target}% ({rates:?})"
         );
     }
-    assert!(rates.keys().all(|o| o.is_valid_for(channel)));
+    assert!(rates.keys().all(|o| can_simulate(channel, *o)));
 }
 
 #[test]
@@ -170,23 +174,23 @@ fn call_mix_over_ten_thousand_sequences_is_near_the_targets() {
     assert_near(
         Channel::Call,
         &[
-            (SimOutcome::Resolved, 35.0),
-            (SimOutcome::Voicemail, 20.0),
-            (SimOutcome::NoAnswer, 15.0),
-            (SimOutcome::Busy, 5.0),
-            (SimOutcome::Failed, 3.0),
-            (SimOutcome::OptOut, 2.0),
+            (EncounterOutcome::Resolved, 35.0),
+            (EncounterOutcome::Voicemail, 20.0),
+            (EncounterOutcome::NoAnswer, 15.0),
+            (EncounterOutcome::Busy, 5.0),
+            (EncounterOutcome::Failed, 3.0),
+            (EncounterOutcome::OptOut, 2.0),
         ],
     );
     // The rest (22%) is spread over the other six conversation outcomes, each present.
     let rates = rates(Channel::Call, 10_000);
     let rest: f64 = [
-        SimOutcome::Unresolved,
-        SimOutcome::Declined,
-        SimOutcome::Escalated,
-        SimOutcome::RequestedCallback,
-        SimOutcome::CustomerDropped,
-        SimOutcome::AssistantEnded,
+        EncounterOutcome::Unresolved,
+        EncounterOutcome::Declined,
+        EncounterOutcome::Escalated,
+        EncounterOutcome::RequestedCallback,
+        EncounterOutcome::CustomerDropped,
+        EncounterOutcome::AssistantEnded,
     ]
     .iter()
     .map(|o| {
@@ -203,35 +207,39 @@ fn sms_mix_over_ten_thousand_sequences_is_near_the_targets() {
     assert_near(
         Channel::Sms,
         &[
-            (SimOutcome::Resolved, 45.0),
-            (SimOutcome::NoReply, 35.0),
-            (SimOutcome::Declined, 10.0),
-            (SimOutcome::OptOut, 5.0),
-            (SimOutcome::Error, 5.0),
+            (EncounterOutcome::Resolved, 45.0),
+            (EncounterOutcome::NoReply, 35.0),
+            (EncounterOutcome::Declined, 10.0),
+            (EncounterOutcome::OptOut, 5.0),
+            (EncounterOutcome::Error, 5.0),
         ],
     );
 }
 
 #[test]
 fn picks_are_deterministic_and_independent_across_steps_and_attempts() {
-    let first: Vec<SimOutcome> = (0..200)
+    let first: Vec<EncounterOutcome> = (0..200)
         .map(|id| pick_outcome(id, 1, 1, Channel::Call))
         .collect();
-    let again: Vec<SimOutcome> = (0..200)
+    let again: Vec<EncounterOutcome> = (0..200)
         .map(|id| pick_outcome(id, 1, 1, Channel::Call))
         .collect();
     assert_eq!(first, again);
-    let retried: Vec<SimOutcome> = (0..200)
+    let retried: Vec<EncounterOutcome> = (0..200)
         .map(|id| pick_outcome(id, 1, 2, Channel::Call))
         .collect();
-    let next_step: Vec<SimOutcome> = (0..200)
+    let next_step: Vec<EncounterOutcome> = (0..200)
         .map(|id| pick_outcome(id, 2, 1, Channel::Call))
         .collect();
-    let differ = |other: &[SimOutcome]| first.iter().zip(other).filter(|(a, b)| a != b).count();
+    let differ =
+        |other: &[EncounterOutcome]| first.iter().zip(other).filter(|(a, b)| a != b).count();
     assert!(differ(&retried) > 80, "{}", differ(&retried));
     assert!(differ(&next_step) > 80, "{}", differ(&next_step));
     // Negative and extreme ids are fine.
     for id in [i64::MIN, -1, 0, i64::MAX] {
-        assert!(pick_outcome(id, 0, 0, Channel::Sms).is_valid_for(Channel::Sms));
+        assert!(can_simulate(
+            Channel::Sms,
+            pick_outcome(id, 0, 0, Channel::Sms)
+        ));
     }
 }

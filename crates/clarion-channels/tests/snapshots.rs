@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use clarion_channels::{
-    AssistantProfile, Channel, ContactProfile, CustomField, CustomFieldKind, EncounterRequest,
-    SimOutcome, SimulatedEncounter, simulate,
+    AssistantProfile, Channel, ContactProfile, CustomField, CustomFieldKind, EncounterOutcome,
+    EncounterRequest, SimulatedEncounter, simulate,
 };
 use serde_json::{Value, json};
 
@@ -57,7 +57,7 @@ fn contact() -> ContactProfile {
     }
 }
 
-fn encounter(sequence_id: i64, channel: Channel, outcome: SimOutcome) -> SimulatedEncounter {
+fn encounter(sequence_id: i64, channel: Channel, outcome: EncounterOutcome) -> SimulatedEncounter {
     let assistant = assistant();
     let contact = contact();
     simulate(&EncounterRequest {
@@ -91,7 +91,11 @@ fn view(encounter: &SimulatedEncounter) -> Value {
 
 #[test]
 fn resolved_call() {
-    insta::assert_json_snapshot!(view(&encounter(1042, Channel::Call, SimOutcome::Resolved)));
+    insta::assert_json_snapshot!(view(&encounter(
+        1042,
+        Channel::Call,
+        EncounterOutcome::Resolved
+    )));
 }
 
 #[test]
@@ -99,36 +103,60 @@ fn requested_callback_call() {
     insta::assert_json_snapshot!(view(&encounter(
         1043,
         Channel::Call,
-        SimOutcome::RequestedCallback
+        EncounterOutcome::RequestedCallback
     )));
 }
 
 #[test]
 fn escalated_call() {
-    insta::assert_json_snapshot!(view(&encounter(1044, Channel::Call, SimOutcome::Escalated)));
+    insta::assert_json_snapshot!(view(&encounter(
+        1044,
+        Channel::Call,
+        EncounterOutcome::Escalated
+    )));
 }
 
 #[test]
 fn voicemail_call() {
-    insta::assert_json_snapshot!(view(&encounter(1045, Channel::Call, SimOutcome::Voicemail)));
+    insta::assert_json_snapshot!(view(&encounter(
+        1045,
+        Channel::Call,
+        EncounterOutcome::Voicemail
+    )));
 }
 
 #[test]
 fn no_answer_call() {
-    insta::assert_json_snapshot!(view(&encounter(1046, Channel::Call, SimOutcome::NoAnswer)));
+    insta::assert_json_snapshot!(view(&encounter(
+        1046,
+        Channel::Call,
+        EncounterOutcome::NoAnswer
+    )));
 }
 
 #[test]
 fn resolved_sms() {
-    insta::assert_json_snapshot!(view(&encounter(1047, Channel::Sms, SimOutcome::Resolved)));
+    insta::assert_json_snapshot!(view(&encounter(
+        1047,
+        Channel::Sms,
+        EncounterOutcome::Resolved
+    )));
 }
 
 #[test]
 fn no_reply_sms() {
-    insta::assert_json_snapshot!(view(&encounter(1048, Channel::Sms, SimOutcome::NoReply)));
+    insta::assert_json_snapshot!(view(&encounter(
+        1048,
+        Channel::Sms,
+        EncounterOutcome::NoReply
+    )));
 }
 
 #[test]
 fn opt_out_sms() {
-    insta::assert_json_snapshot!(view(&encounter(1049, Channel::Sms, SimOutcome::OptOut)));
+    insta::assert_json_snapshot!(view(&encounter(
+        1049,
+        Channel::Sms,
+        EncounterOutcome::OptOut
+    )));
 }

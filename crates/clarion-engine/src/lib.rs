@@ -74,7 +74,7 @@ mod state;
 pub use hours::next_allowed_instant;
 pub use machine::{contact_check, step};
 pub use outcome::{EncounterOutcome, StopReason};
-pub use plan::{CallingHours, Channel, Plan, StepSpec};
+pub use plan::{CallingHours, Channel, ParseError, Plan, StepSpec};
 pub use state::{
     Action, DeferReason, Event, Note, Phase, SequenceState, SequenceStatus, SkipReason, Transition,
     Withheld,

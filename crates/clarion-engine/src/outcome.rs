@@ -1,8 +1,11 @@
 //! How an encounter ended, and which endings stop a sequence.
 
 use std::fmt;
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+use crate::plan::ParseError;
 
 /// A reason a template may list in `stop_on`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -18,10 +21,12 @@ pub enum StopReason {
     Escalated,
 }
 
-/// What the channel reports when an encounter ends. One enum for both channels because the
-/// wire names overlap (`resolved`, `declined`, `opt-out`); which ones a channel produces is
-/// listed on each variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// What the channel reports when an encounter ends: Clarion's one outcome vocabulary, used by
+/// the engine, by every provider's mapping and by the simulator (whose scripted
+/// `simulation.outcomes` are these names). One enum for both channels because the wire names
+/// overlap (`resolved`, `declined`, `opt-out`); which ones a channel produces is listed on
+/// each variant ([`EncounterOutcome::CALL`], [`EncounterOutcome::SMS`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum EncounterOutcome {
     /// Call and SMS: the goal was met.
@@ -73,7 +78,8 @@ impl EncounterOutcome {
         Self::Error,
     ];
 
-    /// The outcomes a call can end with.
+    /// The outcomes a call can end with (also what the simulator and `simulation.outcomes`
+    /// allow on calls).
     pub const CALL: [EncounterOutcome; 12] = [
         Self::Resolved,
         Self::Unresolved,
@@ -89,7 +95,9 @@ impl EncounterOutcome {
         Self::OptOut,
     ];
 
-    /// The outcomes an SMS conversation can end with.
+    /// The outcomes an SMS conversation ends with: the simulator's and `simulation.outcomes`'
+    /// list. A Twilio conversation can also end `escalated` (the contact asked for a person)
+    /// or `unresolved` (its turn limit).
     pub const SMS: [EncounterOutcome; 5] = [
         Self::Resolved,
         Self::NoReply,
@@ -160,5 +168,19 @@ impl EncounterOutcome {
 impl fmt::Display for EncounterOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for EncounterOutcome {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|outcome| outcome.as_str() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|o| o.as_str()).collect();
+                ParseError::new("outcome", text, &names)
+            })
     }
 }

@@ -1,6 +1,7 @@
 //! What a sequence is told to do: the template's steps and rules, fixed for one contact.
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::NaiveTime;
@@ -9,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::outcome::StopReason;
 
-/// How a step reaches the contact.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// How a step reaches the contact. Clarion's one channel type: the engine's plans, the
+/// simulator and the providers' hand-off all use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Channel {
     /// An AI phone call.
@@ -20,6 +22,9 @@ pub enum Channel {
 }
 
 impl Channel {
+    /// Both channels.
+    pub const ALL: [Channel; 2] = [Channel::Call, Channel::Sms];
+
     /// The wire name, also used in human-readable descriptions.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,6 +39,42 @@ impl fmt::Display for Channel {
         f.write_str(self.as_str())
     }
 }
+
+impl FromStr for Channel {
+    type Err = ParseError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Channel::ALL
+            .into_iter()
+            .find(|channel| channel.as_str() == text)
+            .ok_or_else(|| ParseError::new("channel", text, &["call", "sms"]))
+    }
+}
+
+/// A string that names no channel or no outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    message: String,
+}
+
+impl ParseError {
+    pub(crate) fn new(what: &str, input: &str, expected: &[&str]) -> Self {
+        Self {
+            message: format!(
+                "unknown {what} `{input}`; expected one of: {}",
+                expected.join(", ")
+            ),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ParseError {}
 
 /// One step of a template.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -90,6 +90,8 @@
 
 use std::fmt;
 
+use clarion_channels::EncounterOutcome;
+use clarion_channels::report_map;
 use clarion_webhooks::SmsEndedReason;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -482,29 +484,28 @@ impl SmsEnd {
         SmsEnd::Error,
     ];
 
-    /// The report's `ended_reason`.
+    /// The report's `ended_reason`: the outcome's, as every channel reports it
+    /// ([`report_map::sms_ended_reason_of`]).
     pub fn ended_reason(self) -> SmsEndedReason {
+        report_map::sms_ended_reason_of(self.outcome())
+    }
+
+    /// The encounter outcome in the engine's vocabulary.
+    pub fn outcome(self) -> EncounterOutcome {
         match self {
-            SmsEnd::Resolved => SmsEndedReason::Resolved,
-            SmsEnd::Declined => SmsEndedReason::ContactDeclined,
-            SmsEnd::OptOut => SmsEndedReason::ContactOptOut,
-            SmsEnd::Escalated => SmsEndedReason::Unknown,
-            SmsEnd::TurnLimit | SmsEnd::NoReply => SmsEndedReason::ConversationTimeout,
-            SmsEnd::Error => SmsEndedReason::SystemError,
+            SmsEnd::Resolved => EncounterOutcome::Resolved,
+            SmsEnd::Declined => EncounterOutcome::Declined,
+            SmsEnd::OptOut => EncounterOutcome::OptOut,
+            SmsEnd::Escalated => EncounterOutcome::Escalated,
+            SmsEnd::TurnLimit => EncounterOutcome::Unresolved,
+            SmsEnd::NoReply => EncounterOutcome::NoReply,
+            SmsEnd::Error => EncounterOutcome::Error,
         }
     }
 
-    /// The encounter outcome the scheduler gives the engine.
+    /// The encounter outcome the scheduler gives the engine, by its wire name.
     pub fn engine_outcome(self) -> &'static str {
-        match self {
-            SmsEnd::Resolved => "resolved",
-            SmsEnd::Declined => "declined",
-            SmsEnd::OptOut => "opt-out",
-            SmsEnd::Escalated => "escalated",
-            SmsEnd::TurnLimit => "unresolved",
-            SmsEnd::NoReply => "no-reply",
-            SmsEnd::Error => "error",
-        }
+        self.outcome().as_str()
     }
 
     /// Whether the number goes on the suppression list.

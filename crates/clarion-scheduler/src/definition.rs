@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use clarion_engine::Channel;
 use serde::{Deserialize, Serialize};
 
 /// The stop reasons a template may list.
@@ -40,8 +41,7 @@ pub struct TemplateDefinition {
 /// One step, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepDefinition {
-    /// `call` or `sms`.
-    pub channel: String,
+    pub channel: Channel,
     pub assistant_id: i64,
     pub delay_ms: u64,
     pub max_attempts: u32,

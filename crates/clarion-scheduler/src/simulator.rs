@@ -5,26 +5,18 @@ use std::time::Duration;
 
 use clarion_channels::{
     AssistantProfile, ContactProfile, CustomField, CustomFieldKind, EncounterReport,
-    EncounterRequest, SimOutcome,
+    EncounterRequest,
 };
-use clarion_engine::Channel;
+use clarion_engine::{Channel, EncounterOutcome};
 use clarion_store::{Assistant, EncounterRow, Millis, SequenceRow};
 use serde_json::{Value, json};
 
 use crate::definition::ContactInfo;
 use crate::scheduler::SchedulerError;
 
-fn channel(encounter: &EncounterRow) -> clarion_channels::Channel {
-    if encounter.channel == Channel::Sms {
-        clarion_channels::Channel::Sms
-    } else {
-        clarion_channels::Channel::Call
-    }
-}
-
 /// The scripted outcome for the `index`-th encounter of the sequence, if the enrollment
 /// scripted one (`simulation.outcomes`, consumed one per encounter in order).
-fn scripted(sequence: &SequenceRow, index: usize) -> Option<SimOutcome> {
+fn scripted(sequence: &SequenceRow, index: usize) -> Option<EncounterOutcome> {
     let outcomes = sequence.simulation.as_ref()?.get("outcomes")?.as_array()?;
     let text = outcomes.get(index)?.as_str()?;
     text.parse().ok()
@@ -109,7 +101,7 @@ pub fn simulate(
         encounter_id: encounter.id.0,
         step: u32::try_from(encounter.step + 1).unwrap_or(u32::MAX),
         attempt: u32::try_from(encounter.attempt).unwrap_or(u32::MAX),
-        channel: channel(encounter),
+        channel: encounter.channel,
         assistant: &assistant,
         contact: &contact,
         clinic_number,
@@ -126,11 +118,7 @@ pub fn simulate(
         EncounterReport::Sms(sms) => serde_json::to_string(sms),
     }
     .map_err(|_| SchedulerError::Corrupt("simulated report"))?;
-    let outcome = serde_json::to_value(simulated.outcome)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "failed".to_owned());
-    Ok((ends_at, outcome, report))
+    Ok((ends_at, simulated.outcome.as_str().to_owned(), report))
 }
 
 /// The report object of a call that was never placed: `failed`, with `summary` saying why.

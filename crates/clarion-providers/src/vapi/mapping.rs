@@ -44,6 +44,7 @@
 //!   error", §1.4). The report's `ended_reason` is then `failed`, not Vapi's raw string, so
 //!   receivers see one vocabulary; the raw string stays in Clarion's event log.
 
+use clarion_channels::report_map;
 use clarion_webhooks::{CallEndedReason, CallOutcome, CallStatus, FailureReason};
 use serde_json::Value;
 
@@ -553,33 +554,15 @@ fn parse_structured_outcome(text: &str) -> Option<(CallOutcome, Option<FailureRe
     }
 }
 
-/// The wire name of a failure reason.
+/// The wire name of a failure reason (the engine outcome it stands for).
 pub fn failure_reason_str(reason: FailureReason) -> &'static str {
-    match reason {
-        FailureReason::Declined => "declined",
-        FailureReason::Escalated => "escalated",
-        FailureReason::RequestedCallback => "requested-callback",
-        FailureReason::CustomerDropped => "customer-dropped",
-        FailureReason::AssistantEnded => "assistant-ended",
-        FailureReason::OptOut => "opt-out",
-    }
+    report_map::encounter_outcome_of_failure(reason).as_str()
 }
 
 /// The engine's encounter outcome for a report outcome: the failure reason when there is one
-/// (as the simulator reports them), else the outcome.
+/// (as the simulator reports them), else the outcome ([`report_map`], shared by every channel).
 fn engine_outcome(outcome: &CallOutcome, failure_reason: Option<FailureReason>) -> &'static str {
-    if let Some(reason) = failure_reason {
-        return failure_reason_str(reason);
-    }
-    match outcome {
-        CallOutcome::Resolved => "resolved",
-        CallOutcome::Unresolved => "unresolved",
-        CallOutcome::Voicemail => "voicemail",
-        CallOutcome::NoAnswer => "no-answer",
-        CallOutcome::Busy => "busy",
-        // `Failed`, and any value a future report type might add.
-        _ => "failed",
-    }
+    report_map::encounter_outcome_of_call(outcome, failure_reason).as_str()
 }
 
 /// The report's `call_status` for a Vapi status; `None` for the statuses the report does not
@@ -640,7 +623,7 @@ pub fn markdown_table() -> String {
 mod tests {
     use std::collections::BTreeSet;
 
-    use clarion_channels::{CALL_OUTCOMES, SimOutcome};
+    use clarion_channels::EncounterOutcome;
     use serde_json::{Map, json};
 
     use super::*;
@@ -1042,7 +1025,8 @@ mod tests {
 
     #[test]
     fn every_result_speaks_the_engine_and_simulator_vocabulary() {
-        let call_outcomes: BTreeSet<&str> = CALL_OUTCOMES.iter().map(|o| o.as_str()).collect();
+        let call_outcomes: BTreeSet<&str> =
+            EncounterOutcome::CALL.iter().map(|o| o.as_str()).collect();
         let analyses = [
             VapiAnalysis::default(),
             analysis(None, Some("true")),
@@ -1058,7 +1042,7 @@ mod tests {
                     row.vapi.text(),
                     result.engine_outcome
                 );
-                let sim: SimOutcome = result.engine_outcome.parse().unwrap();
+                let sim: EncounterOutcome = result.engine_outcome.parse().unwrap();
                 assert_eq!(sim.as_str(), result.engine_outcome);
                 // As in the simulator: a failure reason only on an unresolved call, and then it
                 // is the engine outcome.

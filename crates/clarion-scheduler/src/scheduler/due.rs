@@ -225,17 +225,16 @@ impl Scheduler {
         let mut tx = WriteTx::begin(&self.inner).await?;
         let mut unknown = Vec::new();
         for encounter in &stale {
-            if encounter.channel == Channel::Call
-                && encounter.claimed_at.is_some()
-                && self.inner.config.vapi.is_some()
+            if let Unconfirmed::LookUp(provider_ref) =
+                self.provider(encounter.channel).unconfirmed(encounter)
             {
                 tracing::warn!(
                     encounter_id = encounter.id.0,
-                    "call was claimed but its placement never recorded; looking for it at Vapi"
+                    "encounter was claimed but its request never recorded; looking for it at the provider"
                 );
                 unknown.push(RequestedEncounter {
                     id: encounter.id,
-                    provider_ref: format!("{VAPI_UNKNOWN_PREFIX}{}", encounter.id),
+                    provider_ref,
                     ends_at: Some(now),
                     report: None,
                     outcome: None,

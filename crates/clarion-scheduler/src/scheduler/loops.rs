@@ -63,18 +63,24 @@ impl Scheduler {
     }
 
     pub(super) async fn overdue_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
-        // The sweep of old inbound message ids takes the write lock: not on every pass.
-        let mut last_forgotten = None;
+        // Providers' upkeep (Twilio's sweep of old inbound message ids takes the write lock):
+        // each at its own interval, not on every pass. By channel, as `Channel::ALL`.
+        let mut last_upkeep: [Option<tokio::time::Instant>; 2] = [None; 2];
         while !*stopped.borrow() {
             if let Err(error) = self.settle_overdue_provider_encounters().await {
                 tracing::error!(error = %error, "settling overdue provider encounters failed");
             }
-            if self.inner.config.twilio.is_some()
-                && last_forgotten
-                    .is_none_or(|at: tokio::time::Instant| at.elapsed() >= INBOUND_SID_SWEEP_EVERY)
+            for (channel, last) in clarion_engine::Channel::ALL
+                .into_iter()
+                .zip(&mut last_upkeep)
             {
-                last_forgotten = Some(tokio::time::Instant::now());
-                self.forget_old_inbound_messages().await;
+                let provider = self.provider(channel);
+                if let Some(every) = provider.upkeep_every()
+                    && last.is_none_or(|at| at.elapsed() >= every)
+                {
+                    *last = Some(tokio::time::Instant::now());
+                    provider.upkeep(self).await;
+                }
             }
             let next = self
                 .inner
@@ -105,23 +111,6 @@ impl Scheduler {
             }
             Some(_) => poll.min(due_now),
             None => poll,
-        }
-    }
-
-    /// Forgets inbound Twilio message ids older than their retention (a bounded sweep).
-    async fn forget_old_inbound_messages(&self) {
-        let before = self
-            .inner
-            .real_clock
-            .now_millis()
-            .saturating_sub(INBOUND_SID_RETENTION_MILLIS);
-        if let Err(error) = self
-            .inner
-            .store
-            .forget_inbound_messages(before, 10_000)
-            .await
-        {
-            tracing::error!(error = %error, "forgetting old inbound message ids failed");
         }
     }
 

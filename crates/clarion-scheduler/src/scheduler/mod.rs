@@ -20,12 +20,16 @@
 //! - [`loops`]: the three loops (`run`) and `run_due_now`;
 //! - [`due`]: the due loop's work (wake, end, reconcile), database only;
 //! - [`caps`]: contact caps;
+//! - [`channel`]: the channel interface ([`channel::Provider`]: the simulator, Vapi, Twilio),
+//!   what each provider does with a claimed encounter and an overdue one;
 //! - [`provider_worker`]: the contact check and claim before every provider request, the
 //!   simulator hand-off;
-//! - [`vapi`], [`twilio`]: each provider's protocol (requests, retries, callbacks, routing);
+//! - [`vapi`], [`twilio`]: each provider's protocol (requests, retries, protocol constants,
+//!   callbacks, routing, read-backs);
 //! - [`overdue`]: provider encounters whose report is late.
 
 mod caps;
+mod channel;
 mod due;
 mod enrollment;
 mod loops;
@@ -42,8 +46,8 @@ pub use twilio::TwilioChannel;
 // The concern modules share their crate-private items through this module.
 #[allow(unused_imports)]
 use self::{
-    caps::*, due::*, enrollment::*, loops::*, overdue::*, provider_worker::*, transitions::*,
-    twilio::*, vapi::*, write_tx::*,
+    caps::*, channel::*, due::*, enrollment::*, loops::*, overdue::*, provider_worker::*,
+    transitions::*, twilio::*, vapi::*, write_tx::*,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -212,11 +216,7 @@ pub fn plan_for(definition: &TemplateDefinition, time_zone: &str) -> Result<Plan
         .steps
         .iter()
         .map(|s| StepSpec {
-            channel: if s.channel == "sms" {
-                clarion_engine::Channel::Sms
-            } else {
-                clarion_engine::Channel::Call
-            },
+            channel: s.channel,
             assistant_id: s.assistant_id,
             delay: Duration::from_millis(s.delay_ms),
             max_attempts: s.max_attempts,

@@ -70,61 +70,9 @@ impl Scheduler {
         encounter: &EncounterRow,
         now: Millis,
     ) -> Result<bool, SchedulerError> {
-        let store = &self.inner.store;
-        let next_check = now.saturating_add(
-            Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
-                .unwrap_or(Millis::MAX),
-        );
-        let give_up_after = Millis::try_from(self.inner.config.provider_give_up_after.as_millis())
-            .unwrap_or(Millis::MAX);
-        let given_up = now.saturating_sub(encounter.created_at) >= give_up_after;
-        if encounter.channel == Channel::Sms {
-            // A conversation whose contact went quiet for the template's SMS timeout (also
-            // when Twilio has been switched off since: nothing more can arrive).
-            return self
-                .end_overdue(encounter, OverdueEnd::ConversationTimeout)
-                .await;
-        }
-        if encounter
-            .provider_ref
-            .as_deref()
-            .is_some_and(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
-        {
-            return self
-                .look_for_unknown_call(encounter, next_check, given_up)
-                .await;
-        }
-        // With Vapi switched off since the call was placed, it cannot be read back (and its
-        // callbacks are not accepted): only the give-up below ends it.
-        let read_back = match (&self.inner.config.vapi, encounter.provider_ref.as_deref()) {
-            (Some(vapi), Some(call_id)) => match vapi.get_call(call_id).await {
-                Ok(call) => EndOfCallReport::from_ended_call(call),
-                Err(error) => {
-                    tracing::warn!(encounter_id = encounter.id.0, error = %error, "reading an overdue call back failed");
-                    None
-                }
-            },
-            _ => None,
-        };
-        if let Some(report) = read_back {
-            tracing::warn!(
-                encounter_id = encounter.id.0,
-                "end-of-call report never arrived; ended from the call read back"
-            );
-            return self.vapi_end_of_call(&report).await;
-        }
-        if given_up {
-            // Neither a report nor a readable end for this long: the sequence must not wait
-            // forever. The call is never placed again.
-            let end = OverdueEnd::UnreportedCall {
-                summary: NEVER_REPORTED_SUMMARY,
-            };
-            return self.end_overdue(encounter, end).await;
-        }
-        store
-            .postpone_encounter_end(encounter.id, next_check)
-            .await?;
-        Ok(false)
+        self.provider_of_open(encounter)
+            .settle_overdue(self, encounter, now)
+            .await
     }
 
     /// Ends an open provider encounter that is overdue (re-read in the transaction: a

@@ -1,6 +1,8 @@
-//! The provider worker and the contact check: encounters committed for Vapi or Twilio are
-//! claimed, one by one, in a short transaction that checks again that contact is allowed,
-//! then sent; the simulator's encounters are run at once after their commit.
+//! The provider worker and the contact check: encounters committed for a provider that
+//! contacts the patient (Vapi, Twilio: [`Provider::contacts_patient`]) are claimed, one by
+//! one, in a short transaction that checks again that contact is allowed, then handed to
+//! their provider ([`Provider::request`]); the simulator's encounters are run at once after
+//! their commit.
 
 use super::*;
 
@@ -46,7 +48,7 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let (with_provider, simulated): (Vec<Started>, Vec<Started>) = started
             .into_iter()
-            .partition(|started| self.has_provider(started.encounter.channel));
+            .partition(|started| self.provider(started.encounter.channel).contacts_patient());
         if !with_provider.is_empty() {
             self.inner.provider_wake.notify_one();
         }
@@ -78,22 +80,6 @@ impl Scheduler {
         tx.commit().await?;
         crash_point("encounter-requested");
         Ok(())
-    }
-
-    /// Whether encounters on `channel` go to a real provider (Vapi, Twilio).
-    pub(super) fn has_provider(&self, channel: Channel) -> bool {
-        match channel {
-            Channel::Call => self.inner.config.vapi.is_some(),
-            Channel::Sms => self.inner.config.twilio.is_some(),
-        }
-    }
-
-    /// The channels that go to a real provider.
-    pub(super) fn provider_channels(&self) -> Vec<Channel> {
-        [Channel::Call, Channel::Sms]
-            .into_iter()
-            .filter(|channel| self.has_provider(*channel))
-            .collect()
     }
 
     /// The provider worker's pass: every encounter committed for Vapi or Twilio and not yet
@@ -144,7 +130,9 @@ impl Scheduler {
             return Ok(());
         };
         crash_point("encounter-claimed");
-        self.request_from_provider(&started).await
+        self.provider(started.encounter.channel)
+            .request(self, &started)
+            .await
     }
 
     /// The contact check again after waiting to retry a request the provider certainly did
@@ -209,12 +197,10 @@ impl Scheduler {
                 if claim == Claim::First && !store.claim_encounter(&mut tx.tx, id, now).await? {
                     return Ok(None);
                 }
-                if let Some(twilio) = &self.inner.config.twilio
-                    && encounter.channel == Channel::Sms
-                    && claim == Claim::First
-                {
-                    let sender = sender_key(twilio.sender_for(sequence.org_id));
-                    store.set_encounter_sender(&mut tx.tx, id, sender).await?;
+                if claim == Claim::First {
+                    self.provider(encounter.channel)
+                        .on_claim(store, &mut tx.tx, id, sequence.org_id)
+                        .await?;
                 }
                 tx.commit(store).await?;
                 Ok(Some(Started {
@@ -233,7 +219,9 @@ impl Scheduler {
                 if sequence.status == SequenceStatus::Ended {
                     // Cancelled meanwhile: its report is queued and may name this encounter,
                     // so the row stays, ended as a call or text that was not made.
-                    let report = self.not_contacted_report(&encounter, now);
+                    let report = self
+                        .provider_of_open(&encounter)
+                        .not_contacted_report(self, &encounter, now);
                     store
                         .end_encounter(&mut tx.tx, id, "failed", Some(&report), now)
                         .await?;
@@ -250,59 +238,6 @@ impl Scheduler {
                 Ok(None)
             }
         }
-    }
-
-    /// The report object of an encounter withheld after its sequence ended: a call that was
-    /// not placed, or a conversation whose opening text was not sent.
-    pub(super) fn not_contacted_report(&self, encounter: &EncounterRow, now: Millis) -> Value {
-        const WHY: &str = "Not made: the sequence had ended before the provider was asked.";
-        if encounter.channel == Channel::Sms {
-            let mut report =
-                self.conversation_report(encounter, &Conversation::default(), SmsEnd::Error, now);
-            report.summary = Some(WHY.to_owned());
-            serde_json::to_value(&report).unwrap_or(Value::Null)
-        } else {
-            crate::simulator::failed_call_report(encounter, WHY)
-        }
-    }
-
-    /// Places the call or opens the conversation of one claimed encounter with its
-    /// provider, and records the answer at once, in its own small transaction: the
-    /// provider's callbacks (a STOP, an end-of-call report) may arrive while the rest of the
-    /// batch is still being sent, and must find the encounter.
-    pub(super) async fn request_from_provider(
-        &self,
-        started: &Started,
-    ) -> Result<(), SchedulerError> {
-        if let Some(twilio) = &self.inner.config.twilio
-            && started.encounter.channel == Channel::Sms
-        {
-            let Some((request, conversation)) =
-                self.start_twilio_conversation(twilio, started).await
-            else {
-                return Ok(());
-            };
-            return self.record_requested(request, conversation).await;
-        }
-        if let Some(vapi) = &self.inner.config.vapi
-            && started.encounter.channel == Channel::Call
-        {
-            let Some((request, status)) = self.place_vapi_call(vapi, started).await else {
-                return Ok(());
-            };
-            crash_point("vapi-call-placed");
-            let call_id = request.provider_ref.clone();
-            self.record_requested(request, None).await?;
-            if let Some(status) = status {
-                // The status Vapi answered with (`queued`), unless a callback moved it on.
-                self.inner
-                    .store
-                    .set_provider_status(Channel::Call, &call_id, &status, &VAPI_STATUS_ORDER)
-                    .await?;
-            }
-            return Ok(());
-        }
-        Ok(())
     }
 
     /// Records one provider's answer for an encounter (and a conversation's state), at once.

@@ -72,6 +72,49 @@ pub(super) const INBOUND_SID_RETENTION_MILLIS: Millis = 400 * 24 * 3600 * 1000;
 pub(super) const INBOUND_SID_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 impl Scheduler {
+    /// Opens the conversation of one claimed encounter and records Twilio's answer (and the
+    /// conversation's state) at once, in its own small transaction: a reply or a STOP may
+    /// arrive while other requests are still being sent, and must find the encounter.
+    pub(super) async fn request_twilio_conversation(
+        &self,
+        twilio: &TwilioChannel,
+        started: &Started,
+    ) -> Result<(), SchedulerError> {
+        let Some((request, conversation)) = self.start_twilio_conversation(twilio, started).await
+        else {
+            return Ok(());
+        };
+        self.record_requested(request, conversation).await
+    }
+
+    /// An SMS conversation whose contact went quiet for the template's SMS timeout (also when
+    /// Twilio has been switched off since: nothing more can arrive) ends with the overdue
+    /// loop.
+    pub(super) async fn settle_overdue_conversation(
+        &self,
+        encounter: &EncounterRow,
+    ) -> Result<bool, SchedulerError> {
+        self.end_overdue(encounter, OverdueEnd::ConversationTimeout)
+            .await
+    }
+
+    /// Forgets inbound Twilio message ids older than their retention (a bounded sweep).
+    pub(super) async fn forget_old_inbound_messages(&self) {
+        let before = self
+            .inner
+            .real_clock
+            .now_millis()
+            .saturating_sub(INBOUND_SID_RETENTION_MILLIS);
+        if let Err(error) = self
+            .inner
+            .store
+            .forget_inbound_messages(before, 10_000)
+            .await
+        {
+            tracing::error!(error = %error, "forgetting old inbound message ids failed");
+        }
+    }
+
     /// Opens one committed SMS encounter with Twilio: the script's opening text, rendered
     /// with the contact's name and variables, sent with a status callback. Answers what to
     /// record (the message's sid, the conversation's time-out) and the conversation's state;

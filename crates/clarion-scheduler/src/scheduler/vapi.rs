@@ -36,6 +36,30 @@ pub(super) const NEVER_REPORTED_SUMMARY: &str = "The call was placed but its end
 pub(super) const VAPI_LIST_LIMIT: u32 = 100;
 
 impl Scheduler {
+    /// Places the call of one claimed encounter and records Vapi's answer at once, in its
+    /// own small transaction: the call's callbacks (an end-of-call report) may arrive while
+    /// other requests are still being sent, and must find the encounter.
+    pub(super) async fn request_vapi_call(
+        &self,
+        vapi: &VapiClient,
+        started: &Started,
+    ) -> Result<(), SchedulerError> {
+        let Some((request, status)) = self.place_vapi_call(vapi, started).await else {
+            return Ok(());
+        };
+        crash_point("vapi-call-placed");
+        let call_id = request.provider_ref.clone();
+        self.record_requested(request, None).await?;
+        if let Some(status) = status {
+            // The status Vapi answered with (`queued`), unless a callback moved it on.
+            self.inner
+                .store
+                .set_provider_status(Channel::Call, &call_id, &status, &VAPI_STATUS_ORDER)
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Places one committed call encounter with Vapi. Answers what to record: the call's id
     /// (its end arrives as a callback) with the status Vapi gave the new call, or, when the
     /// call was not placed, an encounter due to end now as `failed`. Only answers that prove
@@ -410,6 +434,68 @@ impl Scheduler {
         }
         self.inner
             .store
+            .postpone_encounter_end(encounter.id, next_check)
+            .await?;
+        Ok(false)
+    }
+
+    /// An open call whose end-of-call report is overdue: one whose placement is unknown is
+    /// looked for ([`Scheduler::look_for_unknown_call`]); a placed one is read back with
+    /// `GET /call/{id}` (an ended call is applied as if its report had arrived; one still
+    /// running, or unreadable, is looked at again after `provider_report_timeout`), and given
+    /// up on after `provider_give_up_after`. `vapi` is `None` when Vapi has been switched off
+    /// since the call was placed: then only the give-up ends it. Answers whether it ended.
+    pub(super) async fn settle_overdue_call(
+        &self,
+        vapi: Option<&VapiClient>,
+        encounter: &EncounterRow,
+        now: Millis,
+    ) -> Result<bool, SchedulerError> {
+        let store = &self.inner.store;
+        let next_check = now.saturating_add(
+            Millis::try_from(self.inner.config.provider_report_timeout.as_millis())
+                .unwrap_or(Millis::MAX),
+        );
+        let give_up_after = Millis::try_from(self.inner.config.provider_give_up_after.as_millis())
+            .unwrap_or(Millis::MAX);
+        let given_up = now.saturating_sub(encounter.created_at) >= give_up_after;
+        if encounter
+            .provider_ref
+            .as_deref()
+            .is_some_and(|r| r.starts_with(VAPI_UNKNOWN_PREFIX))
+        {
+            return self
+                .look_for_unknown_call(encounter, next_check, given_up)
+                .await;
+        }
+        // With Vapi switched off since the call was placed, it cannot be read back (and its
+        // callbacks are not accepted): only the give-up below ends it.
+        let read_back = match (vapi, encounter.provider_ref.as_deref()) {
+            (Some(vapi), Some(call_id)) => match vapi.get_call(call_id).await {
+                Ok(call) => EndOfCallReport::from_ended_call(call),
+                Err(error) => {
+                    tracing::warn!(encounter_id = encounter.id.0, error = %error, "reading an overdue call back failed");
+                    None
+                }
+            },
+            _ => None,
+        };
+        if let Some(report) = read_back {
+            tracing::warn!(
+                encounter_id = encounter.id.0,
+                "end-of-call report never arrived; ended from the call read back"
+            );
+            return self.vapi_end_of_call(&report).await;
+        }
+        if given_up {
+            // Neither a report nor a readable end for this long: the sequence must not wait
+            // forever. The call is never placed again.
+            let end = OverdueEnd::UnreportedCall {
+                summary: NEVER_REPORTED_SUMMARY,
+            };
+            return self.end_overdue(encounter, end).await;
+        }
+        store
             .postpone_encounter_end(encounter.id, next_check)
             .await?;
         Ok(false)

@@ -88,7 +88,7 @@ pub struct CustomField {
 pub const MAX_CONFIG_JSON_BYTES: usize = 64 * 1024;
 
 /// Checks the size of `config` and, when it has one, its SMS script.
-fn validate_config(channel: &str, config: &serde_json::Value) -> Result<(), ApiError> {
+fn validate_config(channel: Channel, config: &serde_json::Value) -> Result<(), ApiError> {
     let size = serde_json::to_string(config).map_or(usize::MAX, |text| text.len());
     if size > MAX_CONFIG_JSON_BYTES {
         return Err(ApiError::invalid(
@@ -96,7 +96,7 @@ fn validate_config(channel: &str, config: &serde_json::Value) -> Result<(), ApiE
             "config must be at most 64 KiB of JSON",
         ));
     }
-    if channel == "sms" && config.get("script").is_some() {
+    if channel == Channel::Sms && config.get("script").is_some() {
         use clarion_providers::sms_assistant::ScriptError;
         clarion_providers::ScriptConfig::from_assistant_config(config).map_err(
             |error| match error {
@@ -136,13 +136,14 @@ pub async fn create(
             "name must be 1 to 200 characters",
         ));
     }
-    if body.channel != "call" && body.channel != "sms" {
-        return Err(ApiError::invalid("channel", "channel must be call or sms"));
-    }
+    let channel: Channel = body
+        .channel
+        .parse()
+        .map_err(|_| ApiError::invalid("channel", "channel must be call or sms"))?;
     if !body.config.is_object() {
         return Err(ApiError::invalid("config", "config must be an object"));
     }
-    validate_config(&body.channel, &body.config)?;
+    validate_config(channel, &body.config)?;
     if let Some(vapi_assistant) = body.config.get("vapi_assistant_id") {
         let allowed = match vapi_assistant.as_str() {
             Some(id) => state.store.vapi_assistant_allowed(org, id).await?,
@@ -197,11 +198,6 @@ pub async fn create(
     let custom_fields =
         serde_json::to_value(&body.custom_fields).map_err(|e| ApiError::internal(&e))?;
     let now = state.clock.now_millis();
-    let channel = if body.channel == "sms" {
-        Channel::Sms
-    } else {
-        Channel::Call
-    };
     let assistant = state
         .store
         .create_assistant(org, name, channel, &body.config, &custom_fields, now)

@@ -14,7 +14,7 @@ use clarion_providers::sms_assistant::ScriptError;
 use clarion_providers::{Conversation, ScriptConfig};
 use clarion_scheduler::definition::{ContactInfo, TemplateDefinition};
 use clarion_scheduler::{Control, EnrollRequest, Enrolled, SchedulerError};
-use clarion_store::{AssistantId, IdKind, OrgId, SequenceId, SequenceStatus, TemplateId};
+use clarion_store::{AssistantId, Channel, IdKind, OrgId, SequenceId, SequenceStatus, TemplateId};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
@@ -115,7 +115,7 @@ fn validate_simulation(field: &str, simulation: &Option<Value>) -> Result<(), Ap
         for (i, outcome) in list.iter().enumerate() {
             let valid = outcome
                 .as_str()
-                .is_some_and(|s| s.parse::<clarion_channels::SimOutcome>().is_ok());
+                .is_some_and(|s| s.parse::<clarion_channels::EncounterOutcome>().is_ok());
             if !valid {
                 return Err(ApiError::invalid(
                     &format!("{field}.outcomes[{i}]"),
@@ -180,7 +180,7 @@ async fn sms_scripts(
     };
     let mut scripts = Vec::new();
     for (index, step) in definition.steps.iter().enumerate() {
-        if step.channel != "sms" {
+        if step.channel != Channel::Sms {
             continue;
         }
         if let Some(assistant) = state

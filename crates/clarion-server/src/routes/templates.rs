@@ -8,7 +8,7 @@ use clarion_scheduler::definition::{
     self, DEFAULT_CALLING_HOURS, DEFAULT_SMS_TIMEOUT, HoursDefinition, Invalid, MAX_ATTEMPTS,
     MAX_STEPS, STOP_REASONS, StepDefinition, TemplateDefinition,
 };
-use clarion_store::{AssistantId, IdKind, OrgId, PublicIds, TemplateVersion};
+use clarion_store::{AssistantId, Channel, IdKind, OrgId, PublicIds, TemplateVersion};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -113,7 +113,7 @@ pub fn template_out(ids: &PublicIds, template: TemplateVersion) -> Result<Templa
             .steps
             .iter()
             .map(|s| StepOut {
-                kind: s.channel.clone(),
+                kind: s.channel.as_str().to_owned(),
                 assistant_id: ids.encode(IdKind::Assistant, s.assistant_id),
                 delay: definition::format_duration(s.delay_ms),
                 max_attempts: s.max_attempts,
@@ -162,9 +162,10 @@ async fn validate(
     let mut steps = Vec::with_capacity(body.steps.len());
     for (i, step) in body.steps.iter().enumerate() {
         let at = |f: &str| format!("steps[{i}].{f}");
-        if step.kind != "call" && step.kind != "sms" {
-            return Err(ApiError::invalid(&at("type"), "type must be call or sms"));
-        }
+        let channel: Channel = step
+            .kind
+            .parse()
+            .map_err(|_| ApiError::invalid(&at("type"), "type must be call or sms"))?;
         let no_such_assistant = || ApiError::invalid(&at("assistant_id"), "no such assistant");
         let assistant_id = ids
             .decode(IdKind::Assistant, step.assistant_id)
@@ -174,7 +175,7 @@ async fn validate(
             .get_assistant(org, AssistantId(assistant_id))
             .await?
             .ok_or_else(no_such_assistant)?;
-        if assistant.channel.as_str() != step.kind {
+        if assistant.channel != channel {
             return Err(ApiError::invalid(
                 &at("assistant_id"),
                 format!(
@@ -193,7 +194,7 @@ async fn validate(
         let retry = definition::parse_duration(&at("retry_delay"), &step.retry_delay)
             .map_err(from_invalid)?;
         steps.push(StepDefinition {
-            channel: step.kind.clone(),
+            channel,
             assistant_id,
             delay_ms: millis(delay),
             max_attempts: step.max_attempts,
