@@ -1,7 +1,9 @@
 //! Tidy checks: rules about the code base itself, checked as ordinary tests so that a change
 //! that breaks one fails CI like any other regression.
 //!
-//! - only `clarion-store` names `sqlx` (the storage boundary: no SQL above the store);
+//! - only `clarion-store` names `sqlx` (the storage boundary: no SQL above the store), and
+//!   the store's public face (its model, errors and API list) names no driver type either;
+//! - no code compares a status or a channel with a string literal (they are enums);
 //! - the engine and the simulator read no clock (`now` is always an argument);
 //! - every Rust source file opens with a `//!` doc saying what it is;
 //! - ARCHITECTURE.md's code map names every workspace crate.
@@ -80,6 +82,48 @@ fn only_the_store_names_sqlx() {
     assert!(
         offenders.is_empty(),
         "sqlx named outside clarion-store: {offenders:?}"
+    );
+}
+
+#[test]
+fn the_stores_public_face_names_no_driver() {
+    let store = workspace().join("crates/clarion-store/src");
+    let mut public_face = files(&store.join("model"), ".rs");
+    for file in ["lib.rs", "api.rs", "error.rs", "api_key.rs"] {
+        public_face.push(store.join(file));
+    }
+    let offenders: Vec<String> = public_face
+        .iter()
+        .filter(|file| std::fs::read_to_string(file).unwrap().contains("sqlx"))
+        .map(|file| relative(file))
+        .collect();
+    assert!(
+        offenders.is_empty(),
+        "the store's public face names sqlx: {offenders:?}"
+    );
+}
+
+#[test]
+fn no_code_compares_a_status_or_channel_with_a_string_literal() {
+    let mut offenders = Vec::new();
+    for dir in crate_dirs() {
+        for file in files(&dir.join("src"), ".rs") {
+            let text = std::fs::read_to_string(&file).unwrap();
+            for (number, line) in text.lines().enumerate() {
+                let compares = ["status", "channel", "kind"].iter().any(|field| {
+                    ["==", "!="]
+                        .iter()
+                        .any(|op| line.contains(&format!("{field} {op} \"")))
+                });
+                if compares {
+                    offenders.push(format!("{}:{}", relative(&file), number + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "status or channel compared with a string (use the enums): {offenders:?}"
     );
 }
 
