@@ -165,34 +165,63 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
         .lock()
         .map_err(|_| anyhow::anyhow!("poisoned"))?
         .clone();
-    let mut latencies: Vec<f64> = enqueued
-        .iter()
-        .filter_map(|(id, at)| {
-            arrivals
-                .get(id)
-                .map(|arrived| arrived.duration_since(*at).as_secs_f64() * 1000.0)
-        })
-        .collect();
-    latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(f64::NAN)
-    };
+    let latencies = Latencies::between(enqueued, &arrivals);
     println!(
-        "  latency: {} reports at {}/s offered to one endpoint ({:.0}/s achieved), enqueue commit -> received: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        latencies.len(),
+        "  latency: {} reports at {}/s offered to one endpoint ({:.0}/s achieved), enqueue commit -> received: {latencies}",
+        latencies.count(),
         args.rate,
         total as f64 / offered_secs,
-        pct(0.5),
-        pct(0.99),
-        latencies.last().copied().unwrap_or(f64::NAN)
     );
     println!("  peak RSS: {} MiB", peak_rss_mib());
     stop.cancel();
     let _ = running.await;
     Ok(())
+}
+
+/// Latencies in milliseconds, sorted, from when each item started to when it arrived.
+pub(crate) struct Latencies(Vec<f64>);
+
+impl Latencies {
+    /// The latency of every started item that arrived (`arrivals` by the same key).
+    pub(crate) fn between<K: Eq + std::hash::Hash>(
+        started: impl IntoIterator<Item = (K, Instant)>,
+        arrivals: &HashMap<K, Instant>,
+    ) -> Self {
+        let mut ms: Vec<f64> = started
+            .into_iter()
+            .filter_map(|(key, at)| {
+                arrivals
+                    .get(&key)
+                    .map(|arrived| arrived.duration_since(at).as_secs_f64() * 1000.0)
+            })
+            .collect();
+        ms.sort_by(f64::total_cmp);
+        Self(ms)
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The `p` quantile (0 to 1), nearest rank; NaN when there is none.
+    pub(crate) fn quantile(&self, p: f64) -> f64 {
+        self.0
+            .get(((self.0.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    }
+}
+
+impl std::fmt::Display for Latencies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            self.quantile(0.5),
+            self.quantile(0.99),
+            self.quantile(1.0)
+        )
+    }
 }
 
 async fn wait_until_drained(store: &Store) -> anyhow::Result<()> {

@@ -1,6 +1,7 @@
 //! Command-line parsing and dispatch.
 
 mod bench;
+mod bench_api;
 mod bench_engine;
 mod demo;
 mod enroll;
@@ -73,6 +74,8 @@ enum BenchCommand {
     Delivery(bench::BenchArgs),
     /// Sequences through the engine and the simulator at full speed, to the report received.
     Engine(bench_engine::EngineBenchArgs),
+    /// Enrollments through the public API of a `clarion serve` child, to each report received.
+    Api(bench_api::ApiBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +187,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(BenchCommand::Engine(args)) => {
             runtime()?.block_on(bench_engine::engine(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Api(args)) => {
+            runtime()?.block_on(bench_api::api(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Enroll(args) => runtime()?.block_on(enroll::run(args)),
