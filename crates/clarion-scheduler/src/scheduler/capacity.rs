@@ -64,6 +64,50 @@ pub struct ProviderCapacity {
     pub texts_waiting: u64,
 }
 
+/// How long Clarion leaves Vapi alone after it refused a call for lack of a slot, unless one
+/// of Clarion's calls ends first (which frees a slot it knows of). Slots held by inbound calls
+/// free unseen: this is how often Clarion looks.
+pub(super) const VAPI_CAPACITY_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long a Twilio sender rests after a 429 / 20429, before its next send.
+pub(super) const TWILIO_RATE_LIMIT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// What [`Scheduler::choose_queued`] chose.
+#[derive(Debug, Default)]
+pub(super) struct Chosen {
+    /// Encounters to claim and send now.
+    pub(super) take: Vec<EncounterId>,
+    /// When a text held back by its sender's pace may go.
+    pub(super) paced_until: Option<tokio::time::Instant>,
+    /// When to try calls again after Vapi refused one for lack of a slot.
+    pub(super) retry_at: Option<tokio::time::Instant>,
+}
+
+/// After Vapi refused a call for lack of a slot: no call is tried before this instant unless
+/// one of Clarion's calls ends first.
+#[derive(Debug, Default)]
+pub(super) struct CallBackoff(Mutex<Option<tokio::time::Instant>>);
+
+impl CallBackoff {
+    fn until(&self) -> Option<tokio::time::Instant> {
+        let mut until = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if until.is_some_and(|at| at <= tokio::time::Instant::now()) {
+            *until = None;
+        }
+        *until
+    }
+
+    pub(super) fn start(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(tokio::time::Instant::now() + VAPI_CAPACITY_BACKOFF);
+    }
+
+    /// One of Clarion's calls ended: a slot is free at Vapi.
+    pub(super) fn clear(&self) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
 /// Per-sender pacing of sends (real time): the next instant each sender may send.
 #[derive(Debug, Default)]
 pub(super) struct Pacer {
@@ -87,6 +131,14 @@ impl Pacer {
                 Ok(())
             }
         }
+    }
+
+    /// Holds `sender`'s next send back for at least `rest` (Twilio said it sent too fast).
+    pub(super) fn rest(&self, sender: &str, rest: Duration) {
+        let at = tokio::time::Instant::now() + rest;
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = next.entry(sender.to_owned()).or_insert(at);
+        *entry = (*entry).max(at);
     }
 }
 
@@ -131,13 +183,18 @@ impl Scheduler {
         &self,
         channel: Channel,
         seen: &HashSet<EncounterId>,
-    ) -> Result<(Vec<EncounterId>, Option<tokio::time::Instant>), SchedulerError> {
+    ) -> Result<Chosen, SchedulerError> {
         let store = &self.inner.store;
         let limits = self.inner.config.limits;
         match self.provider(channel) {
             Provider::Vapi(Some(_)) => {
                 let load = store.provider_load(channel).await?;
-                let free = limits.call_slots().saturating_sub(load.in_use());
+                let backoff = self.inner.call_backoff.until();
+                let free = if backoff.is_some() {
+                    0
+                } else {
+                    limits.call_slots().saturating_sub(load.in_use())
+                };
                 let per_org = u32::try_from(free)
                     .unwrap_or(u32::MAX)
                     .clamp(1, PROVIDER_QUEUE_BATCH);
@@ -165,7 +222,11 @@ impl Scheduler {
                     // Every free slot is spoken for: whatever else is queued waits.
                     self.record_capacity_waits(channel, &take).await?;
                 }
-                Ok((take, None))
+                Ok(Chosen {
+                    take,
+                    paced_until: None,
+                    retry_at: backoff,
+                })
             }
             Provider::Twilio(Some(twilio)) => {
                 let interval =
@@ -188,9 +249,13 @@ impl Scheduler {
                 if next_send.is_some() {
                     self.record_capacity_waits(channel, &take).await?;
                 }
-                Ok((take, next_send))
+                Ok(Chosen {
+                    take,
+                    paced_until: next_send,
+                    retry_at: None,
+                })
             }
-            _ => Ok((Vec::new(), None)),
+            _ => Ok(Chosen::default()),
         }
     }
 

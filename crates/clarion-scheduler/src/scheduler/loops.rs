@@ -54,8 +54,10 @@ impl Scheduler {
             let poll = tokio::time::Instant::now() + self.inner.config.poll_interval;
             // Texts held back by their sender's pace go when it allows.
             let next_pass = match self.place_claimable_pass().await {
-                Ok((_, Some(paced_until))) => paced_until.min(poll),
-                Ok((_, None)) => poll,
+                Ok((_, waits)) => [waits.paced_until, waits.retry_at]
+                    .into_iter()
+                    .flatten()
+                    .fold(poll, tokio::time::Instant::min),
                 Err(error) => {
                     tracing::error!(error = %error, "sending encounters to their providers failed");
                     poll
@@ -146,12 +148,12 @@ impl Scheduler {
         let mut total = 0;
         loop {
             let mut done = self.run_due_pass().await?;
-            let (placed, paced_until) = self.place_claimable_pass().await?;
+            let (placed, waits) = self.place_claimable_pass().await?;
             done += placed;
             done += self.settle_overdue_provider_encounters().await?;
             total += done;
             if done == 0 {
-                match paced_until {
+                match waits.paced_until {
                     Some(at) => tokio::time::sleep_until(at).await,
                     None => return Ok(total),
                 }

@@ -198,6 +198,8 @@ struct Inner {
     provider_wake: Notify,
     /// Each Twilio sender's pace (`twilio.messages_per_second`).
     pacer: Pacer,
+    /// Set when Vapi refused a call for lack of a slot (see [`CallBackoff`]).
+    call_backoff: CallBackoff,
     /// Template versions and assistants never change once written: cached by id.
     plans: Mutex<HashMap<TemplateVersionId, Arc<TemplateDefinition>>>,
     assistants: Mutex<HashMap<AssistantId, Arc<Assistant>>>,
@@ -268,6 +270,7 @@ impl Scheduler {
                 wake: Notify::new(),
                 provider_wake: Notify::new(),
                 pacer: Pacer::default(),
+                call_backoff: CallBackoff::default(),
                 plans: Mutex::default(),
                 assistants: Mutex::default(),
             }),

@@ -94,25 +94,25 @@ impl Scheduler {
     }
 
     /// [`Scheduler::place_claimable`], also answering when a text held back by its sender's
-    /// pace may go (the worker wakes then).
-    pub(super) async fn place_claimable_pass(
-        &self,
-    ) -> Result<(usize, Option<tokio::time::Instant>), SchedulerError> {
+    /// pace may go, and when calls are tried again after Vapi refused one for lack of a slot
+    /// (the worker wakes then).
+    pub(super) async fn place_claimable_pass(&self) -> Result<(usize, Chosen), SchedulerError> {
         let channels = self.provider_channels();
         let mut seen = HashSet::new();
         let mut taken = 0;
-        let mut paced_until = None;
+        let mut waits = Chosen::default();
         loop {
             // An id seen before in this pass was taken on already (claimed, withheld, or its
             // transaction failed); it waits for the next pass instead of spinning here.
             let mut fresh = Vec::new();
             for channel in &channels {
-                let (chosen, next_send) = self.choose_queued(*channel, &seen).await?;
-                paced_until = next_send.or(paced_until);
-                fresh.extend(chosen);
+                let chosen = self.choose_queued(*channel, &seen).await?;
+                waits.paced_until = chosen.paced_until.or(waits.paced_until);
+                waits.retry_at = chosen.retry_at.or(waits.retry_at);
+                fresh.extend(chosen.take);
             }
             if fresh.is_empty() {
-                return Ok((taken, paced_until));
+                return Ok((taken, waits));
             }
             seen.extend(fresh.iter().copied());
             taken += fresh.len();

@@ -184,7 +184,9 @@ impl Scheduler {
                 }
                 Err(CreateCallError::AtCapacity) => {
                     // Not started for lack of a slot: back in the queue, claimed (and so
-                    // re-checked) again when a slot frees; never failed for it.
+                    // re-checked) again when a slot frees; never failed for it. No call is
+                    // tried until one of ours ends or the back-off passes.
+                    self.inner.call_backoff.start();
                     if let Err(error) = self.requeue_for_capacity(id, None).await {
                         tracing::error!(encounter_id = id.0, error = %error, "putting a call back in the queue failed");
                     }
@@ -250,6 +252,7 @@ impl Scheduler {
                 // Vapi took the request but never started the call: no slot was free. Nobody
                 // was called; it goes back in the queue instead of ending failed.
                 drop(tx);
+                self.inner.call_backoff.start();
                 return self.requeue_for_capacity(encounter.id, Some(call_id)).await;
             }
             return self.apply_end_of_call(tx, encounter, report, now).await;
@@ -397,6 +400,8 @@ impl Scheduler {
         self.finish_encounter(&mut tx, &encounter, outcome, Some(&call), now, now)
             .await?;
         let started = tx.commit(store).await?;
+        // A slot of ours is free at Vapi: calls waiting may be tried at once.
+        self.inner.call_backoff.clear();
         self.inner.outbox.wake();
         self.wake();
         if !started.is_empty() {
