@@ -10,6 +10,20 @@ use crate::stored;
 use crate::{EncounterId, Millis, OrgId, Result};
 use clarion_engine::Channel;
 
+/// The slots in use on channel `?`. Runs before every claim of a call: it must stay on the
+/// `encounters_holding_slots` partial index (as many rows as calls in progress).
+const SLOTS_IN_USE: &str = "SELECT COUNT(*) FROM encounters \
+     WHERE channel = ? AND claimed_at IS NOT NULL AND status != 'ended'";
+
+/// The queue on channel `?1`, at most `?2` per organisation, round robin: from the
+/// `encounters_unclaimed` partial index (as many rows as encounters queued).
+const QUEUED: &str = "SELECT id, org_id, rank FROM ( \
+         SELECT id, org_id, \
+                ROW_NUMBER() OVER (PARTITION BY org_id ORDER BY id) - 1 AS rank \
+         FROM encounters \
+         WHERE status = 'created' AND claimed_at IS NULL AND channel = ?) \
+     WHERE rank < ? ORDER BY rank, id";
+
 impl SqliteStore {
     pub(crate) async fn provider_load(&self, channel: Channel) -> Result<ProviderLoad> {
         let channel = stored::channel_str(channel);
@@ -46,13 +60,10 @@ impl SqliteStore {
         tx: &mut SqliteTx,
         channel: Channel,
     ) -> Result<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM encounters \
-             WHERE channel = ? AND claimed_at IS NOT NULL AND status != 'ended'",
-        )
-        .bind(stored::channel_str(channel))
-        .fetch_one(&mut *tx.inner)
-        .await?;
+        let n: i64 = sqlx::query_scalar(SLOTS_IN_USE)
+            .bind(stored::channel_str(channel))
+            .fetch_one(&mut *tx.inner)
+            .await?;
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
@@ -61,18 +72,11 @@ impl SqliteStore {
         channel: Channel,
         per_org: u32,
     ) -> Result<Vec<QueuedEncounter>> {
-        let rows = sqlx::query(
-            "SELECT id, org_id, rank FROM ( \
-                 SELECT id, org_id, \
-                        ROW_NUMBER() OVER (PARTITION BY org_id ORDER BY id) - 1 AS rank \
-                 FROM encounters \
-                 WHERE status = 'created' AND claimed_at IS NULL AND channel = ?) \
-             WHERE rank < ? ORDER BY rank, id",
-        )
-        .bind(stored::channel_str(channel))
-        .bind(i64::from(per_org))
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query(QUEUED)
+            .bind(stored::channel_str(channel))
+            .bind(i64::from(per_org))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|row| {
                 let rank: i64 = row.try_get("rank")?;
@@ -149,4 +153,41 @@ fn capacity_wait_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<CapacityWait>
         attempt: row.try_get("attempt")?,
         channel: stored::channel(row.try_get("channel")?)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::Store;
+
+    async fn plan(store: &Store, query: &str, binds: usize) -> Vec<String> {
+        let explain = format!("EXPLAIN QUERY PLAN {query}");
+        let mut query = sqlx::query(&explain);
+        for _ in 0..binds {
+            query = query.bind(0_i64);
+        }
+        query
+            .fetch_all(&store.sqlite().pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn the_governor_reads_only_slots_held_and_the_queue() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        for (query, binds, index) in [
+            (SLOTS_IN_USE, 1, "encounters_holding_slots"),
+            (QUEUED, 2, "encounters_unclaimed"),
+        ] {
+            let plan = plan(&store, query, binds).await;
+            assert!(plan.iter().any(|step| step.contains(index)), "{plan:?}");
+        }
+    }
 }
