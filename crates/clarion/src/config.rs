@@ -530,6 +530,35 @@ mod tests {
     }
 
     #[test]
+    fn provider_capacity_defaults_to_vapis_ten_slots_and_one_text_a_second_and_is_checked() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.vapi.max_concurrent_calls, 10);
+            assert_eq!(config.vapi.reserve_for_inbound, 0);
+            assert!((config.twilio.messages_per_second - 1.0).abs() < f64::EPSILON);
+            jail.set_env("CLARION_VAPI__MAX_CONCURRENT_CALLS", "4");
+            jail.set_env("CLARION_VAPI__RESERVE_FOR_INBOUND", "4");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("vapi.max_concurrent_calls"), "{error}");
+            jail.set_env("CLARION_VAPI__RESERVE_FOR_INBOUND", "1");
+            jail.set_env("CLARION_TWILIO__MESSAGES_PER_SECOND", "0");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("twilio.messages_per_second"), "{error}");
+            jail.set_env("CLARION_TWILIO__MESSAGES_PER_SECOND", "2.5");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.vapi.max_concurrent_calls, 4);
+            assert!((config.twilio.messages_per_second - 2.5).abs() < f64::EPSILON);
+            Ok(())
+        });
+    }
+
+    #[test]
     fn twilio_texts_need_credentials_a_sender_and_the_public_address() {
         figment::Jail::expect_with(|jail| {
             jail.set_env("CLARION_CHANNELS__SMS", "twilio");

@@ -467,3 +467,62 @@ async fn a_twilio_rate_limit_answer_puts_the_text_back_in_the_queue() {
         "{sequence}"
     );
 }
+
+#[tokio::test]
+async fn a_call_reported_ended_for_lack_of_a_slot_goes_back_in_the_queue() {
+    // Vapi took both requests (201, queued), then could not start the first: its end-of-call
+    // report says `call.start.error-subscription-concurrency-limit-reached`.
+    let vapi = FakeVapi::start().await;
+    let app = vapi_app(&vapi, 10).await;
+    let (key, template) = call_org(&app, "Riverside Family Clinic", Value::Null).await;
+    let first = enroll(&app, &key, template, "+15555550180").await;
+    let second = enroll(&app, &key, template, "+15555550181").await;
+    app.run_due().await;
+    let calls = vapi.calls();
+    assert_eq!(calls.len(), 2);
+    let refused = calls
+        .iter()
+        .find(|c| c["customer"]["number"] == "+15555550180")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut report = crate::support::fake_vapi::end_of_call_report(
+        &refused,
+        crate::support::fake_vapi::CONCURRENCY_LIMIT_REACHED,
+        json!({}),
+    );
+    report["call"]["endedReason"] = json!(crate::support::fake_vapi::CONCURRENCY_LIMIT_REACHED);
+    vapi.finish_call(&refused, &report);
+    let (status, body) = vapi.emit(&app.base, Some(SERVER_SECRET), &report).await;
+    assert_eq!(status, 200, "{body}");
+    app.run_due().await;
+    let sequence = app.sequence(&key, first).await;
+    assert_eq!(sequence["status"], "active", "not failed: {sequence}");
+    let waits = capacity_waits(&app, &key, first).await;
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    assert_eq!(waits[0]["detail"]["refused_by_provider"], true);
+    assert_eq!(
+        vapi.requests().len(),
+        2,
+        "not tried again before a slot frees"
+    );
+
+    // The other call ends: a slot is free, the first is placed again (its first start).
+    let other = vapi.active_calls()[0].clone();
+    vapi.end_call(&app.base, &other, "resolved").await;
+    app.run_due().await;
+    assert_eq!(vapi.requests().len(), 3);
+    assert_eq!(started_numbers(&vapi).get("+15555550180"), Some(&1));
+    let replaced = vapi.active_calls()[0].clone();
+    vapi.end_call(&app.base, &replaced, "resolved").await;
+    app.run_due().await;
+    for id in [first, second] {
+        let sequence = app.sequence(&key, id).await;
+        assert_eq!(sequence["status"], "ended", "{sequence}");
+        assert_eq!(
+            sequence["outreach"][0]["call"]["outcome"], "resolved",
+            "{sequence}"
+        );
+    }
+}
