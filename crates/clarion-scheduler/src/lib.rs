@@ -10,6 +10,6 @@ mod simulator;
 
 pub use clock::ScaledClock;
 pub use scheduler::{
-    ContactCaps, Control, EnrollRequest, Enrolled, Scheduler, SchedulerConfig, SchedulerError,
-    TwilioChannel, plan_for,
+    ContactCaps, Control, EnrollRequest, Enrolled, ProviderCapacity, ProviderLimits, Scheduler,
+    SchedulerConfig, SchedulerError, TwilioChannel, plan_for,
 };

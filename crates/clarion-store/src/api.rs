@@ -405,6 +405,35 @@ impl Store {
         /// claimed (the provider worker's queue), oldest first, at most `limit`.
         pub async fn unclaimed_encounter_ids(&self, channels: &[Channel], limit: u32) -> Result<Vec<EncounterId>>;
 
+        // ---- provider capacity ----
+        /// One provider channel's load: encounters holding a slot (claimed for their request
+        /// and not ended: being asked, or in progress), per organisation, and how many queued
+        /// encounters are recorded as waiting for capacity. A plain read (metrics, the
+        /// governor's choice); the claim re-counts with [`Store::provider_slots_in_use`].
+        pub async fn provider_load(&self, channel: Channel) -> Result<ProviderLoad>;
+
+        /// The slots in use on `channel` (as [`Store::provider_load`], all organisations), read
+        /// inside the caller's write transaction: the claim that takes a slot counts first, so
+        /// two claimers (two nodes) never take more slots than there are.
+        pub async fn provider_slots_in_use(&self, tx: &mut Tx, channel: Channel) -> Result<u64>;
+
+        /// The provider queue on `channel` (committed, unclaimed), at most `per_org` per
+        /// organisation, each organisation's in due (id) order, ordered by rank in its
+        /// organisation then id: round robin over organisations. A plain read: hints only.
+        pub async fn queued_encounters(&self, channel: Channel, per_org: u32) -> Result<Vec<QueuedEncounter>>;
+
+        /// Records that every queued encounter on `channel` except `except` waits for provider
+        /// capacity since `now`; answers only those not already recorded as waiting, so each
+        /// wait is recorded once (conditional UPDATE: two callers never both answer one).
+        pub async fn mark_capacity_waits(&self, tx: &mut Tx, channel: Channel, except: &[EncounterId], now: Millis) -> Result<Vec<CapacityWait>>;
+
+        /// Puts a claimed encounter back in the provider queue (unclaimed, waiting for capacity
+        /// since `now`) after the provider proved it did not start it for lack of capacity:
+        /// only while it has no outcome and its provider reference is still `provider_ref`
+        /// (`None`: asked, no answer recorded). `None` when it had moved on. It is claimed (and
+        /// re-checked) again before it is sent.
+        pub async fn requeue_encounter(&self, tx: &mut Tx, id: EncounterId, provider_ref: Option<&str>, now: Millis) -> Result<Option<CapacityWait>>;
+
         /// An encounter by id, outside any transaction (whatever its state).
         pub async fn encounter_by_id(&self, id: EncounterId) -> Result<Option<EncounterRow>>;
 

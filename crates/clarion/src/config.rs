@@ -101,6 +101,9 @@ pub struct TwilioConfig {
     /// reaches only a conversation begun from the number or service it was sent to.
     #[serde(default)]
     pub senders: std::collections::BTreeMap<String, String>,
+    /// Texts sent per second per sender (Twilio's rate for a long code is 1 per second);
+    /// texts beyond it wait their turn.
+    pub messages_per_second: f64,
 }
 
 impl std::fmt::Debug for TwilioConfig {
@@ -115,6 +118,7 @@ impl std::fmt::Debug for TwilioConfig {
             .field("public_base_url", &self.public_base_url)
             .field("request_timeout", &self.request_timeout)
             .field("senders", &self.senders.len())
+            .field("messages_per_second", &self.messages_per_second)
             .finish()
     }
 }
@@ -146,6 +150,11 @@ pub struct VapiConfig {
     /// How long after placing a call to stop waiting for its end: a call neither reported
     /// nor readable by then ends `failed`.
     pub give_up_after: HumanDuration,
+    /// The Vapi account's concurrent-call slots: never more calls in progress than this;
+    /// calls due beyond them wait.
+    pub max_concurrent_calls: u32,
+    /// Slots outbound calls leave free for inbound calls.
+    pub reserve_for_inbound: u32,
 }
 
 impl std::fmt::Debug for VapiConfig {
@@ -163,6 +172,8 @@ impl std::fmt::Debug for VapiConfig {
             .field("request_timeout", &self.request_timeout)
             .field("end_of_call_timeout", &self.end_of_call_timeout)
             .field("give_up_after", &self.give_up_after)
+            .field("max_concurrent_calls", &self.max_concurrent_calls)
+            .field("reserve_for_inbound", &self.reserve_for_inbound)
             .finish()
     }
 }
@@ -302,6 +313,16 @@ impl Config {
         }
         if !(self.simulator.time_scale.is_finite() && self.simulator.time_scale > 0.0) {
             bail!("simulator.time_scale must be a positive number");
+        }
+        if self.vapi.max_concurrent_calls == 0
+            || self.vapi.reserve_for_inbound >= self.vapi.max_concurrent_calls
+        {
+            bail!(
+                "vapi.max_concurrent_calls must be at least 1 and more than vapi.reserve_for_inbound"
+            );
+        }
+        if !(self.twilio.messages_per_second.is_finite() && self.twilio.messages_per_second > 0.0) {
+            bail!("twilio.messages_per_second must be a positive number");
         }
         if self.channels.call == CallChannel::Vapi {
             let vapi = &self.vapi;
@@ -504,6 +525,35 @@ mod tests {
             jail.set_env("CLARION_METRICS_TOKEN", "12345678901234567");
             let config = Config::load(None, Overrides::default()).unwrap();
             assert!(config.metrics_token.unwrap().matches("12345678901234567"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn provider_capacity_defaults_to_vapis_ten_slots_and_one_text_a_second_and_is_checked() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.vapi.max_concurrent_calls, 10);
+            assert_eq!(config.vapi.reserve_for_inbound, 0);
+            assert!((config.twilio.messages_per_second - 1.0).abs() < f64::EPSILON);
+            jail.set_env("CLARION_VAPI__MAX_CONCURRENT_CALLS", "4");
+            jail.set_env("CLARION_VAPI__RESERVE_FOR_INBOUND", "4");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("vapi.max_concurrent_calls"), "{error}");
+            jail.set_env("CLARION_VAPI__RESERVE_FOR_INBOUND", "1");
+            jail.set_env("CLARION_TWILIO__MESSAGES_PER_SECOND", "0");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("twilio.messages_per_second"), "{error}");
+            jail.set_env("CLARION_TWILIO__MESSAGES_PER_SECOND", "2.5");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.vapi.max_concurrent_calls, 4);
+            assert!((config.twilio.messages_per_second - 2.5).abs() < f64::EPSILON);
             Ok(())
         });
     }

@@ -52,6 +52,12 @@ pub enum CreateCallError {
         /// The HTTP status.
         status: u16,
     },
+    /// Vapi did not start the call because the account's concurrent-call slots are all in
+    /// use: an error answer naming [`CONCURRENCY_LIMIT_REACHED`], or a call record that ended
+    /// with that reason before it started. Nobody was called; the call may be placed once a
+    /// slot frees.
+    #[error("Vapi did not start the call: the account's concurrency limit is reached")]
+    AtCapacity,
     /// The outcome is unknown (5xx, a timeout, a dropped connection, an unreadable answer):
     /// the call may have been placed, so it must not be placed again.
     #[error("Vapi's answer does not say whether the call was placed ({reason})")]
@@ -59,6 +65,37 @@ pub enum CreateCallError {
         /// A short class: `timeout`, `connection`, `server error`, `body`, `unreadable call`.
         reason: &'static str,
     },
+}
+
+/// The `endedReason` (and error text) Vapi gives a call it did not start because every
+/// concurrent-call slot of the account was in use (providers.md §1.4, start errors).
+pub const CONCURRENCY_LIMIT_REACHED: &str =
+    "call.start.error-subscription-concurrency-limit-reached";
+
+/// Whether `call` is a record of a call Vapi never started for lack of a concurrent-call slot
+/// (ended, with [`CONCURRENCY_LIMIT_REACHED`]): nobody was called.
+pub fn not_started_for_capacity(call: &VapiCall) -> bool {
+    call.ended_reason.as_deref() == Some(CONCURRENCY_LIMIT_REACHED)
+}
+
+/// Whether an error answer's body names the concurrency limit: its `error`, `code` or
+/// `message` (a string or a list of strings) is or mentions [`CONCURRENCY_LIMIT_REACHED`].
+fn names_concurrency_limit(body: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return false;
+    };
+    ["error", "code", "message", "endedReason"]
+        .iter()
+        .filter_map(|key| value.get(*key))
+        .flat_map(|field| match field {
+            serde_json::Value::Array(items) => items.clone(),
+            other => vec![other.clone()],
+        })
+        .any(|field| {
+            field
+                .as_str()
+                .is_some_and(|text| text.contains(CONCURRENCY_LIMIT_REACHED))
+        })
 }
 
 /// Why reading a call back failed.
@@ -143,20 +180,34 @@ impl VapiClient {
                     .bytes()
                     .await
                     .map_err(|_| CreateCallError::Unknown { reason: "body" })?;
-                parse_call(&body).map_err(|_| CreateCallError::Unknown {
+                let call = parse_call(&body).map_err(|_| CreateCallError::Unknown {
                     reason: "unreadable call",
-                })
+                })?;
+                if not_started_for_capacity(&call) {
+                    return Err(CreateCallError::AtCapacity);
+                }
+                Ok(call)
             }
-            429 => Err(CreateCallError::NotPlaced {
-                status: Some(status),
-                retry_after: response
+            400..=499 => {
+                let retry_after = response
                     .headers()
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<u64>().ok())
-                    .map(Duration::from_secs),
-            }),
-            400..=499 => Err(CreateCallError::Refused { status }),
+                    .map(Duration::from_secs);
+                // A 4xx proves the call was not placed; its body says whether for lack of a slot.
+                let body = response.bytes().await.unwrap_or_default();
+                if names_concurrency_limit(&body) {
+                    return Err(CreateCallError::AtCapacity);
+                }
+                if status == 429 {
+                    return Err(CreateCallError::NotPlaced {
+                        status: Some(status),
+                        retry_after,
+                    });
+                }
+                Err(CreateCallError::Refused { status })
+            }
             _ => Err(CreateCallError::Unknown {
                 reason: "server error",
             }),
@@ -298,5 +349,51 @@ impl Check {
             ok: false,
             message: message.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_naming_the_concurrency_limit_is_a_capacity_refusal() {
+        let answers: [&[u8]; 3] = [
+            br#"{"message":"call.start.error-subscription-concurrency-limit-reached","statusCode":400}"#,
+            br#"{"error":"call.start.error-subscription-concurrency-limit-reached"}"#,
+            br#"{"message":["Couldn't start: call.start.error-subscription-concurrency-limit-reached"]}"#,
+        ];
+        for body in answers {
+            assert!(
+                names_concurrency_limit(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for body in [
+            &br#"{"message":"scripted failure","statusCode":429}"#[..],
+            b"not json",
+            br#"{"message":"call.start.error-subscription-frozen"}"#,
+        ] {
+            assert!(
+                !names_concurrency_limit(body),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn a_call_ended_for_lack_of_a_slot_was_not_started() {
+        let ended: VapiCall = parse_call(
+            br#"{"id":"c1","orgId":"o","createdAt":"2025-01-06T15:00:00.000Z","updatedAt":"2025-01-06T15:00:00.000Z","status":"ended","endedReason":"call.start.error-subscription-concurrency-limit-reached"}"#,
+        )
+        .unwrap();
+        assert!(not_started_for_capacity(&ended));
+        let queued: VapiCall = parse_call(
+            br#"{"id":"c2","orgId":"o","createdAt":"2025-01-06T15:00:00.000Z","updatedAt":"2025-01-06T15:00:00.000Z","status":"queued"}"#,
+        )
+        .unwrap();
+        assert!(!not_started_for_capacity(&queued));
     }
 }

@@ -51,13 +51,22 @@ impl Scheduler {
 
     pub(super) async fn provider_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
         while !*stopped.borrow() {
-            if let Err(error) = self.place_claimable().await {
-                tracing::error!(error = %error, "sending encounters to their providers failed");
-            }
+            let poll = tokio::time::Instant::now() + self.inner.config.poll_interval;
+            // Texts held back by their sender's pace go when it allows.
+            let next_pass = match self.place_claimable_pass().await {
+                Ok((_, waits)) => [waits.paced_until, waits.retry_at]
+                    .into_iter()
+                    .flatten()
+                    .fold(poll, tokio::time::Instant::min),
+                Err(error) => {
+                    tracing::error!(error = %error, "sending encounters to their providers failed");
+                    poll
+                }
+            };
             tokio::select! {
                 _ = stopped.changed() => {}
                 () = self.inner.provider_wake.notified() => {}
-                () = tokio::time::sleep(self.inner.config.poll_interval) => {}
+                () = tokio::time::sleep_until(next_pass) => {}
             }
         }
     }
@@ -132,17 +141,22 @@ impl Scheduler {
 
     /// Does everything due now, synchronously (tests and tools drive the scheduler with it):
     /// wakes due sequences, ends due encounters, reconciles unconfirmed ones, sends what is
-    /// queued for the providers and settles overdue provider encounters. Repeats until
-    /// nothing is due. Returns the amount of work done.
+    /// queued for the providers (waiting out a Twilio sender's pace, which is real time) and
+    /// settles overdue provider encounters. Repeats until nothing is due; calls waiting for a
+    /// Vapi slot stay queued. Returns the amount of work done.
     pub async fn run_due_now(&self) -> Result<usize, SchedulerError> {
         let mut total = 0;
         loop {
             let mut done = self.run_due_pass().await?;
-            done += self.place_claimable().await?;
+            let (placed, waits) = self.place_claimable_pass().await?;
+            done += placed;
             done += self.settle_overdue_provider_encounters().await?;
             total += done;
             if done == 0 {
-                return Ok(total);
+                match waits.paced_until {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => return Ok(total),
+                }
             }
         }
     }

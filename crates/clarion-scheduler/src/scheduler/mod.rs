@@ -20,6 +20,7 @@
 //! - [`loops`]: the three loops (`run`) and `run_due_now`;
 //! - [`due`]: the due loop's work (wake, end, reconcile), database only;
 //! - [`caps`]: contact caps;
+//! - [`capacity`]: the provider capacity governor (slots, pacing, fair shares, re-queues);
 //! - [`channel`]: the channel interface ([`channel::Provider`]: the simulator, Vapi, Twilio),
 //!   what each provider does with a claimed encounter and an overdue one;
 //! - [`provider_worker`]: the contact check and claim before every provider request, the
@@ -28,6 +29,7 @@
 //!   callbacks, routing, read-backs);
 //! - [`overdue`]: provider encounters whose report is late.
 
+mod capacity;
 mod caps;
 mod channel;
 mod due;
@@ -40,14 +42,15 @@ mod twilio;
 mod vapi;
 mod write_tx;
 
+pub use capacity::{ProviderCapacity, ProviderLimits};
 pub use caps::ContactCaps;
 pub use twilio::TwilioChannel;
 
 // The concern modules share their crate-private items through this module.
 #[allow(unused_imports)]
 use self::{
-    caps::*, channel::*, due::*, enrollment::*, loops::*, overdue::*, provider_worker::*,
-    transitions::*, twilio::*, vapi::*, write_tx::*,
+    capacity::*, caps::*, channel::*, due::*, enrollment::*, loops::*, overdue::*,
+    provider_worker::*, transitions::*, twilio::*, vapi::*, write_tx::*,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -60,9 +63,10 @@ use clarion_engine::{
     Action, Channel, Event, Note, Plan, SequenceState, SequenceStatus, StepSpec, Transition,
 };
 use clarion_store::{
-    Assistant, AssistantId, EncounterEnd, EncounterId, EncounterRow, EncounterStatus,
-    InsertSequenceError, Millis, NewSequence, NewSequenceEvent, OrgId, RequestedEncounter,
-    SequenceId, SequenceRow, SequenceUpdate, Store, StoreError, TemplateId, TemplateVersionId, Tx,
+    Assistant, AssistantId, CapacityWait, EncounterEnd, EncounterId, EncounterRow, EncounterStatus,
+    InsertSequenceError, Millis, NewSequence, NewSequenceEvent, OrgId, QueuedEncounter,
+    RequestedEncounter, SequenceId, SequenceRow, SequenceUpdate, Store, StoreError, TemplateId,
+    TemplateVersionId, Tx,
 };
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
@@ -78,9 +82,11 @@ use clarion_providers::sms_assistant::{
 use clarion_providers::twilio::client::{SendError, TwilioClient};
 use clarion_providers::twilio::keywords::Keyword;
 use clarion_providers::twilio::wire::{
-    InboundMessage, SendFailure, SendMessage, Sender, StatusCallback,
+    ERROR_RATE_LIMITED, InboundMessage, SendFailure, SendMessage, Sender, StatusCallback,
 };
-use clarion_providers::vapi::client::{CreateCallError, VapiClient};
+use clarion_providers::vapi::client::{
+    CONCURRENCY_LIMIT_REACHED, CreateCallError, VapiClient, not_started_for_capacity,
+};
 use clarion_providers::vapi::report::{EncounterFacts, call_from_end_of_call};
 use clarion_providers::vapi::wire::{CreateCallRequest, EndOfCallReport};
 
@@ -115,6 +121,9 @@ pub struct SchedulerConfig {
     /// How long after a provider call is placed (engine time) Clarion stops waiting for its
     /// end: a call neither reported nor readable by then ends `failed`.
     pub provider_give_up_after: Duration,
+    /// The provider capacity governor's limits (`vapi.max_concurrent_calls`,
+    /// `vapi.reserve_for_inbound`, `twilio.messages_per_second`).
+    pub limits: ProviderLimits,
 }
 
 /// Errors of scheduler operations.
@@ -187,6 +196,10 @@ struct Inner {
     wake: Notify,
     /// Wakes the provider worker: encounters were committed for Vapi or Twilio.
     provider_wake: Notify,
+    /// Each Twilio sender's pace (`twilio.messages_per_second`).
+    pacer: Pacer,
+    /// Set when Vapi refused a call for lack of a slot (see [`CallBackoff`]).
+    call_backoff: CallBackoff,
     /// Template versions and assistants never change once written: cached by id.
     plans: Mutex<HashMap<TemplateVersionId, Arc<TemplateDefinition>>>,
     assistants: Mutex<HashMap<AssistantId, Arc<Assistant>>>,
@@ -256,6 +269,8 @@ impl Scheduler {
                 config,
                 wake: Notify::new(),
                 provider_wake: Notify::new(),
+                pacer: Pacer::default(),
+                call_backoff: CallBackoff::default(),
                 plans: Mutex::default(),
                 assistants: Mutex::default(),
             }),
@@ -272,9 +287,11 @@ impl Scheduler {
         self.inner.clock.clone()
     }
 
-    /// Wakes the worker loop (work was committed).
+    /// Wakes the worker loops (work was committed, or an encounter ended and may have freed a
+    /// provider slot).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+        self.inner.provider_wake.notify_one();
     }
 
     async fn definition(

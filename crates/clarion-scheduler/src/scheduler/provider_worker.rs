@@ -82,30 +82,39 @@ impl Scheduler {
         Ok(())
     }
 
-    /// The provider worker's pass: every encounter committed for Vapi or Twilio and not yet
-    /// claimed is claimed (the contact check, in its own transaction) and sent, up to
-    /// `PROVIDER_REQUESTS_IN_FLIGHT` at a time, each answer recorded as it comes. Answers how
-    /// many were taken on. Also what a restart resumes: the queue is the `created`,
-    /// unclaimed rows, so nothing committed is forgotten.
+    /// The provider worker's pass: encounters committed for Vapi or Twilio and not yet
+    /// claimed are claimed (the contact check, in its own transaction) and sent, up to
+    /// `PROVIDER_REQUESTS_IN_FLIGHT` at a time, each answer recorded as it comes — as many as
+    /// the providers' capacity allows ([`Scheduler::choose_queued`]: free call slots, each
+    /// sender's pace, fair shares over organisations); the rest wait, recorded. Answers how
+    /// many were taken on. Also what a restart resumes: the queue is the `created`, unclaimed
+    /// rows, so nothing committed is forgotten.
     pub async fn place_claimable(&self) -> Result<usize, SchedulerError> {
+        Ok(self.place_claimable_pass().await?.0)
+    }
+
+    /// [`Scheduler::place_claimable`], also answering when a text held back by its sender's
+    /// pace may go, and when calls are tried again after Vapi refused one for lack of a slot
+    /// (the worker wakes then).
+    pub(super) async fn place_claimable_pass(&self) -> Result<(usize, Chosen), SchedulerError> {
         let channels = self.provider_channels();
-        if channels.is_empty() {
-            return Ok(0);
-        }
         let mut seen = HashSet::new();
         let mut taken = 0;
+        let mut waits = Chosen::default();
         loop {
-            let ids = self
-                .inner
-                .store
-                .unclaimed_encounter_ids(&channels, PROVIDER_QUEUE_BATCH)
-                .await?;
-            // An id seen before in this pass could not be claimed or withdrawn (its
+            // An id seen before in this pass was taken on already (claimed, withheld, or its
             // transaction failed); it waits for the next pass instead of spinning here.
-            let fresh: Vec<EncounterId> = ids.into_iter().filter(|id| seen.insert(*id)).collect();
-            if fresh.is_empty() {
-                return Ok(taken);
+            let mut fresh = Vec::new();
+            for channel in &channels {
+                let chosen = self.choose_queued(*channel, &seen).await?;
+                waits.paced_until = chosen.paced_until.or(waits.paced_until);
+                waits.retry_at = chosen.retry_at.or(waits.retry_at);
+                fresh.extend(chosen.take);
             }
+            if fresh.is_empty() {
+                return Ok((taken, waits));
+            }
+            seen.extend(fresh.iter().copied());
             taken += fresh.len();
             // Every request in flight finishes and is recorded before an error is answered:
             // an answer dropped half-way would leave a placed call unrecorded.
@@ -194,6 +203,11 @@ impl Scheduler {
         };
         match check {
             Ok(()) => {
+                if claim == Claim::First && !self.slot_free(&mut tx.tx, encounter.channel).await? {
+                    // Every slot was taken meanwhile (another request, another node): it
+                    // stays queued, unclaimed, and waits.
+                    return Ok(None);
+                }
                 if claim == Claim::First && !store.claim_encounter(&mut tx.tx, id, now).await? {
                     return Ok(None);
                 }
@@ -238,6 +252,17 @@ impl Scheduler {
                 Ok(None)
             }
         }
+    }
+
+    /// Whether a first claim on `channel` may take a provider slot, counted in the claim's
+    /// transaction (so concurrent claimers, on this node or another, never take more than
+    /// there are): only Vapi calls have slots.
+    async fn slot_free(&self, tx: &mut Tx, channel: Channel) -> Result<bool, SchedulerError> {
+        if !matches!(self.provider(channel), Provider::Vapi(Some(_))) {
+            return Ok(true);
+        }
+        let in_use = self.inner.store.provider_slots_in_use(tx, channel).await?;
+        Ok(in_use < self.inner.config.limits.call_slots())
     }
 
     /// Records one provider's answer for an encounter (and a conversation's state), at once.

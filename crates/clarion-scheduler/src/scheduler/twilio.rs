@@ -213,6 +213,22 @@ impl Scheduler {
                 }
                 Err(SendError::Rejected {
                     failure: SendFailure::Retryable,
+                    status,
+                    code,
+                }) if status == 429 || code == Some(ERROR_RATE_LIMITED) => {
+                    // Twilio's rate limit: not sent. Back in the queue, at the sender's pace
+                    // after a rest, claimed (and so re-checked) again before it goes; never
+                    // ended for it.
+                    self.inner
+                        .pacer
+                        .rest(sender_key(&message.sender), TWILIO_RATE_LIMIT_BACKOFF);
+                    if let Err(error) = self.requeue_for_capacity(id, None).await {
+                        tracing::error!(encounter_id = id.0, error = %error, "putting a text back in the queue failed");
+                    }
+                    return None;
+                }
+                Err(SendError::Rejected {
+                    failure: SendFailure::Retryable,
                     ..
                 }) if tries < TWILIO_SEND_ATTEMPTS => {
                     tracing::info!(

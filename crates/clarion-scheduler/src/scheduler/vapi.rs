@@ -182,6 +182,16 @@ impl Scheduler {
                     }
                     tries += 1;
                 }
+                Err(CreateCallError::AtCapacity) => {
+                    // Not started for lack of a slot: back in the queue, claimed (and so
+                    // re-checked) again when a slot frees; never failed for it. No call is
+                    // tried until one of ours ends or the back-off passes.
+                    self.inner.call_backoff.start();
+                    if let Err(error) = self.requeue_for_capacity(id, None).await {
+                        tracing::error!(encounter_id = id.0, error = %error, "putting a call back in the queue failed");
+                    }
+                    return None;
+                }
                 Err(CreateCallError::Unknown { reason }) => {
                     // It may have gone out: wait for its end-of-call report (matched by the
                     // call's name), and end it as unknown if none comes.
@@ -213,6 +223,7 @@ impl Scheduler {
                         CreateCallError::Unknown { .. } => {
                             "Vapi's answer did not say whether it was placed"
                         }
+                        CreateCallError::AtCapacity => "Vapi had no free call slot",
                     });
                 }
             }
@@ -236,6 +247,13 @@ impl Scheduler {
         {
             if encounter.status == EncounterStatus::Ended {
                 return Ok(false);
+            }
+            if report.ended_reason == CONCURRENCY_LIMIT_REACHED {
+                // Vapi took the request but never started the call: no slot was free. Nobody
+                // was called; it goes back in the queue instead of ending failed.
+                drop(tx);
+                self.inner.call_backoff.start();
+                return self.requeue_for_capacity(encounter.id, Some(call_id)).await;
             }
             return self.apply_end_of_call(tx, encounter, report, now).await;
         }
@@ -300,6 +318,14 @@ impl Scheduler {
         let confirmed = call.encounter_id() == Some(encounter_id.0)
             && call.customer.as_ref().and_then(|c| c.number.as_deref())
                 == Some(candidate.phone_number.as_str());
+        if not_started_for_capacity(&call) {
+            // A record of a call Vapi never started (no slot was free): nothing to adopt.
+            tracing::info!(
+                encounter_id = encounter_id.0,
+                "a call named an encounter but was never started (no free slot); ignored"
+            );
+            return Ok(false);
+        }
         if !confirmed {
             tracing::warn!(
                 encounter_id = encounter_id.0,
@@ -374,6 +400,8 @@ impl Scheduler {
         self.finish_encounter(&mut tx, &encounter, outcome, Some(&call), now, now)
             .await?;
         let started = tx.commit(store).await?;
+        // A slot of ours is free at Vapi: calls waiting may be tried at once.
+        self.inner.call_backoff.clear();
         self.inner.outbox.wake();
         self.wake();
         if !started.is_empty() {

@@ -51,6 +51,17 @@ pub async fn metrics(
             .unwrap_or(0.0);
         metrics::gauge!("clarion_webhook_oldest_pending_age_seconds").set(age);
     }
+    // The provider capacity governor, from the database (deployment-wide; no tenant labels).
+    if let Ok(capacity) = state.scheduler.provider_capacity().await {
+        metrics::gauge!("clarion_provider_slots_in_use", "provider" => "vapi")
+            .set(capacity.call_slots_in_use as f64);
+        metrics::gauge!("clarion_provider_slots", "provider" => "vapi")
+            .set(capacity.call_slots as f64);
+        metrics::gauge!("clarion_provider_capacity_waiting", "channel" => "call")
+            .set(capacity.calls_waiting as f64);
+        metrics::gauge!("clarion_provider_capacity_waiting", "channel" => "sms")
+            .set(capacity.texts_waiting as f64);
+    }
     Ok((
         [(CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

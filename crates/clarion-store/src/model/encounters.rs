@@ -105,3 +105,42 @@ pub struct EncounterEnd<'a> {
     pub report: Option<&'a serde_json::Value>,
     pub ended_at: Millis,
 }
+
+/// An encounter waiting in a provider's queue (committed, not yet claimed), as the capacity
+/// governor chooses among them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueuedEncounter {
+    pub id: EncounterId,
+    pub org_id: OrgId,
+    /// Its place in its organisation's queue: 0 for the organisation's earliest-due one.
+    pub rank_in_org: u32,
+}
+
+/// An encounter that has just started waiting for provider capacity (to record once in its
+/// sequence's history).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapacityWait {
+    pub id: EncounterId,
+    pub sequence_id: SequenceId,
+    pub step: i64,
+    pub attempt: i64,
+    pub channel: Channel,
+}
+
+/// One provider channel's load, read from the database: who holds its slots, and how many
+/// encounters wait for capacity.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProviderLoad {
+    /// Encounters claimed for their request and not ended, per organisation (only
+    /// organisations holding at least one).
+    pub in_use_by_org: Vec<(OrgId, u64)>,
+    /// Encounters in the queue that have been recorded as waiting for capacity.
+    pub waiting: u64,
+}
+
+impl ProviderLoad {
+    /// Slots in use, all organisations together.
+    pub fn in_use(&self) -> u64 {
+        self.in_use_by_org.iter().map(|(_, n)| n).sum()
+    }
+}

@@ -1,5 +1,6 @@
 //! The SQLite backend (the embedded default).
 
+mod capacity;
 mod endpoints;
 mod orgs;
 mod outbox;

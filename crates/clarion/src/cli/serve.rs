@@ -49,6 +49,11 @@ pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
         llm: None,
         provider_report_timeout: config.vapi.end_of_call_timeout.0,
         provider_give_up_after: config.vapi.give_up_after.0,
+        limits: clarion_scheduler::ProviderLimits {
+            max_concurrent_calls: config.vapi.max_concurrent_calls,
+            reserve_for_inbound: config.vapi.reserve_for_inbound,
+            messages_per_second: config.twilio.messages_per_second,
+        },
     }
 }
 

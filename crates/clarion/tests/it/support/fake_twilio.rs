@@ -3,6 +3,10 @@
 //! Basic auth, answering 201 with the message resource or the documented error JSON; and
 //! the callbacks Twilio sends (inbound messages, status callbacks) as signed form POSTs,
 //! `X-Twilio-Signature` computed with the published algorithm.
+//!
+//! With [`FakeTwilio::limit_per_second`] the fake enforces a sender's throughput as Twilio
+//! does for API requests beyond it: a send from a sender that already sent that many in the
+//! trailing second is answered 429 with error 20429 (providers.md §2.1) and not sent.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -35,6 +39,20 @@ struct Inner {
     answers: VecDeque<SendAnswer>,
     sent: Vec<SendMessage>,
     attempts: usize,
+    /// When each accepted message arrived, with its sender.
+    sent_at: Vec<(tokio::time::Instant, String)>,
+    /// Sends per sender per trailing second, when enforced.
+    per_second: Option<usize>,
+    /// Sends refused with 429 / 20429.
+    rate_limited: usize,
+}
+
+/// How a send names its sender: the number, or the Messaging Service sid.
+pub fn sender_of(message: &SendMessage) -> String {
+    match &message.sender {
+        Sender::From(number) => number.clone(),
+        Sender::MessagingService(sid) => sid.clone(),
+    }
 }
 
 #[derive(Clone)]
@@ -85,6 +103,21 @@ impl FakeTwilio {
     /// The messages accepted, in order.
     pub fn sent(&self) -> Vec<SendMessage> {
         self.inner.lock().unwrap().sent.clone()
+    }
+
+    /// Refuses, with 429 / 20429, a send from a sender that sent `n` in the trailing second.
+    pub fn limit_per_second(&self, n: usize) {
+        self.inner.lock().unwrap().per_second = Some(n);
+    }
+
+    /// When each accepted message arrived, with its sender, in order.
+    pub fn sent_at(&self) -> Vec<(tokio::time::Instant, String)> {
+        self.inner.lock().unwrap().sent_at.clone()
+    }
+
+    /// Sends refused for the sender's rate.
+    pub fn rate_limited(&self) -> usize {
+        self.inner.lock().unwrap().rate_limited
     }
 
     /// Every send request received.
@@ -186,6 +219,22 @@ async fn send_message(
     if let Some(SendAnswer::Error(status, code)) = inner.answers.pop_front() {
         return error(status, code, "scripted failure");
     }
+    let now = tokio::time::Instant::now();
+    let sender = sender_of(&message);
+    if let Some(limit) = inner.per_second {
+        let recent = inner
+            .sent_at
+            .iter()
+            .filter(|(at, s)| {
+                *s == sender && now.duration_since(*at) < std::time::Duration::from_secs(1)
+            })
+            .count();
+        if recent >= limit {
+            inner.rate_limited += 1;
+            return error(429, 20429, "Too Many Requests");
+        }
+    }
+    inner.sent_at.push((now, sender));
     inner.sent.push(message.clone());
     let sid = format!("SM{:032x}", inner.sent.len());
     let resource: Value = json!({

@@ -3,6 +3,13 @@
 //! `Call` (or the scripted error), `GET /call/{id}` answers the call, and the fake emits
 //! server messages to Clarion's callback URL with the `x-vapi-secret` header, as Vapi does
 //! with a legacy/Bearer credential, or signed as with Vapi's HMAC credential.
+//!
+//! With [`FakeVapi::limit_concurrent_calls`] the fake is an account with that many
+//! concurrent-call slots (docs.vapi.ai/calls/call-concurrency: inbound and outbound calls share
+//! them): a call holds a slot from its creation until it ends, and a `POST /call` while every
+//! slot is held is answered with a call record that ended at once with
+//! `call.start.error-subscription-concurrency-limit-reached` (a start error, providers.md
+//! §1.4): nobody is called.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -53,6 +60,25 @@ struct Inner {
     report_before_answer: Option<(String, &'static str, &'static str)>,
     /// Clarion's answers to those early reports: (status, body).
     early_answers: Vec<(u16, Value)>,
+    /// The account's concurrent-call slots, when limited.
+    slots: Option<usize>,
+    /// Slots held by inbound calls (outside Clarion).
+    inbound: usize,
+    /// The most calls in progress (outbound, not ended) at once.
+    max_active: usize,
+    /// Calls refused for lack of a slot (their records ended at once).
+    refused: usize,
+}
+
+/// The start error Vapi gives a call when every concurrent-call slot is held.
+pub const CONCURRENCY_LIMIT_REACHED: &str =
+    "call.start.error-subscription-concurrency-limit-reached";
+
+impl Inner {
+    /// Outbound calls in progress: created and not ended.
+    fn active(&self) -> usize {
+        self.calls.iter().filter(|c| c["status"] != "ended").count()
+    }
 }
 
 #[derive(Clone)]
@@ -88,6 +114,71 @@ impl FakeVapi {
             phone_number_id: PHONE_NUMBER_ID.to_owned(),
             timeout: std::time::Duration::from_secs(5),
         }
+    }
+
+    /// Makes the fake an account with `slots` concurrent-call slots (see the module doc).
+    pub fn limit_concurrent_calls(&self, slots: usize) {
+        self.inner.lock().unwrap().slots = Some(slots);
+    }
+
+    /// Inbound calls now holding `n` of the account's slots.
+    pub fn set_inbound_calls(&self, n: usize) {
+        self.inner.lock().unwrap().inbound = n;
+    }
+
+    /// Ids of the outbound calls in progress (created, not ended), in creation order.
+    pub fn active_calls(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| c["status"] != "ended")
+            .map(|c| c["id"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The most outbound calls in progress at once.
+    pub fn max_active(&self) -> usize {
+        self.inner.lock().unwrap().max_active
+    }
+
+    /// How many `POST /call` requests were refused for lack of a slot.
+    pub fn refused(&self) -> usize {
+        self.inner.lock().unwrap().refused
+    }
+
+    /// The calls that were started (not refused for lack of a slot), in creation order.
+    pub fn started_calls(&self) -> Vec<Value> {
+        self.calls()
+            .into_iter()
+            .filter(|c| c["endedReason"] != CONCURRENCY_LIMIT_REACHED)
+            .collect()
+    }
+
+    /// Ends call `call_id` (its slot frees) and sends Clarion its end-of-call report with
+    /// `{"outcome": outcome}` as structured data, as Vapi does when a call ends.
+    pub async fn end_call(&self, clarion: &str, call_id: &str, outcome: &str) -> (u16, Value) {
+        let report = {
+            let mut inner = self.inner.lock().unwrap();
+            let call = inner
+                .calls
+                .iter()
+                .find(|c| c["id"] == call_id)
+                .unwrap()
+                .clone();
+            let mut report = end_of_call_report(
+                call_id,
+                "customer-ended-call",
+                json!({ "outcome": outcome }),
+            );
+            report["call"]["name"] = call["name"].clone();
+            report["call"]["customer"] = call["customer"].clone();
+            report["customer"] = call["customer"].clone();
+            finish(&mut inner, call_id, &report);
+            report
+        };
+        self.emit(clarion, Some(SERVER_SECRET), &report).await
     }
 
     /// Scripts the answers to the next `POST /call` requests (then 201 again).
@@ -352,8 +443,20 @@ async fn create_call(
         }
         CallAnswer::Created => {
             let id = format!("call_{}", inner.calls.len() + 1);
-            let call = new_call(&id, &request);
+            let mut call = new_call(&id, &request);
+            if inner
+                .slots
+                .is_some_and(|slots| inner.active() + inner.inbound >= slots)
+            {
+                // Every slot is held: the call's record ends at once, never started.
+                inner.refused += 1;
+                call["status"] = json!("ended");
+                call["endedReason"] = json!(CONCURRENCY_LIMIT_REACHED);
+                inner.calls.push(call.clone());
+                return (StatusCode::CREATED, axum::Json(call)).into_response();
+            }
             inner.calls.push(call.clone());
+            inner.max_active = inner.max_active.max(inner.active());
             (StatusCode::CREATED, axum::Json(call)).into_response()
         }
     }

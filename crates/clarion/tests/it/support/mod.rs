@@ -69,6 +69,8 @@ pub struct AppOptions {
     /// Who may read `/metrics`; with `metrics_on_admin_listener`, an operator listener is
     /// started too ([`TestApp::admin_base`]).
     pub operator: clarion_server::OperatorAccess,
+    /// The provider capacity governor's limits, when not the embedded defaults.
+    pub limits: Option<clarion_scheduler::ProviderLimits>,
 }
 
 impl Default for AppOptions {
@@ -86,6 +88,7 @@ impl Default for AppOptions {
             llm: None,
             twilio_senders: std::collections::HashMap::new(),
             operator: clarion_server::OperatorAccess::default(),
+            limits: None,
         }
     }
 }
@@ -137,6 +140,9 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let mut scheduler_config =
         clarion::cli::scheduler_config(&Config::load(None, Overrides::default()).unwrap());
     scheduler_config.contact_caps = options.contact_caps;
+    if let Some(limits) = options.limits {
+        scheduler_config.limits = limits;
+    }
     let mut providers = clarion_server::ProviderSecrets::default();
     if let Some((settings, secret)) = options.vapi {
         scheduler_config.vapi =
