@@ -23,9 +23,9 @@ pub use ids::{DeliveryId, EndpointId, MessageId, OrgId};
 pub use public_id::{IdCodec, IdKind, PublicIds};
 pub use sqlite::{
     Assistant, ConsentRecord, EncounterRow, InsertSequenceError, MAX_SIGNING_SECRETS, NewSequence,
-    OPT_OUT_REASON, Organization, OrganizationPatch, Recipients, RequestedEncounter, SequenceEvent,
-    SequenceRow, SequenceUpdate, StoreOptions, Suppression, SuppressionChange, TemplateVersion, Tx,
-    Unsuppressed,
+    OPT_OUT_REASON, Organization, OrganizationPatch, Recipients, RequestedEncounter, SequenceClaim,
+    SequenceEvent, SequenceRow, SequenceUpdate, StoreOptions, Suppression, SuppressionChange,
+    TemplateVersion, Tx, Unsuppressed,
 };
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.

@@ -12,6 +12,12 @@ use super::*;
 /// later. 131,072 ids are 1 MiB.
 pub(super) const DUE_WINDOW: u32 = 131_072;
 
+/// How long (engine time) a due sequence claimed by a pass stays leased to it. The pass moves
+/// (or releases) every sequence it claims in the claim's own transaction, so the lease only
+/// outlives that transaction on a backend that commits claims separately; it bounds how long
+/// a claimer that vanished holds a sequence.
+const SEQUENCE_LEASE_MS: Millis = 5 * 60 * 1000;
+
 /// What a window of due ids is.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Due {
@@ -71,11 +77,20 @@ impl Scheduler {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
         let mut tx = WriteTx::begin(&self.inner).await?;
-        let due = store.due_sequences(&mut tx.tx, ids, now).await?;
+        let owner = format!("scheduler-{}", std::process::id());
+        let claim = SequenceClaim {
+            owner: &owner,
+            now,
+            lease_until: now + SEQUENCE_LEASE_MS,
+        };
+        let due = store.claim_due_sequences(&mut tx.tx, ids, &claim).await?;
         let numbers: Vec<(OrgId, &str)> = due
             .iter()
             .map(|s| (s.org_id, s.phone_number.as_str()))
             .collect();
+        // Suppression and contact caps decide whether these numbers are contacted: their
+        // locks first, so no other transaction checks or contacts them until this commits.
+        store.lock_contacts(&mut tx.tx, &numbers, now).await?;
         let suppressed_numbers = store.are_suppressed(&mut tx.tx, &numbers).await?;
         let mut orgs: Vec<OrgId> = due.iter().map(|s| s.org_id).collect();
         orgs.sort_unstable_by_key(|o| o.0);
@@ -118,6 +133,13 @@ impl Scheduler {
                 }
             }
         }
+        // A claimed sequence the engine left as it was keeps no lease.
+        let unmoved: Vec<i64> = due
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| !tx.moved.contains(id))
+            .collect();
+        store.release_sequence_leases(&mut tx.tx, &unmoved).await?;
         let started = tx.commit(store).await?;
         if !started.is_empty() {
             crash_point("encounter-committed");

@@ -54,8 +54,8 @@ use clarion_clock::Clock;
 use clarion_delivery::Outbox;
 use clarion_engine::{Action, Event, Note, Plan, SequenceState, StepSpec, Transition};
 use clarion_store::{
-    Assistant, EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceRow,
-    SequenceUpdate, Store, StoreError, Tx,
+    Assistant, EncounterRow, InsertSequenceError, Millis, NewSequence, OrgId, SequenceClaim,
+    SequenceRow, SequenceUpdate, Store, StoreError, Tx,
 };
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};

@@ -14,6 +14,8 @@ pub(super) struct WriteTx {
     pub(super) events: Vec<(i64, Millis, String, Value)>,
     pub(super) updates: Vec<PendingUpdate>,
     pub(super) updated: HashSet<i64>,
+    /// Every sequence an update was buffered for in this transaction (flushed or not).
+    pub(super) moved: HashSet<i64>,
     /// A buffered update ends a sequence (frees its number for a new enrollment).
     pub(super) ends: bool,
     /// Numbers suppressed in this transaction (for answers read before it started).
@@ -51,6 +53,7 @@ impl WriteTx {
             events: Vec::new(),
             updates: Vec::new(),
             updated: HashSet::new(),
+            moved: HashSet::new(),
             ends: false,
             suppressed: HashSet::new(),
             encounters: Vec::new(),
@@ -71,6 +74,7 @@ impl WriteTx {
             self.flush(store).await?;
         }
         self.updated.insert(update.id);
+        self.moved.insert(update.id);
         self.ends |= update.status == "ended";
         self.updates.push(update);
         Ok(())

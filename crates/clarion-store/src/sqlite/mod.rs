@@ -10,8 +10,8 @@ pub use orgs::{Organization, OrganizationPatch};
 pub use outbox::Recipients;
 pub use sequences::{
     Assistant, ConsentRecord, EncounterRow, InsertSequenceError, NewSequence, OPT_OUT_REASON,
-    RequestedEncounter, SequenceEvent, SequenceRow, SequenceUpdate, Suppression, SuppressionChange,
-    TemplateVersion, Unsuppressed,
+    RequestedEncounter, SequenceClaim, SequenceEvent, SequenceRow, SequenceUpdate, Suppression,
+    SuppressionChange, TemplateVersion, Unsuppressed,
 };
 
 use std::str::FromStr;

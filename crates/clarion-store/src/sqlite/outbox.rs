@@ -21,10 +21,6 @@ pub enum Recipients {
     One(EndpointId),
 }
 
-/// How many rows past the limit a claim looks at, so that the per-endpoint cap can skip a
-/// busy endpoint's rows and still fill the batch from others.
-const CLAIM_LOOKAHEAD: u32 = 4;
-
 const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.message_id, m.webhook_id, m.event_type, \
      m.sequence_id, m.is_test, d.status, d.attempt_count, d.next_attempt_at, d.created_at";
 
@@ -203,25 +199,35 @@ impl Store {
         } else {
             "d.attempt_count > 0"
         };
+        // Candidates are taken per endpoint: each enabled endpoint's earliest due rows, at
+        // most `take` of them (an index range on `webhook_deliveries_endpoint_due_*`), so a
+        // deep backlog of one endpoint due earlier never hides another endpoint's rows. The
+        // rank then applies the per-endpoint cap (counting what is in flight on this node)
+        // and the batch keeps the earliest due. The outer WHERE repeats every claim
+        // condition, so the statement that sets the lease is the one that checks it: a
+        // backend whose subquery may see rows another claimer took meanwhile (PostgreSQL
+        // under READ COMMITTED re-checks the outer WHERE on the row it locks) still never
+        // takes a live lease.
         let claim_sql = format!(
-            "UPDATE webhook_deliveries \
+            "UPDATE webhook_deliveries AS d \
              SET lease_owner = ?1 || ':' || lower(hex(randomblob(8))), lease_expires_at = ?2 \
-             WHERE id IN ( \
+             WHERE d.id IN ( \
                SELECT id FROM ( \
                  SELECT c.id, c.next_attempt_at, \
                    ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
                    + COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0) \
                    AS endpoint_rank \
-                 FROM ( \
-                   SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
-                   JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-                   WHERE d.status = 'pending' AND {lane} AND d.next_attempt_at <= ?4 \
+                 FROM webhook_endpoints e JOIN webhook_deliveries c ON c.id IN ( \
+                   SELECT d.id FROM webhook_deliveries d \
+                   WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
+                     AND d.next_attempt_at <= ?4 \
                      AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
-                     AND e.enabled = 1 \
-                   ORDER BY d.next_attempt_at, d.id LIMIT ?5 \
-                 ) c \
+                   ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
+                 WHERE e.enabled = 1 \
                ) WHERE endpoint_rank <= ?6 ORDER BY next_attempt_at, id LIMIT ?7 \
              ) \
+             AND d.status = 'pending' AND {lane} AND d.next_attempt_at <= ?4 \
+             AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
              RETURNING id, attempt_count, manual, lease_owner"
         );
         let claimed: Vec<(i64, i64, bool, String)> = sqlx::query_as(&claim_sql)
@@ -229,7 +235,7 @@ impl Store {
             .bind(request.lease_until)
             .bind(&in_flight)
             .bind(request.now)
-            .bind(i64::from(request.limit.saturating_mul(CLAIM_LOOKAHEAD)))
+            .bind(i64::from(request.limit.min(request.per_endpoint_limit)))
             .bind(i64::from(request.per_endpoint_limit))
             .bind(i64::from(request.limit))
             .fetch_all(&mut *tx.inner)

@@ -97,6 +97,17 @@ pub struct SequenceUpdate<'a> {
     pub now: Millis,
 }
 
+/// What a claim of due sequences asks for ([`Store::claim_due_sequences`]).
+#[derive(Debug, Clone, Copy)]
+pub struct SequenceClaim<'a> {
+    /// The claiming node's identity: the prefix of the claim's lease token.
+    pub owner: &'a str,
+    /// Due by this time (and any lease expired by it).
+    pub now: Millis,
+    /// The lease lasts until then unless the sequence is moved or released first.
+    pub lease_until: Millis,
+}
+
 /// An encounter row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncounterRow {
@@ -248,6 +259,19 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
         last_updated: row.try_get("last_updated")?,
         ended_at: row.try_get("ended_at")?,
     })
+}
+
+/// Whether `row` (as `RETURNING` gave it back) is what inserting `new` stored.
+fn inserted_as(new: &NewSequence<'_>, row: &SequenceRow, allow_concurrent: bool) -> bool {
+    row.template_version_id == new.template_version_id
+        && row.status == new.status
+        && row.state == new.state
+        && row.next_wake_at == new.next_wake_at
+        && row.created_at == new.now
+        && allow_concurrent == new.allow_concurrent
+        && row.contact == *new.contact
+        && row.variables == *new.variables
+        && row.simulation.as_ref() == new.simulation
 }
 
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
@@ -533,26 +557,23 @@ impl Store {
     /// Answers, per row, the stored sequence or `None` when the number is already in a
     /// running sequence of that template (including one inserted earlier in `rows`).
     ///
-    /// Ids are assigned here, inside the write transaction (which holds SQLite's write lock),
-    /// past every id ever used: a row's id says which input it was even when earlier rows
-    /// were skipped by the one-running-sequence rule.
+    /// Ids are assigned by the database (`RETURNING`), so concurrent inserters on separate
+    /// connections never compute the same one. Each returned row is matched back to its
+    /// input by what was inserted (the first input still unmatched with the same values):
+    /// inputs that agree on every stored value are interchangeable, and when the
+    /// one-running-sequence rule skips one of several such inputs, it is a later one (rows
+    /// are inserted in order), which the first-unmatched rule leaves `None`.
     pub async fn insert_sequences(
         &self,
         tx: &mut Tx,
         rows: &[NewSequence<'_>],
     ) -> Result<Vec<Option<SequenceRow>>> {
-        // 15 parameters per row; SQLite allows 32,766 per statement.
+        // 14 parameters per row; SQLite allows 32,766 per statement.
         const ROWS_PER_STATEMENT: usize = 1_000;
         let mut answers: Vec<Option<SequenceRow>> = vec![None; rows.len()];
         for (chunk_index, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
-            let base: i64 = sqlx::query_scalar(
-                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'sequences'), 0), \
-                 COALESCE((SELECT MAX(id) FROM sequences), 0))",
-            )
-            .fetch_one(&mut *tx.inner)
-            .await?;
             let mut sql = String::from(
-                "INSERT INTO sequences (id, org_id, template_id, template_version_id, phone_number, \
+                "INSERT INTO sequences (org_id, template_id, template_version_id, phone_number, \
                  contact, variables, simulation, status, state, next_wake_at, allow_concurrent, \
                  idempotency_key, created_at, last_updated) VALUES ",
             );
@@ -560,15 +581,32 @@ impl Store {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             }
-            write!(sql, " ON CONFLICT DO NOTHING RETURNING {SEQUENCE_COLUMNS}")
-                .map_err(|_| StoreError::Corrupt("statement text"))?;
+            write!(
+                sql,
+                " ON CONFLICT DO NOTHING RETURNING {SEQUENCE_COLUMNS}, allow_concurrent, idempotency_key"
+            )
+            .map_err(|_| StoreError::Corrupt("statement text"))?;
             // Statements of every batch size would crowd the statement cache.
             let mut insert = sqlx::query(&sql).persistent(false);
+            // Inputs by (org, template, number, key), in order, for matching rows back.
+            type InputKey = (i64, i64, String, Option<String>);
+            let mut unmatched: std::collections::HashMap<
+                InputKey,
+                std::collections::VecDeque<usize>,
+            > = std::collections::HashMap::with_capacity(chunk.len());
             for (i, new) in chunk.iter().enumerate() {
+                unmatched
+                    .entry((
+                        new.org_id.0,
+                        new.template_id,
+                        new.phone_number.to_owned(),
+                        new.idempotency_key.map(str::to_owned),
+                    ))
+                    .or_default()
+                    .push_back(i);
                 insert = insert
-                    .bind(base + 1 + i64::try_from(i).unwrap_or(i64::MAX))
                     .bind(new.org_id.0)
                     .bind(new.template_id)
                     .bind(new.template_version_id)
@@ -586,12 +624,24 @@ impl Store {
             }
             for row in insert.fetch_all(&mut *tx.inner).await? {
                 let sequence = sequence_from_row(&row)?;
-                let index = usize::try_from(sequence.id - base - 1)
-                    .map_err(|_| StoreError::Corrupt("inserted sequence id"))?;
-                let slot = answers
-                    .get_mut(chunk_index * ROWS_PER_STATEMENT + index)
-                    .ok_or(StoreError::Corrupt("inserted sequence id"))?;
-                *slot = Some(sequence);
+                let allow_concurrent: bool = row.try_get("allow_concurrent")?;
+                let key: Option<String> = row.try_get("idempotency_key")?;
+                let candidates = unmatched
+                    .get_mut(&(
+                        sequence.org_id.0,
+                        sequence.template_id,
+                        sequence.phone_number.clone(),
+                        key,
+                    ))
+                    .ok_or(StoreError::Corrupt("inserted sequence matches no input"))?;
+                let position = candidates
+                    .iter()
+                    .position(|&i| inserted_as(&chunk[i], &sequence, allow_concurrent))
+                    .ok_or(StoreError::Corrupt("inserted sequence matches no input"))?;
+                let index = candidates
+                    .remove(position)
+                    .ok_or(StoreError::Corrupt("inserted sequence matches no input"))?;
+                answers[chunk_index * ROWS_PER_STATEMENT + index] = Some(sequence);
             }
         }
         Ok(answers)
@@ -656,29 +706,62 @@ impl Store {
         Ok(ids)
     }
 
-    /// Those of the sequences `ids` still due at `now`, in id order, read inside the caller's
-    /// write transaction (a sequence paused, cancelled or run since its id was read is left
-    /// out).
-    pub async fn due_sequences(
+    /// Claims those of the sequences `ids` still due at `claim.now` (active, wake time
+    /// passed) and not leased by anyone else (no lease, or an expired one), inside the
+    /// caller's write transaction: one `UPDATE … RETURNING` sets their lease
+    /// (`lease_owner` = `<owner>:<16 random hex digits>`, drawn for this claim, and
+    /// `lease_expires_at`) and answers them in id order. A sequence paused, cancelled, run or
+    /// leased since its id was read is left out. The write that moves a sequence
+    /// ([`Store::update_sequences`]) clears its lease; [`Store::release_sequence_leases`]
+    /// gives back one left unmoved.
+    ///
+    /// The statement that takes the lease is the one that checks it, so two claimers never
+    /// both hold a sequence while its lease is live, whatever the backend's isolation.
+    pub async fn claim_due_sequences(
         &self,
         tx: &mut Tx,
         ids: &[i64],
-        now: Millis,
+        claim: &SequenceClaim<'_>,
     ) -> Result<Vec<SequenceRow>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        let token = format!("{}:{:016x}", claim.owner, rand::random::<u64>());
         let rows = sqlx::query(&format!(
-            "SELECT {SEQUENCE_COLUMNS} FROM sequences \
-             WHERE id IN (SELECT value FROM json_each(?)) \
-             AND status = 'active' AND next_wake_at IS NOT NULL AND next_wake_at <= ? \
-             ORDER BY id"
+            "UPDATE sequences SET lease_owner = ?1, lease_expires_at = ?2 \
+             WHERE id IN (SELECT value FROM json_each(?3)) \
+             AND status = 'active' AND next_wake_at IS NOT NULL AND next_wake_at <= ?4 \
+             AND (lease_expires_at IS NULL OR lease_expires_at <= ?4) \
+             RETURNING {SEQUENCE_COLUMNS}"
         ))
+        .bind(token)
+        .bind(claim.lease_until)
         .bind(json_ids(ids))
-        .bind(now)
+        .bind(claim.now)
         .fetch_all(&mut *tx.inner)
         .await?;
-        rows.iter().map(sequence_from_row).collect()
+        let mut claimed = rows
+            .iter()
+            .map(sequence_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        claimed.sort_unstable_by_key(|s| s.id);
+        Ok(claimed)
+    }
+
+    /// Gives back the leases of claimed sequences that were not moved (their claim decided
+    /// to leave them as they are), so they are due again at once.
+    pub async fn release_sequence_leases(&self, tx: &mut Tx, ids: &[i64]) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE sequences SET lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(json_ids(ids))
+        .execute(&mut *tx.inner)
+        .await?;
+        Ok(())
     }
 
     /// The earliest future wake-up, to sleep exactly until then.
@@ -720,6 +803,8 @@ impl Store {
     }
 
     /// Writes the engine's new state of many sequences in one statement. Each id at most once.
+    /// Moving a sequence ends any lease on it ([`Store::claim_due_sequences`]): the claim
+    /// that took it is done with it.
     pub async fn update_sequences(
         &self,
         tx: &mut Tx,
@@ -735,7 +820,8 @@ impl Store {
                  outcome_description = COALESCE(u.column5, outcome_description), \
                  last_updated = u.column6, \
                  ended_at = CASE WHEN u.column2 = 'ended' THEN COALESCE(ended_at, u.column6) \
-                 ELSE ended_at END \
+                 ELSE ended_at END, \
+                 lease_owner = NULL, lease_expires_at = NULL \
                  FROM (VALUES {}) AS u WHERE sequences.id = u.column1",
                 value_rows(6, chunk.len())
             );
@@ -1459,6 +1545,41 @@ impl Store {
         Ok(latest)
     }
 
+    // ---- contact locks ----
+
+    /// Serialises contact decisions per (organisation, number) inside the caller's
+    /// transaction: upserts each pair's `contact_locks` row (sorted and deduplicated, so
+    /// two transactions locking overlapping sets take them in one order). Call it before
+    /// reading what decides a contact (contact caps: [`Store::contacts_since`];
+    /// suppression: [`Store::is_suppressed`]). On SQLite the write transaction already holds
+    /// the database's write lock; on a backend with row locks the upsert's lock is held to
+    /// commit, so a second transaction for the same number waits, then reads what the first
+    /// committed (its encounter, its suppression). `ON CONFLICT DO UPDATE` (not `DO
+    /// NOTHING`) so that an existing row is written, and therefore locked, too.
+    pub async fn lock_contacts(
+        &self,
+        tx: &mut Tx,
+        numbers: &[(OrgId, &str)],
+        now: Millis,
+    ) -> Result<()> {
+        let mut numbers: Vec<(OrgId, &str)> = numbers.to_vec();
+        numbers.sort_unstable_by(|a, b| (a.0.0, a.1).cmp(&(b.0.0, b.1)));
+        numbers.dedup();
+        for chunk in numbers.chunks(rows_per_statement(3)) {
+            let sql = format!(
+                "INSERT INTO contact_locks (org_id, phone_number, locked_at) VALUES {} \
+                 ON CONFLICT (org_id, phone_number) DO UPDATE SET locked_at = excluded.locked_at",
+                value_rows(3, chunk.len())
+            );
+            let mut upsert = sqlx::query(&sql).persistent(false);
+            for (org, phone_number) in chunk {
+                upsert = upsert.bind(org.0).bind(*phone_number).bind(now);
+            }
+            upsert.execute(&mut *tx.inner).await?;
+        }
+        Ok(())
+    }
+
     // ---- suppressions ----
 
     pub async fn is_suppressed(&self, tx: &mut Tx, org: OrgId, phone_number: &str) -> Result<bool> {
@@ -1535,6 +1656,10 @@ impl Store {
         actor: &str,
         now: Millis,
     ) -> Result<()> {
+        // The same lock as the contact checks: an opt-out and a check before contact for
+        // this number never interleave (the check sees the opt-out, or the opt-out comes
+        // after the contact was decided).
+        self.lock_contacts(tx, &[(org, phone_number)], now).await?;
         let changed = sqlx::query(
             "INSERT INTO suppressions (org_id, phone_number, reason, created_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (org_id, phone_number) DO UPDATE SET reason = excluded.reason, \

@@ -22,6 +22,7 @@ mod encounter_claims;
 mod enrollment;
 mod outbox;
 mod paging;
+mod sequence_claims;
 mod suppression;
 mod tenancy;
 
