@@ -804,7 +804,10 @@ impl Store {
 
     /// Writes the engine's new state of many sequences in one statement. Each id at most once.
     /// Moving a sequence ends any lease on it ([`Store::claim_due_sequences`]): the claim
-    /// that took it is done with it.
+    /// that took it is done with it. The lease is ended by expiring it at the move's time
+    /// (`lease_owner` keeps the last claim's token, now inert), not by clearing both
+    /// columns: the row then keeps its size from one claim to the next, so SQLite rewrites
+    /// a claimed row in place, which keeps the lease off the engine benchmark.
     pub async fn update_sequences(
         &self,
         tx: &mut Tx,
@@ -820,8 +823,7 @@ impl Store {
                  outcome_description = COALESCE(u.column5, outcome_description), \
                  last_updated = u.column6, \
                  ended_at = CASE WHEN u.column2 = 'ended' THEN COALESCE(ended_at, u.column6) \
-                 ELSE ended_at END, \
-                 lease_owner = NULL, lease_expires_at = NULL \
+                 ELSE ended_at END, lease_expires_at = u.column6 \
                  FROM (VALUES {}) AS u WHERE sequences.id = u.column1",
                 value_rows(6, chunk.len())
             );
