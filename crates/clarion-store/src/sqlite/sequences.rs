@@ -712,7 +712,7 @@ impl Store {
     /// (`lease_owner` = `<owner>:<16 random hex digits>`, drawn for this claim, and
     /// `lease_expires_at`) and answers them in id order. A sequence paused, cancelled, run or
     /// leased since its id was read is left out. The write that moves a sequence
-    /// ([`Store::update_sequences`]) clears its lease; [`Store::release_sequence_leases`]
+    /// ([`Store::update_sequences`]) ends its lease; [`Store::release_sequence_leases`]
     /// gives back one left unmoved.
     ///
     /// The statement that takes the lease is the one that checks it, so two claimers never
