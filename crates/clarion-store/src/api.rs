@@ -307,9 +307,12 @@ impl Store {
         /// Answers, per row, the stored sequence or `None` when the number is already in a
         /// running sequence of that template (including one inserted earlier in `rows`).
         ///
-        /// Ids are assigned here, inside the write transaction (which holds SQLite's write lock),
-        /// past every id ever used: a row's id says which input it was even when earlier rows
-        /// were skipped by the one-running-sequence rule.
+        /// Ids are assigned by the database (`RETURNING`), so concurrent inserters on separate
+        /// connections never compute the same one. Each returned row is matched back to its
+        /// input by what was inserted (the first input still unmatched with the same values):
+        /// inputs that agree on every stored value are interchangeable, and when the
+        /// one-running-sequence rule skips one of several such inputs, it is a later one (rows
+        /// are inserted in order), which the first-unmatched rule leaves `None`.
         pub async fn insert_sequences(&self, tx: &mut Tx, rows: &[NewSequence<'_>]) -> Result<Vec<Option<SequenceRow>>>;
 
         pub async fn get_sequence(&self, org: OrgId, id: SequenceId) -> Result<Option<SequenceRow>>;
@@ -321,13 +324,20 @@ impl Store {
 
         /// The ids of the sequences due at `now`, earliest first, at most `limit`: read from the
         /// due index alone (no row is read), outside any transaction. The caller claims them
-        /// with [`Store::due_sequences`].
+        /// with [`Store::claim_due_sequences`].
         pub async fn due_sequence_ids(&self, now: Millis, limit: u32) -> Result<Vec<SequenceId>>;
 
-        /// Those of the sequences `ids` still due at `now`, in id order, read inside the caller's
-        /// write transaction (a sequence paused, cancelled or run since its id was read is left
-        /// out).
-        pub async fn due_sequences(&self, tx: &mut Tx, ids: &[SequenceId], now: Millis) -> Result<Vec<SequenceRow>>;
+        /// Claims those of the sequences `ids` still due at `now` (active, wake time passed), in
+        /// id order, for the caller's write transaction: until it ends, no other transaction
+        /// (on any connection, process or node) claims, moves or locks them, and the caller
+        /// moves them before it commits, so a sequence is run by one claimer at a time and a
+        /// rolled-back or crashed claim leaves it due for the next. A sequence paused,
+        /// cancelled, run or claimed since its id was read is left out. The claim is a lock
+        /// held to commit, not a lease: the due loop's work on a sequence never outlives its
+        /// transaction, and a lock dies with its connection, so a crashed node holds nothing
+        /// (SQLite: the `IMMEDIATE` transaction's write lock; PostgreSQL: `FOR UPDATE SKIP
+        /// LOCKED`).
+        pub async fn claim_due_sequences(&self, tx: &mut Tx, ids: &[SequenceId], now: Millis) -> Result<Vec<SequenceRow>>;
 
         /// The earliest future wake-up, to sleep exactly until then.
         pub async fn next_sequence_wake(&self) -> Result<Option<Millis>>;
@@ -492,6 +502,17 @@ impl Store {
         /// The encounters of several sequences, in (step, attempt) order per sequence, inside a
         /// write transaction: one statement for every sequence ending in a batch.
         pub async fn encounters_of_sequences_tx(&self, tx: &mut Tx, sequence_ids: &[SequenceId]) -> Result<std::collections::HashMap<SequenceId, Vec<EncounterRow>>>;
+
+        /// Serialises contact decisions per (organisation, number) inside the caller's
+        /// transaction: upserts each pair's `contact_locks` row (sorted and deduplicated, so
+        /// two transactions locking overlapping sets take them in one order). Call it before
+        /// reading what decides a contact (contact caps: [`Store::contacts_since`];
+        /// suppression: [`Store::is_suppressed`]). On SQLite the write transaction already
+        /// holds the database's write lock; on a backend with row locks the upsert's lock is
+        /// held to commit, so a second transaction for the same number waits, then reads what
+        /// the first committed (its encounter, its suppression). `ON CONFLICT DO UPDATE` (not
+        /// `DO NOTHING`) so that an existing row is written, and therefore locked, too.
+        pub async fn lock_contacts(&self, tx: &mut Tx, numbers: &[(OrgId, &str)], now: Millis) -> Result<()>;
 
         /// Contacts (encounters started) with a number since `since`, for contact caps.
         pub async fn contacts_since(&self, tx: &mut Tx, org: OrgId, phone_number: &str, since: Millis) -> Result<Vec<Millis>>;

@@ -56,24 +56,44 @@ impl Scheduler {
         let now = self.inner.clock.now_millis();
         let store = &self.inner.store;
         let mut tx = WriteTx::begin(&self.inner).await?;
-        let due = store.due_sequences(&mut tx.tx, ids, now).await?;
+        // Claimed for this transaction: no other claimer (connection, process, node) takes
+        // them before it commits; what this transaction moves is no longer due after it.
+        let due = store.claim_due_sequences(&mut tx.tx, ids, now).await?;
         let numbers: Vec<(OrgId, &str)> = due
             .iter()
             .map(|s| (s.org_id, s.phone_number.as_str()))
             .collect();
-        let suppressed_numbers = store.are_suppressed(&mut tx.tx, &numbers).await?;
         let mut orgs: Vec<OrgId> = due.iter().map(|s| s.org_id).collect();
         orgs.sort_unstable_by_key(|o| o.0);
         orgs.dedup();
         let org_caps = store.organization_contact_caps(&mut tx.tx, &orgs).await?;
+        let caps: Vec<Option<ContactCaps>> = due
+            .iter()
+            .map(|sequence| {
+                let (per_day, per_week) =
+                    org_caps.get(&sequence.org_id).copied().unwrap_or_default();
+                ContactCaps::resolve(self.inner.config.contact_caps, per_day, per_week)
+            })
+            .collect();
+        // The cap check here is the only one before a contact: the capped numbers' locks
+        // first, so no other transaction counts or adds their contacts until this commits.
+        // (Suppression is read here too, but the last word before a real contact is the
+        // provider claim's check, under the same lock; simulated encounters contact nobody.)
+        let capped: Vec<(OrgId, &str)> = numbers
+            .iter()
+            .zip(&caps)
+            .filter(|(_, caps)| caps.is_some())
+            .map(|(number, _)| *number)
+            .collect();
+        store.lock_contacts(&mut tx.tx, &capped, now).await?;
+        let suppressed_numbers = store.are_suppressed(&mut tx.tx, &numbers).await?;
         for (index, sequence) in due.iter().enumerate() {
             // A number suppressed by a transition earlier in this batch counts too.
             let suppressed = suppressed_numbers.get(index).copied().unwrap_or(false)
                 || tx
                     .suppressed
                     .contains(&(sequence.org_id, sequence.phone_number.clone()));
-            let (per_day, per_week) = org_caps.get(&sequence.org_id).copied().unwrap_or_default();
-            let caps = ContactCaps::resolve(self.inner.config.contact_caps, per_day, per_week);
+            let caps = caps.get(index).copied().flatten();
             let cap = self.cap_allows_at(&mut tx, sequence, caps, now).await?;
             let event = Event::Wake {
                 suppressed,

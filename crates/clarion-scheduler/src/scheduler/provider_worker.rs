@@ -188,6 +188,15 @@ impl Scheduler {
             tx.commit(store).await?;
             return Ok(None);
         };
+        // The number's lock before its suppression check: an opt-out (which takes it too)
+        // never commits between this check and the claim below.
+        store
+            .lock_contacts(
+                &mut tx.tx,
+                &[(sequence.org_id, sequence.phone_number.as_str())],
+                now,
+            )
+            .await?;
         let suppressed = store
             .is_suppressed(&mut tx.tx, sequence.org_id, &sequence.phone_number)
             .await?;

@@ -13,10 +13,6 @@ use crate::{
     Result, StoreError, StoredReport,
 };
 
-/// How many rows past the limit a claim looks at, so that the per-endpoint cap can skip a
-/// busy endpoint's rows and still fill the batch from others.
-const CLAIM_LOOKAHEAD: u32 = 4;
-
 const DELIVERY_COLUMNS: &str = "d.id, d.endpoint_id, d.message_id, m.webhook_id, m.event_type, \
      m.sequence_id, m.is_test, d.status, d.attempt_count, d.next_attempt_at, d.created_at";
 
@@ -57,6 +53,43 @@ fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
     }
     text.push(']');
     text
+}
+
+/// The claim's `UPDATE` for one lane (`d.attempt_count = 0` or `> 0`, written out so that
+/// SQLite can use the lane's partial index).
+fn claim_statement(lane: &str) -> String {
+    // Candidates are taken per endpoint: each enabled endpoint's earliest due rows, at
+    // most `take` of them (an index range on `webhook_deliveries_endpoint_due_*`), so a
+    // deep backlog of one endpoint due earlier never hides another endpoint's rows. The
+    // rank then applies the per-endpoint cap (counting what is in flight on this node)
+    // and the batch keeps the earliest due. The outer WHERE repeats every claim
+    // condition, so the statement that sets the lease is the one that checks it: a
+    // backend whose subquery may see rows another claimer took meanwhile (PostgreSQL
+    // under READ COMMITTED re-checks the outer WHERE on the row it locks) still never
+    // takes a live lease. `CROSS JOIN` keeps the endpoints as the outer loop: left to
+    // itself, SQLite scanned every delivery and tested it against each endpoint's list.
+    format!(
+        "UPDATE webhook_deliveries AS d \
+         SET lease_owner = ?1 || ':' || lower(hex(randomblob(8))), lease_expires_at = ?2 \
+         WHERE d.id IN ( \
+           SELECT id FROM ( \
+             SELECT c.id, c.next_attempt_at, \
+               ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
+               + COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0) \
+               AS endpoint_rank \
+             FROM webhook_endpoints e CROSS JOIN webhook_deliveries c ON c.id IN ( \
+               SELECT d.id FROM webhook_deliveries d \
+               WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
+                 AND d.next_attempt_at <= ?4 \
+                 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
+               ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
+             WHERE e.enabled = 1 \
+           ) WHERE endpoint_rank <= ?6 ORDER BY next_attempt_at, id LIMIT ?7 \
+         ) \
+         AND d.status = 'pending' AND {lane} AND d.next_attempt_at <= ?4 \
+         AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
+         RETURNING id, attempt_count, manual, lease_owner"
+    )
 }
 
 impl SqliteStore {
@@ -184,33 +217,13 @@ impl SqliteStore {
         } else {
             "d.attempt_count > 0"
         };
-        let claim_sql = format!(
-            "UPDATE webhook_deliveries \
-             SET lease_owner = ?1 || ':' || lower(hex(randomblob(8))), lease_expires_at = ?2 \
-             WHERE id IN ( \
-               SELECT id FROM ( \
-                 SELECT c.id, c.next_attempt_at, \
-                   ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
-                   + COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0) \
-                   AS endpoint_rank \
-                 FROM ( \
-                   SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
-                   JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-                   WHERE d.status = 'pending' AND {lane} AND d.next_attempt_at <= ?4 \
-                     AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
-                     AND e.enabled = 1 \
-                   ORDER BY d.next_attempt_at, d.id LIMIT ?5 \
-                 ) c \
-               ) WHERE endpoint_rank <= ?6 ORDER BY next_attempt_at, id LIMIT ?7 \
-             ) \
-             RETURNING id, attempt_count, manual, lease_owner"
-        );
+        let claim_sql = claim_statement(lane);
         let claimed: Vec<(i64, i64, bool, String)> = sqlx::query_as(&claim_sql)
             .bind(request.owner)
             .bind(request.lease_until)
             .bind(&in_flight)
             .bind(request.now)
-            .bind(i64::from(request.limit.saturating_mul(CLAIM_LOOKAHEAD)))
+            .bind(i64::from(request.limit.min(request.per_endpoint_limit)))
             .bind(i64::from(request.per_endpoint_limit))
             .bind(i64::from(request.limit))
             .fetch_all(&mut *tx.inner)
@@ -669,6 +682,43 @@ mod tests {
             "each claim has its own token"
         );
         assert!(first[0].lease.starts_with("node_same:"));
+    }
+
+    /// The claim reads each endpoint's due rows from its lane's index and looks deliveries up
+    /// by id: it never scans the backlog (a scan made `bench delivery` crawl).
+    #[tokio::test]
+    async fn the_claim_reads_each_endpoints_lane_index_and_never_scans_the_backlog() {
+        let (_dir, store, _org, _id) = one_pending_delivery().await;
+        for (lane, index) in [
+            (
+                "d.attempt_count = 0",
+                "webhook_deliveries_endpoint_due_first",
+            ),
+            (
+                "d.attempt_count > 0",
+                "webhook_deliveries_endpoint_due_retry",
+            ),
+        ] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", claim_statement(lane));
+            let mut explain = sqlx::query(&sql).bind("node").bind(0_i64).bind("{}");
+            for _ in 0..4 {
+                explain = explain.bind(10_i64);
+            }
+            let plan: Vec<String> = explain
+                .fetch_all(&store.sqlite().pool)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>("detail"))
+                .collect();
+            assert!(plan.iter().any(|step| step.contains(index)), "{plan:?}");
+            assert!(
+                !plan
+                    .iter()
+                    .any(|step| step.starts_with("SCAN c") || step.starts_with("SCAN d")),
+                "the claim scans deliveries: {plan:?}"
+            );
+        }
     }
 
     #[tokio::test]

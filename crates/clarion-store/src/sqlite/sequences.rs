@@ -77,6 +77,19 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
     })
 }
 
+/// Whether `row` (as `RETURNING` gave it back) is what inserting `new` stored.
+fn inserted_as(new: &NewSequence<'_>, row: &SequenceRow, allow_concurrent: bool) -> bool {
+    row.template_version_id == new.template_version_id
+        && row.status == new.status
+        && row.state == new.state
+        && row.next_wake_at == new.next_wake_at
+        && row.created_at == new.now
+        && allow_concurrent == new.allow_concurrent
+        && row.contact == *new.contact
+        && row.variables == *new.variables
+        && row.simulation.as_ref() == new.simulation
+}
+
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
      phone_number, status, provider_ref, provider_status, outcome, report, ends_at, created_at, \
      ended_at, conversation, claimed_at, sender";
@@ -370,18 +383,12 @@ impl SqliteStore {
         tx: &mut SqliteTx,
         rows: &[NewSequence<'_>],
     ) -> Result<Vec<Option<SequenceRow>>> {
-        // 15 parameters per row; SQLite allows 32,766 per statement.
+        // 14 parameters per row; SQLite allows 32,766 per statement.
         const ROWS_PER_STATEMENT: usize = 1_000;
         let mut answers: Vec<Option<SequenceRow>> = vec![None; rows.len()];
         for (chunk_index, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
-            let base: i64 = sqlx::query_scalar(
-                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'sequences'), 0), \
-                 COALESCE((SELECT MAX(id) FROM sequences), 0))",
-            )
-            .fetch_one(&mut *tx.inner)
-            .await?;
             let mut sql = String::from(
-                "INSERT INTO sequences (id, org_id, template_id, template_version_id, phone_number, \
+                "INSERT INTO sequences (org_id, template_id, template_version_id, phone_number, \
                  contact, variables, simulation, status, state, next_wake_at, allow_concurrent, \
                  idempotency_key, created_at, last_updated) VALUES ",
             );
@@ -389,15 +396,32 @@ impl SqliteStore {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             }
-            write!(sql, " ON CONFLICT DO NOTHING RETURNING {SEQUENCE_COLUMNS}")
-                .map_err(|_| StoreError::Corrupt("statement text"))?;
+            write!(
+                sql,
+                " ON CONFLICT DO NOTHING RETURNING {SEQUENCE_COLUMNS}, allow_concurrent, idempotency_key"
+            )
+            .map_err(|_| StoreError::Corrupt("statement text"))?;
             // Statements of every batch size would crowd the statement cache.
             let mut insert = sqlx::query(&sql).persistent(false);
+            // Inputs by (org, template, number, key), in order, for matching rows back.
+            type InputKey = (i64, i64, String, Option<String>);
+            let mut unmatched: std::collections::HashMap<
+                InputKey,
+                std::collections::VecDeque<usize>,
+            > = std::collections::HashMap::with_capacity(chunk.len());
             for (i, new) in chunk.iter().enumerate() {
+                unmatched
+                    .entry((
+                        new.org_id.0,
+                        new.template_id.0,
+                        new.phone_number.to_owned(),
+                        new.idempotency_key.map(str::to_owned),
+                    ))
+                    .or_default()
+                    .push_back(i);
                 insert = insert
-                    .bind(base + 1 + i64::try_from(i).unwrap_or(i64::MAX))
                     .bind(new.org_id.0)
                     .bind(new.template_id)
                     .bind(new.template_version_id)
@@ -415,12 +439,24 @@ impl SqliteStore {
             }
             for row in insert.fetch_all(&mut *tx.inner).await? {
                 let sequence = sequence_from_row(&row)?;
-                let index = usize::try_from(sequence.id.0 - base - 1)
-                    .map_err(|_| StoreError::Corrupt("inserted sequence id"))?;
-                let slot = answers
-                    .get_mut(chunk_index * ROWS_PER_STATEMENT + index)
-                    .ok_or(StoreError::Corrupt("inserted sequence id"))?;
-                *slot = Some(sequence);
+                let allow_concurrent: bool = row.try_get("allow_concurrent")?;
+                let key: Option<String> = row.try_get("idempotency_key")?;
+                let candidates = unmatched
+                    .get_mut(&(
+                        sequence.org_id.0,
+                        sequence.template_id.0,
+                        sequence.phone_number.clone(),
+                        key,
+                    ))
+                    .ok_or(StoreError::Corrupt("inserted sequence matches no input"))?;
+                let position = candidates
+                    .iter()
+                    .position(|&i| inserted_as(&chunk[i], &sequence, allow_concurrent))
+                    .ok_or(StoreError::Corrupt("inserted sequence matches no input"))?;
+                let index = candidates
+                    .remove(position)
+                    .ok_or(StoreError::Corrupt("inserted sequence matches no input"))?;
+                answers[chunk_index * ROWS_PER_STATEMENT + index] = Some(sequence);
             }
         }
         Ok(answers)
@@ -494,7 +530,7 @@ impl SqliteStore {
         Ok(ids)
     }
 
-    pub(crate) async fn due_sequences(
+    pub(crate) async fn claim_due_sequences(
         &self,
         tx: &mut SqliteTx,
         ids: &[SequenceId],
@@ -503,6 +539,11 @@ impl SqliteStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
+        // Inside the caller's write transaction, which began `IMMEDIATE`: SQLite's write
+        // lock is held from before this read until commit, so this read locks what it
+        // returns (the whole database, the coarsest row lock) and no other connection or
+        // process can claim, move or read-to-write these rows until the claim's transaction
+        // ends. The rows are moved in that transaction, so no lease outlives it.
         let rows = sqlx::query(&format!(
             "SELECT {SEQUENCE_COLUMNS} FROM sequences \
              WHERE id IN (SELECT value FROM json_each(?)) \
@@ -1263,6 +1304,32 @@ impl SqliteStore {
         Ok(latest)
     }
 
+    // ---- contact locks ----
+
+    pub(crate) async fn lock_contacts(
+        &self,
+        tx: &mut SqliteTx,
+        numbers: &[(OrgId, &str)],
+        now: Millis,
+    ) -> Result<()> {
+        let mut numbers: Vec<(OrgId, &str)> = numbers.to_vec();
+        numbers.sort_unstable_by(|a, b| (a.0.0, a.1).cmp(&(b.0.0, b.1)));
+        numbers.dedup();
+        for chunk in numbers.chunks(rows_per_statement(3)) {
+            let sql = format!(
+                "INSERT INTO contact_locks (org_id, phone_number, locked_at) VALUES {} \
+                 ON CONFLICT (org_id, phone_number) DO UPDATE SET locked_at = excluded.locked_at",
+                value_rows(3, chunk.len())
+            );
+            let mut upsert = sqlx::query(&sql).persistent(false);
+            for (org, phone_number) in chunk {
+                upsert = upsert.bind(org.0).bind(*phone_number).bind(now);
+            }
+            upsert.execute(&mut *tx.inner).await?;
+        }
+        Ok(())
+    }
+
     // ---- suppressions ----
 
     pub(crate) async fn is_suppressed(
@@ -1336,6 +1403,10 @@ impl SqliteStore {
         actor: &str,
         now: Millis,
     ) -> Result<()> {
+        // The same lock as the contact checks: an opt-out and a check before contact for
+        // this number never interleave (the check sees the opt-out, or the opt-out comes
+        // after the contact was decided).
+        self.lock_contacts(tx, &[(org, phone_number)], now).await?;
         let changed = sqlx::query(
             "INSERT INTO suppressions (org_id, phone_number, reason, created_at) VALUES (?1, ?2, ?3, ?4) \
              ON CONFLICT (org_id, phone_number) DO UPDATE SET reason = excluded.reason, \

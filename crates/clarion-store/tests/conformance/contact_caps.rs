@@ -1,6 +1,9 @@
-//! Contact caps with concurrent writers for one number: the check (`contacts_since`) and the
-//! contact it allows (`insert_encounters`) happen in one write transaction, so two writers on
-//! separate handles can never both see room for the last contact.
+//! Contact caps with concurrent writers for one number: the number's lock
+//! (`lock_contacts`), the check (`contacts_since`) and the contact it allows
+//! (`insert_encounters`) happen in one write transaction, so two writers on separate handles
+//! can never both see room for the last contact. (On SQLite the write transaction's database
+//! lock serialises them even without `lock_contacts`; on a backend with row locks the
+//! number's lock is what does.)
 
 use clarion_store::Store;
 
@@ -66,7 +69,7 @@ async fn concurrent_writers_never_exceed_a_numbers_contact_cap() {
     }
 }
 
-/// One cap check and, if allowed, one contact, in one transaction. Answers 1 if it contacted.
+/// The number's lock, one cap check and, if allowed, one contact, in one transaction. Answers 1 if it contacted.
 async fn try_contact(
     store: &Store,
     tenant: &Tenant,
@@ -74,6 +77,14 @@ async fn try_contact(
     attempt: i64,
 ) -> usize {
     let mut tx = store.begin().await.unwrap();
+    store
+        .lock_contacts(
+            &mut tx,
+            &[(tenant.org, sequence.phone_number.as_str())],
+            100,
+        )
+        .await
+        .unwrap();
     let contacts = store
         .contacts_since(&mut tx, tenant.org, &sequence.phone_number, 0)
         .await

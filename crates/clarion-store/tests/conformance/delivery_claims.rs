@@ -195,14 +195,9 @@ async fn a_stale_outcome_racing_a_new_claim_never_moves_the_new_claims_delivery(
 
 /// One endpoint has hundreds of deliveries due before another's few: a claim still takes the
 /// other endpoint's, both when the busy endpoint is under its cap and when it is at its cap on
-/// the claiming node.
-///
-/// FAILS on the current SQLite claim: it looks at only `limit × 4` of the earliest due rows
-/// (`CLAIM_LOOKAHEAD`) before applying the per-endpoint cap, so 300 rows of one endpoint due
-/// first fill that window and the other endpoint's rows are never seen. Left ignored until
-/// the claim takes each endpoint's due rows up to its cap (issue 10, item 2).
+/// the claiming node. (The claim used to rank only the `limit × 4` earliest due rows, which
+/// 300 rows of one endpoint due first filled.)
 #[tokio::test]
-#[ignore = "known defect: the claim's lookahead window lets one endpoint's backlog hide others"]
 async fn a_deep_backlog_never_hides_another_endpoints_due_deliveries() {
     let backend = backend().await;
     let store = &backend.store;

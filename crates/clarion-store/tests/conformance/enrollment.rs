@@ -139,3 +139,75 @@ async fn concurrent_inserts_get_distinct_ids() {
     }
     assert_eq!(ids.len(), ROUNDS * HANDLES * TASKS_PER_HANDLE);
 }
+
+const BATCH: usize = 30;
+
+/// Several handles insert batches at once (`insert_sequences`, one transaction each). In each
+/// batch, rows come in pairs on one number with different contacts, so the second of each
+/// pair is refused (already running) and the database skips it mid-statement. Every answer
+/// must be its own input's row (its contact, its number) or `None` for exactly the refused
+/// ones; ids are distinct across all batches and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_batch_inserts_answer_each_input_with_its_own_row() {
+    let backend = backend().await;
+    let tenant = std::sync::Arc::new(tenant(&backend.store, "batch ids").await);
+    let handles = backend.handles(HANDLES).await;
+    let mut tasks = Vec::new();
+    for (h, store) in handles.iter().enumerate() {
+        for t in 0..TASKS_PER_HANDLE {
+            let store = store.clone();
+            let tenant = tenant.clone();
+            tasks.push(tokio::spawn(async move {
+                let inputs: Vec<(String, serde_json::Value)> = (0..BATCH)
+                    .map(|i| {
+                        let phone = format!("+1555080{h}{t}{:02}", i / 2);
+                        let contact = json!({ "phone_number": phone, "n": i });
+                        (phone, contact)
+                    })
+                    .collect();
+                let rows: Vec<_> = inputs
+                    .iter()
+                    .map(|(phone, contact)| new_sequence(&tenant, phone, contact, None))
+                    .collect();
+                let mut tx = store.begin().await.unwrap();
+                let answers = store.insert_sequences(&mut tx, &rows).await.unwrap();
+                tx.commit().await.unwrap();
+                (inputs, answers)
+            }));
+        }
+    }
+    let mut ids = HashSet::new();
+    for task in tasks {
+        let (inputs, answers) = task.await.unwrap();
+        assert_eq!(answers.len(), inputs.len());
+        for (i, ((phone, contact), answer)) in inputs.iter().zip(&answers).enumerate() {
+            match answer {
+                Some(row) => {
+                    assert_eq!(i % 2, 0, "input {i} repeats a running number: refused");
+                    assert_eq!(&row.contact, contact, "input {i} answered another's row");
+                    assert_eq!(&row.phone_number, phone);
+                    assert!(ids.insert(row.id), "id {} assigned twice", row.id);
+                    let read = backend
+                        .store
+                        .get_sequence(tenant.org, row.id)
+                        .await
+                        .unwrap()
+                        .unwrap();
+                    assert_eq!(&read.contact, contact, "row {} is not input {i}", row.id);
+                }
+                None => assert_eq!(i % 2, 1, "input {i} was on a free number"),
+            }
+        }
+    }
+    let stored = backend
+        .store
+        .list_sequences(tenant.org, None, None, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        stored.len(),
+        HANDLES * TASKS_PER_HANDLE * BATCH / 2,
+        "nothing lost"
+    );
+    assert_eq!(ids.len(), stored.len());
+}

@@ -23,6 +23,7 @@ mod enrollment;
 mod outbox;
 mod paging;
 mod provider_capacity;
+mod sequence_claims;
 mod suppression;
 mod tenancy;
 
