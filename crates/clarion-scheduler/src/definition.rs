@@ -81,13 +81,22 @@ pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Invalid 
 
 /// Parses a humantime duration (`"90s"`, `"1h 30m"`, `"2d"`).
 pub fn parse_duration(field: &str, text: &str) -> Result<Duration, Invalid> {
-    humantime::parse_duration(text.trim()).map_err(|_| {
+    let duration = humantime::parse_duration(text.trim()).map_err(|_| {
         invalid(
             field,
             "expected a duration such as \"30m\", \"4h\" or \"2d\"",
         )
-    })
+    })?;
+    // Bounded so that every instant computed from it stays a plain RFC 3339 timestamp (a
+    // four-digit year), whatever the sum of a template's delays.
+    if duration > MAX_DURATION {
+        return Err(invalid(field, "at most 366 days (\"366d\")"));
+    }
+    Ok(duration)
 }
+
+/// The longest delay, retry delay or time-out a template may set.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
 
 /// Formats a duration the way the API writes it.
 pub fn format_duration(millis: u64) -> String {

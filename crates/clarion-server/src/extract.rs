@@ -68,14 +68,22 @@ where
     }
 }
 
+/// The key of an `Authorization: Bearer <key>` header. The scheme is case-insensitive (RFC
+/// 9110 §11.1), so `bearer` and `BEARER` work too.
 fn bearer_key(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = value.split_once(' ')?;
+    let key = key.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !key.is_empty()).then_some(key)
+}
+
+/// Whether a `Content-Type` names JSON: the media type itself (before any parameter such as
+/// `charset`) must be `application/json`, in any case; `application/jsonx` is not JSON.
+fn is_json_media_type(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"))
 }
 
 /// A JSON body. Syntax errors are 400 `invalid_json`; a body that does not fit the schema is
@@ -95,11 +103,7 @@ where
             .headers()
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| {
-                v.trim_start()
-                    .to_ascii_lowercase()
-                    .starts_with("application/json")
-            });
+            .is_some_and(is_json_media_type);
         if !is_json {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -109,8 +113,16 @@ where
         }
         let bytes = axum::body::Bytes::from_request(request, state)
             .await
-            .map_err(|_| {
-                ApiError::bad_request("invalid_body", "the request body could not be read")
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "the request body is larger than the 2 MiB allowed",
+                    )
+                } else {
+                    ApiError::bad_request("invalid_body", "the request body could not be read")
+                }
             })?;
         parse_json(&bytes).map(ApiJson)
     }
@@ -118,9 +130,23 @@ where
 
 /// Parses JSON, naming the field at fault. Messages carry paths and expectations, never the
 /// submitted values (which may be PHI).
+///
+/// Every request body is a JSON object: serde would also accept an array for a struct (its
+/// fields by position: `[null, null]` for `{"a": null, "b": null}`), so anything else at the
+/// top level is refused before it is read. Nothing may follow the value but whitespace.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    if first.is_some_and(|b| *b != b'{')
+        && serde_json::from_slice::<serde_json::Value>(bytes).is_ok()
+    {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "the body must be a JSON object",
+        ));
+    }
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+    let value = serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| {
         let path = error.path().to_string();
         let inner = error.into_inner();
         if inner.is_syntax() || inner.is_eof() {
@@ -142,7 +168,14 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             error = error.with_field(missing);
         }
         error
-    })
+    })?;
+    deserializer.end().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_json",
+            "the body has more after its JSON value (one JSON object per request)",
+        )
+    })?;
+    Ok(value)
 }
 
 /// serde's data errors, minus the position suffix and any quoted input value.

@@ -130,7 +130,7 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateAssistant>,
 ) -> Result<(StatusCode, Json<AssistantOut>), ApiError> {
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
+    if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::invalid(
             "name",
             "name must be 1 to 200 characters",

@@ -143,7 +143,7 @@ fn request(
         .name
         .map(|n| n.trim().to_owned())
         .filter(|n| !n.is_empty());
-    if name.as_ref().is_some_and(|n| n.len() > 200) {
+    if name.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(ApiError::invalid(
             &format!("{prefix}contact.name"),
             "at most 200 characters",

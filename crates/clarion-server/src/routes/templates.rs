@@ -146,7 +146,7 @@ async fn validate(
     body: &TemplateIn,
 ) -> Result<TemplateDefinition, ApiError> {
     let name = body.name.trim();
-    if name.is_empty() || name.len() > 200 {
+    if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::invalid(
             "name",
             "name must be 1 to 200 characters",

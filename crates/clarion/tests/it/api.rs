@@ -729,3 +729,125 @@ async fn only_a_short_excerpt_of_an_answer_is_kept_and_none_when_switched_off() 
     assert_eq!(attempt["status_code"], 400, "{attempt}");
     assert_eq!(attempt["response_body"], Value::Null, "{attempt}");
 }
+
+/// The input strictness a hostile or sloppy client meets: one JSON object per body and nothing
+/// after it, never an array read as an object by position, the media type matched exactly,
+/// the auth scheme in any case, an oversized body refused as 413 with the JSON error, names
+/// counted in characters, and durations bounded so every timestamp stays RFC 3339.
+#[tokio::test]
+async fn input_is_read_strictly() {
+    let app = spawn_app().await;
+    let (_org, key) = app.org("Riverside").await;
+    let bearer = format!("Bearer {key}");
+    let auth = Some(bearer.as_str());
+    let send = |method: Method, path: &'static str, content_type: &'static str, body: String| {
+        let app = &app;
+        async move {
+            let body: &'static str = Box::leak(body.into_boxed_str());
+            raw(app, method, path, auth, Some((content_type, body))).await
+        }
+    };
+    let endpoint = r#"{"url":"https://93.184.216.34/"}"#;
+
+    let trailing = send(
+        Method::POST,
+        "/v1/webhook-endpoints",
+        "application/json",
+        format!("{endpoint} {{\"url\":\"https://93.184.216.34/2\"}}"),
+    )
+    .await;
+    assert_error(&trailing, 400, "invalid_json", None);
+
+    // `[null, null]` would clear both caps if read as an object by position.
+    let (_, before) = app.get(&key, "/v1/organization").await;
+    let array = send(
+        Method::PATCH,
+        "/v1/organization",
+        "application/json",
+        "[null,null]".to_owned(),
+    )
+    .await;
+    assert_error(&array, 422, "invalid_field", None);
+    let (_, after) = app.get(&key, "/v1/organization").await;
+    assert_eq!(before, after, "a refused body changes nothing");
+
+    let lookalike = send(
+        Method::POST,
+        "/v1/webhook-endpoints",
+        "application/jsonx",
+        endpoint.to_owned(),
+    )
+    .await;
+    assert_error(&lookalike, 415, "unsupported_media_type", None);
+    let with_charset = send(
+        Method::POST,
+        "/v1/webhook-endpoints",
+        "Application/JSON; charset=utf-8",
+        endpoint.to_owned(),
+    )
+    .await;
+    assert_eq!(with_charset.0, 201, "{}", with_charset.1);
+
+    for scheme in ["bearer", "BEARER"] {
+        let header = format!("{scheme} {key}");
+        let answer = raw(
+            &app,
+            Method::GET,
+            "/v1/webhook-endpoints",
+            Some(&header),
+            None,
+        )
+        .await;
+        assert_eq!(answer.0, 200, "{scheme}: {}", answer.1);
+    }
+
+    let huge = format!(
+        r#"{{"url":"https://93.184.216.34/","description":"{}"}}"#,
+        "x".repeat(3 * 1024 * 1024)
+    );
+    let too_large = send(
+        Method::POST,
+        "/v1/webhook-endpoints",
+        "application/json",
+        huge,
+    )
+    .await;
+    assert_error(&too_large, 413, "payload_too_large", None);
+
+    // 200 characters of three bytes each are a valid name; 201 are not.
+    let name = |n: usize| "é".repeat(n);
+    let assistant = |name: String| {
+        serde_json::json!({ "name": name, "channel": "call", "config": {} }).to_string()
+    };
+    let ok = send(
+        Method::POST,
+        "/v1/assistants",
+        "application/json",
+        assistant(name(200)),
+    )
+    .await;
+    assert_eq!(ok.0, 201, "{}", ok.1);
+    let long = send(
+        Method::POST,
+        "/v1/assistants",
+        "application/json",
+        assistant(name(201)),
+    )
+    .await;
+    assert_error(&long, 422, "invalid_field", Some("name"));
+
+    let assistant_id = ok.1["id"].clone();
+    let template = serde_json::json!({
+        "name": "Forever",
+        "steps": [{ "type": "call", "assistant_id": assistant_id, "delay": "100000000d" }],
+    })
+    .to_string();
+    let unbounded = send(
+        Method::POST,
+        "/v1/sequence-templates",
+        "application/json",
+        template,
+    )
+    .await;
+    assert_error(&unbounded, 422, "invalid_field", Some("steps[0].delay"));
+}
