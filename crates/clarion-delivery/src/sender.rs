@@ -158,5 +158,7 @@ fn classify(error: &reqwest::Error) -> &'static str {
     if error.is_redirect() {
         return "redirect";
     }
-    "request-error"
+    // Whatever else went wrong happened after the connection was made: the receiver's answer
+    // was not a well-formed HTTP response or ended early.
+    "invalid-response"
 }

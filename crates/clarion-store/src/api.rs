@@ -265,7 +265,9 @@ impl Store {
         pub async fn get_delivery(&self, org: OrgId, id: DeliveryId) -> Result<Option<Delivery>>;
 
         /// Queues one more attempt now. A pending delivery is brought forward and keeps its
-        /// schedule; a delivered or failed one gets a single manual attempt.
+        /// schedule; a delivered or failed one gets a single manual attempt. `None` when there
+        /// is no such delivery, or its endpoint is deleted or disabled (it could never be
+        /// attempted, so it is left as it is).
         pub async fn retry_delivery(&self, org: OrgId, id: DeliveryId, now: Millis) -> Result<Option<Delivery>>;
 
         /// Ended sequences' reports in the order they were queued, after the cursor.

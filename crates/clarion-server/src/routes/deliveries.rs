@@ -192,6 +192,25 @@ pub async fn retry(
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?
         .endpoint_id;
+    // A delivery whose endpoint is gone or switched off could never be attempted: queueing it
+    // would leave it pending for ever (and count in the queue's depth and age).
+    match state.store.get_endpoint(org, endpoint).await? {
+        None => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "endpoint_deleted",
+                "the delivery's webhook endpoint was deleted; it cannot be retried",
+            ));
+        }
+        Some(found) if !found.enabled => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "endpoint_disabled",
+                "the delivery's webhook endpoint is disabled; enable it, then retry",
+            ));
+        }
+        Some(_) => {}
+    }
     let now = state.clock.now_millis();
     state
         .action_limits

@@ -481,7 +481,8 @@ impl SqliteStore {
             "UPDATE webhook_deliveries SET \
                 manual = CASE WHEN status = 'pending' THEN manual ELSE 1 END, \
                 status = 'pending', next_attempt_at = ?, updated_at = ? \
-             WHERE id = ? AND org_id = ?",
+             WHERE id = ? AND org_id = ? AND endpoint_id IN \
+               (SELECT e.id FROM webhook_endpoints e WHERE e.deleted_at IS NULL AND e.enabled = 1)",
         )
         .bind(now)
         .bind(now)

@@ -615,3 +615,50 @@ async fn metrics_health_and_openapi_are_served() {
         );
     }
 }
+
+/// A delivery whose endpoint is disabled or deleted could never be attempted: a manual retry
+/// is refused with 409 and leaves it `failed`, instead of leaving it `pending` for ever (and
+/// counted in the queue's depth and age).
+#[tokio::test]
+async fn a_retry_for_a_disabled_or_deleted_endpoint_is_refused_and_leaves_nothing_pending() {
+    let mut options = AppOptions::default();
+    options.dispatcher.retry.schedule = vec![Duration::ZERO];
+    let app = spawn_app_with(options).await;
+    let receiver = TestReceiver::start(Answer::Status(500)).await;
+    let (org, key) = app.org("Riverside").await;
+    let (endpoint, _) = app.endpoint(&key, &receiver.url).await;
+    app.enqueue(org, &examples::call_only()).await;
+    assert_eq!(app.dispatcher.run_due_now().await.unwrap(), 1);
+    let id = app.deliveries(&key).await[0]["id"].as_i64().unwrap();
+    let retry = format!("/v1/webhook-deliveries/{id}/retry");
+    let delivery = format!("/v1/webhook-deliveries/{id}");
+
+    let (status, _) = app
+        .patch(
+            &key,
+            &format!("/v1/webhook-endpoints/{endpoint}"),
+            json!({ "enabled": false }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, answer) = app.post(&key, &retry, json!({})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "endpoint_disabled");
+    assert_eq!(app.get(&key, &delivery).await.1["status"], "failed");
+
+    let (status, _) = app
+        .request(
+            reqwest::Method::DELETE,
+            &key,
+            &format!("/v1/webhook-endpoints/{endpoint}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, answer) = app.post(&key, &retry, json!({})).await;
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["error"]["code"], "endpoint_deleted");
+    let (_, after) = app.get(&key, &delivery).await;
+    assert_eq!(after["status"], "failed");
+    assert_eq!(app.store.queue_stats().await.unwrap().pending, 0);
+}
