@@ -25,6 +25,7 @@ mod encounter_claims;
 mod enrollment;
 mod outbox;
 mod paging;
+mod postgres_only;
 mod provider_capacity;
 mod suppression;
 mod tenancy;
