@@ -12,6 +12,7 @@
 #![allow(clippy::too_many_arguments)]
 
 use crate::model::*;
+use crate::postgres::{PgStore, PgTx};
 use crate::sqlite::{SqliteStore, SqliteTx};
 use crate::{
     AssistantId, Channel, DeliveryId, EncounterId, EndpointId, IdCodec, MessageId, Millis, OrgId,
@@ -33,6 +34,8 @@ pub struct Store {
 enum Backend {
     /// `sqlite://PATH`: the embedded default.
     Sqlite(SqliteStore),
+    /// `postgres://` or `postgresql://`: several nodes on one database.
+    Postgres(PgStore),
 }
 
 /// A write transaction on the store it was begun on. Dropped without
@@ -43,6 +46,7 @@ pub struct Tx(TxInner);
 #[derive(Debug)]
 enum TxInner {
     Sqlite(SqliteTx),
+    Postgres(PgTx),
 }
 
 impl Tx {
@@ -50,6 +54,7 @@ impl Tx {
     pub async fn commit(self) -> Result<()> {
         match self.0 {
             TxInner::Sqlite(tx) => tx.commit().await,
+            TxInner::Postgres(tx) => tx.commit().await,
         }
     }
 
@@ -57,6 +62,7 @@ impl Tx {
     pub async fn rollback(self) -> Result<()> {
         match self.0 {
             TxInner::Sqlite(tx) => tx.rollback().await,
+            TxInner::Postgres(tx) => tx.rollback().await,
         }
     }
 }
@@ -68,15 +74,22 @@ impl Store {
     }
 
     /// Like [`Store::connect`], with options.
+    /// The scheme picks the backend: `sqlite:` or `postgres://` / `postgresql://`.
     pub async fn connect_with(url: &str, options: StoreOptions) -> Result<Self> {
-        if !url.starts_with("sqlite:") {
+        let (backend, secret) = if url.starts_with("sqlite:") {
+            let db = SqliteStore::connect(url, &options).await?;
+            let secret = db.deployment_secret().await?;
+            (Backend::Sqlite(db), secret)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let db = PgStore::connect(url, &options).await?;
+            let secret = db.deployment_secret().await?;
+            (Backend::Postgres(db), secret)
+        } else {
             return Err(StoreError::UnsupportedUrl);
-        }
-        let db = SqliteStore::connect(url, &options).await?;
-        let ids = IdCodec::new(db.deployment_secret().await?);
+        };
         Ok(Self {
-            backend: Backend::Sqlite(db),
-            ids,
+            backend,
+            ids: IdCodec::new(secret),
         })
     }
 
@@ -89,6 +102,7 @@ impl Store {
     pub async fn begin(&self) -> Result<Tx> {
         match &self.backend {
             Backend::Sqlite(db) => Ok(Tx(TxInner::Sqlite(db.begin().await?))),
+            Backend::Postgres(db) => Ok(Tx(TxInner::Postgres(db.begin().await?))),
         }
     }
 
@@ -96,6 +110,7 @@ impl Store {
     pub async fn ping(&self) -> Result<()> {
         match &self.backend {
             Backend::Sqlite(db) => db.ping().await,
+            Backend::Postgres(db) => db.ping().await,
         }
     }
 
@@ -103,14 +118,17 @@ impl Store {
     pub async fn close(&self) {
         match &self.backend {
             Backend::Sqlite(db) => db.close().await,
+            Backend::Postgres(db) => db.close().await,
         }
     }
 
-    /// The SQLite backend, for the backend's own tests.
+    /// The SQLite backend, for the backend's own tests (which open SQLite files).
     #[cfg(test)]
+    #[allow(clippy::panic)]
     pub(crate) fn sqlite(&self) -> &SqliteStore {
         match &self.backend {
             Backend::Sqlite(db) => db,
+            Backend::Postgres(_) => panic!("not a SQLite store"),
         }
     }
 }
@@ -128,6 +146,10 @@ macro_rules! store_api {
         pub async fn $name(&self, tx: &mut Tx $(, $arg: $ty)*) -> $ret {
             match (&self.backend, &mut tx.0) {
                 (Backend::Sqlite(db), TxInner::Sqlite(tx)) => db.$name(tx $(, $arg)*).await,
+                (Backend::Postgres(db), TxInner::Postgres(tx)) => db.$name(tx $(, $arg)*).await,
+                // A transaction begun on another backend's store: a caller's bug, answered
+                // as an error (never a panic, never a query on the wrong database).
+                _ => Err(StoreError::ForeignTransaction),
             }
         }
         store_api! { $($rest)* }
@@ -141,6 +163,7 @@ macro_rules! store_api {
         pub async fn $name(&self $(, $arg: $ty)*) -> $ret {
             match &self.backend {
                 Backend::Sqlite(db) => db.$name($($arg),*).await,
+                Backend::Postgres(db) => db.$name($($arg),*).await,
             }
         }
         store_api! { $($rest)* }
@@ -572,6 +595,14 @@ impl Store {
             (Backend::Sqlite(db), None) => {
                 db.open_sms_conversations(None, phone_number, senders).await
             }
+            (Backend::Postgres(db), Some(TxInner::Postgres(tx))) => {
+                db.open_sms_conversations(Some(tx), phone_number, senders)
+                    .await
+            }
+            (Backend::Postgres(db), None) => {
+                db.open_sms_conversations(None, phone_number, senders).await
+            }
+            _ => Err(StoreError::ForeignTransaction),
         }
     }
 }

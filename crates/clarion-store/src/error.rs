@@ -7,8 +7,12 @@
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database URL names a database this build cannot open.
-    #[error("unsupported database URL (expected sqlite://PATH)")]
+    #[error("unsupported database URL (expected sqlite://PATH or postgres://...)")]
     UnsupportedUrl,
+    /// A transaction begun on one store was passed to a store of another backend (a bug in
+    /// the caller); nothing was run.
+    #[error("transaction belongs to another store's backend")]
+    ForeignTransaction,
     /// The row asked for does not exist (or belongs to another organisation).
     #[error("not found")]
     NotFound,

@@ -22,6 +22,7 @@ pub mod api_key;
 mod error;
 mod ids;
 pub mod model;
+mod postgres;
 pub mod public_id;
 mod sqlite;
 mod stored;

@@ -152,6 +152,19 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Conflict
             }
+            // PostgreSQL's transient answers: a serialisation failure or deadlock victim (the
+            // transaction was rolled back and may simply be run again), and a server shutting
+            // down or a connection lost. SQLite never answers these codes.
+            sqlx::Error::Database(db)
+                if db.code().is_some_and(|code| {
+                    matches!(
+                        code.as_ref(),
+                        "40001" | "40P01" | "57P01" | "57P02" | "57P03"
+                    ) || code.starts_with("08")
+                }) =>
+            {
+                StoreError::Unavailable(Box::new(error))
+            }
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)

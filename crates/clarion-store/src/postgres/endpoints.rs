@@ -1,0 +1,264 @@
+//! Webhook endpoints and their signing secrets (PostgreSQL).
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{IdOrder, PgStore, inserting};
+use crate::model::*;
+use crate::{DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result};
+
+const ENDPOINT_COLUMNS: &str =
+    "id, org_id, url, description, enabled, disabled_reason, created_at, updated_at";
+
+fn endpoint_from_row(row: &PgRow) -> Result<Endpoint> {
+    Ok(Endpoint {
+        id: EndpointId(row.try_get("id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        url: row.try_get("url")?,
+        description: row.try_get("description")?,
+        enabled: row.try_get("enabled")?,
+        disabled_reason: row.try_get("disabled_reason")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+impl PgStore {
+    pub(crate) async fn create_endpoint(
+        &self,
+        org: OrgId,
+        url: &str,
+        description: &str,
+        secret: &str,
+        now: Millis,
+    ) -> Result<Endpoint> {
+        let mut tx = self.begin().await?;
+        inserting(&mut tx, IdOrder::Endpoints).await?;
+        let row = sqlx::query(&format!(
+            "INSERT INTO webhook_endpoints (org_id, url, description, enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, TRUE, $4, $4) RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(org.0)
+        .bind(url)
+        .bind(description)
+        .bind(now)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        let endpoint = endpoint_from_row(&row)?;
+        sqlx::query(
+            "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(endpoint.id.0)
+        .bind(secret)
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        Ok(endpoint)
+    }
+
+    pub(crate) async fn get_endpoint(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+    ) -> Result<Option<Endpoint>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL"
+        ))
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    pub(crate) async fn list_endpoints(
+        &self,
+        org: OrgId,
+        after: Option<EndpointId>,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>> {
+        let mut tx = self.ordered_read(IdOrder::Endpoints).await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints \
+             WHERE org_id = $1 AND deleted_at IS NULL AND id > $2 ORDER BY id LIMIT $3"
+        ))
+        .bind(org.0)
+        .bind(after.map_or(0, |a| a.0))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        rows.iter().map(endpoint_from_row).collect()
+    }
+
+    pub(crate) async fn update_endpoint(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+        patch: &EndpointPatch,
+        now: Millis,
+    ) -> Result<Option<Endpoint>> {
+        let row = sqlx::query(&format!(
+            "UPDATE webhook_endpoints SET \
+                url = COALESCE($1, url), \
+                description = COALESCE($2, description), \
+                enabled = COALESCE($3, enabled), \
+                disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END, \
+                updated_at = $5 \
+             WHERE id = $6 AND org_id = $7 AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(patch.url.as_deref())
+        .bind(patch.description.as_deref())
+        .bind(patch.enabled)
+        .bind(patch.enabled == Some(true))
+        .bind(now)
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    pub(crate) async fn delete_endpoint(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query(
+            "UPDATE webhook_endpoints SET deleted_at = $1, enabled = FALSE, updated_at = $1 \
+             WHERE id = $2 AND org_id = $3 AND deleted_at IS NULL",
+        )
+        .bind(now)
+        .bind(id.0)
+        .bind(org.0)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected()
+            == 1;
+        if deleted {
+            // Every pending delivery ends, leased or not: an attempt in flight records its
+            // attempt, and its lease token no longer matches (the lease is cleared here).
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = $1, next_attempt_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $2 \
+                 WHERE endpoint_id = $3 AND status = 'pending'",
+            )
+            .bind(DeliveryStatus::Failed.as_str())
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *tx.inner)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    pub(crate) async fn rotate_endpoint_secret(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+        new_secret: &str,
+        old_expires_at: Millis,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        // The endpoint row is locked first: two rotations of one endpoint run one after the
+        // other, so at most two secrets ever sign.
+        let owned: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM webhook_endpoints WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL \
+             FOR UPDATE",
+        )
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        if owned.is_none() {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE webhook_endpoint_secrets SET expires_at = $1 \
+             WHERE endpoint_id = $2 AND expires_at > $1",
+        )
+        .bind(now)
+        .bind(id.0)
+        .execute(&mut *tx.inner)
+        .await?;
+        sqlx::query(
+            "UPDATE webhook_endpoint_secrets SET expires_at = $1 \
+             WHERE endpoint_id = $2 AND expires_at IS NULL",
+        )
+        .bind(old_expires_at)
+        .bind(id.0)
+        .execute(&mut *tx.inner)
+        .await?;
+        sqlx::query(
+            "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(id.0)
+        .bind(new_secret)
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
+        sqlx::query("UPDATE webhook_endpoints SET updated_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *tx.inner)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn signing_secrets(&self, id: EndpointId, now: Millis) -> Result<Vec<String>> {
+        let secrets = sqlx::query_scalar(
+            "SELECT secret FROM webhook_endpoint_secrets \
+             WHERE endpoint_id = $1 AND (expires_at IS NULL OR expires_at > $2) \
+             ORDER BY expires_at IS NOT NULL, id DESC LIMIT $3",
+        )
+        .bind(id.0)
+        .bind(now)
+        .bind(MAX_SIGNING_SECRETS)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(secrets)
+    }
+
+    pub(crate) async fn current_secret(
+        &self,
+        org: OrgId,
+        id: EndpointId,
+    ) -> Result<Option<String>> {
+        let secret = sqlx::query_scalar(
+            "SELECT s.secret FROM webhook_endpoint_secrets s \
+             JOIN webhook_endpoints e ON e.id = s.endpoint_id \
+             WHERE e.id = $1 AND e.org_id = $2 AND e.deleted_at IS NULL AND s.expires_at IS NULL \
+             ORDER BY s.id DESC LIMIT 1",
+        )
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(secret)
+    }
+
+    pub(crate) async fn disable_endpoint(
+        &self,
+        id: EndpointId,
+        reason: &str,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1, updated_at = $2 \
+             WHERE id = $3",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id.0)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,184 @@
+//! Organisations and their API keys (PostgreSQL).
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{PgStore, PgTx, raw_ids, to_u32};
+use crate::api_key::{KeyHash, NewApiKey};
+use crate::model::*;
+use crate::{ApiKeyId, Millis, OrgId, Result};
+
+fn organization_from_row(row: &PgRow) -> Result<Organization> {
+    let cap = |column: &str| -> Result<Option<u32>> {
+        let value: Option<i64> = row.try_get(column)?;
+        Ok(value.map(to_u32))
+    };
+    Ok(Organization {
+        id: OrgId(row.try_get("id")?),
+        name: row.try_get("name")?,
+        max_contacts_per_day: cap("max_contacts_per_day")?,
+        max_contacts_per_week: cap("max_contacts_per_week")?,
+        sms_help_text: row.try_get("sms_help_text")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const ORGANIZATION_COLUMNS: &str =
+    "id, name, max_contacts_per_day, max_contacts_per_week, sms_help_text, created_at";
+
+impl PgStore {
+    pub(crate) async fn create_org(&self, name: &str, now: Millis) -> Result<CreatedOrganization> {
+        let key = NewApiKey::generate();
+        let mut tx = self.begin().await?;
+        let org_id: i64 = sqlx::query_scalar(
+            "INSERT INTO organizations (name, created_at) VALUES ($1, $2) RETURNING id",
+        )
+        .bind(name)
+        .bind(now)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        sqlx::query(
+            "INSERT INTO api_keys (org_id, key_hash, key_prefix, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(org_id)
+        .bind(key.hash().0.as_slice())
+        .bind(key.shown_prefix())
+        .bind(now)
+        .execute(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        Ok(CreatedOrganization {
+            id: OrgId(org_id),
+            api_key: key,
+        })
+    }
+
+    pub(crate) async fn authenticate(&self, key: &str) -> Result<Option<OrgId>> {
+        Ok(self.authenticate_key(key).await?.map(|found| found.org_id))
+    }
+
+    pub(crate) async fn authenticate_key(&self, key: &str) -> Result<Option<AuthenticatedKey>> {
+        let hash = KeyHash::of(key);
+        let found: Option<(i64, i64)> = sqlx::query_as(
+            "SELECT org_id, id FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+        )
+        .bind(hash.0.as_slice())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.map(|(org_id, key_id)| AuthenticatedKey {
+            org_id: OrgId(org_id),
+            key_id: ApiKeyId(key_id),
+        }))
+    }
+
+    pub(crate) async fn get_organization(&self, org: OrgId) -> Result<Option<Organization>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ORGANIZATION_COLUMNS} FROM organizations WHERE id = $1"
+        ))
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(organization_from_row).transpose()
+    }
+
+    pub(crate) async fn update_organization(
+        &self,
+        org: OrgId,
+        patch: &OrganizationPatch,
+    ) -> Result<Option<Organization>> {
+        let row = sqlx::query(&format!(
+            "UPDATE organizations SET \
+             max_contacts_per_day = CASE WHEN $1 THEN $2 ELSE max_contacts_per_day END, \
+             max_contacts_per_week = CASE WHEN $3 THEN $4 ELSE max_contacts_per_week END, \
+             sms_help_text = CASE WHEN $5 THEN $6 ELSE sms_help_text END \
+             WHERE id = $7 RETURNING {ORGANIZATION_COLUMNS}"
+        ))
+        .bind(patch.max_contacts_per_day.is_some())
+        .bind(patch.max_contacts_per_day.flatten().map(i64::from))
+        .bind(patch.max_contacts_per_week.is_some())
+        .bind(patch.max_contacts_per_week.flatten().map(i64::from))
+        .bind(patch.sms_help_text.is_some())
+        .bind(patch.sms_help_text.clone().flatten())
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(organization_from_row).transpose()
+    }
+
+    pub(crate) async fn allow_vapi_assistant(
+        &self,
+        org: OrgId,
+        vapi_assistant_id: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO organization_vapi_assistants (org_id, vapi_assistant_id, added_at) \
+             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(org.0)
+        .bind(vapi_assistant_id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn disallow_vapi_assistant(
+        &self,
+        org: OrgId,
+        vapi_assistant_id: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM organization_vapi_assistants WHERE org_id = $1 AND vapi_assistant_id = $2",
+        )
+        .bind(org.0)
+        .bind(vapi_assistant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn allowed_vapi_assistants(&self, org: OrgId) -> Result<Vec<String>> {
+        // `COLLATE "C"`: the same byte order as SQLite's, whatever the database's locale.
+        Ok(sqlx::query_scalar(
+            "SELECT vapi_assistant_id FROM organization_vapi_assistants WHERE org_id = $1 \
+             ORDER BY vapi_assistant_id COLLATE \"C\"",
+        )
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub(crate) async fn vapi_assistant_allowed(
+        &self,
+        org: OrgId,
+        vapi_assistant_id: &str,
+    ) -> Result<bool> {
+        let found: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM organization_vapi_assistants WHERE org_id = $1 AND vapi_assistant_id = $2",
+        )
+        .bind(org.0)
+        .bind(vapi_assistant_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+
+    pub(crate) async fn organization_contact_caps(
+        &self,
+        tx: &mut PgTx,
+        orgs: &[OrgId],
+    ) -> Result<std::collections::HashMap<OrgId, (Option<u32>, Option<u32>)>> {
+        let rows: Vec<(i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+            "SELECT id, max_contacts_per_day, max_contacts_per_week FROM organizations \
+             WHERE id = ANY($1)",
+        )
+        .bind(raw_ids(orgs))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, day, week)| (OrgId(id), (day.map(to_u32), week.map(to_u32))))
+            .collect())
+    }
+}
