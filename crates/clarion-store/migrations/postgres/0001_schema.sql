@@ -87,10 +87,14 @@ CREATE TABLE webhook_deliveries (
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries(next_attempt_at) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_org ON webhook_deliveries(org_id, id);
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries(endpoint_id, status);
--- First attempts and retries are claimed as separate lanes, each on its own partial index.
-CREATE INDEX webhook_deliveries_due_first ON webhook_deliveries(next_attempt_at, id)
+-- First attempts and retries are claimed as separate lanes, each endpoint's earliest due rows
+-- from its own range of the lane's partial index, so one endpoint's backlog never hides
+-- another's due work.
+CREATE INDEX webhook_deliveries_endpoint_due_first
+    ON webhook_deliveries(endpoint_id, next_attempt_at, id)
     WHERE status = 'pending' AND attempt_count = 0;
-CREATE INDEX webhook_deliveries_due_retry ON webhook_deliveries(next_attempt_at, id)
+CREATE INDEX webhook_deliveries_endpoint_due_retry
+    ON webhook_deliveries(endpoint_id, next_attempt_at, id)
     WHERE status = 'pending' AND attempt_count > 0;
 
 -- Every attempt, kept.
@@ -149,8 +153,6 @@ CREATE TABLE sequences (
     status               TEXT    NOT NULL CHECK (status IN ('active', 'paused', 'ended')),
     state                TEXT    NOT NULL,
     next_wake_at         BIGINT,
-    lease_owner          TEXT,
-    lease_expires_at     BIGINT,
     outcome_description  TEXT,
     allow_concurrent     BOOLEAN NOT NULL DEFAULT FALSE,
     idempotency_key      TEXT,

@@ -14,10 +14,6 @@ use crate::{
     Result, StoreError, StoredReport,
 };
 
-/// How many rows past the limit a claim looks at, so that the per-endpoint cap can skip a
-/// busy endpoint's rows and still fill the batch from others (as on SQLite).
-const CLAIM_LOOKAHEAD: u32 = 4;
-
 /// Messages per statement in a batch of reports (arrays have no parameter limit; this bounds
 /// one statement's memory).
 const MESSAGES_PER_STATEMENT: usize = 5_000;
@@ -163,18 +159,24 @@ impl PgStore {
         } else {
             "d.attempt_count > 0"
         };
-        // Candidates are locked with SKIP LOCKED (another node's claim in flight is passed
-        // over; a row it claimed and committed is re-checked against its new version and
+        // Candidates are taken per enabled endpoint, its earliest due rows (at most what its
+        // cap could take) from its range of the lane's index, so one endpoint's backlog never
+        // hides another's due work. They are locked with SKIP LOCKED (another node's claim in
+        // flight is passed over; a row it claimed and committed is re-checked against its new version and
         // left out), ranked per endpoint, and the lease is written by the same statement.
         // The outer WHERE repeats the due condition, so the UPDATE alone decides.
         let claim_sql = format!(
             "WITH candidates AS ( \
-               SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
-               JOIN webhook_endpoints e ON e.id = d.endpoint_id \
-               WHERE d.status = 'pending' AND {lane} AND d.next_attempt_at <= $3 \
-                 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $3) AND e.enabled \
-               ORDER BY d.next_attempt_at, d.id LIMIT $4 \
-               FOR UPDATE OF d SKIP LOCKED \
+               SELECT c.id, c.endpoint_id, c.next_attempt_at FROM webhook_endpoints e \
+               CROSS JOIN LATERAL ( \
+                 SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
+                 WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
+                   AND d.next_attempt_at <= $3 \
+                   AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $3) \
+                 ORDER BY d.next_attempt_at, d.id LIMIT $4 \
+                 FOR UPDATE OF d SKIP LOCKED \
+               ) c \
+               WHERE e.enabled \
              ), ranked AS ( \
                SELECT c.id, c.next_attempt_at, \
                  ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
@@ -198,7 +200,7 @@ impl PgStore {
             .bind(request.owner)
             .bind(request.lease_until)
             .bind(request.now)
-            .bind(i64::from(request.limit.saturating_mul(CLAIM_LOOKAHEAD)))
+            .bind(i64::from(request.limit.min(request.per_endpoint_limit)))
             .bind(i64::from(request.per_endpoint_limit))
             .bind(i64::from(request.limit))
             .bind(&in_flight_endpoints)
@@ -462,7 +464,8 @@ impl PgStore {
             "UPDATE webhook_deliveries SET \
                 manual = CASE WHEN status = 'pending' THEN manual ELSE TRUE END, \
                 status = 'pending', next_attempt_at = $1, updated_at = $1 \
-             WHERE id = $2 AND org_id = $3",
+             WHERE id = $2 AND org_id = $3 AND endpoint_id IN \
+               (SELECT e.id FROM webhook_endpoints e WHERE e.deleted_at IS NULL AND e.enabled)",
         )
         .bind(now)
         .bind(id.0)

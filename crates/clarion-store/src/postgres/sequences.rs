@@ -514,7 +514,7 @@ impl PgStore {
         Ok(ids.into_iter().map(SequenceId).collect())
     }
 
-    pub(crate) async fn due_sequences(
+    pub(crate) async fn claim_due_sequences(
         &self,
         tx: &mut PgTx,
         ids: &[SequenceId],
@@ -1261,6 +1261,17 @@ impl PgStore {
                 .push(encounter);
         }
         Ok(by_sequence)
+    }
+
+    pub(crate) async fn lock_contacts(
+        &self,
+        tx: &mut PgTx,
+        numbers: &[(OrgId, &str)],
+        _now: Millis,
+    ) -> Result<()> {
+        // The advisory lock every contact check and suppression change of these numbers
+        // takes (see the module documentation): held to commit, keys in ascending order.
+        super::lock_contacts(tx, numbers).await
     }
 
     pub(crate) async fn contacts_since(

@@ -215,12 +215,16 @@ async fn racing_enders_end_each_due_encounter_exactly_once() {
         .unwrap();
     tx.commit().await.unwrap();
 
-    let handles = backend.handles(HANDLES).await;
-    let mut tasks = Vec::new();
-    for (h, store) in handles.into_iter().enumerate() {
+    // Every handle reads its hint before any of them starts ending encounters.
+    let mut hinted = Vec::new();
+    for (h, store) in backend.handles(HANDLES).await.into_iter().enumerate() {
         let mut hint = store.due_encounter_ids(20, 1_000).await.unwrap();
         assert_eq!(hint.len(), SEQUENCES, "every encounter is due");
         hint.rotate_left(h * SEQUENCES / HANDLES);
+        hinted.push((store, hint));
+    }
+    let mut tasks = Vec::new();
+    for (store, hint) in hinted {
         tasks.push(tokio::spawn(async move {
             let mut won = Vec::new();
             for window in hint.chunks(4) {
