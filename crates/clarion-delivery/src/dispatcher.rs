@@ -13,8 +13,11 @@
 //!   crash before that leaves it leased, and the lease expiring makes it due again;
 //! - the same bytes and the same `webhook-id` on every attempt (both come from the message);
 //!   a fresh timestamp and signature per attempt;
-//! - bounded concurrency overall and per endpoint, so a slow endpoint holds at most its own
-//!   share of slots.
+//! - bounded concurrency overall, per organisation and per endpoint, so a slow endpoint holds
+//!   at most its own share of slots and an organisation with many slow endpoints at most its
+//!   own share: the slots it may not take stay free for the others' due work, which is
+//!   therefore attempted at once, and when slots are short the claim serves the organisation
+//!   with the fewest in flight first.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use clarion_store::{
     AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, EndpointId, Millis,
-    Store, StoreError,
+    OrgId, Store, StoreError,
 };
 use clarion_webhooks::{Secret, sign_header};
 use tokio::sync::{Notify, mpsc};
@@ -47,6 +50,9 @@ pub struct DispatcherConfig {
     pub max_in_flight: usize,
     /// Attempts in flight on this node for any one endpoint.
     pub max_in_flight_per_endpoint: u32,
+    /// Attempts in flight on this node for any one organisation (below `max_in_flight`, so
+    /// that one organisation's slow endpoints leave slots for the others).
+    pub max_in_flight_per_organization: u32,
     /// How often to look for due retries and expired leases when nothing wakes the loop.
     pub poll_interval: Duration,
     pub ssrf: SsrfPolicy,
@@ -86,6 +92,7 @@ struct InFlight {
     total: usize,
     retries: usize,
     per_endpoint: HashMap<EndpointId, u32>,
+    per_organization: HashMap<OrgId, u32>,
 }
 
 impl InFlight {
@@ -95,18 +102,15 @@ impl InFlight {
             self.retries += 1;
         }
         *self.per_endpoint.entry(delivery.endpoint_id).or_default() += 1;
+        *self.per_organization.entry(delivery.org_id).or_default() += 1;
     }
 
-    /// The HTTP request is over: the endpoint's slot is free (the cap is about concurrent
-    /// requests to the endpoint; the lease still keeps the delivery from being claimed again
-    /// until its outcome is recorded).
-    fn http_done(&mut self, endpoint: EndpointId) {
-        if let Some(count) = self.per_endpoint.get_mut(&endpoint) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                self.per_endpoint.remove(&endpoint);
-            }
-        }
+    /// The HTTP request is over: the endpoint's and the organisation's slots are free (the
+    /// caps are about concurrent requests; the lease still keeps the delivery from being
+    /// claimed again until its outcome is recorded).
+    fn http_done(&mut self, endpoint: EndpointId, org: OrgId) {
+        decrement(&mut self.per_endpoint, endpoint);
+        decrement(&mut self.per_organization, org);
     }
 
     /// The outcome is recorded: the node-wide slot is free.
@@ -114,6 +118,15 @@ impl InFlight {
         self.total = self.total.saturating_sub(1);
         if was_retry {
             self.retries = self.retries.saturating_sub(1);
+        }
+    }
+}
+
+fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
+    if let Some(count) = counts.get_mut(&key) {
+        *count = count.saturating_sub(1);
+        if *count == 0 {
+            counts.remove(&key);
         }
     }
 }
@@ -182,10 +195,10 @@ impl Dispatcher {
                         let this = self.clone();
                         let finished_tx = finished_tx.clone();
                         attempts.spawn(async move {
-                            let endpoint = delivery.endpoint_id;
+                            let (endpoint, org) = (delivery.endpoint_id, delivery.org_id);
                             let was_retry = delivery.attempt_count > 0;
                             let outcome = this.attempt(delivery).await;
-                            this.lock_in_flight().http_done(endpoint);
+                            this.lock_in_flight().http_done(endpoint, org);
                             this.wake();
                             let _ = finished_tx.send(Finished { outcome, was_retry });
                         });
@@ -227,10 +240,10 @@ impl Dispatcher {
             for delivery in claimed {
                 let this = self.clone();
                 attempts.spawn(async move {
-                    let endpoint = delivery.endpoint_id;
+                    let (endpoint, org) = (delivery.endpoint_id, delivery.org_id);
                     let was_retry = delivery.attempt_count > 0;
                     let outcome = this.attempt(delivery).await;
-                    this.lock_in_flight().http_done(endpoint);
+                    this.lock_in_flight().http_done(endpoint, org);
                     Finished { outcome, was_retry }
                 });
             }
@@ -271,7 +284,7 @@ impl Dispatcher {
         let lease_until = now.saturating_add(Millis::try_from(lease.as_millis()).unwrap_or(0));
         let mut claimed = Vec::new();
         for first_attempts in [true, false] {
-            let (free, snapshot) = {
+            let (free, snapshot, per_organization) = {
                 let in_flight = self.lock_in_flight();
                 let free = config.max_in_flight.saturating_sub(in_flight.total);
                 let free = if first_attempts {
@@ -285,7 +298,12 @@ impl Dispatcher {
                     .iter()
                     .map(|(e, c)| (*e, *c))
                     .collect();
-                (free, snapshot)
+                let per_organization: Vec<(OrgId, u32)> = in_flight
+                    .per_organization
+                    .iter()
+                    .map(|(o, c)| (*o, *c))
+                    .collect();
+                (free, snapshot, per_organization)
             };
             if free == 0 {
                 continue;
@@ -298,6 +316,8 @@ impl Dispatcher {
                 first_attempts,
                 per_endpoint_limit: config.max_in_flight_per_endpoint,
                 in_flight: &snapshot,
+                per_organization_limit: config.max_in_flight_per_organization,
+                in_flight_per_organization: &per_organization,
             };
             let batch = self.inner.store.claim_due(&request).await?;
             let mut in_flight = self.lock_in_flight();

@@ -195,6 +195,7 @@ pub struct WebhooksConfig {
     pub retry_after_max: HumanDuration,
     pub max_in_flight: usize,
     pub max_in_flight_per_endpoint: u32,
+    pub max_in_flight_per_organization: u32,
     pub poll_interval: HumanDuration,
     pub lease_margin: HumanDuration,
     /// Ports endpoints may use besides 443 and 80 (any port under `allow_private_targets`).
@@ -294,8 +295,13 @@ impl Config {
         if webhooks.attempt_timeout.0.is_zero() {
             bail!("webhooks.attempt_timeout must be more than zero");
         }
-        if webhooks.max_in_flight == 0 || webhooks.max_in_flight_per_endpoint == 0 {
-            bail!("webhooks.max_in_flight and max_in_flight_per_endpoint must be at least 1");
+        if webhooks.max_in_flight == 0
+            || webhooks.max_in_flight_per_endpoint == 0
+            || webhooks.max_in_flight_per_organization == 0
+        {
+            bail!(
+                "webhooks.max_in_flight, max_in_flight_per_endpoint and max_in_flight_per_organization must be at least 1"
+            );
         }
         if webhooks.allowed_ports.contains(&0) {
             bail!("webhooks.allowed_ports cannot contain 0");

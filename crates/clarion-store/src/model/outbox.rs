@@ -119,6 +119,9 @@ pub struct DeliveryFilter {
 pub struct ClaimedDelivery {
     pub id: DeliveryId,
     pub endpoint_id: EndpointId,
+    /// The organisation the endpoint belongs to (the claimer counts its slots per
+    /// organisation, see [`ClaimRequest::per_organization_limit`]).
+    pub org_id: OrgId,
     pub url: String,
     pub webhook_id: String,
     pub event_type: String,
@@ -142,6 +145,7 @@ impl std::fmt::Debug for ClaimedDelivery {
         f.debug_struct("ClaimedDelivery")
             .field("id", &self.id)
             .field("endpoint_id", &self.endpoint_id)
+            .field("org_id", &self.org_id)
             .field("webhook_id", &self.webhook_id)
             .field("attempt_count", &self.attempt_count)
             .field("manual", &self.manual)
@@ -166,6 +170,13 @@ pub struct ClaimRequest<'a> {
     pub per_endpoint_limit: u32,
     /// ...counting these, already in flight there (endpoint, count).
     pub in_flight: &'a [(EndpointId, u32)],
+    /// At most this many deliveries of one organisation in flight on the claiming node...
+    pub per_organization_limit: u32,
+    /// ...counting these, already in flight there (organisation, count). Within the batch,
+    /// organisations take turns, the one with the fewest in flight first, and within an
+    /// organisation its endpoints do likewise: when slots are short, every organisation
+    /// with due work gets its share of them before any gets more.
+    pub in_flight_per_organization: &'a [(OrgId, u32)],
 }
 
 /// What happens to a delivery after an attempt.

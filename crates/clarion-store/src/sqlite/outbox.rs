@@ -60,36 +60,60 @@ fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
 fn claim_statement(lane: &str) -> String {
     // Candidates are taken per endpoint: each enabled endpoint's earliest due rows, at
     // most `take` of them (an index range on `webhook_deliveries_endpoint_due_*`), so a
-    // deep backlog of one endpoint due earlier never hides another endpoint's rows. The
-    // rank then applies the per-endpoint cap (counting what is in flight on this node)
-    // and the batch keeps the earliest due. The outer WHERE repeats every claim
-    // condition, so the statement that sets the lease is the one that checks it: a
-    // backend whose subquery may see rows another claimer took meanwhile (PostgreSQL
-    // under READ COMMITTED re-checks the outer WHERE on the row it locks) still never
-    // takes a live lease. `CROSS JOIN` keeps the endpoints as the outer loop: left to
-    // itself, SQLite scanned every delivery and tested it against each endpoint's list.
+    // deep backlog of one endpoint due earlier never hides another endpoint's rows.
+    // `endpoint_rank` applies the per-endpoint cap (counting what is in flight on this
+    // node). `org_rank` then numbers each organisation's candidates, its least busy
+    // endpoints' first, after what the organisation already has in flight here; it applies
+    // the per-organisation cap, and the batch is taken in `org_rank` order: organisations
+    // take turns, the one with the fewest in flight first (water-filling), so one with many
+    // slow endpoints cannot take the slots another's due work needs. Ties go to the
+    // earliest due. The outer WHERE repeats every claim condition, so the statement that
+    // sets the lease is the one that checks it: a backend whose subquery may see rows
+    // another claimer took meanwhile (PostgreSQL under READ COMMITTED re-checks the outer
+    // WHERE on the row it locks) still never takes a live lease. `CROSS JOIN` keeps the
+    // endpoints as the outer loop: left to itself, SQLite scanned every delivery and tested
+    // it against each endpoint's list.
     format!(
         "UPDATE webhook_deliveries AS d \
          SET lease_owner = ?1 || ':' || lower(hex(randomblob(8))), lease_expires_at = ?2 \
          WHERE d.id IN ( \
            SELECT id FROM ( \
-             SELECT c.id, c.next_attempt_at, \
-               ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
-               + COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0) \
-               AS endpoint_rank \
-             FROM webhook_endpoints e CROSS JOIN webhook_deliveries c ON c.id IN ( \
-               SELECT d.id FROM webhook_deliveries d \
-               WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
-                 AND d.next_attempt_at <= ?4 \
-                 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
-               ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
-             WHERE e.enabled = 1 \
-           ) WHERE endpoint_rank <= ?6 ORDER BY next_attempt_at, id LIMIT ?7 \
+             SELECT id, next_attempt_at, \
+               ROW_NUMBER() OVER (PARTITION BY org_id ORDER BY endpoint_rank, next_attempt_at, id) \
+               + COALESCE((SELECT j.value FROM json_each(?8) j WHERE j.key = CAST(org_id AS TEXT)), 0) \
+               AS org_rank \
+             FROM ( \
+               SELECT c.id, e.org_id, c.next_attempt_at, \
+                 ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
+                 + COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0) \
+                 AS endpoint_rank \
+               FROM webhook_endpoints e CROSS JOIN webhook_deliveries c ON c.id IN ( \
+                 SELECT d.id FROM webhook_deliveries d \
+                 WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
+                   AND d.next_attempt_at <= ?4 \
+                   AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
+                 ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
+               WHERE e.enabled = 1 \
+             ) WHERE endpoint_rank <= ?6 \
+           ) WHERE org_rank <= ?9 ORDER BY org_rank, next_attempt_at, id LIMIT ?7 \
          ) \
          AND d.status = 'pending' AND {lane} AND d.next_attempt_at <= ?4 \
          AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
          RETURNING id, attempt_count, manual, lease_owner"
     )
+}
+
+/// A JSON object of counts by id (`{"7":3}`), for the claim's `json_each` look-ups.
+fn json_counts(counts: impl IntoIterator<Item = (i64, u32)>) -> String {
+    let mut text = String::from("{");
+    for (i, (id, count)) in counts.into_iter().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        let _ = write!(text, "\"{id}\":{count}");
+    }
+    text.push('}');
+    text
 }
 
 impl SqliteStore {
@@ -200,14 +224,13 @@ impl SqliteStore {
         if request.limit == 0 {
             return Ok(Vec::new());
         }
-        let mut in_flight = String::from("{");
-        for (i, (endpoint, count)) in request.in_flight.iter().enumerate() {
-            if i > 0 {
-                in_flight.push(',');
-            }
-            let _ = write!(in_flight, "\"{}\":{count}", endpoint.0);
-        }
-        in_flight.push('}');
+        let in_flight = json_counts(request.in_flight.iter().map(|(e, n)| (e.0, *n)));
+        let in_flight_per_organization = json_counts(
+            request
+                .in_flight_per_organization
+                .iter()
+                .map(|(o, n)| (o.0, *n)),
+        );
 
         let mut tx = self.begin().await?;
         // The lane condition is written out (not bound) so SQLite can use the lane's partial
@@ -226,6 +249,8 @@ impl SqliteStore {
             .bind(i64::from(request.limit.min(request.per_endpoint_limit)))
             .bind(i64::from(request.per_endpoint_limit))
             .bind(i64::from(request.limit))
+            .bind(&in_flight_per_organization)
+            .bind(i64::from(request.per_organization_limit))
             .fetch_all(&mut *tx.inner)
             .await?;
         if claimed.is_empty() {
@@ -233,7 +258,7 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let details = sqlx::query(
-            "SELECT d.id, d.endpoint_id, e.url, m.webhook_id, m.event_type, m.body, \
+            "SELECT d.id, d.endpoint_id, e.org_id, e.url, m.webhook_id, m.event_type, m.body, \
                (SELECT json_group_array(secret) FROM ( \
                   SELECT s.secret FROM webhook_endpoint_secrets s \
                   WHERE s.endpoint_id = d.endpoint_id AND (s.expires_at IS NULL OR s.expires_at > ?) \
@@ -261,6 +286,7 @@ impl SqliteStore {
                 Ok(ClaimedDelivery {
                     id: DeliveryId(id),
                     endpoint_id: EndpointId(row.try_get("endpoint_id")?),
+                    org_id: OrgId(row.try_get("org_id")?),
                     url: row.try_get("url")?,
                     webhook_id: row.try_get("webhook_id")?,
                     event_type: row.try_get("event_type")?,
@@ -597,6 +623,8 @@ mod tests {
                 first_attempts: true,
                 per_endpoint_limit: 10,
                 in_flight: &[],
+                per_organization_limit: 10,
+                in_flight_per_organization: &[],
             })
             .await
             .unwrap()

@@ -1,7 +1,8 @@
 //! Delivery claims: two claimers on separate handles never both hold one delivery while its
 //! lease is live; an expired lease is claimed again; an outcome recorded under a stale claim's
 //! lease never moves a delivery that was claimed again; one endpoint's deep backlog never
-//! hides another endpoint's due deliveries.
+//! hides another endpoint's due deliveries; organisations take turns for short slots and one
+//! never takes more than its share.
 
 use std::collections::{HashMap, HashSet};
 
@@ -29,6 +30,8 @@ fn request(owner: &str, now: Millis, limit: u32) -> ClaimRequest<'_> {
         first_attempts: true,
         per_endpoint_limit: 1_000,
         in_flight: &[],
+        per_organization_limit: 1_000,
+        in_flight_per_organization: &[],
     }
 }
 
@@ -249,7 +252,96 @@ async fn claim_capped(store: &Store, in_flight: &[(EndpointId, u32)]) -> Vec<Cla
             first_attempts: true,
             per_endpoint_limit: 4,
             in_flight,
+            per_organization_limit: 1_000,
+            in_flight_per_organization: &[],
         })
         .await
         .unwrap()
+}
+
+/// Organisation A has three endpoints with ten deliveries each, all due before organisation
+/// B's five. A claim of six takes turns: three of A's (one per endpoint) and three of B's,
+/// where the earliest-due order alone would give A all six. Counting what is already in
+/// flight, the organisation with the fewest goes first; and an organisation at its cap gets
+/// nothing while the other still gets its own. (The per-organisation counts are the claiming
+/// node's own, like the per-endpoint ones, so there is no cross-claimer race to check here;
+/// the lease re-check is covered by the racing-claimers check above.)
+#[tokio::test]
+async fn organisations_take_turns_for_short_slots_and_none_exceeds_its_share() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let busy_org = store.create_org("busy", 0).await.unwrap().id;
+    let quiet_org = store.create_org("quiet", 0).await.unwrap().id;
+    let mut busy_endpoints = Vec::new();
+    for e in 0..3 {
+        let endpoint = endpoint(store, busy_org, &format!("https://busy{e}.example/")).await;
+        queue_deliveries(store, busy_org, endpoint.id, 10, 0).await;
+        busy_endpoints.push(endpoint.id);
+    }
+    let quiet = endpoint(store, quiet_org, "https://quiet.example/").await;
+    queue_deliveries(store, quiet_org, quiet.id, 5, 1).await;
+
+    let of_org =
+        |claims: &[ClaimedDelivery], org: OrgId| claims.iter().filter(|c| c.org_id == org).count();
+    let claim_and_release = |limit: u32, per_org: u32, in_flight: Vec<(OrgId, u32)>| async move {
+        let claims = store
+            .claim_due(&ClaimRequest {
+                owner: "node",
+                now: 10,
+                lease_until: 10_000,
+                limit,
+                first_attempts: true,
+                per_endpoint_limit: 100,
+                in_flight: &[],
+                per_organization_limit: per_org,
+                in_flight_per_organization: &in_flight,
+            })
+            .await
+            .unwrap();
+        store
+            .release_leases(
+                &claims
+                    .iter()
+                    .map(|c| (c.id, c.lease.as_str()))
+                    .collect::<Vec<_>>(),
+            )
+            .await
+            .unwrap();
+        claims
+    };
+
+    // Nothing in flight: turns, and A's turns go round its endpoints.
+    let claims = claim_and_release(6, 100, Vec::new()).await;
+    assert_eq!(of_org(&claims, busy_org), 3, "{claims:?}");
+    assert_eq!(of_org(&claims, quiet_org), 3, "{claims:?}");
+    for endpoint in &busy_endpoints {
+        assert_eq!(
+            claims.iter().filter(|c| c.endpoint_id == *endpoint).count(),
+            1,
+            "one per endpoint of the busy organisation: {claims:?}"
+        );
+    }
+
+    // A already has four in flight: B catches up first (all five of its), then A gets one.
+    let claims = claim_and_release(6, 100, vec![(busy_org, 4)]).await;
+    assert_eq!(of_org(&claims, quiet_org), 5, "{claims:?}");
+    assert_eq!(of_org(&claims, busy_org), 1, "{claims:?}");
+
+    // A cap of eight per organisation with A at seven: A gets one, B its five, and the rest
+    // of the batch stays unclaimed rather than going over A's share.
+    let claims = claim_and_release(20, 8, vec![(busy_org, 7)]).await;
+    assert_eq!(of_org(&claims, busy_org), 1, "{claims:?}");
+    assert_eq!(of_org(&claims, quiet_org), 5, "{claims:?}");
+
+    // The claimed rows carry their organisation.
+    let claims = claim_and_release(40, 100, Vec::new()).await;
+    assert_eq!(claims.len(), 35);
+    for claim in &claims {
+        let expected = if claim.endpoint_id == quiet.id {
+            quiet_org
+        } else {
+            busy_org
+        };
+        assert_eq!(claim.org_id, expected);
+    }
 }

@@ -7,7 +7,11 @@
 //! 1. throughput: N reports are queued up front, then the dispatcher is started; deliveries/s
 //!    is N over the time until every delivery is recorded as delivered;
 //! 2. latency: reports are queued one transaction each at a steady offered rate while the
-//!    dispatcher runs; latency is from the commit of the enqueue to the receiver's arrival.
+//!    dispatcher runs; latency is from the commit of the enqueue to the receiver's arrival;
+//! 3. backlog: the latency phase again, for another organisation, while a black-hole
+//!    endpoint (it accepts the connection and never answers) of a third organisation holds a
+//!    backlog of first attempts (10,000 by default): the healthy endpoint's latency is printed
+//!    beside phase 2's, so a backlog that held up other tenants would show.
 //!
 //! It prints the figures and the peak resident set size of the process.
 
@@ -40,6 +44,12 @@ pub struct BenchArgs {
     /// Length of the latency phase.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub duration: Duration,
+    /// Reports queued to the black-hole organisation before the backlog phase (0 skips it).
+    #[arg(long, default_value_t = 10_000)]
+    pub backlog: usize,
+    /// Black-hole endpoints of that organisation; each backlog report goes to every one.
+    #[arg(long, default_value_t = 1)]
+    pub black_hole_endpoints: usize,
 }
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -136,46 +146,205 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
             clock.now_millis(),
         )
         .await?;
-    arrivals
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clear();
-    let total = (f64::from(args.rate) * args.duration.as_secs_f64()) as usize;
-    let interval = Duration::from_secs_f64(1.0 / f64::from(args.rate.max(1)));
-    let mut enqueued: Vec<(String, Instant)> = Vec::with_capacity(total);
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let phase_start = Instant::now();
-    for i in 0..total {
-        ticker.tick().await;
-        let mut report = report.clone();
-        report.id = (args.reports + i) as i64 + 1;
-        let mut tx = store.begin().await?;
-        let queued = outbox
-            .enqueue_report(&mut tx, org, &report, clock.now_millis())
-            .await?;
-        tx.commit().await?;
-        let committed = Instant::now();
-        outbox.wake();
-        enqueued.push((queued.webhook_id, committed));
-    }
-    let offered_secs = phase_start.elapsed().as_secs_f64();
-    wait_until_drained(&store).await?;
-    let arrivals = arrivals
-        .lock()
-        .map_err(|_| anyhow::anyhow!("poisoned"))?
-        .clone();
-    let latencies = Latencies::between(enqueued, &arrivals);
+    let paced = PacedRun {
+        store: &store,
+        outbox: &outbox,
+        clock: clock.as_ref(),
+        arrivals: &arrivals,
+        report: &report,
+        rate: args.rate,
+        duration: args.duration,
+    };
+    let (plain, achieved) = paced.run(latency_org, args.reports).await?;
     println!(
-        "  latency: {} reports at {}/s offered to one endpoint ({:.0}/s achieved), enqueue commit -> received: {latencies}",
-        latencies.count(),
+        "  latency: {} reports at {}/s offered to one endpoint ({achieved:.0}/s achieved), enqueue commit -> received: {plain}",
+        plain.count(),
         args.rate,
-        total as f64 / offered_secs,
     );
     println!("  peak RSS: {} MiB", peak_rss_mib());
+
+    // Phase 3: the same paced load for another organisation while a black hole holds a
+    // backlog.
+    if args.backlog > 0 {
+        let black_hole = BlackHole::start().await?;
+        let black_hole_org = store.create_org("Black hole", clock.now_millis()).await?.id;
+        let black_hole_endpoints = args.black_hole_endpoints.max(1);
+        for i in 0..black_hole_endpoints {
+            store
+                .create_endpoint(
+                    black_hole_org,
+                    &format!("{}/{i}", black_hole.url),
+                    "black hole",
+                    &secret,
+                    clock.now_millis(),
+                )
+                .await?;
+        }
+        let first_id = args.reports + plain.count() + 1;
+        let started = Instant::now();
+        for chunk in (0..args.backlog).collect::<Vec<_>>().chunks(500) {
+            let mut tx = store.begin().await?;
+            for i in chunk {
+                let mut report = report.clone();
+                report.id = (first_id + i) as i64;
+                outbox
+                    .enqueue_report(&mut tx, black_hole_org, &report, clock.now_millis())
+                    .await?;
+            }
+            tx.commit().await?;
+        }
+        outbox.wake();
+        // The black hole is holding its share of the slots before the paced load starts.
+        black_hole.wait_for_connections(1).await;
+        println!(
+            "  backlog: {} first attempts queued to {black_hole_endpoints} black-hole endpoint(s) of another organisation in {:.2} s",
+            args.backlog * black_hole_endpoints,
+            started.elapsed().as_secs_f64()
+        );
+        let healthy_org = store.create_org("Healthy", clock.now_millis()).await?.id;
+        store
+            .create_endpoint(
+                healthy_org,
+                &format!("{receiver_url}/healthy"),
+                "healthy receiver",
+                &secret,
+                clock.now_millis(),
+            )
+            .await?;
+        let (behind_backlog, achieved) = paced.run(healthy_org, first_id + args.backlog).await?;
+        println!(
+            "  backlog: {} reports at {}/s offered to a healthy endpoint ({achieved:.0}/s achieved) while the black hole holds {} connections: {behind_backlog}",
+            behind_backlog.count(),
+            args.rate,
+            black_hole.connections(),
+        );
+        println!(
+            "  backlog vs plain: p50 {:.1} ms vs {:.1} ms, p99 {:.1} ms vs {:.1} ms",
+            behind_backlog.quantile(0.5),
+            plain.quantile(0.5),
+            behind_backlog.quantile(0.99),
+            plain.quantile(0.99),
+        );
+        // Closing the black hole's connections ends its attempts at once, so the
+        // dispatcher stops without waiting out their time-outs.
+        black_hole.close();
+    }
     stop.cancel();
     let _ = running.await;
     Ok(())
+}
+
+/// The paced phases' load: reports queued one transaction each at `rate` for `duration`.
+struct PacedRun<'a> {
+    store: &'a Store,
+    outbox: &'a clarion_delivery::Outbox,
+    clock: &'a dyn Clock,
+    arrivals: &'a Arrivals,
+    report: &'a SequenceReport,
+    rate: u32,
+    duration: Duration,
+}
+
+impl PacedRun<'_> {
+    /// Queues the load for `org` (report ids from `first_id`), waits until every report
+    /// arrived, and answers the latencies and the achieved rate.
+    async fn run(
+        &self,
+        org: clarion_store::OrgId,
+        first_id: usize,
+    ) -> anyhow::Result<(Latencies, f64)> {
+        self.arrivals
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clear();
+        let total = (f64::from(self.rate) * self.duration.as_secs_f64()) as usize;
+        let interval = Duration::from_secs_f64(1.0 / f64::from(self.rate.max(1)));
+        let mut enqueued: Vec<(String, Instant)> = Vec::with_capacity(total);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let phase_start = Instant::now();
+        for i in 0..total {
+            ticker.tick().await;
+            let mut report = self.report.clone();
+            report.id = (first_id + i) as i64;
+            let mut tx = self.store.begin().await?;
+            let queued = self
+                .outbox
+                .enqueue_report(&mut tx, org, &report, self.clock.now_millis())
+                .await?;
+            tx.commit().await?;
+            let committed = Instant::now();
+            self.outbox.wake();
+            enqueued.push((queued.webhook_id, committed));
+        }
+        let achieved = total as f64 / phase_start.elapsed().as_secs_f64();
+        // Every report arrives, or the phase gives up after a minute and reports those that
+        // did (a backlog that blocked them shows as a short count).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let arrived = {
+                let arrivals = self
+                    .arrivals
+                    .lock()
+                    .map_err(|_| anyhow::anyhow!("poisoned"))?;
+                enqueued.iter().all(|(id, _)| arrivals.contains_key(id))
+            };
+            if arrived || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let arrivals = self
+            .arrivals
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .clone();
+        Ok((Latencies::between(enqueued, &arrivals), achieved))
+    }
+}
+
+/// A receiver that accepts connections, reads nothing and never answers, until closed.
+struct BlackHole {
+    url: String,
+    held: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    async fn start() -> anyhow::Result<Self> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/hooks", listener.local_addr()?);
+        let held: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+        let task = tokio::spawn({
+            let held = held.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    if let Ok(mut held) = held.lock() {
+                        held.push(stream);
+                    }
+                }
+            }
+        });
+        Ok(Self { url, held, task })
+    }
+
+    fn connections(&self) -> usize {
+        self.held.lock().map_or(0, |held| held.len())
+    }
+
+    async fn wait_for_connections(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.connections() < n && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn close(self) {
+        self.task.abort();
+        if let Ok(mut held) = self.held.lock() {
+            held.clear();
+        }
+    }
 }
 
 /// Latencies in milliseconds, sorted, from when each item started to when it arrived.

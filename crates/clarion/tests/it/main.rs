@@ -11,6 +11,7 @@ mod cli_webhook;
 mod crash;
 mod delivery;
 mod enroll;
+mod fairness;
 mod ids;
 mod logs;
 mod process;

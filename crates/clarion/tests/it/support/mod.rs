@@ -653,3 +653,39 @@ pub async fn allow_vapi_assistant_with_cli(
     );
     serde_json::from_slice(&output.stdout).unwrap()
 }
+
+/// A webhook receiver that accepts connections and never answers: each request hangs until
+/// the sender's attempt time-out, or until [`BlackHole::close`] drops the connections.
+pub struct BlackHole {
+    pub url: String,
+    held: Arc<Mutex<Vec<tokio::net::TcpStream>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl BlackHole {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+        let held: Arc<Mutex<Vec<tokio::net::TcpStream>>> = Arc::default();
+        let task = tokio::spawn({
+            let held = held.clone();
+            async move {
+                while let Ok((stream, _)) = listener.accept().await {
+                    held.lock().unwrap().push(stream);
+                }
+            }
+        });
+        Self { url, held, task }
+    }
+
+    /// Connections it holds open now.
+    pub fn connections(&self) -> usize {
+        self.held.lock().unwrap().len()
+    }
+
+    /// Stops accepting and drops every held connection (the attempts on them end at once).
+    pub fn close(&self) {
+        self.task.abort();
+        self.held.lock().unwrap().clear();
+    }
+}
