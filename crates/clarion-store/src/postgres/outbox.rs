@@ -152,6 +152,16 @@ impl PgStore {
             .iter()
             .map(|(_, n)| i64::from(*n))
             .collect();
+        let in_flight_orgs: Vec<i64> = request
+            .in_flight_per_organization
+            .iter()
+            .map(|(o, _)| o.0)
+            .collect();
+        let in_flight_org_counts: Vec<i64> = request
+            .in_flight_per_organization
+            .iter()
+            .map(|(_, n)| i64::from(*n))
+            .collect();
         // The lane condition is written out (not bound) so the planner uses the lane's
         // partial index.
         let lane = if request.first_attempts {
@@ -163,11 +173,13 @@ impl PgStore {
         // cap could take) from its range of the lane's index, so one endpoint's backlog never
         // hides another's due work. They are locked with SKIP LOCKED (another node's claim in
         // flight is passed over; a row it claimed and committed is re-checked against its new version and
-        // left out), ranked per endpoint, and the lease is written by the same statement.
-        // The outer WHERE repeats the due condition, so the UPDATE alone decides.
+        // left out), ranked per endpoint (its cap, counting this node's in-flight), then per
+        // organisation (its cap; organisations take turns, the one with the fewest in flight
+        // first, as on SQLite), and the lease is written by the same statement. The outer
+        // WHERE repeats the due condition, so the UPDATE alone decides.
         let claim_sql = format!(
             "WITH candidates AS ( \
-               SELECT c.id, c.endpoint_id, c.next_attempt_at FROM webhook_endpoints e \
+               SELECT c.id, c.endpoint_id, e.org_id, c.next_attempt_at FROM webhook_endpoints e \
                CROSS JOIN LATERAL ( \
                  SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
                  WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
@@ -178,15 +190,24 @@ impl PgStore {
                ) c \
                WHERE e.enabled \
              ), ranked AS ( \
-               SELECT c.id, c.next_attempt_at, \
+               SELECT c.id, c.org_id, c.next_attempt_at, \
                  ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
                  + COALESCE(f.n, 0) AS endpoint_rank \
                FROM candidates c \
                LEFT JOIN UNNEST($7::bigint[], $8::bigint[]) AS f(endpoint_id, n) \
                  ON f.endpoint_id = c.endpoint_id \
+             ), org_ranked AS ( \
+               SELECT r.id, r.next_attempt_at, \
+                 ROW_NUMBER() OVER (PARTITION BY r.org_id \
+                   ORDER BY r.endpoint_rank, r.next_attempt_at, r.id) \
+                 + COALESCE(g.n, 0) AS org_rank \
+               FROM ranked r \
+               LEFT JOIN UNNEST($9::bigint[], $10::bigint[]) AS g(org_id, n) \
+                 ON g.org_id = r.org_id \
+               WHERE r.endpoint_rank <= $5 \
              ), picked AS ( \
-               SELECT id FROM ranked WHERE endpoint_rank <= $5 \
-               ORDER BY next_attempt_at, id LIMIT $6 \
+               SELECT id FROM org_ranked WHERE org_rank <= $11 \
+               ORDER BY org_rank, next_attempt_at, id LIMIT $6 \
              ) \
              UPDATE webhook_deliveries d \
              SET lease_owner = $1 || ':' || substr(md5(gen_random_uuid()::text), 1, 16), \
@@ -205,6 +226,9 @@ impl PgStore {
             .bind(i64::from(request.limit))
             .bind(&in_flight_endpoints)
             .bind(&in_flight_counts)
+            .bind(&in_flight_orgs)
+            .bind(&in_flight_org_counts)
+            .bind(i64::from(request.per_organization_limit))
             .fetch_all(&mut *tx.inner)
             .await?;
         if claimed.is_empty() {
@@ -213,7 +237,7 @@ impl PgStore {
         }
         let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
         let details = sqlx::query(
-            "SELECT d.id, d.endpoint_id, e.url, m.webhook_id, m.event_type, m.body, \
+            "SELECT d.id, d.endpoint_id, e.org_id, e.url, m.webhook_id, m.event_type, m.body, \
                ARRAY(SELECT s.secret FROM webhook_endpoint_secrets s \
                      WHERE s.endpoint_id = d.endpoint_id \
                        AND (s.expires_at IS NULL OR s.expires_at > $1) \
@@ -241,6 +265,7 @@ impl PgStore {
                 Ok(ClaimedDelivery {
                     id: DeliveryId(id),
                     endpoint_id: EndpointId(row.try_get("endpoint_id")?),
+                    org_id: OrgId(row.try_get("org_id")?),
                     url: row.try_get("url")?,
                     webhook_id: row.try_get("webhook_id")?,
                     event_type: row.try_get("event_type")?,
