@@ -75,6 +75,26 @@ pub enum Unsuppressed {
     ConsentPredatesOptOut,
 }
 
+impl Unsuppressed {
+    /// The consent rule every backend applies before removing an entry listed with
+    /// `reason` at `listed_at`: a patient's opt-out goes only with a consent obtained after
+    /// it. `Some` is why nothing may change; `None` lets the removal go ahead.
+    pub(crate) fn refused(
+        reason: &str,
+        listed_at: Millis,
+        consent: Option<&ConsentRecord<'_>>,
+    ) -> Option<Self> {
+        if reason != OPT_OUT_REASON {
+            return None;
+        }
+        match consent {
+            None => Some(Self::ConsentRequired),
+            Some(consent) if consent.obtained_at < listed_at => Some(Self::ConsentPredatesOptOut),
+            Some(_) => None,
+        }
+    }
+}
+
 /// A new consent recorded with the removal of an entry.
 #[derive(Debug, Clone, Copy)]
 pub struct ConsentRecord<'a> {

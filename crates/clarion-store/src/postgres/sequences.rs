@@ -1446,14 +1446,8 @@ impl PgStore {
         let Some((reason, listed_at)) = entry else {
             return Ok(Unsuppressed::NotListed);
         };
-        if reason == OPT_OUT_REASON {
-            match consent {
-                None => return Ok(Unsuppressed::ConsentRequired),
-                Some(consent) if consent.obtained_at < listed_at => {
-                    return Ok(Unsuppressed::ConsentPredatesOptOut);
-                }
-                Some(_) => {}
-            }
+        if let Some(refused) = Unsuppressed::refused(&reason, listed_at, consent.as_ref()) {
+            return Ok(refused);
         }
         sqlx::query("DELETE FROM suppressions WHERE org_id = $1 AND phone_number = $2")
             .bind(org.0)

@@ -92,7 +92,10 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
 
     let rejected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let arrivals: Arrivals = Arc::default();
-    let receiver = start_receiver(arrivals.clone(), rejected.clone()).await?;
+    // The receiver starts before the endpoint exists (its URL is the endpoint's), so the
+    // verifier for the endpoint's secret is set once the endpoint is created.
+    let verifier: Arc<std::sync::OnceLock<Verifier>> = Arc::default();
+    let receiver = start_receiver(arrivals.clone(), rejected.clone(), verifier.clone()).await?;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(args.concurrency.max(1))
         .build()?;
@@ -110,7 +113,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         .as_str()
         .context("the endpoint's secret")?
         .to_owned();
-    *VERIFIER.lock().map_err(|_| anyhow::anyhow!("poisoned"))? = Some(Verifier::new(
+    let _ = verifier.set(Verifier::new(
         secret.parse::<Secret>().context("the endpoint's secret")?,
     ));
     let assistant = api
@@ -291,19 +294,17 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The verifier for the bench endpoint's secret (set once the endpoint exists).
-static VERIFIER: Mutex<Option<Verifier>> = Mutex::new(None);
-
 /// A receiver that verifies each report's signature and notes when it arrived. A report that
 /// does not verify is answered 400 (and counted), so a signing fault shows.
 async fn start_receiver(
     arrivals: Arrivals,
     rejected: Arc<std::sync::atomic::AtomicUsize>,
+    verifier: Arc<std::sync::OnceLock<Verifier>>,
 ) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}/hooks", listener.local_addr()?);
     let router = Router::new().fallback(move |headers: HeaderMap, body: Bytes| {
-        let (arrivals, rejected) = (arrivals.clone(), rejected.clone());
+        let (arrivals, rejected, verifier) = (arrivals.clone(), rejected.clone(), verifier.clone());
         async move {
             let now = Instant::now();
             let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
@@ -312,11 +313,9 @@ async fn start_receiver(
                 timestamp: header("webhook-timestamp"),
                 signature: header("webhook-signature"),
             };
-            let verified = VERIFIER
-                .lock()
-                .ok()
-                .and_then(|v| v.as_ref().map(|v| v.verify(&webhook, &body).is_ok()))
-                .unwrap_or(false);
+            let verified = verifier
+                .get()
+                .is_some_and(|v| v.verify(&webhook, &body).is_ok());
             if !verified {
                 rejected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return StatusCode::BAD_REQUEST;
