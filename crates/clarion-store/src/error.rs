@@ -28,6 +28,27 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed")]
     Migrate(#[source] BoxedError),
+    /// PostgreSQL nodes must share a secret key (`CLARION_SECRET_KEY`) to seal webhook
+    /// endpoint secrets; none was given.
+    #[error(
+        "a secret key is required for PostgreSQL: set CLARION_SECRET_KEY (32 random bytes in \
+         base64, e.g. `openssl rand -base64 32`), the same on every node"
+    )]
+    SecretKeyRequired,
+    /// The secret key file beside a SQLite database could not be read or written.
+    #[error("secret key file {path}")]
+    SecretKeyFile {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Stored secrets are sealed under a key the configured key ring does not hold: started
+    /// with the wrong `CLARION_SECRET_KEY`, or a previous key dropped too early.
+    #[error(
+        "{count} webhook endpoint secret(s) are sealed under secret key {key_id}, which is not \
+         configured: set it as CLARION_SECRET_KEY or in CLARION_PREVIOUS_SECRET_KEYS"
+    )]
+    UnknownSecretKey { key_id: String, count: u64 },
     /// A stored value is not what the schema allows (a bug or a hand edit).
     #[error("corrupt row: {0}")]
     Corrupt(&'static str),

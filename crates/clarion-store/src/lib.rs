@@ -3,8 +3,8 @@
 //! Callers see one [`Store`] and one transaction type, [`Tx`]; which database sits behind them
 //! is this crate's business. The embedded default is SQLite (one file, WAL mode, `synchronous =
 //! FULL`, so a committed transaction survives a crash and a power cut). The SQL lives in
-//! `sqlite/`, one module per area, beside its migrations in `migrations/sqlite/`; a PostgreSQL
-//! backend is meant to sit next to it with its own migrations and the same methods.
+//! `sqlite/`, one module per area, beside its migrations in `migrations/sqlite/`; the PostgreSQL
+//! backend sits next to it in `postgres/` with its own migrations and the same methods.
 //!
 //! **Invariant kept here: nothing is lost.** The outbox ([`Store::insert_message`]) writes a
 //! message and its deliveries inside the caller's transaction, so a report exists exactly when
@@ -24,6 +24,7 @@ mod ids;
 pub mod model;
 mod postgres;
 pub mod public_id;
+pub mod secret_keys;
 mod sqlite;
 mod stored;
 

@@ -6,6 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use clarion_store::secret_keys::{SecretKey, SecretKeys};
+use clarion_store::{Store, StoreOptions};
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
@@ -41,6 +43,14 @@ pub struct Config {
     /// listener answers 404 for `/metrics`.
     #[serde(default)]
     pub admin_listen: Option<SocketAddr>,
+    /// Seals webhook endpoint secrets at rest (`CLARION_SECRET_KEY`: 32 random bytes in
+    /// base64). Required for PostgreSQL; on SQLite, unset means a key file beside the database.
+    #[serde(default)]
+    pub secret_key: Option<SecretKeySetting>,
+    /// Earlier keys, comma-separated, that still open secrets during a rotation
+    /// (`CLARION_PREVIOUS_SECRET_KEYS`).
+    #[serde(default)]
+    pub previous_secret_keys: Option<PreviousSecretKeys>,
     pub webhooks: WebhooksConfig,
     pub channels: ChannelsConfig,
     pub compliance: ComplianceConfig,
@@ -48,6 +58,37 @@ pub struct Config {
     pub vapi: VapiConfig,
     pub twilio: TwilioConfig,
     pub llm: LlmConfig,
+}
+
+/// `secret_key`: parsed when the configuration loads; `Debug` shows only the key's id.
+#[derive(Debug, Clone)]
+pub struct SecretKeySetting(pub SecretKey);
+
+impl<'de> Deserialize<'de> for SecretKeySetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        // The error names the expected form, never the value given.
+        text.parse()
+            .map(Self)
+            .map_err(|error| serde::de::Error::custom(format!("secret_key: {error}")))
+    }
+}
+
+/// `previous_secret_keys`: comma-separated keys, as one environment variable can carry them.
+#[derive(Debug, Clone, Default)]
+pub struct PreviousSecretKeys(pub Vec<SecretKey>);
+
+impl<'de> Deserialize<'de> for PreviousSecretKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.split(',')
+            .map(str::trim)
+            .filter(|key| !key.is_empty())
+            .map(str::parse)
+            .collect::<Result<Vec<SecretKey>, _>>()
+            .map(Self)
+            .map_err(|error| serde::de::Error::custom(format!("previous_secret_keys: {error}")))
+    }
 }
 
 /// The model behind LLM SMS assistants: an OpenAI-compatible chat-completions API. Used only
@@ -267,6 +308,28 @@ pub struct DevOverrides {
 }
 
 impl Config {
+    /// How to open the store this configuration names (the key ring, when a key is set).
+    pub fn store_options(&self) -> StoreOptions {
+        let secret_keys = self.secret_key.as_ref().map(|current| {
+            SecretKeys::new(current.0.clone()).with_previous(
+                self.previous_secret_keys
+                    .iter()
+                    .flat_map(|previous| previous.0.iter().cloned()),
+            )
+        });
+        StoreOptions {
+            secret_keys,
+            ..StoreOptions::default()
+        }
+    }
+
+    /// Opens the store this configuration names.
+    pub async fn open_store(&self) -> anyhow::Result<Store> {
+        Store::connect_with(&self.database_url, self.store_options())
+            .await
+            .context("opening the database")
+    }
+
     /// Loads the layers and checks the result.
     pub fn load(file: Option<&Path>, overrides: Overrides) -> anyhow::Result<Self> {
         let mut figment = Figment::from(Toml::string(DEFAULT_CONFIG));
@@ -531,6 +594,44 @@ mod tests {
             jail.set_env("CLARION_METRICS_TOKEN", "12345678901234567");
             let config = Config::load(None, Overrides::default()).unwrap();
             assert!(config.metrics_token.unwrap().matches("12345678901234567"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_secret_key_ring_comes_from_the_environment_and_is_never_printed() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert!(
+                config.store_options().secret_keys.is_none(),
+                "key file on SQLite"
+            );
+
+            let current = SecretKey::generate();
+            let previous = SecretKey::generate();
+            jail.set_env("CLARION_SECRET_KEY", current.to_base64());
+            jail.set_env(
+                "CLARION_PREVIOUS_SECRET_KEYS",
+                format!("{}, ", previous.to_base64()),
+            );
+            let config = Config::load(None, Overrides::default()).unwrap();
+            let ring = config.store_options().secret_keys.unwrap();
+            assert_eq!(
+                ring,
+                SecretKeys::new(current.clone()).with_previous([previous.clone()])
+            );
+            let shown = format!("{config:?}");
+            assert!(!shown.contains(&current.to_base64()), "{shown}");
+            assert!(!shown.contains(&previous.to_base64()), "{shown}");
+
+            // A malformed key is refused with the key named and its value not echoed.
+            jail.set_env("CLARION_SECRET_KEY", "c2hvcnQta2V5");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("secret_key"), "{error}");
+            assert!(!error.contains("c2hvcnQta2V5"), "{error}");
             Ok(())
         });
     }

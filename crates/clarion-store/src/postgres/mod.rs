@@ -35,6 +35,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 use crate::public_id::SECRET_LEN;
+use crate::secret_keys::SecretKeys;
 use crate::{Channel, OrgId, Result, StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -43,6 +44,8 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 #[derive(Clone)]
 pub(crate) struct PgStore {
     pub(crate) pool: sqlx::PgPool,
+    /// Seals and opens webhook endpoint secrets (the same ring on every node).
+    pub(crate) keys: SecretKeys,
 }
 
 /// Written by hand: the pool's options hold the connection settings (user, password), which
@@ -100,6 +103,11 @@ impl PgStore {
     /// (sqlx's migrator holds an advisory lock while it runs: nodes starting together apply
     /// them once).
     pub(crate) async fn connect(url: &str, options: &StoreOptions) -> Result<Self> {
+        // Every node seals with the same key, so none may draw its own.
+        let keys = options
+            .secret_keys
+            .clone()
+            .ok_or(StoreError::SecretKeyRequired)?;
         // The parse error could quote the URL (and its password): it is not passed on.
         let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::UnsupportedUrl)?;
         let pool = PgPoolOptions::new()
@@ -111,7 +119,9 @@ impl PgStore {
             .run(&pool)
             .await
             .map_err(|error| StoreError::Migrate(Box::new(error)))?;
-        Ok(Self { pool })
+        let store = Self { pool, keys };
+        store.reseal_endpoint_secrets().await?;
+        Ok(store)
     }
 
     pub(crate) async fn begin(&self) -> Result<PgTx> {

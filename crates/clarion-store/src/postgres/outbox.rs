@@ -8,6 +8,7 @@ use sqlx::postgres::PgRow;
 
 use super::{IdOrder, PgStore, PgTx, inserting, to_u32};
 use crate::model::*;
+use crate::secret_keys::STORED_SECRET_SQL;
 use crate::{
     AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
     DeliveryId, DeliveryStatus, EndpointId, MessageId, Millis, NewMessage, OrgId, QueueStats,
@@ -236,17 +237,17 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = claimed.iter().map(|c| c.0).collect();
-        let details = sqlx::query(
+        let details = sqlx::query(&format!(
             "SELECT d.id, d.endpoint_id, e.org_id, e.url, m.webhook_id, m.event_type, m.body, \
-               ARRAY(SELECT s.secret FROM webhook_endpoint_secrets s \
+               ARRAY(SELECT {STORED_SECRET_SQL} FROM webhook_endpoint_secrets s \
                      WHERE s.endpoint_id = d.endpoint_id \
                        AND (s.expires_at IS NULL OR s.expires_at > $1) \
                      ORDER BY s.expires_at IS NOT NULL, s.id DESC LIMIT $2) AS secrets \
              FROM webhook_deliveries d \
              JOIN webhook_endpoints e ON e.id = d.endpoint_id \
              JOIN webhook_messages m ON m.id = d.message_id \
-             WHERE d.id = ANY($3) ORDER BY d.next_attempt_at, d.id",
-        )
+             WHERE d.id = ANY($3) ORDER BY d.next_attempt_at, d.id"
+        ))
         .bind(request.now)
         .bind(crate::MAX_SIGNING_SECRETS)
         .bind(&ids)
@@ -262,15 +263,16 @@ impl PgStore {
                     .iter()
                     .find(|c| c.0 == id)
                     .ok_or(StoreError::Corrupt("claimed delivery vanished"))?;
+                let endpoint_id = EndpointId(row.try_get("endpoint_id")?);
                 Ok(ClaimedDelivery {
                     id: DeliveryId(id),
-                    endpoint_id: EndpointId(row.try_get("endpoint_id")?),
+                    endpoint_id,
                     org_id: OrgId(row.try_get("org_id")?),
                     url: row.try_get("url")?,
                     webhook_id: row.try_get("webhook_id")?,
                     event_type: row.try_get("event_type")?,
                     body: row.try_get("body")?,
-                    signing_secrets: row.try_get("secrets")?,
+                    signing_secrets: self.keys.open_signing(endpoint_id, row.try_get("secrets")?),
                     attempt_count: to_u32(*attempt_count),
                     manual: *manual,
                     lease: lease.clone(),

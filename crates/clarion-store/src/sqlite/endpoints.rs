@@ -5,6 +5,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::SqliteStore;
 use crate::model::*;
+use crate::secret_keys::{STORED_SECRET_SQL, StoredSecret};
 use crate::{
     DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result, StoreError,
 };
@@ -47,11 +48,14 @@ impl SqliteStore {
         .fetch_one(&mut *tx.inner)
         .await?;
         let endpoint = endpoint_from_row(&row)?;
+        let sealed = self.keys.seal(endpoint.id, secret)?;
         sqlx::query(
-            "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO webhook_endpoint_secrets (endpoint_id, sealed_secret, key_id, created_at) \
+             VALUES (?, ?, ?, ?)",
         )
         .bind(endpoint.id.0)
-        .bind(secret)
+        .bind(&sealed.text)
+        .bind(&sealed.key_id)
         .bind(now)
         .execute(&mut *tx.inner)
         .await?;
@@ -153,6 +157,11 @@ impl SqliteStore {
             .bind(id.0)
             .execute(&mut *tx.inner)
             .await?;
+            // Nothing is signed for a deleted endpoint again: its secrets are erased.
+            sqlx::query("DELETE FROM webhook_endpoint_secrets WHERE endpoint_id = ?")
+                .bind(id.0)
+                .execute(&mut *tx.inner)
+                .await?;
         }
         tx.commit().await?;
         Ok(deleted)
@@ -194,11 +203,14 @@ impl SqliteStore {
         .bind(id.0)
         .execute(&mut *tx.inner)
         .await?;
+        let sealed = self.keys.seal(id, new_secret)?;
         sqlx::query(
-            "INSERT INTO webhook_endpoint_secrets (endpoint_id, secret, created_at) VALUES (?, ?, ?)",
+            "INSERT INTO webhook_endpoint_secrets (endpoint_id, sealed_secret, key_id, created_at) \
+             VALUES (?, ?, ?, ?)",
         )
         .bind(id.0)
-        .bind(new_secret)
+        .bind(&sealed.text)
+        .bind(&sealed.key_id)
         .bind(now)
         .execute(&mut *tx.inner)
         .await?;
@@ -212,17 +224,17 @@ impl SqliteStore {
     }
 
     pub(crate) async fn signing_secrets(&self, id: EndpointId, now: Millis) -> Result<Vec<String>> {
-        let secrets = sqlx::query_scalar(
-            "SELECT secret FROM webhook_endpoint_secrets \
-             WHERE endpoint_id = ? AND (expires_at IS NULL OR expires_at > ?) \
-             ORDER BY expires_at IS NOT NULL, id DESC LIMIT ?",
-        )
+        let stored = sqlx::query_scalar(&format!(
+            "SELECT {STORED_SECRET_SQL} FROM webhook_endpoint_secrets s \
+             WHERE s.endpoint_id = ? AND (s.expires_at IS NULL OR s.expires_at > ?) \
+             ORDER BY s.expires_at IS NOT NULL, s.id DESC LIMIT ?"
+        ))
         .bind(id.0)
         .bind(now)
         .bind(MAX_SIGNING_SECRETS)
         .fetch_all(&self.pool)
         .await?;
-        Ok(secrets)
+        Ok(self.keys.open_signing(id, stored))
     }
 
     pub(crate) async fn current_secret(
@@ -230,17 +242,59 @@ impl SqliteStore {
         org: OrgId,
         id: EndpointId,
     ) -> Result<Option<String>> {
-        let secret = sqlx::query_scalar(
-            "SELECT s.secret FROM webhook_endpoint_secrets s \
+        let stored: Option<String> = sqlx::query_scalar(&format!(
+            "SELECT {STORED_SECRET_SQL} FROM webhook_endpoint_secrets s \
              JOIN webhook_endpoints e ON e.id = s.endpoint_id \
              WHERE e.id = ? AND e.org_id = ? AND e.deleted_at IS NULL AND s.expires_at IS NULL \
-             ORDER BY s.id DESC LIMIT 1",
-        )
+             ORDER BY s.id DESC LIMIT 1"
+        ))
         .bind(id.0)
         .bind(org.0)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(secret)
+        stored
+            .map(|stored| {
+                self.keys
+                    .open_stored(id, &stored)
+                    .map_err(|_| StoreError::Corrupt("endpoint secret does not open"))
+            })
+            .transpose()
+    }
+
+    /// Re-seals under the current key every secret sealed under another (or not sealed: rows
+    /// from before migration 0017). Runs at connect; a no-op once every row is current.
+    pub(crate) async fn reseal_endpoint_secrets(&self) -> Result<()> {
+        let current = self.keys.current().id();
+        let stored: Vec<StoredSecret> = sqlx::query_as::<_, (i64, i64, String, Option<String>)>(
+            "SELECT id, endpoint_id, sealed_secret, key_id FROM webhook_endpoint_secrets \
+             WHERE key_id IS NULL OR key_id <> ?",
+        )
+        .bind(&current)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(StoredSecret::from)
+        .collect();
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let resealed = self.keys.reseal(stored)?;
+        let mut tx = self.begin().await?;
+        for secret in &resealed {
+            sqlx::query(
+                "UPDATE webhook_endpoint_secrets SET sealed_secret = ?, key_id = ? \
+                 WHERE id = ? AND key_id IS ?",
+            )
+            .bind(&secret.sealed.text)
+            .bind(&secret.sealed.key_id)
+            .bind(secret.id)
+            .bind(&secret.previous_key_id)
+            .execute(&mut *tx.inner)
+            .await?;
+        }
+        tx.commit().await?;
+        tracing::info!(count = resealed.len(), key_id = %current, "re-sealed webhook endpoint secrets under the current secret key");
+        Ok(())
     }
 
     pub(crate) async fn disable_endpoint(

@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Sqlite, Transaction};
 
 use crate::public_id::SECRET_LEN;
+use crate::secret_keys::{SecretKey, SecretKeys, key_file_beside};
 use crate::{Result, StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -27,6 +28,8 @@ pub(crate) struct SqliteStore {
     writer: sqlx::SqlitePool,
     /// Serialises this process's write transactions (see [`SqliteTx`]).
     write_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Seals and opens webhook endpoint secrets.
+    pub(crate) keys: SecretKeys,
 }
 
 /// A write transaction. SQLite transactions here begin `IMMEDIATE`, taking the write lock up
@@ -52,6 +55,11 @@ impl SqliteTx {
     }
 }
 
+/// Whether `url` names a database that lives only in memory (no file to put a key beside).
+fn is_in_memory(url: &str) -> bool {
+    url.contains(":memory:") || url.contains("mode=memory")
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `url` (`sqlite://PATH`) and applies
     /// pending migrations.
@@ -71,7 +79,15 @@ impl SqliteStore {
             .pragma("temp_store", "memory")
             // Checkpoints normally run in the background (see `spawn_checkpointer`); a commit
             // checkpoints itself only if the write-ahead log grows past this many pages.
-            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES);
+            .pragma("wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)
+            // Freed space in a page is zeroed (no extra I/O in `FAST` mode), so a re-sealed or
+            // deleted endpoint secret does not linger in the file's free space.
+            .pragma("secure_delete", "FAST");
+        let keys = match &options.secret_keys {
+            Some(keys) => keys.clone(),
+            None if is_in_memory(url) => SecretKeys::new(SecretKey::generate()),
+            None => key_file_beside(connect.get_filename())?,
+        };
         // One connection does every write: its page cache stays valid from one transaction to
         // the next (a connection's cache is dropped whenever another connection has written),
         // which at a few hundred thousand rows saves more reads than anything else. Readers
@@ -92,11 +108,14 @@ impl SqliteStore {
             .connect_with(connect)
             .await?;
         spawn_checkpointer(pool.clone());
-        Ok(Self {
+        let store = Self {
             pool,
             writer,
             write_lock: Arc::default(),
-        })
+            keys,
+        };
+        store.reseal_endpoint_secrets().await?;
+        Ok(store)
     }
 
     pub(crate) async fn begin(&self) -> Result<SqliteTx> {
@@ -260,5 +279,60 @@ mod tests {
             other.public_ids(OrgId(1)).encode(IdKind::Sequence, 42),
             before
         );
+    }
+
+    /// Secrets stored before sealing existed (`key_id` NULL, the secret in the clear) are
+    /// sealed by the next start, and the database keeps no clear copy of them.
+    #[tokio::test]
+    async fn secrets_stored_in_the_clear_are_sealed_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("old.db");
+        let url = format!("sqlite://{}", database.display());
+        let store = Store::connect(&url).await.unwrap();
+        let org = store.create_org("org", 0).await.unwrap().id;
+        let hook = store
+            .create_endpoint(org, "https://hook.example/", "", "whsec_Zmlyc3Q=", 0)
+            .await
+            .unwrap();
+        let legacy = "whsec_bGVnYWN5LXNlY3JldC1pbi10aGUtY2xlYXI=";
+        sqlx::query(
+            "INSERT INTO webhook_endpoint_secrets (endpoint_id, sealed_secret, key_id, created_at) \
+             VALUES (?, ?, NULL, 1)",
+        )
+        .bind(hook.id.0)
+        .bind(legacy)
+        .execute(&store.sqlite().pool)
+        .await
+        .unwrap();
+        // Before the pass, the clear secret already signs (and is the newest current one).
+        assert_eq!(
+            store.current_secret(org, hook.id).await.unwrap().as_deref(),
+            Some(legacy)
+        );
+        store.close().await;
+
+        let again = Store::connect(&url).await.unwrap();
+        let stored: Vec<(String, Option<String>)> =
+            sqlx::query_as("SELECT sealed_secret, key_id FROM webhook_endpoint_secrets")
+                .fetch_all(&again.sqlite().pool)
+                .await
+                .unwrap();
+        assert_eq!(stored.len(), 2);
+        for (text, key_id) in &stored {
+            assert!(!text.contains("bGVnYWN5"), "still in the clear");
+            assert_eq!(
+                key_id.as_deref(),
+                Some(again.sqlite().keys.current().id().as_str())
+            );
+        }
+        assert_eq!(
+            again.current_secret(org, hook.id).await.unwrap().as_deref(),
+            Some(legacy)
+        );
+        // The key that sealed them is the one in the file beside the database.
+        let key_file = crate::secret_keys::key_file_path(&database);
+        let key: crate::secret_keys::SecretKey =
+            std::fs::read_to_string(key_file).unwrap().parse().unwrap();
+        assert_eq!(&key, again.sqlite().keys.current());
     }
 }

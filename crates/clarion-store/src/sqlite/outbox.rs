@@ -7,6 +7,7 @@ use sqlx::sqlite::SqliteRow;
 
 use super::{SqliteStore, SqliteTx, to_u32};
 use crate::model::*;
+use crate::secret_keys::STORED_SECRET_SQL;
 use crate::{
     AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
     DeliveryId, DeliveryStatus, EndpointId, MessageId, Millis, NewMessage, OrgId, QueueStats,
@@ -257,17 +258,17 @@ impl SqliteStore {
             tx.commit().await?;
             return Ok(Vec::new());
         }
-        let details = sqlx::query(
+        let details = sqlx::query(&format!(
             "SELECT d.id, d.endpoint_id, e.org_id, e.url, m.webhook_id, m.event_type, m.body, \
-               (SELECT json_group_array(secret) FROM ( \
-                  SELECT s.secret FROM webhook_endpoint_secrets s \
+               (SELECT json_group_array(stored) FROM ( \
+                  SELECT {STORED_SECRET_SQL} AS stored FROM webhook_endpoint_secrets s \
                   WHERE s.endpoint_id = d.endpoint_id AND (s.expires_at IS NULL OR s.expires_at > ?) \
                   ORDER BY s.expires_at IS NOT NULL, s.id DESC LIMIT ?)) AS secrets \
              FROM webhook_deliveries d \
              JOIN webhook_endpoints e ON e.id = d.endpoint_id \
              JOIN webhook_messages m ON m.id = d.message_id \
-             WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id",
-        )
+             WHERE d.id IN (SELECT value FROM json_each(?)) ORDER BY d.next_attempt_at, d.id"
+        ))
         .bind(request.now)
         .bind(crate::MAX_SIGNING_SECRETS)
         .bind(json_ids(claimed.iter().map(|c| c.0)))
@@ -283,16 +284,19 @@ impl SqliteStore {
                     .iter()
                     .find(|c| c.0 == id)
                     .ok_or(StoreError::Corrupt("claimed delivery vanished"))?;
+                let endpoint_id = EndpointId(row.try_get("endpoint_id")?);
+                let stored: Vec<String> =
+                    serde_json::from_str(&row.try_get::<String, _>("secrets")?)
+                        .map_err(|_| StoreError::Corrupt("endpoint secrets"))?;
                 Ok(ClaimedDelivery {
                     id: DeliveryId(id),
-                    endpoint_id: EndpointId(row.try_get("endpoint_id")?),
+                    endpoint_id,
                     org_id: OrgId(row.try_get("org_id")?),
                     url: row.try_get("url")?,
                     webhook_id: row.try_get("webhook_id")?,
                     event_type: row.try_get("event_type")?,
                     body: row.try_get("body")?,
-                    signing_secrets: serde_json::from_str(&row.try_get::<String, _>("secrets")?)
-                        .map_err(|_| StoreError::Corrupt("endpoint secrets"))?,
+                    signing_secrets: self.keys.open_signing(endpoint_id, stored),
                     attempt_count: to_u32(*attempt_count),
                     manual: *manual,
                     lease: lease.clone(),

@@ -27,16 +27,18 @@ mod outbox;
 mod paging;
 mod postgres_only;
 mod provider_capacity;
+mod secrets;
 mod sequence_claims;
 mod suppression;
 mod tenancy;
 
 use std::sync::Once;
 
+use clarion_store::secret_keys::{SecretKey, SecretKeys};
 use clarion_store::{
     Assistant, Channel, EncounterId, EncounterRow, EncounterStatus, Endpoint, EndpointId, Millis,
     NewMessage, NewSequence, OrgId, Recipients, SequenceRow, SequenceStatus, SequenceUpdate, Store,
-    TemplateVersion,
+    StoreError, StoreOptions, TemplateVersion,
 };
 use serde_json::json;
 
@@ -44,6 +46,9 @@ use serde_json::json;
 #[derive(Debug)]
 pub struct Backend {
     url: String,
+    /// The key ring every handle opens the store with (as every node of one deployment
+    /// shares one).
+    pub keys: SecretKeys,
     /// The first handle, opened on creation.
     pub store: Store,
     /// Keeps the temporary SQLite file alive for the check's duration.
@@ -58,9 +63,45 @@ impl Backend {
     pub async fn handles(&self, count: usize) -> Vec<Store> {
         let mut handles = Vec::with_capacity(count);
         for _ in 0..count {
-            handles.push(Store::connect(&self.url).await.expect("another handle"));
+            handles.push(
+                self.open_with(self.keys.clone())
+                    .await
+                    .expect("another handle"),
+            );
         }
         handles
+    }
+
+    /// Another handle on the same database, opened with the key ring `keys`.
+    pub async fn open_with(&self, keys: SecretKeys) -> Result<Store, StoreError> {
+        Store::connect_with(&self.url, with_keys(keys)).await
+    }
+
+    /// The text values one query returns, read with the database's own driver, under the
+    /// store: what a copy of the database would show.
+    pub async fn raw_texts(&self, sql: &str) -> Vec<String> {
+        use sqlx::Connection;
+        if is_postgres(&self.url) {
+            let mut connection = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql)
+                .fetch_all(&mut connection)
+                .await
+                .unwrap()
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql)
+                .fetch_all(&mut connection)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+/// Store options with the key ring `keys`.
+pub fn with_keys(keys: SecretKeys) -> StoreOptions {
+    StoreOptions {
+        secret_keys: Some(keys),
+        ..StoreOptions::default()
     }
 }
 
@@ -146,9 +187,13 @@ pub async fn backend() -> Backend {
     }
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
-    let store = Store::connect(&url).await.expect("open the store");
+    let keys = SecretKeys::new(SecretKey::generate());
+    let store = Store::connect_with(&url, with_keys(keys.clone()))
+        .await
+        .expect("open the store");
     Backend {
         url,
+        keys,
         store,
         _dir: Some(dir),
         postgres: None,
@@ -170,11 +215,13 @@ async fn postgres_backend(server: String) -> Backend {
     let url = with_database(&server, &name);
     // A store that fails to open fails the check; its database stays on the throwaway
     // server, which is removed whole.
-    let store = Store::connect(&url)
+    let keys = SecretKeys::new(SecretKey::generate());
+    let store = Store::connect_with(&url, with_keys(keys.clone()))
         .await
         .expect("open the store on PostgreSQL");
     Backend {
         url,
+        keys,
         store,
         _dir: None,
         postgres: Some((server, name)),

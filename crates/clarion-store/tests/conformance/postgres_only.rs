@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clarion_store::{EncounterId, NewMessage, Recipients, Store, StoreError, StoreOptions};
 
-use crate::{backend, endpoint, is_postgres};
+use crate::{backend, endpoint, is_postgres, with_keys};
 
 const PASSWORD: &str = "pw-Xq7-never-shown";
 
@@ -31,7 +31,9 @@ async fn a_password_in_the_url_shows_in_no_debug_output_or_error() {
     let Some(_) = postgres_server() else { return };
     let backend = backend().await;
     let url = with_password(&backend.url);
-    let store = Store::connect(&url).await.expect("the server accepts it");
+    let store = Store::connect_with(&url, with_keys(backend.keys.clone()))
+        .await
+        .expect("the server accepts it");
     let shown = format!("{store:?}");
     assert!(!shown.contains(PASSWORD), "{shown}");
 
@@ -41,7 +43,7 @@ async fn a_password_in_the_url_shows_in_no_debug_output_or_error() {
     let unreachable = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/{db}");
     let options = StoreOptions {
         busy_timeout: Duration::from_secs(2),
-        ..StoreOptions::default()
+        ..with_keys(backend.keys.clone())
     };
     let error = Store::connect_with(&unreachable, options)
         .await
@@ -53,6 +55,17 @@ async fn a_password_in_the_url_shows_in_no_debug_output_or_error() {
         source = cause.source();
     }
     assert!(!shown.contains(PASSWORD), "{shown}");
+}
+
+#[tokio::test]
+async fn nodes_must_be_given_the_shared_secret_key() {
+    let Some(_) = postgres_server() else { return };
+    let backend = backend().await;
+    let answer = Store::connect(&backend.url).await;
+    assert!(
+        matches!(answer, Err(StoreError::SecretKeyRequired)),
+        "{answer:?}"
+    );
 }
 
 #[tokio::test]

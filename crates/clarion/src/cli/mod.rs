@@ -147,9 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("the organisation name must not be empty");
             }
             runtime()?.block_on(async {
-                let store = clarion_store::Store::connect(&config.database_url)
-                    .await
-                    .context("opening the database")?;
+                let store = config.open_store().await?;
                 let now = chrono::Utc::now().timestamp_millis();
                 let created = store.create_org(&name, now).await?;
                 #[derive(serde::Serialize)]

@@ -54,9 +54,7 @@ async fn open(database: DatabaseArgs) -> anyhow::Result<Store> {
         ..Overrides::default()
     };
     let config = Config::load(database.config.as_deref(), overrides)?;
-    Store::connect(&config.database_url)
-        .await
-        .context("opening the database")
+    config.open_store().await
 }
 
 /// The organisation, or a usage error when there is none with this id.

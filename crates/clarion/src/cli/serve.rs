@@ -6,7 +6,6 @@ use anyhow::Context;
 use clarion_delivery::ssrf::SsrfPolicy;
 use clarion_delivery::{Clock, Dispatcher, DispatcherConfig, RetryPolicy, SystemClock};
 use clarion_server::AppState;
-use clarion_store::Store;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -191,9 +190,7 @@ pub fn ssrf_policy(config: &Config) -> SsrfPolicy {
 /// Runs until SIGINT or SIGTERM. Then the listener stops accepting, the dispatcher stops
 /// claiming, in-flight attempts finish and are recorded, and the process exits.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url)
-        .await
-        .context("opening the database")?;
+    let store = config.open_store().await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config(&config))
         .context("starting the webhook dispatcher")?;

@@ -322,6 +322,57 @@ async fn a_rotated_secret_signs_alongside_the_new_one_for_24_hours() {
     );
 }
 
+/// Issue 14 defect 6: endpoint secrets were stored in the clear. Now no file of the
+/// installation but the key file holds a secret's bytes (not the database, not its
+/// write-ahead log), and reports are still signed with it.
+#[tokio::test]
+async fn endpoint_secrets_are_not_in_the_database_files_and_still_sign() {
+    let app = spawn_app().await;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    let (org, key) = app.org("Riverside").await;
+    let (id, first) = app.endpoint(&key, &receiver.url).await;
+    let (status, rotated) = app
+        .post(
+            &key,
+            &format!("/v1/webhook-endpoints/{id}/rotate-secret"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let second = rotated["secret"].as_str().unwrap().to_owned();
+
+    let database = std::path::PathBuf::from(app.database_url.trim_start_matches("sqlite://"));
+    let folder = database.parent().unwrap();
+    let mut files = 0;
+    for entry in std::fs::read_dir(folder).unwrap() {
+        let path = entry.unwrap().path();
+        let bytes = std::fs::read(&path).unwrap();
+        files += 1;
+        for secret in [&first, &second] {
+            let body = secret.trim_start_matches("whsec_");
+            assert!(
+                !bytes
+                    .windows(body.len())
+                    .any(|window| window == body.as_bytes()),
+                "{} holds an endpoint secret in the clear",
+                path.display()
+            );
+        }
+    }
+    assert!(files >= 2, "the database and the key file beside it");
+    assert!(
+        clarion_store::secret_keys::key_file_path(&database).exists(),
+        "the key drawn on first start"
+    );
+
+    app.enqueue(org, &examples::call_only()).await;
+    app.dispatcher.run_due_now().await.unwrap();
+    let received = receiver.wait_for(1).await.remove(0);
+    let ts: i64 = received.header("webhook-timestamp").parse().unwrap();
+    verify(&received, &first, ts).unwrap();
+    verify(&received, &second, ts).unwrap();
+}
+
 /// Issue 17 defect 5: each rotation used to leave the replaced secret signing for 24 hours, so
 /// every rotation added a signature to every attempt. Now the replaced secret keeps its
 /// overlap and every older one stops at once: at most two sign.
