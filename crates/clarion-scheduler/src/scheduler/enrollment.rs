@@ -1,5 +1,9 @@
 //! Enrollment: validation, the engine's `Enrolled` step, and the inserts, a batch at a time.
 
+use std::sync::Weak;
+
+use tokio::sync::{mpsc, oneshot};
+
 use super::*;
 
 /// A template version with its parsed definition, read once per enrollment batch.
@@ -77,61 +81,169 @@ pub(super) fn prepare_enrollment(
     })
 }
 
+/// At most this many single enrollments share one transaction (about 0.5 MiB of variables at
+/// 4 KiB each).
+const MAX_GROUP: usize = 128;
+
+/// One single enrollment waiting for the commit of the group it joined.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    org: OrgId,
+    request: EnrollRequest,
+    answer: oneshot::Sender<Result<Enrolled, SchedulerError>>,
+}
+
+/// Group commit for single enrollments (`POST /v1/sequences`).
+///
+/// Each enrollment is one transaction, and SQLite has one writer: under a burst, every
+/// request waited for the write lock behind the others, and so did the scheduler's and the
+/// dispatcher's writes, which is where reports waited. Instead, concurrent single enrollments
+/// join a queue and one task commits them together, as many as are waiting (up to
+/// [`MAX_GROUP`]), while the next group gathers behind it. Nothing waits for a group to fill:
+/// a lone request is committed at once. Each request is answered only after the commit that
+/// made it durable, with what enrolling it alone would have given (see
+/// [`Scheduler::enroll_group`]).
+#[derive(Debug, Default)]
+pub(super) struct EnrollmentGroups {
+    queue: std::sync::OnceLock<mpsc::UnboundedSender<Waiting>>,
+}
+
+/// The committing task: takes whatever has gathered, commits it, answers each request. It
+/// holds the scheduler weakly, so it ends when the scheduler is dropped.
+async fn commit_groups(scheduler: Weak<Inner>, mut queue: mpsc::UnboundedReceiver<Waiting>) {
+    let mut group = Vec::with_capacity(MAX_GROUP);
+    while queue.recv_many(&mut group, MAX_GROUP).await > 0 {
+        let Some(inner) = scheduler.upgrade() else {
+            return;
+        };
+        let scheduler = Scheduler { inner };
+        scheduler.commit_group(std::mem::take(&mut group)).await;
+    }
+}
+
 impl Scheduler {
-    /// Validates and enrolls one contact.
+    /// Validates and enrolls one contact, in a transaction shared with the single
+    /// enrollments arriving at the same time (see [`EnrollmentGroups`]); answered after that
+    /// transaction commits.
     pub async fn enroll(
         &self,
         org: OrgId,
         request: EnrollRequest,
     ) -> Result<Enrolled, SchedulerError> {
-        let mut results = self.enroll_many(org, vec![request]).await?;
-        results
-            .pop()
-            .ok_or(SchedulerError::Corrupt("no enrollment result"))?
+        let queue = self.inner.enrollment_groups.queue.get_or_init(|| {
+            let (queue, waiting) = mpsc::unbounded_channel();
+            tokio::spawn(commit_groups(Arc::downgrade(&self.inner), waiting));
+            queue
+        });
+        let (answer, answered) = oneshot::channel();
+        queue
+            .send(Waiting {
+                org,
+                request,
+                answer,
+            })
+            .map_err(|_| SchedulerError::Stopped)?;
+        // The committing task answers every request it takes, even when the commit fails; a
+        // closed channel means the task itself is gone (the runtime is shutting down).
+        answered.await.map_err(|_| SchedulerError::Stopped)?
     }
 
-    /// Enrolls several contacts in one transaction; each gets its own result.
-    ///
-    /// Enrollments without an idempotency key are checked against the suppression list and
-    /// inserted a batch at a time (a few statements for the lot); one with a key goes
-    /// through [`Scheduler::enroll_in`], which looks the key up first. Either way the
-    /// results are what enrolling the requests one by one, in order, would give.
+    /// Commits one group and answers each of its requests. When the shared transaction
+    /// fails, each request is tried again alone, so that one request's failure is its own.
+    async fn commit_group(&self, group: Vec<Waiting>) {
+        let requests: Vec<(OrgId, EnrollRequest)> = group
+            .iter()
+            .map(|waiting| (waiting.org, waiting.request.clone()))
+            .collect();
+        match self.enroll_group(requests).await {
+            Ok(results) => {
+                for (waiting, result) in group.into_iter().zip(results) {
+                    let _ = waiting.answer.send(result);
+                }
+            }
+            Err(error) if group.len() == 1 => {
+                if let Some(waiting) = group.into_iter().next() {
+                    let _ = waiting.answer.send(Err(error));
+                }
+            }
+            Err(_) => {
+                for waiting in group {
+                    let alone = self
+                        .enroll_group(vec![(waiting.org, waiting.request)])
+                        .await
+                        .and_then(|mut results| {
+                            results
+                                .pop()
+                                .ok_or(SchedulerError::Corrupt("no enrollment result"))?
+                        });
+                    let _ = waiting.answer.send(alone);
+                }
+            }
+        }
+    }
+
+    /// Enrolls several contacts of one organisation in one transaction; each gets its own
+    /// result.
     pub async fn enroll_many(
         &self,
         org: OrgId,
         requests: Vec<EnrollRequest>,
     ) -> Result<Vec<Result<Enrolled, SchedulerError>>, SchedulerError> {
+        self.enroll_group(requests.into_iter().map(|request| (org, request)).collect())
+            .await
+    }
+
+    /// Enrolls several contacts, of one organisation or several, in one transaction; each
+    /// gets its own result.
+    ///
+    /// Enrollments without an idempotency key are checked against the suppression list and
+    /// inserted a batch at a time (a few statements for the lot); one with a key goes
+    /// through [`Scheduler::enroll_in`], which looks the key up first. Either way the
+    /// results are what enrolling the requests one by one, in order, would give. A template
+    /// that cannot be read fails only the requests that name it.
+    pub(super) async fn enroll_group(
+        &self,
+        requests: Vec<(OrgId, EnrollRequest)>,
+    ) -> Result<Vec<Result<Enrolled, SchedulerError>>, SchedulerError> {
         let now = self.inner.clock.now_millis();
-        let mut templates: HashMap<TemplateId, Option<TemplateInfo>> = HashMap::new();
+        let mut templates: HashMap<(OrgId, TemplateId), Result<TemplateInfo, SchedulerError>> =
+            HashMap::new();
         let mut tx = WriteTx::begin(&self.inner).await?;
         let mut results: Vec<Option<Result<Enrolled, SchedulerError>>> =
             std::iter::repeat_with(|| None)
                 .take(requests.len())
                 .collect();
         let mut batch: Vec<(usize, Prepared)> = Vec::new();
-        for (index, request) in requests.into_iter().enumerate() {
+        for (index, (org, request)) in requests.into_iter().enumerate() {
             if let std::collections::hash_map::Entry::Vacant(slot) =
-                templates.entry(request.template_id)
+                templates.entry((org, request.template_id))
             {
-                let template = self
+                let template = match self
                     .inner
                     .store
                     .get_template(org, request.template_id)
                     .await?
-                    .map(|version| {
-                        serde_json::from_value(version.definition.clone())
-                            .map(|definition| TemplateInfo {
-                                version,
-                                definition,
-                            })
-                            .map_err(|_| SchedulerError::Corrupt("template definition"))
-                    })
-                    .transpose()?;
+                {
+                    Some(version) => serde_json::from_value(version.definition.clone())
+                        .map(|definition| TemplateInfo {
+                            version,
+                            definition,
+                        })
+                        .map_err(|_| SchedulerError::Corrupt("template definition")),
+                    None => Err(SchedulerError::TemplateNotFound),
+                };
                 slot.insert(template);
             }
-            let Some(Some(template)) = templates.get(&request.template_id) else {
-                results[index] = Some(Err(SchedulerError::TemplateNotFound));
-                continue;
+            let template = match templates.get(&(org, request.template_id)) {
+                Some(Ok(template)) => template,
+                Some(Err(SchedulerError::Corrupt(what))) => {
+                    results[index] = Some(Err(SchedulerError::Corrupt(what)));
+                    continue;
+                }
+                Some(Err(_)) | None => {
+                    results[index] = Some(Err(SchedulerError::TemplateNotFound));
+                    continue;
+                }
             };
             if request.idempotency_key.is_some() {
                 self.enroll_batch(&mut tx, std::mem::take(&mut batch), &mut results, now)

@@ -149,6 +149,9 @@ pub enum SchedulerError {
     ProviderUnavailable,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The scheduler is shutting down; nothing was done.
+    #[error("the scheduler is shutting down")]
+    Stopped,
 }
 
 /// One enrollment.
@@ -203,6 +206,8 @@ struct Inner {
     /// Template versions and assistants never change once written: cached by id.
     plans: Mutex<HashMap<TemplateVersionId, Arc<TemplateDefinition>>>,
     assistants: Mutex<HashMap<AssistantId, Arc<Assistant>>>,
+    /// Single enrollments committed together (group commit).
+    enrollment_groups: enrollment::EnrollmentGroups,
 }
 
 fn datetime(millis: Millis) -> DateTime<Utc> {
@@ -273,6 +278,7 @@ impl Scheduler {
                 call_backoff: CallBackoff::default(),
                 plans: Mutex::default(),
                 assistants: Mutex::default(),
+                enrollment_groups: enrollment::EnrollmentGroups::default(),
             }),
         }
     }

@@ -240,6 +240,11 @@ fn scheduler_error(error: SchedulerError, prefix: &str) -> ApiError {
         .with_field(format!("{prefix}contact.phone_number")),
         SchedulerError::Ended => ApiError::new(StatusCode::CONFLICT, "sequence_ended", "the sequence has ended"),
         SchedulerError::Store(error) => ApiError::from(error),
+        SchedulerError::Stopped => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the server is shutting down; try again",
+        ),
         other @ (SchedulerError::Corrupt(_) | SchedulerError::ProviderUnavailable) => {
             ApiError::internal(&other)
         }

@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod api_path;
 mod capacity;
 mod cli_webhook;
 mod crash;
