@@ -33,6 +33,7 @@ use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
+use crate::concurrency::{AdaptiveLimits, Signal};
 use crate::outbox::Outbox;
 use crate::schedule::{RetryPolicy, parse_retry_after};
 use crate::sender::{HttpSender, SignedHeaders};
@@ -48,8 +49,11 @@ pub struct DispatcherConfig {
     pub lease_margin: Duration,
     /// Attempts in flight on this node.
     pub max_in_flight: usize,
-    /// Attempts in flight on this node for any one endpoint.
+    /// Attempts in flight on this node for any one endpoint: the ceiling of the endpoint's
+    /// adaptive limit (see [`crate::concurrency`])...
     pub max_in_flight_per_endpoint: u32,
+    /// ...and its floor (equal to the ceiling: a fixed limit).
+    pub min_in_flight_per_endpoint: u32,
     /// Attempts in flight on this node for any one organisation (below `max_in_flight`, so
     /// that one organisation's slow endpoints leave slots for the others).
     pub max_in_flight_per_organization: u32,
@@ -87,12 +91,14 @@ struct Inner {
     in_flight: Mutex<InFlight>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct InFlight {
     total: usize,
     retries: usize,
     per_endpoint: HashMap<EndpointId, u32>,
     per_organization: HashMap<OrgId, u32>,
+    /// Each endpoint's limit, learnt from its answers.
+    limits: AdaptiveLimits,
 }
 
 impl InFlight {
@@ -108,7 +114,17 @@ impl InFlight {
     /// The HTTP request is over: the endpoint's and the organisation's slots are free (the
     /// caps are about concurrent requests; the lease still keeps the delivery from being
     /// claimed again until its outcome is recorded).
-    fn http_done(&mut self, endpoint: EndpointId, org: OrgId) {
+    /// What the attempt said about the receiver adjusts the endpoint's limit.
+    fn http_done(&mut self, endpoint: EndpointId, org: OrgId, signal: Signal) {
+        let in_flight = self.per_endpoint.get(&endpoint).copied().unwrap_or(1);
+        let before = self.limits.limit(endpoint);
+        self.limits
+            .observe(endpoint, signal, in_flight, std::time::Instant::now());
+        let after = self.limits.limit(endpoint);
+        if after != before {
+            metrics::gauge!("clarion_webhook_endpoint_concurrency_limit", "endpoint_id" => endpoint.0.to_string())
+                .set(f64::from(after));
+        }
         decrement(&mut self.per_endpoint, endpoint);
         decrement(&mut self.per_organization, org);
     }
@@ -120,6 +136,16 @@ impl InFlight {
             self.retries = self.retries.saturating_sub(1);
         }
     }
+}
+
+/// What an attempt's result says about its receiver's capacity.
+fn signal_of(outcome: &AttemptOutcome) -> Signal {
+    let attempt = &outcome.attempt;
+    Signal::of(
+        attempt.status_code,
+        attempt.error.as_deref(),
+        Duration::from_millis(attempt.duration_ms),
+    )
 }
 
 fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
@@ -154,6 +180,10 @@ impl Dispatcher {
             config.store_response_excerpt,
         )?;
         let owner = crate::outbox::new_webhook_id("node_");
+        let limits = AdaptiveLimits::new(
+            config.min_in_flight_per_endpoint,
+            config.max_in_flight_per_endpoint,
+        );
         Ok(Self {
             inner: Arc::new(Inner {
                 store,
@@ -162,7 +192,13 @@ impl Dispatcher {
                 sender,
                 owner,
                 wake: Arc::new(Notify::new()),
-                in_flight: Mutex::default(),
+                in_flight: Mutex::new(InFlight {
+                    total: 0,
+                    retries: 0,
+                    per_endpoint: HashMap::new(),
+                    per_organization: HashMap::new(),
+                    limits,
+                }),
             }),
         })
     }
@@ -174,6 +210,11 @@ impl Dispatcher {
             self.inner.config.retry.first_delay(),
             self.inner.wake.clone(),
         )
+    }
+
+    /// The endpoint's current adaptive concurrency limit on this node.
+    pub fn endpoint_limit(&self, endpoint: EndpointId) -> u32 {
+        self.lock_in_flight().limits.limit(endpoint)
     }
 
     /// Wakes the loop now (new work was committed, or the clock moved).
@@ -198,7 +239,8 @@ impl Dispatcher {
                             let (endpoint, org) = (delivery.endpoint_id, delivery.org_id);
                             let was_retry = delivery.attempt_count > 0;
                             let outcome = this.attempt(delivery).await;
-                            this.lock_in_flight().http_done(endpoint, org);
+                            this.lock_in_flight()
+                                .http_done(endpoint, org, signal_of(&outcome));
                             this.wake();
                             let _ = finished_tx.send(Finished { outcome, was_retry });
                         });
@@ -243,7 +285,8 @@ impl Dispatcher {
                     let (endpoint, org) = (delivery.endpoint_id, delivery.org_id);
                     let was_retry = delivery.attempt_count > 0;
                     let outcome = this.attempt(delivery).await;
-                    this.lock_in_flight().http_done(endpoint, org);
+                    this.lock_in_flight()
+                        .http_done(endpoint, org, signal_of(&outcome));
                     Finished { outcome, was_retry }
                 });
             }
@@ -284,7 +327,7 @@ impl Dispatcher {
         let lease_until = now.saturating_add(Millis::try_from(lease.as_millis()).unwrap_or(0));
         let mut claimed = Vec::new();
         for first_attempts in [true, false] {
-            let (free, snapshot, per_organization) = {
+            let (free, snapshot, per_organization, endpoint_limits, start_limit) = {
                 let in_flight = self.lock_in_flight();
                 let free = config.max_in_flight.saturating_sub(in_flight.total);
                 let free = if first_attempts {
@@ -303,7 +346,13 @@ impl Dispatcher {
                     .iter()
                     .map(|(o, c)| (*o, *c))
                     .collect();
-                (free, snapshot, per_organization)
+                (
+                    free,
+                    snapshot,
+                    per_organization,
+                    in_flight.limits.snapshot(),
+                    in_flight.limits.start(),
+                )
             };
             if free == 0 {
                 continue;
@@ -314,8 +363,9 @@ impl Dispatcher {
                 lease_until,
                 limit: u32::try_from(free).unwrap_or(u32::MAX),
                 first_attempts,
-                per_endpoint_limit: config.max_in_flight_per_endpoint,
+                per_endpoint_limit: start_limit,
                 in_flight: &snapshot,
+                endpoint_limits: &endpoint_limits,
                 per_organization_limit: config.max_in_flight_per_organization,
                 in_flight_per_organization: &per_organization,
             };

@@ -14,6 +14,7 @@
 pub mod clock {
     pub use clarion_clock::{Clock, ManualClock, SystemClock};
 }
+pub mod concurrency;
 mod dispatcher;
 mod outbox;
 pub mod schedule;

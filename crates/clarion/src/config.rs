@@ -236,6 +236,7 @@ pub struct WebhooksConfig {
     pub retry_after_max: HumanDuration,
     pub max_in_flight: usize,
     pub max_in_flight_per_endpoint: u32,
+    pub min_in_flight_per_endpoint: u32,
     pub max_in_flight_per_organization: u32,
     pub poll_interval: HumanDuration,
     pub lease_margin: HumanDuration,
@@ -360,10 +361,11 @@ impl Config {
         }
         if webhooks.max_in_flight == 0
             || webhooks.max_in_flight_per_endpoint == 0
+            || webhooks.min_in_flight_per_endpoint == 0
             || webhooks.max_in_flight_per_organization == 0
         {
             bail!(
-                "webhooks.max_in_flight, max_in_flight_per_endpoint and max_in_flight_per_organization must be at least 1"
+                "webhooks.max_in_flight, max_in_flight_per_endpoint, min_in_flight_per_endpoint and max_in_flight_per_organization must be at least 1"
             );
         }
         if webhooks.allowed_ports.contains(&0) {

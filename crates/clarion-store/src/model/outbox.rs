@@ -166,10 +166,14 @@ pub struct ClaimRequest<'a> {
     /// `true` claims first attempts only, `false` retries only, so that a backlog of retries
     /// never delays fresh reports.
     pub first_attempts: bool,
-    /// At most this many deliveries of one endpoint in flight on the claiming node...
+    /// At most this many deliveries of one endpoint in flight on the claiming node (unless
+    /// the endpoint has its own limit in `endpoint_limits`)...
     pub per_endpoint_limit: u32,
     /// ...counting these, already in flight there (endpoint, count).
     pub in_flight: &'a [(EndpointId, u32)],
+    /// Endpoints with a limit of their own instead of `per_endpoint_limit` (the dispatcher's
+    /// adaptive concurrency: raised for a receiver that keeps up, cut for one that does not).
+    pub endpoint_limits: &'a [(EndpointId, u32)],
     /// At most this many deliveries of one organisation in flight on the claiming node...
     pub per_organization_limit: u32,
     /// ...counting these, already in flight there (organisation, count). Within the batch,
@@ -177,6 +181,18 @@ pub struct ClaimRequest<'a> {
     /// organisation its endpoints do likewise: when slots are short, every organisation
     /// with due work gets its share of them before any gets more.
     pub in_flight_per_organization: &'a [(OrgId, u32)],
+}
+
+impl ClaimRequest<'_> {
+    /// How many due rows of one endpoint a claim looks at: enough for the largest limit.
+    pub(crate) fn candidates_per_endpoint(&self) -> u32 {
+        let largest = self
+            .endpoint_limits
+            .iter()
+            .map(|(_, limit)| *limit)
+            .fold(self.per_endpoint_limit, u32::max);
+        self.limit.min(largest)
+    }
 }
 
 /// What happens to a delivery after an attempt.

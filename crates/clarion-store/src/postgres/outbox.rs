@@ -153,6 +153,11 @@ impl PgStore {
             .iter()
             .map(|(_, n)| i64::from(*n))
             .collect();
+        let (limited_endpoints, endpoint_limits): (Vec<i64>, Vec<i64>) = request
+            .endpoint_limits
+            .iter()
+            .map(|(e, limit)| (e.0, i64::from(*limit)))
+            .unzip();
         let in_flight_orgs: Vec<i64> = request
             .in_flight_per_organization
             .iter()
@@ -193,10 +198,12 @@ impl PgStore {
              ), ranked AS ( \
                SELECT c.id, c.org_id, c.next_attempt_at, \
                  ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
-                 + COALESCE(f.n, 0) AS endpoint_rank \
+                 + COALESCE(f.n, 0) AS endpoint_rank, COALESCE(l.cap, $5) AS endpoint_cap \
                FROM candidates c \
                LEFT JOIN UNNEST($7::bigint[], $8::bigint[]) AS f(endpoint_id, n) \
                  ON f.endpoint_id = c.endpoint_id \
+               LEFT JOIN UNNEST($12::bigint[], $13::bigint[]) AS l(endpoint_id, cap) \
+                 ON l.endpoint_id = c.endpoint_id \
              ), org_ranked AS ( \
                SELECT r.id, r.next_attempt_at, \
                  ROW_NUMBER() OVER (PARTITION BY r.org_id \
@@ -205,7 +212,7 @@ impl PgStore {
                FROM ranked r \
                LEFT JOIN UNNEST($9::bigint[], $10::bigint[]) AS g(org_id, n) \
                  ON g.org_id = r.org_id \
-               WHERE r.endpoint_rank <= $5 \
+               WHERE r.endpoint_rank <= r.endpoint_cap \
              ), picked AS ( \
                SELECT id FROM org_ranked WHERE org_rank <= $11 \
                ORDER BY org_rank, next_attempt_at, id LIMIT $6 \
@@ -222,7 +229,7 @@ impl PgStore {
             .bind(request.owner)
             .bind(request.lease_until)
             .bind(request.now)
-            .bind(i64::from(request.limit.min(request.per_endpoint_limit)))
+            .bind(i64::from(request.candidates_per_endpoint()))
             .bind(i64::from(request.per_endpoint_limit))
             .bind(i64::from(request.limit))
             .bind(&in_flight_endpoints)
@@ -230,6 +237,8 @@ impl PgStore {
             .bind(&in_flight_orgs)
             .bind(&in_flight_org_counts)
             .bind(i64::from(request.per_organization_limit))
+            .bind(&limited_endpoints)
+            .bind(&endpoint_limits)
             .fetch_all(&mut *tx.inner)
             .await?;
         if claimed.is_empty() {

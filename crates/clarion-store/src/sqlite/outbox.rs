@@ -84,7 +84,7 @@ fn claim_statement(lane: &str) -> String {
                + COALESCE((SELECT j.value FROM json_each(?8) j WHERE j.key = CAST(org_id AS TEXT)), 0) \
                AS org_rank \
              FROM ( \
-               SELECT c.id, e.org_id, c.next_attempt_at, \
+               SELECT c.id, c.endpoint_id, e.org_id, c.next_attempt_at, \
                  ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
                  + COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0) \
                  AS endpoint_rank \
@@ -95,7 +95,8 @@ fn claim_statement(lane: &str) -> String {
                    AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
                  ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
                WHERE e.enabled = 1 \
-             ) WHERE endpoint_rank <= ?6 \
+             ) WHERE endpoint_rank <= COALESCE( \
+                 (SELECT j.value FROM json_each(?10) j WHERE j.key = CAST(endpoint_id AS TEXT)), ?6) \
            ) WHERE org_rank <= ?9 ORDER BY org_rank, next_attempt_at, id LIMIT ?7 \
          ) \
          AND d.status = 'pending' AND {lane} AND d.next_attempt_at <= ?4 \
@@ -226,6 +227,7 @@ impl SqliteStore {
             return Ok(Vec::new());
         }
         let in_flight = json_counts(request.in_flight.iter().map(|(e, n)| (e.0, *n)));
+        let endpoint_limits = json_counts(request.endpoint_limits.iter().map(|(e, n)| (e.0, *n)));
         let in_flight_per_organization = json_counts(
             request
                 .in_flight_per_organization
@@ -247,11 +249,12 @@ impl SqliteStore {
             .bind(request.lease_until)
             .bind(&in_flight)
             .bind(request.now)
-            .bind(i64::from(request.limit.min(request.per_endpoint_limit)))
+            .bind(i64::from(request.candidates_per_endpoint()))
             .bind(i64::from(request.per_endpoint_limit))
             .bind(i64::from(request.limit))
             .bind(&in_flight_per_organization)
             .bind(i64::from(request.per_organization_limit))
+            .bind(&endpoint_limits)
             .fetch_all(&mut *tx.inner)
             .await?;
         if claimed.is_empty() {
@@ -627,6 +630,7 @@ mod tests {
                 first_attempts: true,
                 per_endpoint_limit: 10,
                 in_flight: &[],
+                endpoint_limits: &[],
                 per_organization_limit: 10,
                 in_flight_per_organization: &[],
             })

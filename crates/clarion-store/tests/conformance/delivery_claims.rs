@@ -30,6 +30,7 @@ fn request(owner: &str, now: Millis, limit: u32) -> ClaimRequest<'_> {
         first_attempts: true,
         per_endpoint_limit: 1_000,
         in_flight: &[],
+        endpoint_limits: &[],
         per_organization_limit: 1_000,
         in_flight_per_organization: &[],
     }
@@ -243,20 +244,57 @@ async fn a_deep_backlog_never_hides_another_endpoints_due_deliveries() {
 
 /// A claim of ten with a cap of four per endpoint, `in_flight` already on the claiming node.
 async fn claim_capped(store: &Store, in_flight: &[(EndpointId, u32)]) -> Vec<ClaimedDelivery> {
+    claim_limited(store, 10, in_flight, &[]).await
+}
+
+/// A claim of `limit` with a default cap of four per endpoint and the endpoints' own limits.
+async fn claim_limited(
+    store: &Store,
+    limit: u32,
+    in_flight: &[(EndpointId, u32)],
+    endpoint_limits: &[(EndpointId, u32)],
+) -> Vec<ClaimedDelivery> {
     store
         .claim_due(&ClaimRequest {
             owner: "node",
             now: 10,
             lease_until: 10_000,
-            limit: 10,
+            limit,
             first_attempts: true,
             per_endpoint_limit: 4,
             in_flight,
+            endpoint_limits,
             per_organization_limit: 1_000,
             in_flight_per_organization: &[],
         })
         .await
         .unwrap()
+}
+
+/// An endpoint's own limit (the dispatcher's adaptive concurrency) replaces the default cap,
+/// above it or below it, and still counts what is in flight.
+#[tokio::test]
+async fn an_endpoints_own_limit_replaces_the_default_cap() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let org = store.create_org("limits", 0).await.unwrap().id;
+    let fast = endpoint(store, org, "https://fast.example/").await;
+    let slow = endpoint(store, org, "https://slow.example/").await;
+    let plain = endpoint(store, org, "https://plain.example/").await;
+    for hook in [&fast, &slow, &plain] {
+        queue_deliveries(store, org, hook.id, 12, 0).await;
+    }
+    let count = |claims: &[ClaimedDelivery], endpoint: EndpointId| {
+        claims.iter().filter(|c| c.endpoint_id == endpoint).count()
+    };
+    let claims = claim_limited(store, 30, &[(fast.id, 2)], &[(fast.id, 9), (slow.id, 1)]).await;
+    assert_eq!(
+        count(&claims, fast.id),
+        7,
+        "its own limit of 9, two in flight"
+    );
+    assert_eq!(count(&claims, slow.id), 1, "its own limit of 1");
+    assert_eq!(count(&claims, plain.id), 4, "the default cap");
 }
 
 /// Organisation A has three endpoints with ten deliveries each, all due before organisation
@@ -293,6 +331,7 @@ async fn organisations_take_turns_for_short_slots_and_none_exceeds_its_share() {
                 first_attempts: true,
                 per_endpoint_limit: 100,
                 in_flight: &[],
+                endpoint_limits: &[],
                 per_organization_limit: per_org,
                 in_flight_per_organization: &in_flight,
             })

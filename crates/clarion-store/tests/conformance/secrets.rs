@@ -46,6 +46,7 @@ async fn a_secret_is_sealed_in_the_database_and_opened_for_signing() {
             first_attempts: true,
             per_endpoint_limit: 4,
             in_flight: &[],
+            endpoint_limits: &[],
             per_organization_limit: 100,
             in_flight_per_organization: &[],
         })

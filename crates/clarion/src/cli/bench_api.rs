@@ -22,7 +22,8 @@ use anyhow::{Context, bail};
 use axum::Router;
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode};
-use clarion_store::Store;
+use clarion_store::secret_keys::{SecretKey, SecretKeys};
+use clarion_store::{Store, StoreOptions};
 use clarion_webhooks::{Secret, Verifier, WebhookHeaders};
 use serde_json::{Value, json};
 use tokio::io::AsyncBufReadExt;
@@ -62,6 +63,11 @@ pub struct ApiBenchArgs {
     /// How much faster than real time the server's engine clock runs.
     #[arg(long, default_value_t = 100_000.0)]
     pub time_scale: f64,
+    /// Put the server's database in this (new or empty) folder and keep it afterwards, to
+    /// read where the time went (`sequences`, `encounters`, `webhook_messages` and
+    /// `webhook_attempts` carry each stage's time). A temporary folder otherwise.
+    #[arg(long)]
+    pub keep_database_in: Option<std::path::PathBuf>,
 }
 
 /// When each report arrived, by the report's sequence id.
@@ -72,10 +78,26 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         bail!("--steps must be 1 or 3");
     }
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let database_path = dir.path().join("bench.db");
+    let database_folder = match &args.keep_database_in {
+        Some(folder) => {
+            std::fs::create_dir_all(folder).context("creating the database folder")?;
+            if std::fs::read_dir(folder)?.next().is_some() {
+                bail!("{} is not empty", folder.display());
+            }
+            folder.clone()
+        }
+        None => dir.path().to_owned(),
+    };
+    let database_path = database_folder.join("bench.db");
     let database = format!("sqlite://{}", database_path.display());
     // The operator's step: an organisation and its key, as `clarion org create` makes them.
-    let store = Store::connect(&database).await?;
+    // A key of the bench's own, given to the server too (no key file, no warning).
+    let secret_key = SecretKey::generate();
+    let options = StoreOptions {
+        secret_keys: Some(SecretKeys::new(secret_key.clone())),
+        ..StoreOptions::default()
+    };
+    let store = Store::connect_with(&database, options).await?;
     let created = store
         .create_org("API benchmark", chrono::Utc::now().timestamp_millis())
         .await?;
@@ -87,7 +109,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
         &config_path,
         format!("[simulator]\ntime_scale = {}\n", args.time_scale),
     )?;
-    let server = Server::start(&database, &config_path).await?;
+    let server = Server::start(&database, &config_path, &secret_key).await?;
     let base = server.base.clone();
 
     let rejected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -278,8 +300,8 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     );
     server.stop().await;
     let bytes = file_size(&database_path)
-        + file_size(&dir.path().join("bench.db-wal"))
-        + file_size(&dir.path().join("bench.db-shm"));
+        + file_size(&database_folder.join("bench.db-wal"))
+        + file_size(&database_folder.join("bench.db-shm"));
     println!(
         "  database: {:.1} MiB after stop = {:.0} bytes per sequence",
         bytes as f64 / 1_048_576.0,
@@ -368,13 +390,14 @@ struct Server {
 }
 
 impl Server {
-    async fn start(database: &str, config: &Path) -> anyhow::Result<Self> {
+    async fn start(database: &str, config: &Path, secret_key: &SecretKey) -> anyhow::Result<Self> {
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command
             .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--database"])
             .arg(database)
             .arg("--config")
             .arg(config)
+            .env("CLARION_SECRET_KEY", secret_key.to_base64())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::piped())
             .kill_on_drop(true);

@@ -22,6 +22,7 @@ pub fn dispatcher_config(config: &Config) -> DispatcherConfig {
         lease_margin: webhooks.lease_margin.0,
         max_in_flight: webhooks.max_in_flight,
         max_in_flight_per_endpoint: webhooks.max_in_flight_per_endpoint,
+        min_in_flight_per_endpoint: webhooks.min_in_flight_per_endpoint,
         max_in_flight_per_organization: webhooks.max_in_flight_per_organization,
         poll_interval: webhooks.poll_interval.0,
         ssrf: ssrf_policy(config),

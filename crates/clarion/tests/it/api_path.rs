@@ -1,6 +1,7 @@
 //! The API path under load: concurrent single enrollments share commits (group commit) and
-//! each is answered only once it is durable, with what enrolling it alone would give; and a
-//! process killed during a burst loses no enrollment it accepted, nor its report.
+//! each is answered only once it is durable, with what enrolling it alone would give; a
+//! process killed during a burst loses no enrollment it accepted, nor its report; and each
+//! endpoint's concurrency adapts to its receiver, within its floor and ceiling.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -8,8 +9,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::support::{self, Answer, TestApp, TestReceiver, eventually, spawn_app};
-use clarion_store::{IdKind, OrgId, SequenceId, Store};
+use std::time::Duration;
+
+use crate::support::{
+    self, Answer, AppOptions, TestApp, TestReceiver, eventually, spawn_app, spawn_app_with,
+};
+use clarion_store::{EndpointId, IdKind, OrgId, SequenceId, Store};
+use clarion_webhooks::examples;
 use serde_json::{Value, json};
 
 /// An assistant and a one-call template for the organisation; the template's id.
@@ -266,4 +272,108 @@ async fn all_sequence_ids(http: &reqwest::Client, base: &str, key: &str) -> Hash
             None => return ids,
         }
     }
+}
+
+/// An organisation with one endpoint to `receiver`; the endpoint's internal id.
+async fn organisation_with_endpoint(app: &TestApp, receiver: &TestReceiver) -> (OrgId, EndpointId) {
+    let (org, key) = app.org("Riverside").await;
+    let (public_id, _) = app.endpoint(&key, &receiver.url).await;
+    let internal = app
+        .store
+        .public_ids(org)
+        .decode(IdKind::Endpoint, public_id)
+        .unwrap();
+    (org, EndpointId(internal))
+}
+
+/// The dispatcher's loop, running until the returned token is cancelled.
+fn run_dispatcher(app: &TestApp) -> tokio_util::sync::CancellationToken {
+    let dispatcher = app.dispatcher.clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
+        async move { dispatcher.run(stop.cancelled_owned()).await }
+    });
+    stop
+}
+
+/// A receiver that keeps up: the endpoint's limit rises past where it starts (16) and the
+/// receiver sees more requests at once than that, never more than the ceiling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrency_rises_against_a_fast_receiver_up_to_the_ceiling() {
+    const CEILING: u32 = 28;
+    let mut options = AppOptions::default();
+    options.dispatcher.max_in_flight_per_endpoint = CEILING;
+    options.dispatcher.min_in_flight_per_endpoint = 2;
+    let app = spawn_app_with(options).await;
+    // Answers in 20 ms whatever the load: each slot's latency stays at its lowest.
+    let receiver = TestReceiver::start(Answer::Delay(Duration::from_millis(20))).await;
+    let (org, endpoint) = organisation_with_endpoint(&app, &receiver).await;
+    for _ in 0..1_500 {
+        app.enqueue(org, &examples::call_only()).await;
+    }
+    assert_eq!(
+        app.dispatcher.endpoint_limit(endpoint),
+        16,
+        "where it starts"
+    );
+    let stop = run_dispatcher(&app);
+    eventually("the limit rising to the ceiling", || async {
+        app.dispatcher.endpoint_limit(endpoint) == CEILING
+    })
+    .await;
+    eventually(
+        "the receiver holding more than the starting limit",
+        || async { receiver.max_concurrent() > 20 },
+    )
+    .await;
+    receiver.wait_for(1_500).await;
+    stop.cancel();
+    assert!(
+        receiver.max_concurrent() <= CEILING as usize,
+        "{} in flight at once, above the ceiling",
+        receiver.max_concurrent()
+    );
+}
+
+/// A receiver that times out: the endpoint's limit halves (once per second, not once per
+/// failed attempt) down to the floor, and the receiver is then sent no more than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrency_falls_against_a_receiver_that_times_out_down_to_the_floor() {
+    const FLOOR: u32 = 2;
+    let mut options = AppOptions::default();
+    options.dispatcher.max_in_flight_per_endpoint = 64;
+    options.dispatcher.min_in_flight_per_endpoint = FLOOR;
+    options.dispatcher.attempt_timeout = Duration::from_millis(300);
+    let app = spawn_app_with(options).await;
+    let receiver = TestReceiver::start(Answer::Delay(Duration::from_secs(60))).await;
+    let (org, endpoint) = organisation_with_endpoint(&app, &receiver).await;
+    for _ in 0..200 {
+        app.enqueue(org, &examples::call_only()).await;
+    }
+    let stop = run_dispatcher(&app);
+    // The first sixteen time out together: one cut, to eight.
+    receiver.wait_for(16).await;
+    eventually("one cut after the first wave", || async {
+        app.dispatcher.endpoint_limit(endpoint) == 8
+    })
+    .await;
+    eventually("the limit at the floor", || async {
+        app.dispatcher.endpoint_limit(endpoint) == FLOOR
+    })
+    .await;
+    // From here on, the receiver is never sent more than the floor at once.
+    let seen = receiver.received().len();
+    receiver.wait_for(seen + 2 * FLOOR as usize).await;
+    assert!(
+        receiver.concurrent() <= FLOOR as usize,
+        "{}",
+        receiver.concurrent()
+    );
+    stop.cancel();
+    assert_eq!(
+        receiver.max_concurrent(),
+        16,
+        "never more than where it starts"
+    );
 }

@@ -418,6 +418,11 @@ impl TestReceiver {
         self.state.in_flight.lock().unwrap().1
     }
 
+    /// The requests it holds now.
+    pub fn concurrent(&self) -> usize {
+        self.state.in_flight.lock().unwrap().0
+    }
+
     /// Waits until at least `n` requests arrived.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
