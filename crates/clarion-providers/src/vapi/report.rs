@@ -61,7 +61,11 @@ pub fn call_from_end_of_call(
         started_at,
         ended_at,
         call_status: CallStatus::Ended,
-        duration_ms: report.duration_ms(),
+        // From the two timestamps the report carries, so `duration_ms` is always
+        // `ended_at − started_at` even when they come from different parts of Vapi's message.
+        duration_ms: started_at
+            .zip(ended_at)
+            .and_then(|(start, end)| u64::try_from(end.unix_millis() - start.unix_millis()).ok()),
         ended_reason: Some(result.ended_reason.clone()),
         transcript: turns.transcript.clone(),
         source_number,
@@ -140,6 +144,27 @@ mod tests {
         let text = serde_json::to_value(&call).unwrap();
         assert_eq!(text["ended_reason"], "customer-ended");
         assert_eq!(text["started_at"], "2025-01-06T15:00:05.000Z");
+    }
+
+    #[test]
+    fn duration_is_ended_at_minus_started_at_whichever_part_of_the_message_gave_them() {
+        // The message's own `startedAt`, the call's `endedAt`: the duration is theirs.
+        let text = REPORT.replace(
+            r#""endedAt":"2025-01-06T15:01:35.000Z","#,
+            "",
+        )
+        .replace(
+            r#""status":"ended","#,
+            r#""status":"ended","startedAt":"2025-01-06T15:00:00.000Z","endedAt":"2025-01-06T15:02:00.000Z","#,
+        );
+        let (call, _) = call_from_end_of_call(&report(&text), &facts(&[]));
+        let (start, end) = (call.started_at.unwrap(), call.ended_at.unwrap());
+        assert_eq!(start.to_string(), "2025-01-06T15:00:05.000Z");
+        assert_eq!(end.to_string(), "2025-01-06T15:02:00.000Z");
+        assert_eq!(
+            call.duration_ms.map(i64::try_from),
+            Some(Ok(end.unix_millis() - start.unix_millis()))
+        );
     }
 
     #[test]
