@@ -7,6 +7,7 @@ mod support;
 
 mod api;
 mod capacity;
+mod cli_config;
 mod cli_webhook;
 mod crash;
 mod delivery;
