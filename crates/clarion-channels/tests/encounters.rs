@@ -944,3 +944,48 @@ fn every_simulated_call_lasts_exactly_from_started_at_to_ended_at() {
         }
     }
 }
+
+/// Issue 14, defect 7: the simulator's transcripts carry spoken opt-outs as Vapi's would, and
+/// the one revocation detector agrees with the simulated outcome: the patient's lines revoke
+/// consent in every opt-out call and in no other call, and no SMS patient line that is not an
+/// opt-out reads as one (an SMS opt-out is a keyword or a revocation in words).
+#[test]
+fn the_revocation_detector_agrees_with_every_simulated_outcome() {
+    use clarion_channels::revocation::{in_transcript, in_utterance};
+    for &outcome in simulated_outcomes(Channel::Call) {
+        for sequence_id in 1..=80 {
+            let encounter = run(sequence_id, Channel::Call, outcome);
+            let detected = call(&encounter)
+                .transcript
+                .as_deref()
+                .and_then(in_transcript)
+                .is_some();
+            assert_eq!(
+                detected,
+                outcome == EncounterOutcome::OptOut,
+                "{outcome} #{sequence_id}: {:?}",
+                call(&encounter).transcript
+            );
+        }
+    }
+    for &outcome in simulated_outcomes(Channel::Sms) {
+        for sequence_id in 1..=80 {
+            let encounter = run(sequence_id, Channel::Sms, outcome);
+            let transcript = sms(&encounter).transcript.clone().unwrap_or_default();
+            let patient: Vec<&str> = lines(&transcript)
+                .into_iter()
+                .filter(|(ai, _)| !ai)
+                .map(|(_, text)| text)
+                .collect();
+            let opted_out = patient.iter().any(|text| {
+                in_utterance(text).is_some()
+                    || ["STOP", "UNSUBSCRIBE"].contains(&text.trim().to_uppercase().as_str())
+            });
+            assert_eq!(
+                opted_out,
+                outcome == EncounterOutcome::OptOut,
+                "{outcome} #{sequence_id}: {transcript}"
+            );
+        }
+    }
+}
