@@ -27,14 +27,16 @@
 //! each situation. Some calls contain interruptions and requests to repeat, and
 //! `repetition_count`/`interruption_count` are counted from the transcript by the rules in
 //! [`analysis`]. Custom analysis fields get values consistent with the outcome. The contact's
-//! phone number never appears in a transcript, voicemail message or summary.
+//! phone number never appears in a transcript, voicemail message or summary. The patient's
+//! lines are revocations of consent ([`revocation`]) exactly when the outcome is an opt-out
+//! (`tests/encounters.rs` holds the two in step), so a simulated report reads as Vapi's would.
 //!
 //! **Timing.** Calls queue for under 3 s, ring 5–20 s before a person answers (15–25 s before
 //! voicemail, 18–25 s when nobody answers, 2–6 s for a busy signal), and talk for as long as the
 //! transcript takes to say (380–460 ms a word plus turn latency), kept within 40 s–6 min (15 s
 //! minimum for dropped and assistant-ended calls, 30–60 s for voicemail). `started_at` is when
-//! the call was placed; `duration_ms` runs from the answer to the end and is `null` when the
-//! call never connected. SMS replies arrive minutes to hours after the opening text (always
+//! the call was placed; `duration_ms` is `ended_at − started_at`, rings included, as Vapi's
+//! `endedAt − startedAt` (so a call never answered lasted while it rang). SMS replies arrive minutes to hours after the opening text (always
 //! before `sms_timeout`); a conversation with no reply ends at `sms_timeout`.
 
 pub mod analysis;
@@ -43,6 +45,7 @@ mod dice;
 mod outcome;
 mod profile;
 pub mod report_map;
+pub mod revocation;
 mod script;
 mod simulate;
 

@@ -237,7 +237,6 @@ fn within(talk: u64, shortest: u64, longest: u64, jitter: u64, dice: &mut Dice) 
 
 struct CallTiming {
     timeline: Vec<(u64, StatusStep)>,
-    answered: Option<u64>,
     ended: u64,
 }
 
@@ -249,7 +248,6 @@ fn call_timing(outcome: EncounterOutcome, script: &Script, dice: &mut Dice) -> C
             (queued, StatusStep::Ringing),
             (queued + ring, StatusStep::Ended),
         ],
-        answered: None,
         ended: queued + ring,
     };
     match outcome {
@@ -257,7 +255,6 @@ fn call_timing(outcome: EncounterOutcome, script: &Script, dice: &mut Dice) -> C
             let ended = queued + dice.between(SECOND, 4 * SECOND);
             CallTiming {
                 timeline: vec![(0, StatusStep::Queued), (ended, StatusStep::Ended)],
-                answered: None,
                 ended,
             }
         }
@@ -298,11 +295,7 @@ fn call_timing(outcome: EncounterOutcome, script: &Script, dice: &mut Dice) -> C
                 ended += dice.between(4 * SECOND, 12 * SECOND);
             }
             timeline.push((ended, StatusStep::Ended));
-            CallTiming {
-                timeline,
-                answered: Some(answered),
-                ended,
-            }
+            CallTiming { timeline, ended }
         }
     }
 }
@@ -360,7 +353,10 @@ fn simulate_call(
         started_at: Some(at(request.started_at, 0)),
         ended_at: Some(at(request.started_at, timing.ended)),
         call_status: CallStatus::Ended,
-        duration_ms: timing.answered.map(|answered| timing.ended - answered),
+        // `ended_at − started_at`, as Vapi's `endedAt − startedAt`: the whole call from the
+        // request, rings included, so the report agrees with itself whichever provider
+        // carried the call (a call never answered still lasted while it rang).
+        duration_ms: Some(timing.ended),
         ended_reason: Some(ended_reason),
         source_number: Some(request.clinic_number.to_owned()),
         destination_number: Some(request.contact.phone_number.clone()),

@@ -413,16 +413,19 @@ fn every_call_outcome_produces_a_consistent_call_object() {
                 );
             }
 
-            // Duration: from the answer to the end; null when never connected.
+            // Duration: `ended_at − started_at`, for every outcome (rings included, as Vapi's
+            // `endedAt − startedAt`); the talk time is the part after the answer.
+            let duration = call.duration_ms.unwrap();
+            assert_eq!(
+                u128::from(duration),
+                encounter.ends_after.as_millis(),
+                "{context}"
+            );
             let answered = offset_of(&encounter, StatusStep::InProgress);
             assert_eq!(answered.is_some(), case.connected, "{context}");
             match answered {
                 Some(answered) => {
-                    let duration = call.duration_ms.unwrap();
-                    assert_eq!(
-                        u128::from(duration),
-                        (encounter.ends_after - answered).as_millis()
-                    );
+                    let talk = (encounter.ends_after - answered).as_millis();
                     let (low, high) = match case.outcome {
                         EncounterOutcome::Voicemail => (30_000, 60_000),
                         EncounterOutcome::CustomerDropped | EncounterOutcome::AssistantEnded => {
@@ -431,10 +434,9 @@ fn every_call_outcome_produces_a_consistent_call_object() {
                         EncounterOutcome::Escalated => (40_000, 372_000),
                         _ => (40_000, 360_000),
                     };
-                    assert!((low..=high).contains(&duration), "{context}: {duration}");
+                    assert!((low..=high).contains(&talk), "{context}: {talk}");
                 }
                 None => {
-                    assert_eq!(call.duration_ms, None, "{context}");
                     assert!(encounter.ends_after <= Duration::from_secs(30), "{context}");
                 }
             }
@@ -916,6 +918,74 @@ fn reports_validate_against_the_committed_schema() {
                     assert_eq!(object.as_object().unwrap().len(), expected);
                 }
             }
+        }
+    }
+}
+
+/// Issue 14, defect 10: a report's `duration_ms` is `ended_at − started_at`, whichever
+/// provider carried the call. The simulator once counted from the answer while stamping
+/// `started_at` before the rings, so its reports disagreed with themselves.
+#[test]
+fn every_simulated_call_lasts_exactly_from_started_at_to_ended_at() {
+    for &outcome in simulated_outcomes(Channel::Call) {
+        for sequence_id in 1..=60 {
+            for scripted in [Some(outcome), None] {
+                let encounter = run_with(&contact(), sequence_id, Channel::Call, scripted);
+                let call = call(&encounter);
+                let context = format!("{} #{sequence_id} scripted={scripted:?}", encounter.outcome);
+                let started = call.started_at.unwrap().unix_millis();
+                let ended = call.ended_at.unwrap().unix_millis();
+                assert_eq!(
+                    call.duration_ms.map(i64::try_from),
+                    Some(Ok(ended - started)),
+                    "{context}"
+                );
+            }
+        }
+    }
+}
+
+/// Issue 14, defect 7: the simulator's transcripts carry spoken opt-outs as Vapi's would, and
+/// the one revocation detector agrees with the simulated outcome: the patient's lines revoke
+/// consent in every opt-out call and in no other call, and no SMS patient line that is not an
+/// opt-out reads as one (an SMS opt-out is a keyword or a revocation in words).
+#[test]
+fn the_revocation_detector_agrees_with_every_simulated_outcome() {
+    use clarion_channels::revocation::{in_transcript, in_utterance};
+    for &outcome in simulated_outcomes(Channel::Call) {
+        for sequence_id in 1..=80 {
+            let encounter = run(sequence_id, Channel::Call, outcome);
+            let detected = call(&encounter)
+                .transcript
+                .as_deref()
+                .and_then(in_transcript)
+                .is_some();
+            assert_eq!(
+                detected,
+                outcome == EncounterOutcome::OptOut,
+                "{outcome} #{sequence_id}: {:?}",
+                call(&encounter).transcript
+            );
+        }
+    }
+    for &outcome in simulated_outcomes(Channel::Sms) {
+        for sequence_id in 1..=80 {
+            let encounter = run(sequence_id, Channel::Sms, outcome);
+            let transcript = sms(&encounter).transcript.clone().unwrap_or_default();
+            let patient: Vec<&str> = lines(&transcript)
+                .into_iter()
+                .filter(|(ai, _)| !ai)
+                .map(|(_, text)| text)
+                .collect();
+            let opted_out = patient.iter().any(|text| {
+                in_utterance(text).is_some()
+                    || ["STOP", "UNSUBSCRIBE"].contains(&text.trim().to_uppercase().as_str())
+            });
+            assert_eq!(
+                opted_out,
+                outcome == EncounterOutcome::OptOut,
+                "{outcome} #{sequence_id}: {transcript}"
+            );
         }
     }
 }

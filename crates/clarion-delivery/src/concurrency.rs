@@ -30,7 +30,7 @@ const LATENCY_SLACK: Duration = Duration::from_millis(10);
 const CUT_SPACING: Duration = Duration::from_secs(1);
 /// How fast the lowest latency seen forgets an old low (per sample), so that a receiver
 /// whose baseline moved up is not judged against a low it no longer has.
-const MIN_LATENCY_DRIFT: f64 = 0.01;
+const MIN_LATENCY_DRIFT: f64 = 0.001;
 
 /// What one finished attempt says about the receiver's capacity.
 #[derive(Debug, Clone, Copy, PartialEq)]

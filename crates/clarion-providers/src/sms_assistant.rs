@@ -29,7 +29,13 @@
 //!    send would fail with error 21610 anyway.
 //! 2. **Help keywords** (`HELP`, `INFO`) get the organisation's `help_text` and do not count
 //!    as a reply.
-//! 3. **Intents**, in the order listed: the first intent with a keyword in the message wins.
+//! 3. **Revocations in words** ([`clarion_channels::revocation`]: "please stop texting me",
+//!    "don't text me again", "remove me from your list") end the conversation with
+//!    [`SmsEnd::OptOut`] like a keyword, whatever the script's intents say, and — since
+//!    Twilio did not see a keyword and sent nothing — get **one confirmation**: the reply of
+//!    the script's own opt-out intent when that intent matches too, else
+//!    [`DEFAULT_OPT_OUT_CONFIRMATION`]. They never go to the LLM assistant.
+//! 4. **Intents**, in the order listed: the first intent with a keyword in the message wins.
 //!    Keywords match whole words, case-insensitively; a keyword of several words matches those
 //!    words in a row ("call me" matches "Please call me back", "yes" does not match
 //!    "yesterday"). Punctuation separates words; apostrophes belong to them (`’` counts as
@@ -39,7 +45,7 @@
 //!    (for free-text revocations such as "take me off your list", which the FCC honours as
 //!    readily as STOP; its reply is the one confirmation text allowed). A bare `YES` is
 //!    Twilio's opt-in keyword, but here it is an ordinary reply (see the keywords module).
-//! 4. **Fallback**: nothing matched; send `fallback`.
+//! 5. **Fallback**: nothing matched; send `fallback`.
 //!
 //! **Turn limit.** When the `max_turns`-th counted reply arrives and nothing resolved the
 //! conversation, it ends with [`SmsEnd::TurnLimit`] and the `closing` text (after the matched
@@ -92,6 +98,7 @@ use std::fmt;
 
 use clarion_channels::EncounterOutcome;
 use clarion_channels::report_map;
+use clarion_channels::revocation::{self, Evidence};
 use clarion_webhooks::SmsEndedReason;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -103,6 +110,11 @@ use crate::twilio::keywords::{Keyword, classify_inbound};
 /// and a phone number: the FCC healthcare exemption asks for identity and contact details.
 pub const DEFAULT_HELP_TEXT: &str =
     "This is an automated message from your care team. Reply STOP to opt out.";
+
+/// The one confirmation sent after a revocation in words (not a keyword: Twilio confirmed
+/// nothing), when the script has no opt-out intent of its own that matches.
+pub const DEFAULT_OPT_OUT_CONFIRMATION: &str =
+    "You will not receive any more messages from us. Thank you.";
 
 /// `closing` when the script sets none.
 pub const DEFAULT_CLOSING: &str =
@@ -726,6 +738,8 @@ impl Conversation {
 pub enum Route {
     /// An opt-out keyword.
     OptOut,
+    /// A revocation in words: the name of the [`clarion_channels::revocation`] rule.
+    Revocation(&'static str),
     /// A help keyword.
     Help,
     /// The named intent.
@@ -764,6 +778,24 @@ pub struct Decision {
     pub keyword: Keyword,
     /// Whether the message counts towards `max_turns`.
     pub counts_as_reply: bool,
+}
+
+impl Decision {
+    /// Why this decision ends the conversation as an opt-out, for the sequence's events;
+    /// `None` when it does not. `by_model`: the LLM assistant decided.
+    pub fn opt_out_evidence(&self, by_model: bool) -> Option<Evidence> {
+        if self.end != Some(SmsEnd::OptOut) {
+            return None;
+        }
+        let (source, detail) = match &self.route {
+            Route::OptOut => ("keyword", "opt-out-keyword".to_owned()),
+            Route::Revocation(rule) => ("phrase", (*rule).to_owned()),
+            _ if by_model => ("intent", "llm".to_owned()),
+            Route::Intent(name) => ("intent", name.clone()),
+            _ => ("intent", "script".to_owned()),
+        };
+        Some(Evidence { source, detail })
+    }
 }
 
 impl fmt::Debug for Decision {
@@ -805,6 +837,25 @@ pub fn respond_to(
             return decision(Some(help), None, Route::Help, false);
         }
         Keyword::OptIn | Keyword::Other => {}
+    }
+    if let Some(rule) = revocation::in_utterance(inbound) {
+        let own = script
+            .match_intent(inbound)
+            .filter(|intent| intent.resolution.map(SmsEnd::from) == Some(SmsEnd::OptOut));
+        return match own {
+            Some(intent) => decision(
+                Some(conversation.render(&intent.reply)),
+                Some(SmsEnd::OptOut),
+                Route::Intent(intent.name.clone()),
+                true,
+            ),
+            None => decision(
+                Some(DEFAULT_OPT_OUT_CONFIRMATION.to_owned()),
+                Some(SmsEnd::OptOut),
+                Route::Revocation(rule.name),
+                true,
+            ),
+        };
     }
     let last_turn = conversation.replies().saturating_add(1) >= script.max_turns;
     let closing = || conversation.render(script.closing());
@@ -1374,14 +1425,73 @@ mod tests {
     }
 
     #[test]
-    fn stop_inside_a_sentence_is_not_a_keyword() {
-        // "STOP PLEASE" is not Twilio's opt-out; with no matching intent it is a fallback.
+    fn stop_inside_a_sentence_is_not_a_keyword_but_may_be_a_revocation() {
+        // "STOP PLEASE" is not Twilio's opt-out keyword (Twilio confirmed nothing), but it is
+        // a revocation in words: Clarion ends the conversation and confirms once.
         let decision = respond(&script(), &conversation(), "STOP PLEASE");
         assert_eq!(decision.keyword, Keyword::Other);
-        assert_eq!(decision.route, Route::Fallback);
-        // "stop texting" is an opt-out intent in this script, though.
+        assert_eq!(decision.route, Route::Revocation("please-stop"));
+        assert_eq!(decision.end, Some(SmsEnd::OptOut));
+        assert_eq!(
+            decision.reply.as_deref(),
+            Some(DEFAULT_OPT_OUT_CONFIRMATION)
+        );
+        // "stop texting" is an opt-out intent in this script: its own reply confirms.
         let decision = respond(&script(), &conversation(), "please stop texting me");
         assert_eq!(decision.end, Some(SmsEnd::OptOut));
+        assert_eq!(decision.route, Route::Intent("remove".into()));
+        assert_eq!(
+            decision.reply.as_deref(),
+            Some("You will not get more texts from us.")
+        );
+    }
+
+    #[test]
+    fn revocations_in_words_end_the_conversation_with_one_confirmation() {
+        for text in [
+            "please stop texting me",
+            "don't text me again",
+            "Remove me from your list",
+            "Stop sending me these messages!",
+            "I don't want any more texts",
+            "Please stop.",
+        ] {
+            // A script with no opt-out intent: the revocation still wins over its intents
+            // and its fallback.
+            let decision = respond(&script_without_opt_out_intent(), &conversation(), text);
+            assert_eq!(decision.end, Some(SmsEnd::OptOut), "{text}");
+            assert!(matches!(decision.route, Route::Revocation(_)), "{text}");
+            assert_eq!(
+                decision.reply.as_deref(),
+                Some(DEFAULT_OPT_OUT_CONFIRMATION),
+                "{text}"
+            );
+            let evidence = decision.opt_out_evidence(false).unwrap();
+            assert_eq!(evidence.source, "phrase", "{text}");
+        }
+        for text in [
+            "don't stop",
+            "I stopped taking my meds",
+            "can you call me later",
+            "what time is it?",
+        ] {
+            let decision = respond(&script_without_opt_out_intent(), &conversation(), text);
+            assert_ne!(decision.end, Some(SmsEnd::OptOut), "{text}");
+            assert!(decision.opt_out_evidence(false).is_none(), "{text}");
+        }
+        // A keyword is evidence too, with no reply of ours.
+        let decision = respond(&script(), &conversation(), "STOP");
+        assert_eq!(decision.reply, None);
+        assert_eq!(decision.opt_out_evidence(false).unwrap().source, "keyword");
+    }
+
+    fn script_without_opt_out_intent() -> ScriptConfig {
+        let mut script = script();
+        script
+            .intents
+            .retain(|intent| intent.resolution.map(SmsEnd::from) != Some(SmsEnd::OptOut));
+        assert!(!script.intents.is_empty());
+        script
     }
 
     #[test]

@@ -1,5 +1,16 @@
 //! Configuration: the embedded, commented defaults (`config.default.toml`), then an optional
 //! file, then `CLARION_*` environment variables (`__` for nesting), then flags; then checks.
+//!
+//! **The environment layer** ([`EnvSettings`]). Only the documented names are settings:
+//! `CLARION_<KEY>` for a top-level key ([`TOP_LEVEL_KEYS`]) and `CLARION_<SECTION>__<KEY>` for
+//! a key of a section ([`SECTIONS`]). Any other `CLARION_*` variable (`CLARION_DIR` from a
+//! user's shell, the test suite's `CLARION_WEBHOOK_SECRET`) is not configuration and is
+//! ignored; a misspelt key inside a real section (`CLARION_WEBHOOKS__RETRY_SCHEDUL`) is still
+//! refused, by the sections' `deny_unknown_fields`. Values are kept as the text they are: an
+//! environment variable has no type, so `CLARION_TWILIO__FROM_NUMBER=+15555550001` is the
+//! string it looks like, and numeric and boolean settings read their text leniently
+//! (`extract_lossy`). Only a value written as a TOML array or table (`["0s", "1s"]`) is parsed
+//! as one.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -8,23 +19,122 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clarion_store::secret_keys::{SecretKey, SecretKeys};
 use clarion_store::{Store, StoreOptions};
-use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+use figment::value::{Dict, Map, Value};
+use figment::{Figment, Metadata, Profile, Provider};
 use serde::Deserialize;
 
 /// The defaults, every key commented.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../config.default.toml");
 
-/// Environment variables that share the `CLARION_` prefix but are not configuration.
-const NOT_CONFIG: &[&str] = &[
-    "webhook_secret",
-    "interop_python",
-    "bless",
-    "log",
-    "crash_at",
-    "url",
-    "api_key",
+/// The keys outside any section: `CLARION_<KEY>` sets one of these (module docs).
+pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "listen",
+    "database_url",
+    "metrics_token",
+    "admin_listen",
+    "log_format",
+    "secret_key",
+    "previous_secret_keys",
 ];
+
+/// The sections: `CLARION_<SECTION>__<KEY>` sets a key of one of these (module docs).
+pub const SECTIONS: &[&str] = &[
+    "webhooks",
+    "channels",
+    "compliance",
+    "simulator",
+    "vapi",
+    "twilio",
+    "llm",
+];
+
+/// Whether an environment variable's key (after `CLARION_`, lower case, `__` read as `.`)
+/// names a setting: a top-level key, or anything inside a known section (a typo there is
+/// refused later, by the section).
+fn is_setting(key: &str) -> bool {
+    match key.split_once('.') {
+        None => TOP_LEVEL_KEYS.contains(&key),
+        Some((section, _)) => SECTIONS.contains(&section),
+    }
+}
+
+fn clarion_env() -> Env {
+    Env::prefixed("CLARION_").split("__")
+}
+
+/// `CLARION_*` variables shaped like a section's setting (`CLARION_X__Y`) whose section does
+/// not exist: ignored like any other non-setting, but worth a warning, since it is probably a
+/// misspelt section. Names only; values are never shown.
+pub fn ignored_setting_like_variables() -> Vec<String> {
+    clarion_env()
+        .iter()
+        .filter(|(key, _)| key.as_str().contains('.') && !is_setting(key.as_str()))
+        .map(|(key, _)| format!("CLARION_{}", key.as_str().replace('.', "__").to_uppercase()))
+        .collect()
+}
+
+/// The environment layer (module docs): the `CLARION_*` variables that are settings, each
+/// value kept as text unless written as a TOML array or table.
+struct EnvSettings(Env);
+
+impl EnvSettings {
+    fn new() -> Self {
+        // The filter sees the name as written (upper case); `iter` lower-cases it afterwards.
+        Self(clarion_env().filter(|key| is_setting(&key.as_str().to_ascii_lowercase())))
+    }
+}
+
+impl Provider for EnvSettings {
+    fn metadata(&self) -> Metadata {
+        self.0.metadata()
+    }
+
+    fn data(&self) -> Result<Map<Profile, Dict>, figment::Error> {
+        let mut dict = Dict::new();
+        for (key, text) in self.0.iter() {
+            let value = match text.parse::<Value>() {
+                Ok(parsed @ (Value::Array(..) | Value::Dict(..) | Value::String(..))) => parsed,
+                // Numbers, booleans and characters stay the text they were written as.
+                _ => Value::from(text),
+            };
+            let path: Vec<&str> = key.as_str().split('.').collect();
+            insert_at(&mut dict, &path, value);
+        }
+        Ok(Profile::Default.collect(dict))
+    }
+}
+
+/// Puts `value` at `path` in `dict`, creating the tables on the way (a later variable wins).
+fn insert_at(dict: &mut Dict, path: &[&str], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        dict.insert((*first).to_owned(), value);
+        return;
+    }
+    let entry = dict
+        .entry((*first).to_owned())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if !matches!(entry, Value::Dict(..)) {
+        *entry = Value::from(Dict::new());
+    }
+    if let Value::Dict(_, inner) = entry {
+        insert_at(inner, rest, value);
+    }
+}
+
+/// How the log is written (`log_format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines; colour only when standard error is a terminal.
+    #[default]
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
 
 /// An operator token shorter than this is refused: it guards deployment-wide volumes and can
 /// be guessed at over the network.
@@ -51,6 +161,9 @@ pub struct Config {
     /// (`CLARION_PREVIOUS_SECRET_KEYS`).
     #[serde(default)]
     pub previous_secret_keys: Option<PreviousSecretKeys>,
+    /// `text` (the default) or `json` (one object per line).
+    #[serde(default)]
+    pub log_format: LogFormat,
     pub webhooks: WebhooksConfig,
     pub channels: ChannelsConfig,
     pub compliance: ComplianceConfig,
@@ -340,13 +453,11 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
-        figment =
-            figment
-                .merge(Env::prefixed("CLARION_").split("__").filter(|key| {
-                    !NOT_CONFIG.contains(&key.as_str().to_ascii_lowercase().as_str())
-                }))
-                .merge(Serialized::defaults(overrides));
-        let config: Config = figment.extract().context("invalid configuration")?;
+        figment = figment
+            .merge(EnvSettings::new())
+            .merge(Serialized::defaults(overrides));
+        // Lossy: numeric and boolean settings read the environment's text (module docs).
+        let config: Config = figment.extract_lossy().context("invalid configuration")?;
         config.validate()?;
         Ok(config)
     }
@@ -693,6 +804,124 @@ mod tests {
             jail.set_env("CLARION_TWILIO__MESSAGING_SERVICE_SID", "MG123");
             let config = Config::load(None, Overrides::default()).unwrap();
             assert!(!format!("{config:?}").contains("twilio-token-value"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn string_settings_take_any_environment_value_as_text() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CLARION_CHANNELS__SMS", "twilio");
+            jail.set_env("CLARION_TWILIO__ACCOUNT_SID", "AC123");
+            jail.set_env("CLARION_TWILIO__AUTH_TOKEN", "1234567890");
+            jail.set_env(
+                "CLARION_TWILIO__PUBLIC_BASE_URL",
+                "https://clarion.example.org",
+            );
+            // The README's own example: a number with a `+`, which reads as an integer.
+            jail.set_env("CLARION_TWILIO__FROM_NUMBER", "+15555550001");
+            jail.set_env("CLARION_SIMULATOR__FROM_NUMBER", "15555550100");
+            jail.set_env("CLARION_VAPI__PHONE_NUMBER_ID", "4242");
+            jail.set_env("CLARION_LLM__MODEL", "3.5");
+            jail.set_env("CLARION_VAPI__HMAC_SIGNATURE_HEADER", "true");
+            // Numeric and boolean settings still read their text.
+            jail.set_env("CLARION_VAPI__MAX_CONCURRENT_CALLS", "7");
+            jail.set_env("CLARION_WEBHOOKS__ALLOW_HTTP", "true");
+            jail.set_env("CLARION_TWILIO__MESSAGES_PER_SECOND", "3");
+            jail.set_env("CLARION_WEBHOOKS__ALLOWED_PORTS", "[8443, 9443]");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.twilio.from_number.as_deref(), Some("+15555550001"));
+            assert_eq!(config.twilio.auth_token.as_deref(), Some("1234567890"));
+            assert_eq!(config.simulator.from_number, "15555550100");
+            assert_eq!(config.vapi.phone_number_id.as_deref(), Some("4242"));
+            assert_eq!(config.llm.model, "3.5");
+            assert_eq!(config.vapi.hmac_signature_header, "true");
+            assert_eq!(config.vapi.max_concurrent_calls, 7);
+            assert!(config.webhooks.allow_http);
+            assert!((config.twilio.messages_per_second - 3.0).abs() < f64::EPSILON);
+            assert_eq!(config.webhooks.allowed_ports, [8443, 9443]);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn clarion_variables_that_are_not_settings_are_ignored_but_a_sections_typo_is_refused() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("CLARION_DIR", "/tmp");
+            jail.set_env("CLARION_HOME", "/home/someone");
+            jail.set_env("CLARION_WEBHOOK_SECRET", "whsec_not_configuration");
+            jail.set_env("CLARION_URL", "http://127.0.0.1:1");
+            jail.set_env("CLARION_WEBHOOK__ATTEMPT_TIMEOUT", "soon");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.webhooks.attempt_timeout.0, Duration::from_secs(15));
+            let ignored = ignored_setting_like_variables();
+            assert!(
+                ignored.contains(&"CLARION_WEBHOOK__ATTEMPT_TIMEOUT".to_owned()),
+                "{ignored:?}"
+            );
+            assert!(
+                !ignored.iter().any(|name| name == "CLARION_DIR"),
+                "{ignored:?}"
+            );
+            jail.set_env("CLARION_WEBHOOKS__RETRY_SCHEDUL", "[\"1s\"]");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.contains("retry_schedul"), "{error}");
+            Ok(())
+        });
+        figment::Jail::expect_with(|jail| {
+            // A top-level key is a setting too, and its value is checked.
+            jail.set_env("CLARION_LISTEN", "not an address");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.to_lowercase().contains("listen"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_environment_key_lists_are_the_documented_keys() {
+        let defaults = Figment::from(Toml::string(DEFAULT_CONFIG)).data().unwrap();
+        let defaults = &defaults[&Profile::Default];
+        for (key, value) in defaults {
+            match value {
+                Value::Dict(..) => assert!(SECTIONS.contains(&key.as_str()), "{key}"),
+                _ => assert!(TOP_LEVEL_KEYS.contains(&key.as_str()), "{key}"),
+            }
+        }
+        for section in SECTIONS {
+            assert!(
+                matches!(defaults.get(*section), Some(Value::Dict(..))),
+                "{section}"
+            );
+        }
+        for key in TOP_LEVEL_KEYS {
+            assert!(
+                DEFAULT_CONFIG.contains(&format!("\n{key} = "))
+                    || DEFAULT_CONFIG.contains(&format!("\n# {key} = ")),
+                "{key} is documented in config.default.toml"
+            );
+        }
+    }
+
+    #[test]
+    fn the_log_format_is_text_by_default_and_json_on_request() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.log_format, LogFormat::Text);
+            jail.set_env("CLARION_LOG_FORMAT", "json");
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.log_format, LogFormat::Json);
+            jail.set_env("CLARION_LOG_FORMAT", "xml");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(error.to_lowercase().contains("log_format"), "{error}");
             Ok(())
         });
     }

@@ -6,7 +6,6 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = clarion::cli::Cli::parse();
-    clarion::cli::init_tracing();
     match clarion::cli::run(cli) {
         Ok(code) => code,
         Err(error) => {

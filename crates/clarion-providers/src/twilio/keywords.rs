@@ -17,8 +17,10 @@
 //! PLEASE" and "I need to cancel my appointment" are [`Keyword::Other`], as with Twilio. The
 //! punctuation rule goes slightly beyond Twilio's exact match ("Stop." is an opt-out here): a
 //! reasonable reader takes it as one, and the FCC honours revocation "by any reasonable
-//! means". Free-text revocations ("please stop texting me") are the SMS assistant's job, via an
-//! intent with `resolution: "opt-out"` (see [`crate::sms_assistant`]).
+//! means". Free-text revocations ("please stop texting me", "don't text me again") are
+//! recognised by [`clarion_channels::revocation`], the detector calls use too: they suppress the
+//! number like a keyword, in or out of a conversation, and — Twilio having confirmed nothing —
+//! are answered with one confirmation (see [`crate::sms_assistant`]).
 //!
 //! **`OptOutType`.** With Advanced Opt-Out (a Messaging Service feature, custom and translated
 //! keywords), Twilio tells us its own reading in the `OptOutType` form parameter (`STOP`,

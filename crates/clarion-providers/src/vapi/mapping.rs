@@ -438,6 +438,48 @@ pub const STRUCTURED_OUTCOMES: [&str; 8] = [
 /// The key of the outcome in `structuredData`.
 pub const STRUCTURED_OUTCOME_KEY: &str = "outcome";
 
+/// `structuredData` keys that, when `true` (or the text `"true"`/`"yes"`), say the patient
+/// revoked consent, whatever `outcome` says. Compared without case, `_`, `-` or spaces, so
+/// `opt_out`, `optOut` and `Opt-Out` are the same key.
+pub const STRUCTURED_OPT_OUT_FLAGS: [&str; 9] = [
+    "opt_out",
+    "opted_out",
+    "do_not_call",
+    "do_not_contact",
+    "revoked_consent",
+    "consent_revoked",
+    "unsubscribe",
+    "unsubscribed",
+    "stop_contact",
+];
+
+/// The `structuredData` key of a set opt-out flag ([`STRUCTURED_OPT_OUT_FLAGS`]), if any.
+pub fn structured_opt_out_flag(analysis: &VapiAnalysis) -> Option<&str> {
+    let squash = |key: &str| -> String {
+        key.chars()
+            .filter(|c| !matches!(c, '_' | '-' | ' '))
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let flags: Vec<String> = STRUCTURED_OPT_OUT_FLAGS.iter().map(|k| squash(k)).collect();
+    analysis
+        .structured_data
+        .as_ref()?
+        .iter()
+        .find(|(key, value)| {
+            let set = match value {
+                Value::Bool(set) => *set,
+                Value::String(text) => {
+                    let text = text.trim();
+                    text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("yes")
+                }
+                _ => false,
+            };
+            set && flags.contains(&squash(key))
+        })
+        .map(|(key, _)| key.as_str())
+}
+
 /// The row for a Vapi `endedReason`: an exact row, else the longest matching prefix row,
 /// else [`UNKNOWN`].
 pub fn lookup(ended_reason: &str) -> &'static EndedReasonRow {

@@ -201,11 +201,15 @@ impl Scheduler {
                 let Some(sequence) = sequences.remove(&encounter.sequence_id) else {
                     continue;
                 };
+                self.record_simulated_opt_out(&mut tx, encounter, outcome, now)
+                    .await?;
                 self.encounter_ended(&mut tx, &sequence, outcome, *ended_at, now)
                     .await?;
             }
         } else {
             for (encounter, outcome, ended_at) in &ends {
+                self.record_simulated_opt_out(&mut tx, encounter, outcome, now)
+                    .await?;
                 self.finish_encounter(&mut tx, encounter, outcome, None, *ended_at, now)
                     .await?;
             }
@@ -285,4 +289,66 @@ impl Scheduler {
         }
         Ok(stale.len())
     }
+}
+
+impl Scheduler {
+    /// For an encounter ending as an opt-out, records in its sequence's events why
+    /// ([`simulated_opt_out_evidence`]). The due rows carry no report (reading them is the
+    /// cost of every end), so only an opt-out's is read, in `tx`.
+    async fn record_simulated_opt_out(
+        &self,
+        tx: &mut WriteTx,
+        encounter: &EncounterRow,
+        outcome: &str,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        if outcome != "opt-out" {
+            return Ok(());
+        }
+        let Some(stored) = self
+            .inner
+            .store
+            .encounter_for_update(&mut tx.tx, encounter.id)
+            .await?
+        else {
+            return Ok(());
+        };
+        if let Some(evidence) = simulated_opt_out_evidence(&stored) {
+            Self::record_opt_out_evidence(tx, encounter, &evidence, now);
+        }
+        Ok(())
+    }
+}
+
+/// Why a simulated encounter that ended as an opt-out is one, read from its stored report
+/// the way a provider's would be: the patient's lines of the transcript — a STOP keyword
+/// (texts) or a revocation in words ([`clarion_channels::revocation`]). `None` when the
+/// transcript says nothing of it.
+fn simulated_opt_out_evidence(
+    encounter: &EncounterRow,
+) -> Option<clarion_channels::revocation::Evidence> {
+    use clarion_channels::revocation::{Evidence, in_utterance};
+    use clarion_providers::twilio::keywords::{Keyword, classify};
+
+    let report: Value = serde_json::from_str(encounter.report.as_deref()?).ok()?;
+    let transcript = report.get("transcript")?.as_str()?;
+    let patient_lines = transcript
+        .lines()
+        .filter_map(|line| line.strip_prefix("User:"));
+    patient_lines.map(str::trim).find_map(|said| {
+        if encounter.channel == Channel::Sms && classify(said) == Keyword::OptOut {
+            return Some(Evidence {
+                source: "keyword",
+                detail: "opt-out-keyword".to_owned(),
+            });
+        }
+        in_utterance(said).map(|rule| Evidence {
+            source: if encounter.channel == Channel::Sms {
+                "phrase"
+            } else {
+                "transcript"
+            },
+            detail: rule.name.to_owned(),
+        })
+    })
 }

@@ -206,6 +206,34 @@ impl Scheduler {
         Ok(())
     }
 
+    /// Records in the sequence's events why an encounter counts as an opt-out (kind
+    /// `opt-out-detected`: where it was found and which rule, key or keyword matched; never
+    /// the patient's words), just before the encounter's end is applied.
+    pub(super) fn record_opt_out_evidence(
+        tx: &mut WriteTx,
+        encounter: &EncounterRow,
+        evidence: &clarion_channels::revocation::Evidence,
+        now: Millis,
+    ) {
+        let channel = match encounter.channel {
+            Channel::Call => "call",
+            _ => "sms",
+        };
+        tx.record(
+            encounter.sequence_id,
+            now,
+            "opt-out-detected".to_owned(),
+            serde_json::json!({
+                "type": "opt-out-detected",
+                "step": encounter.step,
+                "attempt": encounter.attempt,
+                "channel": channel,
+                "source": evidence.source,
+                "matched": evidence.detail,
+            }),
+        );
+    }
+
     /// Ends an encounter and feeds its outcome to the engine, in `tx`.
     pub(super) async fn finish_encounter(
         &self,

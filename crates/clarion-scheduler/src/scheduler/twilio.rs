@@ -344,8 +344,7 @@ impl Scheduler {
             message.messaging_service_sid.as_deref(),
         );
         let Some(seen) = self.route_inbound(None, message, &senders).await? else {
-            self.opt_out_without_conversation(message, &senders).await?;
-            return Ok(None);
+            return self.opt_out_without_conversation(message, &senders).await;
         };
         let assistant = self.assistant(seen.org_id, seen.assistant_id).await?;
         let script = ScriptConfig::from_assistant_config(&assistant.config)
@@ -373,13 +372,16 @@ impl Scheduler {
             .await?
         else {
             // The conversation ended since it was read (another text, or its time-out): an
-            // opt-out still suppresses.
-            if message.keyword() == Keyword::OptOut {
-                self.suppress_for_sms_senders(&mut tx.tx, &message.from, &senders)
+            // opt-out still suppresses, and a revocation in words is confirmed once.
+            let mut reply = None;
+            if let Some(revocation) = inbound_revocation(message) {
+                let (_, newly) = self
+                    .suppress_for_sms_senders(&mut tx.tx, &message.from, &senders)
                     .await?;
+                reply = revocation.confirmation(newly);
             }
             self.commit_callback(tx).await?;
-            return Ok(None);
+            return Ok(reply);
         };
         let mut conversation = Self::conversation_of(&encounter);
         if conversation.handled.contains(&message.message_sid) {
@@ -406,6 +408,9 @@ impl Scheduler {
             conversation.our_number = message.to.clone();
         }
         conversation.handled.push(message.message_sid.clone());
+        if let Some(evidence) = decision.opt_out_evidence(by_model) {
+            Self::record_opt_out_evidence(&mut tx, &encounter, &evidence, now);
+        }
         match decision.end {
             Some(end) => {
                 self.end_conversation(&mut tx, &encounter, &conversation, end, now)
@@ -465,18 +470,20 @@ impl Scheduler {
         Ok(Some(newest.clone()))
     }
 
-    /// A STOP (or a synonym) from a number with no conversation running — after one timed
-    /// out, or between steps — still puts the number on the suppression list of every
-    /// organisation that has texted it from the sender it was sent to, so no later step or
-    /// sequence contacts it.
+    /// A STOP (or a synonym), or a revocation in words, from a number with no conversation
+    /// running — after one timed out, or between steps — still puts the number on the
+    /// suppression list of every organisation that has texted it from the sender it was sent
+    /// to, so no later step or sequence contacts it. A revocation in words is answered with
+    /// the one confirmation when it suppressed the number somewhere (a repeat gets nothing;
+    /// for a keyword Twilio has confirmed already).
     pub(super) async fn opt_out_without_conversation(
         &self,
         message: &InboundMessage,
         senders: &[&str],
-    ) -> Result<(), SchedulerError> {
-        if message.keyword() != Keyword::OptOut {
-            return Ok(());
-        }
+    ) -> Result<Option<String>, SchedulerError> {
+        let Some(revocation) = inbound_revocation(message) else {
+            return Ok(None);
+        };
         let now = self.inner.clock.now_millis();
         let mut tx = self.inner.store.begin().await?;
         if !self
@@ -485,37 +492,42 @@ impl Scheduler {
             .record_inbound_message(&mut tx, &message.message_sid, now)
             .await?
         {
-            return Ok(());
+            return Ok(None);
         }
-        let suppressed = self
+        let (organizations, newly) = self
             .suppress_for_sms_senders(&mut tx, &message.from, senders)
             .await?;
         tx.commit().await?;
         tracing::info!(
-            organizations = suppressed,
+            organizations,
             "opt-out received outside a conversation; number suppressed"
         );
         self.wake();
-        Ok(())
+        Ok(revocation.confirmation(newly))
     }
 
     /// Suppresses `phone_number` (an opt-out) for every organisation that has texted it from
-    /// one of `senders`, in `tx`; answers how many.
+    /// one of `senders`, in `tx`; answers for how many, and for how many of them it was not
+    /// suppressed already.
     pub(super) async fn suppress_for_sms_senders(
         &self,
         tx: &mut Tx,
         phone_number: &str,
         senders: &[&str],
-    ) -> Result<usize, SchedulerError> {
+    ) -> Result<(usize, usize), SchedulerError> {
         let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
         let orgs = store.sms_organizations(tx, phone_number, senders).await?;
+        let mut newly = 0;
         for org in &orgs {
+            if !store.is_suppressed(tx, *org, phone_number).await? {
+                newly += 1;
+            }
             store
                 .suppress(tx, *org, phone_number, "opt-out", now)
                 .await?;
         }
-        Ok(orgs.len())
+        Ok((orgs.len(), newly))
     }
 
     /// The assistant's answer to an inbound text: the script's, or — for an ordinary reply
@@ -536,8 +548,10 @@ impl Scheduler {
             &message.body,
             message.opt_out_type.as_deref(),
         );
+        // A revocation in words is decided here, never by a model.
         let ordinary = matches!(decision.keyword, Keyword::Other | Keyword::OptIn)
-            && decision.end != Some(SmsEnd::TurnLimit);
+            && decision.end != Some(SmsEnd::TurnLimit)
+            && decision.end != Some(SmsEnd::OptOut);
         let prompt = assistant
             .config
             .get("llm")
@@ -591,7 +605,7 @@ impl Scheduler {
                     callback.from.as_deref(),
                     callback.messaging_service_sid.as_deref(),
                 );
-                let suppressed = self
+                let (suppressed, _) = self
                     .suppress_for_sms_senders(&mut tx.tx, to, &senders)
                     .await?;
                 self.commit_callback(tx).await?;
@@ -604,10 +618,45 @@ impl Scheduler {
         } else {
             SmsEnd::Error
         };
+        if opted_out {
+            let evidence = clarion_channels::revocation::Evidence {
+                source: "carrier",
+                detail: "21610".to_owned(),
+            };
+            Self::record_opt_out_evidence(&mut tx, &encounter, &evidence, now);
+        }
         let conversation = Self::conversation_of(&encounter);
         self.end_conversation(&mut tx, &encounter, &conversation, end, now)
             .await?;
         self.commit_callback(tx).await?;
         Ok(true)
+    }
+}
+
+/// How an inbound text revokes consent, if it does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InboundRevocation {
+    /// `STOP` or a synonym (or Twilio's `OptOutType=STOP`): Twilio has confirmed it.
+    Keyword,
+    /// A revocation in words ([`clarion_channels::revocation`]): Clarion confirms it.
+    Words,
+}
+
+impl InboundRevocation {
+    /// The reply owed after suppressing the number for `newly` organisations that had not
+    /// suppressed it yet: the one confirmation for a revocation in words, nothing otherwise.
+    fn confirmation(self, newly: usize) -> Option<String> {
+        (self == InboundRevocation::Words && newly > 0)
+            .then(|| clarion_providers::sms_assistant::DEFAULT_OPT_OUT_CONFIRMATION.to_owned())
+    }
+}
+
+fn inbound_revocation(message: &InboundMessage) -> Option<InboundRevocation> {
+    if message.keyword() == Keyword::OptOut {
+        Some(InboundRevocation::Keyword)
+    } else if clarion_channels::revocation::in_utterance(&message.body).is_some() {
+        Some(InboundRevocation::Words)
+    } else {
+        None
     }
 }

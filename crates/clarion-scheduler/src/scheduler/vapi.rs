@@ -395,10 +395,20 @@ impl Scheduler {
                 .and_then(Value::as_str),
             custom_fields: &custom_fields,
         };
-        let (call, outcome) = call_from_end_of_call(report, &facts);
-        let call = serde_json::to_value(&call).map_err(|_| SchedulerError::Corrupt("call"))?;
-        self.finish_encounter(&mut tx, &encounter, outcome, Some(&call), now, now)
-            .await?;
+        let end = call_from_end_of_call(report, &facts);
+        let call = serde_json::to_value(&end.call).map_err(|_| SchedulerError::Corrupt("call"))?;
+        if let Some(evidence) = &end.opt_out {
+            Self::record_opt_out_evidence(&mut tx, &encounter, evidence, now);
+        }
+        self.finish_encounter(
+            &mut tx,
+            &encounter,
+            end.engine_outcome,
+            Some(&call),
+            now,
+            now,
+        )
+        .await?;
         let started = tx.commit(store).await?;
         // A slot of ours is free at Vapi: calls waiting may be tried at once.
         self.inner.call_backoff.clear();

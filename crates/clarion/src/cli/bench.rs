@@ -28,7 +28,7 @@ use clarion_store::Store;
 use clarion_webhooks::SequenceReport;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Overrides};
+use crate::config::Overrides;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
@@ -55,7 +55,7 @@ pub struct BenchArgs {
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
 pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
-    let config = Config::load(None, Overrides::default())?;
+    let config = super::load_config(None, Overrides::default())?;
     let mut dispatcher_config = super::dispatcher_config(&config);
     dispatcher_config.ssrf = SsrfPolicy {
         allow_private: true,

@@ -22,7 +22,7 @@ use clarion_store::{Channel, Store};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Overrides};
+use crate::config::Overrides;
 
 /// The smallest jump of the engine clock when nothing is due: ten engine minutes.
 const STEP_MS: i64 = 10 * 60 * 1000;
@@ -40,7 +40,7 @@ pub struct EngineBenchArgs {
 }
 
 pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
-    let config = Config::load(None, Overrides::default())?;
+    let config = super::load_config(None, Overrides::default())?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let database = format!("sqlite://{}", dir.path().join("bench.db").display());
     let store = Store::connect(&database).await?;

@@ -16,7 +16,7 @@ use clarion_webhooks::{Secret, Verifier};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, DevOverrides, Overrides};
+use crate::config::{DevOverrides, Overrides};
 
 /// Engine time per real second: a simulated day takes about four seconds.
 const TIME_SCALE: f64 = 20_000.0;
@@ -75,7 +75,7 @@ pub async fn run() -> anyhow::Result<()> {
         }),
         ..Overrides::default()
     };
-    let mut config = Config::load(None, overrides)?;
+    let mut config = super::load_config(None, overrides)?;
     config.simulator.time_scale = TIME_SCALE;
 
     let store = Store::connect(&database).await?;

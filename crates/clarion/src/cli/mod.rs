@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, DevOverrides, Overrides};
+use crate::config::{Config, DevOverrides, LogFormat, Overrides};
 
 pub use serve::{
     dispatcher_config, provider_secrets, scheduler_config, ssrf_policy, twilio_channel, vapi_client,
@@ -59,8 +59,10 @@ enum Command {
     Bench(BenchCommand),
     /// Enrolls every row of a CSV file in a sequence template, through the API.
     Enroll(enroll::EnrollArgs),
-    /// Checks the configuration and the channel providers' credentials without contacting
-    /// anyone; exit 0 when every check passes, 1 otherwise.
+    /// Checks the configuration, then asks the configured providers whether they accept its
+    /// credentials: Vapi (GET /call?limit=1 and GET /phone-number/{id}) and Twilio (GET of the
+    /// account), over the network, read-only. No call is placed and no text sent. Prints one
+    /// line per check; exit 0 when every check passes, 1 otherwise.
     Doctor {
         /// A TOML configuration file laid over the embedded defaults.
         #[arg(long)]
@@ -99,15 +101,45 @@ enum OrgCommand {
     Show(org::ShowArgs),
 }
 
-/// Logs go to standard error, filtered by `RUST_LOG` (default `info`). They never carry
-/// payload bodies, phone numbers, transcripts or secrets.
-pub fn init_tracing() {
+/// Logs go to standard error, filtered by `RUST_LOG` (default `info`), as `format` says:
+/// text (colour escape codes only when standard error is a terminal, so a file or a pipe gets
+/// plain text) or JSON lines. They never carry payload bodies, phone numbers, transcripts or
+/// secrets. The first call wins; later ones change nothing.
+pub fn init_tracing(format: LogFormat) {
+    use std::io::IsTerminal;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ = match format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(false)
+            .try_init(),
+    };
+}
+
+/// Loads the configuration ([`Config::load`]) and starts the log in its `log_format`, then
+/// warns of `CLARION_X__Y` variables that name no section (ignored, probably misspelt).
+pub(crate) fn load_config(
+    file: Option<&std::path::Path>,
+    overrides: Overrides,
+) -> anyhow::Result<Config> {
+    let config = Config::load(file, overrides)?;
+    init_tracing(config.log_format);
+    for variable in crate::config::ignored_setting_like_variables() {
+        tracing::warn!(
+            variable = %variable,
+            "environment variable names no configuration section; ignored"
+        );
+    }
+    Ok(config)
 }
 
 /// Runs one command to completion. `Ok` carries the process exit code; `Err` is a usage or
@@ -128,7 +160,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     allow_http: true,
                 }),
             };
-            let config = Config::load(config.as_deref(), overrides)?;
+            let config = load_config(config.as_deref(), overrides)?;
             runtime()?.block_on(serve::serve(config))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -141,7 +173,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 database_url: database,
                 ..Overrides::default()
             };
-            let config = Config::load(config.as_deref(), overrides)?;
+            let config = load_config(config.as_deref(), overrides)?;
             let name = name.trim().to_owned();
             if name.is_empty() {
                 anyhow::bail!("the organisation name must not be empty");
@@ -174,7 +206,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime()?.block_on(org::allow_vapi_assistant(args, false))
         }
         Command::Org(OrgCommand::Show(args)) => runtime()?.block_on(org::show(args)),
-        Command::Webhook(command) => webhook::run(command),
+        Command::Webhook(command) => {
+            init_tracing(LogFormat::Text);
+            webhook::run(command)
+        }
         Command::Demo => {
             runtime()?.block_on(demo::run())?;
             Ok(ExitCode::SUCCESS)
@@ -188,10 +223,14 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Api(args)) => {
+            init_tracing(LogFormat::Text);
             runtime()?.block_on(bench_api::api(args))?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Enroll(args) => runtime()?.block_on(enroll::run(args)),
+        Command::Enroll(args) => {
+            init_tracing(LogFormat::Text);
+            runtime()?.block_on(enroll::run(args))
+        }
         Command::Doctor { config } => runtime()?.block_on(doctor(config)),
     }
 }
@@ -203,7 +242,7 @@ async fn doctor(config: Option<PathBuf>) -> anyhow::Result<ExitCode> {
         all_ok &= ok;
         println!("{} {message}", if ok { "ok  " } else { "FAIL" });
     };
-    let config = match Config::load(config.as_deref(), Overrides::default()) {
+    let config = match load_config(config.as_deref(), Overrides::default()) {
         Ok(config) => {
             report(true, "the configuration loads and is consistent");
             config

@@ -12,7 +12,7 @@ use anyhow::Context;
 use clap::Args;
 use clarion_store::{OrgId, Store};
 
-use crate::config::{Config, Overrides};
+use crate::config::Overrides;
 
 /// Where the database is.
 #[derive(Debug, Args)]
@@ -53,7 +53,7 @@ async fn open(database: DatabaseArgs) -> anyhow::Result<Store> {
         database_url: database.database,
         ..Overrides::default()
     };
-    let config = Config::load(database.config.as_deref(), overrides)?;
+    let config = super::load_config(database.config.as_deref(), overrides)?;
     config.open_store().await
 }
 

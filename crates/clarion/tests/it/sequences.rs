@@ -150,12 +150,16 @@ async fn every_simulator_outcome_ends_in_a_schema_valid_report_with_the_right_ou
         ("assistant-ended", "unresolved", Some("assistant-ended")),
         ("opt-out", "unresolved", Some("opt-out")),
     ];
+    let mut opted_out = Vec::new();
     for (i, (scripted, outcome, failure_reason)) in calls.iter().enumerate() {
         let phone = format!("+1555555{:04}", 300 + i);
         let sequence = f
             .enroll(call_template, &phone, "America/New_York", &[scripted])
             .await;
         let id = sequence["id"].as_i64().unwrap();
+        if *scripted == "opt-out" {
+            opted_out.push(id);
+        }
         let ended = f.run_until_ended(id).await;
         let delivered = f.delivered(id);
         assert_eq!(
@@ -199,6 +203,9 @@ async fn every_simulator_outcome_ends_in_a_schema_valid_report_with_the_right_ou
             .enroll(sms_template, &phone, "America/Chicago", &[scripted])
             .await;
         let id = sequence["id"].as_i64().unwrap();
+        if *scripted == "opt-out" {
+            opted_out.push(id);
+        }
         f.run_until_ended(id).await;
         let delivered = f.delivered(id);
         assert_eq!(
@@ -218,7 +225,27 @@ async fn every_simulator_outcome_ends_in_a_schema_valid_report_with_the_right_ou
             "{step}"
         );
     }
-    // Opt-outs put the numbers on the suppression list.
+    // Opt-outs put the numbers on the suppression list, and their sequences' events say what
+    // in the simulated transcript was the patient's revocation (issue 14, defect 7).
+    for id in &opted_out {
+        let (status, events) = f
+            .app
+            .get(&f.key, &format!("/v1/sequences/{id}/events"))
+            .await;
+        assert_eq!(status, 200, "{events}");
+        let detected = events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["type"] == "opt-out-detected")
+            .unwrap_or_else(|| panic!("no opt-out-detected event: {events}"))
+            .clone();
+        assert!(
+            ["transcript", "keyword", "phrase"]
+                .contains(&detected["detail"]["source"].as_str().unwrap()),
+            "{detected}"
+        );
+    }
     let (_, suppressions) = f.app.get(&f.key, "/v1/suppressions").await;
     let listed: Vec<&str> = suppressions["data"]
         .as_array()

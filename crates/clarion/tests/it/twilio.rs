@@ -1146,3 +1146,152 @@ async fn oversized_variables_are_refused_at_enrollment() {
     assert_eq!(f.twilio.sent().len(), 1);
     assert!(f.twilio.sent()[0].body.contains("January 8"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Revocations in words (issue 14, defect 7): not a STOP keyword, still an opt-out.
+// ---------------------------------------------------------------------------------------------
+
+impl Fixture {
+    /// A template of two texts an hour apart that stops only on `resolved`: a second text is
+    /// what an opt-out missed would send.
+    async fn two_texts_template(&self) -> i64 {
+        let (status, template) = self
+            .app
+            .get(
+                &self.key,
+                &format!("/v1/sequence-templates/{}", self.template),
+            )
+            .await;
+        assert_eq!(status, 200, "{template}");
+        let assistant = template["steps"][0]["assistant_id"].clone();
+        let (status, template) = self
+            .app
+            .post(&self.key, "/v1/sequence-templates", json!({
+                "name": "Two texts", "calling_hours": null, "sms_timeout": "30m", "stop_on": ["resolved"],
+                "steps": [ { "type": "sms", "assistant_id": assistant },
+                           { "type": "sms", "assistant_id": assistant, "delay": "1h" } ]
+            }))
+            .await;
+        assert_eq!(status, 201, "{template}");
+        template["id"].as_i64().unwrap()
+    }
+
+    async fn events(&self, id: i64) -> Vec<Value> {
+        let (status, events) = self
+            .app
+            .get(&self.key, &format!("/v1/sequences/{id}/events"))
+            .await;
+        assert_eq!(status, 200, "{events}");
+        events["data"].as_array().unwrap().clone()
+    }
+}
+
+const CONFIRMATION: &str = clarion_providers::sms_assistant::DEFAULT_OPT_OUT_CONFIRMATION;
+
+#[tokio::test]
+async fn a_revocation_in_words_suppresses_the_number_is_confirmed_once_and_nothing_more_is_sent() {
+    let f = fixture().await;
+    let template = f.two_texts_template().await;
+    let phone = "+15555550190";
+    let id = f
+        .app
+        .enroll(&f.key, json!({
+            "template_id": template,
+            "contact": { "phone_number": phone, "time_zone": "America/Denver", "name": "Ana Lopez" },
+            "variables": { "appointment_date": "January 8" },
+        }))
+        .await;
+    f.run().await;
+    assert_eq!(f.twilio.sent().len(), 1, "the opening text");
+
+    let twiml = f.text(phone, "Please stop texting me").await;
+    assert_eq!(
+        twiml.matches("<Message>").count(),
+        1,
+        "one confirmation: {twiml}"
+    );
+    assert!(twiml.contains(CONFIRMATION), "{twiml}");
+    f.run().await;
+
+    let ended = f.sequence(id).await;
+    assert_eq!(ended["status"], "ended", "{ended}");
+    assert_eq!(
+        ended["outreach"][0]["sms"]["ended_reason"],
+        "contact-opt-out"
+    );
+    assert_eq!(ended["outreach"].as_array().unwrap().len(), 1, "{ended}");
+    assert!(f.suppressed(phone).await, "the number is suppressed");
+    let events = f.events(id).await;
+    let detected = events
+        .iter()
+        .find(|event| event["type"] == "opt-out-detected")
+        .unwrap_or_else(|| panic!("no opt-out-detected event: {events:?}"));
+    assert_eq!(detected["detail"]["channel"], "sms");
+    assert_eq!(detected["detail"]["source"], "phrase");
+    assert_eq!(detected["detail"]["matched"], "stop-contacting");
+
+    // Said again: no second confirmation. A day later: no second step, no text at all.
+    let twiml = f.text(phone, "don't text me again").await;
+    assert!(!twiml.contains("<Message>"), "confirmed once only: {twiml}");
+    f.app
+        .clock
+        .advance(std::time::Duration::from_secs(24 * 3600));
+    f.run().await;
+    assert_eq!(f.twilio.sent().len(), 1, "nothing more was sent");
+    assert_eq!(
+        f.sequence(id).await["outreach"].as_array().unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_in_words_between_conversations_suppresses_and_is_confirmed_once() {
+    let f = fixture().await;
+    let phone = "+15555550191";
+    let id = f.enroll(phone).await;
+    f.run().await;
+    // The conversation resolves; later the patient asks to be taken off the list.
+    let twiml = f.text(phone, "YES").await;
+    assert!(twiml.contains("Thank you, see you then!"), "{twiml}");
+    f.run().await;
+    assert_eq!(f.sequence(id).await["status"], "ended");
+    assert!(!f.suppressed(phone).await);
+
+    let twiml = f.text(phone, "Remove me from your list.").await;
+    assert_eq!(twiml.matches("<Message>").count(), 1, "{twiml}");
+    assert!(twiml.contains(CONFIRMATION), "{twiml}");
+    assert!(f.suppressed(phone).await, "the number is suppressed");
+    let twiml = f.text(phone, "Remove me from your list.").await;
+    assert!(!twiml.contains("<Message>"), "confirmed once only: {twiml}");
+
+    let (status, refused) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/sequences",
+            json!({
+                "template_id": f.template,
+                "contact": { "phone_number": phone, "time_zone": "America/Denver" },
+            }),
+        )
+        .await;
+    assert_eq!(status, 422, "not enrolled again: {refused}");
+}
+
+#[tokio::test]
+async fn ordinary_replies_that_mention_stopping_are_not_opt_outs() {
+    let f = fixture().await;
+    let phone = "+15555550192";
+    let id = f.enroll(phone).await;
+    f.run().await;
+    for said in ["I stopped taking my meds", "can you call me later"] {
+        let twiml = f.text(phone, said).await;
+        assert!(
+            twiml.contains("<Message>Sorry, please reply YES or NO.</Message>"),
+            "{said}: {twiml}"
+        );
+    }
+    f.run().await;
+    assert_eq!(f.sequence(id).await["status"], "active");
+    assert!(!f.suppressed(phone).await);
+}

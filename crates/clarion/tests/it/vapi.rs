@@ -1004,3 +1004,165 @@ async fn a_call_is_not_placed_once_its_vapi_assistant_is_off_the_list() {
     );
     assert_eq!(schema_errors(&ended), Vec::<String>::new());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Spoken opt-outs (issue 14, defect 7): detected from the end-of-call report itself.
+// ---------------------------------------------------------------------------------------------
+
+impl Fixture {
+    /// A template of a call, then (unless the call resolves) a simulated text at once.
+    async fn call_then_text_template(&self) -> i64 {
+        let caller = self.sequence_template_assistant().await;
+        let (status, texter) = self
+            .app
+            .post(&self.key, "/v1/assistants", json!({
+                "name": "Reminder texter", "channel": "sms",
+                "config": { "purpose": "confirm the upcoming appointment", "organisation_name": "Riverside Family Clinic" }
+            }))
+            .await;
+        assert_eq!(status, 201, "{texter}");
+        let (status, template) = self
+            .app
+            .post(
+                &self.key,
+                "/v1/sequence-templates",
+                json!({
+                    "name": "Call then text", "calling_hours": null, "stop_on": ["resolved"],
+                    "steps": [ { "type": "call", "assistant_id": caller, "max_attempts": 1 },
+                               { "type": "sms", "assistant_id": texter["id"], "delay": "0s" } ]
+                }),
+            )
+            .await;
+        assert_eq!(status, 201, "{template}");
+        template["id"].as_i64().unwrap()
+    }
+}
+
+/// An end-of-call report of a connected call that Vapi's analysis did not call a success and
+/// whose `outcome` is not set: before the fix, `unresolved`, and the sequence went on.
+fn unresolved_report(call_id: &str, structured: Value, patient_says: &str) -> Value {
+    let mut report = end_of_call_report(call_id, "customer-ended-call", structured);
+    report["analysis"]["successEvaluation"] = json!("false");
+    report["analysis"]["summary"] = json!("The call ended without a confirmation.");
+    report["artifact"]["transcript"] = json!(format!(
+        "AI: Hi Ana, this is Riverside Family Clinic calling about your appointment.\nUser: {patient_says}\nAI: I understand.\n"
+    ));
+    report["artifact"]["messages"] = json!([
+        { "role": "bot", "message": "Hi Ana, this is Riverside Family Clinic calling about your appointment.", "time": 1_736_175_606_000_i64, "endTime": 1_736_175_610_000_i64 },
+        { "role": "user", "message": patient_says, "time": 1_736_175_611_000_i64, "endTime": 1_736_175_614_000_i64 },
+        { "role": "bot", "message": "I understand.", "time": 1_736_175_615_000_i64, "endTime": 1_736_175_616_000_i64 }
+    ]);
+    report
+}
+
+#[tokio::test]
+async fn a_spoken_opt_out_in_the_end_of_call_report_ends_the_sequence_and_suppresses_the_number() {
+    let f = fixture().await;
+    let template = f.call_then_text_template().await;
+    let cases = [
+        (
+            "+15555550160",
+            unresolved_report(
+                "call_1",
+                json!({}),
+                "Stop calling me, take me off your list.",
+            ),
+            ("transcript", "stop-contacting"),
+        ),
+        (
+            "+15555550161",
+            unresolved_report("call_2", json!({ "opt_out": true }), "Okay. Bye."),
+            ("structured-data", "opt_out"),
+        ),
+    ];
+    for (phone, report, (source, matched)) in cases {
+        let id = f
+            .app
+            .enroll(&f.key, json!({
+                "template_id": template,
+                "contact": { "phone_number": phone, "time_zone": "America/New_York", "name": "Ana Lopez" },
+            }))
+            .await;
+        f.run().await;
+        let placed = f.vapi.requests().len();
+        let (status, body) = f.emit(&report).await;
+        assert_eq!(
+            (status, body["applied"].as_bool()),
+            (200, Some(true)),
+            "{body}"
+        );
+        f.run().await;
+
+        let sequence = f.sequence(id).await;
+        assert_eq!(sequence["status"], "ended", "{phone}: {sequence}");
+        let outreach = sequence["outreach"].as_array().unwrap();
+        assert_eq!(outreach.len(), 1, "no further step: {sequence}");
+        let call = &outreach[0]["call"];
+        assert_eq!(
+            (call["outcome"].as_str(), call["failure_reason"].as_str()),
+            (Some("unresolved"), Some("opt-out")),
+            "{phone}: {call}"
+        );
+        assert_eq!(
+            f.app.suppression_reason(&f.key, phone).await.as_deref(),
+            Some("opt-out"),
+            "{phone} is on the suppression list"
+        );
+        let events = f.events(id).await;
+        let detected = events
+            .iter()
+            .find(|event| event["type"] == "opt-out-detected")
+            .unwrap_or_else(|| panic!("no opt-out-detected event: {events:?}"));
+        assert_eq!(detected["detail"]["channel"], "call");
+        assert_eq!(detected["detail"]["source"], source);
+        assert_eq!(detected["detail"]["matched"], matched);
+
+        // Nothing more is sent: no text now, nor later.
+        f.app
+            .clock
+            .advance(std::time::Duration::from_secs(2 * 24 * 3600));
+        f.run().await;
+        assert_eq!(f.vapi.requests().len(), placed, "no call after the opt-out");
+        let sequence = f.sequence(id).await;
+        assert_eq!(sequence["outreach"].as_array().unwrap().len(), 1);
+    }
+}
+
+#[tokio::test]
+async fn the_assistant_saying_the_words_is_not_a_patients_opt_out() {
+    let f = fixture().await;
+    let template = f.call_then_text_template().await;
+    let id = f
+        .app
+        .enroll(
+            &f.key,
+            json!({
+                "template_id": template,
+                "contact": { "phone_number": "+15555550162", "time_zone": "America/New_York" },
+            }),
+        )
+        .await;
+    f.run().await;
+    let mut report = unresolved_report(
+        "call_1",
+        json!({ "opt_out": false }),
+        "Can you call me later?",
+    );
+    report["artifact"]["messages"][2]["message"] =
+        json!("Of course. If you ever want us to stop calling you, just say so.");
+    let (status, _) = f.emit(&report).await;
+    assert_eq!(status, 200);
+    f.run().await;
+    assert!(!f.suppressed("+15555550162").await);
+    let sequence = f.sequence(id).await;
+    assert_eq!(
+        sequence["outreach"][0]["call"]["failure_reason"],
+        Value::Null,
+        "{sequence}"
+    );
+    assert_eq!(
+        sequence["outreach"].as_array().unwrap().len(),
+        2,
+        "the sequence went on to its text: {sequence}"
+    );
+}
