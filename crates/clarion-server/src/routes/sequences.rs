@@ -239,6 +239,12 @@ fn scheduler_error(error: SchedulerError, prefix: &str) -> ApiError {
         )
         .with_field(format!("{prefix}contact.phone_number")),
         SchedulerError::Ended => ApiError::new(StatusCode::CONFLICT, "sequence_ended", "the sequence has ended"),
+        SchedulerError::IdempotencyKeyReused => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new enrollment",
+        )
+        .with_field("Idempotency-Key"),
         SchedulerError::Store(error) => ApiError::from(error),
         other @ (SchedulerError::Corrupt(_) | SchedulerError::ProviderUnavailable) => {
             ApiError::internal(&other)
@@ -270,10 +276,11 @@ fn raw_response(status: StatusCode, body: &RawValue) -> Response {
 }
 
 #[utoipa::path(post, path = "/v1/sequences", tag = "sequences", request_body = EnrollIn,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same sequence: a repeated request creates nothing")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same body: a repeated request creates nothing and answers 200 with the first sequence. The key is bound to the request that first used it (a SHA-256 of its canonical form: the parsed body with keys sorted, so key order and whitespace do not matter); the same key with a different body answers 422 `idempotency_key_reused` and enrolls no one.")),
     responses((status = 201, description = "The sequence, in the End of Sequence Report's shape"),
-               (status = 200, description = "An earlier request with the same Idempotency-Key created this sequence"),
-               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+               (status = 200, description = "An earlier request with the same Idempotency-Key and the same body created this sequence"),
+               (status = 409, body = ErrorBody),
+               (status = 422, body = ErrorBody, description = "Invalid field, suppressed number, or `idempotency_key_reused`: the Idempotency-Key was used with a different body")),
     security(("api_key" = [])))]
 pub async fn enroll(
     State(state): State<AppState>,
