@@ -12,6 +12,7 @@ mod crash;
 mod delivery;
 mod enroll;
 mod fairness;
+mod hostile;
 mod ids;
 mod logs;
 mod process;
