@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod limits;
 mod openapi;
 pub mod rate_limit;
 mod routes;

@@ -37,27 +37,23 @@ pub async fn list(
         .store
         .list_reports(org, EVENT_TYPE_SEQUENCE_ENDED, after, limit)
         .await?;
-    let next_cursor = (reports.len() == limit as usize)
-        .then(|| {
-            reports
-                .last()
-                .map(|r| wire::next_cursor(&ids, IdKind::Message, r.message_id.0))
-        })
-        .flatten();
-    let data = reports
+    let rows = reports
         .into_iter()
         .map(|report| {
+            let cursor = wire::next_cursor(&ids, IdKind::Message, report.message_id.0);
             let text = String::from_utf8(report.body).map_err(|_| {
                 ApiError::internal(&clarion_store::StoreError::Corrupt(
                     "report body is not UTF-8",
                 ))
             })?;
-            RawValue::from_string(text).map_err(|_| {
-                ApiError::internal(&clarion_store::StoreError::Corrupt(
-                    "report body is not JSON",
-                ))
-            })
+            RawValue::from_string(text)
+                .map_err(|_| {
+                    ApiError::internal(&clarion_store::StoreError::Corrupt(
+                        "report body is not JSON",
+                    ))
+                })
+                .map(|body| (body, cursor))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(Page { data, next_cursor }))
+    Ok(Json(wire::bounded_page(rows, limit)))
 }

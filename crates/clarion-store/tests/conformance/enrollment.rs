@@ -136,11 +136,12 @@ async fn an_idempotency_key_with_another_fingerprint_is_a_reuse_not_a_replay() {
                     let phone = format!("+1556{round:03}{i:04}");
                     let contact = json!({ "phone_number": phone });
                     let mut new = new_sequence(&tenant, &phone, &contact, Some(&key));
-                    new.idempotency_fingerprint = Some(if i % 2 == 0 { "even" } else { "odd" });
+                    new.idempotency_fingerprint =
+                        Some(if i.is_multiple_of(2) { "even" } else { "odd" });
                     let mut tx = handle.begin().await.unwrap();
                     let answer = handle.insert_sequence(&mut tx, &new).await.unwrap();
                     tx.commit().await.unwrap();
-                    (i % 2 == 0, answer)
+                    (i.is_multiple_of(2), answer)
                 }));
             }
         }

@@ -14,6 +14,7 @@ mod enroll;
 mod fairness;
 mod hostile;
 mod ids;
+mod input_limits;
 mod logs;
 mod process;
 mod sequences;
