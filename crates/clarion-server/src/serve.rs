@@ -15,6 +15,10 @@
 //! - a request in the handler — no connection clock; its body has `body_timeout` from the
 //!   moment its head was read ([`DeadlineBody`]), and a body that misses it is answered 408
 //!   `request_timeout` with `Connection: close`.
+//!
+//! Requests hyper refuses before routing (malformed, or a head over 64 KiB or 100 headers)
+//! get the API's JSON error body too ([`WatchedIo`]), and a request target over 8 KiB is 414
+//! `uri_too_long` before routing.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -75,7 +79,7 @@ pub async fn serve(
     limits: ServerLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let router = with_body_deadline(router, limits.body_timeout);
+    let router = with_uri_limit(with_body_deadline(router, limits.body_timeout));
     let max_connections = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(max_connections));
     loop {
@@ -126,6 +130,9 @@ async fn serve_connection(
     let io = TokioIo::new(WatchedIo {
         inner: stream,
         activity: activity.clone(),
+        replacement: Vec::new(),
+        replacement_written: 0,
+        final_heads_written: 0,
     });
     let service = {
         let activity = activity.clone();
@@ -145,6 +152,12 @@ async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(None)
+        // A request's head must fit in MAX_HEAD_BYTES (larger is answered 431), and the read
+        // buffer stays far under hyper's default of about 400 KiB per connection: bodies are
+        // read through it in pieces.
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(2 * MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .keep_alive(true);
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
@@ -171,11 +184,22 @@ async fn serve_connection(
     }
 }
 
+/// The most a request's head (request line and headers) may take, and the most headers it
+/// may have; past either hyper answers 431 (with the JSON error body, see [`WatchedIo`]).
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+const MAX_HEADERS: usize = 100;
+
+/// The longest request target (path and query) the router takes; longer is 414
+/// `uri_too_long`. Every route's path and query fit in a fraction of it.
+pub const MAX_URI_BYTES: usize = 8 * 1024;
+
 /// What a connection is doing, for its clock.
 #[derive(Debug)]
 struct Activity {
     /// Requests in the handler.
     in_flight: AtomicUsize,
+    /// Requests handed to the router on this connection, ever.
+    requests: AtomicUsize,
     phase: Mutex<Phase>,
     /// Wakes the clock when the phase changes.
     changed: Notify,
@@ -195,6 +219,7 @@ impl Activity {
     fn new() -> Self {
         Self {
             in_flight: AtomicUsize::new(0),
+            requests: AtomicUsize::new(0),
             // A fresh connection owes its first head at once.
             phase: Mutex::new(Phase::AwaitingHead(Instant::now())),
             changed: Notify::new(),
@@ -252,6 +277,7 @@ struct InFlight(Arc<Activity>);
 impl InFlight {
     fn start(activity: Arc<Activity>) -> Self {
         activity.in_flight.fetch_add(1, Ordering::SeqCst);
+        activity.requests.fetch_add(1, Ordering::SeqCst);
         activity.set(Phase::Busy);
         Self(activity)
     }
@@ -265,10 +291,86 @@ impl Drop for InFlight {
     }
 }
 
-/// The socket, telling the connection's [`Activity`] when bytes arrive.
+/// The socket, telling the connection's [`Activity`] when bytes arrive, and giving hyper's
+/// own error answers the API's JSON error body.
+///
+/// hyper answers a request it cannot parse itself — 400 (malformed request line or header),
+/// 431 (head over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`]), 414 — with an empty body and no
+/// way to supply one; the router never sees the request. Such an answer is recognised here as
+/// a final response head written when every request handed to the router already has its
+/// response head written (so it cannot be the router's), and is replaced, whole, by the same
+/// status with `{"error": {"code", "message", "field": null}}` and `Connection: close` (hyper
+/// closes the connection after it anyway). Writes are not vectored, so each response's head
+/// starts a write.
 struct WatchedIo {
     inner: TcpStream,
     activity: Arc<Activity>,
+    /// The JSON answer replacing hyper's own, while not yet all written.
+    replacement: Vec<u8>,
+    replacement_written: usize,
+    /// Final (non-1xx) response heads written on this connection.
+    final_heads_written: usize,
+}
+
+impl WatchedIo {
+    /// Writes what is left of the replacement answer.
+    fn poll_replacement(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while self.replacement_written < self.replacement.len() {
+            let rest = &self.replacement[self.replacement_written..];
+            match Pin::new(&mut self.inner).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.replacement_written += n,
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(error)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The status of a response head at the start of `buf` (`HTTP/1.x NNN `), if it is one.
+fn response_status(buf: &[u8]) -> Option<u16> {
+    let rest = buf.strip_prefix(b"HTTP/1.")?;
+    let (status, _) = rest.get(2..6).zip(rest.get(1).filter(|b| **b == b' '))?;
+    let digits = status.get(..3)?;
+    if status.get(3) != Some(&b' ') || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
+}
+
+/// The JSON answer for one of hyper's own error statuses.
+fn own_error_answer(status: u16) -> Option<Vec<u8>> {
+    let (reason, code, message) = match status {
+        400 => (
+            "Bad Request",
+            "invalid_request",
+            "the request is not well-formed HTTP/1.1 (request line or headers)",
+        ),
+        414 => (
+            "URI Too Long",
+            "uri_too_long",
+            "the request target is too long",
+        ),
+        431 => (
+            "Request Header Fields Too Large",
+            "headers_too_large",
+            "the request's headers are too large (at most 100 headers and 64 KiB in all)",
+        ),
+        _ => return None,
+    };
+    let body = serde_json::json!({ "error": { "code": code, "message": message, "field": null } })
+        .to_string();
+    Some(
+        format!(
+            "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes(),
+    )
 }
 
 impl AsyncRead for WatchedIo {
@@ -292,28 +394,60 @@ impl AsyncWrite for WatchedIo {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        if let Poll::Ready(Err(error)) = this.poll_replacement(cx) {
+            return Poll::Ready(Err(error));
+        }
+        if this.replacement_written < this.replacement.len() {
+            return Poll::Pending;
+        }
+        if let Some(status) = response_status(buf).filter(|status| *status >= 200) {
+            let routed = this.activity.requests.load(Ordering::SeqCst);
+            let hypers_own = this.final_heads_written >= routed;
+            this.final_heads_written += 1;
+            if hypers_own && let Some(answer) = own_error_answer(status) {
+                // hyper's whole answer is taken (its head, with no body), ours goes instead.
+                this.replacement = answer;
+                this.replacement_written = 0;
+                if let Poll::Ready(Err(error)) = this.poll_replacement(cx) {
+                    return Poll::Ready(Err(error));
+                }
+                return Poll::Ready(Ok(buf.len()));
+            }
+        }
+        Pin::new(&mut this.inner).poll_write(cx, buf)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.inner).poll_flush(cx)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::task::ready!(self.poll_replacement(cx))?;
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
+}
 
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
+/// Answers 414 `uri_too_long` for a request target over [`MAX_URI_BYTES`], before routing.
+fn with_uri_limit(router: Router) -> Router {
+    router.layer(axum::middleware::from_fn(
+        |request: Request, next: Next| async move {
+            let target_len = request
+                .uri()
+                .path_and_query()
+                .map_or(0, |target| target.as_str().len());
+            if target_len > MAX_URI_BYTES {
+                return ApiError::new(
+                    StatusCode::URI_TOO_LONG,
+                    "uri_too_long",
+                    format!("the request target is longer than {MAX_URI_BYTES} bytes"),
+                )
+                .into_response();
+            }
+            next.run(request).await
+        },
+    ))
 }
 
 /// Gives every request's body `body_timeout` from the moment its head was read; a request

@@ -183,3 +183,67 @@ async fn connections_beyond_the_limit_are_not_served_until_one_closes() {
         .expect("the waiting connection is served once another closes");
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+/// Issue 14, defect 4 (HTTP layer): what hyper refuses before routing answered with the API's
+/// JSON error body, not an empty one.
+#[tokio::test]
+async fn requests_refused_before_routing_get_the_json_error_body() {
+    let app = app_with(limits(NEVER, NEVER, NEVER)).await;
+    let long_header = format!(
+        "GET /healthz HTTP/1.1\r\nHost: clarion\r\nX-Big: {}\r\n\r\n",
+        "h".repeat(70 * 1024)
+    );
+    let long_target = format!(
+        "GET /v1/assistants?after={} HTTP/1.1\r\nHost: clarion\r\n\r\n",
+        "1".repeat(10 * 1024)
+    );
+    let cases: Vec<(Vec<u8>, &str, &str)> = vec![
+        (
+            b"NOT HTTP AT ALL\r\n\r\n".to_vec(),
+            "400",
+            "invalid_request",
+        ),
+        (
+            b"GET /healthz HTTP/1.1\r\nHost: clarion\r\nBad Header\r\n\r\n".to_vec(),
+            "400",
+            "invalid_request",
+        ),
+        (long_header.into_bytes(), "431", "headers_too_large"),
+        (long_target.into_bytes(), "414", "uri_too_long"),
+    ];
+    for (request, status, code) in cases {
+        let mut stream = connect(&app).await;
+        // The server may answer and close before it has read all of a large request.
+        let _ = stream.write_all(&request).await;
+        let answer = read_response(&mut stream).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{code}: {answer}"
+        );
+        assert!(
+            answer
+                .to_ascii_lowercase()
+                .contains("content-type: application/json"),
+            "{answer}"
+        );
+        let body = &answer[answer.find("\r\n\r\n").unwrap() + 4..];
+        let error: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(error["error"]["code"], code, "{answer}");
+        assert!(error["error"]["message"].is_string(), "{answer}");
+    }
+    // Ordinary answers are untouched, including a router 4xx on a kept-alive connection.
+    let mut stream = connect(&app).await;
+    stream
+        .write_all(b"GET /v1/assistants HTTP/1.1\r\nHost: clarion\r\n\r\n")
+        .await
+        .unwrap();
+    let answer = read_response(&mut stream).await;
+    assert!(answer.starts_with("HTTP/1.1 401 "), "{answer}");
+    assert!(answer.contains(r#""code":"unauthorized""#), "{answer}");
+    stream.write_all(HEALTHZ).await.unwrap();
+    assert!(
+        read_response(&mut stream)
+            .await
+            .starts_with("HTTP/1.1 200 ")
+    );
+}
