@@ -44,6 +44,13 @@ pub const SIMULATION: JsonBounds = JsonBounds {
     max_entries: 101,
 };
 
+/// An assistant's `custom_fields` in all (besides the per-field bounds below).
+pub const CUSTOM_FIELDS: JsonBounds = JsonBounds {
+    max_bytes: 64 * 1024,
+    max_depth: 4,
+    max_entries: 8192,
+};
+
 /// Custom analysis fields of an assistant.
 pub const MAX_CUSTOM_FIELDS: usize = 50;
 /// Values of an `enum` custom field, and the characters of each.

@@ -62,6 +62,68 @@ pub fn bounded_page<T: Serialize>(rows: Vec<(T, String)>, limit: u32) -> Page<T>
     }
 }
 
+/// Rows fetched at a time by [`bounded_page_in_chunks`].
+const FETCH_CHUNK: u32 = 25;
+
+/// Like [`bounded_page`], for lists whose rows may each be large (assistants, reports): the
+/// rows are fetched [`FETCH_CHUNK`] at a time and fetching stops once the page is full by
+/// rows or by bytes, so a request never holds `limit` large rows at once. `fetch(after, n)`
+/// answers up to `n` rows after `after`; `item` turns a row into the page's item, the cursor
+/// that continues after it, and the row's id to fetch after.
+pub async fn bounded_page_in_chunks<T, Row, Id, F, Fut>(
+    limit: u32,
+    mut after: Option<Id>,
+    mut fetch: F,
+    mut item: impl FnMut(Row) -> Result<(T, String, Id), crate::error::ApiError>,
+) -> Result<Page<T>, crate::error::ApiError>
+where
+    T: Serialize,
+    Id: Copy,
+    F: FnMut(Option<Id>, u32) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<Row>, crate::error::ApiError>>,
+{
+    let limit_rows = limit as usize;
+    let mut data = Vec::new();
+    let mut bytes = 0usize;
+    let mut last_cursor = None;
+    loop {
+        let want = u32::try_from(limit_rows - data.len())
+            .unwrap_or(FETCH_CHUNK)
+            .min(FETCH_CHUNK);
+        let rows = fetch(after, want).await?;
+        let got = rows.len();
+        for row in rows {
+            if bytes >= MAX_PAGE_BYTES {
+                // Cut by bytes with rows left over: the next page starts at them.
+                return Ok(Page {
+                    data,
+                    next_cursor: last_cursor,
+                });
+            }
+            let (value, cursor, id) = item(row)?;
+            let mut counter = ByteCounter(0);
+            bytes = bytes.saturating_add(
+                serde_json::to_writer(&mut counter, &value).map_or(usize::MAX, |()| counter.0),
+            );
+            data.push(value);
+            last_cursor = Some(cursor);
+            after = Some(id);
+        }
+        if got < want as usize {
+            return Ok(Page {
+                data,
+                next_cursor: None,
+            });
+        }
+        if data.len() >= limit_rows || bytes >= MAX_PAGE_BYTES {
+            return Ok(Page {
+                data,
+                next_cursor: last_cursor,
+            });
+        }
+    }
+}
+
 /// Counts the bytes written to it, keeping none.
 struct ByteCounter(usize);
 

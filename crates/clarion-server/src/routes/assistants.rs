@@ -214,6 +214,7 @@ pub async fn create(
     }
     let custom_fields =
         serde_json::to_value(&body.custom_fields).map_err(|e| ApiError::internal(&e))?;
+    limits::check_json("custom_fields", &custom_fields, limits::CUSTOM_FIELDS)?;
     let now = state.clock.now_millis();
     let assistant = state
         .store
@@ -237,15 +238,19 @@ pub async fn list(
     let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
     let after = wire::cursor(&ids, IdKind::Assistant, query.after.as_deref())?;
-    let assistants = state.store.list_assistants(org, after, limit).await?;
-    let rows = assistants
-        .into_iter()
-        .map(|a| {
+    let store = &state.store;
+    let page = wire::bounded_page_in_chunks(
+        limit,
+        after,
+        |after, n| async move { Ok(store.list_assistants(org, after, n).await?) },
+        |a| {
             let cursor = wire::next_cursor(&ids, IdKind::Assistant, a.id);
-            (AssistantOut::new(&ids, a), cursor)
-        })
-        .collect();
-    Ok(Json(wire::bounded_page(rows, limit)))
+            let id = a.id;
+            Ok((AssistantOut::new(&ids, a), cursor, id))
+        },
+    )
+    .await?;
+    Ok(Json(page))
 }
 
 #[utoipa::path(get, path = "/v1/assistants/{id}", tag = "assistants",
