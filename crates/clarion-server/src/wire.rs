@@ -192,3 +192,62 @@ pub fn cursor<Id: TypedId>(
 pub fn next_cursor(ids: &PublicIds, kind: IdKind, last: impl Into<i64>) -> String {
     ids.encode(kind, last).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// Rows 1..=count, each `size` bytes of JSON string, fetched through
+    /// [`bounded_page_in_chunks`] page after page: every row once, in order, each page under
+    /// the byte bound plus one row and at most `limit` rows.
+    async fn walk(count: u32, size: usize, limit: u32) -> Vec<usize> {
+        let rows: Vec<(u32, String)> = (1..=count).map(|i| (i, "x".repeat(size))).collect();
+        let mut after: Option<u32> = None;
+        let mut seen = Vec::new();
+        let mut page_sizes = Vec::new();
+        loop {
+            let page = bounded_page_in_chunks(
+                limit,
+                after,
+                |after, n| {
+                    let chunk: Vec<(u32, String)> = rows
+                        .iter()
+                        .filter(|(id, _)| after.is_none_or(|a| *id > a))
+                        .take(n as usize)
+                        .cloned()
+                        .collect();
+                    async move { Ok(chunk) }
+                },
+                |(id, text)| Ok((text, id.to_string(), id)),
+            )
+            .await
+            .unwrap();
+            let bytes: usize = page.data.iter().map(|t| t.len() + 2).sum();
+            assert!(bytes <= MAX_PAGE_BYTES + size + 2, "{bytes}");
+            assert!(page.data.len() <= limit as usize);
+            page_sizes.push(page.data.len());
+            let first = seen.len() as u32 + 1;
+            seen.extend((first..first + page.data.len() as u32).map(|i| i as usize));
+            match page.next_cursor {
+                Some(cursor) => after = Some(cursor.parse().unwrap()),
+                None => break,
+            }
+            assert!(page_sizes.len() <= count as usize + 1, "no progress");
+        }
+        assert_eq!(seen, (1..=count as usize).collect::<Vec<_>>());
+        page_sizes
+    }
+
+    #[tokio::test]
+    async fn chunked_pages_are_cut_by_bytes_and_by_rows_and_walk_every_row() {
+        // Large rows: cut by bytes (about 16 of 64 KiB per MiB).
+        let sizes = walk(40, 64 * 1024, 200).await;
+        assert!(sizes.len() >= 3 && sizes[0] < 40, "{sizes:?}");
+        // Small rows: cut by rows, across chunk boundaries, and an exact multiple of the chunk.
+        assert_eq!(walk(60, 10, 50).await, vec![50, 10]);
+        assert_eq!(walk(50, 10, 50).await, vec![50, 0]);
+        assert_eq!(walk(25, 10, 200).await, vec![25]);
+    }
+}

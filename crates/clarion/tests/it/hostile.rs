@@ -136,6 +136,37 @@ async fn a_body_that_stalls_is_answered_408_and_its_connection_closed() {
     );
 }
 
+/// The header and idle clocks stop while a request is in the handler: a body that takes longer
+/// than either (but not than the body timeout) is still read and answered.
+#[tokio::test]
+async fn a_request_in_progress_is_not_cut_by_the_header_or_idle_clock() {
+    let short = Duration::from_millis(200);
+    let app = app_with(limits(short, NEVER, short)).await;
+    let (_org, key) = app.org("Riverside").await;
+    let body = br#"{"url": "http://127.0.0.1:9/hook"}"#;
+    let mut slow = connect(&app).await;
+    let head = format!(
+        "POST /v1/webhook-endpoints HTTP/1.1\r\nHost: clarion\r\nAuthorization: Bearer {key}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&body[..10]).await.unwrap();
+    // Three times either clock passes and the connection is still open...
+    let mut byte = [0u8; 1];
+    let waited = tokio::time::timeout(3 * short, slow.read(&mut byte)).await;
+    assert!(
+        waited.is_err(),
+        "the connection was closed mid-body: {waited:?}"
+    );
+    // ...and the rest of the body is read and answered.
+    slow.write_all(&body[10..]).await.unwrap();
+    let answer = tokio::time::timeout(DEADLINE, read_response(&mut slow))
+        .await
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 201 "), "{answer}");
+}
+
 #[tokio::test]
 async fn an_idle_kept_alive_connection_is_closed_at_the_idle_timeout() {
     let app = app_with(limits(NEVER, NEVER, Duration::from_millis(300))).await;
