@@ -7,9 +7,11 @@
 
 pub mod error;
 pub mod extract;
+pub mod limits;
 mod openapi;
 pub mod rate_limit;
 mod routes;
+pub mod serve;
 mod wire;
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 
 pub use openapi::openapi_document;
 pub use routes::endpoints::validate_target;
+pub use serve::{ServerLimits, serve};
 
 /// What every handler can reach.
 #[derive(Debug, Clone)]

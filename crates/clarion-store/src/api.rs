@@ -320,11 +320,13 @@ impl Store {
 
         pub async fn list_templates(&self, org: OrgId, after: Option<TemplateId>, limit: u32) -> Result<Vec<TemplateVersion>>;
 
-        /// The sequence an idempotency key created, if any.
-        pub async fn sequence_id_by_idempotency_key(&self, tx: &mut Tx, org: OrgId, key: &str) -> Result<Option<SequenceId>>;
+        /// The sequence an idempotency key created, if any, with its request's fingerprint.
+        pub async fn sequence_by_idempotency_key(&self, tx: &mut Tx, org: OrgId, key: &str) -> Result<Option<KeyedSequence>>;
 
         /// Inserts a sequence in the caller's transaction. A repeated idempotency key answers the
-        /// earlier sequence's id; a number already running in this template is refused.
+        /// earlier sequence's id: as `SameIdempotencyKey` when the fingerprints match (or the
+        /// earlier one has none), as `IdempotencyKeyReused` when they differ; a number already
+        /// running in this template is refused.
         pub async fn insert_sequence(&self, tx: &mut Tx, new: &NewSequence<'_>) -> Result<std::result::Result<SequenceRow, InsertSequenceError>>;
 
         /// Inserts many new sequences in a few statements, in order (idempotency keys are the

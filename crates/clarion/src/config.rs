@@ -40,6 +40,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 
 /// The sections: `CLARION_<SECTION>__<KEY>` sets a key of one of these (module docs).
 pub const SECTIONS: &[&str] = &[
+    "server",
     "webhooks",
     "channels",
     "compliance",
@@ -164,6 +165,7 @@ pub struct Config {
     /// `text` (the default) or `json` (one object per line).
     #[serde(default)]
     pub log_format: LogFormat,
+    pub server: ServerConfig,
     pub webhooks: WebhooksConfig,
     pub channels: ChannelsConfig,
     pub compliance: ComplianceConfig,
@@ -329,6 +331,32 @@ impl std::fmt::Debug for VapiConfig {
             .field("max_concurrent_calls", &self.max_concurrent_calls)
             .field("reserve_for_inbound", &self.reserve_for_inbound)
             .finish()
+    }
+}
+
+/// The HTTP listeners' limits against slow or hostile clients (`[server]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// From the accept (or the first byte after an idle spell) to the end of a request's head.
+    pub header_timeout: HumanDuration,
+    /// From a request's head to the end of its body; missed: 408 and the connection closed.
+    pub body_timeout: HumanDuration,
+    /// How long a kept-alive connection may wait for its next request.
+    pub idle_timeout: HumanDuration,
+    /// Connections served at once, per listener; more wait unaccepted.
+    pub max_connections: usize,
+}
+
+impl ServerConfig {
+    /// The limits as the server takes them.
+    pub fn limits(&self) -> clarion_server::ServerLimits {
+        clarion_server::ServerLimits {
+            header_timeout: self.header_timeout.0,
+            body_timeout: self.body_timeout.0,
+            idle_timeout: self.idle_timeout.0,
+            max_connections: self.max_connections,
+        }
     }
 }
 

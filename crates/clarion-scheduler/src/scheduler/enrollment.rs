@@ -42,6 +42,7 @@ impl Prepared {
             next_wake_at: self.state.next_wake.map(millis),
             allow_concurrent: self.request.allow_concurrent,
             idempotency_key: None,
+            idempotency_fingerprint: None,
             now: self.now,
         }
     }
@@ -339,7 +340,9 @@ impl Scheduler {
             // A replayed request (same idempotency key) still gets the sequence the first one
             // created; a suppressed number never gets a new one.
             if let Some(key) = &request.idempotency_key
-                && let Some(existing) = self.existing_by_key(tx, org, key).await?
+                && let Some(existing) = self
+                    .existing_by_key(tx, org, key, Some(&request.fingerprint()))
+                    .await?
             {
                 return Ok(Enrolled::Existing(existing));
             }
@@ -356,6 +359,10 @@ impl Scheduler {
         let contact_json =
             serde_json::to_value(contact).map_err(|_| SchedulerError::Corrupt("contact"))?;
         let variables = Value::Object(request.variables.clone());
+        let fingerprint = request
+            .idempotency_key
+            .as_ref()
+            .map(|_| request.fingerprint());
         let new = NewSequence {
             org_id: org,
             template_id: template.template_id,
@@ -369,6 +376,7 @@ impl Scheduler {
             next_wake_at: state.next_wake.map(millis),
             allow_concurrent: request.allow_concurrent,
             idempotency_key: request.idempotency_key.as_deref(),
+            idempotency_fingerprint: fingerprint.as_deref(),
             now,
         };
         if tx.ends {
@@ -384,25 +392,36 @@ impl Scheduler {
                     .ok_or(SchedulerError::Corrupt("idempotent sequence vanished"))?;
                 return Ok(Enrolled::Existing(existing));
             }
+            Err(InsertSequenceError::IdempotencyKeyReused(_)) => {
+                return Err(SchedulerError::IdempotencyKeyReused);
+            }
             Err(InsertSequenceError::AlreadyRunning) => return Err(SchedulerError::AlreadyRunning),
         };
         self.perform(tx, &row, &state, &actions, now).await?;
         Ok(Enrolled::Created(row))
     }
 
+    /// The sequence `key` created, when this request (its `fingerprint`) replays the one that
+    /// created it; [`SchedulerError::IdempotencyKeyReused`] when another request used the key.
     pub(super) async fn existing_by_key(
         &self,
         tx: &mut WriteTx,
         org: OrgId,
         key: &str,
+        fingerprint: Option<&str>,
     ) -> Result<Option<SequenceRow>, SchedulerError> {
         let existing = self
             .inner
             .store
-            .sequence_id_by_idempotency_key(&mut tx.tx, org, key)
+            .sequence_by_idempotency_key(&mut tx.tx, org, key)
             .await?;
         match existing {
-            Some(id) => Ok(tx.sequence_for_update(&self.inner.store, id).await?),
+            Some(earlier) if !earlier.replayed_by(fingerprint) => {
+                Err(SchedulerError::IdempotencyKeyReused)
+            }
+            Some(earlier) => Ok(tx
+                .sequence_for_update(&self.inner.store, earlier.id)
+                .await?),
             None => Ok(None),
         }
     }

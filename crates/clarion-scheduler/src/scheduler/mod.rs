@@ -141,6 +141,9 @@ pub enum SchedulerError {
     AlreadyRunning,
     #[error("the sequence has ended")]
     Ended,
+    /// The idempotency key was used before by a request with another body.
+    #[error("the idempotency key was used for a different request")]
+    IdempotencyKeyReused,
     #[error("stored data is inconsistent: {0}")]
     Corrupt(&'static str),
     /// A provider could not be asked to confirm something Clarion must not take on trust
@@ -163,6 +166,78 @@ pub struct EnrollRequest {
     pub simulation: Option<Value>,
     pub idempotency_key: Option<String>,
     pub allow_concurrent: bool,
+}
+
+impl EnrollRequest {
+    /// The request's fingerprint, kept with its idempotency key: the hex SHA-256 of its
+    /// canonical form, so that a later request with the same key can be told apart.
+    ///
+    /// The canonical form is the request as parsed, not its bytes: the JSON object
+    /// `{"allow_concurrent", "contact": {"external_id", "name", "phone_number", "time_zone"},
+    /// "simulation", "template_id", "variables"}` (absent optional values as `null`,
+    /// `allow_concurrent` as `false` when omitted), written compactly with every object's keys
+    /// sorted (by their UTF-8 bytes, at every depth) and strings and numbers as serde_json
+    /// writes them, after a version tag. So key order, whitespace, escapes in strings and an
+    /// omitted default do not matter; any other difference does, including a number's
+    /// spelling as integer or float (`1` is not `1.0`). The key itself is not part of it.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let contact = &self.contact;
+        let canonical_input = serde_json::json!({
+            "allow_concurrent": self.allow_concurrent,
+            "contact": {
+                "external_id": contact.external_id,
+                "name": contact.name,
+                "phone_number": contact.phone_number,
+                "time_zone": contact.time_zone,
+            },
+            "simulation": self.simulation,
+            "template_id": i64::from(self.template_id),
+            "variables": self.variables,
+        });
+        let mut canonical = String::from("clarion-enrollment-v1\n");
+        write_canonical_json(&canonical_input, &mut canonical);
+        Sha256::digest(canonical.as_bytes()).iter().fold(
+            String::with_capacity(64),
+            |mut hex, byte| {
+                use std::fmt::Write as _;
+                let _ = write!(hex, "{byte:02x}");
+                hex
+            },
+        )
+    }
+}
+
+/// Writes `value` compactly with object keys sorted at every depth (serde_json keeps
+/// insertion order here, as the workspace enables `preserve_order`).
+fn write_canonical_json(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(object) => {
+            let mut entries: Vec<(&String, &Value)> = object.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            out.push('{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(key.clone()).to_string());
+                out.push(':');
+                write_canonical_json(item, out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical_json(item, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
 }
 
 /// What enrolling did.

@@ -1,6 +1,7 @@
 //! `/v1/assistants`: the AI agents that handle calls and SMS conversations.
 //!
-//! An assistant's `config` is at most [`MAX_CONFIG_JSON_BYTES`] of JSON, and an SMS
+//! An assistant's `config` is bounded in size, depth and entries
+//! ([`crate::limits::ASSISTANT_CONFIG`]), and an SMS
 //! assistant's `config.script` must pass the script's checks and size limits
 //! ([`clarion_providers::ScriptConfig::validate`]) when it is created: a script that could
 //! render unbounded texts is refused with a 422 here, not discovered while texting.
@@ -21,6 +22,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, IdPath, Org};
+use crate::limits;
 use crate::wire::{self, Page};
 
 /// An assistant.
@@ -83,19 +85,10 @@ pub struct CustomField {
     pub description: String,
 }
 
-/// The largest assistant `config`, as JSON: a full SMS script with dozens of intents, or an
-/// LLM system prompt of several pages, fits easily.
-pub const MAX_CONFIG_JSON_BYTES: usize = 64 * 1024;
-
-/// Checks the size of `config` and, when it has one, its SMS script.
+/// Checks the size, depth and entries of `config` ([`limits::ASSISTANT_CONFIG`]) and, when
+/// it has one, its SMS script.
 fn validate_config(channel: Channel, config: &serde_json::Value) -> Result<(), ApiError> {
-    let size = serde_json::to_string(config).map_or(usize::MAX, |text| text.len());
-    if size > MAX_CONFIG_JSON_BYTES {
-        return Err(ApiError::invalid(
-            "config",
-            "config must be at most 64 KiB of JSON",
-        ));
-    }
+    limits::check_json("config", config, limits::ASSISTANT_CONFIG)?;
     if channel == Channel::Sms && config.get("script").is_some() {
         use clarion_providers::sms_assistant::ScriptError;
         clarion_providers::ScriptConfig::from_assistant_config(config).map_err(
@@ -157,9 +150,33 @@ pub async fn create(
             ));
         }
     }
+    if body.custom_fields.len() > limits::MAX_CUSTOM_FIELDS {
+        return Err(ApiError::invalid(
+            "custom_fields",
+            format!("at most {} custom fields", limits::MAX_CUSTOM_FIELDS),
+        ));
+    }
     let mut seen = std::collections::HashSet::new();
     for (i, field) in body.custom_fields.iter().enumerate() {
         let at = |f: &str| format!("custom_fields[{i}].{f}");
+        limits::check_text(
+            &at("description"),
+            &field.description,
+            limits::MAX_DESCRIPTION_CHARS,
+        )?;
+        if field.values.len() > limits::MAX_ENUM_VALUES {
+            return Err(ApiError::invalid(
+                &at("values"),
+                format!("at most {} values", limits::MAX_ENUM_VALUES),
+            ));
+        }
+        for (j, value) in field.values.iter().enumerate() {
+            limits::check_text(
+                &format!("custom_fields[{i}].values[{j}]"),
+                value,
+                limits::MAX_ENUM_VALUE_CHARS,
+            )?;
+        }
         let valid_name = !field.name.is_empty()
             && field.name.len() <= 64
             && field
@@ -197,6 +214,7 @@ pub async fn create(
     }
     let custom_fields =
         serde_json::to_value(&body.custom_fields).map_err(|e| ApiError::internal(&e))?;
+    limits::check_json("custom_fields", &custom_fields, limits::CUSTOM_FIELDS)?;
     let now = state.clock.now_millis();
     let assistant = state
         .store
@@ -220,21 +238,19 @@ pub async fn list(
     let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
     let after = wire::cursor(&ids, IdKind::Assistant, query.after.as_deref())?;
-    let assistants = state.store.list_assistants(org, after, limit).await?;
-    let next_cursor = (assistants.len() == limit as usize)
-        .then(|| {
-            assistants
-                .last()
-                .map(|a| wire::next_cursor(&ids, IdKind::Assistant, a.id))
-        })
-        .flatten();
-    Ok(Json(Page {
-        data: assistants
-            .into_iter()
-            .map(|a| AssistantOut::new(&ids, a))
-            .collect(),
-        next_cursor,
-    }))
+    let store = &state.store;
+    let page = wire::bounded_page_in_chunks(
+        limit,
+        after,
+        |after, n| async move { Ok(store.list_assistants(org, after, n).await?) },
+        |a| {
+            let cursor = wire::next_cursor(&ids, IdKind::Assistant, a.id);
+            let id = a.id;
+            Ok((AssistantOut::new(&ids, a), cursor, id))
+        },
+    )
+    .await?;
+    Ok(Json(page))
 }
 
 #[utoipa::path(get, path = "/v1/assistants/{id}", tag = "assistants",

@@ -136,20 +136,14 @@ pub async fn list(
         .store
         .list_deliveries(org, &filter, before, limit)
         .await?;
-    let next_cursor = (deliveries.len() == limit as usize)
-        .then(|| {
-            deliveries
-                .last()
-                .map(|d| wire::next_cursor(&ids, IdKind::Delivery, d.id.0))
+    let rows = deliveries
+        .into_iter()
+        .map(|d| {
+            let cursor = wire::next_cursor(&ids, IdKind::Delivery, d.id.0);
+            (DeliveryOut::new(&ids, d), cursor)
         })
-        .flatten();
-    Ok(Json(Page {
-        data: deliveries
-            .into_iter()
-            .map(|d| DeliveryOut::new(&ids, d))
-            .collect(),
-        next_cursor,
-    }))
+        .collect();
+    Ok(Json(wire::bounded_page(rows, limit)))
 }
 
 #[utoipa::path(get, path = "/v1/webhook-deliveries/{id}", tag = "webhook deliveries",

@@ -194,6 +194,11 @@ pub async fn create(
     Org(org): Org,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
+    crate::limits::check_text(
+        "description",
+        &body.description,
+        crate::limits::MAX_DESCRIPTION_CHARS,
+    )?;
     let url = validate_target(&state.ssrf, &body.url).await?;
     let secret = new_secret();
     let now = state.clock.now_millis();
@@ -224,18 +229,14 @@ pub async fn list(
     let limit = wire::limit(query.limit)?;
     let after = wire::cursor(&ids, IdKind::Endpoint, query.after.as_deref())?;
     let endpoints = state.store.list_endpoints(org, after, limit).await?;
-    let next_cursor = (endpoints.len() == limit as usize)
-        .then(|| {
-            endpoints
-                .last()
-                .map(|e| wire::next_cursor(&ids, IdKind::Endpoint, e.id.0))
-        })
-        .flatten();
-    let data = endpoints
+    let rows = endpoints
         .into_iter()
-        .map(|e| EndpointOut::new(&ids, e, None))
+        .map(|e| {
+            let cursor = wire::next_cursor(&ids, IdKind::Endpoint, e.id.0);
+            (EndpointOut::new(&ids, e, None), cursor)
+        })
         .collect();
-    Ok(Json(Page { data, next_cursor }))
+    Ok(Json(wire::bounded_page(rows, limit)))
 }
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints/{id}", tag = "webhook endpoints",
@@ -268,6 +269,13 @@ pub async fn update(
     let id = endpoint_of(&state, org, id)?;
     // Existence first, so another organisation's id is 404 before any validation detail.
     owned_endpoint(&state, org, id).await?;
+    if let Some(description) = &body.description {
+        crate::limits::check_text(
+            "description",
+            description,
+            crate::limits::MAX_DESCRIPTION_CHARS,
+        )?;
+    }
     let url = match &body.url {
         Some(url) => Some(validate_target(&state.ssrf, url).await?.to_string()),
         None => None,

@@ -33,31 +33,31 @@ pub async fn list(
     let ids = state.store.public_ids(org);
     let limit = wire::limit(query.limit)?;
     let after = wire::cursor(&ids, IdKind::Message, query.after.as_deref())?;
-    let reports = state
-        .store
-        .list_reports(org, EVENT_TYPE_SEQUENCE_ENDED, after, limit)
-        .await?;
-    let next_cursor = (reports.len() == limit as usize)
-        .then(|| {
-            reports
-                .last()
-                .map(|r| wire::next_cursor(&ids, IdKind::Message, r.message_id.0))
-        })
-        .flatten();
-    let data = reports
-        .into_iter()
-        .map(|report| {
+    let store = &state.store;
+    let page = wire::bounded_page_in_chunks(
+        limit,
+        after,
+        |after, n| async move {
+            Ok(store
+                .list_reports(org, EVENT_TYPE_SEQUENCE_ENDED, after, n)
+                .await?)
+        },
+        |report| {
+            let cursor = wire::next_cursor(&ids, IdKind::Message, report.message_id.0);
+            let id = report.message_id;
             let text = String::from_utf8(report.body).map_err(|_| {
                 ApiError::internal(&clarion_store::StoreError::Corrupt(
                     "report body is not UTF-8",
                 ))
             })?;
-            RawValue::from_string(text).map_err(|_| {
+            let body = RawValue::from_string(text).map_err(|_| {
                 ApiError::internal(&clarion_store::StoreError::Corrupt(
                     "report body is not JSON",
                 ))
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(Page { data, next_cursor }))
+            })?;
+            Ok((body, cursor, id))
+        },
+    )
+    .await?;
+    Ok(Json(page))
 }

@@ -23,6 +23,7 @@ use utoipa::ToSchema;
 use crate::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiQuery, IdPath, Org};
+use crate::limits;
 use crate::wire::{self, Page};
 
 /// Most items in one batch enrollment.
@@ -136,9 +137,29 @@ fn request(
     idempotency_key: Option<String>,
     prefix: &str,
 ) -> Result<EnrollRequest, ApiError> {
+    if let Some(simulation) = &simulation {
+        limits::check_json(
+            &format!("{prefix}simulation"),
+            simulation,
+            limits::SIMULATION,
+        )?;
+    }
     validate_simulation(&format!("{prefix}simulation"), &simulation)?;
     clarion_scheduler::definition::validate_variables(&format!("{prefix}variables"), &variables)
         .map_err(|e| ApiError::invalid(&e.field, e.message))?;
+    // Within the sizes just checked (16 KiB at most), so the copy is small.
+    limits::check_json(
+        &format!("{prefix}variables"),
+        &Value::Object(variables.clone()),
+        limits::VARIABLES,
+    )?;
+    if let Some(external_id) = &contact.external_id {
+        limits::check_text(
+            &format!("{prefix}contact.external_id"),
+            external_id,
+            limits::MAX_SHORT_TEXT_CHARS,
+        )?;
+    }
     let name = contact
         .name
         .map(|n| n.trim().to_owned())
@@ -239,6 +260,12 @@ fn scheduler_error(error: SchedulerError, prefix: &str) -> ApiError {
         )
         .with_field(format!("{prefix}contact.phone_number")),
         SchedulerError::Ended => ApiError::new(StatusCode::CONFLICT, "sequence_ended", "the sequence has ended"),
+        SchedulerError::IdempotencyKeyReused => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new enrollment",
+        )
+        .with_field("Idempotency-Key"),
         SchedulerError::Store(error) => ApiError::from(error),
         SchedulerError::Stopped => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -275,10 +302,11 @@ fn raw_response(status: StatusCode, body: &RawValue) -> Response {
 }
 
 #[utoipa::path(post, path = "/v1/sequences", tag = "sequences", request_body = EnrollIn,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same sequence: a repeated request creates nothing")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Same key, same body: a repeated request creates nothing and answers 200 with the first sequence. The key is bound to the request that first used it (a SHA-256 of its canonical form: the parsed body with keys sorted, so key order and whitespace do not matter); the same key with a different body answers 422 `idempotency_key_reused` and enrolls no one.")),
     responses((status = 201, description = "The sequence, in the End of Sequence Report's shape"),
-               (status = 200, description = "An earlier request with the same Idempotency-Key created this sequence"),
-               (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)),
+               (status = 200, description = "An earlier request with the same Idempotency-Key and the same body created this sequence"),
+               (status = 409, body = ErrorBody),
+               (status = 422, body = ErrorBody, description = "Invalid field, suppressed number, or `idempotency_key_reused`: the Idempotency-Key was used with a different body")),
     security(("api_key" = [])))]
 pub async fn enroll(
     State(state): State<AppState>,
@@ -483,16 +511,26 @@ pub async fn list(
         .store
         .list_sequences(org, status, after, limit)
         .await?;
-    let next_cursor = (rows.len() == limit as usize)
-        .then(|| {
-            rows.last()
-                .map(|r| wire::next_cursor(&ids, IdKind::Sequence, r.id))
-        })
-        .flatten();
+    let full_by_rows = rows.len() == limit as usize;
+    // Each sequence's JSON is built one at a time, and building stops once the page is large
+    // enough: rows past the byte bound are not rendered at all.
     let mut data = Vec::with_capacity(rows.len());
+    let mut bytes = 0usize;
+    let mut cut_by_bytes = false;
+    let mut last = None;
     for row in rows {
-        data.push(sequence_json(&state, org, row.id).await?);
+        if bytes >= wire::MAX_PAGE_BYTES {
+            cut_by_bytes = true;
+            break;
+        }
+        let json = sequence_json(&state, org, row.id).await?;
+        bytes = bytes.saturating_add(json.get().len());
+        data.push(json);
+        last = Some(row.id);
     }
+    let next_cursor = (full_by_rows || cut_by_bytes)
+        .then(|| last.map(|id| wire::next_cursor(&ids, IdKind::Sequence, id)))
+        .flatten();
     Ok(Json(Page { data, next_cursor }))
 }
 
@@ -587,21 +625,18 @@ pub async fn events(
     let limit = wire::limit(query.limit)?;
     let after = wire::cursor(&ids, IdKind::SequenceEvent, query.after.as_deref())?;
     let events = state.store.sequence_events(id, after, limit).await?;
-    let next_cursor = (events.len() == limit as usize)
-        .then(|| {
-            events
-                .last()
-                .map(|e| wire::next_cursor(&ids, IdKind::SequenceEvent, e.id))
-        })
-        .flatten();
-    let data = events
+    let rows = events
         .into_iter()
-        .map(|e| EventOut {
-            id: ids.encode(IdKind::SequenceEvent, e.id),
-            at: wire::time(e.at),
-            kind: e.kind,
-            detail: e.detail,
+        .map(|e| {
+            let cursor = wire::next_cursor(&ids, IdKind::SequenceEvent, e.id);
+            let event = EventOut {
+                id: ids.encode(IdKind::SequenceEvent, e.id),
+                at: wire::time(e.at),
+                kind: e.kind,
+                detail: e.detail,
+            };
+            (event, cursor)
         })
         .collect();
-    Ok(Json(Page { data, next_cursor }))
+    Ok(Json(wire::bounded_page(rows, limit)))
 }

@@ -56,18 +56,19 @@ pub async fn list(
         .store
         .list_suppressions(org, query.after.as_deref(), limit)
         .await?;
-    let next_cursor = (entries.len() == limit as usize)
-        .then(|| entries.last().map(|e| e.phone_number.clone()))
-        .flatten();
-    let data = entries
+    let rows = entries
         .into_iter()
-        .map(|e| SuppressionOut {
-            phone_number: e.phone_number,
-            reason: e.reason,
-            created_at: wire::time(e.created_at),
+        .map(|e| {
+            let cursor = e.phone_number.clone();
+            let entry = SuppressionOut {
+                phone_number: e.phone_number,
+                reason: e.reason,
+                created_at: wire::time(e.created_at),
+            };
+            (entry, cursor)
         })
         .collect();
-    Ok(Json(Page { data, next_cursor }))
+    Ok(Json(wire::bounded_page(rows, limit)))
 }
 
 #[utoipa::path(post, path = "/v1/suppressions", tag = "suppressions", request_body = SuppressionIn,
@@ -80,6 +81,9 @@ pub async fn create(
     let number = body.phone_number.trim();
     clarion_scheduler::definition::validate_e164("phone_number", number)
         .map_err(|e| ApiError::invalid(&e.field, e.message))?;
+    if let Some(reason) = &body.reason {
+        crate::limits::check_text("reason", reason, crate::limits::MAX_SHORT_TEXT_CHARS)?;
+    }
     let reason = body
         .reason
         .unwrap_or_else(|| "added through the API".to_owned());

@@ -332,16 +332,12 @@ pub async fn list(
     let limit = wire::limit(query.limit)?;
     let after = wire::cursor(&ids, IdKind::Template, query.after.as_deref())?;
     let templates = state.store.list_templates(org, after, limit).await?;
-    let next_cursor = (templates.len() == limit as usize)
-        .then(|| {
-            templates
-                .last()
-                .map(|t| wire::next_cursor(&ids, IdKind::Template, t.template_id))
-        })
-        .flatten();
-    let data = templates
+    let rows = templates
         .into_iter()
-        .map(|t| template_out(&ids, t))
+        .map(|t| {
+            let cursor = wire::next_cursor(&ids, IdKind::Template, t.template_id);
+            template_out(&ids, t).map(|out| (out, cursor))
+        })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(Page { data, next_cursor }))
+    Ok(Json(wire::bounded_page(rows, limit)))
 }

@@ -159,6 +159,9 @@ CREATE TABLE sequences (
     outcome_description  TEXT,
     allow_concurrent     BOOLEAN NOT NULL DEFAULT FALSE,
     idempotency_key      TEXT,
+    -- SHA-256 (hex) of the enrollment's canonical form, kept with its Idempotency-Key: a
+    -- later request with the key and another body is refused (idempotency_key_reused).
+    idempotency_fingerprint TEXT,
     created_at           BIGINT  NOT NULL,
     last_updated         BIGINT  NOT NULL,
     ended_at             BIGINT

@@ -68,7 +68,39 @@ pub struct NewSequence<'a> {
     pub next_wake_at: Option<Millis>,
     pub allow_concurrent: bool,
     pub idempotency_key: Option<&'a str>,
+    /// What the request that used `idempotency_key` was (a hash of its canonical form): a
+    /// later request with the key must match it to be answered with this sequence.
+    pub idempotency_fingerprint: Option<&'a str>,
     pub now: Millis,
+}
+
+/// The sequence an idempotency key created, and the fingerprint of the request that created
+/// it (`None` for sequences enrolled before fingerprints were kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyedSequence {
+    pub id: SequenceId,
+    pub fingerprint: Option<String>,
+}
+
+impl KeyedSequence {
+    /// Whether a request with `fingerprint` is a replay of the one that used the key. A
+    /// sequence stored without a fingerprint cannot be compared and is taken as a replay, as
+    /// before fingerprints existed.
+    pub fn replayed_by(&self, fingerprint: Option<&str>) -> bool {
+        match (&self.fingerprint, fingerprint) {
+            (Some(stored), Some(presented)) => stored == presented,
+            _ => true,
+        }
+    }
+
+    /// What inserting a request with `fingerprint` under this key answers.
+    pub fn insert_error(&self, fingerprint: Option<&str>) -> InsertSequenceError {
+        if self.replayed_by(fingerprint) {
+            InsertSequenceError::SameIdempotencyKey(self.id)
+        } else {
+            InsertSequenceError::IdempotencyKeyReused(self.id)
+        }
+    }
 }
 
 /// Why a sequence could not be inserted.
@@ -76,6 +108,9 @@ pub struct NewSequence<'a> {
 pub enum InsertSequenceError {
     /// The idempotency key was used before: the earlier sequence's id.
     SameIdempotencyKey(SequenceId),
+    /// The idempotency key was used before by a different request (another fingerprint): the
+    /// earlier sequence's id, which this request must not be answered with.
+    IdempotencyKeyReused(SequenceId),
     /// The number is already in a running sequence of this template.
     AlreadyRunning,
 }

@@ -318,20 +318,21 @@ impl PgStore {
 
     // ---- sequences ----
 
-    pub(crate) async fn sequence_id_by_idempotency_key(
+    pub(crate) async fn sequence_by_idempotency_key(
         &self,
         tx: &mut PgTx,
         org: OrgId,
         key: &str,
-    ) -> Result<Option<SequenceId>> {
-        let id = sqlx::query_scalar(
-            "SELECT id FROM sequences WHERE org_id = $1 AND idempotency_key = $2",
+    ) -> Result<Option<KeyedSequence>> {
+        let row: Option<(SequenceId, Option<String>)> = sqlx::query_as(
+            "SELECT id, idempotency_fingerprint FROM sequences \
+             WHERE org_id = $1 AND idempotency_key = $2",
         )
         .bind(org.0)
         .bind(key)
         .fetch_optional(&mut *tx.inner)
         .await?;
-        Ok(id)
+        Ok(row.map(|(id, fingerprint)| KeyedSequence { id, fingerprint }))
     }
 
     pub(crate) async fn insert_sequence(
@@ -340,11 +341,11 @@ impl PgStore {
         new: &NewSequence<'_>,
     ) -> Result<std::result::Result<SequenceRow, InsertSequenceError>> {
         if let Some(key) = new.idempotency_key
-            && let Some(id) = self
-                .sequence_id_by_idempotency_key(tx, new.org_id, key)
+            && let Some(earlier) = self
+                .sequence_by_idempotency_key(tx, new.org_id, key)
                 .await?
         {
-            return Ok(Err(InsertSequenceError::SameIdempotencyKey(id)));
+            return Ok(Err(earlier.insert_error(new.idempotency_fingerprint)));
         }
         let mut inserted = self.insert_sequences(tx, std::slice::from_ref(new)).await?;
         if let Some(row) = inserted.pop().flatten() {
@@ -353,11 +354,11 @@ impl PgStore {
         // Another transaction took the key or the number meanwhile (the insert waited for it
         // to commit, then did nothing): under READ COMMITTED this statement sees its row.
         if let Some(key) = new.idempotency_key
-            && let Some(id) = self
-                .sequence_id_by_idempotency_key(tx, new.org_id, key)
+            && let Some(earlier) = self
+                .sequence_by_idempotency_key(tx, new.org_id, key)
                 .await?
         {
-            return Ok(Err(InsertSequenceError::SameIdempotencyKey(id)));
+            return Ok(Err(earlier.insert_error(new.idempotency_fingerprint)));
         }
         Ok(Err(InsertSequenceError::AlreadyRunning))
     }
@@ -400,19 +401,22 @@ impl PgStore {
         let wakes: Vec<Option<i64>> = rows.iter().map(|r| r.next_wake_at).collect();
         let concurrent: Vec<bool> = rows.iter().map(|r| r.allow_concurrent).collect();
         let keys: Vec<Option<&str>> = rows.iter().map(|r| r.idempotency_key).collect();
+        let fingerprints: Vec<Option<&str>> =
+            rows.iter().map(|r| r.idempotency_fingerprint).collect();
         let nows: Vec<i64> = rows.iter().map(|r| r.now).collect();
         // Rows go in input order (ORDER BY id): of two inputs for one running number, the
         // earlier one is inserted and the later one meets it.
         let inserted = sqlx::query(&format!(
             "INSERT INTO sequences (id, org_id, template_id, template_version_id, phone_number, \
              contact, variables, simulation, status, state, next_wake_at, allow_concurrent, \
-             idempotency_key, created_at, last_updated) \
+             idempotency_key, idempotency_fingerprint, created_at, last_updated) \
              SELECT t.*, t.created_at FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], \
                  $4::bigint[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], \
-                 $10::text[], $11::bigint[], $12::boolean[], $13::text[], $14::bigint[]) \
+                 $10::text[], $11::bigint[], $12::boolean[], $13::text[], $14::text[], \
+                 $15::bigint[]) \
                AS t(id, org_id, template_id, template_version_id, phone_number, contact, \
                     variables, simulation, status, state, next_wake_at, allow_concurrent, \
-                    idempotency_key, created_at) \
+                    idempotency_key, idempotency_fingerprint, created_at) \
              ORDER BY t.id \
              ON CONFLICT DO NOTHING RETURNING {SEQUENCE_COLUMNS}"
         ))
@@ -429,6 +433,7 @@ impl PgStore {
         .bind(&wakes)
         .bind(&concurrent)
         .bind(&keys)
+        .bind(&fingerprints)
         .bind(&nows)
         .fetch_all(&mut *tx.inner)
         .await?;

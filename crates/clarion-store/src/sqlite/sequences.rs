@@ -342,19 +342,21 @@ impl SqliteStore {
 
     // ---- sequences ----
 
-    pub(crate) async fn sequence_id_by_idempotency_key(
+    pub(crate) async fn sequence_by_idempotency_key(
         &self,
         tx: &mut SqliteTx,
         org: OrgId,
         key: &str,
-    ) -> Result<Option<SequenceId>> {
-        let id =
-            sqlx::query_scalar("SELECT id FROM sequences WHERE org_id = ? AND idempotency_key = ?")
-                .bind(org.0)
-                .bind(key)
-                .fetch_optional(&mut *tx.inner)
-                .await?;
-        Ok(id)
+    ) -> Result<Option<KeyedSequence>> {
+        let row: Option<(SequenceId, Option<String>)> = sqlx::query_as(
+            "SELECT id, idempotency_fingerprint FROM sequences \
+             WHERE org_id = ? AND idempotency_key = ?",
+        )
+        .bind(org.0)
+        .bind(key)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        Ok(row.map(|(id, fingerprint)| KeyedSequence { id, fingerprint }))
     }
 
     pub(crate) async fn insert_sequence(
@@ -363,11 +365,11 @@ impl SqliteStore {
         new: &NewSequence<'_>,
     ) -> Result<std::result::Result<SequenceRow, InsertSequenceError>> {
         if let Some(key) = new.idempotency_key
-            && let Some(id) = self
-                .sequence_id_by_idempotency_key(tx, new.org_id, key)
+            && let Some(earlier) = self
+                .sequence_by_idempotency_key(tx, new.org_id, key)
                 .await?
         {
-            return Ok(Err(InsertSequenceError::SameIdempotencyKey(id)));
+            return Ok(Err(earlier.insert_error(new.idempotency_fingerprint)));
         }
         // The key was looked up inside this write transaction, so the insert can only meet
         // the one-running-sequence rule.
@@ -383,20 +385,20 @@ impl SqliteStore {
         tx: &mut SqliteTx,
         rows: &[NewSequence<'_>],
     ) -> Result<Vec<Option<SequenceRow>>> {
-        // 14 parameters per row; SQLite allows 32,766 per statement.
+        // 15 parameters per row; SQLite allows 32,766 per statement.
         const ROWS_PER_STATEMENT: usize = 1_000;
         let mut answers: Vec<Option<SequenceRow>> = vec![None; rows.len()];
         for (chunk_index, chunk) in rows.chunks(ROWS_PER_STATEMENT).enumerate() {
             let mut sql = String::from(
                 "INSERT INTO sequences (org_id, template_id, template_version_id, phone_number, \
                  contact, variables, simulation, status, state, next_wake_at, allow_concurrent, \
-                 idempotency_key, created_at, last_updated) VALUES ",
+                 idempotency_key, idempotency_fingerprint, created_at, last_updated) VALUES ",
             );
             for i in 0..chunk.len() {
                 if i > 0 {
                     sql.push_str(", ");
                 }
-                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
+                sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)");
             }
             write!(
                 sql,
@@ -434,6 +436,7 @@ impl SqliteStore {
                     .bind(new.next_wake_at)
                     .bind(new.allow_concurrent)
                     .bind(new.idempotency_key)
+                    .bind(new.idempotency_fingerprint)
                     .bind(new.now)
                     .bind(new.now);
             }

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use clarion_store::{InsertSequenceError, SequenceRow, Store};
+use clarion_store::{InsertSequenceError, SequenceId, SequenceRow, Store};
 use serde_json::json;
 
 use crate::{Tenant, backend, ended, new_sequence, tenant};
@@ -76,6 +76,96 @@ async fn one_idempotency_key_makes_one_sequence_whatever_the_race() {
         .await
         .unwrap();
     assert_eq!(all.len(), ROUNDS, "one row per key");
+}
+
+/// A key is bound to the fingerprint of the request that first used it: the same fingerprint
+/// is a replay (the earlier id), another is a reuse (refused, naming the earlier id, nothing
+/// inserted), including when the two race and the loser meets the winner's row on insert.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idempotency_key_with_another_fingerprint_is_a_reuse_not_a_replay() {
+    let backend = backend().await;
+    let tenant = std::sync::Arc::new(tenant(&backend.store, "fingerprints").await);
+    let store = &backend.store;
+    let insert = |phone: &'static str, fingerprint: Option<&'static str>| {
+        let tenant = tenant.clone();
+        let store = store.clone();
+        async move {
+            let contact = json!({ "phone_number": phone });
+            let mut new = new_sequence(&tenant, phone, &contact, Some("the-key"));
+            new.idempotency_fingerprint = fingerprint;
+            let mut tx = store.begin().await.unwrap();
+            let answer = store.insert_sequence(&mut tx, &new).await.unwrap();
+            tx.commit().await.unwrap();
+            answer
+        }
+    };
+    let first = insert("+15550001001", Some("aaaa")).await.unwrap();
+    assert_eq!(
+        insert("+15550001001", Some("aaaa")).await,
+        Err(InsertSequenceError::SameIdempotencyKey(first.id))
+    );
+    assert_eq!(
+        insert("+15550001002", Some("bbbb")).await,
+        Err(InsertSequenceError::IdempotencyKeyReused(first.id))
+    );
+    let mut tx = store.begin().await.unwrap();
+    let keyed = store
+        .sequence_by_idempotency_key(&mut tx, tenant.org, "the-key")
+        .await
+        .unwrap()
+        .unwrap();
+    tx.rollback().await.unwrap();
+    assert_eq!(keyed.id, first.id);
+    assert_eq!(keyed.fingerprint.as_deref(), Some("aaaa"));
+    let all = store
+        .list_sequences(tenant.org, None, None, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1, "the reused key enrolled no one");
+
+    // Racing: eight inserts with one key, half with each of two fingerprints.
+    let handles = backend.handles(HANDLES).await;
+    for round in 0..ROUNDS {
+        let key = format!("race-{round}");
+        let mut tasks = Vec::new();
+        for (h, handle) in handles.iter().enumerate() {
+            for t in 0..TASKS_PER_HANDLE {
+                let i = h * TASKS_PER_HANDLE + t;
+                let (handle, tenant, key) = (handle.clone(), tenant.clone(), key.clone());
+                tasks.push(tokio::spawn(async move {
+                    let phone = format!("+1556{round:03}{i:04}");
+                    let contact = json!({ "phone_number": phone });
+                    let mut new = new_sequence(&tenant, &phone, &contact, Some(&key));
+                    new.idempotency_fingerprint =
+                        Some(if i.is_multiple_of(2) { "even" } else { "odd" });
+                    let mut tx = handle.begin().await.unwrap();
+                    let answer = handle.insert_sequence(&mut tx, &new).await.unwrap();
+                    tx.commit().await.unwrap();
+                    (i.is_multiple_of(2), answer)
+                }));
+            }
+        }
+        let mut answers = Vec::new();
+        for task in tasks {
+            answers.push(task.await.unwrap());
+        }
+        let winners: Vec<(bool, SequenceId)> = answers
+            .iter()
+            .filter_map(|(even, a)| a.as_ref().ok().map(|row| (*even, row.id)))
+            .collect();
+        assert_eq!(winners.len(), 1, "round {round}: {answers:?}");
+        let (winner_even, winner) = winners[0];
+        for (even, answer) in &answers {
+            if let Err(refused) = answer {
+                let expected = if *even == winner_even {
+                    InsertSequenceError::SameIdempotencyKey(winner)
+                } else {
+                    InsertSequenceError::IdempotencyKeyReused(winner)
+                };
+                assert_eq!(refused, &expected, "round {round}");
+            }
+        }
+    }
 }
 
 /// Eight concurrent enrollments of one number in one template: one runs, the others are

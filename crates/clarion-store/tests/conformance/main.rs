@@ -295,6 +295,8 @@ pub fn new_sequence<'a>(
         next_wake_at: Some(0),
         allow_concurrent: false,
         idempotency_key,
+        // Every helper-made enrollment with a key is the same request.
+        idempotency_fingerprint: idempotency_key.map(|_| "fingerprint-of-the-request"),
         now: 0,
     }
 }

@@ -246,16 +246,19 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let server = axum::serve(listener, clarion_server::router(state))
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned());
+    let limits = config.server.limits();
+    let server = clarion_server::serve(
+        listener,
+        clarion_server::router(state),
+        limits,
+        shutdown.clone(),
+    );
     let admin_server = {
         let shutdown = shutdown.clone();
         async move {
             match admin {
                 Some((admin_listener, admin_router)) => {
-                    axum::serve(admin_listener, admin_router)
-                        .with_graceful_shutdown(shutdown.cancelled_owned())
-                        .await
+                    clarion_server::serve(admin_listener, admin_router, limits, shutdown).await
                 }
                 None => Ok(()),
             }

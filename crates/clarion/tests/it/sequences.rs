@@ -623,6 +623,74 @@ async fn the_same_idempotency_key_returns_the_same_sequence() {
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
 }
 
+/// Issue 14, defect 3: a key reused for another patient must not silently answer the first
+/// patient's sequence (the second patient would never be enrolled). The same request again,
+/// even with its keys in another order and other whitespace, is still a replay.
+#[tokio::test]
+async fn an_idempotency_key_reused_with_another_body_is_refused_and_enrolls_no_one() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Call", "calling_hours": null, "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let send = |body: String, key: &'static str| {
+        let request = f
+            .app
+            .http
+            .post(format!("{}/v1/sequences", f.app.base))
+            .bearer_auth(&f.key)
+            .header("Idempotency-Key", key)
+            .header("Content-Type", "application/json")
+            .body(body);
+        async move {
+            let response = request.send().await.unwrap();
+            (
+                response.status().as_u16(),
+                response.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let first_body = format!(
+        r#"{{"template_id": {template}, "contact": {{"phone_number": "+15555550181", "time_zone": "Europe/London"}}, "variables": {{"a": 1, "b": "x"}}}}"#
+    );
+    let (status, first) = send(first_body, "enroll-181").await;
+    assert_eq!(status, 201, "{first}");
+    // The same request: keys in another order, no whitespace, the default spelled out.
+    let same_body = format!(
+        r#"{{"variables":{{"b":"x","a":1}},"allow_concurrent":false,"contact":{{"time_zone":"Europe/London","phone_number":"+15555550181"}},"template_id":{template}}}"#
+    );
+    let (status, replayed) = send(same_body, "enroll-181").await;
+    assert_eq!((status, &replayed["id"]), (200, &first["id"]), "{replayed}");
+    // Another patient under the same key.
+    let other_body = format!(
+        r#"{{"template_id": {template}, "contact": {{"phone_number": "+15555550182", "time_zone": "Europe/London"}}, "variables": {{"a": 1, "b": "x"}}}}"#
+    );
+    let (status, refused) = send(other_body, "enroll-181").await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{refused}"
+    );
+    assert_eq!(refused["error"]["field"], "Idempotency-Key");
+    assert!(
+        !refused.to_string().contains("+15555550182"),
+        "no submitted value is echoed: {refused}"
+    );
+    // A variable changed is another request too.
+    let changed_variable = format!(
+        r#"{{"template_id": {template}, "contact": {{"phone_number": "+15555550181", "time_zone": "Europe/London"}}, "variables": {{"a": 2, "b": "x"}}}}"#
+    );
+    let (status, refused) = send(changed_variable, "enroll-181").await;
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused")),
+        "{refused}"
+    );
+    let (_, list) = f.app.get(&f.key, "/v1/sequences").await;
+    let listed = list["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "no second sequence: {list}");
+    assert_eq!(listed[0]["id"], first["id"]);
+}
+
 #[tokio::test]
 async fn batch_enrollment_answers_per_item_with_field_precise_errors() {
     let f = fixture().await;

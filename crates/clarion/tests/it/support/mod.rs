@@ -71,6 +71,9 @@ pub struct AppOptions {
     pub operator: clarion_server::OperatorAccess,
     /// The provider capacity governor's limits, when not the embedded defaults.
     pub limits: Option<clarion_scheduler::ProviderLimits>,
+    /// The listeners' client limits (timeouts, connections): the embedded defaults unless a
+    /// test shortens them.
+    pub server: clarion_server::ServerLimits,
 }
 
 impl Default for AppOptions {
@@ -89,6 +92,10 @@ impl Default for AppOptions {
             twilio_senders: std::collections::HashMap::new(),
             operator: clarion_server::OperatorAccess::default(),
             limits: None,
+            server: Config::load(None, Overrides::default())
+                .unwrap()
+                .server
+                .limits(),
         }
     }
 }
@@ -194,17 +201,26 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin_base = format!("http://{}", admin_listener.local_addr().unwrap());
         let admin_router = clarion_server::admin_router(state.clone());
+        let limits = options.server;
         tokio::spawn(async move {
-            axum::serve(admin_listener, admin_router).await.unwrap();
+            clarion_server::serve(admin_listener, admin_router, limits, Default::default())
+                .await
+                .unwrap();
         });
         Some(admin_base)
     } else {
         None
     };
+    let limits = options.server;
     tokio::spawn(async move {
-        axum::serve(listener, clarion_server::router(state))
-            .await
-            .unwrap();
+        clarion_server::serve(
+            listener,
+            clarion_server::router(state),
+            limits,
+            Default::default(),
+        )
+        .await
+        .unwrap();
     });
     TestApp {
         base,
