@@ -65,7 +65,7 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let database = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = Store::connect(&database).await?;
+    let store = Store::connect_with(&database, super::throwaway_store_options()).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let org = store.create_org("Benchmark", clock.now_millis()).await?.id;
 

@@ -43,7 +43,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let config = super::load_config(None, Overrides::default())?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let database = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = Store::connect(&database).await?;
+    let store = Store::connect_with(&database, super::throwaway_store_options()).await?;
     let real: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine_clock = ManualClock::starting_now();
     let mut dispatcher_config = super::dispatcher_config(&config);

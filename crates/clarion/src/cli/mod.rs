@@ -127,6 +127,17 @@ pub fn init_tracing(format: LogFormat) {
 
 /// Loads the configuration ([`Config::load`]) and starts the log in its `log_format`, then
 /// warns of `CLARION_X__Y` variables that name no section (ignored, probably misspelt).
+/// Store options for a benchmark's throwaway database: a key of its own, drawn for the run
+/// (no key file beside a database that is deleted anyway, and no warning about one).
+pub(crate) fn throwaway_store_options() -> clarion_store::StoreOptions {
+    clarion_store::StoreOptions {
+        secret_keys: Some(clarion_store::secret_keys::SecretKeys::new(
+            clarion_store::secret_keys::SecretKey::generate(),
+        )),
+        ..clarion_store::StoreOptions::default()
+    }
+}
+
 pub(crate) fn load_config(
     file: Option<&std::path::Path>,
     overrides: Overrides,
