@@ -25,7 +25,7 @@ use clarion_store::EndpointId;
 /// Where every endpoint's limit begins.
 pub const START: u32 = 16;
 /// Latency above twice the lowest seen, plus this, counts as queueing at the receiver.
-const LATENCY_SLACK: Duration = Duration::from_millis(10);
+const LATENCY_SLACK: Duration = Duration::from_millis(50);
 /// At most one cut per endpoint in this long.
 const CUT_SPACING: Duration = Duration::from_secs(1);
 /// How fast the lowest latency seen forgets an old low (per sample), so that a receiver

@@ -514,6 +514,11 @@ impl Store {
         /// Whether an inbound text's `MessageSid` was processed already.
         pub async fn inbound_message_seen(&self, sid: &str) -> Result<bool>;
 
+        /// Whether an SMS encounter with `phone_number`, from one of `senders` (or an
+        /// unrecorded sender), is claimed for its opening text and not yet recorded as
+        /// requested: a reply arriving now overtook the record of the text it answers.
+        pub async fn sms_opening_in_flight(&self, phone_number: &str, senders: &[&str]) -> Result<bool>;
+
         /// Forgets processed inbound `MessageSid`s received before `before` (bounded retention),
         /// at most `limit` at a time; answers how many.
         pub async fn forget_inbound_messages(&self, before: Millis, limit: u32) -> Result<u64>;

@@ -274,6 +274,8 @@ struct Inner {
     wake: Notify,
     /// Wakes the provider worker: encounters were committed for Vapi or Twilio.
     provider_wake: Notify,
+    /// Signalled when a sent text is recorded (see `route_inbound_after_openings`).
+    sms_recorded: Notify,
     /// Each Twilio sender's pace (`twilio.messages_per_second`).
     pacer: Pacer,
     /// Set when Vapi refused a call for lack of a slot (see [`CallBackoff`]).
@@ -349,6 +351,7 @@ impl Scheduler {
                 config,
                 wake: Notify::new(),
                 provider_wake: Notify::new(),
+                sms_recorded: Notify::new(),
                 pacer: Pacer::default(),
                 call_backoff: CallBackoff::default(),
                 plans: Mutex::default(),

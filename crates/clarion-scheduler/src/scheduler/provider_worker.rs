@@ -291,6 +291,8 @@ impl Scheduler {
             .mark_encounters_requested(&mut tx, std::slice::from_ref(&request))
             .await?;
         tx.commit().await?;
+        // A reply that overtook this record may be waiting for it.
+        self.inner.sms_recorded.notify_waiters();
         Ok(())
     }
 

@@ -68,6 +68,10 @@ pub(super) const TWILIO_SEND_ATTEMPTS: u32 = 3;
 /// sequence runs, so a replay cannot reach a conversation begun after the original.
 pub(super) const INBOUND_SID_RETENTION_MILLIS: Millis = 400 * 24 * 3600 * 1000;
 
+/// How long an inbound text waits for an opening text to its number that is still being sent
+/// (see [`Scheduler::route_inbound_after_openings`]); Twilio waits 15 s for the answer.
+pub(super) const OPENING_IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+
 /// How often old inbound message ids are swept (each sweep takes the write lock once).
 pub(super) const INBOUND_SID_SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
@@ -343,7 +347,7 @@ impl Scheduler {
             message.to.as_deref(),
             message.messaging_service_sid.as_deref(),
         );
-        let Some(seen) = self.route_inbound(None, message, &senders).await? else {
+        let Some(seen) = self.route_inbound_after_openings(message, &senders).await? else {
             return self.opt_out_without_conversation(message, &senders).await;
         };
         let assistant = self.assistant(seen.org_id, seen.assistant_id).await?;
@@ -439,6 +443,40 @@ impl Scheduler {
         }
         self.commit_callback(tx).await?;
         Ok(decision.reply)
+    }
+
+    /// [`Scheduler::route_inbound`], but a text that finds no conversation while an opening
+    /// text to the same number is still being sent waits (at most
+    /// [`OPENING_IN_FLIGHT_WAIT`]) for that send to be recorded: a patient, or their phone's
+    /// auto-reply, can answer before the record of the text they answer commits, and that
+    /// answer belongs to the conversation it opens. Woken when this node records a send; a
+    /// send recorded by another node is seen at the next look, 50 ms later at most.
+    pub(super) async fn route_inbound_after_openings(
+        &self,
+        message: &InboundMessage,
+        senders: &[&str],
+    ) -> Result<Option<EncounterRow>, SchedulerError> {
+        let deadline = tokio::time::Instant::now() + OPENING_IN_FLIGHT_WAIT;
+        loop {
+            let recorded = self.inner.sms_recorded.notified();
+            tokio::pin!(recorded);
+            recorded.as_mut().enable();
+            if let Some(seen) = self.route_inbound(None, message, senders).await? {
+                return Ok(Some(seen));
+            }
+            let now = tokio::time::Instant::now();
+            if now >= deadline
+                || !self
+                    .inner
+                    .store
+                    .sms_opening_in_flight(&message.from, senders)
+                    .await?
+            {
+                return Ok(None);
+            }
+            let next_look = deadline.min(now + Duration::from_millis(50));
+            let _ = tokio::time::timeout_at(next_look, recorded).await;
+        }
     }
 
     /// The conversation an inbound text belongs to: one running with its sender that was

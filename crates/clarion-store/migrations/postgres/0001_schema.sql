@@ -203,6 +203,10 @@ CREATE INDEX encounters_contact ON encounters(org_id, phone_number, created_at);
 CREATE INDEX encounters_provider_ref ON encounters(provider_ref) WHERE provider_ref IS NOT NULL;
 CREATE INDEX encounters_open_sms ON encounters(phone_number, id)
     WHERE channel = 'sms' AND status = 'requested';
+-- SMS encounters whose opening text is being sent (claimed, not yet recorded as requested):
+-- an inbound reply that finds no conversation looks here before giving up on one.
+CREATE INDEX encounters_sms_in_flight ON encounters(phone_number)
+    WHERE channel = 'sms' AND status = 'created' AND claimed_at IS NOT NULL;
 CREATE INDEX encounters_open_due ON encounters(ends_at)
     WHERE status = 'requested' AND outcome IS NULL;
 CREATE INDEX encounters_due ON encounters(ends_at, id)

@@ -1153,6 +1153,25 @@ impl SqliteStore {
         rows.iter().map(encounter_from_row).collect()
     }
 
+    pub(crate) async fn sms_opening_in_flight(
+        &self,
+        phone_number: &str,
+        senders: &[&str],
+    ) -> Result<bool> {
+        let senders = serde_json::to_string(senders).map_err(|_| StoreError::Corrupt("senders"))?;
+        let in_flight: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM encounters WHERE channel = 'sms' \
+             AND status = 'created' AND claimed_at IS NOT NULL AND phone_number = ? \
+             AND outcome IS NULL \
+             AND (sender IS NULL OR sender IN (SELECT value FROM json_each(?))))",
+        )
+        .bind(phone_number)
+        .bind(senders)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(in_flight)
+    }
+
     pub(crate) async fn record_inbound_message(
         &self,
         tx: &mut SqliteTx,

@@ -222,3 +222,60 @@ async fn a_cancels_sweep_never_removes_a_claimed_encounter() {
         }
     }
 }
+
+/// An SMS encounter's opening text is "in flight" from its claim to the record of the
+/// provider's answer, and only for its number and its sender (or an unrecorded sender).
+#[tokio::test]
+async fn an_sms_opening_is_in_flight_from_its_claim_to_its_record() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let tenant = tenant(store, "sms openings").await;
+    let sequence = enroll(store, &tenant, "+15550207777").await;
+    let mut row = encounter_of(&tenant, &sequence, 0, 0);
+    row.channel = Channel::Sms;
+    let id = insert_encounter(store, &row).await;
+    let in_flight = |number: &'static str, senders: &'static [&'static str]| async move {
+        store.sms_opening_in_flight(number, senders).await.unwrap()
+    };
+    assert!(
+        !in_flight("+15550207777", &["+15550000001"]).await,
+        "not claimed yet"
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    assert!(store.claim_encounter(&mut tx, id, 10).await.unwrap());
+    store
+        .set_encounter_sender(&mut tx, id, "+15550000001")
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(in_flight("+15550207777", &["+15550000001"]).await);
+    assert!(
+        !in_flight("+15550207777", &["+15550000002"]).await,
+        "another sender"
+    );
+    assert!(
+        !in_flight("+15550208888", &["+15550000001"]).await,
+        "another number"
+    );
+
+    let mut tx = store.begin().await.unwrap();
+    store
+        .mark_encounters_requested(
+            &mut tx,
+            &[RequestedEncounter {
+                id,
+                provider_ref: "SM1".to_owned(),
+                ends_at: Some(1_000),
+                report: None,
+                outcome: None,
+            }],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert!(
+        !in_flight("+15550207777", &["+15550000001"]).await,
+        "recorded"
+    );
+}

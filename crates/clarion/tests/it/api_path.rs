@@ -309,7 +309,7 @@ async fn concurrency_rises_against_a_fast_receiver_up_to_the_ceiling() {
     // Answers in 20 ms whatever the load: each slot's latency stays at its lowest.
     let receiver = TestReceiver::start(Answer::Delay(Duration::from_millis(20))).await;
     let (org, endpoint) = organisation_with_endpoint(&app, &receiver).await;
-    for _ in 0..1_500 {
+    for _ in 0..2_500 {
         app.enqueue(org, &examples::call_only()).await;
     }
     assert_eq!(
@@ -327,7 +327,7 @@ async fn concurrency_rises_against_a_fast_receiver_up_to_the_ceiling() {
         || async { receiver.max_concurrent() > 20 },
     )
     .await;
-    receiver.wait_for(1_500).await;
+    receiver.wait_for(2_500).await;
     stop.cancel();
     assert!(
         receiver.max_concurrent() <= CEILING as usize,

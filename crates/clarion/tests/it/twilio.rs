@@ -9,6 +9,7 @@ use crate::support;
 use crate::support::fake_twilio::{AUTH_TOKEN, FakeTwilio, SERVICE_SID, SendAnswer};
 use crate::support::{Answer, AppOptions, TestApp, TestReceiver, schema_errors, spawn_app_with};
 use serde_json::{Value, json};
+use std::time::Duration;
 
 struct Fixture {
     app: TestApp,
@@ -749,6 +750,47 @@ async fn a_carrier_opt_out_reported_before_the_send_is_recorded_still_suppresses
         .await;
     assert_eq!(status, 200);
     assert!(f.suppressed("+15555550161").await);
+}
+
+/// A reply that arrives before Clarion has recorded the opening text it answers (Twilio's answer
+/// to the send still on its way back) waits for that record and reaches the conversation the
+/// text opened, instead of finding none and going unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_overtakes_the_record_of_its_opening_text_reaches_its_conversation() {
+    let f = fixture().await;
+    f.twilio.hold_sends();
+    let id = f.enroll("+15555550170").await;
+    let scheduler = f.app.scheduler.clone();
+    let sending = tokio::spawn(async move { scheduler.run_due_now().await });
+    support::eventually("the opening text reaches Twilio", || async {
+        !f.twilio.sent().is_empty()
+    })
+    .await;
+    // The patient answers at once; Twilio has not answered Clarion's send yet.
+    let mut reply = tokio::spawn({
+        let (twilio, base) = (f.twilio.clone(), f.app.base.clone());
+        async move { twilio.inbound(&base, "+15555550170", "YES").await }
+    });
+    // The reply waits for the record of the text it answers (it was answered with nothing
+    // at once before).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), &mut reply)
+            .await
+            .is_err(),
+        "the reply did not wait for its conversation"
+    );
+    f.twilio.release_sends();
+    let (status, twiml) = reply.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        twiml.contains("<Message>Thank you, see you then!</Message>"),
+        "{twiml}"
+    );
+    sending.await.unwrap().unwrap();
+    f.run().await;
+    let sequence = f.sequence(id).await;
+    assert_eq!(sequence["status"], "ended", "{sequence}");
+    assert!(transcript(&sequence).contains("YES"), "{sequence}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -45,6 +45,9 @@ struct Inner {
     per_second: Option<usize>,
     /// Sends refused with 429 / 20429.
     rate_limited: usize,
+    /// While set, a sent message is recorded and its answer held until released.
+    holding: bool,
+    released: Arc<tokio::sync::Notify>,
 }
 
 /// How a send names its sender: the number, or the Messaging Service sid.
@@ -125,6 +128,18 @@ impl FakeTwilio {
         self.inner.lock().unwrap().attempts
     }
 
+    /// Holds the answer to every message sent from now on (the message is recorded as sent).
+    pub fn hold_sends(&self) {
+        self.inner.lock().unwrap().holding = true;
+    }
+
+    /// Answers the held messages, and the next ones at once.
+    pub fn release_sends(&self) {
+        let mut inner = self.inner.lock().unwrap();
+        inner.holding = false;
+        inner.released.notify_waiters();
+    }
+
     /// POSTs a form to `clarion` + `path`, signed as Twilio signs it with `token`. Answers
     /// the status and the body text.
     pub async fn post_signed(
@@ -203,7 +218,7 @@ fn authorized(headers: &HeaderMap) -> bool {
 }
 
 async fn send_message(
-    State(inner): State<Arc<Mutex<Inner>>>,
+    State(state): State<Arc<Mutex<Inner>>>,
     Path(account): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -214,29 +229,43 @@ async fn send_message(
     let Ok(message) = SendMessage::from_params(&parse_form(&body)) else {
         return error(400, 21604, "A 'To' phone number is required.");
     };
-    let mut inner = inner.lock().unwrap();
-    inner.attempts += 1;
-    if let Some(SendAnswer::Error(status, code)) = inner.answers.pop_front() {
-        return error(status, code, "scripted failure");
-    }
-    let now = tokio::time::Instant::now();
-    let sender = sender_of(&message);
-    if let Some(limit) = inner.per_second {
-        let recent = inner
-            .sent_at
-            .iter()
-            .filter(|(at, s)| {
-                *s == sender && now.duration_since(*at) < std::time::Duration::from_secs(1)
-            })
-            .count();
-        if recent >= limit {
-            inner.rate_limited += 1;
-            return error(429, 20429, "Too Many Requests");
+    let (sid, released) = {
+        let mut inner = state.lock().unwrap();
+        inner.attempts += 1;
+        if let Some(SendAnswer::Error(status, code)) = inner.answers.pop_front() {
+            return error(status, code, "scripted failure");
         }
+        let now = tokio::time::Instant::now();
+        let sender = sender_of(&message);
+        if let Some(limit) = inner.per_second {
+            let recent = inner
+                .sent_at
+                .iter()
+                .filter(|(at, s)| {
+                    *s == sender && now.duration_since(*at) < std::time::Duration::from_secs(1)
+                })
+                .count();
+            if recent >= limit {
+                inner.rate_limited += 1;
+                return error(429, 20429, "Too Many Requests");
+            }
+        }
+        inner.sent_at.push((now, sender));
+        inner.sent.push(message.clone());
+        (
+            format!("SM{:032x}", inner.sent.len()),
+            inner.released.clone(),
+        )
+    };
+    // Held: the message is recorded as sent, its answer waits for `release_sends`.
+    loop {
+        let wait = released.notified();
+        let holding = state.lock().unwrap().holding;
+        if !holding {
+            break;
+        }
+        wait.await;
     }
-    inner.sent_at.push((now, sender));
-    inner.sent.push(message.clone());
-    let sid = format!("SM{:032x}", inner.sent.len());
     let resource: Value = json!({
         "sid": sid, "account_sid": ACCOUNT_SID, "messaging_service_sid": SERVICE_SID,
         "from": null, "to": message.to, "body": message.body, "status": "accepted",
