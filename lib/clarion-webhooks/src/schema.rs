@@ -1,10 +1,18 @@
 //! The JSON Schema (draft 2020-12) of the End of Sequence Report.
 //!
-//! The schema is generated from the Rust types, so it cannot drift from what Clarion sends.
-//! It describes what Clarion *sends*: every documented key is required (present, possibly
-//! `null`), while extra keys stay allowed so that the payload can grow. The repository
-//! commits the generated document at `schemas/end-of-sequence-report.schema.json`; a test
-//! fails when the two differ.
+//! The schema is generated from the Rust types, so it cannot drift from them. The published
+//! schema is the receivers' contract, the specification's: it requires exactly the keys the
+//! specification marks required (a sequence's `id`, `status`, `last_updated` and `outreach`; a
+//! step's `type` and `step`; a call's `id`, `assistant_id` and `call_status`; an SMS
+//! encounter's `id`, `assistant_id` and `status`), lets every other key be absent or `null`,
+//! and allows extra keys so that the payload can grow. A payload that follows the specification
+//! therefore validates whoever sent it. The repository commits it at
+//! `schemas/end-of-sequence-report.schema.json`; a test fails when the two differ.
+//!
+//! Clarion promises more than the contract: it sends every documented key, `null` where the
+//! value is unknown. [`report_schema_as_sent`] says so (every property of every object
+//! required); Clarion's own tests hold its reports to it. It is not published: a receiver that
+//! relied on it would reject other senders' valid payloads.
 
 use schemars::Schema;
 use schemars::generate::SchemaSettings;
@@ -15,10 +23,21 @@ use crate::SequenceReport;
 /// The `$id` of the published schema.
 pub const SCHEMA_ID: &str = "https://schemas.clarion.health/end-of-sequence-report.schema.json";
 
-/// The JSON Schema of [`SequenceReport`] as a JSON value.
+/// The published JSON Schema of [`SequenceReport`] as a JSON value: the receivers' contract.
 pub fn report_schema() -> serde_json::Value {
-    let settings =
-        SchemaSettings::draft2020_12().with_transform(RecursiveTransform(require_every_property));
+    identified(SchemaSettings::draft2020_12())
+}
+
+/// The stricter schema Clarion's own reports meet: every documented key of every object is
+/// present (possibly `null`). For Clarion's tests, not for receivers.
+pub fn report_schema_as_sent() -> serde_json::Value {
+    identified(
+        SchemaSettings::draft2020_12().with_transform(RecursiveTransform(require_every_property)),
+    )
+}
+
+/// The schema generated under `settings`, with its identification first.
+fn identified(settings: SchemaSettings) -> serde_json::Value {
     let generated = settings
         .into_generator()
         .into_root_schema_for::<SequenceReport>()

@@ -100,22 +100,29 @@ impl Default for AppOptions {
     }
 }
 
-/// Why `report` does not validate against the committed End of Sequence Report schema
-/// (empty when it does).
+/// Why `report` does not validate against the committed End of Sequence Report schema (the
+/// receivers' contract) or against the stricter schema of what Clarion sends (every documented
+/// key present, `null` where unknown); empty when it meets both.
 pub fn schema_errors(report: &Value) -> Vec<String> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../schemas/end-of-sequence-report.schema.json"
     );
-    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    let validator = jsonschema::draft202012::options()
-        .should_validate_formats(true)
-        .build(&schema)
-        .unwrap();
-    validator
-        .iter_errors(report)
-        .map(|e| format!("{e} at {}", e.instance_path()))
-        .collect()
+    let published: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let as_sent = clarion_webhooks::schema::report_schema_as_sent();
+    let mut errors = Vec::new();
+    for (name, schema) in [("published", published), ("as sent", as_sent)] {
+        let validator = jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        errors.extend(
+            validator
+                .iter_errors(report)
+                .map(|e| format!("{name}: {e} at {}", e.instance_path())),
+        );
+    }
+    errors
 }
 
 pub fn dev_policy() -> SsrfPolicy {
