@@ -607,6 +607,7 @@ pub struct EventsQuery {
 }
 
 #[utoipa::path(get, path = "/v1/sequences/{id}/events", tag = "sequences",
+    params(("limit" = Option<u32>, Query), ("after" = Option<String>, Query)),
     responses((status = 200, body = inline(Page<EventOut>)), (status = 404, body = ErrorBody)),
     security(("api_key" = [])))]
 pub async fn events(
