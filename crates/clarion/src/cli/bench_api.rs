@@ -358,14 +358,14 @@ async fn start_receiver(
 }
 
 /// The API as the benchmark's set-up calls it.
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    key: String,
+pub(super) struct Api {
+    pub(super) http: reqwest::Client,
+    pub(super) base: String,
+    pub(super) key: String,
 }
 
 impl Api {
-    async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
+    pub(super) async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         let response = self
             .http
             .post(format!("{}{path}", self.base))
@@ -383,14 +383,18 @@ impl Api {
 }
 
 /// The `clarion serve` child process.
-struct Server {
+pub(super) struct Server {
     child: tokio::process::Child,
     pid: u32,
-    base: String,
+    pub(super) base: String,
 }
 
 impl Server {
-    async fn start(database: &str, config: &Path, secret_key: &SecretKey) -> anyhow::Result<Self> {
+    pub(super) async fn start(
+        database: &str,
+        config: &Path,
+        secret_key: &SecretKey,
+    ) -> anyhow::Result<Self> {
         let mut command = tokio::process::Command::new(std::env::current_exe()?);
         command
             .args(["serve", "--dev", "--listen", "127.0.0.1:0", "--database"])
@@ -431,20 +435,30 @@ impl Server {
         ticks(11).unwrap_or(0.0) / 100.0 + ticks(12).unwrap_or(0.0) / 100.0
     }
 
-    fn peak_rss_mib(&self) -> u64 {
+    pub(super) fn peak_rss_mib(&self) -> u64 {
+        self.status_mib("VmHWM:")
+    }
+
+    /// The server's resident set size now.
+    pub(super) fn rss_mib(&self) -> u64 {
+        self.status_mib("VmRSS:")
+    }
+
+    /// A `/proc/<pid>/status` figure given in kB, in MiB.
+    fn status_mib(&self, field: &str) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.pid))
             .ok()
             .and_then(|status| {
                 status
                     .lines()
-                    .find(|l| l.starts_with("VmHWM:"))
+                    .find(|l| l.starts_with(field))
                     .and_then(|l| l.split_whitespace().nth(1))
                     .and_then(|kb| kb.parse::<u64>().ok())
             })
             .map_or(0, |kb| kb / 1024)
     }
 
-    async fn stop(mut self) {
+    pub(super) async fn stop(mut self) {
         // SIGTERM: a graceful stop that checkpoints the log; then wait for it.
         if let Ok(pid) = i32::try_from(self.pid) {
             // Through the `kill` command: no `unsafe` libc call in this crate for one signal.

@@ -474,3 +474,98 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<ExitCode> {
         ExitCode::from(1)
     })
 }
+
+/// Property tests of the CSV parser (issue 14, "Build into CI"): the file is the operator's,
+/// but it comes from elsewhere (an export, a spreadsheet), so no byte sequence may panic the
+/// reader, and every row written by a CSV writer reaches its batch item unchanged.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests fail loudly by design
+mod properties {
+    use std::io::{Seek, Write};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Reads `bytes` as `run` does, up to the batches; `None` when the header is refused.
+    fn parse(bytes: &[u8]) -> Option<anyhow::Result<Vec<Batch>>> {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(bytes).unwrap();
+        file.rewind().unwrap();
+        let mut reader = csv::ReaderBuilder::new()
+            .has_headers(true)
+            .trim(csv::Trim::All)
+            .from_reader(file);
+        let header = reader.byte_headers().ok()?.clone();
+        let columns = Columns::from_header(&header).ok()?;
+        // Room for every batch the inputs here can make, so that no send waits.
+        let (sender, mut receiver) = mpsc::channel(64);
+        let result = read_batches(reader, &columns, &sender);
+        drop(sender);
+        let mut batches = Vec::new();
+        while let Ok(batch) = receiver.try_recv() {
+            batches.push(batch);
+        }
+        Some(result.map(|()| batches))
+    }
+
+    /// A cell value that the reader's trimming leaves as it is: no space at either end.
+    fn cell() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9,;\"'é+/][A-Za-z0-9 ,;\"'\n\té+/]{0,10}[A-Za-z0-9,;\"'é+/]|[A-Za-z0-9é]"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_csv_reader_never_panics_on_bytes(
+            header in prop_oneof![
+                Just(b"phone_number,time_zone,name,appointment\n".to_vec()),
+                proptest::collection::vec(any::<u8>(), 0..64),
+            ],
+            body in proptest::collection::vec(any::<u8>(), 0..512),
+        ) {
+            let mut bytes = header;
+            bytes.extend_from_slice(&body);
+            let _ = parse(&bytes);
+        }
+
+        #[test]
+        fn every_row_reaches_its_item_with_its_values(
+            variable_names in proptest::collection::btree_set("v_[a-z0-9]{1,6}", 0..3),
+            rows in proptest::collection::vec(
+                (cell(), cell(), proptest::option::of(cell()), proptest::collection::vec(cell(), 3)),
+                1..20,
+            ),
+        ) {
+            let variable_names: Vec<String> = variable_names.into_iter().collect();
+            let mut writer = csv::Writer::from_writer(Vec::new());
+            let mut header = vec![PHONE.to_owned(), ZONE.to_owned(), NAME.to_owned()];
+            header.extend(variable_names.iter().cloned());
+            writer.write_record(&header).unwrap();
+            for (phone, zone, name, variables) in &rows {
+                let mut record = vec![phone.clone(), zone.clone(), name.clone().unwrap_or_default()];
+                record.extend(variables.iter().take(variable_names.len()).cloned());
+                writer.write_record(&record).unwrap();
+            }
+            let bytes = writer.into_inner().unwrap();
+
+            let batches = parse(&bytes).unwrap().unwrap();
+            let items: Vec<&Item> = batches.iter().flat_map(|b| &b.items).collect();
+            prop_assert_eq!(items.len(), rows.len());
+            prop_assert!(batches.iter().all(|b| b.rejected.is_empty()));
+            for (item, (phone, zone, name, variables)) in items.iter().zip(&rows) {
+                let item: Value = serde_json::from_str(&item.json).unwrap();
+                prop_assert_eq!(&item["contact"][PHONE], phone.as_str());
+                prop_assert_eq!(&item["contact"][ZONE], zone.as_str());
+                match name {
+                    Some(name) => prop_assert_eq!(&item["contact"][NAME], name.as_str()),
+                    None => prop_assert!(item["contact"].get(NAME).is_none()),
+                }
+                for (variable, value) in variable_names.iter().zip(variables) {
+                    prop_assert_eq!(&item["variables"][variable], value.as_str());
+                }
+            }
+        }
+    }
+}

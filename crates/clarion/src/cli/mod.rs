@@ -3,6 +3,7 @@
 mod bench;
 mod bench_api;
 mod bench_engine;
+mod bench_soak;
 mod demo;
 mod enroll;
 mod org;
@@ -78,6 +79,9 @@ enum BenchCommand {
     Engine(bench_engine::EngineBenchArgs),
     /// Enrollments through the public API of a `clarion serve` child, to each report received.
     Api(bench_api::ApiBenchArgs),
+    /// A long steady run through the API with a receiver that fails 30 % of attempts: prints
+    /// RSS, queue depth and reports behind every minute, and the lost count at the end.
+    Soak(bench_soak::SoakBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -236,6 +240,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Api(args)) => {
             init_tracing(LogFormat::Text);
             runtime()?.block_on(bench_api::api(args))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(BenchCommand::Soak(args)) => {
+            init_tracing(LogFormat::Text);
+            runtime()?.block_on(bench_soak::soak(args))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Enroll(args) => {

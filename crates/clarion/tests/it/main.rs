@@ -15,6 +15,7 @@ mod delivery;
 mod enroll;
 mod fairness;
 mod hostile;
+mod hostile_receivers;
 mod ids;
 mod input_limits;
 mod logs;
