@@ -1,6 +1,7 @@
 //! Request extractors that fail with [`ApiError`]s: the API key, JSON bodies with the path of
 //! the offending field, and query strings.
 
+use crate::strict_json::StrictValue;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
@@ -133,7 +134,9 @@ where
 ///
 /// Every request body is a JSON object: serde would also accept an array for a struct (its
 /// fields by position: `[null, null]` for `{"a": null, "b": null}`), so anything else at the
-/// top level is refused before it is read. Nothing may follow the value but whitespace.
+/// top level is refused before it is read, and nested objects are read through
+/// [`StrictValue`], which refuses an array there too. Nothing may follow the value but
+/// whitespace.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
     if first.is_some_and(|b| *b != b'{')
@@ -145,20 +148,31 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             "the body must be a JSON object",
         ));
     }
+    // Syntax first (with its position), and nothing after the value...
     let deserializer = &mut serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut *deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::bad_request(
+    let parsed = serde::Deserialize::deserialize(&mut *deserializer).map_err(
+        |error: serde_json::Error| {
+            ApiError::bad_request(
                 "invalid_json",
                 format!(
                     "the body is not valid JSON (line {}, column {})",
-                    inner.line(),
-                    inner.column()
+                    error.line(),
+                    error.column()
                 ),
-            );
-        }
+            )
+        },
+    )?;
+    deserializer.end().map_err(|_| {
+        ApiError::bad_request(
+            "invalid_json",
+            "the body has more after its JSON value (one JSON object per request)",
+        )
+    })?;
+    let parsed: serde_json::Value = parsed;
+    // ...then the types, strictly: no array where an object belongs, at any depth.
+    let value = serde_path_to_error::deserialize(StrictValue(&parsed)).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
         let message = describe_data_error(&inner.to_string());
         let field = if path == "." { None } else { Some(path) };
         let mut error = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_field", message);
@@ -168,12 +182,6 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             error = error.with_field(missing);
         }
         error
-    })?;
-    deserializer.end().map_err(|_| {
-        ApiError::bad_request(
-            "invalid_json",
-            "the body has more after its JSON value (one JSON object per request)",
-        )
     })?;
     Ok(value)
 }

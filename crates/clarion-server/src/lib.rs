@@ -12,6 +12,7 @@ mod openapi;
 pub mod rate_limit;
 mod routes;
 pub mod serve;
+mod strict_json;
 mod wire;
 
 use std::sync::Arc;

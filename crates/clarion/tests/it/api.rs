@@ -771,6 +771,26 @@ async fn input_is_read_strictly() {
     let (_, after) = app.get(&key, "/v1/organization").await;
     assert_eq!(before, after, "a refused body changes nothing");
 
+    // The same one level down: `contact_caps` as an array of its fields by position.
+    let (status, set) = app
+        .patch(
+            &key,
+            "/v1/organization",
+            json!({ "contact_caps": { "per_day": 2, "per_week": 5 } }),
+        )
+        .await;
+    assert_eq!(status, 200, "{set}");
+    let nested = send(
+        Method::PATCH,
+        "/v1/organization",
+        "application/json",
+        r#"{"contact_caps":[null,null]}"#.to_owned(),
+    )
+    .await;
+    assert_error(&nested, 422, "invalid_field", Some("contact_caps"));
+    let (_, after_nested) = app.get(&key, "/v1/organization").await;
+    assert_eq!(after_nested, set, "the caps are untouched");
+
     let lookalike = send(
         Method::POST,
         "/v1/webhook-endpoints",
