@@ -197,6 +197,21 @@ impl SecretKeys {
         self.open(endpoint, Some(key_id).filter(|id| !id.is_empty()), text)
     }
 
+    /// An endpoint's current secret as read (`key_id:sealed`), opened; one that does not open
+    /// is a corrupt row (the API shows it, so it cannot be left out).
+    pub(crate) fn open_current(
+        &self,
+        endpoint: EndpointId,
+        stored: Option<String>,
+    ) -> Result<Option<String>> {
+        stored
+            .map(|stored| {
+                self.open_stored(endpoint, &stored)
+                    .map_err(|_| StoreError::Corrupt("endpoint secret does not open"))
+            })
+            .transpose()
+    }
+
     /// The secrets that sign an attempt: each that opens. One that does not is left out with
     /// a warning (the attempt then fails as `no-signing-secret` if none is left) rather than
     /// failing the whole claim: a bad row never stops the dispatcher.

@@ -6,9 +6,7 @@ use sqlx::postgres::PgRow;
 use super::{IdOrder, PgStore, inserting};
 use crate::model::*;
 use crate::secret_keys::{STORED_SECRET_SQL, StoredSecret};
-use crate::{
-    DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result, StoreError,
-};
+use crate::{DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result};
 
 const ENDPOINT_COLUMNS: &str =
     "id, org_id, url, description, enabled, disabled_reason, created_at, updated_at";
@@ -255,13 +253,7 @@ impl PgStore {
         .bind(org.0)
         .fetch_optional(&self.pool)
         .await?;
-        stored
-            .map(|stored| {
-                self.keys
-                    .open_stored(id, &stored)
-                    .map_err(|_| StoreError::Corrupt("endpoint secret does not open"))
-            })
-            .transpose()
+        self.keys.open_current(id, stored)
     }
 
     /// Re-seals under the current key every secret sealed under another. Runs at connect;

@@ -252,13 +252,7 @@ impl SqliteStore {
         .bind(org.0)
         .fetch_optional(&self.pool)
         .await?;
-        stored
-            .map(|stored| {
-                self.keys
-                    .open_stored(id, &stored)
-                    .map_err(|_| StoreError::Corrupt("endpoint secret does not open"))
-            })
-            .transpose()
+        self.keys.open_current(id, stored)
     }
 
     /// Re-seals under the current key every secret sealed under another (or not sealed: rows

@@ -70,6 +70,27 @@ pub struct ApiBenchArgs {
     pub keep_database_in: Option<std::path::PathBuf>,
 }
 
+/// The operator's step on a fresh benchmark database: an organisation and its API key, as
+/// `clarion org create` makes them, and a secret key of the bench's own for the server (no key
+/// file, no warning). Answers (API key, secret key).
+pub(crate) async fn organisation_for_bench(
+    database: &str,
+    name: &str,
+) -> anyhow::Result<(String, SecretKey)> {
+    let secret_key = SecretKey::generate();
+    let options = StoreOptions {
+        secret_keys: Some(SecretKeys::new(secret_key.clone())),
+        ..StoreOptions::default()
+    };
+    let store = Store::connect_with(database, options).await?;
+    let created = store
+        .create_org(name, chrono::Utc::now().timestamp_millis())
+        .await?;
+    let key = created.api_key.expose().to_owned();
+    store.close().await;
+    Ok((key, secret_key))
+}
+
 /// When each report arrived, by the report's sequence id.
 type Arrivals = Arc<Mutex<HashMap<i64, Instant>>>;
 
@@ -90,19 +111,7 @@ pub async fn api(args: ApiBenchArgs) -> anyhow::Result<()> {
     };
     let database_path = database_folder.join("bench.db");
     let database = format!("sqlite://{}", database_path.display());
-    // The operator's step: an organisation and its key, as `clarion org create` makes them.
-    // A key of the bench's own, given to the server too (no key file, no warning).
-    let secret_key = SecretKey::generate();
-    let options = StoreOptions {
-        secret_keys: Some(SecretKeys::new(secret_key.clone())),
-        ..StoreOptions::default()
-    };
-    let store = Store::connect_with(&database, options).await?;
-    let created = store
-        .create_org("API benchmark", chrono::Utc::now().timestamp_millis())
-        .await?;
-    let key = created.api_key.expose().to_owned();
-    store.close().await;
+    let (key, secret_key) = organisation_for_bench(&database, "API benchmark").await?;
 
     let config_path = dir.path().join("clarion.toml");
     std::fs::write(

@@ -21,11 +21,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use axum::Router;
 use axum::http::StatusCode;
-use clarion_store::secret_keys::{SecretKey, SecretKeys};
-use clarion_store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
-use super::bench_api::{Api, Server};
+use super::bench_api::{Api, Server, organisation_for_bench};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct SoakBenchArgs {
@@ -64,17 +62,7 @@ pub async fn soak(args: SoakBenchArgs) -> anyhow::Result<()> {
     }
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let database = format!("sqlite://{}", dir.path().join("soak.db").display());
-    let secret_key = SecretKey::generate();
-    let options = StoreOptions {
-        secret_keys: Some(SecretKeys::new(secret_key.clone())),
-        ..StoreOptions::default()
-    };
-    let store = Store::connect_with(&database, options).await?;
-    let created = store
-        .create_org("Soak benchmark", chrono::Utc::now().timestamp_millis())
-        .await?;
-    let key = created.api_key.expose().to_owned();
-    store.close().await;
+    let (key, secret_key) = organisation_for_bench(&database, "Soak benchmark").await?;
 
     let config_path = dir.path().join("clarion.toml");
     std::fs::write(
