@@ -16,6 +16,9 @@
 //!   moment its head was read ([`DeadlineBody`]), and a body that misses it is answered 408
 //!   `request_timeout` with `Connection: close`.
 //!
+//! A body its handler answered without reading is read and discarded (up to 256 KiB) before
+//! the answer goes, so that the kept-alive connection stays usable ([`with_body_deadline`]).
+//!
 //! Requests hyper refuses before routing (malformed, or a head over 64 KiB or 100 headers)
 //! get the API's JSON error body too ([`WatchedIo`]), and a request target over 8 KiB is 414
 //! `uri_too_long` before routing.
@@ -33,6 +36,7 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use http_body::Body as _;
 use hyper::body::{Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -453,46 +457,142 @@ fn with_uri_limit(router: Router) -> Router {
 /// Gives every request's body `body_timeout` from the moment its head was read; a request
 /// whose body missed it is answered 408 `request_timeout` and its connection closed, whatever
 /// the handler made of the truncated body.
+///
+/// A body the handler answered without reading to its end (a 401, 405 or 415 is decided from
+/// the head alone) is read and discarded here before the answer goes, up to
+/// [`MAX_UNREAD_BODY_DRAINED`] bytes, as Go's `net/http` does: otherwise hyper closes the
+/// connection after the answer without saying so, and a client that sent the body in a second
+/// packet finds its kept-alive connection closed under its next request ("remote end closed
+/// connection without response"). A body larger than that, or one behind
+/// `Expect: 100-continue` (its client has not sent it), gets `Connection: close` instead.
 fn with_body_deadline(router: Router, body_timeout: Duration) -> Router {
     router.layer(axum::middleware::from_fn(
         move |request: Request, next: Next| body_deadline(request, next, body_timeout),
     ))
 }
 
+/// The most of a request body left unread by its handler that is read and discarded to keep
+/// its connection alive (Go's `net/http` discards up to 256 KiB the same way).
+const MAX_UNREAD_BODY_DRAINED: u64 = 256 * 1024;
+
 async fn body_deadline(request: Request, next: Next, body_timeout: Duration) -> Response {
     let timed_out = Arc::new(AtomicBool::new(false));
+    let unread = Arc::new(Mutex::new(None));
+    let expects_continue = request
+        .headers()
+        .get(header::EXPECT)
+        .is_some_and(|value| value.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     let request = request.map(|inner| {
         Body::new(DeadlineBody {
-            inner,
-            deadline: Box::pin(tokio::time::sleep(body_timeout)),
+            rest: Some(TimedBody {
+                inner,
+                deadline: Box::pin(tokio::time::sleep(body_timeout)),
+            }),
             timed_out: timed_out.clone(),
+            unread: unread.clone(),
         })
     });
-    let response = next.run(request).await;
-    if !timed_out.load(Ordering::SeqCst) {
+    let mut response = next.run(request).await;
+    if timed_out.load(Ordering::SeqCst) {
+        response = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!(
+                "the request body did not arrive within {} s",
+                body_timeout.as_secs_f64()
+            ),
+        )
+        .into_response();
+        // The rest of the body may still come: the connection cannot be reused.
+        close_after(&mut response);
         return response;
     }
-    let mut response = ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "request_timeout",
-        format!(
-            "the request body did not arrive within {} s",
-            body_timeout.as_secs_f64()
-        ),
-    )
-    .into_response();
-    // The rest of the body may still come: the connection cannot be reused.
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    let left = unread.lock().ok().and_then(|mut slot| slot.take());
+    if let Some(rest) = left {
+        let drained = !expects_continue && rest.drain(MAX_UNREAD_BODY_DRAINED).await;
+        if !drained {
+            close_after(&mut response);
+        }
+    }
     response
 }
 
-/// A request body that fails once its deadline passes.
-struct DeadlineBody {
+/// Marks `response` as the connection's last, so that its client does not send another
+/// request on a connection the server is about to close.
+fn close_after(response: &mut Response) {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+}
+
+/// A request body and its deadline.
+struct TimedBody {
     inner: Body,
     deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl TimedBody {
+    fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyFailure>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame.map(|frame| frame.map_err(BodyFailure::Read)));
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(BodyFailure::TimedOut)));
+        }
+        Poll::Pending
+    }
+
+    /// Reads the rest of the body and discards it: true when it ended within `limit` bytes
+    /// and its deadline, so that the connection can take another request.
+    async fn drain(mut self, limit: u64) -> bool {
+        if self.inner.size_hint().lower() > limit {
+            return false;
+        }
+        let mut discarded: u64 = 0;
+        while !self.inner.is_end_stream() {
+            match std::future::poll_fn(|cx| self.poll_frame(cx)).await {
+                None => break,
+                Some(Ok(frame)) => {
+                    let length = frame.data_ref().map_or(0, Bytes::len);
+                    discarded = discarded.saturating_add(u64::try_from(length).unwrap_or(u64::MAX));
+                    if discarded > limit {
+                        return false;
+                    }
+                }
+                Some(Err(_)) => return false,
+            }
+        }
+        true
+    }
+}
+
+/// Why reading a [`TimedBody`] failed.
+enum BodyFailure {
+    Read(axum::Error),
+    TimedOut,
+}
+
+/// A request body that fails once its deadline passes, and that hands what its handler left
+/// unread back to [`body_deadline`] when dropped.
+struct DeadlineBody {
+    /// `None` only once dropped.
+    rest: Option<TimedBody>,
     timed_out: Arc<AtomicBool>,
+    unread: Arc<Mutex<Option<TimedBody>>>,
+}
+
+impl Drop for DeadlineBody {
+    fn drop(&mut self) {
+        if let Some(rest) = self.rest.take()
+            && !rest.inner.is_end_stream()
+            && let Ok(mut slot) = self.unread.lock()
+        {
+            *slot = Some(rest);
+        }
+    }
 }
 
 /// The error a [`DeadlineBody`] fails with.
@@ -515,21 +615,30 @@ impl http_body::Body for DeadlineBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
-            return Poll::Ready(frame);
+        let Some(rest) = self.rest.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match rest.poll_frame(cx) {
+            Poll::Ready(Some(Err(BodyFailure::TimedOut))) => {
+                self.timed_out.store(true, Ordering::SeqCst);
+                Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))))
+            }
+            Poll::Ready(Some(Err(BodyFailure::Read(error)))) => Poll::Ready(Some(Err(error))),
+            Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            self.timed_out.store(true, Ordering::SeqCst);
-            return Poll::Ready(Some(Err(axum::Error::new(BodyTimedOut))));
-        }
-        Poll::Pending
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest
+            .as_ref()
+            .is_none_or(|rest| rest.inner.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.rest
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), |rest| rest.inner.size_hint())
     }
 }
