@@ -27,6 +27,8 @@ pub mod public_id;
 pub mod secret_keys;
 mod sqlite;
 mod stored;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use api::{Store, Tx};
 /// The engine's values the store keeps at the row level (one `Channel`, one `SequenceStatus`

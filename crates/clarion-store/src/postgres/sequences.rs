@@ -1156,10 +1156,25 @@ impl PgStore {
              AND (sender IS NULL OR sender = ANY($2)) \
              ORDER BY id DESC LIMIT 16"
         );
-        let query = sqlx::query(&sql).bind(phone_number).bind(senders);
         let rows = match tx {
-            Some(tx) => query.fetch_all(&mut *tx.inner).await?,
-            None => query.fetch_all(&self.pool).await?,
+            // In a transaction the conversations are locked to its end, and one ended by a
+            // transaction this one waited for is re-checked and left out: two texts from one
+            // patient (a reply and a STOP) are handled one after the other, so the second
+            // sees what the first did (SQLite's write lock gives that by itself).
+            Some(tx) => {
+                sqlx::query(&format!("{sql} FOR UPDATE"))
+                    .bind(phone_number)
+                    .bind(senders)
+                    .fetch_all(&mut *tx.inner)
+                    .await?
+            }
+            None => {
+                sqlx::query(&sql)
+                    .bind(phone_number)
+                    .bind(senders)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
         };
         rows.iter().map(encounter_from_row).collect()
     }

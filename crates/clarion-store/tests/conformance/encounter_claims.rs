@@ -261,16 +261,7 @@ async fn an_sms_opening_is_in_flight_from_its_claim_to_its_record() {
 
     let mut tx = store.begin().await.unwrap();
     store
-        .mark_encounters_requested(
-            &mut tx,
-            &[RequestedEncounter {
-                id,
-                provider_ref: "SM1".to_owned(),
-                ends_at: Some(1_000),
-                report: None,
-                outcome: None,
-            }],
-        )
+        .mark_encounters_requested(&mut tx, &[requested_text(id, "SM1", 1_000)])
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -278,4 +269,80 @@ async fn an_sms_opening_is_in_flight_from_its_claim_to_its_record() {
         !in_flight("+15550207777", &["+15550000001"]).await,
         "recorded"
     );
+}
+
+/// Two texts from one patient handled at once (a reply that ends the conversation and a
+/// STOP): the conversation read in a transaction stays locked to its commit, so the second
+/// reader waits and then finds it ended, never acting on a conversation the first ended (the
+/// STOP would be lost: it suppresses only when it finds no conversation or ends one itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_sms_conversation_read_in_a_transaction_is_held_until_its_commit() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let other = backend.handles(1).await.remove(0);
+    let tenant = tenant(store, "sms routing").await;
+    let sequence = enroll(store, &tenant, "+15550206666").await;
+    let mut row = encounter_of(&tenant, &sequence, 0, 0);
+    row.channel = Channel::Sms;
+    let id = insert_encounter(store, &row).await;
+    let mut tx = store.begin().await.unwrap();
+    assert!(store.claim_encounter(&mut tx, id, 10).await.unwrap());
+    store
+        .set_encounter_sender(&mut tx, id, "+15550000001")
+        .await
+        .unwrap();
+    store
+        .mark_encounters_requested(&mut tx, &[requested_text(id, "SM2", 1_000_000)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    // The first text reads the conversation in its transaction...
+    let mut first = store.begin().await.unwrap();
+    let open = store
+        .open_sms_conversations(Some(&mut first), "+15550206666", &["+15550000001"])
+        .await
+        .unwrap();
+    assert_eq!(open.iter().map(|e| e.id).collect::<Vec<_>>(), vec![id]);
+    // ...while the second, on another handle, reads it too.
+    let mut second = tokio::spawn(async move {
+        let mut tx = other.begin().await.unwrap();
+        let open = other
+            .open_sms_conversations(Some(&mut tx), "+15550206666", &["+15550000001"])
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        open
+    });
+    // Give the second every chance to read past the first (a bounded wait for something
+    // that must not happen), then end the conversation and commit.
+    let early = tokio::time::timeout(std::time::Duration::from_millis(300), &mut second).await;
+    assert!(
+        early.is_err(),
+        "the second read did not wait for the first: {early:?}"
+    );
+    assert!(
+        store
+            .end_encounter(&mut first, id, "resolved", None, 2_000)
+            .await
+            .unwrap()
+    );
+    first.commit().await.unwrap();
+    let seen_by_second = second.await.unwrap();
+    assert!(
+        seen_by_second.is_empty(),
+        "the second read returned a conversation the first ended: {seen_by_second:?}"
+    );
+}
+
+/// An SMS encounter's opening text as recorded once the provider accepted it (`sid`), its
+/// conversation timing out at `ends_at`.
+fn requested_text(id: clarion_store::EncounterId, sid: &str, ends_at: i64) -> RequestedEncounter {
+    RequestedEncounter {
+        id,
+        provider_ref: sid.to_owned(),
+        ends_at: Some(ends_at),
+        report: None,
+        outcome: None,
+    }
 }

@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use clarion_store::testing::TestDatabase;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use crate::support::{
     self, Answer, AppOptions, TestApp, TestReceiver, eventually, spawn_app, spawn_app_with,
 };
-use clarion_store::{EndpointId, IdKind, OrgId, SequenceId, Store};
+use clarion_store::{EndpointId, IdKind, OrgId, SequenceId};
 use clarion_webhooks::examples;
 use serde_json::{Value, json};
 
@@ -51,7 +52,7 @@ async fn concurrent_enrollments_are_answered_one_by_one_and_only_once_durable() 
     let template_a = one_call_template(&app, &key_a).await;
     let template_b = one_call_template(&app, &key_b).await;
     // Another process's view: its own pool on the same file.
-    let other = Arc::new(Store::connect(&app.database_url).await.unwrap());
+    let other = Arc::new(app.database.open().await.unwrap());
 
     let mut requests: Vec<(OrgId, String, Value, String)> = Vec::new();
     for n in 0..24 {
@@ -144,7 +145,7 @@ time_scale = 100000.0
     const ITEMS: usize = 400;
     const CONNECTIONS: usize = 16;
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+    let database = TestDatabase::create().await;
     let key = support::create_org_with_cli(&database).await;
     let http = reqwest::Client::new();
     let receiver = TestReceiver::start(Answer::Status(204)).await;

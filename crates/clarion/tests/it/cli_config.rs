@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use clarion_store::testing::TestDatabase;
 use std::process::Stdio;
 
 use serde_json::Value;
@@ -16,12 +17,19 @@ use crate::support::DEADLINE;
 /// stops it and answers what it wrote to standard error (a file: not a terminal).
 async fn serve_and_read_the_log(env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+    let database = TestDatabase::create().await;
     let log_path = dir.path().join("clarion.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database", &database])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            database.url(),
+        ])
         .env("RUST_LOG", "info")
+        .env("CLARION_SECRET_KEY", database.secret_key_env())
         .env_remove("CLARION_CRASH_AT")
         .envs(env.iter().copied())
         .stdout(Stdio::piped())

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use crate::support;
+use clarion_store::testing::TestDatabase;
 
 use std::time::Duration;
 
@@ -21,7 +22,11 @@ poll_interval = "100ms"
 time_scale = 2000.0
 "#;
 
-async fn start(dir: &std::path::Path, database: &str, crash_at: Option<&str>) -> (Child, String) {
+async fn start(
+    dir: &std::path::Path,
+    database: &TestDatabase,
+    crash_at: Option<&str>,
+) -> (Child, String) {
     support::spawn_server(dir, database, CONFIG, crash_at).await
 }
 
@@ -43,7 +48,7 @@ async fn post(http: &reqwest::Client, base: &str, key: &str, path: &str, body: V
 async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_contact() {
     for point in clarion_scheduler::fault::CRASH_POINTS {
         let dir = tempfile::tempdir().unwrap();
-        let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+        let database = TestDatabase::create().await;
         let key = support::create_org_with_cli(&database).await;
         let receiver = TestReceiver::start(Answer::Status(204)).await;
         let http = reqwest::Client::new();
@@ -155,7 +160,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
         );
 
         // In the database: one encounter per step attempt, every one ended.
-        let store = clarion_store::Store::connect(&database).await.unwrap();
+        let store = database.open().await.unwrap();
         // The API's id is the organisation's public id; the rows are keyed by the internal one.
         let org = store.authenticate(&key).await.unwrap().unwrap();
         let internal = store
@@ -198,7 +203,7 @@ async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome
     };
 
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+    let database = TestDatabase::create().await;
     let (org_id, key) = support::create_org_with_cli_and_id(&database).await;
     // The operator lets this organisation use the fake's Vapi assistant (issue 17 defect 6).
     support::allow_vapi_assistant_with_cli(&database, org_id, "asst_1", true).await;

@@ -324,10 +324,15 @@ async fn a_rotated_secret_signs_alongside_the_new_one_for_24_hours() {
 
 /// Issue 14 defect 6: endpoint secrets were stored in the clear. Now no file of the
 /// installation but the key file holds a secret's bytes (not the database, not its
-/// write-ahead log), and reports are still signed with it.
+/// write-ahead log), and reports are still signed with it. A test of SQLite's files (on
+/// PostgreSQL, the conformance suite reads the stored values back raw).
 #[tokio::test]
 async fn endpoint_secrets_are_not_in_the_database_files_and_still_sign() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(AppOptions {
+        sqlite_key_file: true,
+        ..AppOptions::default()
+    })
+    .await;
     let receiver = TestReceiver::start(Answer::Status(204)).await;
     let (org, key) = app.org("Riverside").await;
     let (id, first) = app.endpoint(&key, &receiver.url).await;

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use crate::support;
+use clarion_store::testing::TestDatabase;
 
 use crate::support::fake_twilio::{ACCOUNT_SID, AUTH_TOKEN, FakeTwilio, SERVICE_SID};
 use crate::support::fake_vapi::{
@@ -25,7 +26,7 @@ const VARIABLE: &str = "Xylophone-Appointment-77";
 #[tokio::test]
 async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+    let database = TestDatabase::create().await;
     let (org_id, key) = create_org_with_cli_and_id(&database).await;
     // The operator lets this organisation use the fake's Vapi assistant (issue 17 defect 6).
     allow_vapi_assistant_with_cli(&database, org_id, "asst_1", true).await;
@@ -52,8 +53,9 @@ async fn a_full_run_logs_no_phone_number_transcript_or_secret() {
     let log_path = dir.path().join("clarion.log");
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"));
     command
-        .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--database", &database, "--config"])
+        .args(["serve", "--dev", "--listen", &format!("127.0.0.1:{port}"), "--database", database.url(), "--config"])
         .arg(&config)
+        .env("CLARION_SECRET_KEY", database.secret_key_env())
         .env(
             "RUST_LOG",
             "info,clarion=debug,clarion_server=debug,clarion_scheduler=debug,clarion_delivery=debug,clarion_store=debug",

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use crate::support;
+use clarion_store::testing::TestDatabase;
 
 use std::time::Duration;
 
@@ -25,7 +26,7 @@ struct Server {
     base: String,
 }
 
-async fn start_server(dir: &std::path::Path, database: &str) -> Server {
+async fn start_server(dir: &std::path::Path, database: &TestDatabase) -> Server {
     let (child, base) = support::spawn_server(dir, database, TEST_CONFIG, None).await;
     Server { child, base }
 }
@@ -41,7 +42,7 @@ async fn deliveries(http: &reqwest::Client, base: &str, key: &str) -> Vec<Value>
 #[tokio::test]
 async fn kill_9_mid_delivery_loses_nothing_and_every_report_arrives_after_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+    let database = TestDatabase::create().await;
     let key = support::create_org_with_cli(&database).await;
     let http = reqwest::Client::new();
     // The receiver holds every request: the server dies with attempts in flight.
@@ -109,7 +110,7 @@ async fn kill_9_mid_delivery_loses_nothing_and_every_report_arrives_after_restar
 #[tokio::test]
 async fn sigterm_finishes_and_records_attempts_in_flight_then_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let database = format!("sqlite://{}", dir.path().join("clarion.db").display());
+    let database = TestDatabase::create().await;
     let key = support::create_org_with_cli(&database).await;
     let http = reqwest::Client::new();
     let receiver = TestReceiver::start(Answer::Delay(Duration::from_millis(1500))).await;
@@ -150,7 +151,7 @@ async fn sigterm_finishes_and_records_attempts_in_flight_then_exits_cleanly() {
     assert!(exit.success(), "clarion exited with {exit}");
 
     // The attempts that were in flight finished (204 after the delay) and were recorded.
-    let store = clarion_store::Store::connect(&database).await.unwrap();
+    let store = database.open().await.unwrap();
     let org = store.authenticate(&key).await.unwrap().unwrap();
     let recorded = store
         .list_deliveries(org, &clarion_store::DeliveryFilter::default(), None, 10)

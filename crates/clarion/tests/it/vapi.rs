@@ -937,7 +937,7 @@ async fn only_vapi_assistants_the_operator_allowed_can_be_named() {
     // The operator allows it with the CLI; now it is accepted.
     let org_id = organization["id"].as_i64().unwrap();
     let shown =
-        allow_vapi_assistant_with_cli(&f.app.database_url, org_id, "asst_other_tenant", true).await;
+        allow_vapi_assistant_with_cli(&f.app.database, org_id, "asst_other_tenant", true).await;
     assert_eq!(shown["org_id"], org_id);
     assert_eq!(
         shown["vapi_assistants"],
@@ -958,6 +958,7 @@ async fn only_vapi_assistants_the_operator_allowed_can_be_named() {
             "--database",
             &f.app.database_url,
         ])
+        .env("CLARION_SECRET_KEY", f.app.secret_key())
         .output()
         .await
         .unwrap();
@@ -981,7 +982,7 @@ async fn a_call_is_not_placed_once_its_vapi_assistant_is_off_the_list() {
     let f = fixture().await;
     let (_, organization) = f.app.get(&f.key, "/v1/organization").await;
     let org_id = organization["id"].as_i64().unwrap();
-    let shown = allow_vapi_assistant_with_cli(&f.app.database_url, org_id, "asst_1", false).await;
+    let shown = allow_vapi_assistant_with_cli(&f.app.database, org_id, "asst_1", false).await;
     assert_eq!(shown["vapi_assistants"], json!([]));
     let id = f.enroll("+15555550160").await;
     f.run().await;

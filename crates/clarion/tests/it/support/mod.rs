@@ -1,6 +1,10 @@
-//! Test support: an in-process Clarion (store on a temp SQLite file, API on port 0, a
-//! dispatcher driven synchronously on a manual clock) and a receiver whose answers a test
+//! Test support: an in-process Clarion (store on a test database of its own, API on port 0,
+//! a dispatcher driven synchronously on a manual clock) and a receiver whose answers a test
 //! can change mid-test.
+//!
+//! The database is a fresh SQLite file, or, when `CLARION_TEST_DATABASE_URL` names a
+//! PostgreSQL server, a database of the test's own on it, dropped with the test
+//! (`clarion_store::testing`): `scripts/test` runs this suite once on each.
 #![allow(clippy::unwrap_used)] // test support fails loudly by design
 
 pub mod fake_llm;
@@ -20,6 +24,7 @@ use clarion::config::{Config, Overrides};
 use clarion_delivery::ssrf::SsrfPolicy;
 use clarion_delivery::{Clock, Dispatcher, DispatcherConfig, ManualClock};
 use clarion_server::AppState;
+use clarion_store::testing::TestDatabase;
 use clarion_store::{OrgId, Store};
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -37,9 +42,10 @@ pub struct TestApp {
     pub scheduler: clarion_scheduler::Scheduler,
     pub clock: ManualClock,
     pub config: DispatcherConfig,
-    /// The SQLite database's URL, for the operator's CLI commands.
+    /// The database's URL, for the operator's CLI commands (with [`TestApp::secret_key`]).
     pub database_url: String,
-    _dir: tempfile::TempDir,
+    /// The test's database, dropped with it.
+    pub database: TestDatabase,
 }
 
 /// The embedded default configuration's dispatcher settings, as `clarion serve` builds them.
@@ -74,6 +80,10 @@ pub struct AppOptions {
     /// The listeners' client limits (timeouts, connections): the embedded defaults unless a
     /// test shortens them.
     pub server: clarion_server::ServerLimits,
+    /// A SQLite file with the key file beside it (as `clarion serve` draws it without
+    /// `CLARION_SECRET_KEY`) whatever `CLARION_TEST_DATABASE_URL` names: for tests of the
+    /// database files themselves.
+    pub sqlite_key_file: bool,
 }
 
 impl Default for AppOptions {
@@ -96,6 +106,7 @@ impl Default for AppOptions {
                 .unwrap()
                 .server
                 .limits(),
+            sqlite_key_file: false,
         }
     }
 }
@@ -138,11 +149,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let dir = tempfile::tempdir().unwrap();
+    let database = if options.sqlite_key_file {
+        TestDatabase::sqlite_with_key_file()
+    } else {
+        TestDatabase::create().await
+    };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let url = format!("sqlite://{}", dir.path().join("clarion.db").display());
-    let store = Store::connect(&url).await.unwrap();
+    let url = database.url().to_owned();
+    let store = database.open().await.unwrap();
     let clock = ManualClock::starting_now();
     let shared_clock: Arc<dyn Clock> = Arc::new(clock.clone());
     let dispatcher = Dispatcher::new(
@@ -239,11 +254,18 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         clock,
         config: options.dispatcher,
         database_url: url,
-        _dir: dir,
+        database,
     }
 }
 
 impl TestApp {
+    /// The database's secret key, as `CLARION_SECRET_KEY` for the operator's CLI commands run
+    /// on [`TestApp::database_url`] (PostgreSQL requires it; on SQLite it replaces the key
+    /// file).
+    pub fn secret_key(&self) -> String {
+        self.database.secret_key_env()
+    }
+
     /// Puts a Vapi assistant id on an organisation's allow-list (what the operator does with
     /// `clarion org allow-vapi-assistant`).
     pub async fn allow_vapi_assistant(&self, org: OrgId, vapi_assistant_id: &str) {
@@ -534,11 +556,11 @@ where
     }
 }
 
-/// A `clarion serve --dev` process on port 0 over `database`, with `config` as its
+/// A `clarion serve --dev` process on port 0 over `database` (with its secret key), with `config` as its
 /// configuration file and `CLARION_CRASH_AT` set when given. Answers the child and its base URL.
 pub async fn spawn_server(
     dir: &std::path::Path,
-    database: &str,
+    database: &TestDatabase,
     config: &str,
     crash_at: Option<&str>,
 ) -> (tokio::process::Child, String) {
@@ -548,7 +570,7 @@ pub async fn spawn_server(
 /// [`spawn_server`] with extra environment variables (provider credentials).
 pub async fn spawn_server_with_env(
     dir: &std::path::Path,
-    database: &str,
+    database: &TestDatabase,
     config: &str,
     crash_at: Option<&str>,
     env: &[(&str, &str)],
@@ -565,11 +587,12 @@ pub async fn spawn_server_with_env(
             "--listen",
             "127.0.0.1:0",
             "--database",
-            database,
+            database.url(),
             "--config",
         ])
         .arg(&path)
         .env("RUST_LOG", "warn")
+        .env("CLARION_SECRET_KEY", database.secret_key_env())
         .env_remove("CLARION_CRASH_AT")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
@@ -631,14 +654,15 @@ pub async fn run_doctor(config: &str, env: &[(&str, &str)]) -> (Option<i32>, Str
 }
 
 /// `clarion org create` against `database`; the new organisation's API key.
-pub async fn create_org_with_cli(database: &str) -> String {
+pub async fn create_org_with_cli(database: &TestDatabase) -> String {
     create_org_with_cli_and_id(database).await.1
 }
 
 /// `clarion org create` against `database`; the new organisation's id and API key.
-pub async fn create_org_with_cli_and_id(database: &str) -> (i64, String) {
+pub async fn create_org_with_cli_and_id(database: &TestDatabase) -> (i64, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
-        .args(["org", "create", "Riverside", "--database", database])
+        .args(["org", "create", "Riverside", "--database", database.url()])
+        .env("CLARION_SECRET_KEY", database.secret_key_env())
         .output()
         .await
         .unwrap();
@@ -652,7 +676,7 @@ pub async fn create_org_with_cli_and_id(database: &str) -> (i64, String) {
 /// `clarion org allow-vapi-assistant` (or `disallow-…` when `allow` is false) against
 /// `database`, as the deployment's operator would; answers the organisation it prints.
 pub async fn allow_vapi_assistant_with_cli(
-    database: &str,
+    database: &TestDatabase,
     org_id: i64,
     vapi_assistant_id: &str,
     allow: bool,
@@ -669,8 +693,9 @@ pub async fn allow_vapi_assistant_with_cli(
             &org_id.to_string(),
             vapi_assistant_id,
             "--database",
-            database,
+            database.url(),
         ])
+        .env("CLARION_SECRET_KEY", database.secret_key_env())
         .output()
         .await
         .unwrap();
