@@ -406,6 +406,9 @@ pub enum SmsChannel {
 pub struct ChannelsConfig {
     pub call: CallChannel,
     pub sms: SmsChannel,
+    /// How long (real time) an encounter may stay committed without its provider's answer
+    /// recorded before Clarion takes the node that committed it for dead and reconciles it.
+    pub reconcile_after: HumanDuration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -509,6 +512,9 @@ impl Config {
         }
         if webhooks.allowed_ports.contains(&0) {
             bail!("webhooks.allowed_ports cannot contain 0");
+        }
+        if self.channels.reconcile_after.0 < std::time::Duration::from_secs(1) {
+            bail!("channels.reconcile_after must be at least 1s");
         }
         if webhooks.poll_interval.0.is_zero() {
             bail!("webhooks.poll_interval must be more than zero");

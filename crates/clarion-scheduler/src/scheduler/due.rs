@@ -235,8 +235,13 @@ impl Scheduler {
     #[tracing::instrument(level = "debug", skip_all)]
     pub(super) async fn reconcile_unconfirmed(&self) -> Result<usize, SchedulerError> {
         let now = self.inner.clock.now_millis();
+        let config = &self.inner.config;
+        let window = Duration::try_from_secs_f64(
+            config.reconcile_after.as_secs_f64() * config.time_scale.max(1.0),
+        )
+        .unwrap_or(Duration::MAX);
         let before =
-            now - Millis::try_from(self.inner.config.reconcile_after.as_millis()).unwrap_or(0);
+            now.saturating_sub(Millis::try_from(window.as_millis()).unwrap_or(Millis::MAX));
         let channels = self.provider_channels();
         let stale = self
             .inner

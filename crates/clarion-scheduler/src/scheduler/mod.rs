@@ -102,8 +102,10 @@ pub struct SchedulerConfig {
     /// The deployment's default contact caps (`[compliance]`); an organisation's own
     /// settings override them.
     pub contact_caps: Option<ContactCaps>,
-    /// An encounter committed but not confirmed as requested after this long (engine time)
-    /// is reconciled.
+    /// An encounter committed but not confirmed as requested after this long (real time:
+    /// the node that committed it has died) is reconciled. On the engine clock the window is
+    /// `time_scale` times longer, so a sped-up clock does not take a node that is still
+    /// working on it (or another node's work, on a shared database) for a dead one.
     pub reconcile_after: Duration,
     /// How much faster than real time the engine clock runs (`simulator.time_scale`).
     pub time_scale: f64,

@@ -26,6 +26,8 @@ pub(super) struct WriteTx {
     /// whose reports go into the outbox when the buffer is written: one read of their
     /// encounters and one outbox write for all of them.
     pub(super) ending: Vec<(SequenceRow, Millis)>,
+    /// Reports written into the outbox by this transaction (for the metric, at commit).
+    pub(super) reports_queued: u64,
     pub(super) outbox: Outbox,
     /// Real time, for the outbox.
     pub(super) real_clock: Arc<dyn Clock>,
@@ -46,6 +48,7 @@ impl WriteTx {
         Ok(Self {
             tx: inner.store.begin().await?,
             ending: Vec::new(),
+            reports_queued: 0,
             outbox: inner.outbox.clone(),
             real_clock: inner.real_clock.clone(),
             events: Vec::new(),
@@ -156,6 +159,7 @@ impl WriteTx {
         self.outbox
             .enqueue_reports(&mut self.tx, &reports, self.real_clock.now_millis())
             .await?;
+        self.reports_queued += u64::try_from(reports.len()).unwrap_or(u64::MAX);
         Ok(())
     }
 
@@ -175,6 +179,15 @@ impl WriteTx {
     pub(super) async fn commit(mut self, store: &Store) -> Result<Vec<Started>, StoreError> {
         self.flush(store).await?;
         self.tx.commit().await?;
+        // This node's share of the work (several nodes on one database each count their own).
+        for started in &self.started {
+            metrics::counter!(
+                "clarion_encounters_started_total",
+                "channel" => started.encounter.channel.as_str()
+            )
+            .increment(1);
+        }
+        metrics::counter!("clarion_sequences_ended_total").increment(self.reports_queued);
         Ok(self.started)
     }
 }

@@ -43,7 +43,7 @@ pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
         batch_size: 256,
         poll_interval: config.webhooks.poll_interval.0,
         contact_caps: caps,
-        reconcile_after: std::time::Duration::from_secs(60),
+        reconcile_after: config.channels.reconcile_after.0,
         time_scale: config.simulator.time_scale,
         vapi: None,
         twilio: None,

@@ -139,6 +139,9 @@ attempt_timeout = "2s"
 lease_margin = "1s"
 poll_interval = "100ms"
 
+[channels]
+reconcile_after = "1s"
+
 [simulator]
 time_scale = 100000.0
 "#;

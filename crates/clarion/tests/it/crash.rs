@@ -18,6 +18,8 @@ retry_schedule = ["0s", "200ms", "200ms", "200ms"]
 attempt_timeout = "2s"
 lease_margin = "1s"
 poll_interval = "100ms"
+[channels]
+reconcile_after = "1s"
 [simulator]
 time_scale = 2000.0
 "#;
@@ -30,19 +32,7 @@ async fn start(
     support::spawn_server(dir, database, CONFIG, crash_at).await
 }
 
-async fn post(http: &reqwest::Client, base: &str, key: &str, path: &str, body: Value) -> Value {
-    let response = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
-}
+use support::post_ok as post;
 
 #[tokio::test]
 async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_contact() {

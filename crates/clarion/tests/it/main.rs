@@ -8,6 +8,7 @@ mod support;
 mod api;
 mod api_path;
 mod capacity;
+mod chaos;
 mod cli_config;
 mod cli_webhook;
 mod crash;

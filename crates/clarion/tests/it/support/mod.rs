@@ -625,6 +625,27 @@ pub async fn api_get(http: &reqwest::Client, url: &str, key: &str) -> Value {
         .unwrap()
 }
 
+/// POST `body` to `base` + `path` with the API key; the JSON answer, which must be a success.
+pub async fn post_ok(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    body: Value,
+) -> Value {
+    let response = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
+}
+
 /// POST `body` (or nothing) to `url` with the API key; the JSON answer.
 pub async fn api_post(http: &reqwest::Client, url: &str, key: &str, body: Option<&Value>) -> Value {
     let mut request = http.post(url).bearer_auth(key);
