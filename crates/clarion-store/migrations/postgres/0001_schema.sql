@@ -99,6 +99,11 @@ CREATE INDEX webhook_deliveries_endpoint_due_first
 CREATE INDEX webhook_deliveries_endpoint_due_retry
     ON webhook_deliveries(endpoint_id, next_attempt_at, id)
     WHERE status = 'pending' AND attempt_count > 0;
+-- Deliveries under a lease, per endpoint: the claim counts an endpoint's live leases (every
+-- node's) against its concurrency cap. Only leased rows are indexed.
+CREATE INDEX webhook_deliveries_endpoint_leased
+    ON webhook_deliveries(endpoint_id, lease_expires_at)
+    WHERE status = 'pending' AND lease_expires_at IS NOT NULL;
 
 -- Every attempt, kept.
 CREATE TABLE webhook_attempts (

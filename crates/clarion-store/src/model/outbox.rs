@@ -166,10 +166,12 @@ pub struct ClaimRequest<'a> {
     /// `true` claims first attempts only, `false` retries only, so that a backlog of retries
     /// never delays fresh reports.
     pub first_attempts: bool,
-    /// At most this many deliveries of one endpoint in flight on the claiming node (unless
-    /// the endpoint has its own limit in `endpoint_limits`)...
+    /// At most this many deliveries of one endpoint in flight (unless the endpoint has its
+    /// own limit in `endpoint_limits`), counted over every node sharing the database: the
+    /// store counts the endpoint's live leases, whoever holds them, and makes that count and
+    /// the claim one step across claimers...
     pub per_endpoint_limit: u32,
-    /// ...counting these, already in flight there (endpoint, count).
+    /// ...and never fewer than these, in flight on the claiming node (endpoint, count).
     pub in_flight: &'a [(EndpointId, u32)],
     /// Endpoints with a limit of their own instead of `per_endpoint_limit` (the dispatcher's
     /// adaptive concurrency: raised for a receiver that keeps up, cut for one that does not).

@@ -179,12 +179,18 @@ impl PgStore {
         // cap could take) from its range of the lane's index, so one endpoint's backlog never
         // hides another's due work. They are locked with SKIP LOCKED (another node's claim in
         // flight is passed over; a row it claimed and committed is re-checked against its new version and
-        // left out), ranked per endpoint (its cap, counting this node's in-flight), then per
+        // left out), ranked per endpoint (its cap, counting the endpoint's live leases on every
+        // node), then per
         // organisation (its cap; organisations take turns, the one with the fewest in flight
         // first, as on SQLite), and the lease is written by the same statement. The outer
         // WHERE repeats the due condition, so the UPDATE alone decides.
         let claim_sql = format!(
-            "WITH candidates AS ( \
+            "WITH leased AS ( \
+               SELECT x.endpoint_id, COUNT(*) AS n FROM webhook_deliveries x \
+               WHERE x.endpoint_id = ANY($14) AND x.status = 'pending' \
+                 AND x.lease_expires_at > $3 \
+               GROUP BY x.endpoint_id \
+             ), candidates AS ( \
                SELECT c.id, c.endpoint_id, e.org_id, c.next_attempt_at FROM webhook_endpoints e \
                CROSS JOIN LATERAL ( \
                  SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
@@ -194,14 +200,16 @@ impl PgStore {
                  ORDER BY d.next_attempt_at, d.id LIMIT $4 \
                  FOR UPDATE OF d SKIP LOCKED \
                ) c \
-               WHERE e.enabled \
+               WHERE e.enabled AND e.id = ANY($14) \
              ), ranked AS ( \
                SELECT c.id, c.org_id, c.next_attempt_at, \
                  ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
-                 + COALESCE(f.n, 0) AS endpoint_rank, COALESCE(l.cap, $5) AS endpoint_cap \
+                 + GREATEST(COALESCE(f.n, 0), COALESCE(k.n, 0)) AS endpoint_rank, \
+                 COALESCE(l.cap, $5) AS endpoint_cap \
                FROM candidates c \
                LEFT JOIN UNNEST($7::bigint[], $8::bigint[]) AS f(endpoint_id, n) \
                  ON f.endpoint_id = c.endpoint_id \
+               LEFT JOIN leased k ON k.endpoint_id = c.endpoint_id \
                LEFT JOIN UNNEST($12::bigint[], $13::bigint[]) AS l(endpoint_id, cap) \
                  ON l.endpoint_id = c.endpoint_id \
              ), org_ranked AS ( \
@@ -225,6 +233,27 @@ impl PgStore {
              RETURNING d.id, d.attempt_count, d.manual, d.lease_owner"
         );
         let mut tx = self.begin().await?;
+        // The endpoints with due work in this lane, locked to this transaction's end (another
+        // node's claim skips them meanwhile): counting an endpoint's live leases and taking
+        // more is then one step across nodes, so its cap holds over the whole cluster. The
+        // claim is a statement of its own, after the lock, so that its snapshot sees every
+        // lease committed before it (READ COMMITTED). NO KEY UPDATE leaves the foreign-key
+        // checks of reports being queued to these endpoints unblocked.
+        let endpoints: Vec<i64> = sqlx::query_scalar(&format!(
+            "SELECT e.id FROM webhook_endpoints e WHERE e.enabled AND EXISTS ( \
+               SELECT 1 FROM webhook_deliveries d \
+               WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
+                 AND d.next_attempt_at <= $1 \
+                 AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $1)) \
+             ORDER BY e.id FOR NO KEY UPDATE OF e SKIP LOCKED"
+        ))
+        .bind(request.now)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        if endpoints.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
         let claimed: Vec<(i64, i64, bool, String)> = sqlx::query_as(&claim_sql)
             .bind(request.owner)
             .bind(request.lease_until)
@@ -239,6 +268,7 @@ impl PgStore {
             .bind(i64::from(request.per_organization_limit))
             .bind(&limited_endpoints)
             .bind(&endpoint_limits)
+            .bind(&endpoints)
             .fetch_all(&mut *tx.inner)
             .await?;
         if claimed.is_empty() {

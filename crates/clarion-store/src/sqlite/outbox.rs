@@ -62,8 +62,10 @@ fn claim_statement(lane: &str) -> String {
     // Candidates are taken per endpoint: each enabled endpoint's earliest due rows, at
     // most `take` of them (an index range on `webhook_deliveries_endpoint_due_*`), so a
     // deep backlog of one endpoint due earlier never hides another endpoint's rows.
-    // `endpoint_rank` applies the per-endpoint cap (counting what is in flight on this
-    // node). `org_rank` then numbers each organisation's candidates, its least busy
+    // `endpoint_rank` applies the per-endpoint cap, counting what is in flight: the
+    // endpoint's live leases, whichever process holds them (never less than what the
+    // claiming node says it has in flight), so the cap holds over every claimer of the
+    // database (the IMMEDIATE transaction makes count and claim one step). `org_rank` then numbers each organisation's candidates, its least busy
     // endpoints' first, after what the organisation already has in flight here; it applies
     // the per-organisation cap, and the batch is taken in `org_rank` order: organisations
     // take turns, the one with the fewest in flight first (water-filling), so one with many
@@ -86,7 +88,9 @@ fn claim_statement(lane: &str) -> String {
              FROM ( \
                SELECT c.id, c.endpoint_id, e.org_id, c.next_attempt_at, \
                  ROW_NUMBER() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id) \
-                 + COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0) \
+                 + MAX(COALESCE((SELECT j.value FROM json_each(?3) j WHERE j.key = CAST(c.endpoint_id AS TEXT)), 0), \
+                       (SELECT COUNT(*) FROM webhook_deliveries x WHERE x.endpoint_id = c.endpoint_id \
+                          AND x.status = 'pending' AND x.lease_expires_at > ?4)) \
                  AS endpoint_rank \
                FROM webhook_endpoints e CROSS JOIN webhook_deliveries c ON c.id IN ( \
                  SELECT d.id FROM webhook_deliveries d \

@@ -384,3 +384,76 @@ async fn organisations_take_turns_for_short_slots_and_none_exceeds_its_share() {
         assert_eq!(claim.org_id, expected);
     }
 }
+
+/// The per-endpoint cap holds over every claimer of the database, not one node's claims:
+/// whoever holds an endpoint's live leases, they count. Sequentially, a second node gets
+/// nothing of an endpoint at its cap; racing (several handles, several tasks each, claiming
+/// in small batches and never releasing), the endpoint's live leases never pass its cap,
+/// however the claims interleave. Expired leases do not count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_endpoint_cap_holds_across_nodes() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let org = store.create_org("cluster cap", 0).await.unwrap().id;
+    let hook = endpoint(store, org, "https://capped.example/").await;
+    queue_deliveries(store, org, hook.id, 40, 0).await;
+    let handles = backend.handles(HANDLES).await;
+
+    // One node takes the cap (in batches of two); another node, knowing nothing of those
+    // attempts, gets nothing more.
+    let mut first = Vec::new();
+    loop {
+        let claimed = handles[0].claim_due(&capped("a", 10)).await.unwrap();
+        if claimed.is_empty() {
+            break;
+        }
+        first.extend(claimed);
+    }
+    assert_eq!(first.len(), CAP as usize, "the first node takes the cap");
+    let second = handles[1].claim_due(&capped("b", 10)).await.unwrap();
+    assert!(
+        second.is_empty(),
+        "a second node passed the cap: {second:?}"
+    );
+
+    // Once those leases have expired (at 1,010), claimers race at 2,000: together they hold
+    // at most the cap.
+    let mut tasks = Vec::new();
+    for (h, handle) in handles.iter().enumerate() {
+        for t in 0..TASKS_PER_HANDLE {
+            let handle = handle.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut mine = 0;
+                let owner = format!("n{h}-{t}");
+                for _ in 0..10 {
+                    mine += handle
+                        .claim_due(&capped(&owner, 2_000))
+                        .await
+                        .unwrap()
+                        .len();
+                }
+                mine
+            }));
+        }
+    }
+    let mut held = 0;
+    for task in tasks {
+        held += task.await.unwrap();
+    }
+    assert_eq!(
+        held, CAP as usize,
+        "the endpoint's leases over every node, after the expired ones were taken again"
+    );
+}
+
+/// The cap of [`the_endpoint_cap_holds_across_nodes`].
+const CAP: u32 = 5;
+
+/// A claim of two at `now` under [`CAP`], leased for a second, knowing of nothing in flight.
+fn capped(owner: &str, now: Millis) -> ClaimRequest<'_> {
+    ClaimRequest {
+        per_endpoint_limit: CAP,
+        lease_until: now + 1_000,
+        ..request(owner, now, 2)
+    }
+}
