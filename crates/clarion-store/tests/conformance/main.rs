@@ -20,6 +20,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod contact_caps;
+mod copy;
 mod delivery_claims;
 mod encounter_claims;
 mod enrollment;
@@ -36,9 +37,9 @@ use std::sync::Once;
 
 use clarion_store::secret_keys::{SecretKey, SecretKeys};
 use clarion_store::{
-    Assistant, Channel, EncounterId, EncounterRow, EncounterStatus, Endpoint, EndpointId, Millis,
-    NewMessage, NewSequence, OrgId, Recipients, SequenceRow, SequenceStatus, SequenceUpdate, Store,
-    StoreError, StoreOptions, TemplateVersion,
+    Assistant, Channel, ClaimRequest, ClaimedDelivery, EncounterId, EncounterRow, EncounterStatus,
+    Endpoint, EndpointId, Millis, NewMessage, NewSequence, OrgId, Recipients, SequenceRow,
+    SequenceStatus, SequenceUpdate, Store, StoreError, StoreOptions, TemplateVersion,
 };
 use serde_json::json;
 
@@ -185,6 +186,11 @@ pub async fn backend() -> Backend {
             });
         }
     }
+    sqlite_backend().await
+}
+
+/// A fresh SQLite file in a temporary directory, whatever the suite runs on.
+pub async fn sqlite_backend() -> Backend {
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = format!("sqlite://{}", dir.path().join("conformance.db").display());
     let keys = SecretKeys::new(SecretKey::generate());
@@ -361,6 +367,30 @@ pub async fn insert_encounter(store: &Store, row: &EncounterRow) -> EncounterId 
     let inserted = store.insert_encounters(&mut tx, &[row]).await.unwrap();
     tx.commit().await.unwrap();
     inserted[0].expect("inserted").id
+}
+
+/// Claims the first attempts due at `now` (up to 10, 4 per endpoint), leased until
+/// `lease_until`.
+pub async fn claim_first_attempts(
+    store: &Store,
+    now: Millis,
+    lease_until: Millis,
+) -> Vec<ClaimedDelivery> {
+    store
+        .claim_due(&ClaimRequest {
+            owner: "node",
+            now,
+            lease_until,
+            limit: 10,
+            first_attempts: true,
+            per_endpoint_limit: 4,
+            in_flight: &[],
+            endpoint_limits: &[],
+            per_organization_limit: 100,
+            in_flight_per_organization: &[],
+        })
+        .await
+        .unwrap()
 }
 
 /// Queues `count` report messages to one endpoint (committed), due at `due`.
