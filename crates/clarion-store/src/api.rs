@@ -137,6 +137,12 @@ impl Store {
         crate::copy::copy(self.side(), target.side()).await
     }
 
+    /// The rows of each table [`Store::copy_into`] copies, in the order it copies them, read
+    /// in one snapshot: what a copy of this installation must hold.
+    pub async fn table_counts(&self) -> Result<Vec<(&'static str, u64)>> {
+        crate::copy::table_counts(self.side()).await
+    }
+
     fn side(&self) -> crate::copy::Side<'_> {
         match &self.backend {
             Backend::Sqlite(db) => crate::copy::Side::Sqlite(db),

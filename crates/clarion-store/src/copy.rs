@@ -813,6 +813,17 @@ fn reseal(row: &mut Row, from: &SecretKeys, to: &SecretKeys) -> Result<(), CopyE
     Ok(())
 }
 
+/// Each copied table's rows, read in one snapshot, in copy order.
+pub(crate) async fn table_counts(side: Side<'_>) -> Result<Vec<(&'static str, u64)>, StoreError> {
+    let mut reader = side.snapshot().await?;
+    let mut counts = Vec::with_capacity(TABLES.len());
+    for table in TABLES {
+        counts.push((table.name, reader.count(table).await?));
+    }
+    reader.finish().await?;
+    Ok(counts)
+}
+
 /// Copies every table of `source` into `target` (see the module documentation).
 pub(crate) async fn copy(source: Side<'_>, target: Side<'_>) -> Result<CopyReport, CopyError> {
     let mut reader = source.snapshot().await?;

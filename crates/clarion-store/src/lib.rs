@@ -28,6 +28,8 @@ pub mod public_id;
 pub mod secret_keys;
 mod sqlite;
 mod stored;
+#[cfg(feature = "test-database")]
+pub mod test_database;
 
 pub use api::{Store, Tx};
 /// The engine's values the store keeps at the row level (one `Channel`, one `SequenceStatus`

@@ -232,6 +232,14 @@ async fn copy_and_check(source: &Backend, target: &Backend) {
     // its own at connect).
     let copy = target.open_with(target.keys.clone()).await.unwrap();
     assert_eq!(what_the_api_reads(&copy, &filled).await, before);
+    let counts = source.store.table_counts().await.unwrap();
+    let reported: Vec<(&str, u64)> = report
+        .tables
+        .iter()
+        .map(|table| (table.table, table.source))
+        .collect();
+    assert_eq!(reported, counts);
+    assert_eq!(copy.table_counts().await.unwrap(), counts);
     // Sealed under the target's key, which differs from the source's.
     assert_ne!(source.keys.current().id(), target.keys.current().id());
     assert!(

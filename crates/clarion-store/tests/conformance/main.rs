@@ -36,6 +36,7 @@ mod tenancy;
 use std::sync::Once;
 
 use clarion_store::secret_keys::{SecretKey, SecretKeys};
+use clarion_store::test_database::{TestDatabase, is_postgres};
 use clarion_store::{
     Assistant, Channel, ClaimRequest, ClaimedDelivery, EncounterId, EncounterRow, EncounterStatus,
     Endpoint, EndpointId, Millis, NewMessage, NewSequence, OrgId, Recipients, SequenceRow,
@@ -54,8 +55,8 @@ pub struct Backend {
     pub store: Store,
     /// Keeps the temporary SQLite file alive for the check's duration.
     _dir: Option<tempfile::TempDir>,
-    /// A PostgreSQL check's own database: (the server's URL to drop it through, its name).
-    postgres: Option<(String, String)>,
+    /// A PostgreSQL check's own database, dropped with the check.
+    _postgres: Option<TestDatabase>,
 }
 
 impl Backend {
@@ -106,70 +107,6 @@ pub fn with_keys(keys: SecretKeys) -> StoreOptions {
     }
 }
 
-/// Drops a PostgreSQL check's database (`WITH (FORCE)`: the check's pools may still hold
-/// connections). `Drop` cannot wait on the check's runtime, so a thread of its own does it.
-impl Drop for Backend {
-    fn drop(&mut self) {
-        let Some((server, name)) = self.postgres.take() else {
-            return;
-        };
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime to drop the database");
-            runtime.block_on(async move {
-                use sqlx::Connection;
-                let mut admin = sqlx::PgConnection::connect(&server).await?;
-                sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await?;
-                admin.close().await
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Ok(()))) {
-            eprintln!("conformance: could not drop a check's database");
-        }
-    }
-}
-
-/// Whether `url` names a PostgreSQL server.
-fn is_postgres(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// `url` with its database name replaced by `name` (the query string, if any, kept).
-fn with_database(url: &str, name: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((base, query)) => (base, Some(query)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_start..].find('/') {
-        Some(slash) => &base[..authority_start + slash],
-        None => base,
-    };
-    match query {
-        Some(query) => format!("{server}/{name}?{query}"),
-        None => format!("{server}/{name}"),
-    }
-}
-
-/// A database name no other check (nor another run) uses.
-fn unique_database_name() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "clarion_conformance_{}_{}_{nanos}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
 /// The database the checks run on (see the module documentation).
 pub async fn backend() -> Backend {
     static ANNOUNCE: Once = Once::new();
@@ -202,25 +139,17 @@ pub async fn sqlite_backend() -> Backend {
         keys,
         store,
         _dir: Some(dir),
-        postgres: None,
+        _postgres: None,
     }
 }
 
 /// A fresh database of the check's own on the server `server` names.
 async fn postgres_backend(server: String) -> Backend {
-    use sqlx::Connection;
-    let name = unique_database_name();
-    let mut admin = sqlx::PgConnection::connect(&server)
+    let database = TestDatabase::create(&server)
         .await
-        .expect("connect to CLARION_TEST_DATABASE_URL");
-    sqlx::query(&format!("CREATE DATABASE \"{name}\""))
-        .execute(&mut admin)
-        .await
-        .expect("create the check's database");
-    admin.close().await.expect("close the admin connection");
-    let url = with_database(&server, &name);
-    // A store that fails to open fails the check; its database stays on the throwaway
-    // server, which is removed whole.
+        .expect("create the check's database on CLARION_TEST_DATABASE_URL");
+    let url = database.url().to_owned();
+    // A store that fails to open fails the check; its database is dropped with it.
     let keys = SecretKeys::new(SecretKey::generate());
     let store = Store::connect_with(&url, with_keys(keys.clone()))
         .await
@@ -230,20 +159,8 @@ async fn postgres_backend(server: String) -> Backend {
         keys,
         store,
         _dir: None,
-        postgres: Some((server, name)),
+        _postgres: Some(database),
     }
-}
-
-#[test]
-fn a_check_database_replaces_only_the_database_name() {
-    assert_eq!(
-        with_database("postgres://u@127.0.0.1:5432/postgres", "c1"),
-        "postgres://u@127.0.0.1:5432/c1"
-    );
-    assert_eq!(
-        with_database("postgresql://u@h:1?sslmode=disable", "c2"),
-        "postgresql://u@h:1/c2?sslmode=disable"
-    );
 }
 
 /// A fake but well-formed whsec secret (24 bytes).

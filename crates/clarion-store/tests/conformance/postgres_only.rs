@@ -6,16 +6,11 @@ use std::time::Duration;
 
 use clarion_store::{EncounterId, NewMessage, Recipients, Store, StoreError, StoreOptions};
 
-use crate::{backend, endpoint, is_postgres, with_keys};
+use clarion_store::test_database::postgres_server;
+
+use crate::{backend, endpoint, with_keys};
 
 const PASSWORD: &str = "pw-Xq7-never-shown";
-
-/// The server URL the suite runs on, when it names PostgreSQL.
-fn postgres_server() -> Option<String> {
-    std::env::var("CLARION_TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| is_postgres(url))
-}
 
 /// `url` with [`PASSWORD`] as its password (the throwaway server trusts loopback, so any
 /// password is accepted).
