@@ -111,6 +111,17 @@ pub fn with_database(url: &str, name: &str) -> String {
     }
 }
 
+/// `url` with `password` as its password, for checks that no output shows it (the throwaway
+/// server of `scripts/pg-test-server` trusts loopback, so any password is accepted).
+pub fn with_password(url: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = rest.split_once('@').unwrap_or(("postgres", rest));
+    let user = userinfo.split(':').next().unwrap_or("postgres");
+    format!("{scheme}://{user}:{password}@{host}")
+}
+
 /// A database name no other test (nor another run) uses.
 fn unique_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};

@@ -11,15 +11,7 @@ use crate::support::{Answer, DEADLINE, TestReceiver, eventually};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-const CONFIG: &str = r#"
-[webhooks]
-retry_schedule = ["0s", "200ms", "200ms", "200ms"]
-attempt_timeout = "2s"
-lease_margin = "1s"
-poll_interval = "100ms"
-[simulator]
-time_scale = 2000.0
-"#;
+const CONFIG: &str = support::FAST_NODE_CONFIG;
 
 async fn start(dir: &std::path::Path, database: &str, crash_at: Option<&str>) -> (Child, String) {
     support::spawn_server(dir, database, CONFIG, crash_at).await

@@ -534,6 +534,19 @@ where
     }
 }
 
+/// A `clarion serve` configuration for tests that wait on a real node: retries at once,
+/// the engine 2000 times faster than real time (a simulated call or text takes well under a
+/// second).
+pub const FAST_NODE_CONFIG: &str = r#"
+[webhooks]
+retry_schedule = ["0s", "200ms", "200ms", "200ms"]
+attempt_timeout = "2s"
+lease_margin = "1s"
+poll_interval = "100ms"
+[simulator]
+time_scale = 2000.0
+"#;
+
 /// A `clarion serve --dev` process on port 0 over `database`, with `config` as its
 /// configuration file and `CLARION_CRASH_AT` set when given. Answers the child and its base URL.
 pub async fn spawn_server(
