@@ -360,8 +360,8 @@ fn column_list(table: &Table) -> String {
         .join(", ")
 }
 
-/// The next page of `table` in key order: after the key `(?1, …)` when `after`, the first
-/// page otherwise. `param(n)` writes the backend's n-th placeholder.
+/// The next page of `table` in key order: after the key bound as parameters when `after`, the
+/// first page otherwise. `param(n)` writes the backend's n-th placeholder.
 fn page_sql(table: &Table, after: bool, param: fn(usize) -> String) -> String {
     let key: Vec<String> = table.columns[..table.key]
         .iter()
@@ -591,10 +591,13 @@ const PG_TABLES: &str = "SELECT table_name::text FROM information_schema.tables 
 const PG_COLUMNS: &str = "SELECT column_name::text FROM information_schema.columns \
      WHERE table_schema = current_schema() AND table_name = $1";
 
+// SQLite's placeholders are anonymous `?`, bound in order (each is used once): a numbered
+// `?NNN` is looked up by a linear scan of the statement's parameter names on every bind, which
+// made a 20,000-value INSERT quadratic (a copy of 900,000 rows took 150 s instead of 20).
 backend_io!(
     sqlite_io,
     sqlx::Sqlite,
-    |n: usize| format!("?{n}"),
+    |_: usize| "?".to_owned(),
     tables: SQLITE_TABLES,
     columns: SQLITE_COLUMNS
 );
@@ -923,7 +926,7 @@ mod tests {
              ON CONFLICT (\"id\") DO UPDATE SET \"id_key\" = excluded.\"id_key\""
         );
         let sql = insert_sql(find("api_keys"), 2, sqlite_io::param);
-        assert!(sql.ends_with("VALUES (?1, ?2, ?3, ?4, ?5, ?6), (?7, ?8, ?9, ?10, ?11, ?12)"));
+        assert!(sql.ends_with("VALUES (?, ?, ?, ?, ?, ?), (?, ?, ?, ?, ?, ?)"));
         assert!(!sql.contains("ON CONFLICT"));
     }
 
