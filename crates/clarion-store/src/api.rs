@@ -15,9 +15,9 @@ use crate::model::*;
 use crate::postgres::{PgStore, PgTx};
 use crate::sqlite::{SqliteStore, SqliteTx};
 use crate::{
-    AssistantId, Channel, DeliveryId, EncounterId, EndpointId, IdCodec, MessageId, Millis, OrgId,
-    PublicIds, Result, SequenceEventId, SequenceId, SequenceStatus, StoreError, TemplateId,
-    TemplateVersionId,
+    AssistantId, Channel, CopyError, DeliveryId, EncounterId, EndpointId, IdCodec, MessageId,
+    Millis, OrgId, PublicIds, Result, SequenceEventId, SequenceId, SequenceStatus, StoreError,
+    TemplateId, TemplateVersionId,
 };
 
 /// The store: whichever database the URL named, behind one handle. Cheap to clone (pools are
@@ -120,6 +120,41 @@ impl Store {
             Backend::Sqlite(db) => db.close().await,
             Backend::Postgres(db) => db.close().await,
         }
+    }
+
+    /// Copies this whole installation into `target`, a new, empty database of either backend
+    /// (`clarion migrate-store`): every table with its ids, the deployment secret (so public
+    /// ids stay the same), each id counter moved past the highest id this store ever drew,
+    /// webhook endpoint secrets opened with this store's key ring and sealed under the
+    /// target's. This store is read in one snapshot and never written; the target is
+    /// written in one transaction, committed only once each table's rows in the source, rows
+    /// copied and rows in the target agree. Refused, with nothing written, when the target
+    /// holds any row, when either schema is not the one this build knows, or when a secret
+    /// does not open. No node may run on the target meanwhile (one would keep the public-id
+    /// secret it drew, which the copy replaces), and writes to this store after the snapshot
+    /// are not copied: stop its nodes first.
+    pub async fn copy_into(&self, target: &Store) -> Result<CopyReport, CopyError> {
+        crate::copy::copy(self.side(), target.side()).await
+    }
+
+    /// The rows of each table [`Store::copy_into`] copies, in the order it copies them, read
+    /// in one snapshot: what a copy of this installation must hold.
+    pub async fn table_counts(&self) -> Result<Vec<(&'static str, u64)>> {
+        crate::copy::table_counts(self.side()).await
+    }
+
+    fn side(&self) -> crate::copy::Side<'_> {
+        match &self.backend {
+            Backend::Sqlite(db) => crate::copy::Side::Sqlite(db),
+            Backend::Postgres(db) => crate::copy::Side::Postgres(db),
+        }
+    }
+
+    /// The file a `sqlite:` URL names (`None` for another backend or a database in memory):
+    /// where its key file sits ([`crate::secret_keys::key_file_path`]), and whether it exists
+    /// yet.
+    pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+        crate::sqlite::database_file(url)
     }
 
     /// The SQLite backend, for the backend's own tests (which open SQLite files).

@@ -54,6 +54,55 @@ pub enum StoreError {
     Corrupt(&'static str),
 }
 
+/// Why a copy of an installation ([`crate::Store::copy_into`]) was refused or failed. Nothing
+/// was committed to the target in any case. Messages name tables, ids and key ids, never a
+/// secret, a row's content or a connection setting.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The target already holds data: a copy goes only into a new, empty database.
+    #[error(
+        "the target database is not empty (table {table} has rows): migrate-store copies only \
+         into a new, empty database"
+    )]
+    TargetNotEmpty { table: &'static str },
+    /// A database's schema is not the one this build copies: a table or column it does not
+    /// know, or one missing (`side`: `source` or `target`).
+    #[error(
+        "the {side} database's table {table} is not the one this build of Clarion copies \
+         (different columns, missing, or unknown)"
+    )]
+    SchemaMismatch { side: &'static str, table: String },
+    /// A webhook endpoint secret in the source is sealed under a key the source's key ring
+    /// lacks.
+    #[error(
+        "a webhook endpoint secret in the source is sealed under secret key {key_id}, which is \
+         not configured: set that key as CLARION_SECRET_KEY or in CLARION_PREVIOUS_SECRET_KEYS \
+         (a SQLite source's key file beside the database is read as well)"
+    )]
+    SecretKeyMissing { key_id: String },
+    /// A webhook endpoint secret in the source does not open with the key that sealed it
+    /// (altered, truncated, or moved from another endpoint's row).
+    #[error(
+        "the secret of webhook endpoint {endpoint_id} in the source does not open (damaged); \
+         rotate or delete that endpoint's secret on the source, then copy again"
+    )]
+    SecretDoesNotOpen { endpoint_id: i64 },
+    /// The rows counted in the source, copied and counted in the target differ.
+    #[error(
+        "table {table}: {in_source} rows in the source, {copied} copied, {in_target} in the \
+         target"
+    )]
+    CountMismatch {
+        table: &'static str,
+        in_source: u64,
+        copied: u64,
+        in_target: u64,
+    },
+    /// A database error while reading or writing.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// A backend's error, kept opaque.
 pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

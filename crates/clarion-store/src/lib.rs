@@ -19,6 +19,7 @@
 
 mod api;
 pub mod api_key;
+mod copy;
 mod error;
 mod ids;
 pub mod model;
@@ -34,7 +35,7 @@ pub use api::{Store, Tx};
 /// The engine's values the store keeps at the row level (one `Channel`, one `SequenceStatus`
 /// in the workspace), re-exported so callers need not depend on the engine to read a row.
 pub use clarion_engine::{Channel, SequenceStatus};
-pub use error::{BoxedError, Result, StoreError};
+pub use error::{BoxedError, CopyError, Result, StoreError};
 pub use ids::*;
 pub use model::*;
 pub use public_id::{IdCodec, IdKind, PublicIds};

@@ -333,22 +333,25 @@ pub fn key_file_path(database: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The key in a key file written by [`key_file_beside`] (or by hand: the key in base64).
+/// The error names the file, never its content.
+pub fn read_key_file(path: &Path) -> Result<SecretKey> {
+    let text = std::fs::read_to_string(path).map_err(|source| StoreError::SecretKeyFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse().map_err(|_| StoreError::SecretKeyFile {
+        path: path.to_owned(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, InvalidSecretKey),
+    })
+}
+
 /// The key of a SQLite installation started without `CLARION_SECRET_KEY`: read from the file
 /// beside the database, or drawn and written there (mode 0600, created exclusively so two
 /// processes starting at once agree on one key) on the first start, with a loud warning.
 pub(crate) fn key_file_beside(database: &Path) -> Result<SecretKeys> {
     let path = key_file_path(database);
-    let read = |path: &Path| -> Result<SecretKeys> {
-        let text = std::fs::read_to_string(path).map_err(|source| StoreError::SecretKeyFile {
-            path: path.to_owned(),
-            source,
-        })?;
-        let key = text.parse().map_err(|_| StoreError::SecretKeyFile {
-            path: path.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, InvalidSecretKey),
-        })?;
-        Ok(SecretKeys::new(key))
-    };
+    let read = |path: &Path| read_key_file(path).map(SecretKeys::new);
     if path.exists() {
         return read(&path);
     }

@@ -40,9 +40,9 @@ impl TestDatabase {
     /// documentation). Panics when the server cannot be reached: a test must not pass on the
     /// wrong backend.
     pub async fn create() -> Self {
-        let keys = Some(SecretKeys::new(SecretKey::generate()));
         match postgres_server() {
             Some(server) => {
+                let keys = Some(SecretKeys::new(SecretKey::generate()));
                 let name = unique_database_name();
                 create_postgres_database(&server, &name).await;
                 Self {
@@ -52,15 +52,18 @@ impl TestDatabase {
                     postgres: Some((server, name)),
                 }
             }
-            None => {
-                let dir = tempfile::tempdir().expect("a temporary directory");
-                Self {
-                    url: format!("sqlite://{}", dir.path().join("clarion.db").display()),
-                    keys,
-                    _dir: Some(dir),
-                    postgres: None,
-                }
-            }
+            None => Self::sqlite(),
+        }
+    }
+
+    /// A fresh SQLite database (with its own key ring) whatever the environment names.
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Self {
+            url: format!("sqlite://{}", dir.path().join("clarion.db").display()),
+            keys: Some(SecretKeys::new(SecretKey::generate())),
+            _dir: Some(dir),
+            postgres: None,
         }
     }
 
@@ -192,6 +195,17 @@ pub fn with_database(url: &str, name: &str) -> String {
         Some(query) => format!("{server}/{name}?{query}"),
         None => format!("{server}/{name}"),
     }
+}
+
+/// `url` with `password` as its password, for checks that no output shows it (the throwaway
+/// server of `scripts/pg-test-server` trusts loopback, so any password is accepted).
+pub fn with_password(url: &str, password: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (userinfo, host) = rest.split_once('@').unwrap_or(("postgres", rest));
+    let user = userinfo.split(':').next().unwrap_or("postgres");
+    format!("{scheme}://{user}:{password}@{host}")
 }
 
 /// A database name no other test (nor another run) uses.

@@ -3,6 +3,7 @@
 //! Plain, backend-neutral data: nothing here names a database. Each backend maps its rows to
 //! these types; the HTTP layer maps them to its JSON.
 
+mod copy;
 mod encounters;
 mod options;
 mod orgs;
@@ -10,6 +11,7 @@ mod outbox;
 mod sequences;
 mod suppression;
 
+pub use copy::*;
 pub use encounters::*;
 pub use options::*;
 pub use orgs::*;

@@ -14,6 +14,12 @@ pub struct StoreOptions {
     /// The key ring that seals webhook endpoint secrets. Required for PostgreSQL; on SQLite,
     /// `None` reads (or on the first start draws) the key file beside the database.
     pub secret_keys: Option<SecretKeys>,
+    /// Whether connecting re-seals, under the ring's current key, the secrets stored under an
+    /// earlier key (and refuses to start when one is sealed under a key the ring lacks).
+    /// `false` only for a database opened to be read, not served: the source of
+    /// `clarion migrate-store`, which must stay exactly as it was (its own nodes may be
+    /// started on it again with the key they had).
+    pub reseal_secrets: bool,
 }
 
 impl Default for StoreOptions {
@@ -22,6 +28,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             busy_timeout: Duration::from_secs(10),
             secret_keys: None,
+            reseal_secrets: true,
         }
     }
 }

@@ -120,7 +120,9 @@ impl PgStore {
             .await
             .map_err(|error| StoreError::Migrate(Box::new(error)))?;
         let store = Self { pool, keys };
-        store.reseal_endpoint_secrets().await?;
+        if options.reseal_secrets {
+            store.reseal_endpoint_secrets().await?;
+        }
         Ok(store)
     }
 

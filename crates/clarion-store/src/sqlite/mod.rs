@@ -60,6 +60,16 @@ fn is_in_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
+/// The file a `sqlite:` URL names; `None` for another scheme, a URL that does not parse, or
+/// a database in memory.
+pub(crate) fn database_file(url: &str) -> Option<std::path::PathBuf> {
+    if !url.starts_with("sqlite:") || is_in_memory(url) {
+        return None;
+    }
+    let options = SqliteConnectOptions::from_str(url).ok()?;
+    Some(options.get_filename().to_owned())
+}
+
 impl SqliteStore {
     /// Opens (creating it if missing) the database at `url` (`sqlite://PATH`) and applies
     /// pending migrations.
@@ -114,7 +124,9 @@ impl SqliteStore {
             write_lock: Arc::default(),
             keys,
         };
-        store.reseal_endpoint_secrets().await?;
+        if options.reseal_secrets {
+            store.reseal_endpoint_secrets().await?;
+        }
         Ok(store)
     }
 

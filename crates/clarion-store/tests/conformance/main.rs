@@ -14,6 +14,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod contact_caps;
+mod copy;
 mod delivery_claims;
 mod encounter_claims;
 mod enrollment;
@@ -29,9 +30,9 @@ mod tenancy;
 use clarion_store::secret_keys::SecretKeys;
 use clarion_store::testing::{TestDatabase, is_postgres};
 use clarion_store::{
-    Assistant, Channel, EncounterId, EncounterRow, EncounterStatus, Endpoint, EndpointId, Millis,
-    NewMessage, NewSequence, OrgId, Recipients, SequenceRow, SequenceStatus, SequenceUpdate, Store,
-    StoreError, StoreOptions, TemplateVersion,
+    Assistant, Channel, ClaimRequest, ClaimedDelivery, EncounterId, EncounterRow, EncounterStatus,
+    Endpoint, EndpointId, Millis, NewMessage, NewSequence, OrgId, Recipients, SequenceRow,
+    SequenceStatus, SequenceUpdate, Store, StoreError, StoreOptions, TemplateVersion,
 };
 use serde_json::json;
 
@@ -99,6 +100,18 @@ pub fn with_keys(keys: SecretKeys) -> StoreOptions {
 /// The database the checks run on (see the module documentation).
 pub async fn backend() -> Backend {
     let database = TestDatabase::create().await;
+    let store = database.open().await.expect("open the store");
+    Backend {
+        url: database.url().to_owned(),
+        keys: database.keys().expect("a key ring").clone(),
+        store,
+        _database: database,
+    }
+}
+
+/// A fresh SQLite file in a temporary directory, whatever the suite runs on.
+pub async fn sqlite_backend() -> Backend {
+    let database = TestDatabase::sqlite();
     let store = database.open().await.expect("open the store");
     Backend {
         url: database.url().to_owned(),
@@ -229,6 +242,30 @@ pub async fn insert_encounter(store: &Store, row: &EncounterRow) -> EncounterId 
     let inserted = store.insert_encounters(&mut tx, &[row]).await.unwrap();
     tx.commit().await.unwrap();
     inserted[0].expect("inserted").id
+}
+
+/// Claims the first attempts due at `now` (up to 10, 4 per endpoint), leased until
+/// `lease_until`.
+pub async fn claim_first_attempts(
+    store: &Store,
+    now: Millis,
+    lease_until: Millis,
+) -> Vec<ClaimedDelivery> {
+    store
+        .claim_due(&ClaimRequest {
+            owner: "node",
+            now,
+            lease_until,
+            limit: 10,
+            first_attempts: true,
+            per_endpoint_limit: 4,
+            in_flight: &[],
+            endpoint_limits: &[],
+            per_organization_limit: 100,
+            in_flight_per_organization: &[],
+        })
+        .await
+        .unwrap()
 }
 
 /// Queues `count` report messages to one endpoint (committed), due at `due`.

@@ -6,26 +6,17 @@ use std::time::Duration;
 
 use clarion_store::{EncounterId, NewMessage, Recipients, Store, StoreError, StoreOptions};
 
-use clarion_store::testing::postgres_server;
+use clarion_store::testing::{postgres_server, with_password};
 
 use crate::{backend, endpoint, with_keys};
 
 const PASSWORD: &str = "pw-Xq7-never-shown";
 
-/// `url` with [`PASSWORD`] as its password (the throwaway server trusts loopback, so any
-/// password is accepted).
-fn with_password(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL");
-    let (userinfo, host) = rest.split_once('@').unwrap_or(("postgres", rest));
-    let user = userinfo.split(':').next().unwrap_or("postgres");
-    format!("{scheme}://{user}:{PASSWORD}@{host}")
-}
-
 #[tokio::test]
 async fn a_password_in_the_url_shows_in_no_debug_output_or_error() {
     let Some(_) = postgres_server() else { return };
     let backend = backend().await;
-    let url = with_password(&backend.url);
+    let url = with_password(&backend.url, PASSWORD);
     let store = Store::connect_with(&url, with_keys(backend.keys.clone()))
         .await
         .expect("the server accepts it");

@@ -1,10 +1,10 @@
 //! Webhook endpoint secrets at rest: sealed in the database, opened for signing, re-sealed
 //! under a new key when the key rotates, erased with their endpoint.
 
+use clarion_store::StoreError;
 use clarion_store::secret_keys::{SecretKey, SecretKeys};
-use clarion_store::{ClaimRequest, StoreError};
 
-use crate::{SECRET, backend, endpoint, queue_deliveries, tenant};
+use crate::{SECRET, backend, claim_first_attempts, endpoint, queue_deliveries, tenant};
 
 const STORED: &str = "SELECT sealed_secret FROM webhook_endpoint_secrets";
 const KEY_IDS: &str = "SELECT key_id FROM webhook_endpoint_secrets";
@@ -37,21 +37,7 @@ async fn a_secret_is_sealed_in_the_database_and_opened_for_signing() {
         vec![SECRET.to_owned()]
     );
     queue_deliveries(store, tenant.org, hook.id, 1, 0).await;
-    let claimed = store
-        .claim_due(&ClaimRequest {
-            owner: "node",
-            now: 10,
-            lease_until: 10_000,
-            limit: 10,
-            first_attempts: true,
-            per_endpoint_limit: 4,
-            in_flight: &[],
-            endpoint_limits: &[],
-            per_organization_limit: 100,
-            in_flight_per_organization: &[],
-        })
-        .await
-        .unwrap();
+    let claimed = claim_first_attempts(store, 10, 10_000).await;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].signing_secrets, vec![SECRET.to_owned()]);
 

@@ -6,6 +6,7 @@ mod bench_engine;
 mod bench_soak;
 mod demo;
 mod enroll;
+mod migrate_store;
 mod org;
 mod serve;
 mod webhook;
@@ -60,6 +61,13 @@ enum Command {
     Bench(BenchCommand),
     /// Enrolls every row of a CSV file in a sequence template, through the API.
     Enroll(enroll::EnrollArgs),
+    /// Copies a whole installation into a new, empty database of either backend (e.g.
+    /// SQLite to PostgreSQL): organisations, API keys, endpoints and their secrets, templates
+    /// with every version, assistants, sequences in every state, encounters, history,
+    /// suppressions, reports, deliveries and attempts, every id kept. Refuses a target with
+    /// any row; prints each table's rows in the source and the target, which must agree.
+    /// Stop the source's nodes first; start the target's after, with the secret key printed.
+    MigrateStore(migrate_store::MigrateStoreArgs),
     /// Checks the configuration, then asks the configured providers whether they accept its
     /// credentials: Vapi (GET /call?limit=1 and GET /phone-number/{id}) and Twilio (GET of the
     /// account), over the network, read-only. No call is placed and no text sent. Prints one
@@ -251,6 +259,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(LogFormat::Text);
             runtime()?.block_on(enroll::run(args))
         }
+        Command::MigrateStore(args) => runtime()?.block_on(migrate_store::run(args)),
         Command::Doctor { config } => runtime()?.block_on(doctor(config)),
     }
 }

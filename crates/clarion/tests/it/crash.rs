@@ -12,17 +12,7 @@ use crate::support::{Answer, DEADLINE, TestReceiver, eventually};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-const CONFIG: &str = r#"
-[webhooks]
-retry_schedule = ["0s", "200ms", "200ms", "200ms"]
-attempt_timeout = "2s"
-lease_margin = "1s"
-poll_interval = "100ms"
-[channels]
-reconcile_after = "1s"
-[simulator]
-time_scale = 2000.0
-"#;
+const CONFIG: &str = support::FAST_NODE_CONFIG;
 
 async fn start(
     dir: &std::path::Path,

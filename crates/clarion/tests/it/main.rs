@@ -20,6 +20,7 @@ mod hostile_receivers;
 mod ids;
 mod input_limits;
 mod logs;
+mod migrate_store;
 mod process;
 mod sequences;
 mod tidy;

@@ -556,6 +556,21 @@ where
     }
 }
 
+/// A `clarion serve` configuration for tests that wait on a real node: retries at once,
+/// the engine 2000 times faster than real time (a simulated call or text takes well under a
+/// second), and an encounter a killed node left unconfirmed reconciled after a second.
+pub const FAST_NODE_CONFIG: &str = r#"
+[webhooks]
+retry_schedule = ["0s", "200ms", "200ms", "200ms"]
+attempt_timeout = "2s"
+lease_margin = "1s"
+poll_interval = "100ms"
+[channels]
+reconcile_after = "1s"
+[simulator]
+time_scale = 2000.0
+"#;
+
 /// A `clarion serve --dev` process on port 0 over `database` (with its secret key), with `config` as its
 /// configuration file and `CLARION_CRASH_AT` set when given. Answers the child and its base URL.
 pub async fn spawn_server(
@@ -575,6 +590,24 @@ pub async fn spawn_server_with_env(
     crash_at: Option<&str>,
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, String) {
+    let key = database.secret_key_env();
+    let mut all = Vec::with_capacity(env.len() + 1);
+    if !key.is_empty() {
+        all.push(("CLARION_SECRET_KEY", key.as_str()));
+    }
+    all.extend_from_slice(env);
+    spawn_server_at(dir, database.url(), config, crash_at, &all).await
+}
+
+/// A `clarion serve --dev` process on port 0 over the database at `url`, configured by
+/// `config` and `env` alone (the secret key included).
+pub async fn spawn_server_at(
+    dir: &std::path::Path,
+    url: &str,
+    config: &str,
+    crash_at: Option<&str>,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String) {
     use tokio::io::AsyncBufReadExt;
 
     let path = dir.join("clarion.toml");
@@ -587,12 +620,11 @@ pub async fn spawn_server_with_env(
             "--listen",
             "127.0.0.1:0",
             "--database",
-            database.url(),
+            url,
             "--config",
         ])
         .arg(&path)
         .env("RUST_LOG", "warn")
-        .env("CLARION_SECRET_KEY", database.secret_key_env())
         .env_remove("CLARION_CRASH_AT")
         .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
