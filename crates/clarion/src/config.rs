@@ -40,6 +40,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 
 /// The sections: `CLARION_<SECTION>__<KEY>` sets a key of one of these (module docs).
 pub const SECTIONS: &[&str] = &[
+    "database",
     "server",
     "webhooks",
     "channels",
@@ -165,6 +166,7 @@ pub struct Config {
     /// `text` (the default) or `json` (one object per line).
     #[serde(default)]
     pub log_format: LogFormat,
+    pub database: DatabaseConfig,
     pub server: ServerConfig,
     pub webhooks: WebhooksConfig,
     pub channels: ChannelsConfig,
@@ -334,6 +336,20 @@ impl std::fmt::Debug for VapiConfig {
     }
 }
 
+/// The database connections (`[database]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connections in the node's pool.
+    pub max_connections: u32,
+    /// PostgreSQL: how long a query waits for a connection before failing as unavailable
+    /// (an API request is then answered 503).
+    pub acquire_timeout: HumanDuration,
+    /// `clarion serve`: how long to keep trying at start while the database cannot be
+    /// reached (refused, timed out, starting up) before giving up.
+    pub start_timeout: HumanDuration,
+}
+
 /// The HTTP listeners' limits against slow or hostile clients (`[server]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -461,6 +477,8 @@ impl Config {
         });
         StoreOptions {
             secret_keys,
+            max_connections: self.database.max_connections,
+            acquire_timeout: self.database.acquire_timeout.0,
             ..StoreOptions::default()
         }
     }
@@ -509,6 +527,9 @@ impl Config {
         }
         if webhooks.allowed_ports.contains(&0) {
             bail!("webhooks.allowed_ports cannot contain 0");
+        }
+        if self.database.max_connections == 0 || self.database.acquire_timeout.0.is_zero() {
+            bail!("database.max_connections and database.acquire_timeout must be more than zero");
         }
         if webhooks.poll_interval.0.is_zero() {
             bail!("webhooks.poll_interval must be more than zero");

@@ -105,15 +105,23 @@ enum OrgCommand {
     Show(org::ShowArgs),
 }
 
-/// Logs go to standard error, filtered by `RUST_LOG` (default `info`), as `format` says:
+/// Logs go to standard error, filtered by `RUST_LOG` (default `info`, the database driver's
+/// chatter left out), as `format` says:
 /// text (colour escape codes only when standard error is a terminal, so a file or a pipe gets
 /// plain text) or JSON lines. They never carry payload bodies, phone numbers, transcripts or
 /// secrets. The first call wins; later ones change nothing.
 pub fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
 
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Without RUST_LOG: info, except the database driver's chatter — PostgreSQL's notices
+    // (each start's "already exists, skipping") and the pool's line per dead connection it
+    // drops, which after a database restart repeats what the loops log once per outage.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "info,{}",
+            clarion_store::retry::QUIET_DRIVER_LOGS
+        ))
+    });
     let _ = match format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)

@@ -6,6 +6,8 @@ use anyhow::Context;
 use clarion_delivery::ssrf::SsrfPolicy;
 use clarion_delivery::{Clock, Dispatcher, DispatcherConfig, RetryPolicy, SystemClock};
 use clarion_server::AppState;
+use clarion_store::StoreError;
+use clarion_store::retry::{Outage, error_chain};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -191,13 +193,10 @@ pub fn ssrf_policy(config: &Config) -> SsrfPolicy {
 /// Runs until SIGINT or SIGTERM. Then the listener stops accepting, the dispatcher stops
 /// claiming, in-flight attempts finish and are recorded, and the process exits.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = config.open_store().await?;
+    let (store, resume_from) = open_store_at_start(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config(&config))
         .context("starting the webhook dispatcher")?;
-    // A sped-up engine clock resumes from the latest engine time already stored, so that
-    // nothing stored lies in its future after a restart.
-    let resume_from = store.latest_engine_time().await?.unwrap_or(0);
     let engine_clock: Arc<dyn Clock> = Arc::new(clarion_scheduler::ScaledClock::starting_at(
         resume_from,
         config.simulator.time_scale,
@@ -272,6 +271,51 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     store.close().await;
     tracing::info!("clarion stopped");
     Ok(())
+}
+
+/// Opens the store, and reads the latest engine time stored: a sped-up engine clock resumes
+/// from it, so that nothing stored lies in its future after a restart.
+///
+/// A database that cannot be reached yet (refused, timed out, still starting: the node and
+/// its database started together, or the database is failing over) is tried again with
+/// backoff, logged once, for `database.start_timeout`; then the start fails, saying so. Any
+/// other failure (a wrong password, a bad URL, a failed migration, a missing secret key) ends
+/// the start at once: waiting would not mend it.
+async fn open_store_at_start(config: &Config) -> anyhow::Result<(clarion_store::Store, i64)> {
+    let start_timeout = config.database.start_timeout.0;
+    let deadline = tokio::time::Instant::now() + start_timeout;
+    let mut outage = Outage::new("start-up");
+    loop {
+        let opened = async {
+            let store =
+                clarion_store::Store::connect_with(&config.database_url, config.store_options())
+                    .await?;
+            let resume_from = store.latest_engine_time().await?.unwrap_or(0);
+            Ok::<_, StoreError>((store, resume_from))
+        }
+        .await;
+        let error = match opened {
+            Ok(opened) => {
+                outage.succeeded();
+                return Ok(opened);
+            }
+            Err(error) if error.is_transient() => error,
+            Err(error) => return Err(anyhow::Error::new(error).context("opening the database")),
+        };
+        let wait = outage
+            .failed(&error)
+            .unwrap_or(clarion_store::retry::MAX_DELAY);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            // The chain names the failure (refused, timed out), never the URL.
+            anyhow::bail!(
+                "the database could not be reached within {} (database.start_timeout): {}",
+                humantime::format_duration(start_timeout),
+                error_chain(&error)
+            );
+        }
+        tokio::time::sleep(wait.min(left)).await;
+    }
 }
 
 async fn signal_shutdown(shutdown: CancellationToken) {

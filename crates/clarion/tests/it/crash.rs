@@ -25,20 +25,6 @@ async fn start(dir: &std::path::Path, database: &str, crash_at: Option<&str>) ->
     support::spawn_server(dir, database, CONFIG, crash_at).await
 }
 
-async fn post(http: &reqwest::Client, base: &str, key: &str, path: &str, body: Value) -> Value {
-    let response = http
-        .post(format!("{base}{path}"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
-    assert!(status.is_success(), "{path}: {status} {body}");
-    body
-}
-
 #[tokio::test]
 async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_contact() {
     for point in clarion_scheduler::fault::CRASH_POINTS {
@@ -49,7 +35,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
         let http = reqwest::Client::new();
 
         let (mut crashing, base) = start(dir.path(), &database, Some(point)).await;
-        post(
+        support::post_ok(
             &http,
             &base,
             &key,
@@ -57,7 +43,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
             json!({ "url": receiver.url }),
         )
         .await;
-        let caller = post(
+        let caller = support::post_ok(
             &http,
             &base,
             &key,
@@ -65,7 +51,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
             json!({ "name": "Caller", "channel": "call" }),
         )
         .await;
-        let texter = post(
+        let texter = support::post_ok(
             &http,
             &base,
             &key,
@@ -73,7 +59,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
             json!({ "name": "Texter", "channel": "sms" }),
         )
         .await;
-        let template = post(&http, &base, &key, "/v1/sequence-templates", json!({
+        let template = support::post_ok(&http, &base, &key, "/v1/sequence-templates", json!({
             "name": "Call then SMS", "calling_hours": null, "stop_on": ["resolved"], "sms_timeout": "1h",
             "steps": [ { "type": "call", "assistant_id": caller["id"] }, { "type": "sms", "assistant_id": texter["id"] } ]
         }))
@@ -222,7 +208,7 @@ async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome
         &env,
     )
     .await;
-    let caller = post(
+    let caller = support::post_ok(
         &http,
         &base,
         &key,
@@ -230,7 +216,7 @@ async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome
         json!({ "name": "Caller", "channel": "call", "config": { "vapi_assistant_id": "asst_1" } }),
     )
     .await;
-    let template = post(
+    let template = support::post_ok(
         &http,
         &base,
         &key,

@@ -19,6 +19,7 @@ mod hostile_receivers;
 mod ids;
 mod input_limits;
 mod logs;
+mod postgres_nodes;
 mod process;
 mod sequences;
 mod tidy;

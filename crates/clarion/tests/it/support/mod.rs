@@ -6,6 +6,7 @@
 pub mod fake_llm;
 pub mod fake_twilio;
 pub mod fake_vapi;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -553,10 +554,21 @@ pub async fn spawn_server_with_env(
     crash_at: Option<&str>,
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-
     let path = dir.join("clarion.toml");
     std::fs::write(&path, config).unwrap();
+    let mut command = serve_command(database, &path);
+    command.env("RUST_LOG", "warn").envs(env.iter().copied());
+    if let Some(point) = crash_at {
+        command.env("CLARION_CRASH_AT", point);
+    }
+    let (child, first) = first_line(command.spawn().unwrap()).await;
+    let base = first.strip_prefix("listening on ").unwrap().to_owned();
+    (child, base)
+}
+
+/// `clarion serve --dev` on port 0 over `database` with the configuration file `config`, its
+/// standard output piped (see [`first_line`]), killed when dropped.
+pub fn serve_command(database: &str, config: &std::path::Path) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"));
     command
         .args([
@@ -568,26 +580,48 @@ pub async fn spawn_server_with_env(
             database,
             "--config",
         ])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
+        .arg(config)
         .env_remove("CLARION_CRASH_AT")
-        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
-    if let Some(point) = crash_at {
-        command.env("CLARION_CRASH_AT", point);
-    }
-    let mut child = command.spawn().unwrap();
+    command
+}
+
+/// The first line a `clarion serve` child prints (within the deadline); the rest of its
+/// output is drained in the background, so that it never blocks on a full pipe.
+pub async fn first_line(mut child: tokio::process::Child) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(DEADLINE, lines.next_line())
         .await
+        .expect("the server printed its first line in time")
         .unwrap()
-        .unwrap()
-        .unwrap();
-    let base = first.strip_prefix("listening on ").unwrap().to_owned();
-    // Keep draining stdout so the server never blocks on a full pipe.
+        .expect("the server printed a line before exiting");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    (child, first)
+}
+
+/// POSTs `body` to `base` + `path` with the API key; the JSON answer, which must be a
+/// success.
+pub async fn post_ok(
+    http: &reqwest::Client,
+    base: &str,
+    key: &str,
+    path: &str,
+    body: Value,
+) -> Value {
+    let response = http
+        .post(format!("{base}{path}"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap();
+    assert!(status.is_success(), "{path}: {status} {body}");
+    body
 }
 
 /// GET `url` with the API key; the JSON answer.
@@ -637,12 +671,23 @@ pub async fn create_org_with_cli(database: &str) -> String {
 
 /// `clarion org create` against `database`; the new organisation's id and API key.
 pub async fn create_org_with_cli_and_id(database: &str) -> (i64, String) {
+    create_org_with_cli_env(database, &[]).await
+}
+
+/// [`create_org_with_cli_and_id`] with extra environment variables (a PostgreSQL database
+/// needs `CLARION_SECRET_KEY`).
+pub async fn create_org_with_cli_env(database: &str, env: &[(&str, &str)]) -> (i64, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
         .args(["org", "create", "Riverside", "--database", database])
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
-    assert!(output.status.success());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let created: Value = serde_json::from_slice(&output.stdout).unwrap();
     let org_id = created["org_id"].as_i64().unwrap();
     assert!(org_id > 0);
