@@ -16,7 +16,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, DevOverrides, LogFormat, Overrides};
+use crate::config::{Config, DevOverrides, LogFormat, Overrides, Role};
 
 pub use serve::{
     dispatcher_config, provider_secrets, scheduler_config, ssrf_policy, twilio_channel, vapi_client,
@@ -32,11 +32,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the API and the webhook dispatcher.
+    /// Runs the API, the sequence scheduler and the webhook dispatcher (or a part of them:
+    /// `--role`).
     Serve {
         /// A TOML configuration file laid over the embedded defaults.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// What this node runs (overrides `role`): `all` (the default), `api` (the HTTP API
+        /// and provider callbacks, no background work) or `worker` (the scheduler and the
+        /// dispatcher, no API listener). `api` and `worker` need PostgreSQL.
+        #[arg(long, value_enum)]
+        role: Option<Role>,
         /// Address to listen on (overrides `listen`).
         #[arg(long)]
         listen: Option<String>,
@@ -171,11 +177,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
             config,
+            role,
             listen,
             database,
             dev,
         } => {
             let overrides = Overrides {
+                role,
                 listen,
                 database_url: database,
                 webhooks: dev.then_some(DevOverrides {

@@ -1,4 +1,6 @@
-//! `clarion serve`: the API and the webhook dispatcher in one process.
+//! `clarion serve`: the API, the sequence scheduler and the webhook dispatcher in one
+//! process, or a part of them (`role`: `api` serves HTTP only, `worker` runs the background
+//! work only; several such nodes share one PostgreSQL database).
 
 use std::sync::Arc;
 
@@ -224,20 +226,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         action_limits: std::sync::Arc::default(),
         operator: operator_access(&config),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, "clarion serving");
-    println!("listening on http://{address}");
-
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let role = config.role;
+    // The listeners are bound before anything is printed: a line on standard output says
+    // the node is ready for what it names.
+    let listener = if role.serves_api() {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Some(listener)
+    } else {
+        None
+    };
     let admin = match config.admin_listen {
-        Some(admin_address) => {
-            let admin_listener = tokio::net::TcpListener::bind(admin_address)
+        Some(admin_address) => Some(
+            tokio::net::TcpListener::bind(admin_address)
                 .await
-                .with_context(|| format!("binding admin_listen {admin_address}"))?;
+                .with_context(|| format!("binding admin_listen {admin_address}"))?,
+        ),
+        None => None,
+    };
+    match &listener {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            tracing::info!(%address, role = ?role, "clarion serving");
+            println!("listening on http://{address}");
+        }
+        // A worker has no API listener.
+        None => {
+            tracing::info!(role = ?role, "clarion running the scheduler and the dispatcher; no API listener");
+            println!("worker running (no API listener)");
+        }
+    }
+    let admin = match admin {
+        Some(admin_listener) => {
             let admin_address = admin_listener.local_addr()?;
             tracing::info!(%admin_address, "operator listener serving /metrics");
             println!("operator listener on http://{admin_address}");
@@ -245,32 +266,55 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
     let limits = config.server.limits();
-    let server = clarion_server::serve(
-        listener,
-        clarion_server::router(state),
+    let server = serve_optional(
+        listener.map(|listener| (listener, clarion_server::router(state))),
         limits,
         shutdown.clone(),
     );
-    let admin_server = {
-        let shutdown = shutdown.clone();
-        async move {
-            match admin {
-                Some((admin_listener, admin_router)) => {
-                    clarion_server::serve(admin_listener, admin_router, limits, shutdown).await
-                }
-                None => Ok(()),
+    let admin_server = serve_optional(admin, limits, shutdown.clone());
+    // The background work, unless this node only serves the API: then the workers do it
+    // (an API node's commits reach them through the database, and wake them: see
+    // `Store::wakeups`).
+    let runs_loops = role.runs_loops();
+    let dispatch = {
+        let stop = shutdown.clone().cancelled_owned();
+        async {
+            if runs_loops {
+                dispatcher.run(stop).await;
             }
         }
     };
-    let dispatch = dispatcher.run(shutdown.clone().cancelled_owned());
-    let schedule = scheduler.run(shutdown.clone().cancelled_owned());
+    let schedule = {
+        let stop = shutdown.clone().cancelled_owned();
+        async {
+            if runs_loops {
+                scheduler.run(stop).await;
+            }
+        }
+    };
     let (served, admin_served, (), ()) = tokio::join!(server, admin_server, dispatch, schedule);
     served.context("serving HTTP")?;
     admin_served.context("serving the operator listener")?;
     store.close().await;
     tracing::info!("clarion stopped");
     Ok(())
+}
+
+/// Serves `router` on `listener` until `shutdown`, when there is one (a worker has no API
+/// listener; `admin_listen` is optional).
+async fn serve_optional(
+    listening: Option<(tokio::net::TcpListener, axum::Router)>,
+    limits: clarion_server::ServerLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    match listening {
+        Some((listener, router)) => clarion_server::serve(listener, router, limits, shutdown).await,
+        None => Ok(()),
+    }
 }
 
 /// Opens the store, and reads the latest engine time stored: a sped-up engine clock resumes

@@ -1,6 +1,7 @@
 //! `clarion serve` as a node on PostgreSQL (the real binary): a database that goes away
 //! (connections cut, refused, terminated) is ridden out, and the work is finished; a database
-//! not reachable at start is waited for, within a bound.
+//! not reachable at start is waited for, within a bound; an API node and a worker node share
+//! the work (roles).
 //!
 //! PostgreSQL only (`CLARION_TEST_DATABASE_URL`, see `support::postgres`): every test is named
 //! `postgres_…` so that `scripts/test` runs this module in its PostgreSQL half; without a
@@ -15,8 +16,8 @@ use tokio::process::Child;
 
 use crate::support::postgres::{self, FlakyProxy, SECRET_KEY, TestDatabase};
 use crate::support::{
-    Answer, DEADLINE, TestReceiver, create_org_with_cli_env, eventually, first_line, post_ok,
-    serve_command,
+    Answer, DEADLINE, TestReceiver, allow_vapi_assistant_with_cli_env, create_org_with_cli_env,
+    eventually, first_line, post_ok, serve_command,
 };
 
 /// A password in the node's database URL (the test server accepts any): it must show in no
@@ -26,17 +27,16 @@ const PASSWORD: &str = "pw-node-Zr4-never-logged";
 /// A node's configuration: `database` (the `[database]` keys), a compressed schedule and a
 /// fast engine clock (the loops behave as in production).
 fn node_config(database: &str) -> String {
-    format!("[database]\n{database}\n{REST_OF_CONFIG}")
+    format!("[database]\n{database}\n{WEBHOOKS}\n[simulator]\ntime_scale = 2000.0\n")
 }
 
-const REST_OF_CONFIG: &str = r#"
+/// A compressed retry schedule.
+const WEBHOOKS: &str = r#"
 [webhooks]
 retry_schedule = ["0s", "200ms", "200ms", "200ms", "200ms", "200ms"]
 attempt_timeout = "2s"
 lease_margin = "1s"
 poll_interval = "200ms"
-[simulator]
-time_scale = 2000.0
 "#;
 
 /// A `clarion serve` child with its log (standard error) in a file.
@@ -66,14 +66,28 @@ impl Node {
     }
 }
 
-/// Spawns `clarion serve` with `args` (its stdout piped, its stderr into `<name>.log` in
-/// `dir`, at `info`, with the tests' secret key).
+/// Spawns `clarion serve` on a free port with `args` (its stdout piped, its stderr into
+/// `<name>.log` in `dir`, at `info`, with the tests' secret key).
 fn spawn(dir: &Path, name: &str, database: &str, config: &str, args: &[&str]) -> (Child, PathBuf) {
+    spawn_on(dir, name, database, config, "127.0.0.1:0", args, &[])
+}
+
+/// [`spawn`] on `listen`, with extra environment variables.
+fn spawn_on(
+    dir: &Path,
+    name: &str,
+    database: &str,
+    config: &str,
+    listen: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, PathBuf) {
     let config_path = dir.join(format!("{name}.toml"));
     std::fs::write(&config_path, config).unwrap();
     let log = dir.join(format!("{name}.log"));
-    let child = serve_command(database, &config_path)
+    let child = serve_command(database, &config_path, listen)
         .args(args)
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .env("CLARION_SECRET_KEY", SECRET_KEY)
         .stderr(std::fs::File::create(&log).unwrap())
@@ -337,4 +351,179 @@ async fn postgres_serve_waits_for_a_database_that_is_not_reachable_yet() {
         !log.contains(PASSWORD),
         "the database password was logged:\n{log}"
     );
+}
+
+/// A port nothing listens on (bound, then let go).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn postgres_an_api_node_and_a_worker_node_share_the_work() {
+    use crate::support::fake_vapi::{API_KEY, FakeVapi, PHONE_NUMBER_ID, SERVER_SECRET};
+
+    let Some(server) = postgres::server_or_skip("postgres_an_api_node_and_a_worker_node") else {
+        return;
+    };
+    let database = TestDatabase::create(&server);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = [("CLARION_SECRET_KEY", SECRET_KEY)];
+    let (org_id, key) = create_org_with_cli_env(&database.url, &secret).await;
+    allow_vapi_assistant_with_cli_env(&database.url, org_id, "asst_1", true, &secret).await;
+    let vapi = FakeVapi::start().await;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    let http = reqwest::Client::new();
+    // Calls through Vapi (a fake), on both nodes: the worker places them, the API node takes
+    // Vapi's callbacks.
+    let vapi_env = [
+        ("CLARION_VAPI__API_KEY", API_KEY),
+        ("CLARION_VAPI__PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+        ("CLARION_VAPI__SERVER_SECRET", SERVER_SECRET),
+    ];
+    let sections = format!(
+        "{WEBHOOKS}\n[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n",
+        vapi.url
+    );
+
+    // The worker: no API listener (its `listen` port stays closed); /healthz and /metrics on
+    // its operator listener.
+    let worker_listen = format!("127.0.0.1:{}", free_port());
+    let admin = format!("127.0.0.1:{}", free_port());
+    let worker_config = format!("admin_listen = \"{admin}\"\n{sections}");
+    let (worker, worker_log) = spawn_on(
+        dir.path(),
+        "worker",
+        &database.url,
+        &worker_config,
+        &worker_listen,
+        &["--role", "worker"],
+        &vapi_env,
+    );
+    let (mut worker, first) = first_line(worker).await;
+    assert_eq!(first, "worker running (no API listener)");
+    assert!(
+        tokio::net::TcpStream::connect(&worker_listen)
+            .await
+            .is_err(),
+        "the worker listens on its API address"
+    );
+    let health = http
+        .get(format!("http://{admin}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+
+    // The API node: the API and the callbacks, no background work.
+    let (api, api_log) = spawn_on(
+        dir.path(),
+        "api",
+        &database.url,
+        &sections,
+        "127.0.0.1:0",
+        &["--role", "api"],
+        &vapi_env,
+    );
+    let (mut api, first) = first_line(api).await;
+    let base = first.strip_prefix("listening on ").unwrap().to_owned();
+
+    post_ok(
+        &http,
+        &base,
+        &key,
+        "/v1/webhook-endpoints",
+        json!({ "url": receiver.url }),
+    )
+    .await;
+    let caller = post_ok(
+        &http,
+        &base,
+        &key,
+        "/v1/assistants",
+        json!({
+        "name": "Caller", "channel": "call", "config": { "vapi_assistant_id": "asst_1" } }),
+    )
+    .await;
+    let template = post_ok(
+        &http,
+        &base,
+        &key,
+        "/v1/sequence-templates",
+        json!({
+            "name": "Call twice", "calling_hours": null, "stop_on": ["resolved"],
+            "steps": [
+                { "type": "call", "assistant_id": caller["id"] },
+                { "type": "call", "assistant_id": caller["id"] }
+            ]
+        }),
+    )
+    .await;
+    let enrolled = post_ok(
+        &http,
+        &base,
+        &key,
+        "/v1/sequences",
+        json!({
+            "template_id": template["id"],
+            "contact": { "phone_number": "+15555550142", "time_zone": "America/New_York" }
+        }),
+    )
+    .await;
+    let id = enrolled["id"].as_i64().unwrap();
+
+    // The enrollment committed on the API node; the worker places the first call.
+    eventually("the worker places the first call", || async {
+        vapi.calls().len() == 1
+    })
+    .await;
+    let first_call = vapi.calls()[0]["id"].as_str().unwrap().to_owned();
+    // Vapi reports its end to the API node, which ends the encounter and commits the next
+    // step's call; the worker places it.
+    let (status, body) = vapi.end_call(&base, &first_call, "unresolved").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["applied"], true, "{body}");
+    eventually("the worker places the second call", || async {
+        vapi.calls().len() == 2
+    })
+    .await;
+    let second_call = vapi.calls()[1]["id"].as_str().unwrap().to_owned();
+    // Its report ends the sequence on the API node, which queues the End of Sequence Report;
+    // the worker's dispatcher delivers it.
+    let (status, body) = vapi.end_call(&base, &second_call, "resolved").await;
+    assert_eq!((status, &body["applied"]), (200, &json!(true)), "{body}");
+    eventually("the worker delivers the report", || async {
+        reported(&receiver).contains(&id)
+    })
+    .await;
+    assert_eq!(receiver.received().len(), 1);
+    let report: Value = serde_json::from_slice(&receiver.received()[0].body).unwrap();
+    assert_eq!(report["status"], "ended");
+    assert_eq!(report["outreach"].as_array().unwrap().len(), 2);
+
+    // Only the worker attempted deliveries (the API node runs no dispatcher).
+    let worker_metrics = http
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    let worker_metrics = worker_metrics.text().await.unwrap();
+    assert!(
+        worker_metrics.contains("clarion_webhook_attempts_total"),
+        "{worker_metrics}"
+    );
+    let api_metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
+    let api_metrics = api_metrics.text().await.unwrap();
+    assert!(
+        !api_metrics.contains("clarion_webhook_attempts_total"),
+        "{api_metrics}"
+    );
+    for (node, log) in [(&mut worker, &worker_log), (&mut api, &api_log)] {
+        let log = std::fs::read_to_string(log).unwrap();
+        assert!(node.try_wait().unwrap().is_none(), "a node exited:\n{log}");
+        assert!(!log.contains(" ERROR "), "{log}");
+    }
 }

@@ -556,7 +556,7 @@ pub async fn spawn_server_with_env(
 ) -> (tokio::process::Child, String) {
     let path = dir.join("clarion.toml");
     std::fs::write(&path, config).unwrap();
-    let mut command = serve_command(database, &path);
+    let mut command = serve_command(database, &path, "127.0.0.1:0");
     command.env("RUST_LOG", "warn").envs(env.iter().copied());
     if let Some(point) = crash_at {
         command.env("CLARION_CRASH_AT", point);
@@ -566,16 +566,20 @@ pub async fn spawn_server_with_env(
     (child, base)
 }
 
-/// `clarion serve --dev` on port 0 over `database` with the configuration file `config`, its
-/// standard output piped (see [`first_line`]), killed when dropped.
-pub fn serve_command(database: &str, config: &std::path::Path) -> tokio::process::Command {
+/// `clarion serve --dev` on `listen` over `database` with the configuration file `config`,
+/// its standard output piped (see [`first_line`]), killed when dropped.
+pub fn serve_command(
+    database: &str,
+    config: &std::path::Path,
+    listen: &str,
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"));
     command
         .args([
             "serve",
             "--dev",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--database",
             database,
             "--config",
@@ -702,6 +706,18 @@ pub async fn allow_vapi_assistant_with_cli(
     vapi_assistant_id: &str,
     allow: bool,
 ) -> Value {
+    allow_vapi_assistant_with_cli_env(database, org_id, vapi_assistant_id, allow, &[]).await
+}
+
+/// [`allow_vapi_assistant_with_cli`] with extra environment variables (a PostgreSQL database
+/// needs `CLARION_SECRET_KEY`).
+pub async fn allow_vapi_assistant_with_cli_env(
+    database: &str,
+    org_id: i64,
+    vapi_assistant_id: &str,
+    allow: bool,
+    env: &[(&str, &str)],
+) -> Value {
     let command = if allow {
         "allow-vapi-assistant"
     } else {
@@ -716,6 +732,7 @@ pub async fn allow_vapi_assistant_with_cli(
             "--database",
             database,
         ])
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
