@@ -24,6 +24,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use clarion_store::retry::Outage;
 use clarion_store::{
     AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, EndpointId, Millis,
     OrgId, Store, StoreError,
@@ -224,14 +225,20 @@ impl Dispatcher {
 
     /// Runs until `shutdown` resolves, then stops claiming, lets in-flight attempts finish
     /// (each is bounded by the attempt timeout), records them and returns.
+    ///
+    /// A database that is away (a restart, a failover, killed connections) stops nothing:
+    /// claims are tried again with backoff (50 ms doubling to 5 s, with jitter), the outage
+    /// is logged once, and the first claim that works resumes the usual pace.
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         let (finished_tx, finished_rx) = mpsc::unbounded_channel::<Finished>();
         let writer = tokio::spawn(self.clone().write_outcomes(finished_rx));
         let mut attempts = JoinSet::new();
+        let mut outage = Outage::new("webhook dispatcher");
         tokio::pin!(shutdown);
         loop {
-            match self.claim_round().await {
+            let backoff = match self.claim_round().await {
                 Ok(claimed) => {
+                    outage.succeeded();
                     for delivery in claimed {
                         let this = self.clone();
                         let finished_tx = finished_tx.clone();
@@ -245,18 +252,29 @@ impl Dispatcher {
                             let _ = finished_tx.send(Finished { outcome, was_retry });
                         });
                     }
+                    None
                 }
-                Err(error) => {
-                    tracing::error!(error = %error, "claiming webhook deliveries failed");
-                }
-            }
+                Err(error) => outage.failed(&error),
+            };
             // Reap finished tasks so the set does not grow.
             while attempts.try_join_next().is_some() {}
-            let pause = self.pause().await;
-            tokio::select! {
-                () = &mut shutdown => break,
-                () = self.inner.wake.notified() => {}
-                () = tokio::time::sleep(pause) => {}
+            match backoff {
+                // The database is away: wait out the backoff whatever wakes the loop (an
+                // attempt finishing, new work announced), so that it never spins.
+                Some(wait) => {
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+                None => {
+                    let pause = self.pause().await;
+                    tokio::select! {
+                        () = &mut shutdown => break,
+                        () = self.inner.wake.notified() => {}
+                        () = tokio::time::sleep(pause) => {}
+                    }
+                }
             }
         }
         tracing::info!(
@@ -311,6 +329,8 @@ impl Dispatcher {
                 poll.min(Duration::from_millis(wait))
             }
             Ok(None) => poll,
+            // An unavailable database shows in the next claim, which waits it out.
+            Err(error) if error.is_transient() => poll,
             Err(error) => {
                 tracing::error!(error = %error, "reading the next due delivery failed");
                 poll
@@ -521,29 +541,43 @@ impl Dispatcher {
     }
 
     /// The writer: records finished attempts in batches, then frees their slots.
+    ///
+    /// A batch that fails because the database is away is tried again with backoff for as
+    /// long as the leases of its deliveries last (the attempt timeout plus the lease margin:
+    /// meanwhile no other node claims them); another failure is tried [`WRITE_TRIES`] times.
+    /// A batch still unrecorded then is let go and its slots freed, so the loop goes on; its
+    /// deliveries are claimed again once their leases expire and attempted again (at least
+    /// once, under the same `webhook-id`), so nothing is lost.
     async fn write_outcomes(self, mut finished: mpsc::UnboundedReceiver<Finished>) {
+        let config = &self.inner.config;
+        let lease = config.attempt_timeout + config.lease_margin;
+        let mut outage = Outage::new("webhook attempt recorder");
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         while finished.recv_many(&mut batch, WRITE_BATCH).await > 0 {
             let mut pending = std::mem::take(&mut batch);
-            // A failed write is retried a few times: the leases keep other nodes off these
-            // deliveries meanwhile. If it keeps failing, the batch is let go and its slots
-            // freed so the loop goes on; the leases then expire and the deliveries are
-            // attempted again (at least once), so nothing is lost.
+            let first_failure = Instant::now();
             let mut tries = 0;
             loop {
                 match self.record(pending).await {
-                    Ok(()) => break,
+                    Ok(()) => {
+                        outage.succeeded();
+                        break;
+                    }
                     Err((error, unwritten)) => {
                         tries += 1;
-                        if tries >= WRITE_TRIES {
-                            tracing::error!(error = %error, attempts = unwritten.len(),
+                        let wait = outage.failed(&error);
+                        let give_up = match wait {
+                            Some(_) => first_failure.elapsed() >= lease,
+                            None => tries >= WRITE_TRIES,
+                        };
+                        if give_up {
+                            tracing::error!(error = %clarion_store::retry::error_chain(&error), attempts = unwritten.len(),
                                 "recording webhook attempts keeps failing; their deliveries will be retried when the leases expire");
                             self.release_slots(&unwritten);
                             break;
                         }
-                        tracing::warn!(error = %error, "recording webhook attempts failed; retrying");
                         pending = unwritten;
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(wait.unwrap_or(Duration::from_millis(200))).await;
                     }
                 }
             }

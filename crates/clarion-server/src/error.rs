@@ -5,6 +5,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use std::sync::atomic::{AtomicI64, Ordering};
 use utoipa::ToSchema;
 
 /// An API error: status, stable machine-readable code, human message, and the offending
@@ -15,7 +16,7 @@ pub struct ApiError {
     pub code: &'static str,
     pub message: String,
     pub field: Option<String>,
-    /// Sent as `Retry-After` (seconds) with a 429.
+    /// Sent as `Retry-After` (seconds) with a 429 or a 503.
     pub retry_after_secs: Option<u64>,
 }
 
@@ -84,13 +85,7 @@ impl ApiError {
 
     /// An internal failure: the cause is logged here, the client sees a generic message.
     pub fn internal(cause: &dyn std::error::Error) -> Self {
-        let mut chain = cause.to_string();
-        let mut source = cause.source();
-        while let Some(next) = source {
-            chain.push_str(": ");
-            chain.push_str(&next.to_string());
-            source = next.source();
-        }
+        let chain = clarion_store::retry::error_chain(cause);
         tracing::error!(error = %chain, "internal error answering a request");
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -98,11 +93,57 @@ impl ApiError {
             "internal error; it has been logged",
         )
     }
+
+    /// 503 `database_unavailable`, with `Retry-After`: the database is away for now (a
+    /// restart, a failover). The cause is logged at most once every
+    /// [`UNAVAILABLE_LOG_EVERY_MS`], so an outage under load does not flood the log; the
+    /// client sees neither the driver's message nor the database's address.
+    pub fn database_unavailable(cause: &dyn std::error::Error) -> Self {
+        static LAST_LOGGED: AtomicI64 = AtomicI64::new(i64::MIN);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| {
+                i64::try_from(since.as_millis()).unwrap_or(i64::MAX)
+            });
+        let last = LAST_LOGGED.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= UNAVAILABLE_LOG_EVERY_MS
+            && LAST_LOGGED
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            tracing::warn!(error = %clarion_store::retry::error_chain(cause),
+                "answering 503: the database is unavailable");
+        }
+        let mut error = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            "the database is unavailable for the moment; try again shortly",
+        );
+        error.retry_after_secs = Some(1);
+        error
+    }
 }
+
+/// How often (milliseconds) a 503 for an unavailable database is logged at most.
+pub const UNAVAILABLE_LOG_EVERY_MS: i64 = 10_000;
 
 impl From<clarion_store::StoreError> for ApiError {
     fn from(error: clarion_store::StoreError) -> Self {
-        Self::internal(&error)
+        if error.is_transient() {
+            Self::database_unavailable(&error)
+        } else {
+            Self::internal(&error)
+        }
+    }
+}
+
+impl From<clarion_scheduler::SchedulerError> for ApiError {
+    /// For the paths that have no better answer than 503 (the database is away) or 500.
+    fn from(error: clarion_scheduler::SchedulerError) -> Self {
+        match error {
+            clarion_scheduler::SchedulerError::Store(store) => Self::from(store),
+            other => Self::internal(&other),
+        }
     }
 }
 

@@ -103,6 +103,16 @@ pub enum CopyError {
     Store(#[from] StoreError),
 }
 
+impl StoreError {
+    /// Whether trying again later may work: the database could not be reached, a
+    /// connection was lost or killed, the server is restarting, or the transaction was
+    /// chosen as a deadlock or serialisation victim. Background loops wait these out with
+    /// backoff ([`crate::retry`]); the API answers them 503.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
 /// A backend's error, kept opaque.
 pub type BoxedError = Box<dyn std::error::Error + Send + Sync + 'static>;
 

@@ -25,6 +25,7 @@ mod ids;
 pub mod model;
 mod postgres;
 pub mod public_id;
+pub mod retry;
 pub mod secret_keys;
 mod sqlite;
 mod stored;

@@ -29,6 +29,7 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../config.default.toml");
 
 /// The keys outside any section: `CLARION_<KEY>` sets one of these (module docs).
 pub const TOP_LEVEL_KEYS: &[&str] = &[
+    "role",
     "listen",
     "database_url",
     "metrics_token",
@@ -40,6 +41,7 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 
 /// The sections: `CLARION_<SECTION>__<KEY>` sets a key of one of these (module docs).
 pub const SECTIONS: &[&str] = &[
+    "database",
     "server",
     "webhooks",
     "channels",
@@ -137,6 +139,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// What a `clarion serve` node runs (`role`, `--role`, `CLARION_ROLE`).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// The API and the background work: one process does everything.
+    #[default]
+    All,
+    /// The HTTP API (provider callbacks, `/metrics`, `/healthz` included), no background loops.
+    Api,
+    /// The sequence scheduler and the webhook dispatcher, no API listener (`/metrics` and
+    /// `/healthz` on `admin_listen` when it is set).
+    Worker,
+}
+
+impl Role {
+    /// Whether this node serves the API on `listen`.
+    pub fn serves_api(self) -> bool {
+        self != Role::Worker
+    }
+
+    /// Whether this node runs the scheduler's loops and the webhook dispatcher.
+    pub fn runs_loops(self) -> bool {
+        self != Role::Api
+    }
+}
+
 /// An operator token shorter than this is refused: it guards deployment-wide volumes and can
 /// be guessed at over the network.
 const MIN_METRICS_TOKEN_CHARS: usize = 16;
@@ -144,6 +174,9 @@ const MIN_METRICS_TOKEN_CHARS: usize = 16;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// What this node runs: `all` (the default), `api` or `worker` (PostgreSQL only).
+    #[serde(default)]
+    pub role: Role,
     pub listen: SocketAddr,
     pub database_url: String,
     /// When set, `/metrics` answers only `Authorization: Bearer <metrics_token>`
@@ -165,6 +198,7 @@ pub struct Config {
     /// `text` (the default) or `json` (one object per line).
     #[serde(default)]
     pub log_format: LogFormat,
+    pub database: DatabaseConfig,
     pub server: ServerConfig,
     pub webhooks: WebhooksConfig,
     pub channels: ChannelsConfig,
@@ -334,6 +368,20 @@ impl std::fmt::Debug for VapiConfig {
     }
 }
 
+/// The database connections (`[database]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// Connections in the node's pool.
+    pub max_connections: u32,
+    /// PostgreSQL: how long a query waits for a connection before failing as unavailable
+    /// (an API request is then answered 503).
+    pub acquire_timeout: HumanDuration,
+    /// `clarion serve`: how long to keep trying at start while the database cannot be
+    /// reached (refused, timed out, starting up) before giving up.
+    pub start_timeout: HumanDuration,
+}
+
 /// The HTTP listeners' limits against slow or hostile clients (`[server]`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -439,6 +487,8 @@ impl<'de> Deserialize<'de> for HumanDuration {
 #[derive(Debug, Default, serde::Serialize)]
 pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
@@ -464,6 +514,8 @@ impl Config {
         });
         StoreOptions {
             secret_keys,
+            max_connections: self.database.max_connections,
+            acquire_timeout: self.database.acquire_timeout.0,
             ..StoreOptions::default()
         }
     }
@@ -515,6 +567,17 @@ impl Config {
         }
         if self.channels.reconcile_after.0 < std::time::Duration::from_secs(1) {
             bail!("channels.reconcile_after must be at least 1s");
+        }
+        if self.database.max_connections == 0 || self.database.acquire_timeout.0.is_zero() {
+            bail!("database.max_connections and database.acquire_timeout must be more than zero");
+        }
+        if self.role != Role::All && !is_postgres(&self.database_url) {
+            // One process owns a SQLite file: split, the API node's work would wait for the
+            // worker's poll (no wake-ups cross processes) and both would queue on one writer.
+            bail!(
+                "role = \"{}\" needs a PostgreSQL database_url; on SQLite one process runs everything (role = \"all\")",
+                format!("{:?}", self.role).to_lowercase()
+            );
         }
         if webhooks.poll_interval.0.is_zero() {
             bail!("webhooks.poll_interval must be more than zero");
@@ -603,6 +666,11 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// Whether `url` names a PostgreSQL database.
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 
 #[cfg(test)]
@@ -956,6 +1024,43 @@ mod tests {
                 Config::load(None, Overrides::default()).unwrap_err()
             );
             assert!(error.to_lowercase().contains("log_format"), "{error}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_role_is_all_by_default_and_a_split_needs_postgresql() {
+        figment::Jail::expect_with(|jail| {
+            let config = Config::load(None, Overrides::default()).unwrap();
+            assert_eq!(config.role, Role::All);
+            assert!(config.role.serves_api() && config.role.runs_loops());
+            // On SQLite one process runs everything: a split is refused, naming the key.
+            jail.set_env("CLARION_ROLE", "worker");
+            let error = format!(
+                "{:#}",
+                Config::load(None, Overrides::default()).unwrap_err()
+            );
+            assert!(
+                error.contains("role = \"worker\" needs a PostgreSQL"),
+                "{error}"
+            );
+            let on_postgres = |role| Overrides {
+                role,
+                database_url: Some("postgres://clarion@db.example:5432/clarion".into()),
+                ..Overrides::default()
+            };
+            let worker = Config::load(None, on_postgres(None)).unwrap().role;
+            assert_eq!(worker, Role::Worker);
+            assert!(!worker.serves_api() && worker.runs_loops());
+            // The flag wins over the environment.
+            let api = Config::load(None, on_postgres(Some(Role::Api)))
+                .unwrap()
+                .role;
+            assert_eq!(api, Role::Api);
+            assert!(api.serves_api() && !api.runs_loops());
+            jail.set_env("CLARION_ROLE", "scheduler");
+            let error = format!("{:#}", Config::load(None, on_postgres(None)).unwrap_err());
+            assert!(error.to_lowercase().contains("role"), "{error}");
             Ok(())
         });
     }

@@ -167,6 +167,20 @@ impl Scheduler {
                     let _ = waiting.answer.send(Err(error));
                 }
             }
+            Err(error) if error.is_transient() => {
+                // The database is away: every request of the group would fail alike, and
+                // tried one by one each would wait out the pool's timeout in turn. All are
+                // answered now (503); their clients try again.
+                let reason = clarion_store::retry::error_chain(&error);
+                for waiting in group {
+                    let _ =
+                        waiting
+                            .answer
+                            .send(Err(SchedulerError::Store(StoreError::Unavailable(
+                                reason.clone().into(),
+                            ))));
+                }
+            }
             Err(_) => {
                 for waiting in group {
                     let alone = self

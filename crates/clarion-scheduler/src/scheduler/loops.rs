@@ -3,6 +3,30 @@
 
 use super::*;
 
+use clarion_store::retry::{Outage, error_chain};
+
+/// A pass failed: when the database is away, the loop's outage answers how long to wait
+/// before the next pass (logged once per outage); any other failure is logged and the loop
+/// goes on at its usual pace (`None`).
+fn pass_failed(outage: &mut Outage, error: &SchedulerError, what: &str) -> Option<Duration> {
+    match error {
+        SchedulerError::Store(store) if store.is_transient() => outage.failed(store),
+        other => {
+            tracing::error!(error = %error_chain(other), "{what}");
+            None
+        }
+    }
+}
+
+/// Waits out a backoff, or until the scheduler stops. Nothing else wakes it: while the
+/// database is away, work announced meanwhile waits for the next try.
+async fn wait_out(stopped: &mut tokio::sync::watch::Receiver<bool>, wait: Duration) {
+    tokio::select! {
+        _ = stopped.changed() => {}
+        () = tokio::time::sleep(wait) => {}
+    }
+}
+
 impl Scheduler {
     /// Runs until `shutdown` resolves: three loops, so that none waits on another's I/O.
     ///
@@ -36,9 +60,18 @@ impl Scheduler {
     }
 
     pub(super) async fn due_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut outage = Outage::new("scheduler due loop");
         while !*stopped.borrow() {
-            if let Err(error) = self.run_due_pass().await {
-                tracing::error!(error = %error, "running due sequences failed");
+            let backoff = match self.run_due_pass().await {
+                Ok(_) => {
+                    outage.succeeded();
+                    None
+                }
+                Err(error) => pass_failed(&mut outage, &error, "running due sequences failed"),
+            };
+            if let Some(wait) = backoff {
+                wait_out(&mut stopped, wait).await;
+                continue;
             }
             let pause = self.pause().await;
             tokio::select! {
@@ -50,17 +83,30 @@ impl Scheduler {
     }
 
     pub(super) async fn provider_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {
+        let mut outage = Outage::new("scheduler provider worker");
         while !*stopped.borrow() {
             let poll = tokio::time::Instant::now() + self.inner.config.poll_interval;
             // Texts held back by their sender's pace go when it allows.
             let next_pass = match self.place_claimable_pass().await {
-                Ok((_, waits)) => [waits.paced_until, waits.retry_at]
-                    .into_iter()
-                    .flatten()
-                    .fold(poll, tokio::time::Instant::min),
+                Ok((_, waits)) => {
+                    outage.succeeded();
+                    [waits.paced_until, waits.retry_at]
+                        .into_iter()
+                        .flatten()
+                        .fold(poll, tokio::time::Instant::min)
+                }
                 Err(error) => {
-                    tracing::error!(error = %error, "sending encounters to their providers failed");
-                    poll
+                    match pass_failed(
+                        &mut outage,
+                        &error,
+                        "sending encounters to their providers failed",
+                    ) {
+                        Some(wait) => {
+                            wait_out(&mut stopped, wait).await;
+                            continue;
+                        }
+                        None => poll,
+                    }
                 }
             };
             tokio::select! {
@@ -75,9 +121,22 @@ impl Scheduler {
         // Providers' upkeep (Twilio's sweep of old inbound message ids takes the write lock):
         // each at its own interval, not on every pass. By channel, as `Channel::ALL`.
         let mut last_upkeep: [Option<tokio::time::Instant>; 2] = [None; 2];
+        let mut outage = Outage::new("scheduler overdue loop");
         while !*stopped.borrow() {
-            if let Err(error) = self.settle_overdue_provider_encounters().await {
-                tracing::error!(error = %error, "settling overdue provider encounters failed");
+            let backoff = match self.settle_overdue_provider_encounters().await {
+                Ok(_) => {
+                    outage.succeeded();
+                    None
+                }
+                Err(error) => pass_failed(
+                    &mut outage,
+                    &error,
+                    "settling overdue provider encounters failed",
+                ),
+            };
+            if let Some(wait) = backoff {
+                wait_out(&mut stopped, wait).await;
+                continue;
             }
             for (channel, last) in clarion_engine::Channel::ALL
                 .into_iter()

@@ -159,6 +159,14 @@ pub enum SchedulerError {
     Stopped,
 }
 
+impl SchedulerError {
+    /// Whether the database was away ([`StoreError::is_transient`]): trying again later may
+    /// work.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SchedulerError::Store(error) if error.is_transient())
+    }
+}
+
 /// One enrollment.
 #[derive(Debug, Clone)]
 pub struct EnrollRequest {

@@ -116,7 +116,7 @@ pub async fn vapi_events(
                         "the call could not be confirmed with Vapi yet; send the report again",
                     ));
                 }
-                Err(error) => return Err(ApiError::internal(&error)),
+                Err(error) => return Err(ApiError::from(error)),
             }
         }
         ServerMessage::StatusUpdate(update) => match message.call_id() {
@@ -124,7 +124,7 @@ pub async fn vapi_events(
                 .scheduler
                 .vapi_status_update(call_id, &update.status)
                 .await
-                .map_err(|error| ApiError::internal(&error))?,
+                .map_err(ApiError::from)?,
             None => false,
         },
         ServerMessage::Other { .. } => false,
@@ -181,7 +181,7 @@ pub async fn twilio_inbound(
         .scheduler
         .twilio_inbound(&message)
         .await
-        .map_err(|error| ApiError::internal(&error))?;
+        .map_err(ApiError::from)?;
     tracing::info!(replied = reply.is_some(), "Twilio inbound message");
     Ok(twiml(reply.as_deref()))
 }
@@ -201,6 +201,6 @@ pub async fn twilio_status(
         .scheduler
         .twilio_status(&callback)
         .await
-        .map_err(|error| ApiError::internal(&error))?;
+        .map_err(ApiError::from)?;
     Ok(Json(CallbackOut { applied }))
 }

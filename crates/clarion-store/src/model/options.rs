@@ -8,9 +8,15 @@ use crate::secret_keys::SecretKeys;
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Connections in the pool. SQLite has one writer at a time; readers run alongside it.
+    /// On PostgreSQL every query and transaction of the node draws from it (the wake-up
+    /// listener has one connection of its own besides).
     pub max_connections: u32,
     /// How long a writer waits for the write lock before failing.
     pub busy_timeout: Duration,
+    /// PostgreSQL: how long a query waits for a connection from the pool (or for a new one
+    /// to be opened) before it fails as [`crate::StoreError::Unavailable`]: what an API
+    /// request waits at most while the database is away before it is answered 503.
+    pub acquire_timeout: Duration,
     /// The key ring that seals webhook endpoint secrets. Required for PostgreSQL; on SQLite,
     /// `None` reads (or on the first start draws) the key file beside the database.
     pub secret_keys: Option<SecretKeys>,
@@ -27,6 +33,7 @@ impl Default for StoreOptions {
         Self {
             max_connections: 8,
             busy_timeout: Duration::from_secs(10),
+            acquire_timeout: Duration::from_secs(5),
             secret_keys: None,
             reseal_secrets: true,
         }

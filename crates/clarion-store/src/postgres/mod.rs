@@ -29,6 +29,7 @@ mod outbox;
 mod sequences;
 
 use std::str::FromStr;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -36,6 +37,7 @@ use sqlx::{Postgres, Transaction};
 
 use crate::public_id::SECRET_LEN;
 use crate::secret_keys::SecretKeys;
+use crate::sqlite::migrate_error;
 use crate::{Channel, OrgId, Result, StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -112,13 +114,21 @@ impl PgStore {
         let connect = PgConnectOptions::from_str(url).map_err(|_| StoreError::UnsupportedUrl)?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.max(1))
-            .acquire_timeout(options.busy_timeout)
+            // A query waits this long for a connection, then fails as unavailable (the API
+            // answers 503 rather than hold requests while the database is away).
+            .acquire_timeout(options.acquire_timeout)
+            // Every connection taken from the pool is pinged first (sqlx's default, named
+            // here because it matters): after a database restart or a failover the idle
+            // connections are dead, and each is dropped and replaced there instead of failing
+            // the query that would have used it.
+            .test_before_acquire(true)
+            // Connections are renewed now and then, so that after a failover behind a
+            // virtual address none stays pinned to a server that no longer leads.
+            .max_lifetime(Duration::from_secs(30 * 60))
+            .idle_timeout(Duration::from_secs(10 * 60))
             .connect_with(connect)
             .await?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|error| StoreError::Migrate(Box::new(error)))?;
+        MIGRATOR.run(&pool).await.map_err(migrate_error)?;
         let store = Self { pool, keys };
         if options.reseal_secrets {
             store.reseal_endpoint_secrets().await?;

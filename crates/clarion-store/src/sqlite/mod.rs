@@ -109,10 +109,7 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(connect.clone())
             .await?;
-        MIGRATOR
-            .run(&writer)
-            .await
-            .map_err(|error| StoreError::Migrate(Box::new(error)))?;
+        MIGRATOR.run(&writer).await.map_err(migrate_error)?;
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .connect_with(connect)
@@ -183,25 +180,49 @@ impl From<sqlx::Error> for StoreError {
             {
                 StoreError::Conflict
             }
-            // PostgreSQL's transient answers: a serialisation failure or deadlock victim (the
-            // transaction was rolled back and may simply be run again), and a server shutting
-            // down or a connection lost. SQLite never answers these codes.
-            sqlx::Error::Database(db)
-                if db.code().is_some_and(|code| {
-                    matches!(
-                        code.as_ref(),
-                        "40001" | "40P01" | "57P01" | "57P02" | "57P03"
-                    ) || code.starts_with("08")
-                }) =>
-            {
-                StoreError::Unavailable(Box::new(error))
-            }
-            sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::Io(_)
-            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(Box::new(error)),
+            _ if is_unavailable(&error) => StoreError::Unavailable(Box::new(error)),
             _ => StoreError::Database(Box::new(error)),
         }
+    }
+}
+
+/// Whether a driver error is transient: trying again later may work.
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        // PostgreSQL's transient answers: a serialisation failure or deadlock victim (the
+        // transaction was rolled back and may simply be run again); the server shutting
+        // down, crashed or still starting (57P01 "terminating connection due to
+        // administrator command", which `pg_terminate_backend` and a fast shutdown send,
+        // 57P02, 57P03); too many connections for now (53300); and the connection
+        // exceptions (class 08). SQLite never answers these codes.
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            matches!(
+                code.as_ref(),
+                "40001" | "40P01" | "57P01" | "57P02" | "57P03" | "53300"
+            ) || code.starts_with("08")
+        }),
+        // The connection failed or was lost (refused, reset, closed mid-answer), no
+        // connection could be had in time, or the TLS handshake failed.
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        _ => false,
+    }
+}
+
+/// A migration that failed because the database went away is [`StoreError::Unavailable`]
+/// (the start-up retries it); any other failure is [`StoreError::Migrate`].
+pub(crate) fn migrate_error(error: sqlx::migrate::MigrateError) -> StoreError {
+    use sqlx::migrate::MigrateError;
+    match error {
+        MigrateError::Execute(inner) | MigrateError::ExecuteMigration(inner, _)
+            if is_unavailable(&inner) =>
+        {
+            StoreError::Unavailable(Box::new(inner))
+        }
+        other => StoreError::Migrate(Box::new(other)),
     }
 }
 

@@ -28,7 +28,7 @@ async fn a_password_in_the_url_shows_in_no_debug_output_or_error() {
     let db = host_and_db.split_once('/').map_or("postgres", |(_, db)| db);
     let unreachable = format!("postgres://postgres:{PASSWORD}@127.0.0.1:1/{db}");
     let options = StoreOptions {
-        busy_timeout: Duration::from_secs(2),
+        acquire_timeout: Duration::from_secs(2),
         ..with_keys(backend.keys.clone())
     };
     let error = Store::connect_with(&unreachable, options)

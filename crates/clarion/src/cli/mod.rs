@@ -17,7 +17,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::config::{Config, DevOverrides, LogFormat, Overrides};
+use crate::config::{Config, DevOverrides, LogFormat, Overrides, Role};
 
 pub use serve::{
     dispatcher_config, provider_secrets, scheduler_config, ssrf_policy, twilio_channel, vapi_client,
@@ -33,11 +33,17 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Runs the API and the webhook dispatcher.
+    /// Runs the API, the sequence scheduler and the webhook dispatcher (or a part of them:
+    /// `--role`).
     Serve {
         /// A TOML configuration file laid over the embedded defaults.
         #[arg(long)]
         config: Option<PathBuf>,
+        /// What this node runs (overrides `role`): `all` (the default), `api` (the HTTP API
+        /// and provider callbacks, no background work) or `worker` (the scheduler and the
+        /// dispatcher, no API listener). `api` and `worker` need PostgreSQL.
+        #[arg(long, value_enum)]
+        role: Option<Role>,
         /// Address to listen on (overrides `listen`).
         #[arg(long)]
         listen: Option<String>,
@@ -113,15 +119,23 @@ enum OrgCommand {
     Show(org::ShowArgs),
 }
 
-/// Logs go to standard error, filtered by `RUST_LOG` (default `info`), as `format` says:
+/// Logs go to standard error, filtered by `RUST_LOG` (default `info`, the database driver's
+/// chatter left out), as `format` says:
 /// text (colour escape codes only when standard error is a terminal, so a file or a pipe gets
 /// plain text) or JSON lines. They never carry payload bodies, phone numbers, transcripts or
 /// secrets. The first call wins; later ones change nothing.
 pub fn init_tracing(format: LogFormat) {
     use std::io::IsTerminal;
 
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Without RUST_LOG: info, except the database driver's chatter — PostgreSQL's notices
+    // (each start's "already exists, skipping") and the pool's line per dead connection it
+    // drops, which after a database restart repeats what the loops log once per outage.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!(
+            "info,{}",
+            clarion_store::retry::QUIET_DRIVER_LOGS
+        ))
+    });
     let _ = match format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -171,11 +185,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve {
             config,
+            role,
             listen,
             database,
             dev,
         } => {
             let overrides = Overrides {
+                role,
                 listen,
                 database_url: database,
                 webhooks: dev.then_some(DevOverrides {

@@ -1,4 +1,6 @@
-//! `clarion serve`: the API and the webhook dispatcher in one process.
+//! `clarion serve`: the API, the sequence scheduler and the webhook dispatcher in one
+//! process, or a part of them (`role`: `api` serves HTTP only, `worker` runs the background
+//! work only; several such nodes share one PostgreSQL database).
 
 use std::sync::Arc;
 
@@ -6,6 +8,8 @@ use anyhow::Context;
 use clarion_delivery::ssrf::SsrfPolicy;
 use clarion_delivery::{Clock, Dispatcher, DispatcherConfig, RetryPolicy, SystemClock};
 use clarion_server::AppState;
+use clarion_store::StoreError;
+use clarion_store::retry::{Outage, error_chain};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -191,13 +195,10 @@ pub fn ssrf_policy(config: &Config) -> SsrfPolicy {
 /// Runs until SIGINT or SIGTERM. Then the listener stops accepting, the dispatcher stops
 /// claiming, in-flight attempts finish and are recorded, and the process exits.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let store = config.open_store().await?;
+    let (store, resume_from) = open_store_at_start(&config).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config(&config))
         .context("starting the webhook dispatcher")?;
-    // A sped-up engine clock resumes from the latest engine time already stored, so that
-    // nothing stored lies in its future after a restart.
-    let resume_from = store.latest_engine_time().await?.unwrap_or(0);
     let engine_clock: Arc<dyn Clock> = Arc::new(clarion_scheduler::ScaledClock::starting_at(
         resume_from,
         config.simulator.time_scale,
@@ -225,20 +226,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         action_limits: std::sync::Arc::default(),
         operator: operator_access(&config),
     };
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
-    let address = listener.local_addr()?;
-    tracing::info!(%address, "clarion serving");
-    println!("listening on http://{address}");
-
-    let shutdown = CancellationToken::new();
-    tokio::spawn(signal_shutdown(shutdown.clone()));
+    let role = config.role;
+    // The listeners are bound before anything is printed: a line on standard output says
+    // the node is ready for what it names.
+    let listener = if role.serves_api() {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?;
+        Some(listener)
+    } else {
+        None
+    };
     let admin = match config.admin_listen {
-        Some(admin_address) => {
-            let admin_listener = tokio::net::TcpListener::bind(admin_address)
+        Some(admin_address) => Some(
+            tokio::net::TcpListener::bind(admin_address)
                 .await
-                .with_context(|| format!("binding admin_listen {admin_address}"))?;
+                .with_context(|| format!("binding admin_listen {admin_address}"))?,
+        ),
+        None => None,
+    };
+    match &listener {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            tracing::info!(%address, role = ?role, "clarion serving");
+            println!("listening on http://{address}");
+        }
+        // A worker has no API listener.
+        None => {
+            tracing::info!(role = ?role, "clarion running the scheduler and the dispatcher; no API listener");
+            println!("worker running (no API listener)");
+        }
+    }
+    let admin = match admin {
+        Some(admin_listener) => {
             let admin_address = admin_listener.local_addr()?;
             tracing::info!(%admin_address, "operator listener serving /metrics");
             println!("operator listener on http://{admin_address}");
@@ -246,32 +266,100 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(signal_shutdown(shutdown.clone()));
     let limits = config.server.limits();
-    let server = clarion_server::serve(
-        listener,
-        clarion_server::router(state),
+    let server = serve_optional(
+        listener.map(|listener| (listener, clarion_server::router(state))),
         limits,
         shutdown.clone(),
     );
-    let admin_server = {
-        let shutdown = shutdown.clone();
-        async move {
-            match admin {
-                Some((admin_listener, admin_router)) => {
-                    clarion_server::serve(admin_listener, admin_router, limits, shutdown).await
-                }
-                None => Ok(()),
+    let admin_server = serve_optional(admin, limits, shutdown.clone());
+    // The background work, unless this node only serves the API: then the workers do it
+    // (an API node's commits reach them through the database, and wake them: see
+    // `Store::wakeups`).
+    let runs_loops = role.runs_loops();
+    let dispatch = {
+        let stop = shutdown.clone().cancelled_owned();
+        async {
+            if runs_loops {
+                dispatcher.run(stop).await;
             }
         }
     };
-    let dispatch = dispatcher.run(shutdown.clone().cancelled_owned());
-    let schedule = scheduler.run(shutdown.clone().cancelled_owned());
+    let schedule = {
+        let stop = shutdown.clone().cancelled_owned();
+        async {
+            if runs_loops {
+                scheduler.run(stop).await;
+            }
+        }
+    };
     let (served, admin_served, (), ()) = tokio::join!(server, admin_server, dispatch, schedule);
     served.context("serving HTTP")?;
     admin_served.context("serving the operator listener")?;
     store.close().await;
     tracing::info!("clarion stopped");
     Ok(())
+}
+
+/// Serves `router` on `listener` until `shutdown`, when there is one (a worker has no API
+/// listener; `admin_listen` is optional).
+async fn serve_optional(
+    listening: Option<(tokio::net::TcpListener, axum::Router)>,
+    limits: clarion_server::ServerLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    match listening {
+        Some((listener, router)) => clarion_server::serve(listener, router, limits, shutdown).await,
+        None => Ok(()),
+    }
+}
+
+/// Opens the store, and reads the latest engine time stored: a sped-up engine clock resumes
+/// from it, so that nothing stored lies in its future after a restart.
+///
+/// A database that cannot be reached yet (refused, timed out, still starting: the node and
+/// its database started together, or the database is failing over) is tried again with
+/// backoff, logged once, for `database.start_timeout`; then the start fails, saying so. Any
+/// other failure (a wrong password, a bad URL, a failed migration, a missing secret key) ends
+/// the start at once: waiting would not mend it.
+async fn open_store_at_start(config: &Config) -> anyhow::Result<(clarion_store::Store, i64)> {
+    let start_timeout = config.database.start_timeout.0;
+    let deadline = tokio::time::Instant::now() + start_timeout;
+    let mut outage = Outage::new("start-up");
+    loop {
+        let opened = async {
+            let store =
+                clarion_store::Store::connect_with(&config.database_url, config.store_options())
+                    .await?;
+            let resume_from = store.latest_engine_time().await?.unwrap_or(0);
+            Ok::<_, StoreError>((store, resume_from))
+        }
+        .await;
+        let error = match opened {
+            Ok(opened) => {
+                outage.succeeded();
+                return Ok(opened);
+            }
+            Err(error) if error.is_transient() => error,
+            Err(error) => return Err(anyhow::Error::new(error).context("opening the database")),
+        };
+        let wait = outage
+            .failed(&error)
+            .unwrap_or(clarion_store::retry::MAX_DELAY);
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            // The chain names the failure (refused, timed out), never the URL.
+            anyhow::bail!(
+                "the database could not be reached within {} (database.start_timeout): {}",
+                humantime::format_duration(start_timeout),
+                error_chain(&error)
+            );
+        }
+        tokio::time::sleep(wait.min(left)).await;
+    }
 }
 
 async fn signal_shutdown(shutdown: CancellationToken) {

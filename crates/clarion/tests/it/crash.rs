@@ -22,8 +22,6 @@ async fn start(
     support::spawn_server(dir, database, CONFIG, crash_at).await
 }
 
-use support::post_ok as post;
-
 #[tokio::test]
 async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_contact() {
     for point in clarion_scheduler::fault::CRASH_POINTS {
@@ -34,7 +32,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
         let http = reqwest::Client::new();
 
         let (mut crashing, base) = start(dir.path(), &database, Some(point)).await;
-        post(
+        support::post_ok(
             &http,
             &base,
             &key,
@@ -42,7 +40,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
             json!({ "url": receiver.url }),
         )
         .await;
-        let caller = post(
+        let caller = support::post_ok(
             &http,
             &base,
             &key,
@@ -50,7 +48,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
             json!({ "name": "Caller", "channel": "call" }),
         )
         .await;
-        let texter = post(
+        let texter = support::post_ok(
             &http,
             &base,
             &key,
@@ -58,7 +56,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
             json!({ "name": "Texter", "channel": "sms" }),
         )
         .await;
-        let template = post(&http, &base, &key, "/v1/sequence-templates", json!({
+        let template = support::post_ok(&http, &base, &key, "/v1/sequence-templates", json!({
             "name": "Call then SMS", "calling_hours": null, "stop_on": ["resolved"], "sms_timeout": "1h",
             "steps": [ { "type": "call", "assistant_id": caller["id"] }, { "type": "sms", "assistant_id": texter["id"] } ]
         }))
@@ -207,7 +205,7 @@ async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome
         &env,
     )
     .await;
-    let caller = post(
+    let caller = support::post_ok(
         &http,
         &base,
         &key,
@@ -215,7 +213,7 @@ async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome
         json!({ "name": "Caller", "channel": "call", "config": { "vapi_assistant_id": "asst_1" } }),
     )
     .await;
-    let template = post(
+    let template = support::post_ok(
         &http,
         &base,
         &key,

@@ -21,6 +21,7 @@ mod ids;
 mod input_limits;
 mod logs;
 mod migrate_store;
+mod postgres_nodes;
 mod process;
 mod sequences;
 mod tidy;

@@ -10,6 +10,7 @@
 pub mod fake_llm;
 pub mod fake_twilio;
 pub mod fake_vapi;
+pub mod postgres;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -608,56 +609,60 @@ pub async fn spawn_server_at(
     crash_at: Option<&str>,
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, String) {
-    use tokio::io::AsyncBufReadExt;
-
     let path = dir.join("clarion.toml");
     std::fs::write(&path, config).unwrap();
+    let mut command = serve_command(url, &path, "127.0.0.1:0");
+    command.env("RUST_LOG", "warn").envs(env.iter().copied());
+    if let Some(point) = crash_at {
+        command.env("CLARION_CRASH_AT", point);
+    }
+    let (child, first) = first_line(command.spawn().unwrap()).await;
+    let base = first.strip_prefix("listening on ").unwrap().to_owned();
+    (child, base)
+}
+
+/// `clarion serve --dev` on `listen` over `database` with the configuration file `config`,
+/// its standard output piped (see [`first_line`]), killed when dropped.
+pub fn serve_command(
+    database: &str,
+    config: &std::path::Path,
+    listen: &str,
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"));
     command
         .args([
             "serve",
             "--dev",
             "--listen",
-            "127.0.0.1:0",
+            listen,
             "--database",
-            url,
+            database,
             "--config",
         ])
-        .arg(&path)
-        .env("RUST_LOG", "warn")
+        .arg(config)
         .env_remove("CLARION_CRASH_AT")
-        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true);
-    if let Some(point) = crash_at {
-        command.env("CLARION_CRASH_AT", point);
-    }
-    let mut child = command.spawn().unwrap();
+    command
+}
+
+/// The first line a `clarion serve` child prints (within the deadline); the rest of its
+/// output is drained in the background, so that it never blocks on a full pipe.
+pub async fn first_line(mut child: tokio::process::Child) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     let first = tokio::time::timeout(DEADLINE, lines.next_line())
         .await
+        .expect("the server printed its first line in time")
         .unwrap()
-        .unwrap()
-        .unwrap();
-    let base = first.strip_prefix("listening on ").unwrap().to_owned();
-    // Keep draining stdout so the server never blocks on a full pipe.
+        .expect("the server printed a line before exiting");
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, base)
+    (child, first)
 }
 
-/// GET `url` with the API key; the JSON answer.
-pub async fn api_get(http: &reqwest::Client, url: &str, key: &str) -> Value {
-    http.get(url)
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-/// POST `body` to `base` + `path` with the API key; the JSON answer, which must be a success.
+/// POSTs `body` to `base` + `path` with the API key; the JSON answer, which must be a
+/// success.
 pub async fn post_ok(
     http: &reqwest::Client,
     base: &str,
@@ -676,6 +681,18 @@ pub async fn post_ok(
     let body: Value = response.json().await.unwrap();
     assert!(status.is_success(), "{path}: {status} {body}");
     body
+}
+
+/// GET `url` with the API key; the JSON answer.
+pub async fn api_get(http: &reqwest::Client, url: &str, key: &str) -> Value {
+    http.get(url)
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// POST `body` (or nothing) to `url` with the API key; the JSON answer.
@@ -713,13 +730,24 @@ pub async fn create_org_with_cli(database: &TestDatabase) -> String {
 
 /// `clarion org create` against `database`; the new organisation's id and API key.
 pub async fn create_org_with_cli_and_id(database: &TestDatabase) -> (i64, String) {
+    let key = database.secret_key_env();
+    create_org_with_cli_env(database.url(), &[("CLARION_SECRET_KEY", key.as_str())]).await
+}
+
+/// `clarion org create` against the database at `database` with extra environment variables
+/// (a PostgreSQL database needs `CLARION_SECRET_KEY`); the organisation's id and API key.
+pub async fn create_org_with_cli_env(database: &str, env: &[(&str, &str)]) -> (i64, String) {
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
-        .args(["org", "create", "Riverside", "--database", database.url()])
-        .env("CLARION_SECRET_KEY", database.secret_key_env())
+        .args(["org", "create", "Riverside", "--database", database])
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
-    assert!(output.status.success());
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let created: Value = serde_json::from_slice(&output.stdout).unwrap();
     let org_id = created["org_id"].as_i64().unwrap();
     assert!(org_id > 0);
@@ -734,6 +762,20 @@ pub async fn allow_vapi_assistant_with_cli(
     vapi_assistant_id: &str,
     allow: bool,
 ) -> Value {
+    let key = database.secret_key_env();
+    let env = [("CLARION_SECRET_KEY", key.as_str())];
+    allow_vapi_assistant_with_cli_env(database.url(), org_id, vapi_assistant_id, allow, &env).await
+}
+
+/// [`allow_vapi_assistant_with_cli`] with extra environment variables (a PostgreSQL database
+/// needs `CLARION_SECRET_KEY`).
+pub async fn allow_vapi_assistant_with_cli_env(
+    database: &str,
+    org_id: i64,
+    vapi_assistant_id: &str,
+    allow: bool,
+    env: &[(&str, &str)],
+) -> Value {
     let command = if allow {
         "allow-vapi-assistant"
     } else {
@@ -746,9 +788,9 @@ pub async fn allow_vapi_assistant_with_cli(
             &org_id.to_string(),
             vapi_assistant_id,
             "--database",
-            database.url(),
+            database,
         ])
-        .env("CLARION_SECRET_KEY", database.secret_key_env())
+        .envs(env.iter().copied())
         .output()
         .await
         .unwrap();
