@@ -28,6 +28,7 @@ pub mod retry;
 pub mod secret_keys;
 mod sqlite;
 mod stored;
+pub mod wakeup;
 
 pub use api::{Store, Tx};
 /// The engine's values the store keeps at the row level (one `Channel`, one `SequenceStatus`
@@ -37,6 +38,7 @@ pub use error::{BoxedError, Result, StoreError};
 pub use ids::*;
 pub use model::*;
 pub use public_id::{IdCodec, IdKind, PublicIds};
+pub use wakeup::{Wakeup, Wakeups};
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.
 pub type Millis = i64;
