@@ -108,19 +108,20 @@ fn reports_seen(receiver: &TestReceiver) -> HashMap<i64, (HashSet<String>, Value
     seen
 }
 
-/// Waits until at least `count` sequences' reports reached the receiver.
+/// Waits until reports under at least `count` webhook ids (one per sequence) reached the
+/// receiver.
 async fn wait_for_reports(receiver: &TestReceiver, count: usize, deadline: Instant) {
-    loop {
-        let seen = reports_seen(receiver).len();
-        if seen >= count {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "only {seen} of {count} sequences reported before the deadline"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let reported = receiver
+        .wait_until(deadline, |received| {
+            let ids: HashSet<&str> = received.iter().map(|r| r.header("webhook-id")).collect();
+            ids.len() >= count
+        })
+        .await;
+    assert!(
+        reported,
+        "only {} of {count} sequences reported before the deadline",
+        reports_seen(receiver).len()
+    );
 }
 
 /// Stops the test's PostgreSQL server as a crash would and starts it again (same port).

@@ -472,17 +472,32 @@ impl TestReceiver {
     /// Waits until at least `n` requests arrived.
     pub async fn wait_for(&self, n: usize) -> Vec<Received> {
         let deadline = tokio::time::Instant::now() + DEADLINE;
+        if !self
+            .wait_until(deadline, |received| received.len() >= n)
+            .await
+        {
+            panic!(
+                "only {} of {n} requests arrived before the deadline",
+                self.received().len()
+            );
+        }
+        self.received()
+    }
+
+    /// Waits, woken by each arrival, until `done` holds for the requests received so far
+    /// (read in place, not copied) or `deadline` passes; answers whether it held.
+    pub async fn wait_until(
+        &self,
+        deadline: tokio::time::Instant,
+        mut done: impl FnMut(&[Received]) -> bool,
+    ) -> bool {
         loop {
             let notified = self.state.arrived.notified();
-            let received = self.received();
-            if received.len() >= n {
-                return received;
+            if done(&self.state.received.lock().unwrap()) {
+                return true;
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                panic!(
-                    "only {} of {n} requests arrived before the deadline",
-                    self.received().len()
-                );
+                return done(&self.state.received.lock().unwrap());
             }
         }
     }
