@@ -4,7 +4,8 @@
 //! Shape of the loop: claim as much due work as there are free slots (first attempts before
 //! retries, with a share of the slots kept for first attempts), start one task per attempt,
 //! and let a single writer task record finished attempts in batches. Wake-ups come from the
-//! outbox (new work committed), from the writer (slots freed) and from a timer set to the next
+//! outbox (new work committed on this node), from other nodes' commits (`Store::wakeups`,
+//! PostgreSQL's `NOTIFY`), from the writer (slots freed) and from a timer set to the next
 //! due retry or the poll interval, whichever is sooner; the poll also picks up deliveries
 //! whose lease expired because the node that held them died.
 //!
@@ -27,7 +28,7 @@ use std::time::{Duration, Instant};
 use clarion_store::retry::Outage;
 use clarion_store::{
     AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, EndpointId, Millis,
-    OrgId, Store, StoreError,
+    OrgId, Store, StoreError, Wakeup,
 };
 use clarion_webhooks::{Secret, sign_header};
 use tokio::sync::{Notify, mpsc};
@@ -232,6 +233,12 @@ impl Dispatcher {
     pub async fn run(&self, shutdown: impl Future<Output = ()>) {
         let (finished_tx, finished_rx) = mpsc::unbounded_channel::<Finished>();
         let writer = tokio::spawn(self.clone().write_outcomes(finished_rx));
+        // Reports other nodes commit (on PostgreSQL) wake the loop at once, as this node's
+        // outbox does.
+        let forwarding = self.inner.store.wakeups().forward(Wakeup::for_dispatcher, {
+            let this = self.clone();
+            move || this.wake()
+        });
         let mut attempts = JoinSet::new();
         let mut outage = Outage::new("webhook dispatcher");
         tokio::pin!(shutdown);
@@ -281,6 +288,7 @@ impl Dispatcher {
             in_flight = attempts.len(),
             "dispatcher stopping; finishing attempts in flight"
         );
+        drop(forwarding);
         while attempts.join_next().await.is_some() {}
         drop(finished_tx);
         let _ = writer.await;

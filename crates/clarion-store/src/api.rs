@@ -14,6 +14,7 @@
 use crate::model::*;
 use crate::postgres::{PgStore, PgTx};
 use crate::sqlite::{SqliteStore, SqliteTx};
+use crate::wakeup::{Wakeup, Wakeups};
 use crate::{
     AssistantId, Channel, CopyError, DeliveryId, EncounterId, EndpointId, IdCodec, MessageId,
     Millis, OrgId, PublicIds, Result, SequenceEventId, SequenceId, SequenceStatus, StoreError,
@@ -55,6 +56,17 @@ impl Tx {
         match self.0 {
             TxInner::Sqlite(tx) => tx.commit().await,
             TxInner::Postgres(tx) => tx.commit().await,
+        }
+    }
+
+    /// Asks for a wake-up of every node's loops of this kind once the transaction commits
+    /// (PostgreSQL: one `NOTIFY` per kind, whatever the number of calls; nothing if it rolls
+    /// back). On SQLite nothing is sent: one process owns the file and wakes its own loops.
+    /// The outbox's writes ask for [`Wakeup::Deliveries`] by themselves.
+    pub fn wake_nodes(&mut self, wakeup: Wakeup) {
+        match &mut self.0 {
+            TxInner::Sqlite(_) => {}
+            TxInner::Postgres(tx) => tx.wake_nodes(wakeup),
         }
     }
 
@@ -103,6 +115,17 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(db) => Ok(Tx(TxInner::Sqlite(db.begin().await?))),
             Backend::Postgres(db) => Ok(Tx(TxInner::Postgres(db.begin().await?))),
+        }
+    }
+
+    /// The wake-ups other nodes send when they commit work ([`crate::wakeup`]): a node that
+    /// runs loops subscribes once per loop. On PostgreSQL the first subscription starts a
+    /// listener on a connection of its own (reconnecting with backoff; each reconnection
+    /// answers [`Wakeup::Resync`]); on SQLite it never fires.
+    pub fn wakeups(&self) -> Wakeups {
+        match &self.backend {
+            Backend::Sqlite(_) => Wakeups::new(None),
+            Backend::Postgres(db) => db.wakeups(),
         }
     }
 

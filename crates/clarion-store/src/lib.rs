@@ -31,6 +31,7 @@ mod sqlite;
 mod stored;
 #[cfg(feature = "testing")]
 pub mod testing;
+pub mod wakeup;
 
 pub use api::{Store, Tx};
 /// The engine's values the store keeps at the row level (one `Channel`, one `SequenceStatus`
@@ -40,6 +41,7 @@ pub use error::{BoxedError, CopyError, Result, StoreError};
 pub use ids::*;
 pub use model::*;
 pub use public_id::{IdCodec, IdKind, PublicIds};
+pub use wakeup::{Wakeup, Wakeups};
 
 /// Milliseconds since the Unix epoch, UTC: the one time unit stored.
 pub type Millis = i64;

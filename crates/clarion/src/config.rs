@@ -380,6 +380,8 @@ pub struct DatabaseConfig {
     /// `clarion serve`: how long to keep trying at start while the database cannot be
     /// reached (refused, timed out, starting up) before giving up.
     pub start_timeout: HumanDuration,
+    /// PostgreSQL: whether commits that make work due wake the other nodes (`NOTIFY`).
+    pub notify: bool,
 }
 
 /// The HTTP listeners' limits against slow or hostile clients (`[server]`).
@@ -516,6 +518,7 @@ impl Config {
             secret_keys,
             max_connections: self.database.max_connections,
             acquire_timeout: self.database.acquire_timeout.0,
+            notify: self.database.notify,
             ..StoreOptions::default()
         }
     }

@@ -272,6 +272,7 @@ impl Scheduler {
             }
         }
         self.enroll_batch(&mut tx, batch, &mut results, now).await?;
+        tx.wake_workers();
         tx.commit(&self.inner.store).await?;
         self.wake();
         results

@@ -40,6 +40,16 @@ impl Scheduler {
     /// A provider that answers slowly, or not at all, holds up only the last two, and those
     /// only for its own encounters, within their concurrency and time budget.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
+        // Work other nodes commit for the scheduler (an enrollment or a callback on an API
+        // node) wakes the loops at once; polling covers the rest.
+        let forwarding =
+            self.inner
+                .store
+                .wakeups()
+                .forward(clarion_store::Wakeup::for_scheduler, {
+                    let this = self.clone();
+                    move || this.wake()
+                });
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let loops = async {
             tokio::join!(
@@ -57,6 +67,7 @@ impl Scheduler {
             }
             _ = &mut loops => {}
         }
+        drop(forwarding);
     }
 
     pub(super) async fn due_loop(&self, mut stopped: tokio::sync::watch::Receiver<bool>) {

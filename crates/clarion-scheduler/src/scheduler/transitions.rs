@@ -31,6 +31,7 @@ impl Scheduler {
             self.close_open_encounters(&mut tx, &sequence, now).await?;
         }
         self.transition(&mut tx, &sequence, &event, now).await?;
+        tx.wake_workers();
         tx.commit(&self.inner.store).await?;
         self.inner.outbox.wake();
         self.wake();
@@ -196,7 +197,8 @@ impl Scheduler {
     }
 
     /// Commits `tx` after a provider callback changed an encounter, and lets the rest run.
-    pub(super) async fn commit_callback(&self, tx: WriteTx) -> Result<(), SchedulerError> {
+    pub(super) async fn commit_callback(&self, mut tx: WriteTx) -> Result<(), SchedulerError> {
+        tx.wake_workers();
         let started = tx.commit(&self.inner.store).await?;
         self.inner.outbox.wake();
         self.wake();

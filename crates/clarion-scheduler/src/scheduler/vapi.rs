@@ -409,6 +409,7 @@ impl Scheduler {
             now,
         )
         .await?;
+        tx.wake_workers();
         let started = tx.commit(store).await?;
         // A slot of ours is free at Vapi: calls waiting may be tried at once.
         self.inner.call_backoff.clear();

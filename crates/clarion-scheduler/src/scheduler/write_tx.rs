@@ -175,6 +175,14 @@ impl WriteTx {
         store.sequence_for_update(&mut self.tx, id).await
     }
 
+    /// Asks every node's scheduler loops to look again once this commits: for the
+    /// transactions of the API and of provider callbacks, whose work (a sequence due, an
+    /// encounter for a provider, a wake-up moved earlier) a worker node carries out. This
+    /// node's own loops are woken in memory ([`Scheduler::wake`]).
+    pub(super) fn wake_workers(&mut self) {
+        self.tx.wake_nodes(clarion_store::Wakeup::Scheduler);
+    }
+
     /// Commits; answers the encounters started (committed rows: the provider may be asked).
     pub(super) async fn commit(mut self, store: &Store) -> Result<Vec<Started>, StoreError> {
         self.flush(store).await?;

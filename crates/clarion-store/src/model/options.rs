@@ -17,6 +17,10 @@ pub struct StoreOptions {
     /// to be opened) before it fails as [`crate::StoreError::Unavailable`]: what an API
     /// request waits at most while the database is away before it is answered 503.
     pub acquire_timeout: Duration,
+    /// PostgreSQL: whether a commit that made work due for other nodes sends a wake-up
+    /// (`NOTIFY`, see [`crate::Store::wakeups`]). Off, the other nodes find the work at
+    /// their next poll.
+    pub notify: bool,
     /// The key ring that seals webhook endpoint secrets. Required for PostgreSQL; on SQLite,
     /// `None` reads (or on the first start draws) the key file beside the database.
     pub secret_keys: Option<SecretKeys>,
@@ -34,6 +38,7 @@ impl Default for StoreOptions {
             max_connections: 8,
             busy_timeout: Duration::from_secs(10),
             acquire_timeout: Duration::from_secs(5),
+            notify: true,
             secret_keys: None,
             reseal_secrets: true,
         }

@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use super::{IdOrder, PgStore, inserting};
 use crate::model::*;
 use crate::secret_keys::{STORED_SECRET_SQL, StoredSecret};
+use crate::wakeup::Wakeup;
 use crate::{DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result};
 
 const ENDPOINT_COLUMNS: &str =
@@ -122,6 +123,10 @@ impl PgStore {
         .bind(org.0)
         .fetch_optional(&self.pool)
         .await?;
+        if row.is_some() && patch.enabled == Some(true) {
+            // Its pending deliveries are due again.
+            self.notify_nodes(Wakeup::Deliveries);
+        }
         row.as_ref().map(endpoint_from_row).transpose()
     }
 

@@ -24,11 +24,13 @@
 
 mod capacity;
 mod endpoints;
+mod listen;
 mod orgs;
 mod outbox;
 mod sequences;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -38,16 +40,23 @@ use sqlx::{Postgres, Transaction};
 use crate::public_id::SECRET_LEN;
 use crate::secret_keys::SecretKeys;
 use crate::sqlite::migrate_error;
+use crate::wakeup::{Requested, Wakeup, Wakeups};
 use crate::{Channel, OrgId, Result, StoreError, StoreOptions};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// The PostgreSQL backend: one pool, sized by [`StoreOptions::max_connections`].
+/// The PostgreSQL backend: one pool, sized by [`StoreOptions::max_connections`], and the
+/// wake-up listener's connection when the node listens ([`PgStore::wakeups`]).
 #[derive(Clone)]
 pub(crate) struct PgStore {
     pub(crate) pool: sqlx::PgPool,
     /// Seals and opens webhook endpoint secrets (the same ring on every node).
     pub(crate) keys: SecretKeys,
+    /// Sends the wake-ups commits ask for; `None` when they send none
+    /// ([`StoreOptions::notify`]).
+    pub(crate) notifier: Option<Arc<listen::Notifier>>,
+    /// The wake-up listener, started by the first subscription.
+    hub: Arc<listen::Hub>,
 }
 
 /// Written by hand: the pool's options hold the connection settings (user, password), which
@@ -64,6 +73,10 @@ impl std::fmt::Debug for PgStore {
 /// A write transaction (READ COMMITTED, the server's default).
 pub(crate) struct PgTx {
     pub(crate) inner: Transaction<'static, Postgres>,
+    /// The store's notifier, when it sends wake-ups ([`StoreOptions::notify`]).
+    notifier: Option<Arc<listen::Notifier>>,
+    /// The wake-ups asked for, sent once the transaction has committed.
+    wake: Requested,
 }
 
 impl std::fmt::Debug for PgTx {
@@ -73,8 +86,26 @@ impl std::fmt::Debug for PgTx {
 }
 
 impl PgTx {
+    /// Commits; then the wake-ups asked for go to the other nodes (batched by the
+    /// notifier, after the commit: see [`listen::Notifier`] for why not inside it).
     pub(crate) async fn commit(self) -> Result<()> {
-        Ok(self.inner.commit().await?)
+        let Self {
+            inner,
+            notifier,
+            wake,
+        } = self;
+        inner.commit().await?;
+        if let Some(notifier) = notifier {
+            notifier.request(wake);
+        }
+        Ok(())
+    }
+
+    /// Asks for a wake-up of the other nodes' loops once this transaction commits.
+    pub(crate) fn wake_nodes(&mut self, wakeup: Wakeup) {
+        if self.notifier.is_some() {
+            self.wake.add(wakeup);
+        }
     }
 
     pub(crate) async fn rollback(self) -> Result<()> {
@@ -126,10 +157,17 @@ impl PgStore {
             // virtual address none stays pinned to a server that no longer leads.
             .max_lifetime(Duration::from_secs(30 * 60))
             .idle_timeout(Duration::from_secs(10 * 60))
-            .connect_with(connect)
+            .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&pool).await.map_err(migrate_error)?;
-        let store = Self { pool, keys };
+        let store = Self {
+            notifier: options
+                .notify
+                .then(|| Arc::new(listen::Notifier::new(pool.clone()))),
+            pool,
+            keys,
+            hub: Arc::new(listen::Hub::new(connect)),
+        };
         if options.reseal_secrets {
             store.reseal_endpoint_secrets().await?;
         }
@@ -139,7 +177,14 @@ impl PgStore {
     pub(crate) async fn begin(&self) -> Result<PgTx> {
         Ok(PgTx {
             inner: self.pool.begin().await?,
+            notifier: self.notifier.clone(),
+            wake: Requested::default(),
         })
+    }
+
+    /// The wake-ups other nodes send (the listener starts with the first subscription).
+    pub(crate) fn wakeups(&self) -> Wakeups {
+        self.hub.subscribe()
     }
 
     pub(crate) async fn ping(&self) -> Result<()> {
@@ -148,6 +193,10 @@ impl PgStore {
     }
 
     pub(crate) async fn close(&self) {
+        self.hub.stop();
+        if let Some(notifier) = &self.notifier {
+            notifier.stop();
+        }
         self.pool.close().await;
     }
 

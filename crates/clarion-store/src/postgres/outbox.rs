@@ -9,6 +9,7 @@ use sqlx::postgres::PgRow;
 use super::{IdOrder, PgStore, PgTx, inserting, to_u32};
 use crate::model::*;
 use crate::secret_keys::STORED_SECRET_SQL;
+use crate::wakeup::Wakeup;
 use crate::{
     AfterAttempt, Attempt, AttemptOutcome, ClaimRequest, ClaimedDelivery, Delivery, DeliveryFilter,
     DeliveryId, DeliveryStatus, EndpointId, MessageId, Millis, NewMessage, OrgId, QueueStats,
@@ -82,6 +83,9 @@ impl PgStore {
         .execute(&mut *tx.inner)
         .await?
         .rows_affected();
+        if created > 0 {
+            tx.wake_nodes(Wakeup::Deliveries);
+        }
         Ok((MessageId(message_id), created))
     }
 
@@ -136,6 +140,9 @@ impl PgStore {
             .execute(&mut *tx.inner)
             .await?
             .rows_affected();
+        }
+        if created > 0 {
+            tx.wake_nodes(Wakeup::Deliveries);
         }
         Ok(created)
     }
@@ -423,6 +430,8 @@ impl PgStore {
         .bind(&leases)
         .execute(&self.pool)
         .await?;
+        // Given back unattempted: any node may take them now.
+        self.notify_nodes(Wakeup::Deliveries);
         Ok(())
     }
 
@@ -542,6 +551,7 @@ impl PgStore {
         if updated == 0 {
             return Ok(None);
         }
+        self.notify_nodes(Wakeup::Deliveries);
         self.get_delivery(org, id).await
     }
 

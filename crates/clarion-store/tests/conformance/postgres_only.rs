@@ -1,10 +1,10 @@
 //! Checks that only mean something on PostgreSQL (they return at once on SQLite): credentials
-//! in the URL never show, a transaction of one backend passed to the other is an error, and
-//! ids become visible to a keyset read in commit order.
+//! in the URL never show, a transaction of one backend passed to the other is an error, ids
+//! become visible to a keyset read in commit order, and commits wake the other nodes.
 
 use std::time::Duration;
 
-use clarion_store::{EncounterId, NewMessage, Recipients, Store, StoreError, StoreOptions};
+use clarion_store::{EncounterId, NewMessage, Recipients, Store, StoreError, StoreOptions, Wakeup};
 
 use clarion_store::testing::{postgres_server, with_password};
 
@@ -161,4 +161,107 @@ async fn a_reports_page_never_skips_an_id_committed_after_a_larger_one() {
         vec![early_id, late_id],
         "a page skipped an id in flight"
     );
+}
+
+/// Waits (at most ten seconds) for the next wake-up a subscription receives.
+async fn next_wakeup(wakeups: &mut clarion_store::Wakeups) -> Wakeup {
+    tokio::time::timeout(Duration::from_secs(10), wakeups.recv())
+        .await
+        .expect("a wake-up within ten seconds")
+}
+
+/// Work one node commits wakes the others, after the commit; a transaction rolled back
+/// wakes nobody, and neither does a node with wake-ups turned off. (A node's wake-ups reach a
+/// listener in the order they were asked for, so the first one received shows what was sent
+/// before it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_wakes_the_other_nodes_and_a_rollback_wakes_none() {
+    let Some(_) = postgres_server() else { return };
+    let backend = backend().await;
+    let writer = &backend.store;
+    let org = writer.create_org("wake-ups", 0).await.unwrap().id;
+    endpoint(writer, org, "https://wake.example/").await;
+    let listener = backend.handles(1).await.remove(0);
+    let mut wakeups = listener.wakeups();
+    // The listener's first word: it listens now (anything before may have been missed).
+    assert_eq!(next_wakeup(&mut wakeups).await, Wakeup::Resync);
+
+    // Rolled back: reports queued (which ask for `Deliveries`), nothing sent.
+    let mut rolled_back = writer.begin().await.unwrap();
+    for id in ["msg_r1", "msg_r2"] {
+        writer
+            .insert_message(
+                &mut rolled_back,
+                &report(org, id),
+                Recipients::AllEnabled,
+                0,
+            )
+            .await
+            .unwrap();
+    }
+    rolled_back.wake_nodes(Wakeup::Deliveries);
+    rolled_back.rollback().await.unwrap();
+    let mut marker = writer.begin().await.unwrap();
+    marker.wake_nodes(Wakeup::Scheduler);
+    marker.commit().await.unwrap();
+    assert_eq!(next_wakeup(&mut wakeups).await, Wakeup::Scheduler);
+
+    // Committed: the outbox write asked for `Deliveries` by itself.
+    let mut committed = writer.begin().await.unwrap();
+    for id in ["msg_c1", "msg_c2", "msg_c3"] {
+        writer
+            .insert_message(&mut committed, &report(org, id), Recipients::AllEnabled, 0)
+            .await
+            .unwrap();
+    }
+    committed.commit().await.unwrap();
+    assert_eq!(next_wakeup(&mut wakeups).await, Wakeup::Deliveries);
+
+    // A node that does not send wake-ups (`notify` off) wakes nobody: the marker after its
+    // commit is the next wake-up received.
+    let quiet = Store::connect_with(
+        &backend.url,
+        StoreOptions {
+            notify: false,
+            ..with_keys(backend.keys.clone())
+        },
+    )
+    .await
+    .unwrap();
+    let mut tx = quiet.begin().await.unwrap();
+    quiet
+        .insert_message(&mut tx, &report(org, "msg_q"), Recipients::AllEnabled, 0)
+        .await
+        .unwrap();
+    tx.wake_nodes(Wakeup::Resync);
+    tx.commit().await.unwrap();
+    let mut marker = writer.begin().await.unwrap();
+    marker.wake_nodes(Wakeup::Scheduler);
+    marker.commit().await.unwrap();
+    assert_eq!(next_wakeup(&mut wakeups).await, Wakeup::Scheduler);
+}
+
+/// The listener outlives its connection: killed (as a failover or an administrator does),
+/// it reconnects, says so (`Resync`: wake-ups sent meanwhile may be lost), and receives
+/// again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wake_up_listener_reconnects_after_its_connection_is_killed() {
+    let Some(_) = postgres_server() else { return };
+    let backend = backend().await;
+    let listener = backend.handles(1).await.remove(0);
+    let mut wakeups = listener.wakeups();
+    assert_eq!(next_wakeup(&mut wakeups).await, Wakeup::Resync);
+    let killed = backend
+        .raw_texts(
+            "SELECT pg_terminate_backend(pid)::text FROM pg_stat_activity \
+             WHERE datname = current_database() AND pid <> pg_backend_pid() \
+             AND query ILIKE 'LISTEN%'",
+        )
+        .await;
+    assert_eq!(killed, ["true"], "one listening connection");
+    assert_eq!(next_wakeup(&mut wakeups).await, Wakeup::Resync);
+    let mut tx = backend.store.begin().await.unwrap();
+    tx.wake_nodes(Wakeup::Deliveries);
+    tx.commit().await.unwrap();
+    assert_eq!(next_wakeup(&mut wakeups).await, Wakeup::Deliveries);
 }

@@ -1,8 +1,9 @@
 //! `clarion bench delivery`: webhook delivery throughput and latency on this machine.
 //!
 //! Everything runs in one process on loopback: a store on a temporary SQLite file (the same
-//! durability settings as `serve`), the dispatcher on the system clock, and a receiver that
-//! answers 204 and notes when each message arrived. Two phases:
+//! durability settings as `serve`) or on the PostgreSQL database `--database` names, the
+//! dispatcher on the system clock, and a receiver that answers 204 and notes when each
+//! message arrived. The phases:
 //!
 //! 1. throughput: N reports are queued up front, then the dispatcher is started; deliveries/s
 //!    is N over the time until every delivery is recorded as delivered;
@@ -11,7 +12,11 @@
 //! 3. backlog: the latency phase again, for another organisation, while a black-hole
 //!    endpoint (it accepts the connection and never answers) of a third organisation holds a
 //!    backlog of first attempts (10,000 by default): the healthy endpoint's latency is printed
-//!    beside phase 2's, so a backlog that held up other tenants would show.
+//!    beside phase 2's, so a backlog that held up other tenants would show;
+//! 4. commits (`--writers N`, between 2 and 3): N tasks commit one report per transaction
+//!    back to back while the dispatcher delivers them; commits/s and commit latency, which is
+//!    where PostgreSQL's `NOTIFY` (a lock taken by every notifying commit) would cost
+//!    (`--no-notify` turns the wake-ups off to compare).
 //!
 //! It prints the figures and the peak resident set size of the process.
 
@@ -50,6 +55,19 @@ pub struct BenchArgs {
     /// Black-hole endpoints of that organisation; each backlog report goes to every one.
     #[arg(long, default_value_t = 1)]
     pub black_hole_endpoints: usize,
+    /// The database to run on instead of a temporary SQLite file: a `postgres://` URL naming
+    /// an empty database (the bench seals its endpoints' secrets with a key of its own).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// PostgreSQL: commits send no wake-ups (`database.notify = false`), to see what
+    /// `NOTIFY` costs.
+    #[arg(long)]
+    pub no_notify: bool,
+    /// Writers of the commit phase, run after the latency phase: each queues one report per
+    /// transaction as fast as it can for `--duration`, while the dispatcher delivers them;
+    /// prints commits per second and their latency. 0 skips it.
+    #[arg(long, default_value_t = 0)]
+    pub writers: usize,
 }
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -64,8 +82,16 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let database = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = Store::connect_with(&database, super::throwaway_store_options()).await?;
+    let database = match &args.database {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
+    let postgres = database.starts_with("postgres://") || database.starts_with("postgresql://");
+    let options = clarion_store::StoreOptions {
+        notify: !args.no_notify,
+        ..super::throwaway_store_options()
+    };
+    let store = Store::connect_with(&database, options).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let org = store.create_org("Benchmark", clock.now_millis()).await?.id;
 
@@ -83,8 +109,16 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
     let report = realistic_report();
     let body_len = serde_json::to_vec(&report)?.len();
     println!("clarion bench delivery");
+    let backend = if postgres {
+        format!(
+            "PostgreSQL, wake-ups (NOTIFY) {}",
+            if args.no_notify { "off" } else { "on" }
+        )
+    } else {
+        "SQLite WAL synchronous=FULL".to_owned()
+    };
     println!(
-        "  machine: {} cores, report body {} bytes, SQLite WAL synchronous=FULL",
+        "  machine: {} cores, report body {} bytes, {backend}",
         cores(),
         body_len
     );
@@ -162,6 +196,40 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
         args.rate,
     );
     println!("  peak RSS: {} MiB", peak_rss_mib());
+
+    if args.writers > 0 {
+        let commit_org = store.create_org("Commits", clock.now_millis()).await?.id;
+        store
+            .create_endpoint(
+                commit_org,
+                &format!("{receiver_url}/commits"),
+                "commit receiver",
+                &secret,
+                clock.now_millis(),
+            )
+            .await?;
+        let (commits, latencies, elapsed) = commit_phase(
+            &store,
+            &outbox,
+            clock.clone(),
+            commit_org,
+            &report,
+            args.writers,
+            args.duration,
+        )
+        .await?;
+        println!(
+            "  commits: {} writers, one report per transaction: {commits} in {elapsed:.2} s = {:.0} commits/s; commit {latencies}",
+            args.writers,
+            commits as f64 / elapsed,
+        );
+        let started = Instant::now();
+        wait_until_drained(&store).await?;
+        println!(
+            "  commits: delivered the last of them {:.2} s after the phase",
+            started.elapsed().as_secs_f64()
+        );
+    }
 
     // Phase 3: the same paced load for another organisation while a black hole holds a
     // backlog.
@@ -303,6 +371,49 @@ impl PacedRun<'_> {
     }
 }
 
+/// `writers` tasks each committing one-report transactions back to back for `duration`:
+/// the number committed, their latencies (begin to commit), and the seconds it took.
+async fn commit_phase(
+    store: &Store,
+    outbox: &clarion_delivery::Outbox,
+    clock: Arc<dyn Clock>,
+    org: clarion_store::OrgId,
+    report: &SequenceReport,
+    writers: usize,
+    duration: Duration,
+) -> anyhow::Result<(usize, Latencies, f64)> {
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for writer in 0..writers {
+        let (store, outbox, clock, report) =
+            (store.clone(), outbox.clone(), clock.clone(), report.clone());
+        tasks.spawn(async move {
+            let mut took = Vec::new();
+            while Instant::now() < deadline {
+                let mut report = report.clone();
+                report.id = 1_000_000_000 + (writer * 10_000_000 + took.len()) as i64;
+                let begun = Instant::now();
+                let mut tx = store.begin().await?;
+                outbox
+                    .enqueue_report(&mut tx, org, &report, clock.now_millis())
+                    .await?;
+                tx.commit().await?;
+                took.push(begun.elapsed().as_secs_f64() * 1000.0);
+                outbox.wake();
+            }
+            anyhow::Ok(took)
+        });
+    }
+    let mut took = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        took.extend(joined??);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let count = took.len();
+    Ok((count, Latencies::from_millis(took), elapsed))
+}
+
 /// A receiver that accepts connections, reads nothing and never answers, until closed.
 struct BlackHole {
     url: String,
@@ -364,6 +475,12 @@ impl Latencies {
                     .map(|arrived| arrived.duration_since(at).as_secs_f64() * 1000.0)
             })
             .collect();
+        ms.sort_by(f64::total_cmp);
+        Self(ms)
+    }
+
+    /// Latencies measured directly, in milliseconds.
+    pub(crate) fn from_millis(mut ms: Vec<f64>) -> Self {
         ms.sort_by(f64::total_cmp);
         Self(ms)
     }

@@ -388,8 +388,11 @@ async fn postgres_an_api_node_and_a_worker_node_share_the_work() {
         ("CLARION_VAPI__PHONE_NUMBER_ID", PHONE_NUMBER_ID),
         ("CLARION_VAPI__SERVER_SECRET", SERVER_SECRET),
     ];
+    // A poll far longer than the test: every hand-off between the nodes (the enrollment and
+    // the callbacks to the worker's scheduler, the report to its dispatcher) is a wake-up.
+    let webhooks = WEBHOOKS.replace("poll_interval = \"200ms\"", "poll_interval = \"60s\"");
     let sections = format!(
-        "{WEBHOOKS}\n[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n",
+        "{webhooks}\n[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n",
         vapi.url
     );
 
@@ -529,5 +532,86 @@ async fn postgres_an_api_node_and_a_worker_node_share_the_work() {
         let log = std::fs::read_to_string(log).unwrap();
         assert!(node.try_wait().unwrap().is_none(), "a node exited:\n{log}");
         assert!(!log.contains(" ERROR "), "{log}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_a_report_committed_on_one_node_is_attempted_by_another_at_once() {
+    use clarion_delivery::{Clock, Dispatcher, SystemClock};
+    use clarion_store::secret_keys::{SecretKey, SecretKeys};
+    use clarion_store::{Store, StoreOptions, Wakeup};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let Some(server) = postgres::server_or_skip("postgres_a_report_committed_on_one_node") else {
+        return;
+    };
+    let database = TestDatabase::create(&server);
+    let options = || StoreOptions {
+        secret_keys: Some(SecretKeys::new(SECRET_KEY.parse::<SecretKey>().unwrap())),
+        ..StoreOptions::default()
+    };
+    // Two nodes on one database: two stores, two dispatchers.
+    let node_a = Store::connect_with(&database.url, options()).await.unwrap();
+    let node_b = Store::connect_with(&database.url, options()).await.unwrap();
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    // A poll far longer than the test's deadline: only a wake-up can make node B look.
+    let mut config = crate::support::default_dispatcher_config();
+    config.ssrf = crate::support::dev_policy();
+    config.poll_interval = Duration::from_secs(60);
+    let dispatcher_a = Dispatcher::new(node_a.clone(), clock.clone(), config.clone()).unwrap();
+    let dispatcher_b = Dispatcher::new(node_b.clone(), clock.clone(), config).unwrap();
+    let org = node_a
+        .create_org("Riverside", clock.now_millis())
+        .await
+        .unwrap()
+        .id;
+    let receiver = TestReceiver::start(Answer::Status(204)).await;
+    node_a
+        .create_endpoint(
+            org,
+            &receiver.url,
+            "",
+            "whsec_dGVzdC1zZWNyZXQtZm9yLW5vZGVzLTEyMzQ=",
+            0,
+        )
+        .await
+        .unwrap();
+
+    // Node B listens (its first wake-up says so), and its dispatcher runs; node A's does not.
+    let mut listening = node_b.wakeups();
+    let first = tokio::time::timeout(DEADLINE, listening.recv())
+        .await
+        .unwrap();
+    assert_eq!(first, Wakeup::Resync);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn({
+        let stop = stop.clone();
+        async move { dispatcher_b.run(stop.cancelled_owned()).await }
+    });
+
+    let mut latencies = Vec::new();
+    for round in 0..5 {
+        let report = clarion_webhooks::examples::call_only();
+        let mut tx = node_a.begin().await.unwrap();
+        let queued = dispatcher_a
+            .outbox()
+            .enqueue_report(&mut tx, org, &report, clock.now_millis())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let committed = Instant::now();
+        let arrived = receiver.wait_for(round + 1).await;
+        let latency = committed.elapsed();
+        assert_eq!(arrived[round].header("webhook-id"), queued.webhook_id);
+        latencies.push(latency);
+    }
+    stop.cancel();
+    running.await.unwrap();
+    eprintln!("commit on node A -> attempt by node B: {latencies:?}");
+    // Tens of milliseconds on an idle machine; the bound leaves room for a loaded one and
+    // is still far below the poll.
+    for latency in latencies {
+        assert!(latency < Duration::from_secs(5), "{latency:?}");
     }
 }
