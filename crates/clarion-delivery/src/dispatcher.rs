@@ -563,7 +563,7 @@ impl Dispatcher {
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         while finished.recv_many(&mut batch, WRITE_BATCH).await > 0 {
             let mut pending = std::mem::take(&mut batch);
-            let first_failure = Instant::now();
+            let first_try = Instant::now();
             let mut tries = 0;
             loop {
                 match self.record(pending).await {
@@ -575,7 +575,7 @@ impl Dispatcher {
                         tries += 1;
                         let wait = outage.failed(&error);
                         let give_up = match wait {
-                            Some(_) => first_failure.elapsed() >= lease,
+                            Some(_) => first_try.elapsed() >= lease,
                             None => tries >= WRITE_TRIES,
                         };
                         if give_up {
