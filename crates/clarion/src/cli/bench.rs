@@ -68,6 +68,11 @@ pub struct BenchArgs {
     /// prints commits per second and their latency. 0 skips it.
     #[arg(long, default_value_t = 0)]
     pub writers: usize,
+    /// Nodes sharing the work (PostgreSQL only): each its own store, connection pool and
+    /// dispatcher on the one database, in this process, as `clarion serve` nodes would be
+    /// on one machine. Reports are queued through the first.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
@@ -87,11 +92,15 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
         None => format!("sqlite://{}", dir.path().join("bench.db").display()),
     };
     let postgres = database.starts_with("postgres://") || database.starts_with("postgresql://");
+    anyhow::ensure!(
+        postgres || args.nodes <= 1,
+        "--nodes above 1 needs a PostgreSQL --database (a SQLite file has one node)"
+    );
     let options = clarion_store::StoreOptions {
         notify: !args.no_notify,
         ..super::throwaway_store_options()
     };
-    let store = Store::connect_with(&database, options).await?;
+    let store = Store::connect_with(&database, options.clone()).await?;
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let org = store.create_org("Benchmark", clock.now_millis()).await?.id;
 
@@ -123,12 +132,23 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
         body_len
     );
     println!(
-        "  webhooks: max_in_flight={}, per endpoint={}",
-        dispatcher_config.max_in_flight, dispatcher_config.max_in_flight_per_endpoint
+        "  webhooks: max_in_flight={}, per endpoint={} (across the cluster), nodes={}",
+        dispatcher_config.max_in_flight,
+        dispatcher_config.max_in_flight_per_endpoint,
+        args.nodes.max(1)
     );
 
-    let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config)?;
+    let dispatcher = Dispatcher::new(store.clone(), clock.clone(), dispatcher_config.clone())?;
     let outbox = dispatcher.outbox();
+    let mut dispatchers = vec![dispatcher];
+    for _ in 1..args.nodes.max(1) {
+        let node = Store::connect_with(&database, options.clone()).await?;
+        dispatchers.push(Dispatcher::new(
+            node,
+            clock.clone(),
+            dispatcher_config.clone(),
+        )?);
+    }
 
     // Phase 1: throughput.
     let started = Instant::now();
@@ -151,11 +171,11 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
         args.reports as f64 / enqueue_secs
     );
     let stop = CancellationToken::new();
-    let running = tokio::spawn({
-        let dispatcher = dispatcher.clone();
-        let stop = stop.clone();
-        async move { dispatcher.run(stop.cancelled_owned()).await }
-    });
+    let mut running = tokio::task::JoinSet::new();
+    for dispatcher in &dispatchers {
+        let (dispatcher, stop) = (dispatcher.clone(), stop.clone());
+        running.spawn(async move { dispatcher.run(stop.cancelled_owned()).await });
+    }
     let started = Instant::now();
     wait_until_drained(&store).await?;
     let drain = started.elapsed().as_secs_f64();
@@ -298,7 +318,7 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
         black_hole.close();
     }
     stop.cancel();
-    let _ = running.await;
+    running.join_all().await;
     Ok(())
 }
 

@@ -4,8 +4,11 @@
 //! The engine runs on a manual clock that jumps straight to the next due instant whenever
 //! nothing is due now (a discrete-event simulation), so a template whose steps are hours
 //! apart runs as fast as the machine allows. Everything else is production code on a
-//! temporary SQLite file: the scheduler's transactions, the outbox, the dispatcher on the
-//! system clock, signed POSTs to a local receiver.
+//! temporary SQLite file (or the PostgreSQL database `--database` names): the scheduler's
+//! transactions, the outbox, the dispatcher on the system clock, signed POSTs to a local
+//! receiver. With `--nodes N` (PostgreSQL), N schedulers and N dispatchers, each on its own
+//! store and connection pool, share the database and claim the work from one another, as N
+//! `clarion serve` nodes would; they share this process's cores and the engine clock.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,13 +40,29 @@ pub struct EngineBenchArgs {
     /// this local receiver takes whatever arrives).
     #[arg(long, default_value_t = 256)]
     pub in_flight_per_endpoint: u32,
+    /// The database to run on instead of a temporary SQLite file: a `postgres://` URL naming
+    /// an empty database.
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Nodes sharing the work (PostgreSQL only); enrollments are spread over them.
+    #[arg(long, default_value_t = 1)]
+    pub nodes: usize,
 }
 
 pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let config = super::load_config(None, Overrides::default())?;
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let database = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = Store::connect_with(&database, super::throwaway_store_options()).await?;
+    let database = match &args.database {
+        Some(url) => url.clone(),
+        None => format!("sqlite://{}", dir.path().join("bench.db").display()),
+    };
+    let postgres = database.starts_with("postgres://") || database.starts_with("postgresql://");
+    anyhow::ensure!(
+        postgres || args.nodes <= 1,
+        "--nodes above 1 needs a PostgreSQL --database (a SQLite file has one node)"
+    );
+    let options = super::throwaway_store_options();
+    let store = Store::connect_with(&database, options.clone()).await?;
     let real: Arc<dyn Clock> = Arc::new(SystemClock);
     let engine_clock = ManualClock::starting_now();
     let mut dispatcher_config = super::dispatcher_config(&config);
@@ -53,16 +72,27 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         allow_http: true,
         ..SsrfPolicy::default()
     };
-    let dispatcher = Dispatcher::new(store.clone(), real.clone(), dispatcher_config)?;
     let mut scheduler_config = super::scheduler_config(&config);
     scheduler_config.batch_size = 512;
-    let scheduler = Scheduler::new(
-        store.clone(),
-        Arc::new(engine_clock.clone()),
-        real.clone(),
-        dispatcher.outbox(),
-        scheduler_config,
-    );
+    // One node: a store, its dispatcher, and a scheduler queueing reports through that
+    // dispatcher's outbox.
+    let mut nodes = Vec::new();
+    for node in 0..args.nodes.max(1) {
+        let store = if node == 0 {
+            store.clone()
+        } else {
+            Store::connect_with(&database, options.clone()).await?
+        };
+        let dispatcher = Dispatcher::new(store.clone(), real.clone(), dispatcher_config.clone())?;
+        let scheduler = Scheduler::new(
+            store,
+            Arc::new(engine_clock.clone()),
+            real.clone(),
+            dispatcher.outbox(),
+            scheduler_config.clone(),
+        );
+        nodes.push((scheduler, dispatcher));
+    }
 
     let received = Arc::new(AtomicU64::new(0));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -106,17 +136,22 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         .await?;
 
     println!(
-        "clarion bench engine: {} sequences x 3 steps (call, sms, call), simulator, SQLite, \
-         {} deliveries in flight to the endpoint",
-        args.sequences, args.in_flight_per_endpoint
+        "clarion bench engine: {} sequences x 3 steps (call, sms, call), simulator, {}, \
+         {} node(s), {} deliveries in flight to the endpoint",
+        args.sequences,
+        if postgres { "PostgreSQL" } else { "SQLite" },
+        nodes.len(),
+        args.in_flight_per_endpoint
     );
     let stop = CancellationToken::new();
-    let dispatching = tokio::spawn({
+    let mut dispatching = tokio::task::JoinSet::new();
+    for (_, dispatcher) in &nodes {
         let (dispatcher, stop) = (dispatcher.clone(), stop.clone());
-        async move { dispatcher.run(stop.cancelled_owned()).await }
-    });
+        dispatching.spawn(async move { dispatcher.run(stop.cancelled_owned()).await });
+    }
     let started = Instant::now();
-    for chunk_start in (0..args.sequences).step_by(1000) {
+    for (chunk, chunk_start) in (0..args.sequences).step_by(1000).enumerate() {
+        let scheduler = &nodes[chunk % nodes.len()].0;
         let requests = (chunk_start..(chunk_start + 1000).min(args.sequences))
             .map(|i| EnrollRequest {
                 template_id: template.template_id,
@@ -141,9 +176,14 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let target = args.sequences as u64;
     let mut last_print = Instant::now();
     loop {
-        let moved = scheduler.run_due_now().await?;
+        // Every node's scheduler takes a pass at once; they claim due work from one another.
+        let passes = futures::future::try_join_all(
+            nodes.iter().map(|(scheduler, _)| scheduler.run_due_now()),
+        )
+        .await?;
+        let moved: usize = passes.into_iter().sum();
         if moved == 0 {
-            match scheduler.next_due_at().await? {
+            match nodes[0].0.next_due_at().await? {
                 // Jump to the next due instant, and at least a few engine minutes on, so that
                 // encounters ending seconds apart are handled in one batch (one transaction)
                 // instead of one fsync each.
@@ -182,6 +222,6 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
         super::bench::peak_rss_mib()
     );
     stop.cancel();
-    let _ = dispatching.await;
+    dispatching.join_all().await;
     Ok(())
 }

@@ -536,6 +536,7 @@ async fn postgres_an_api_node_and_a_worker_node_share_the_work() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "PostgreSQL only: scripts/test runs it in its PostgreSQL half (cargo test -- --ignored)"]
 async fn postgres_a_report_committed_on_one_node_is_attempted_by_another_at_once() {
     use clarion_delivery::{Clock, Dispatcher, SystemClock};
     use clarion_store::secret_keys::{SecretKey, SecretKeys};
@@ -543,7 +544,7 @@ async fn postgres_a_report_committed_on_one_node_is_attempted_by_another_at_once
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    let Some(server) = postgres::server_or_skip("postgres_a_report_committed_on_one_node") else {
+    let Some(server) = postgres::required_server("postgres_a_report_committed_on_one_node") else {
         return;
     };
     let database = TestDatabase::create(&server);
