@@ -14,11 +14,12 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use tokio::process::Child;
 
-use crate::support::postgres::{self, FlakyProxy, SECRET_KEY, TestDatabase};
+use crate::support::postgres::{self, FlakyProxy, SECRET_KEY};
 use crate::support::{
     Answer, DEADLINE, TestReceiver, allow_vapi_assistant_with_cli_env, create_org_with_cli_env,
     eventually, first_line, post_ok, serve_command,
 };
+use clarion_store::testing::TestDatabase;
 
 /// A password in the node's database URL (the test server accepts any): it must show in no
 /// log line.
@@ -176,19 +177,16 @@ fn outage_warnings(log: &str, task: &str) -> usize {
 #[tokio::test]
 #[ignore = "PostgreSQL only: scripts/test runs it in its PostgreSQL half (cargo test -- --ignored)"]
 async fn postgres_a_node_rides_out_a_lost_database_and_finishes_its_work() {
-    let Some(server) = postgres::required_server("postgres_a_node_rides_out_a_lost_database")
-    else {
-        return;
-    };
-    let database = TestDatabase::create(&server);
+    let server = postgres::required_server("postgres_a_node_rides_out_a_lost_database");
+    let database = TestDatabase::create().await;
     let proxy = FlakyProxy::start(postgres::address_of(&server)).await;
     let dir = tempfile::tempdir().unwrap();
-    let key = create_org_with_cli_env(&database.url, &[("CLARION_SECRET_KEY", SECRET_KEY)])
+    let key = create_org_with_cli_env(database.url(), &[("CLARION_SECRET_KEY", SECRET_KEY)])
         .await
         .1;
     let receiver = TestReceiver::start(Answer::Status(204)).await;
     let http = reqwest::Client::new();
-    let through_proxy = database.url_through(&proxy, PASSWORD);
+    let through_proxy = postgres::url_through(database.url(), &proxy, PASSWORD);
     let config = node_config("acquire_timeout = \"1s\"");
     let mut node = Node::start(dir.path(), "node", &through_proxy, &config, &[]).await;
     let template = setup(&http, &node.base, &key, &receiver).await;
@@ -267,7 +265,7 @@ async fn postgres_a_node_rides_out_a_lost_database_and_finishes_its_work() {
             let reported = reported(&receiver).len();
             if reported > last {
                 last = reported;
-                database.terminate_connections();
+                postgres::terminate_connections(database.url());
             }
             async move { reported == SEQUENCES }
         },
@@ -301,13 +299,11 @@ async fn postgres_a_node_rides_out_a_lost_database_and_finishes_its_work() {
 #[tokio::test]
 #[ignore = "PostgreSQL only: scripts/test runs it in its PostgreSQL half (cargo test -- --ignored)"]
 async fn postgres_serve_waits_for_a_database_that_is_not_reachable_yet() {
-    let Some(server) = postgres::required_server("postgres_serve_waits_for_a_database") else {
-        return;
-    };
-    let database = TestDatabase::create(&server);
+    let server = postgres::required_server("postgres_serve_waits_for_a_database");
+    let database = TestDatabase::create().await;
     let proxy = FlakyProxy::start(postgres::address_of(&server)).await;
     let dir = tempfile::tempdir().unwrap();
-    let through_proxy = database.url_through(&proxy, PASSWORD);
+    let through_proxy = postgres::url_through(database.url(), &proxy, PASSWORD);
 
     // Unreachable for longer than start_timeout: the start fails, saying why, without the
     // URL's password.
@@ -370,14 +366,12 @@ fn free_port() -> u16 {
 async fn postgres_an_api_node_and_a_worker_node_share_the_work() {
     use crate::support::fake_vapi::{API_KEY, FakeVapi, PHONE_NUMBER_ID, SERVER_SECRET};
 
-    let Some(server) = postgres::required_server("postgres_an_api_node_and_a_worker_node") else {
-        return;
-    };
-    let database = TestDatabase::create(&server);
+    postgres::required_server("postgres_an_api_node_and_a_worker_node");
+    let database = TestDatabase::create().await;
     let dir = tempfile::tempdir().unwrap();
     let secret = [("CLARION_SECRET_KEY", SECRET_KEY)];
-    let (org_id, key) = create_org_with_cli_env(&database.url, &secret).await;
-    allow_vapi_assistant_with_cli_env(&database.url, org_id, "asst_1", true, &secret).await;
+    let (org_id, key) = create_org_with_cli_env(database.url(), &secret).await;
+    allow_vapi_assistant_with_cli_env(database.url(), org_id, "asst_1", true, &secret).await;
     let vapi = FakeVapi::start().await;
     let receiver = TestReceiver::start(Answer::Status(204)).await;
     let http = reqwest::Client::new();
@@ -404,7 +398,7 @@ async fn postgres_an_api_node_and_a_worker_node_share_the_work() {
     let (worker, worker_log) = spawn_on(
         dir.path(),
         "worker",
-        &database.url,
+        database.url(),
         &worker_config,
         &worker_listen,
         &["--role", "worker"],
@@ -429,7 +423,7 @@ async fn postgres_an_api_node_and_a_worker_node_share_the_work() {
     let (api, api_log) = spawn_on(
         dir.path(),
         "api",
-        &database.url,
+        database.url(),
         &sections,
         "127.0.0.1:0",
         &["--role", "api"],
@@ -544,17 +538,19 @@ async fn postgres_a_report_committed_on_one_node_is_attempted_by_another_at_once
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    let Some(server) = postgres::required_server("postgres_a_report_committed_on_one_node") else {
-        return;
-    };
-    let database = TestDatabase::create(&server);
+    postgres::required_server("postgres_a_report_committed_on_one_node");
+    let database = TestDatabase::create().await;
     let options = || StoreOptions {
         secret_keys: Some(SecretKeys::new(SECRET_KEY.parse::<SecretKey>().unwrap())),
         ..StoreOptions::default()
     };
     // Two nodes on one database: two stores, two dispatchers.
-    let node_a = Store::connect_with(&database.url, options()).await.unwrap();
-    let node_b = Store::connect_with(&database.url, options()).await.unwrap();
+    let node_a = Store::connect_with(database.url(), options())
+        .await
+        .unwrap();
+    let node_b = Store::connect_with(database.url(), options())
+        .await
+        .unwrap();
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     // A poll far longer than the test's deadline: only a wake-up can make node B look.
     let mut config = crate::support::default_dispatcher_config();

@@ -1,9 +1,9 @@
 //! PostgreSQL for the tests whose subject only exists there (several nodes on one database,
-//! a database that goes away): a database of their own on the server
-//! `CLARION_TEST_DATABASE_URL` names (`scripts/pg-test-server start`), driven with `psql`; and
-//! a TCP proxy in front of the server that a test can cut, as a restart or a network failure
-//! would. Without the variable these tests return at once, saying so (`scripts/test` runs
-//! them in its PostgreSQL half).
+//! a database that goes away), beside `clarion_store::testing::TestDatabase` (a database of
+//! the test's own on the server `CLARION_TEST_DATABASE_URL` names): `psql` for what an
+//! administrator does to the server, and a TCP proxy in front of it that a test can cut, as a
+//! restart or a network failure would. These tests are `#[ignore]`d; `scripts/test` runs them
+//! in its PostgreSQL half and they fail without a server.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,21 +11,13 @@ use std::sync::{Arc, Mutex};
 
 use tokio::task::AbortHandle;
 
-/// The server's URL, when the tests run against PostgreSQL.
-pub fn server_url() -> Option<String> {
-    std::env::var("CLARION_TEST_DATABASE_URL")
-        .ok()
-        .filter(|url| url.starts_with("postgres://") || url.starts_with("postgresql://"))
-}
-
-/// Says why a PostgreSQL test did nothing; answers the server's URL when there is one.
-pub fn required_server(test: &str) -> Option<String> {
-    let url = server_url();
-    assert!(
-        url.is_some(),
-        "{test} needs a PostgreSQL server: set CLARION_TEST_DATABASE_URL=$(scripts/pg-test-server start)"
-    );
-    url
+/// The server's URL; a test that needs one fails without it.
+pub fn required_server(test: &str) -> String {
+    clarion_store::testing::postgres_server().unwrap_or_else(|| {
+        panic!(
+            "{test} needs a PostgreSQL server: set CLARION_TEST_DATABASE_URL=$(scripts/pg-test-server start)"
+        )
+    })
 }
 
 /// A key for `CLARION_SECRET_KEY`, the same for every node of one test (as the nodes of one
@@ -80,19 +72,6 @@ pub fn run_sql(url: &str, sql: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-/// `url` naming database `name` instead of its own.
-fn with_database(url: &str, name: &str) -> String {
-    let (without_query, query) = url
-        .split_once('?')
-        .map_or((url, None), |(u, q)| (u, Some(q)));
-    let (scheme, rest) = without_query.split_once("://").expect("a URL");
-    let host = rest.split_once('/').map_or(rest, |(host, _)| host);
-    match query {
-        Some(query) => format!("{scheme}://{host}/{name}?{query}"),
-        None => format!("{scheme}://{host}/{name}"),
-    }
-}
-
 /// The `host:port` a PostgreSQL URL names.
 pub fn address_of(url: &str) -> SocketAddr {
     let rest = url.split_once("://").expect("a URL").1;
@@ -101,77 +80,26 @@ pub fn address_of(url: &str) -> SocketAddr {
     host_port.parse().expect("a numeric host:port")
 }
 
-/// A database of the test's own, dropped (with its connections) when the test ends.
-pub struct TestDatabase {
-    pub url: String,
-    server: String,
-    name: String,
+/// `pg_terminate_backend` on every connection to the database `url` names but psql's own:
+/// what an administrator, a proxy or a failover does to a node's connections.
+pub fn terminate_connections(url: &str) -> usize {
+    run_sql(
+        url,
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .parse()
+    .unwrap_or(0)
 }
 
-impl TestDatabase {
-    pub fn create(server: &str) -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "clarion_it_{}_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed),
-            rand_suffix()
-        );
-        run_sql(server, &format!("CREATE DATABASE \"{name}\""));
-        Self {
-            url: with_database(server, &name),
-            server: server.to_owned(),
-            name,
-        }
-    }
-
-    /// `pg_terminate_backend` on every connection to this database but psql's own: what
-    /// an administrator, a proxy or a failover does to a node's connections.
-    pub fn terminate_connections(&self) -> usize {
-        run_sql(
-            &self.url,
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
-             WHERE datname = current_database() AND pid <> pg_backend_pid()",
-        )
-        .parse()
-        .unwrap_or(0)
-    }
-
-    /// This database's URL through `proxy`, with `password` as its password (the test
-    /// server trusts loopback, so any is accepted, and a test can look for it in the logs).
-    pub fn url_through(&self, proxy: &FlakyProxy, password: &str) -> String {
-        let (scheme, rest) = self.url.split_once("://").expect("a URL");
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let user = authority
-            .rsplit_once('@')
-            .map_or("postgres", |(userinfo, _)| {
-                userinfo.split(':').next().unwrap_or("postgres")
-            });
-        format!("{scheme}://{user}:{password}@{}/{path}", proxy.address)
-    }
-}
-
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(psql())
-            .args(["-X", "-q", "-d", &self.server, "-c"])
-            .arg(format!(
-                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-                self.name
-            ))
-            .output();
-    }
-}
-
-fn rand_suffix() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    hasher.finish() % 1_000_000
+/// The database `url` names, reached through `proxy`, with `password` as its password (the
+/// test server trusts loopback, so any is accepted, and a test can look for it in the logs).
+pub fn url_through(url: &str, proxy: &FlakyProxy, password: &str) -> String {
+    clarion_store::testing::with_password(url, password).replacen(
+        &address_of(url).to_string(),
+        &proxy.address.to_string(),
+        1,
+    )
 }
 
 /// A TCP proxy to the database server that a test can cut: [`FlakyProxy::cut`] drops every
