@@ -104,6 +104,7 @@ pub async fn run() -> anyhow::Result<()> {
         action_limits: std::sync::Arc::default(),
         // The demo's API is on a loopback port of its own, for the tour only.
         operator: clarion_server::OperatorAccess::default(),
+        ui: std::sync::Arc::default(),
     };
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = format!("http://{}", api_listener.local_addr()?);
