@@ -350,8 +350,23 @@ pub async fn rotate_secret(
     IdPath(id): IdPath,
 ) -> Result<Json<EndpointOut>, ApiError> {
     let id = endpoint_of(&state, org, id)?;
-    // Ownership first: another organisation's id is 404 and never spends this one's tokens.
-    owned_endpoint(&state, org, id).await?;
+    let (endpoint, secret) = rotate(&state, org, id).await?;
+    Ok(Json(EndpointOut::new(
+        &state.store.public_ids(org),
+        endpoint,
+        Some(secret),
+    )))
+}
+
+/// Rotates one of the organisation's endpoints' secret (the API's and the dashboard's
+/// action): ownership first (another organisation's id is 404 and never spends this one's
+/// tokens), then the rate limit. Answers the endpoint and its new secret.
+pub(crate) async fn rotate(
+    state: &AppState,
+    org: OrgId,
+    id: EndpointId,
+) -> Result<(Endpoint, String), ApiError> {
+    owned_endpoint(state, org, id).await?;
     let now = state.clock.now_millis();
     state
         .action_limits
@@ -365,12 +380,8 @@ pub async fn rotate_secret(
     if !rotated {
         return Err(ApiError::not_found("webhook endpoint"));
     }
-    let endpoint = owned_endpoint(&state, org, id).await?;
-    Ok(Json(EndpointOut::new(
-        &state.store.public_ids(org),
-        endpoint,
-        Some(secret),
-    )))
+    let endpoint = owned_endpoint(state, org, id).await?;
+    Ok((endpoint, secret))
 }
 
 /// Queues a test report to this endpoint. At most 60 an hour per endpoint.
@@ -385,17 +396,27 @@ pub async fn send_test(
     IdPath(id): IdPath,
 ) -> Result<(StatusCode, Json<TestSent>), ApiError> {
     let id = endpoint_of(&state, org, id)?;
-    owned_endpoint(&state, org, id).await?;
+    let webhook_id = queue_test(&state, org, id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TestSent {
+            webhook_id,
+            event_type: clarion_delivery::EVENT_TYPE_TEST,
+        }),
+    ))
+}
+
+/// Queues a test report to one of the organisation's endpoints (the API's and the
+/// dashboard's action), within the rate limit; answers its `webhook-id`.
+pub(crate) async fn queue_test(
+    state: &AppState,
+    org: OrgId,
+    id: EndpointId,
+) -> Result<String, ApiError> {
+    owned_endpoint(state, org, id).await?;
     let now = state.clock.now_millis();
     state
         .action_limits
         .check(LimitedAction::SendTest, id, now)?;
-    let enqueued = state.outbox.enqueue_test(org, id, now).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(TestSent {
-            webhook_id: enqueued.webhook_id,
-            event_type: clarion_delivery::EVENT_TYPE_TEST,
-        }),
-    ))
+    Ok(state.outbox.enqueue_test(org, id, now).await?.webhook_id)
 }

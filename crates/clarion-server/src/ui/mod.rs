@@ -20,6 +20,7 @@ mod audit;
 mod page;
 mod sequences;
 mod session;
+mod webhooks;
 
 use std::time::Duration;
 
@@ -103,6 +104,10 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/ui/sequences/{id}", get(sequences::detail))
         .route("/ui/sequences/{id}/{action}", post(sequences::control))
+        .route("/ui/webhooks", get(webhooks::list))
+        .route("/ui/webhooks/{id}", get(webhooks::detail))
+        .route("/ui/webhooks/{id}/{action}", post(webhooks::action))
+        .route("/ui/deliveries/{id}/retry", post(webhooks::retry))
         .route("/ui/access-log", get(audit::page))
         .route("/ui/assets/{name}", get(asset))
         .route("/ui/{*rest}", axum::routing::any(not_found))

@@ -24,6 +24,7 @@ pub struct Frame<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Sequences,
+    Webhooks,
     AccessLog,
 }
 
@@ -48,6 +49,7 @@ pub fn layout(title: &str, frame: Option<Frame<'_>>, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             ul {
                                 (nav_item("/ui/sequences", "Sequences", frame.current == Nav::Sequences))
+                                (nav_item("/ui/webhooks", "Webhooks", frame.current == Nav::Webhooks))
                                 (nav_item("/ui/access-log", "Access log", frame.current == Nav::AccessLog))
                             }
                         }
@@ -232,4 +234,19 @@ pub fn duration(ms: u64) -> String {
     } else {
         format!("{}.{} s", seconds, (ms % 1000) / 100)
     }
+}
+
+/// The internal id behind a public id of `kind` in a path, or 404 naming `what`: text that is
+/// not a number, or not one of this organisation's ids, names nothing.
+pub fn internal_id(
+    ids: &clarion_store::PublicIds,
+    kind: clarion_store::IdKind,
+    public: &str,
+    what: &str,
+) -> Result<i64, UiError> {
+    public
+        .parse::<i64>()
+        .ok()
+        .and_then(|public| ids.decode(kind, public))
+        .ok_or_else(|| UiError::not_found(what))
 }

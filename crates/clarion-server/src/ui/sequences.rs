@@ -179,14 +179,6 @@ impl Contact {
     }
 }
 
-fn delivery_status(status: clarion_store::DeliveryStatus) -> &'static str {
-    match status {
-        clarion_store::DeliveryStatus::Pending => "pending",
-        clarion_store::DeliveryStatus::Delivered => "delivered",
-        clarion_store::DeliveryStatus::Failed => "failed",
-    }
-}
-
 fn status_name(status: SequenceStatus) -> &'static str {
     match status {
         SequenceStatus::Active => "active",
@@ -351,12 +343,12 @@ async fn sequence_of(
     public: &str,
 ) -> Result<SequenceRow, UiError> {
     let ids = state.store.public_ids(viewer.org);
-    let id = public
-        .parse::<i64>()
-        .ok()
-        .and_then(|public| ids.decode(IdKind::Sequence, public))
-        .map(SequenceId)
-        .ok_or_else(|| UiError::not_found("sequence"))?;
+    let id = SequenceId(super::page::internal_id(
+        &ids,
+        IdKind::Sequence,
+        public,
+        "sequence",
+    )?);
     state
         .store
         .get_sequence(viewer.org, id)
@@ -505,39 +497,7 @@ pub async fn detail(
                 }
             }
             @for delivery in &deliveries {
-                article.delivery {
-                    h3 {
-                        "Delivery to endpoint " (ids.encode(IdKind::Endpoint, delivery.endpoint_id.0))
-                        " " (badge(delivery_status(delivery.status)))
-                    }
-                    dl.facts {
-                        dt { "Event" } dd { (delivery.event_type) }
-                        dt { "webhook-id" } dd { code { (delivery.webhook_id) } }
-                        dt { "Queued" } dd { (utc(delivery.created_at)) }
-                        dt { "Next attempt" } dd { (utc_opt(delivery.next_attempt_at)) }
-                    }
-                    @if delivery.attempts.is_empty() {
-                        p { "Not attempted yet." }
-                    } @else {
-                        div.scroll {
-                            table {
-                                caption.visually-hidden { "Attempts" }
-                                thead { tr { th scope="col" { "#" } th scope="col" { "When (UTC)" } th scope="col" { "HTTP status" } th scope="col" { "Took" } th scope="col" { "Error" } } }
-                                tbody {
-                                    @for attempt in &delivery.attempts {
-                                        tr {
-                                            td { (attempt.attempt_number) }
-                                            td { (utc(attempt.attempted_at)) }
-                                            td { (attempt.status_code.map_or("—".to_owned(), |c| c.to_string())) }
-                                            td { (attempt.duration_ms) " ms" }
-                                            td { (attempt.error.as_deref().unwrap_or("—")) }
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                }
+                (super::webhooks::delivery_view(&ids, delivery, &viewer.csrf, &format!("/ui/sequences/{public}")))
             }
             details.report {
                 summary {

@@ -799,3 +799,138 @@ async fn sign_out_and_idle_expiry_end_the_session() {
         StatusCode::SEE_OTHER
     );
 }
+
+#[tokio::test]
+async fn webhook_pages_show_a_rotated_secret_once_send_tests_and_retry_deliveries() {
+    let app = spawn_app().await;
+    let riverside = clinic(&app, "Riverside", Value::Null).await;
+    let lakeside = clinic(&app, "Lakeside", Value::Null).await;
+    let receiver = crate::support::TestReceiver::start(crate::support::Answer::Status(204)).await;
+    let (endpoint, old_secret) = app.endpoint(&riverside.key, &receiver.url).await;
+    let (their_endpoint, _) = app.endpoint(&lakeside.key, &receiver.url).await;
+    let id = riverside
+        .enroll(&app, "+15550100001", "MRN-1", &["resolved"])
+        .await;
+    run_until_ended(&app, &riverside.key, &[id]).await;
+    receiver.wait_for(1).await;
+    app.run_due().await;
+    let browser = Browser::sign_in(&app.base, &riverside.key).await;
+
+    let (status, list) = browser.page("/ui/webhooks").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(list.contains("<h1>Webhook endpoints</h1>"));
+    assert!(
+        list.contains(&format!(r#"href="/ui/webhooks/{endpoint}""#)),
+        "{list}"
+    );
+    assert!(!list.contains(&format!(r#"href="/ui/webhooks/{their_endpoint}""#)));
+    let (status, _) = browser
+        .page(&format!("/ui/webhooks/{their_endpoint}"))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let page_path = format!("/ui/webhooks/{endpoint}");
+    let (_, page) = browser.page(&page_path).await;
+    assert!(page.contains("<h2>Deliveries</h2>"));
+    assert!(
+        page.contains(r#"<span class="badge ok">delivered</span>"#),
+        "{page}"
+    );
+    assert!(page.contains("Retry now"));
+    assert!(
+        !page.contains("whsec_"),
+        "the secret is never shown but once"
+    );
+
+    // Rotation: refused without the token; with it, the new secret once.
+    let rotate = format!("/ui/webhooks/{endpoint}/rotate-secret");
+    assert_eq!(
+        browser.post(&rotate, &[]).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let rotated = browser
+        .post(&rotate, &[("csrf_token", &browser.csrf)])
+        .await;
+    assert_eq!(rotated.status(), StatusCode::OK);
+    assert_eq!(rotated.headers()["cache-control"], "no-store");
+    let html = rotated.text().await.unwrap();
+    let shown = html
+        .split(r#"<code class="secret">"#)
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        shown.starts_with("whsec_") && shown != old_secret,
+        "{shown}"
+    );
+    let (_, current) = app
+        .get(
+            &riverside.key,
+            &format!("/v1/webhook-endpoints/{endpoint}/secret"),
+        )
+        .await;
+    assert!(current.to_string().contains(&shown), "{current}");
+    let (_, again) = browser.page(&page_path).await;
+    assert!(!again.contains(&shown));
+
+    // A test report goes out.
+    let test = browser
+        .post(
+            &format!("/ui/webhooks/{endpoint}/test"),
+            &[("csrf_token", &browser.csrf)],
+        )
+        .await;
+    assert_eq!(test.status(), StatusCode::SEE_OTHER);
+    app.run_due().await;
+    receiver.wait_for(2).await;
+
+    // A retry of the report's delivery, back to the page it came from.
+    let deliveries = app.deliveries(&riverside.key).await;
+    let report = deliveries
+        .iter()
+        .find(|d| d["event_type"] == "sequence.ended")
+        .unwrap();
+    let delivery = report["id"].as_i64().unwrap();
+    let back = format!("/ui/sequences/{id}");
+    let retried = browser
+        .post(
+            &format!("/ui/deliveries/{delivery}/retry"),
+            &[("csrf_token", &browser.csrf), ("back", &back)],
+        )
+        .await;
+    assert_eq!(retried.status(), StatusCode::SEE_OTHER);
+    assert_eq!(retried.headers()["location"], back.as_str());
+    app.run_due().await;
+    receiver.wait_for(3).await;
+    let (_, after) = app
+        .get(
+            &riverside.key,
+            &format!("/v1/webhook-deliveries/{delivery}"),
+        )
+        .await;
+    assert_eq!(after["attempt_count"], 2, "{after}");
+    // Only a dashboard path is a way back.
+    let elsewhere = browser
+        .post(
+            &format!("/ui/deliveries/{delivery}/retry"),
+            &[
+                ("csrf_token", &browser.csrf),
+                ("back", "https://evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(elsewhere.headers()["location"], "/ui/webhooks");
+    // Another organisation's delivery is 404.
+    let theirs = app.deliveries(&lakeside.key).await;
+    assert!(theirs.is_empty());
+    let response = browser
+        .post(
+            "/ui/deliveries/12345/retry",
+            &[("csrf_token", &browser.csrf)],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+}

@@ -1,8 +1,8 @@
 //! The dashboard end to end in a real headless Chromium, driven through WebDriver
 //! (fantoccini, chromedriver started here on a free port) against a real `clarion serve`
 //! child: sign in, see the sequences, filter, open one and read its transcript and events,
-//! export CSV, a form POST without its CSRF token refused, another organisation's sequence
-//! 404, sign out. A screenshot of every page goes to `target/ui-screenshots/`.
+//! export CSV, retry a failed delivery, rotate a secret, a form POST without its CSRF token
+//! refused, another organisation's sequence 404, sign out. A screenshot of every page goes to `target/ui-screenshots/`.
 //!
 //! Ignored by default (they need Debian's `chromium` and `chromium-driver`); `scripts/test`
 //! runs them when `/usr/bin/chromedriver` exists.
@@ -16,7 +16,8 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::support::{
-    DEADLINE, FAST_NODE_CONFIG, api_get, create_org_with_cli, eventually, post_ok, spawn_server,
+    Answer, DEADLINE, FAST_NODE_CONFIG, TestReceiver, api_get, create_org_with_cli, eventually,
+    post_ok, spawn_server,
 };
 use clarion_store::testing::TestDatabase;
 
@@ -185,7 +186,7 @@ async fn enroll(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver; scripts/test runs them when present"]
-async fn ui_browser_sign_in_browse_filter_read_export_and_sign_out() {
+async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_and_sign_out() {
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create().await;
     let (_server, base) = spawn_server(dir.path(), &database, FAST_NODE_CONFIG, None).await;
@@ -193,6 +194,17 @@ async fn ui_browser_sign_in_browse_filter_read_export_and_sign_out() {
     let other_key = create_org_with_cli(&database).await;
     let http = reqwest::Client::new();
     let (quick, later) = templates(&http, &base, &key).await;
+    // The receiver refuses at first: the reports' deliveries fail, to be retried by hand.
+    let receiver = TestReceiver::start(Answer::Status(500)).await;
+    let endpoint = post_ok(
+        &http,
+        &base,
+        &key,
+        "/v1/webhook-endpoints",
+        json!({ "url": receiver.url }),
+    )
+    .await;
+    let endpoint = endpoint["id"].as_i64().unwrap();
     let resolved = enroll(
         &http,
         &base,
@@ -350,6 +362,68 @@ async fn ui_browser_sign_in_browse_filter_read_export_and_sign_out() {
     browser.set_window_size(390, 844).await.unwrap();
     screenshot(&browser, "05-sequence-detail-phone").await;
     browser.set_window_size(1280, 800).await.unwrap();
+
+    // Retry a failed delivery once the receiver is back.
+    let failed = {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let list = api_get(
+                &http,
+                &format!("{base}/v1/webhook-deliveries?status=failed&endpoint_id={endpoint}"),
+                &key,
+            )
+            .await;
+            if let Some(first) = list["data"].as_array().and_then(|d| d.first()) {
+                break first["id"].as_i64().unwrap();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no delivery failed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    receiver.answer(Answer::Status(204));
+    click(&browser, Locator::LinkText("Webhooks")).await;
+    wait_for_path(&browser, "/ui/webhooks").await;
+    screenshot(&browser, "09-webhooks").await;
+    click(
+        &browser,
+        Locator::Css(&format!("a[href='/ui/webhooks/{endpoint}']")),
+    )
+    .await;
+    wait_for_path(&browser, &format!("/ui/webhooks/{endpoint}")).await;
+    click(
+        &browser,
+        Locator::Css(&format!(
+            "form[action='/ui/deliveries/{failed}/retry'] button"
+        )),
+    )
+    .await;
+    wait_for_path(&browser, &format!("/ui/webhooks/{endpoint}")).await;
+    eventually("the retried delivery is delivered", || {
+        let http = http.clone();
+        let url = format!("{base}/v1/webhook-deliveries/{failed}");
+        let key = key.clone();
+        async move { api_get(&http, &url, &key).await["status"] == "delivered" }
+    })
+    .await;
+    browser.refresh().await.unwrap();
+    screenshot(&browser, "10-endpoint-deliveries").await;
+
+    // Rotate the endpoint's secret: the new one is shown once.
+    click(
+        &browser,
+        Locator::Css("form[action$='/rotate-secret'] button"),
+    )
+    .await;
+    let secret = text_of(&browser, "code.secret").await;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    screenshot(&browser, "11-secret-rotated").await;
+    let current = api_get(
+        &http,
+        &format!("{base}/v1/webhook-endpoints/{endpoint}/secret"),
+        &key,
+    )
+    .await;
+    assert!(current.to_string().contains(&secret));
 
     // A form posted without its CSRF token is refused, and nothing changes.
     browser
