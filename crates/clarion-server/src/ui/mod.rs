@@ -20,6 +20,7 @@ mod audit;
 mod page;
 mod sequences;
 mod session;
+mod suppressions;
 mod webhooks;
 
 use std::time::Duration;
@@ -108,6 +109,11 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/webhooks/{id}", get(webhooks::detail))
         .route("/ui/webhooks/{id}/{action}", post(webhooks::action))
         .route("/ui/deliveries/{id}/retry", post(webhooks::retry))
+        .route(
+            "/ui/suppressions",
+            get(suppressions::page).post(suppressions::add),
+        )
+        .route("/ui/suppressions/remove", post(suppressions::remove))
         .route("/ui/access-log", get(audit::page))
         .route("/ui/assets/{name}", get(asset))
         .route("/ui/{*rest}", axum::routing::any(not_found))

@@ -25,6 +25,7 @@ pub struct Frame<'a> {
 pub enum Nav {
     Sequences,
     Webhooks,
+    Suppressions,
     AccessLog,
 }
 
@@ -50,6 +51,7 @@ pub fn layout(title: &str, frame: Option<Frame<'_>>, body: Markup) -> Markup {
                             ul {
                                 (nav_item("/ui/sequences", "Sequences", frame.current == Nav::Sequences))
                                 (nav_item("/ui/webhooks", "Webhooks", frame.current == Nav::Webhooks))
+                                (nav_item("/ui/suppressions", "Suppressions", frame.current == Nav::Suppressions))
                                 (nav_item("/ui/access-log", "Access log", frame.current == Nav::AccessLog))
                             }
                         }

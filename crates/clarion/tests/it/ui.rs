@@ -934,3 +934,137 @@ async fn webhook_pages_show_a_rotated_secret_once_send_tests_and_retry_deliverie
         .await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn the_suppression_list_finds_adds_and_removes_numbers_an_opt_out_only_with_consent() {
+    let app = spawn_app().await;
+    let riverside = clinic(&app, "Riverside", Value::Null).await;
+    let lakeside = clinic(&app, "Lakeside", Value::Null).await;
+    // A patient's opt-out, through a sequence.
+    let opted = riverside
+        .enroll(&app, "+15550100009", "MRN-9", &["opt-out"])
+        .await;
+    run_until_ended(&app, &riverside.key, &[opted]).await;
+    let browser = Browser::sign_in(&app.base, &riverside.key).await;
+
+    let (status, page) = browser.page("/ui/suppressions").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("<h1>Suppression list</h1>"));
+    assert!(page.contains(r#"<label for="s-number">"#) && page.contains(r#"<label for="s-q">"#));
+    assert!(page.contains("+15550100009"), "{page}");
+
+    // Add: refused without the token, then added, recorded as made by the session's key.
+    assert_eq!(
+        browser
+            .post("/ui/suppressions", &[("phone_number", "+15550100123")])
+            .await
+            .status(),
+        StatusCode::FORBIDDEN
+    );
+    let added = browser
+        .post(
+            "/ui/suppressions",
+            &[
+                ("csrf_token", &browser.csrf),
+                ("phone_number", "+15550100123"),
+                ("reason", "asked by phone"),
+            ],
+        )
+        .await;
+    assert_eq!(added.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        added.headers()["location"],
+        "/ui/suppressions?q=%2B15550100123"
+    );
+    assert_eq!(
+        app.suppression_reason(&riverside.key, "+15550100123")
+            .await
+            .as_deref(),
+        Some("asked by phone")
+    );
+    assert_eq!(
+        app.suppression_reason(&lakeside.key, "+15550100123").await,
+        None
+    );
+    let (_, entry) = browser.page("/ui/suppressions?q=%2B15550100123").await;
+    assert!(entry.contains("On the list since"), "{entry}");
+    assert!(entry.contains("<code>api-key:"), "{entry}");
+    let invalid = browser
+        .post(
+            "/ui/suppressions",
+            &[("csrf_token", &browser.csrf), ("phone_number", "555-0100")],
+        )
+        .await;
+    assert_eq!(invalid.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    // Remove an operator's entry.
+    let removed = browser
+        .post(
+            "/ui/suppressions/remove",
+            &[
+                ("csrf_token", &browser.csrf),
+                ("phone_number", "+15550100123"),
+            ],
+        )
+        .await;
+    assert_eq!(removed.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        app.suppression_reason(&riverside.key, "+15550100123").await,
+        None
+    );
+    let (_, entry) = browser.page("/ui/suppressions?q=%2B15550100123").await;
+    assert!(
+        entry.contains("is not on the list") && entry.contains("<td>removed</td>"),
+        "{entry}"
+    );
+
+    // A patient's opt-out asks for the new consent, and stays without it.
+    let (_, entry) = browser.page("/ui/suppressions?q=%2B15550100009").await;
+    assert!(
+        entry.contains(r#"<label for="c-by">Obtained by</label>"#),
+        "{entry}"
+    );
+    let refused = browser
+        .post(
+            "/ui/suppressions/remove",
+            &[
+                ("csrf_token", &browser.csrf),
+                ("phone_number", "+15550100009"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    assert_eq!(
+        app.suppression_reason(&riverside.key, "+15550100009")
+            .await
+            .as_deref(),
+        Some("opt-out")
+    );
+    // The form takes minutes: a consent two minutes after the opt-out, truncated, is after it.
+    app.clock.advance(Duration::from_secs(120));
+    let now = chrono::DateTime::from_timestamp_millis(app.clock.now_millis()).unwrap();
+    let at = now.format("%Y-%m-%dT%H:%M").to_string();
+    let consented = browser
+        .post(
+            "/ui/suppressions/remove",
+            &[
+                ("csrf_token", browser.csrf.as_str()),
+                ("phone_number", "+15550100009"),
+                ("obtained_by", "Front desk"),
+                ("obtained_at", at.as_str()),
+                ("method", "written"),
+                ("note", ""),
+            ],
+        )
+        .await;
+    assert_eq!(
+        consented.status(),
+        StatusCode::SEE_OTHER,
+        "{}",
+        consented.text().await.unwrap()
+    );
+    assert_eq!(
+        app.suppression_reason(&riverside.key, "+15550100009").await,
+        None
+    );
+}

@@ -1,8 +1,8 @@
 //! The dashboard end to end in a real headless Chromium, driven through WebDriver
 //! (fantoccini, chromedriver started here on a free port) against a real `clarion serve`
 //! child: sign in, see the sequences, filter, open one and read its transcript and events,
-//! export CSV, retry a failed delivery, rotate a secret, a form POST without its CSRF token
-//! refused, another organisation's sequence 404, sign out. A screenshot of every page goes to `target/ui-screenshots/`.
+//! export CSV, retry a failed delivery, rotate a secret, add and remove a suppression, a form
+//! POST without its CSRF token refused, another organisation's sequence 404, sign out. A screenshot of every page goes to `target/ui-screenshots/`.
 //!
 //! Ignored by default (they need Debian's `chromium` and `chromium-driver`); `scripts/test`
 //! runs them when `/usr/bin/chromedriver` exists.
@@ -186,7 +186,7 @@ async fn enroll(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs chromium and chromedriver; scripts/test runs them when present"]
-async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_and_sign_out() {
+async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_suppress_and_sign_out() {
     let dir = tempfile::tempdir().unwrap();
     let database = TestDatabase::create().await;
     let (_server, base) = spawn_server(dir.path(), &database, FAST_NODE_CONFIG, None).await;
@@ -480,6 +480,42 @@ async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_and_sign_out(
         "{log}"
     );
     screenshot(&browser, "08-access-log").await;
+
+    // Add a number to the suppression list, then remove it.
+    click(&browser, Locator::LinkText("Suppressions")).await;
+    wait_for_path(&browser, "/ui/suppressions").await;
+    browser
+        .find(Locator::Css("#s-number"))
+        .await
+        .unwrap()
+        .send_keys("+15550100777")
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("#s-reason"))
+        .await
+        .unwrap()
+        .send_keys("Asked by phone not to be called")
+        .await
+        .unwrap();
+    click(
+        &browser,
+        Locator::Css("form[method='post'][action='/ui/suppressions'] button"),
+    )
+    .await;
+    wait_for_path(&browser, "/ui/suppressions?q=%2B15550100777").await;
+    let entry = text_of(&browser, "main").await;
+    assert!(entry.contains("On the list since"), "{entry}");
+    let listed = api_get(&http, &format!("{base}/v1/suppressions"), &key).await;
+    assert!(listed.to_string().contains("+15550100777"), "{listed}");
+    screenshot(&browser, "12-suppression-added").await;
+    click(&browser, Locator::Css("form.remove button")).await;
+    wait_for_path(&browser, "/ui/suppressions?q=%2B15550100777").await;
+    let entry = text_of(&browser, "main").await;
+    assert!(entry.contains("is not on the list"), "{entry}");
+    let listed = api_get(&http, &format!("{base}/v1/suppressions"), &key).await;
+    assert!(!listed.to_string().contains("+15550100777"), "{listed}");
+    screenshot(&browser, "13-suppression-removed").await;
 
     // Sign out: the session is over, the dashboard asks to sign in again.
     click(&browser, Locator::Css("form[action='/ui/logout'] button")).await;
