@@ -1068,3 +1068,52 @@ async fn the_suppression_list_finds_adds_and_removes_numbers_an_opt_out_only_wit
         None
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_keep_leaves_a_dashboard_full_of_sequences_to_sign_in_to() {
+    use tokio::io::AsyncBufReadExt;
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .args(["demo", "--keep"])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    // The tour runs first (simulated days at high speed); then the line that says where to go.
+    let line = tokio::time::timeout(Duration::from_secs(180), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.starts_with("Dashboard: ") {
+                return line;
+            }
+        }
+        panic!("the demo ended without printing the dashboard's address");
+    })
+    .await
+    .expect("the demo's tour finished in time");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let url = line
+        .strip_prefix("Dashboard: ")
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap();
+    let base = url.strip_suffix("/ui").unwrap();
+    let key = line
+        .split("sign in with the API key ")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let browser = Browser::sign_in(base, key).await;
+    let (status, html) = browser.page("/ui/sequences").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        html.matches(r#"href="/ui/sequences/"#).count() >= 10,
+        "{html}"
+    );
+    child.kill().await.unwrap();
+}
