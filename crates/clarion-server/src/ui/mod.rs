@@ -21,6 +21,7 @@ mod page;
 mod sequences;
 mod session;
 mod suppressions;
+mod templates;
 mod webhooks;
 
 use std::time::Duration;
@@ -105,6 +106,7 @@ pub(crate) fn router() -> Router<AppState> {
         )
         .route("/ui/sequences/{id}", get(sequences::detail))
         .route("/ui/sequences/{id}/{action}", post(sequences::control))
+        .route("/ui/templates", get(templates::page))
         .route("/ui/webhooks", get(webhooks::list))
         .route("/ui/webhooks/{id}", get(webhooks::detail))
         .route("/ui/webhooks/{id}/{action}", post(webhooks::action))

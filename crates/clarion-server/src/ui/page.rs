@@ -24,6 +24,7 @@ pub struct Frame<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
     Sequences,
+    Templates,
     Webhooks,
     Suppressions,
     AccessLog,
@@ -50,6 +51,7 @@ pub fn layout(title: &str, frame: Option<Frame<'_>>, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             ul {
                                 (nav_item("/ui/sequences", "Sequences", frame.current == Nav::Sequences))
+                                (nav_item("/ui/templates", "Templates", frame.current == Nav::Templates))
                                 (nav_item("/ui/webhooks", "Webhooks", frame.current == Nav::Webhooks))
                                 (nav_item("/ui/suppressions", "Suppressions", frame.current == Nav::Suppressions))
                                 (nav_item("/ui/access-log", "Access log", frame.current == Nav::AccessLog))

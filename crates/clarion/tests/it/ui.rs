@@ -1117,3 +1117,48 @@ async fn demo_keep_leaves_a_dashboard_full_of_sequences_to_sign_in_to() {
     );
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_templates_page_shows_each_templates_steps_and_the_assistants() {
+    let app = spawn_app().await;
+    let riverside = clinic(
+        &app,
+        "Riverside",
+        json!({ "start": "09:00", "end": "17:30" }),
+    )
+    .await;
+    let lakeside = clinic(&app, "Lakeside", Value::Null).await;
+    let browser = Browser::sign_in(&app.base, &riverside.key).await;
+    let (status, html) = browser.page("/ui/templates").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("<h1>Templates and assistants</h1>"));
+    assert!(
+        html.contains(r#"<a href="/ui/templates" aria-current="page">Templates</a>"#),
+        "{html}"
+    );
+    assert!(
+        html.contains("Appointment reminder") && html.contains("version 1"),
+        "{html}"
+    );
+    assert!(
+        html.contains(&format!("<dd>{}</dd>", riverside.template)),
+        "{html}"
+    );
+    assert!(
+        !html.contains(&format!("<dd>{}</dd>", lakeside.template)),
+        "only this organisation's"
+    );
+    assert!(
+        html.contains("09:00–17:30 in the contact's time zone"),
+        "{html}"
+    );
+    assert!(html.contains("resolved, opt-out, declined, escalated"));
+    // The step: a call by the reminder caller, at once, two attempts an hour apart.
+    assert!(
+        html.contains(
+            "<td>1</td><td>call</td><td>Reminder caller</td><td>0s</td><td>2</td><td>1h</td>"
+        ),
+        "{html}"
+    );
+    assert!(html.contains(r#"<table class="assistants">"#));
+}

@@ -132,6 +132,25 @@ async fn click(browser: &Client, locator: Locator<'_>) {
     browser.find(locator).await.unwrap().click().await.unwrap();
 }
 
+/// Waits until the element `css` says `needle` (the page may still be the previous one, or be
+/// replaced while it is read: a form that posts back to the same address).
+async fn wait_for_text(browser: &Client, css: &str, needle: &str) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Ok(element) = browser.find(Locator::Css(css)).await
+            && let Ok(text) = element.text().await
+            && text.contains(needle)
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{css} never said {needle:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn text_of(browser: &Client, css: &str) -> String {
     browser
         .wait()
@@ -481,6 +500,13 @@ async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_suppress_and_
     );
     screenshot(&browser, "08-access-log").await;
 
+    // Templates and assistants, read-only.
+    click(&browser, Locator::LinkText("Templates")).await;
+    wait_for_path(&browser, "/ui/templates").await;
+    let steps = text_of(&browser, "table.steps").await;
+    assert!(steps.contains("Reminder caller"), "{steps}");
+    screenshot(&browser, "14-templates").await;
+
     // Add a number to the suppression list, then remove it.
     click(&browser, Locator::LinkText("Suppressions")).await;
     wait_for_path(&browser, "/ui/suppressions").await;
@@ -504,15 +530,13 @@ async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_suppress_and_
     )
     .await;
     wait_for_path(&browser, "/ui/suppressions?q=%2B15550100777").await;
-    let entry = text_of(&browser, "main").await;
-    assert!(entry.contains("On the list since"), "{entry}");
+    wait_for_text(&browser, "main", "On the list since").await;
     let listed = api_get(&http, &format!("{base}/v1/suppressions"), &key).await;
     assert!(listed.to_string().contains("+15550100777"), "{listed}");
     screenshot(&browser, "12-suppression-added").await;
     click(&browser, Locator::Css("form.remove button")).await;
     wait_for_path(&browser, "/ui/suppressions?q=%2B15550100777").await;
-    let entry = text_of(&browser, "main").await;
-    assert!(entry.contains("is not on the list"), "{entry}");
+    wait_for_text(&browser, "main", "is not on the list").await;
     let listed = api_get(&http, &format!("{base}/v1/suppressions"), &key).await;
     assert!(!listed.to_string().contains("+15550100777"), "{listed}");
     screenshot(&browser, "13-suppression-removed").await;
