@@ -194,18 +194,7 @@ pub async fn create(
     Org(org): Org,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
-    crate::limits::check_text(
-        "description",
-        &body.description,
-        crate::limits::MAX_DESCRIPTION_CHARS,
-    )?;
-    let url = validate_target(&state.ssrf, &body.url).await?;
-    let secret = new_secret();
-    let now = state.clock.now_millis();
-    let endpoint = state
-        .store
-        .create_endpoint(org, url.as_str(), &body.description, &secret, now)
-        .await?;
+    let (endpoint, secret) = create_endpoint(&state, org, &body.url, &body.description).await?;
     Ok((
         StatusCode::CREATED,
         Json(EndpointOut::new(
@@ -214,6 +203,29 @@ pub async fn create(
             Some(secret),
         )),
     ))
+}
+
+/// Creates an endpoint (the API's and the dashboard's action): the description's length and
+/// the URL against the SSRF policy, then a new secret. Answers the endpoint and its secret.
+pub(crate) async fn create_endpoint(
+    state: &AppState,
+    org: OrgId,
+    url: &str,
+    description: &str,
+) -> Result<(Endpoint, String), ApiError> {
+    crate::limits::check_text(
+        "description",
+        description,
+        crate::limits::MAX_DESCRIPTION_CHARS,
+    )?;
+    let url = validate_target(&state.ssrf, url).await?;
+    let secret = new_secret();
+    let now = state.clock.now_millis();
+    let endpoint = state
+        .store
+        .create_endpoint(org, url.as_str(), description, &secret, now)
+        .await?;
+    Ok((endpoint, secret))
 }
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhook endpoints",
@@ -267,8 +279,23 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateEndpoint>,
 ) -> Result<Json<EndpointOut>, ApiError> {
     let id = endpoint_of(&state, org, id)?;
+    let endpoint = update_endpoint(&state, org, id, body).await?;
+    Ok(Json(EndpointOut::new(
+        &state.store.public_ids(org),
+        endpoint,
+        None,
+    )))
+}
+
+/// Changes an endpoint (the API's and the dashboard's action: enabling and disabling).
+pub(crate) async fn update_endpoint(
+    state: &AppState,
+    org: OrgId,
+    id: EndpointId,
+    body: UpdateEndpoint,
+) -> Result<Endpoint, ApiError> {
     // Existence first, so another organisation's id is 404 before any validation detail.
-    owned_endpoint(&state, org, id).await?;
+    owned_endpoint(state, org, id).await?;
     if let Some(description) = &body.description {
         crate::limits::check_text(
             "description",
@@ -294,11 +321,7 @@ pub async fn update(
     if patch.enabled == Some(true) {
         state.outbox.wake();
     }
-    Ok(Json(EndpointOut::new(
-        &state.store.public_ids(org),
-        endpoint,
-        None,
-    )))
+    Ok(endpoint)
 }
 
 #[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhook endpoints",

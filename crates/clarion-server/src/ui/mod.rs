@@ -107,7 +107,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/sequences/{id}", get(sequences::detail))
         .route("/ui/sequences/{id}/{action}", post(sequences::control))
         .route("/ui/templates", get(templates::page))
-        .route("/ui/webhooks", get(webhooks::list))
+        .route("/ui/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/ui/webhooks/{id}", get(webhooks::detail))
         .route("/ui/webhooks/{id}/{action}", post(webhooks::action))
         .route("/ui/deliveries/{id}/retry", post(webhooks::retry))

@@ -89,8 +89,22 @@ pub async fn list(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
     let endpoints = state.store.list_endpoints(viewer.org, None, 200).await?;
     let body = html! {
         h1 { "Webhook endpoints" }
+        h2 { "Add an endpoint" }
+        form.filters method="post" action="/ui/webhooks" aria-label="Add an endpoint" {
+            input type="hidden" name="csrf_token" value=(viewer.csrf);
+            div.field.grow {
+                label for="e-url" { "URL (https)" }
+                input id="e-url" name="url" type="url" required placeholder="https://example.org/clarion" autocomplete="off";
+            }
+            div.field.grow {
+                label for="e-description" { "Description" }
+                input id="e-description" name="description" maxlength="1000";
+            }
+            div.actions { button type="submit" { "Add endpoint" } }
+        }
+        h2 { "Endpoints" }
         @if endpoints.is_empty() {
-            p.empty { "No endpoint yet. Create one with POST /v1/webhook-endpoints; every \
+            p.empty { "No endpoint yet. Add one above (or with POST /v1/webhook-endpoints); every \
                        ended sequence's report is then delivered to it." }
         } @else {
             div.scroll {
@@ -176,8 +190,8 @@ async fn endpoint_page(
         h1 { "Endpoint " (public) " " (state_badge(endpoint)) }
         @if let Some(secret) = new_secret {
             div.notice role="status" {
-                p { strong { "New signing secret. " } "Copy it now: it is not shown again. The \
-                    previous secret keeps signing alongside it for 24 hours." }
+                p { strong { "New signing secret. " } "Copy it now: it is not shown again. After a \
+                    rotation the previous secret keeps signing alongside it for 24 hours." }
                 p { code.secret { (secret) } }
             }
         }
@@ -188,6 +202,7 @@ async fn endpoint_page(
             dt { "Created" } dd { (utc(endpoint.created_at)) }
         }
         div.controls role="group" aria-label="Endpoint actions" {
+            @if endpoint.enabled { (action("disable", "Disable")) } @else { (action("enable", "Enable")) }
             (action("rotate-secret", "Rotate secret"))
             (action("test", "Send a test report"))
         }
@@ -245,6 +260,16 @@ pub async fn action(
             crate::routes::endpoints::queue_test(&state, viewer.org, endpoint.id).await?;
             Ok(Redirect::to(&format!("/ui/webhooks/{public}")).into_response())
         }
+        "enable" | "disable" => {
+            let change = crate::routes::endpoints::UpdateEndpoint {
+                url: None,
+                description: None,
+                enabled: Some(action == "enable"),
+            };
+            crate::routes::endpoints::update_endpoint(&state, viewer.org, endpoint.id, change)
+                .await?;
+            Ok(Redirect::to(&format!("/ui/webhooks/{public}")).into_response())
+        }
         _ => Err(UiError::not_found("action")),
     }
 }
@@ -278,4 +303,31 @@ pub async fn retry(
         })
         .unwrap_or_else(|| "/ui/webhooks".to_owned());
     Ok(Redirect::to(&back).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct CreateForm {
+    csrf_token: Option<String>,
+    #[serde(default)]
+    url: String,
+    #[serde(default)]
+    description: String,
+}
+
+/// `POST /ui/webhooks`: creates an endpoint and shows its secret, once.
+pub async fn create(
+    State(state): State<AppState>,
+    viewer: Viewer,
+    request: Request,
+) -> Result<Response, UiError> {
+    let form: CreateForm = read_form(request.into_body()).await?;
+    viewer.check_csrf(form.csrf_token.as_deref())?;
+    let (endpoint, secret) = crate::routes::endpoints::create_endpoint(
+        &state,
+        viewer.org,
+        form.url.trim(),
+        form.description.trim(),
+    )
+    .await?;
+    endpoint_page(&state, &viewer, &endpoint, Some(&secret)).await
 }

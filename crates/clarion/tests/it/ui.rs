@@ -1162,3 +1162,88 @@ async fn the_templates_page_shows_each_templates_steps_and_the_assistants() {
     );
     assert!(html.contains(r#"<table class="assistants">"#));
 }
+
+#[tokio::test]
+async fn endpoints_are_created_with_their_secret_shown_once_and_disabled_and_enabled() {
+    let app = spawn_app().await;
+    let riverside = clinic(&app, "Riverside", Value::Null).await;
+    let lakeside = clinic(&app, "Lakeside", Value::Null).await;
+    let (theirs, _) = app
+        .endpoint(&lakeside.key, "http://127.0.0.1:9/hooks")
+        .await;
+    let browser = Browser::sign_in(&app.base, &riverside.key).await;
+    let (_, list) = browser.page("/ui/webhooks").await;
+    assert!(
+        list.contains(r#"<label for="e-url">URL (https)</label>"#),
+        "{list}"
+    );
+    assert!(list.contains("No endpoint yet"));
+
+    let form = [
+        ("url", "http://127.0.0.1:9/clarion"),
+        ("description", "EHR bridge"),
+    ];
+    assert_eq!(
+        browser.post("/ui/webhooks", &form).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let created = browser
+        .post(
+            "/ui/webhooks",
+            &[("csrf_token", browser.csrf.as_str()), form[0], form[1]],
+        )
+        .await;
+    assert_eq!(created.status(), StatusCode::OK);
+    let html = created.text().await.unwrap();
+    assert!(html.contains(r#"<code class="secret">whsec_"#), "{html}");
+    let (_, endpoints) = app.get(&riverside.key, "/v1/webhook-endpoints").await;
+    let endpoint = endpoints["data"][0]["id"].as_i64().unwrap();
+    assert_eq!(endpoints["data"][0]["description"], "EHR bridge");
+    assert_eq!(endpoints["data"][0]["enabled"], true);
+    // The SSRF policy and the limits are the API's: a URL it refuses is refused here too.
+    let refused = browser
+        .post(
+            "/ui/webhooks",
+            &[
+                ("csrf_token", browser.csrf.as_str()),
+                ("url", "ftp://example.org/"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::UNPROCESSABLE_ENTITY);
+
+    let path = format!("/ui/webhooks/{endpoint}");
+    let disabled = browser
+        .post(&format!("{path}/disable"), &[("csrf_token", &browser.csrf)])
+        .await;
+    assert_eq!(disabled.status(), StatusCode::SEE_OTHER);
+    let (_, state) = app
+        .get(&riverside.key, &format!("/v1/webhook-endpoints/{endpoint}"))
+        .await;
+    assert_eq!(state["enabled"], false);
+    let (_, page) = browser.page(&path).await;
+    assert!(
+        page.contains(&format!(r#"action="{path}/enable""#)),
+        "{page}"
+    );
+    let enabled = browser
+        .post(&format!("{path}/enable"), &[("csrf_token", &browser.csrf)])
+        .await;
+    assert_eq!(enabled.status(), StatusCode::SEE_OTHER);
+    let (_, state) = app
+        .get(&riverside.key, &format!("/v1/webhook-endpoints/{endpoint}"))
+        .await;
+    assert_eq!(state["enabled"], true);
+    // Another organisation's endpoint cannot be switched off from here.
+    let foreign = browser
+        .post(
+            &format!("/ui/webhooks/{theirs}/disable"),
+            &[("csrf_token", &browser.csrf)],
+        )
+        .await;
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    let (_, state) = app
+        .get(&lakeside.key, &format!("/v1/webhook-endpoints/{theirs}"))
+        .await;
+    assert_eq!(state["enabled"], true);
+}
