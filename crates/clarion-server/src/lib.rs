@@ -13,6 +13,7 @@ pub mod rate_limit;
 mod routes;
 pub mod serve;
 mod strict_json;
+pub mod ui;
 mod wire;
 
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub action_limits: Arc<rate_limit::ActionLimits>,
     /// Who may read the operator surface (`/metrics`), and on which listener.
     pub operator: OperatorAccess,
+    /// The operator dashboard's settings and failed sign-in limits (`/ui`).
+    pub ui: Arc<ui::UiState>,
 }
 
 /// The operator surface's protection: `/metrics` shows deployment-wide volumes (queue depth,
@@ -155,7 +158,7 @@ impl std::fmt::Debug for ProviderSecrets {
     }
 }
 
-/// The whole API. `/metrics` is part of it unless the operator moved it to its own listener
+/// The whole API and the dashboard (`/ui`). `/metrics` is part of it unless the operator moved it to its own listener
 /// ([`OperatorAccess::metrics_on_admin_listener`]).
 pub fn router(state: AppState) -> Router {
     let with_metrics = !state.operator.metrics_on_admin_listener;

@@ -12,8 +12,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    assistants, deliveries, endpoints, organization, providers, reports, sequences, suppressions,
-    templates,
+    assistants, audit, deliveries, endpoints, organization, providers, reports, sequences,
+    suppressions, templates,
 };
 
 #[derive(OpenApi)]
@@ -24,6 +24,7 @@ use crate::routes::{
         endpoints::secret, endpoints::rotate_secret, endpoints::send_test,
         deliveries::list, deliveries::get, deliveries::retry,
         reports::list,
+        audit::list,
         assistants::create, assistants::list, assistants::get,
         templates::create, templates::list, templates::get, templates::replace,
         sequences::enroll, sequences::enroll_batch, sequences::get, sequences::list,

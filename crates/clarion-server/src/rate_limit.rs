@@ -76,22 +76,26 @@ impl LimitedAction {
 /// Past this many keys, keys whose bucket is full again (as good as absent) are dropped.
 const PRUNE_ABOVE: usize = 4096;
 
-/// The buckets of every (action, endpoint) pair seen lately. Cheap to share behind an `Arc`.
-#[derive(Debug, Default)]
-pub struct ActionLimits {
+/// Token buckets keyed by `K`, kept as GCRA: what [`ActionLimits`] and the dashboard's
+/// sign-in limit share.
+#[derive(Debug)]
+pub struct Buckets<K> {
     /// When each key's bucket will be full again (GCRA's theoretical arrival time).
-    full_at: Mutex<HashMap<(LimitedAction, EndpointId), Millis>>,
+    full_at: Mutex<HashMap<K, Millis>>,
 }
 
-impl ActionLimits {
-    /// Takes one token for `action` on `endpoint` at `now`, or answers the 429 to send.
-    pub fn check(
-        &self,
-        action: LimitedAction,
-        endpoint: EndpointId,
-        now: Millis,
-    ) -> Result<(), ApiError> {
-        let rule = action.rule();
+impl<K> Default for Buckets<K> {
+    fn default() -> Self {
+        Self {
+            full_at: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq + Copy> Buckets<K> {
+    /// Whether `key` has a token at `now` under `rule`; `Err(seconds to wait)` when not.
+    /// Takes the token when `take` (a check that only looks leaves the bucket as it is).
+    pub fn check(&self, key: K, rule: Rule, now: Millis, take: bool) -> Result<(), u64> {
         let window = Millis::try_from(rule.window.as_millis()).unwrap_or(Millis::MAX);
         let burst = Millis::from(rule.burst.max(1));
         // Each request adds `interval` to the bucket's fill time; a bucket holding more than
@@ -105,27 +109,47 @@ impl ActionLimits {
         if full_at.len() > PRUNE_ABOVE {
             full_at.retain(|_, at| *at > now);
         }
-        let tat = full_at
-            .get(&(action, endpoint))
-            .copied()
-            .unwrap_or(now)
-            .max(now);
+        let tat = full_at.get(&key).copied().unwrap_or(now).max(now);
         let ahead = tat - now;
         if ahead > tolerance {
             let wait_millis = ahead - tolerance;
             // Whole seconds, rounded up: retrying after that long always finds a token.
-            let retry_after_secs = u64::try_from((wait_millis + 999) / 1000).unwrap_or(1);
-            return Err(ApiError::too_many_requests(
-                format!(
-                    "too many {} for this endpoint (at most {} an hour); retry after {retry_after_secs} s",
-                    action.describe(),
-                    per_hour(rule),
-                ),
-                retry_after_secs,
-            ));
+            return Err(u64::try_from((wait_millis + 999) / 1000).unwrap_or(1));
         }
-        full_at.insert((action, endpoint), tat.saturating_add(interval));
+        if take {
+            full_at.insert(key, tat.saturating_add(interval));
+        }
         Ok(())
+    }
+}
+
+/// The buckets of every (action, endpoint) pair seen lately. Cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct ActionLimits {
+    buckets: Buckets<(LimitedAction, EndpointId)>,
+}
+
+impl ActionLimits {
+    /// Takes one token for `action` on `endpoint` at `now`, or answers the 429 to send.
+    pub fn check(
+        &self,
+        action: LimitedAction,
+        endpoint: EndpointId,
+        now: Millis,
+    ) -> Result<(), ApiError> {
+        let rule = action.rule();
+        self.buckets
+            .check((action, endpoint), rule, now, true)
+            .map_err(|retry_after_secs| {
+                ApiError::too_many_requests(
+                    format!(
+                        "too many {} for this endpoint (at most {} an hour); retry after {retry_after_secs} s",
+                        action.describe(),
+                        per_hour(rule),
+                    ),
+                    retry_after_secs,
+                )
+            })
     }
 }
 

@@ -96,7 +96,7 @@ pub async fn serve(
                 Err(_) => break,
             },
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -113,7 +113,7 @@ pub async fn serve(
         let router = router.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            serve_connection(stream, router, limits, shutdown).await;
+            serve_connection(stream, peer, router, limits, shutdown).await;
             drop(permit);
         });
     }
@@ -126,6 +126,7 @@ pub async fn serve(
 /// One connection: HTTP/1.1 with keep-alive, closed when its [`Activity`] clock runs out.
 async fn serve_connection(
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     router: Router,
     limits: ServerLimits,
     shutdown: CancellationToken,
@@ -144,7 +145,13 @@ async fn serve_connection(
             let router = router.clone();
             let in_flight = InFlight::start(activity.clone());
             async move {
-                let response = router.oneshot(request.map(Body::new)).await;
+                // The peer's address, for limits kept per client (the dashboard's failed
+                // sign-ins); behind a proxy it is the proxy's.
+                let mut request = request.map(Body::new);
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                let response = router.oneshot(request).await;
                 drop(in_flight);
                 response
             }

@@ -174,13 +174,22 @@ pub fn cursor<Id: TypedId>(
     kind: IdKind,
     after: Option<&str>,
 ) -> Result<Option<Id>, crate::error::ApiError> {
+    raw_cursor(ids, kind, after).map(|raw| raw.map(Id::from_raw))
+}
+
+/// [`cursor`] for ids without a typed id of their own (the access log's): the internal row
+/// id after which to continue.
+pub fn raw_cursor(
+    ids: &PublicIds,
+    kind: IdKind,
+    after: Option<&str>,
+) -> Result<Option<i64>, crate::error::ApiError> {
     after
         .filter(|a| !a.is_empty())
         .map(|a| {
             a.parse::<i64>()
                 .ok()
                 .and_then(|public| ids.decode(kind, public))
-                .map(Id::from_raw)
                 .ok_or_else(|| {
                     crate::error::ApiError::invalid("after", "not a cursor from this API")
                 })

@@ -405,7 +405,9 @@ impl Store {
         /// The sequence, read inside a write transaction (to change it).
         pub async fn sequence_for_update(&self, tx: &mut Tx, id: SequenceId) -> Result<Option<SequenceRow>>;
 
-        pub async fn list_sequences(&self, org: OrgId, status: Option<SequenceStatus>, after: Option<SequenceId>, limit: u32) -> Result<Vec<SequenceRow>>;
+        /// The organisation's sequences that `filter` selects, after the cursor in the filter's
+        /// order, at most `limit` ([`Store::list_sequences`] is the unfiltered list).
+        pub async fn search_sequences(&self, org: OrgId, filter: &SequenceFilter, after: Option<SequenceId>, limit: u32) -> Result<Vec<SequenceRow>>;
 
         /// The ids of the sequences due at `now`, earliest first, at most `limit`: read from the
         /// due index alone (no row is read), outside any transaction. The caller claims them
@@ -669,5 +671,44 @@ impl Store {
             }
             _ => Err(StoreError::ForeignTransaction),
         }
+    }
+}
+
+/// The operator dashboard's sessions and the PHI access log (`/ui`, `GET /v1/audit-log`).
+impl Store {
+    store_api! {
+        /// Starts a dashboard session (only the token's hash is stored) and purges the
+        /// sessions that have expired by `new.now`. Answers the session's id.
+        pub async fn create_ui_session(&self, new: &NewUiSession<'_>) -> Result<i64>;
+
+        /// The live session whose token hashes to `touch.token_hash`, its idle expiry moved to
+        /// `touch.expires_at`; `None` when there is none, it expired (idle or absolute) or its
+        /// API key was revoked.
+        pub async fn touch_ui_session(&self, touch: &SessionTouch<'_>) -> Result<Option<UiSession>>;
+
+        /// Ends a session (sign-out); answers whether there was one.
+        pub async fn delete_ui_session(&self, token_hash: &[u8; 32]) -> Result<bool>;
+
+        /// Records one access to PHI; answers the entry's id.
+        pub async fn record_access(&self, entry: &NewAccessEntry<'_>) -> Result<i64>;
+
+        /// The organisation's access log after the cursor, oldest first, or newest first (the
+        /// cursor then continues below it), at most `limit`.
+        pub async fn access_log(&self, org: OrgId, after: Option<i64>, newest_first: bool, limit: u32) -> Result<Vec<AccessEntry>>;
+    }
+
+    /// The organisation's sequences, optionally of one status, oldest first after the cursor.
+    pub async fn list_sequences(
+        &self,
+        org: OrgId,
+        status: Option<SequenceStatus>,
+        after: Option<SequenceId>,
+        limit: u32,
+    ) -> Result<Vec<SequenceRow>> {
+        let filter = SequenceFilter {
+            status,
+            ..SequenceFilter::default()
+        };
+        self.search_sequences(org, &filter, after, limit).await
     }
 }

@@ -299,6 +299,19 @@ pub(crate) const TABLES: &[Table] = &[
             ("response_body", Blob),
         ],
     ),
+    // The PHI access log moves with the data it audits.
+    table(
+        "access_log",
+        &[
+            ("id", Int),
+            ("org_id", Int),
+            ("at", Int),
+            ("actor", Text),
+            ("action", Text),
+            ("sequence_id", Int),
+            ("detail", Text),
+        ],
+    ),
     Table {
         identity: false,
         ..table(
@@ -314,8 +327,10 @@ const SECRETS: &str = "webhook_endpoint_secrets";
 /// Tables in a schema that are deliberately not copied: the migrator's bookkeeping (the
 /// target's own migrations wrote its own), and SQLite's `contact_locks`, whose rows are only
 /// handles for a row lock, upserted before every contact check and never read (PostgreSQL
-/// takes advisory locks instead and has no such table).
-const NOT_COPIED: &[&str] = &["_sqlx_migrations", "contact_locks"];
+/// takes advisory locks instead and has no such table); and the dashboard's sign-in sessions,
+/// which are short-lived and belong to the installation that issued them (everyone signs in
+/// again on the target).
+const NOT_COPIED: &[&str] = &["_sqlx_migrations", "contact_locks", "ui_sessions"];
 
 /// Rows read from the source per page (and written per statement when the columns allow).
 const PAGE_ROWS: usize = 1_000;

@@ -53,6 +53,8 @@ pub enum IdKind {
     SuppressionChange,
     /// An API key, as a change's author (`api-key:<id>`) shows it.
     ApiKey,
+    /// An entry of the PHI access log.
+    AccessEntry,
 }
 
 impl IdKind {
@@ -68,6 +70,7 @@ impl IdKind {
             Self::Delivery => b"delivery",
             Self::SuppressionChange => b"suppression-change",
             Self::ApiKey => b"api-key",
+            Self::AccessEntry => b"access-entry",
         }
     }
 }
@@ -217,7 +220,7 @@ mod tests {
         IdCodec::new([seed; SECRET_LEN])
     }
 
-    const KINDS: [IdKind; 10] = [
+    const KINDS: [IdKind; 11] = [
         IdKind::Sequence,
         IdKind::Encounter,
         IdKind::SequenceEvent,
@@ -228,6 +231,7 @@ mod tests {
         IdKind::Delivery,
         IdKind::SuppressionChange,
         IdKind::ApiKey,
+        IdKind::AccessEntry,
     ];
 
     #[test]

@@ -207,6 +207,7 @@ pub struct Config {
     pub vapi: VapiConfig,
     pub twilio: TwilioConfig,
     pub llm: LlmConfig,
+    pub ui: UiConfig,
 }
 
 /// `secret_key`: parsed when the configuration loads; `Debug` shows only the key's id.
@@ -406,6 +407,34 @@ impl ServerConfig {
             body_timeout: self.body_timeout.0,
             idle_timeout: self.idle_timeout.0,
             max_connections: self.max_connections,
+        }
+    }
+}
+
+/// The operator dashboard (`[ui]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// A session unused this long is over.
+    pub session_idle_timeout: HumanDuration,
+    /// A session is over this long after sign-in, however active.
+    pub session_max_lifetime: HumanDuration,
+    /// Failed sign-ins allowed at once per client address...
+    pub failed_sign_in_burst: u32,
+    /// ...and that many again per this window.
+    pub failed_sign_in_window: HumanDuration,
+}
+
+impl UiConfig {
+    /// The settings as the server takes them.
+    pub fn settings(&self) -> clarion_server::ui::UiSettings {
+        clarion_server::ui::UiSettings {
+            idle_timeout: self.session_idle_timeout.0,
+            max_lifetime: self.session_max_lifetime.0,
+            failed_sign_ins: clarion_server::rate_limit::Rule {
+                burst: self.failed_sign_in_burst.max(1),
+                window: self.failed_sign_in_window.0,
+            },
         }
     }
 }

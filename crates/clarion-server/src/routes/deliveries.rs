@@ -178,6 +178,17 @@ pub async fn retry(
 ) -> Result<(StatusCode, Json<DeliveryOut>), ApiError> {
     let ids = state.store.public_ids(org);
     let id = delivery_of(&ids, id)?;
+    let delivery = queue_retry(&state, org, id).await?;
+    Ok((StatusCode::ACCEPTED, Json(DeliveryOut::new(&ids, delivery))))
+}
+
+/// Queues one more attempt of one of the organisation's deliveries now (the API's and the
+/// dashboard's action).
+pub(crate) async fn queue_retry(
+    state: &AppState,
+    org: clarion_store::OrgId,
+    id: DeliveryId,
+) -> Result<Delivery, ApiError> {
     // The delivery first: its endpoint is what the limit counts on, and another
     // organisation's id is 404 without spending anything.
     let endpoint = state
@@ -215,5 +226,5 @@ pub async fn retry(
         .await?
         .ok_or_else(|| ApiError::not_found("webhook delivery"))?;
     state.outbox.wake();
-    Ok((StatusCode::ACCEPTED, Json(DeliveryOut::new(&ids, delivery))))
+    Ok(delivery)
 }

@@ -194,18 +194,7 @@ pub async fn create(
     Org(org): Org,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
-    crate::limits::check_text(
-        "description",
-        &body.description,
-        crate::limits::MAX_DESCRIPTION_CHARS,
-    )?;
-    let url = validate_target(&state.ssrf, &body.url).await?;
-    let secret = new_secret();
-    let now = state.clock.now_millis();
-    let endpoint = state
-        .store
-        .create_endpoint(org, url.as_str(), &body.description, &secret, now)
-        .await?;
+    let (endpoint, secret) = create_endpoint(&state, org, &body.url, &body.description).await?;
     Ok((
         StatusCode::CREATED,
         Json(EndpointOut::new(
@@ -214,6 +203,29 @@ pub async fn create(
             Some(secret),
         )),
     ))
+}
+
+/// Creates an endpoint (the API's and the dashboard's action): the description's length and
+/// the URL against the SSRF policy, then a new secret. Answers the endpoint and its secret.
+pub(crate) async fn create_endpoint(
+    state: &AppState,
+    org: OrgId,
+    url: &str,
+    description: &str,
+) -> Result<(Endpoint, String), ApiError> {
+    crate::limits::check_text(
+        "description",
+        description,
+        crate::limits::MAX_DESCRIPTION_CHARS,
+    )?;
+    let url = validate_target(&state.ssrf, url).await?;
+    let secret = new_secret();
+    let now = state.clock.now_millis();
+    let endpoint = state
+        .store
+        .create_endpoint(org, url.as_str(), description, &secret, now)
+        .await?;
+    Ok((endpoint, secret))
 }
 
 #[utoipa::path(get, path = "/v1/webhook-endpoints", tag = "webhook endpoints",
@@ -267,8 +279,23 @@ pub async fn update(
     ApiJson(body): ApiJson<UpdateEndpoint>,
 ) -> Result<Json<EndpointOut>, ApiError> {
     let id = endpoint_of(&state, org, id)?;
+    let endpoint = update_endpoint(&state, org, id, body).await?;
+    Ok(Json(EndpointOut::new(
+        &state.store.public_ids(org),
+        endpoint,
+        None,
+    )))
+}
+
+/// Changes an endpoint (the API's and the dashboard's action: enabling and disabling).
+pub(crate) async fn update_endpoint(
+    state: &AppState,
+    org: OrgId,
+    id: EndpointId,
+    body: UpdateEndpoint,
+) -> Result<Endpoint, ApiError> {
     // Existence first, so another organisation's id is 404 before any validation detail.
-    owned_endpoint(&state, org, id).await?;
+    owned_endpoint(state, org, id).await?;
     if let Some(description) = &body.description {
         crate::limits::check_text(
             "description",
@@ -294,11 +321,7 @@ pub async fn update(
     if patch.enabled == Some(true) {
         state.outbox.wake();
     }
-    Ok(Json(EndpointOut::new(
-        &state.store.public_ids(org),
-        endpoint,
-        None,
-    )))
+    Ok(endpoint)
 }
 
 #[utoipa::path(delete, path = "/v1/webhook-endpoints/{id}", tag = "webhook endpoints",
@@ -350,8 +373,23 @@ pub async fn rotate_secret(
     IdPath(id): IdPath,
 ) -> Result<Json<EndpointOut>, ApiError> {
     let id = endpoint_of(&state, org, id)?;
-    // Ownership first: another organisation's id is 404 and never spends this one's tokens.
-    owned_endpoint(&state, org, id).await?;
+    let (endpoint, secret) = rotate(&state, org, id).await?;
+    Ok(Json(EndpointOut::new(
+        &state.store.public_ids(org),
+        endpoint,
+        Some(secret),
+    )))
+}
+
+/// Rotates one of the organisation's endpoints' secret (the API's and the dashboard's
+/// action): ownership first (another organisation's id is 404 and never spends this one's
+/// tokens), then the rate limit. Answers the endpoint and its new secret.
+pub(crate) async fn rotate(
+    state: &AppState,
+    org: OrgId,
+    id: EndpointId,
+) -> Result<(Endpoint, String), ApiError> {
+    owned_endpoint(state, org, id).await?;
     let now = state.clock.now_millis();
     state
         .action_limits
@@ -365,12 +403,8 @@ pub async fn rotate_secret(
     if !rotated {
         return Err(ApiError::not_found("webhook endpoint"));
     }
-    let endpoint = owned_endpoint(&state, org, id).await?;
-    Ok(Json(EndpointOut::new(
-        &state.store.public_ids(org),
-        endpoint,
-        Some(secret),
-    )))
+    let endpoint = owned_endpoint(state, org, id).await?;
+    Ok((endpoint, secret))
 }
 
 /// Queues a test report to this endpoint. At most 60 an hour per endpoint.
@@ -385,17 +419,27 @@ pub async fn send_test(
     IdPath(id): IdPath,
 ) -> Result<(StatusCode, Json<TestSent>), ApiError> {
     let id = endpoint_of(&state, org, id)?;
-    owned_endpoint(&state, org, id).await?;
+    let webhook_id = queue_test(&state, org, id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(TestSent {
+            webhook_id,
+            event_type: clarion_delivery::EVENT_TYPE_TEST,
+        }),
+    ))
+}
+
+/// Queues a test report to one of the organisation's endpoints (the API's and the
+/// dashboard's action), within the rate limit; answers its `webhook-id`.
+pub(crate) async fn queue_test(
+    state: &AppState,
+    org: OrgId,
+    id: EndpointId,
+) -> Result<String, ApiError> {
+    owned_endpoint(state, org, id).await?;
     let now = state.clock.now_millis();
     state
         .action_limits
         .check(LimitedAction::SendTest, id, now)?;
-    let enqueued = state.outbox.enqueue_test(org, id, now).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(TestSent {
-            webhook_id: enqueued.webhook_id,
-            event_type: clarion_delivery::EVENT_TYPE_TEST,
-        }),
-    ))
+    Ok(state.outbox.enqueue_test(org, id, now).await?.webhook_id)
 }

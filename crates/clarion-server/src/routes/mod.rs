@@ -1,6 +1,7 @@
 //! Routes, one module per resource.
 
 pub mod assistants;
+pub mod audit;
 pub mod deliveries;
 pub mod endpoints;
 pub mod ops;
@@ -90,9 +91,11 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
         .route("/v1/webhook-deliveries/{id}", get(deliveries::get))
         .route("/v1/webhook-deliveries/{id}/retry", post(deliveries::retry))
         .route("/v1/reports", get(reports::list))
+        .route("/v1/audit-log", get(audit::list))
         .route("/providers/vapi/events", post(providers::vapi_events))
         .route("/providers/twilio/inbound", post(providers::twilio_inbound))
         .route("/providers/twilio/status", post(providers::twilio_status))
+        .merge(crate::ui::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
 }

@@ -242,7 +242,7 @@ fn check_rendering(
 }
 
 /// Maps a scheduler error to the API's error (fields prefixed for batch items).
-fn scheduler_error(error: SchedulerError, prefix: &str) -> ApiError {
+pub(crate) fn scheduler_error(error: SchedulerError, prefix: &str) -> ApiError {
     match error {
         SchedulerError::Invalid(invalid) => ApiError::invalid(&format!("{prefix}{}", invalid.field), invalid.message),
         SchedulerError::TemplateNotFound => ApiError::invalid("template_id", "no such sequence template"),

@@ -78,30 +78,48 @@ pub async fn create(
     caller: OrgCaller,
     ApiJson(body): ApiJson<SuppressionIn>,
 ) -> Result<(StatusCode, Json<SuppressionOut>), ApiError> {
-    let number = body.phone_number.trim();
-    clarion_scheduler::definition::validate_e164("phone_number", number)
-        .map_err(|e| ApiError::invalid(&e.field, e.message))?;
-    if let Some(reason) = &body.reason {
-        crate::limits::check_text("reason", reason, crate::limits::MAX_SHORT_TEXT_CHARS)?;
-    }
-    let reason = body
-        .reason
-        .unwrap_or_else(|| "added through the API".to_owned());
-    let now = state.clock.now_millis();
-    let mut tx = state.store.begin().await?;
-    state
-        .store
-        .suppress_by(&mut tx, caller.org, number, &reason, &caller.actor(), now)
-        .await?;
-    tx.commit().await?;
+    let (phone_number, reason, now) = add(
+        &state,
+        caller.org,
+        &caller.actor(),
+        &body.phone_number,
+        body.reason,
+    )
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(SuppressionOut {
-            phone_number: number.to_owned(),
+            phone_number,
             reason,
             created_at: wire::time(now),
         }),
     ))
+}
+
+/// Puts a number on the organisation's list (the API's and the dashboard's action), recorded
+/// with `actor`; answers the number, the reason and the time.
+pub(crate) async fn add(
+    state: &AppState,
+    org: clarion_store::OrgId,
+    actor: &str,
+    phone_number: &str,
+    reason: Option<String>,
+) -> Result<(String, String, i64), ApiError> {
+    let number = phone_number.trim();
+    clarion_scheduler::definition::validate_e164("phone_number", number)
+        .map_err(|e| ApiError::invalid(&e.field, e.message))?;
+    if let Some(reason) = &reason {
+        crate::limits::check_text("reason", reason, crate::limits::MAX_SHORT_TEXT_CHARS)?;
+    }
+    let reason = reason.unwrap_or_else(|| "added through the API".to_owned());
+    let now = state.clock.now_millis();
+    let mut tx = state.store.begin().await?;
+    state
+        .store
+        .suppress_by(&mut tx, org, number, &reason, actor, now)
+        .await?;
+    tx.commit().await?;
+    Ok((number.to_owned(), reason, now))
 }
 
 /// How a new consent was obtained.
@@ -230,15 +248,34 @@ pub async fn delete(
     Path(phone_number): Path<String>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    let now = state.clock.now_millis();
     // The body is optional: an empty one means "no consent".
     let request: UnsuppressIn = if body.iter().all(u8::is_ascii_whitespace) {
         UnsuppressIn { consent: None }
     } else {
         parse_json(&body)?
     };
-    let consent = request
-        .consent
+    remove(
+        &state,
+        caller.org,
+        &caller.actor(),
+        &phone_number,
+        request.consent,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Takes a number off the organisation's list (the API's and the dashboard's action): a
+/// patient's opt-out only with a new consent.
+pub(crate) async fn remove(
+    state: &AppState,
+    org: clarion_store::OrgId,
+    actor: &str,
+    phone_number: &str,
+    consent: Option<ConsentIn>,
+) -> Result<(), ApiError> {
+    let now = state.clock.now_millis();
+    let consent = consent
         .map(|consent| consent_record(consent, now))
         .transpose()?;
     let consent = consent.as_ref().map(|(obtained_at, detail)| ConsentRecord {
@@ -247,16 +284,10 @@ pub async fn delete(
     });
     match state
         .store
-        .unsuppress(
-            caller.org,
-            phone_number.trim(),
-            &caller.actor(),
-            consent,
-            now,
-        )
+        .unsuppress(org, phone_number.trim(), actor, consent, now)
         .await?
     {
-        Unsuppressed::Removed => Ok(StatusCode::NO_CONTENT),
+        Unsuppressed::Removed => Ok(()),
         Unsuppressed::NotListed => Err(ApiError::not_found("suppression")),
         Unsuppressed::ConsentRequired => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -276,7 +307,7 @@ pub async fn delete(
 
 /// The author of a change as the organisation sees it: an API key by its public id (the
 /// stored key id is a global counter, like every row id).
-fn public_actor(ids: &clarion_store::PublicIds, actor: String) -> String {
+pub(crate) fn public_actor(ids: &clarion_store::PublicIds, actor: String) -> String {
     match actor
         .strip_prefix("api-key:")
         .and_then(|id| id.parse::<i64>().ok())

@@ -4,6 +4,7 @@
 //! these types; the HTTP layer maps them to its JSON.
 
 mod copy;
+mod dashboard;
 mod encounters;
 mod options;
 mod orgs;
@@ -12,6 +13,7 @@ mod sequences;
 mod suppression;
 
 pub use copy::*;
+pub use dashboard::*;
 pub use encounters::*;
 pub use options::*;
 pub use orgs::*;

@@ -23,6 +23,7 @@
 //!   smaller id that will ever exist is already visible to it.
 
 mod capacity;
+mod dashboard;
 mod endpoints;
 mod listen;
 mod orgs;
@@ -129,6 +130,8 @@ pub(crate) enum IdOrder {
     SequenceEvents = 5,
     /// `webhook_messages`: the reports pull API pages through them.
     Messages = 6,
+    /// `access_log`: `GET /v1/audit-log` pages through it.
+    AccessLog = 7,
 }
 
 impl PgStore {

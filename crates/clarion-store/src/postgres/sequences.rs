@@ -13,7 +13,7 @@ use sqlx::postgres::PgRow;
 use super::{IdOrder, PgStore, PgTx, inserting, lock_contacts, raw_ids};
 use crate::model::*;
 use crate::stored;
-use clarion_engine::{Channel, SequenceStatus};
+use clarion_engine::Channel;
 
 use crate::{
     AssistantId, EncounterId, Millis, OrgId, Result, SequenceEventId, SequenceId, StoreError,
@@ -480,21 +480,38 @@ impl PgStore {
         row.as_ref().map(sequence_from_row).transpose()
     }
 
-    pub(crate) async fn list_sequences(
+    pub(crate) async fn search_sequences(
         &self,
         org: OrgId,
-        status: Option<SequenceStatus>,
+        filter: &SequenceFilter,
         after: Option<SequenceId>,
         limit: u32,
     ) -> Result<Vec<SequenceRow>> {
+        // One statement for every filter: an absent one binds NULL and drops out.
+        let (cursor, order, start) = if filter.newest_first {
+            ("<", "DESC", i64::MAX)
+        } else {
+            (">", "ASC", 0)
+        };
         let mut tx = self.ordered_read(IdOrder::Sequences).await?;
         let rows = sqlx::query(&format!(
             "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE org_id = $1 \
-             AND ($2::text IS NULL OR status = $2::text) AND id > $3 ORDER BY id LIMIT $4"
+             AND ($2::text IS NULL OR status = $2::text) \
+             AND ($3::bigint IS NULL OR template_id = $3::bigint) \
+             AND ($4::bigint IS NULL OR created_at >= $4::bigint) \
+             AND ($5::bigint IS NULL OR created_at < $5::bigint) \
+             AND ($6::text IS NULL OR phone_number = $6::text) \
+             AND ($7::text IS NULL OR (contact::jsonb ->> 'external_id') = $7::text) \
+             AND id {cursor} $8 ORDER BY id {order} LIMIT $9"
         ))
         .bind(org.0)
-        .bind(status.map(stored::sequence_status_str))
-        .bind(after.map_or(0, i64::from))
+        .bind(filter.status.map(stored::sequence_status_str))
+        .bind(filter.template_id.map(i64::from))
+        .bind(filter.created_from)
+        .bind(filter.created_before)
+        .bind(filter.phone_number.as_deref())
+        .bind(filter.external_id.as_deref())
+        .bind(after.map_or(start, i64::from))
         .bind(i64::from(limit))
         .fetch_all(&mut *tx.inner)
         .await?;

@@ -1,6 +1,7 @@
 //! The SQLite backend (the embedded default).
 
 mod capacity;
+mod dashboard;
 mod endpoints;
 mod orgs;
 mod outbox;

@@ -12,7 +12,7 @@ use sqlx::sqlite::SqliteRow;
 use super::{SqliteStore, SqliteTx, rows_per_statement, value_rows};
 use crate::model::*;
 use crate::stored;
-use clarion_engine::{Channel, SequenceStatus};
+use clarion_engine::Channel;
 
 use crate::{
     AssistantId, EncounterId, Millis, OrgId, Result, SequenceEventId, SequenceId, StoreError,
@@ -494,21 +494,36 @@ impl SqliteStore {
         row.as_ref().map(sequence_from_row).transpose()
     }
 
-    pub(crate) async fn list_sequences(
+    pub(crate) async fn search_sequences(
         &self,
         org: OrgId,
-        status: Option<SequenceStatus>,
+        filter: &SequenceFilter,
         after: Option<SequenceId>,
         limit: u32,
     ) -> Result<Vec<SequenceRow>> {
+        // One statement for every filter: an absent one binds NULL and drops out. The scan
+        // follows `sequences_org` (org_id, id) in the page's direction.
+        let (cursor, order, start) = if filter.newest_first {
+            ("<", "DESC", i64::MAX)
+        } else {
+            (">", "ASC", 0)
+        };
         let rows = sqlx::query(&format!(
-            "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE org_id = ? AND (? IS NULL OR status = ?) \
-             AND id > ? ORDER BY id LIMIT ?"
+            "SELECT {SEQUENCE_COLUMNS} FROM sequences WHERE org_id = ?1 \
+             AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR template_id = ?3) \
+             AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR created_at < ?5) \
+             AND (?6 IS NULL OR phone_number = ?6) \
+             AND (?7 IS NULL OR json_extract(contact, '$.external_id') = ?7) \
+             AND id {cursor} ?8 ORDER BY id {order} LIMIT ?9"
         ))
         .bind(org.0)
-        .bind(status.map(stored::sequence_status_str))
-        .bind(status.map(stored::sequence_status_str))
-        .bind(after.map_or(0, i64::from))
+        .bind(filter.status.map(stored::sequence_status_str))
+        .bind(filter.template_id.map(i64::from))
+        .bind(filter.created_from)
+        .bind(filter.created_before)
+        .bind(filter.phone_number.as_deref())
+        .bind(filter.external_id.as_deref())
+        .bind(after.map_or(start, i64::from))
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;

@@ -115,6 +115,18 @@ async fn fill(store: &Store) -> Filled {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+    // The access log moves with the data; a dashboard session does not.
+    store
+        .record_access(&clarion_store::NewAccessEntry {
+            org_id: tenant.org,
+            at: 23,
+            actor: "ui-session:0011223344556677 api-key:9",
+            action: "sequence.viewed",
+            sequence_id: Some(finished.id),
+            detail: "",
+        })
+        .await
+        .unwrap();
 
     // One failed attempt, the delivery pending for its retry with the lease still recorded.
     let claimed = claim_first_attempts(store, 30, 60_000).await;
@@ -190,6 +202,10 @@ async fn what_the_api_reads(store: &Store, filled: &Filled) -> Vec<String> {
                 .unwrap()
         ),
         format!("{:?}", store.queue_stats().await.unwrap()),
+        format!(
+            "{:?}",
+            store.access_log(org, None, false, 10).await.unwrap()
+        ),
         format!(
             "{:?}",
             store.inbound_message_seen("SM0123456789").await.unwrap()

@@ -15,6 +15,7 @@
 
 mod contact_caps;
 mod copy;
+mod dashboard;
 mod delivery_claims;
 mod encounter_claims;
 mod enrollment;

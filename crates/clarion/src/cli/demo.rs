@@ -64,7 +64,7 @@ const SCRIPTS: &[&[&str]] = &[
     &["escalated"],
 ];
 
-pub async fn run() -> anyhow::Result<()> {
+pub async fn run(keep: bool) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
     let database = format!("sqlite://{}", dir.path().join("demo.db").display());
     let overrides = Overrides {
@@ -104,6 +104,7 @@ pub async fn run() -> anyhow::Result<()> {
         action_limits: std::sync::Arc::default(),
         // The demo's API is on a loopback port of its own, for the tour only.
         operator: clarion_server::OperatorAccess::default(),
+        ui: std::sync::Arc::default(),
     };
     let api_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = format!("http://{}", api_listener.local_addr()?);
@@ -238,7 +239,20 @@ pub async fn run() -> anyhow::Result<()> {
     for (ending, count) in &endings {
         println!("  {count:>3}  {ending}");
     }
-    println!("\nThe API was at {api} with key {key} (it stops with the demo).");
+    if keep {
+        // `--keep`: the server stays up with everything the tour made, for the dashboard.
+        // The line's shape is what scripts (and the tests) read: address, then key.
+        println!(
+            "\nDashboard: {api}/ui (sign in with the API key {key}); API at {api}. Ctrl-C stops the demo."
+        );
+        tokio::signal::ctrl_c()
+            .await
+            .context("waiting for Ctrl-C")?;
+    } else {
+        println!(
+            "\nThe API was at {api} with key {key} (it stops with the demo; `clarion demo --keep` keeps it, with its dashboard)."
+        );
+    }
     stop.cancel();
     let _ = tokio::join!(server, dispatch, schedule);
     Ok(())

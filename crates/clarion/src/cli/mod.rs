@@ -55,7 +55,12 @@ enum Command {
         dev: bool,
     },
     /// A self-contained tour: server, simulator and a verifying receiver in one process.
-    Demo,
+    Demo {
+        /// Keep the demo's server (API and dashboard) running after the tour, until Ctrl-C,
+        /// and print the dashboard's address and the key to sign in with.
+        #[arg(long)]
+        keep: bool,
+    },
     /// Organisations.
     #[command(subcommand)]
     Org(OrgCommand),
@@ -249,8 +254,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             init_tracing(LogFormat::Text);
             webhook::run(command)
         }
-        Command::Demo => {
-            runtime()?.block_on(demo::run())?;
+        Command::Demo { keep } => {
+            runtime()?.block_on(demo::run(keep))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(BenchCommand::Delivery(args)) => {

@@ -225,6 +225,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         providers: provider_secrets(&config),
         action_limits: std::sync::Arc::default(),
         operator: operator_access(&config),
+        ui: std::sync::Arc::new(clarion_server::ui::UiState::new(config.ui.settings())),
     };
     let role = config.role;
     // The listeners are bound before anything is printed: a line on standard output says

@@ -26,4 +26,6 @@ mod process;
 mod sequences;
 mod tidy;
 mod twilio;
+mod ui;
+mod ui_browser;
 mod vapi;

@@ -219,6 +219,7 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
         providers,
         action_limits: std::sync::Arc::default(),
         operator: options.operator,
+        ui: std::sync::Arc::default(),
     };
     let admin_base = if state.operator.metrics_on_admin_listener {
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

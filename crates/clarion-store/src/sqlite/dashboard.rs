@@ -1,0 +1,135 @@
+//! The operator dashboard's sessions and the PHI access log (SQLite).
+
+use sqlx::Row;
+use sqlx::sqlite::SqliteRow;
+
+use super::SqliteStore;
+use crate::model::*;
+use crate::{ApiKeyId, OrgId, Result, SequenceId};
+
+const SESSION_COLUMNS: &str = "id, org_id, api_key_id, created_at, last_seen_at, expires_at";
+
+fn session_from_row(row: &SqliteRow) -> Result<UiSession> {
+    Ok(UiSession {
+        id: row.try_get("id")?,
+        org_id: OrgId(row.try_get("org_id")?),
+        api_key_id: ApiKeyId(row.try_get("api_key_id")?),
+        created_at: row.try_get("created_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        expires_at: row.try_get("expires_at")?,
+    })
+}
+
+const ACCESS_COLUMNS: &str = "id, org_id, at, actor, action, sequence_id, detail";
+
+fn access_from_row(row: &SqliteRow) -> Result<AccessEntry> {
+    Ok(AccessEntry {
+        id: row.try_get("id")?,
+        org_id: OrgId(row.try_get("org_id")?),
+        at: row.try_get("at")?,
+        actor: row.try_get("actor")?,
+        action: row.try_get("action")?,
+        sequence_id: row
+            .try_get::<Option<i64>, _>("sequence_id")?
+            .map(SequenceId),
+        detail: row.try_get("detail")?,
+    })
+}
+
+impl SqliteStore {
+    pub(crate) async fn create_ui_session(&self, new: &NewUiSession<'_>) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        sqlx::query("DELETE FROM ui_sessions WHERE expires_at <= ?")
+            .bind(new.now)
+            .execute(&mut *tx.inner)
+            .await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO ui_sessions (org_id, api_key_id, token_hash, created_at, last_seen_at, \
+             expires_at) VALUES (?1, ?2, ?3, ?4, ?4, ?5) RETURNING id",
+        )
+        .bind(new.org_id.0)
+        .bind(new.api_key_id.0)
+        .bind(new.token_hash.as_slice())
+        .bind(new.now)
+        .bind(new.expires_at)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub(crate) async fn touch_ui_session(
+        &self,
+        touch: &SessionTouch<'_>,
+    ) -> Result<Option<UiSession>> {
+        let mut tx = self.begin().await?;
+        let row = sqlx::query(&format!(
+            "UPDATE ui_sessions SET last_seen_at = ?2, expires_at = ?3 \
+             WHERE token_hash = ?1 AND expires_at > ?2 AND created_at > ?4 \
+             AND EXISTS (SELECT 1 FROM api_keys k WHERE k.id = ui_sessions.api_key_id \
+                         AND k.revoked_at IS NULL) \
+             RETURNING {SESSION_COLUMNS}"
+        ))
+        .bind(touch.token_hash.as_slice())
+        .bind(touch.now)
+        .bind(touch.expires_at)
+        .bind(touch.created_after)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    pub(crate) async fn delete_ui_session(&self, token_hash: &[u8; 32]) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let deleted = sqlx::query("DELETE FROM ui_sessions WHERE token_hash = ?")
+            .bind(token_hash.as_slice())
+            .execute(&mut *tx.inner)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted > 0)
+    }
+
+    pub(crate) async fn record_access(&self, entry: &NewAccessEntry<'_>) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO access_log (org_id, at, actor, action, sequence_id, detail) \
+             VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(entry.org_id.0)
+        .bind(entry.at)
+        .bind(entry.actor)
+        .bind(entry.action)
+        .bind(entry.sequence_id.map(i64::from))
+        .bind(entry.detail)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub(crate) async fn access_log(
+        &self,
+        org: OrgId,
+        after: Option<i64>,
+        newest_first: bool,
+        limit: u32,
+    ) -> Result<Vec<AccessEntry>> {
+        let (cursor, order, start) = if newest_first {
+            ("<", "DESC", i64::MAX)
+        } else {
+            (">", "ASC", 0)
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT {ACCESS_COLUMNS} FROM access_log WHERE org_id = ? AND id {cursor} ? \
+             ORDER BY id {order} LIMIT ?"
+        ))
+        .bind(org.0)
+        .bind(after.unwrap_or(start))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(access_from_row).collect()
+    }
+}
