@@ -17,6 +17,7 @@ mod contact_caps;
 mod copy;
 mod delivery_claims;
 mod encounter_claims;
+mod endpoint_stats;
 mod enrollment;
 mod outbox;
 mod paging;
