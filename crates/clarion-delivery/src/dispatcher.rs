@@ -212,6 +212,7 @@ impl Dispatcher {
             self.inner.config.retry.first_delay(),
             self.inner.wake.clone(),
         )
+        .with_dispatcher(self.clone())
     }
 
     /// The endpoint's current adaptive concurrency limit on this node.

@@ -44,6 +44,9 @@ pub struct Outbox {
     store: Store,
     first_delay_ms: Millis,
     wake: Arc<Notify>,
+    /// The dispatcher this outbox feeds, when it runs on this node: whose adaptive
+    /// per-endpoint limits the endpoint stats show.
+    dispatcher: Option<crate::Dispatcher>,
 }
 
 impl Outbox {
@@ -55,7 +58,34 @@ impl Outbox {
             store,
             first_delay_ms,
             wake,
+            dispatcher: None,
         }
+    }
+
+    /// This outbox, reporting `dispatcher`'s per-endpoint limits
+    /// ([`Outbox::endpoint_concurrency_limit`]).
+    pub(crate) fn with_dispatcher(self, dispatcher: crate::Dispatcher) -> Self {
+        Self {
+            dispatcher: Some(dispatcher),
+            ..self
+        }
+    }
+
+    /// This outbox without its dispatcher's limits: for a node that never runs the dispatcher
+    /// (`role = "api"`), whose limits would only ever be the starting value.
+    pub fn without_dispatcher(self) -> Self {
+        Self {
+            dispatcher: None,
+            ..self
+        }
+    }
+
+    /// How many attempts to `endpoint` this node's dispatcher lets be in flight now (its
+    /// adaptive limit, kept in this process's memory); `None` when no dispatcher runs here.
+    pub fn endpoint_concurrency_limit(&self, endpoint: EndpointId) -> Option<u32> {
+        self.dispatcher
+            .as_ref()
+            .map(|dispatcher| dispatcher.endpoint_limit(endpoint))
     }
 
     /// Queues the End of Sequence Report for every enabled endpoint of the organisation,

@@ -311,7 +311,10 @@ impl Store {
         /// The outbox write for many reports at once (every sequence ending in one scheduler
         /// transaction): the messages in one statement, then one pending delivery per message and
         /// enabled endpoint of its organisation in another, all due at `first_attempt_at`.
-        /// Answers the number of deliveries created.
+        /// Answers the number of deliveries created. The report then holds the ended
+        /// encounters of each reported sequence: their `report` objects are dropped from the
+        /// encounter rows in the same transaction (stored once; an ended sequence is read back
+        /// from its message).
         pub async fn insert_report_messages(&self, tx: &mut Tx, messages: &[NewMessage<'_>], first_attempt_at: Millis) -> Result<u64>;
 
         /// Claims due deliveries under a lease. A delivery is due when it is pending, its time has
@@ -329,6 +332,14 @@ impl Store {
         /// newer claim decides what happens next and the stale outcome leaves the status, the
         /// attempt count, the schedule and the lease alone.
         pub async fn record_outcomes(&self, outcomes: &[AttemptOutcome], now: Millis) -> Result<()>;
+
+        /// One endpoint's attempts made at or after `since` (first attempts and retries):
+        /// counts by result (2xx or not), the latest of each, and how many took each duration
+        /// in milliseconds, from which percentiles are exact. One query over one range of the
+        /// index on (endpoint, attempted_at); its answer has one row per distinct duration, so
+        /// its size is bounded by the attempt timeout, not by the attempts. Empty for another
+        /// organisation's endpoint.
+        pub async fn endpoint_attempt_stats(&self, org: OrgId, endpoint: EndpointId, since: Millis) -> Result<AttemptStats>;
 
         /// Gives leases back without an attempt (shutting down with claimed work not started).
         /// Each `(delivery, lease token)` pair releases only the claim that token names, the same

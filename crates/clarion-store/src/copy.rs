@@ -291,6 +291,7 @@ pub(crate) const TABLES: &[Table] = &[
         &[
             ("id", Int),
             ("delivery_id", Int),
+            ("endpoint_id", Int),
             ("attempt_number", Int),
             ("attempted_at", Int),
             ("status_code", Int),

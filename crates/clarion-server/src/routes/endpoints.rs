@@ -6,7 +6,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use clarion_delivery::ssrf::{self, SsrfPolicy};
-use clarion_store::{Endpoint, EndpointId, EndpointPatch, IdKind, OrgId, PublicIds};
+use clarion_store::{AttemptStats, Endpoint, EndpointId, EndpointPatch, IdKind, OrgId, PublicIds};
 use clarion_webhooks::Secret;
 use rand::RngCore;
 use reqwest::Url;
@@ -442,4 +442,96 @@ pub(crate) async fn queue_test(
         .action_limits
         .check(LimitedAction::SendTest, id, now)?;
     Ok(state.outbox.enqueue_test(org, id, now).await?.webhook_id)
+}
+
+/// The windows `GET /v1/webhook-endpoints/{id}/stats` reports on.
+const LAST_DAY: Duration = Duration::from_secs(24 * 60 * 60);
+const LAST_WEEK: Duration = Duration::from_secs(7 * 24 * 60 * 60);
+
+/// An endpoint's attempts over one window, ending now.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WindowStats {
+    /// The window's start (RFC 3339): attempts made at or after it count.
+    pub since: String,
+    /// Attempts made (every HTTP request, first attempts and retries alike).
+    pub attempts: u64,
+    /// Attempts answered 2xx.
+    pub succeeded: u64,
+    /// Attempts answered otherwise, or not answered (timeout, refused connection, ...).
+    pub failed: u64,
+    /// `succeeded / attempts`, between 0 and 1; null without attempts.
+    pub success_rate: Option<f64>,
+    /// Median attempt duration, connection to last byte, in milliseconds; null without
+    /// attempts.
+    pub latency_p50_ms: Option<u64>,
+    /// 99th percentile of the attempt durations, in milliseconds; null without attempts.
+    pub latency_p99_ms: Option<u64>,
+    /// When the window's latest 2xx attempt was made (RFC 3339); null if none.
+    pub last_success_at: Option<String>,
+    /// When the window's latest failed attempt was made (RFC 3339); null if none.
+    pub last_failure_at: Option<String>,
+}
+
+impl WindowStats {
+    fn new(since: i64, stats: &AttemptStats) -> Self {
+        Self {
+            since: wire::time(since),
+            attempts: stats.attempts,
+            succeeded: stats.succeeded,
+            failed: stats.failed(),
+            success_rate: stats.success_rate(),
+            latency_p50_ms: stats.latency_percentile_ms(50),
+            latency_p99_ms: stats.latency_percentile_ms(99),
+            last_success_at: stats.last_success_at.map(wire::time),
+            last_failure_at: stats.last_failure_at.map(wire::time),
+        }
+    }
+}
+
+/// Answer of `GET /v1/webhook-endpoints/{id}/stats`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EndpointStats {
+    /// The last 24 hours.
+    pub last_24h: WindowStats,
+    /// The last 7 days.
+    pub last_7d: WindowStats,
+    /// How many attempts to this endpoint the dispatcher of the node that answered lets be
+    /// in flight at once now: its adaptive limit, between `webhooks.min_in_flight_per_endpoint`
+    /// and `webhooks.max_in_flight_per_endpoint`, raised while the receiver answers fast and
+    /// cut on timeouts, 5xx and 429. It lives in that node's memory (each node learns its own
+    /// and starts over after a restart); null when the node runs no dispatcher (`role = "api"`).
+    pub concurrency_limit: Option<u32>,
+}
+
+/// The endpoint's delivery figures over the last 24 hours and 7 days, and its current
+/// concurrency limit on this node.
+#[utoipa::path(get, path = "/v1/webhook-endpoints/{id}/stats", tag = "webhook endpoints",
+    responses((status = 200, body = EndpointStats), (status = 404, body = ErrorBody)),
+    security(("api_key" = [])))]
+pub async fn stats(
+    State(state): State<AppState>,
+    Org(org): Org,
+    IdPath(id): IdPath,
+) -> Result<Json<EndpointStats>, ApiError> {
+    let id = endpoint_of(&state, org, id)?;
+    owned_endpoint(&state, org, id).await?;
+    let now = state.clock.now_millis();
+    Ok(Json(EndpointStats {
+        last_24h: window_stats(&state, org, id, now, LAST_DAY).await?,
+        last_7d: window_stats(&state, org, id, now, LAST_WEEK).await?,
+        concurrency_limit: state.outbox.endpoint_concurrency_limit(id),
+    }))
+}
+
+/// The endpoint's attempts over the `length` before `now`: one query.
+async fn window_stats(
+    state: &AppState,
+    org: OrgId,
+    id: EndpointId,
+    now: i64,
+    length: Duration,
+) -> Result<WindowStats, ApiError> {
+    let since = now.saturating_sub(i64::try_from(length.as_millis()).unwrap_or(i64::MAX));
+    let stats = state.store.endpoint_attempt_stats(org, id, since).await?;
+    Ok(WindowStats::new(since, &stats))
 }

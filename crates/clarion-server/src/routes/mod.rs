@@ -87,6 +87,7 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
             "/v1/webhook-endpoints/{id}/test",
             post(endpoints::send_test),
         )
+        .route("/v1/webhook-endpoints/{id}/stats", get(endpoints::stats))
         .route("/v1/webhook-deliveries", get(deliveries::list))
         .route("/v1/webhook-deliveries/{id}", get(deliveries::get))
         .route("/v1/webhook-deliveries/{id}/retry", post(deliveries::retry))

@@ -73,6 +73,15 @@ pub struct NewMessage<'a> {
     pub created_at: Millis,
 }
 
+/// The sequences whose End of Sequence Report these messages are (test reports name none).
+pub(crate) fn reported_sequences(messages: &[NewMessage<'_>]) -> Vec<i64> {
+    messages
+        .iter()
+        .filter(|message| !message.is_test)
+        .filter_map(|message| message.sequence_id.map(|id| id.0))
+        .collect()
+}
+
 /// A delivery with its message's identity and every attempt so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Delivery {
@@ -215,6 +224,73 @@ pub struct AttemptOutcome {
     pub next: AfterAttempt,
     /// Disable the endpoint with this reason (the receiver answered 410 Gone).
     pub disable_endpoint: Option<(EndpointId, String)>,
+}
+
+/// One row of the grouped attempt-stats query: (duration in ms, attempts, of which 2xx,
+/// latest 2xx, latest other).
+pub(crate) type AttemptGroup = (i64, i64, i64, Option<Millis>, Option<Millis>);
+
+/// An endpoint's attempts over a window (`Store::endpoint_attempt_stats`): counts, when the
+/// latest of each kind was made, and every duration with how often it occurred, from which
+/// exact percentiles follow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptStats {
+    /// Attempts made in the window.
+    pub attempts: u64,
+    /// Those answered 2xx.
+    pub succeeded: u64,
+    /// The latest 2xx attempt's time.
+    pub last_success_at: Option<Millis>,
+    /// The latest other attempt's time.
+    pub last_failure_at: Option<Millis>,
+    /// `(duration in ms, attempts that took it)`, shortest first. One entry per distinct
+    /// duration: at most the attempt timeout in milliseconds, however many attempts.
+    pub durations: Vec<(u64, u64)>,
+}
+
+impl AttemptStats {
+    /// The stats from a backend's grouped query: one row per distinct duration of
+    /// `(duration in ms, attempts, of which 2xx, latest 2xx, latest other)`.
+    pub(crate) fn from_groups(groups: Vec<AttemptGroup>) -> Self {
+        let mut stats = Self::default();
+        for (duration_ms, attempts, succeeded, last_success_at, last_failure_at) in groups {
+            let attempts = u64::try_from(attempts).unwrap_or(0);
+            stats.attempts += attempts;
+            stats.succeeded += u64::try_from(succeeded).unwrap_or(0);
+            stats.last_success_at = stats.last_success_at.max(last_success_at);
+            stats.last_failure_at = stats.last_failure_at.max(last_failure_at);
+            stats
+                .durations
+                .push((u64::try_from(duration_ms).unwrap_or(0), attempts));
+        }
+        stats
+    }
+
+    /// Attempts not answered 2xx (other statuses, timeouts, refused connections, ...).
+    pub fn failed(&self) -> u64 {
+        self.attempts.saturating_sub(self.succeeded)
+    }
+
+    /// `succeeded / attempts`; `None` without attempts.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.attempts > 0).then(|| self.succeeded as f64 / self.attempts as f64)
+    }
+
+    /// The `percent`th percentile of the durations, nearest rank (the smallest duration at
+    /// least `percent` % of the attempts took no longer than); `None` without attempts.
+    pub fn latency_percentile_ms(&self, percent: u8) -> Option<u64> {
+        let total: u64 = self.durations.iter().map(|(_, n)| n).sum();
+        if total == 0 {
+            return None;
+        }
+        // Nearest rank: ceil(p/100 * N), at least 1.
+        let rank = (u64::from(percent.min(100)) * total).div_ceil(100).max(1);
+        let mut seen = 0;
+        self.durations.iter().find_map(|(ms, n)| {
+            seen += n;
+            (seen >= rank).then_some(*ms)
+        })
+    }
 }
 
 /// Queue figures for metrics.

@@ -140,6 +140,18 @@ impl PgStore {
             .execute(&mut *tx.inner)
             .await?
             .rows_affected();
+            // The report holds each ended encounter's object from now on: the encounter
+            // rows' copies are dropped (see the SQLite backend).
+            let sequences = reported_sequences(chunk);
+            if !sequences.is_empty() {
+                sqlx::query(
+                    "UPDATE encounters SET report = NULL \
+                     WHERE sequence_id = ANY($1) AND status = 'ended' AND report IS NOT NULL",
+                )
+                .bind(sequences)
+                .execute(&mut *tx.inner)
+                .await?;
+            }
         }
         if created > 0 {
             tx.wake_nodes(Wakeup::Deliveries);
@@ -378,9 +390,12 @@ impl PgStore {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO webhook_attempts \
-             (delivery_id, attempt_number, attempted_at, status_code, duration_ms, error, response_body) \
-             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
-                                  $5::bigint[], $6::text[], $7::bytea[])",
+             (delivery_id, endpoint_id, attempt_number, attempted_at, status_code, duration_ms, \
+              error, response_body) \
+             SELECT u.d, (SELECT w.endpoint_id FROM webhook_deliveries w WHERE w.id = u.d), \
+                    u.n, u.at, u.s, u.ms, u.e, u.b \
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], \
+                         $5::bigint[], $6::text[], $7::bytea[]) AS u(d, n, at, s, ms, e, b)",
         )
         .bind(&deliveries)
         .bind(&numbers)
@@ -423,6 +438,33 @@ impl PgStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(crate) async fn endpoint_attempt_stats(
+        &self,
+        org: OrgId,
+        endpoint: EndpointId,
+        since: Millis,
+    ) -> Result<AttemptStats> {
+        // One range of the covering index `webhook_attempts_endpoint`, grouped by duration:
+        // the answer has one row per distinct duration, whatever the number of attempts.
+        let groups: Vec<AttemptGroup> = sqlx::query_as(
+            "SELECT duration_ms, COUNT(*) AS n, \
+                    COUNT(*) FILTER (WHERE status_code BETWEEN 200 AND 299) AS ok, \
+                    MAX(attempted_at) FILTER (WHERE status_code BETWEEN 200 AND 299) AS last_ok, \
+                    MAX(attempted_at) FILTER (WHERE status_code IS NULL \
+                                              OR status_code NOT BETWEEN 200 AND 299) AS last_failed \
+             FROM webhook_attempts \
+             WHERE endpoint_id = $1 AND attempted_at >= $2 \
+               AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = $1 AND org_id = $3) \
+             GROUP BY duration_ms ORDER BY duration_ms",
+        )
+        .bind(endpoint.0)
+        .bind(since)
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(AttemptStats::from_groups(groups))
     }
 
     pub(crate) async fn release_leases(&self, claims: &[(DeliveryId, &str)]) -> Result<()> {

@@ -111,11 +111,18 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await?;
         MIGRATOR.run(&writer).await.map_err(migrate_error)?;
+        // The checkpointer's own connection waits only briefly for locks: its truncating
+        // checkpoint holds the write lock while it waits for readers, and must never keep a
+        // writer waiting for long.
+        let checkpointer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .connect_lazy_with(connect.clone().busy_timeout(CHECKPOINT_BUSY_TIMEOUT));
         let pool = SqlitePoolOptions::new()
             .max_connections(options.max_connections)
             .connect_with(connect)
             .await?;
-        spawn_checkpointer(pool.clone());
+        spawn_checkpointer(pool.clone(), checkpointer);
         let store = Self {
             pool,
             writer,
@@ -236,26 +243,62 @@ const WAL_AUTOCHECKPOINT_PAGES: &str = "50000";
 /// How often the background checkpointer copies the write-ahead log into the database.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Rounds in a row without a commit before the log counts as at rest and is truncated: a
+/// second, so that the pauses of a busy database (between bursts, between a benchmark's
+/// phases) do not truncate a log the next burst must grow again (each commit that grows the
+/// file also makes its fsync record the new size).
+const ROUNDS_AT_REST: u32 = 5;
+
+/// How long the checkpointer's connection waits for a lock before giving up until its next
+/// round.
+const CHECKPOINT_BUSY_TIMEOUT: Duration = Duration::from_millis(20);
+
 /// Copies committed pages from the write-ahead log into the database file on a connection of
 /// its own, so that writers do not: with SQLite's default, the commit that crosses 1,000 WAL
 /// pages runs the checkpoint (writes and an fsync of the database) while holding the write
 /// lock. `PASSIVE` never blocks readers or writers; it copies what it can and the next
 /// round continues. A page changed by many transactions between two rounds is copied once.
-/// Stops when the pool is closed.
-fn spawn_checkpointer(pool: sqlx::SqlitePool) {
+///
+/// When rounds find the whole log copied and no frame added for [`ROUNDS_AT_REST`] rounds in
+/// a row (no commit for a second: the database is at rest), it truncates the log to zero bytes
+/// (`TRUNCATE`), so that the file at rest is empty rather than as large as the last burst
+/// made it. That checkpoint waits at most [`CHECKPOINT_BUSY_TIMEOUT`] for readers and
+/// writers and otherwise tries again at the next idle round. Stops when `pool` is closed.
+fn spawn_checkpointer(pool: sqlx::SqlitePool, checkpointer: sqlx::SqlitePool) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_log_frames = None;
+        let mut idle_rounds = 0u32;
         loop {
             tick.tick().await;
             if pool.is_closed() {
+                checkpointer.close().await;
                 break;
             }
-            match sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
-                .await
-            {
-                Ok(_) => {}
+            // (busy, frames in the log, frames copied into the database)
+            let passive = sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
+                .fetch_one(&checkpointer)
+                .await;
+            match passive {
+                Ok((busy, log, copied)) => {
+                    let copied_all = busy == 0 && log > 0 && copied == log;
+                    idle_rounds = if copied_all && last_log_frames == Some(log) {
+                        idle_rounds.saturating_add(1)
+                    } else {
+                        0
+                    };
+                    if idle_rounds >= ROUNDS_AT_REST {
+                        // Busy (a reader or writer arrived): the next idle round tries again.
+                        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                            .execute(&checkpointer)
+                            .await
+                        {
+                            tracing::debug!(error = %error, "WAL truncation deferred");
+                        }
+                    }
+                    last_log_frames = Some(log);
+                }
                 Err(sqlx::Error::PoolClosed) => break,
                 Err(error) => tracing::warn!(error = %error, "background WAL checkpoint failed"),
             }
@@ -287,7 +330,99 @@ fn to_u32(value: i64) -> u32 {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use crate::{IdKind, OrgId, Store};
+    use std::str::FromStr;
+
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+
+    use crate::{EndpointId, IdKind, OrgId, Store};
+
+    /// Migrations 0022 and 0023 on a database the schema before them filled: each attempt
+    /// gets its delivery's endpoint, and the ended encounters of a sequence whose report is
+    /// stored lose their copy of the report object, while one that ended after its sequence,
+    /// and those of sequences without a stored report, keep theirs.
+    #[tokio::test]
+    async fn migrations_0022_and_0023_move_what_the_old_schema_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("old.db").display());
+        let connect = SqliteConnectOptions::from_str(&url)
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect)
+            .await
+            .unwrap();
+        let old_schema = sqlx::migrate::Migrator {
+            migrations: super::MIGRATOR
+                .migrations
+                .iter()
+                .filter(|migration| migration.version < 22)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            ..super::MIGRATOR
+        };
+        old_schema.run(&pool).await.unwrap();
+        for statement in [
+            "INSERT INTO organizations (id, name, created_at) VALUES (1, 'old', 0)",
+            "INSERT INTO webhook_endpoints (id, org_id, url, created_at, updated_at) \
+             VALUES (1, 1, 'https://a.example/', 0, 0), (2, 1, 'https://b.example/', 0, 0)",
+            "INSERT INTO assistants (id, org_id, name, channel, config, custom_fields, created_at, updated_at) \
+             VALUES (1, 1, 'caller', 'call', '{}', '[]', 0, 0)",
+            "INSERT INTO sequence_templates (id, org_id, name, current_version, created_at, updated_at) \
+             VALUES (1, 1, 't', 1, 0, 0)",
+            "INSERT INTO sequence_template_versions (id, template_id, version, definition, created_at) \
+             VALUES (1, 1, 1, '{}', 0)",
+            // 1: ended and reported; 2: ended, no stored report; 3: still running.
+            "INSERT INTO sequences (id, org_id, template_id, template_version_id, phone_number, \
+             contact, variables, status, state, created_at, last_updated, ended_at) VALUES \
+             (1, 1, 1, 1, '+15550101', '{}', '{}', 'ended', '{}', 0, 100, 100), \
+             (2, 1, 1, 1, '+15550102', '{}', '{}', 'ended', '{}', 0, 100, 100), \
+             (3, 1, 1, 1, '+15550103', '{}', '{}', 'active', '{}', 0, 50, NULL)",
+            // Sequence 1's second encounter ended after the sequence (a call left to finish).
+            "INSERT INTO encounters (id, org_id, sequence_id, step, attempt, channel, assistant_id, \
+             phone_number, status, report, created_at, ended_at) VALUES \
+             (1, 1, 1, 0, 1, 'call', 1, '+15550101', 'ended', '{\"transcript\":\"a\"}', 0, 50), \
+             (2, 1, 1, 1, 1, 'call', 1, '+15550101', 'ended', '{\"transcript\":\"b\"}', 0, 150), \
+             (3, 1, 2, 0, 1, 'call', 1, '+15550102', 'ended', '{\"transcript\":\"c\"}', 0, 50), \
+             (4, 1, 3, 0, 1, 'call', 1, '+15550103', 'ended', '{\"transcript\":\"d\"}', 0, 50)",
+            "INSERT INTO webhook_messages (id, org_id, webhook_id, event_type, sequence_id, is_test, body, created_at) \
+             VALUES (1, 1, 'msg_old', 'sequence.ended', 1, 0, X'7B7D', 100)",
+            "INSERT INTO webhook_deliveries (id, org_id, message_id, endpoint_id, status, created_at, updated_at) \
+             VALUES (1, 1, 1, 2, 'delivered', 100, 100), (2, 1, 1, 1, 'failed', 100, 100)",
+            "INSERT INTO webhook_attempts (id, delivery_id, attempt_number, attempted_at, status_code, duration_ms) \
+             VALUES (1, 1, 1, 110, 204, 7), (2, 2, 1, 111, 500, 9), (3, 2, 2, 120, NULL, 30)",
+        ] {
+            sqlx::query(statement).execute(&pool).await.unwrap();
+        }
+        pool.close().await;
+
+        let store = Store::connect(&url).await.unwrap();
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(SqliteConnectOptions::from_str(&url).unwrap())
+            .await
+            .unwrap();
+        let endpoints: Vec<Option<i64>> =
+            sqlx::query_scalar("SELECT endpoint_id FROM webhook_attempts ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        assert_eq!(endpoints, [Some(2), Some(1), Some(1)]);
+        let reports: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT report FROM encounters ORDER BY id")
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        let kept: Vec<bool> = reports.iter().map(Option::is_some).collect();
+        assert_eq!(kept, [false, true, true, true]);
+        let stats = store
+            .endpoint_attempt_stats(OrgId(1), EndpointId(1), 0)
+            .await
+            .unwrap();
+        assert_eq!((stats.attempts, stats.succeeded), (2, 0));
+        assert_eq!(stats.last_failure_at, Some(120));
+    }
 
     #[tokio::test]
     async fn public_ids_survive_a_restart_and_differ_between_databases() {

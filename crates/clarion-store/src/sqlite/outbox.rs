@@ -219,6 +219,21 @@ impl SqliteStore {
             .execute(&mut *tx.inner)
             .await?
             .rows_affected();
+            // The report holds each ended encounter's object (its Call or Sms, transcript
+            // included) from now on: the encounter rows' copies are dropped, so that an
+            // ended sequence's transcripts are stored once. `GET /v1/sequences/{id}` of an
+            // ended sequence answers the message's bytes.
+            let sequences = reported_sequences(chunk);
+            if !sequences.is_empty() {
+                sqlx::query(
+                    "UPDATE encounters SET report = NULL \
+                     WHERE sequence_id IN (SELECT value FROM json_each(?)) \
+                     AND status = 'ended' AND report IS NOT NULL",
+                )
+                .bind(json_ids(sequences))
+                .execute(&mut *tx.inner)
+                .await?;
+            }
         }
         Ok(created)
     }
@@ -353,8 +368,11 @@ impl SqliteStore {
         let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO webhook_attempts \
-             (delivery_id, attempt_number, attempted_at, status_code, duration_ms, error, response_body) \
-             SELECT j.value->>'d', j.value->>'n', j.value->>'at', j.value->>'s', j.value->>'ms', \
+             (delivery_id, endpoint_id, attempt_number, attempted_at, status_code, duration_ms, \
+              error, response_body) \
+             SELECT j.value->>'d', \
+                    (SELECT d.endpoint_id FROM webhook_deliveries d WHERE d.id = j.value->>'d'), \
+                    j.value->>'n', j.value->>'at', j.value->>'s', j.value->>'ms', \
                     j.value->>'e', unhex(j.value->>'b') \
              FROM json_each(?) j",
         )
@@ -388,6 +406,33 @@ impl SqliteStore {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    pub(crate) async fn endpoint_attempt_stats(
+        &self,
+        org: OrgId,
+        endpoint: EndpointId,
+        since: Millis,
+    ) -> Result<AttemptStats> {
+        // One range of the covering index `webhook_attempts_endpoint`, grouped by duration:
+        // the answer has one row per distinct duration, whatever the number of attempts.
+        let groups: Vec<AttemptGroup> = sqlx::query_as(
+            "SELECT duration_ms, COUNT(*) AS n, \
+                    SUM(CASE WHEN status_code BETWEEN 200 AND 299 THEN 1 ELSE 0 END) AS ok, \
+                    MAX(CASE WHEN status_code BETWEEN 200 AND 299 THEN attempted_at END) AS last_ok, \
+                    MAX(CASE WHEN status_code BETWEEN 200 AND 299 THEN NULL ELSE attempted_at END) AS last_failed \
+             FROM webhook_attempts \
+             WHERE endpoint_id = ? AND attempted_at >= ? \
+               AND EXISTS (SELECT 1 FROM webhook_endpoints WHERE id = ? AND org_id = ?) \
+             GROUP BY duration_ms ORDER BY duration_ms",
+        )
+        .bind(endpoint.0)
+        .bind(since)
+        .bind(endpoint.0)
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(AttemptStats::from_groups(groups))
     }
 
     pub(crate) async fn release_leases(&self, claims: &[(DeliveryId, &str)]) -> Result<()> {

@@ -1,9 +1,9 @@
 //! The outbox is atomic with the change that ends a sequence: the report's message and its
 //! deliveries exist exactly when the transaction that ended the sequence committed.
 
-use clarion_store::{DeliveryFilter, NewMessage, Recipients, SequenceStatus};
+use clarion_store::{DeliveryFilter, NewMessage, Recipients, RequestedEncounter, SequenceStatus};
 
-use crate::{backend, ended, endpoint, enroll, tenant};
+use crate::{backend, encounter_of, ended, endpoint, enroll, insert_encounter, tenant};
 
 /// A transaction ends a sequence and queues its report (one message, one delivery per
 /// enabled endpoint), then is dropped without commit: neither the end nor the report nor a
@@ -122,4 +122,88 @@ async fn a_rolled_back_batch_of_ends_leaves_no_report() {
             .is_empty()
     );
     assert_eq!(store.queue_stats().await.unwrap().pending, 0);
+}
+
+/// Queuing a sequence's report drops the report objects of its ended encounters (the
+/// message holds them, transcripts included), in the same transaction: an encounter still
+/// open keeps its object, and so does another sequence's ended one. Rolled back, nothing is
+/// dropped.
+#[tokio::test]
+async fn queuing_a_report_drops_the_copies_of_its_ended_encounters_objects() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let tenant = tenant(store, "stored once").await;
+    let reported = enroll(store, &tenant, "+15550101").await;
+    let other = enroll(store, &tenant, "+15550102").await;
+    let object = serde_json::json!({ "transcript": "AI: Hello.\nUser: Hi." });
+    let mut ids = Vec::new();
+    for (sequence, attempt, end) in [
+        (&reported, 1, true),
+        (&reported, 2, false),
+        (&other, 1, true),
+    ] {
+        let id = insert_encounter(store, &encounter_of(&tenant, sequence, attempt, 5)).await;
+        // Requested with its object known, as a simulated encounter is.
+        let mut tx = store.begin().await.unwrap();
+        store
+            .mark_encounters_requested(
+                &mut tx,
+                &[RequestedEncounter {
+                    id,
+                    provider_ref: format!("sim_{attempt}"),
+                    ends_at: Some(6),
+                    report: Some(object.to_string()),
+                    outcome: None,
+                }],
+            )
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        if end {
+            let mut tx = store.begin().await.unwrap();
+            assert!(
+                store
+                    .end_encounter(&mut tx, id, "resolved", Some(&object), 6)
+                    .await
+                    .unwrap()
+            );
+            tx.commit().await.unwrap();
+        }
+        ids.push(id);
+    }
+    let message = NewMessage {
+        org_id: tenant.org,
+        webhook_id: "msg_once",
+        event_type: "sequence.ended",
+        sequence_id: Some(reported.id),
+        is_test: false,
+        body: b"{}",
+        created_at: 10,
+    };
+    for commit in [false, true] {
+        let mut tx = store.begin().await.unwrap();
+        store
+            .insert_report_messages(&mut tx, std::slice::from_ref(&message), 10)
+            .await
+            .unwrap();
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        let mut kept = Vec::new();
+        for id in &ids {
+            let row = store.encounter_by_id(*id).await.unwrap().unwrap();
+            kept.push(row.report.is_some());
+        }
+        if commit {
+            assert_eq!(
+                kept,
+                [false, true, true],
+                "ended+reported, open, other sequence"
+            );
+        } else {
+            assert_eq!(kept, [true, true, true], "a rollback drops nothing");
+        }
+    }
 }

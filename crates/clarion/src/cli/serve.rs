@@ -215,9 +215,16 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             ..scheduler_config(&config)
         },
     );
+    // An API node never runs its dispatcher: its endpoint stats show no concurrency limit
+    // rather than the starting value of limits that never learn.
+    let outbox = if config.role.runs_loops() {
+        dispatcher.outbox()
+    } else {
+        dispatcher.outbox().without_dispatcher()
+    };
     let state = AppState {
         store: store.clone(),
-        outbox: dispatcher.outbox(),
+        outbox,
         scheduler: scheduler.clone(),
         clock,
         ssrf: ssrf_policy(&config),
