@@ -50,6 +50,7 @@ pub const SECTIONS: &[&str] = &[
     "vapi",
     "twilio",
     "llm",
+    "ui",
 ];
 
 /// Whether an environment variable's key (after `CLARION_`, lower case, `__` read as `.`)
