@@ -2,9 +2,11 @@
 //! with the latest of each kind and every duration's count; nothing of another endpoint, of
 //! before the window, or for another organisation.
 
-use clarion_store::{AfterAttempt, Attempt, AttemptOutcome, AttemptStats, ClaimedDelivery, Millis};
+use clarion_store::{
+    AfterAttempt, Attempt, AttemptOutcome, AttemptStats, ClaimRequest, ClaimedDelivery, Millis,
+};
 
-use crate::{backend, claim_first_attempts, endpoint, queue_deliveries, tenant};
+use crate::{backend, endpoint, queue_deliveries, tenant};
 
 fn outcome(
     claim: &ClaimedDelivery,
@@ -43,9 +45,23 @@ async fn attempt_stats_cover_one_endpoints_window_and_nothing_else() {
 
     queue_deliveries(store, acme.org, watched.id, 6, 1_000).await;
     queue_deliveries(store, acme.org, beside.id, 2, 1_000).await;
-    // Claims take at most four per endpoint: a second claim takes the rest.
-    let mut claims = claim_first_attempts(store, 1_000, 61_000).await;
-    claims.extend(claim_first_attempts(store, 1_000, 61_000).await);
+    // One claim with room for every delivery (the suite's usual claim takes four per
+    // endpoint, and counts those four's live leases against the endpoint's cap after).
+    let mut claims = store
+        .claim_due(&ClaimRequest {
+            owner: "node",
+            now: 1_000,
+            lease_until: 61_000,
+            limit: 10,
+            first_attempts: true,
+            per_endpoint_limit: 10,
+            in_flight: &[],
+            endpoint_limits: &[],
+            per_organization_limit: 100,
+            in_flight_per_organization: &[],
+        })
+        .await
+        .unwrap();
     assert_eq!(claims.len(), 8);
     let (watched_claims, beside_claims): (Vec<_>, Vec<_>) = claims
         .drain(..)
