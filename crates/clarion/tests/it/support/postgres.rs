@@ -2,7 +2,7 @@
 //! a database that goes away), beside `clarion_store::testing::TestDatabase` (a database of
 //! the test's own on the server `CLARION_TEST_DATABASE_URL` names): `psql` for what an
 //! administrator does to the server, and a TCP proxy in front of it that a test can cut, as a
-//! restart or a network failure would. These tests are `#[ignore]`d; `scripts/test` runs them
+//! restart or a network failure would. These tests are marked ignored (with the reason); `scripts/test` runs them
 //! in its PostgreSQL half and they fail without a server.
 
 use std::net::SocketAddr;
