@@ -1,13 +1,13 @@
 //! Calling hours: the earliest instant a contact may be reached, computed in their time zone.
 
-use chrono::{DateTime, LocalResult, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, LocalResult, NaiveDateTime, NaiveTime, TimeZone, Utc};
 use chrono_tz::Tz;
 
-use crate::plan::CallingHours;
+use crate::plan::{CallingHours, CallingRule};
 
-/// How many local days to look ahead for a window start. A day normally has one; only a day
-/// whose whole window falls inside a DST gap has none, and no zone has such gaps on
-/// consecutive days, so this bound is never reached with real data.
+/// How many local days to look ahead for a window start. A day normally has one; a day whose
+/// whole window falls inside a DST gap has none, and a rule may ban a weekday, but no zone has
+/// gaps on consecutive days, so eight days find the next allowed instant if there is one.
 const LOOKAHEAD_DAYS: u64 = 8;
 
 /// The earliest instant at or after `at` whose local time in `tz` lies inside `hours`.
@@ -24,27 +24,70 @@ const LOOKAHEAD_DAYS: u64 = 8;
 ///
 /// The result is computed, never found by polling, so a deferred sequence wakes once.
 pub fn next_allowed_instant(at: DateTime<Utc>, tz: Tz, hours: &CallingHours) -> DateTime<Utc> {
-    let local = at.with_timezone(&tz).naive_local();
-    if hours.allows(local.time()) {
-        return at;
+    Constraints {
+        hours: Some(hours),
+        rules: &[],
     }
-    // Starting from today covers both "before today's start" and "after today's end": in
-    // the second case today's start is in the past and is skipped by the `>= at` test.
-    let mut date = local.date();
-    for _ in 0..LOOKAHEAD_DAYS {
-        let start = date.and_time(hours.start);
-        if let Some(candidate) = first_instant_at_or_after(tz, start, at)
-            && hours.allows(candidate.with_timezone(&tz).time())
-        {
-            return candidate;
-        }
-        match date.succ_opt() {
-            Some(next) => date = next,
-            None => break,
-        }
+    .next_allowed(at, tz)
+}
+
+/// Everything that restricts the local times a contact may be reached at: the template's
+/// window and calling rules. A local instant is allowed when all of them allow it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Constraints<'a> {
+    pub hours: Option<&'a CallingHours>,
+    pub rules: &'a [CallingRule],
+}
+
+impl Constraints<'_> {
+    /// Whether every constraint allows the local instant `local`.
+    pub fn allows(&self, local: NaiveDateTime) -> bool {
+        self.hours.is_none_or(|hours| hours.allows(local.time()))
+            && self.rules.iter().all(|rule| rule.allows(local))
     }
-    // Only reachable at the end of chrono's calendar. Never contacting is the safe answer.
-    DateTime::<Utc>::MAX_UTC
+
+    /// The earliest instant at or after `at` that every constraint allows, or
+    /// `DateTime::<Utc>::MAX_UTC` when none does within a week (the rules and the window
+    /// never overlap: nothing may ever be contacted).
+    ///
+    /// The allowed local times of a day are an intersection of windows, so the first allowed
+    /// instant after `at` is `at` itself or the start of one of the windows (or midnight, for
+    /// a window that wraps it); each candidate is converted to UTC with the DST handling of
+    /// [`next_allowed_instant`] and checked against every constraint on its own local date.
+    pub fn next_allowed(&self, at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+        let local = at.with_timezone(&tz).naive_local();
+        if self.allows(local) {
+            return at;
+        }
+        let starts: Vec<NaiveTime> = std::iter::once(NaiveTime::MIN)
+            .chain(self.hours.map(|hours| hours.start))
+            .chain(
+                self.rules
+                    .iter()
+                    .filter_map(|rule| rule.hours.map(|h| h.start)),
+            )
+            .collect();
+        // Starting from today covers both "before today's start" and "after today's end": in
+        // the second case today's starts are in the past and are skipped by the `>= at` test.
+        let mut date = local.date();
+        for _ in 0..LOOKAHEAD_DAYS {
+            let found = starts
+                .iter()
+                .filter_map(|start| first_instant_at_or_after(tz, date.and_time(*start), at))
+                .filter(|candidate| self.allows(candidate.with_timezone(&tz).naive_local()))
+                .min();
+            if let Some(found) = found {
+                return found;
+            }
+            match date.succ_opt() {
+                Some(next) => date = next,
+                None => break,
+            }
+        }
+        // No allowed instant within a week, or the end of chrono's calendar. Never contacting
+        // is the safe answer.
+        DateTime::<Utc>::MAX_UTC
+    }
 }
 
 /// The first UTC instant at or after `not_before` whose local time in `tz` is `local`, or the

@@ -12,9 +12,10 @@
 //!
 //! Between encounters a sequence waits for a *due time*. When the scheduler wakes it, the
 //! engine checks, in order, that the number is not suppressed (else the sequence ends with
-//! no further contact), that the organisation's contact cap allows contact, and that the
-//! contact's local time is inside the calling hours. If either of the last two says "not
-//! yet", the engine computes the exact instant it will say yes ([`next_allowed_instant`]),
+//! no further contact), that the organisation's contact cap and the calling rules' attempt
+//! limits allow contact, and that the contact's local time is inside the calling hours and
+//! inside every calling rule's window (a US state's statute, an organisation's own policy:
+//! [`CallingRule`]; the strictest wins). If any of these says "not yet", the engine computes the exact instant it will say yes ([`next_allowed_instant`]),
 //! records a deferral and asks to be woken then. Nothing is polled.
 //!
 //! # Pure
@@ -74,8 +75,8 @@ mod state;
 pub use hours::next_allowed_instant;
 pub use machine::{contact_check, step};
 pub use outcome::{EncounterOutcome, StopReason};
-pub use plan::{CallingHours, Channel, ParseError, Plan, StepSpec};
+pub use plan::{CallingHours, CallingRule, Channel, ParseError, Plan, StepSpec, Weekdays};
 pub use state::{
-    Action, DeferReason, Event, Note, Phase, SequenceState, SequenceStatus, SkipReason, Transition,
-    Withheld,
+    Action, DeferReason, Event, Note, Phase, RuleCap, SequenceState, SequenceStatus, SkipReason,
+    Transition, Withheld,
 };

@@ -4,12 +4,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
-use crate::hours::next_allowed_instant;
+use crate::hours::Constraints;
 use crate::outcome::EncounterOutcome;
 use crate::plan::{Channel, Plan};
 use crate::state::{
-    Action, DeferReason, Event, Note, Phase, SequenceState, SequenceStatus, SkipReason, Transition,
-    Withheld,
+    Action, DeferReason, Event, Note, Phase, RuleCap, SequenceState, SequenceStatus, SkipReason,
+    Transition, Withheld,
 };
 
 /// Applies one event to a sequence at instant `now` and returns the new state and the actions
@@ -43,7 +43,8 @@ pub fn step(plan: &Plan, state: &SequenceState, event: &Event, now: DateTime<Utc
             Event::Wake {
                 suppressed,
                 contact_cap_allows_at,
-            } => m.wake(now, suppressed, contact_cap_allows_at),
+                rule_cap,
+            } => m.wake(now, suppressed, contact_cap_allows_at, rule_cap),
             Event::EncounterEnded { outcome, ended_at } => m.encounter_ended(outcome, ended_at),
             Event::Cancel => m.cancel(),
             Event::Pause => m.pause(),
@@ -60,7 +61,7 @@ pub fn step(plan: &Plan, state: &SequenceState, event: &Event, now: DateTime<Utc
 /// Whether the encounter the engine started for the current (step, attempt) may be handed to
 /// its provider at `now`: the sequence is running and still in that encounter, the number is
 /// not suppressed (`suppressed`, looked up by the driver), and `now` is inside the contact's
-/// calling hours. The driver asks this in the transaction just before every provider
+/// calling hours and every calling rule's window. The driver asks this in the transaction just before every provider
 /// request; a `Withheld` goes back in as [`Event::EncounterWithheld`].
 pub fn contact_check(
     plan: &Plan,
@@ -74,12 +75,18 @@ pub fn contact_check(
     if suppressed {
         return Err(Withheld::Suppressed);
     }
-    if let Some(hours) = &plan.calling_hours
-        && next_allowed_instant(now, plan.time_zone, hours) > now
-    {
+    if !constraints(plan).allows(now.with_timezone(&plan.time_zone).naive_local()) {
         return Err(Withheld::OutsideCallingHours);
     }
     Ok(())
+}
+
+/// The template's window and every calling rule of the plan.
+fn constraints(plan: &Plan) -> Constraints<'_> {
+    Constraints {
+        hours: plan.calling_hours.as_ref(),
+        rules: &plan.rules,
+    }
 }
 
 struct Machine<'a> {
@@ -115,6 +122,7 @@ impl Machine<'_> {
         now: DateTime<Utc>,
         suppressed: bool,
         contact_cap_allows_at: Option<DateTime<Utc>>,
+        rule_cap: Option<RuleCap>,
     ) {
         // A paused sequence has no wake-up armed; a stray one must not start anything.
         if self.state.status != SequenceStatus::Active {
@@ -137,18 +145,36 @@ impl Machine<'_> {
         if suppressed {
             return self.end_suppressed(step, attempt, spec.channel);
         }
-        // The cap is applied first and calling hours to its result, so a cap that lands after
-        // the window closes goes straight to the next window instead of waking in the night.
-        let cap_ok = contact_cap_allows_at.map_or(now, |cap| cap.max(now));
-        let allowed = match &self.plan.calling_hours {
-            Some(hours) => next_allowed_instant(cap_ok, self.plan.time_zone, hours),
-            None => cap_ok,
+        // The caps are applied first and the windows to their result, so a cap that lands
+        // after the window closes goes straight to the next window instead of waking in the
+        // night.
+        let contact_cap = contact_cap_allows_at.unwrap_or(now).max(now);
+        let rule_cap_at = rule_cap.map_or(now, |cap| cap.allows_at.max(now));
+        let cap_ok = contact_cap.max(rule_cap_at);
+        let tz = self.plan.time_zone;
+        let template_only = Constraints {
+            hours: self.plan.calling_hours.as_ref(),
+            rules: &[],
         };
+        let by_template = template_only.next_allowed(cap_ok, tz);
+        let allowed = constraints(self.plan).next_allowed(cap_ok, tz);
+        if allowed == DateTime::<Utc>::MAX_UTC {
+            return self.end_without_window(step, attempt, spec.channel);
+        }
         if allowed > now {
-            let reason = if allowed > cap_ok {
-                DeferReason::CallingHours
+            // Name the constraint that pushed the contact latest: a rule's window, the
+            // template's window, a rule's attempt limit, the organisation's cap.
+            let (reason, rule) = if allowed > by_template {
+                (DeferReason::CallingRule, self.binding_rule(cap_ok))
+            } else if allowed > cap_ok {
+                (DeferReason::CallingHours, None)
+            } else if let Some(RuleCap { rule, .. }) = rule_cap
+                && rule_cap_at >= contact_cap
+            {
+                let name = self.plan.rules.get(rule).map(|r| r.name.clone());
+                (DeferReason::CallingRuleAttempts, name)
             } else {
-                DeferReason::ContactCap
+                (DeferReason::ContactCap, None)
             };
             // A spurious wake-up repeats the same deferral; one history entry is enough.
             if self.state.next_wake != Some(allowed) {
@@ -157,6 +183,7 @@ impl Machine<'_> {
                     attempt,
                     reason,
                     until: allowed,
+                    rule,
                 });
             }
             self.state.next_wake = Some(allowed);
@@ -184,13 +211,41 @@ impl Machine<'_> {
             attempt,
             reason: SkipReason::Suppressed,
         });
-        let no_contact = if step == 0 && attempt == 1 {
-            "no contact was made"
-        } else {
-            "no further contact was made"
-        };
+        let no_contact = no_contact(step, attempt);
         self.end(format!(
             "Ended before {}: the number is on the suppression list; {no_contact}.",
+            label(step, attempt, channel),
+        ));
+    }
+
+    /// The calling rule whose window, alone with the template's, allows contact latest after
+    /// `from` (the first such rule on a tie).
+    fn binding_rule(&self, from: DateTime<Utc>) -> Option<String> {
+        let mut latest: Option<(DateTime<Utc>, &str)> = None;
+        for rule in &self.plan.rules {
+            let alone = Constraints {
+                hours: self.plan.calling_hours.as_ref(),
+                rules: std::slice::from_ref(rule),
+            }
+            .next_allowed(from, self.plan.time_zone);
+            if latest.is_none_or(|(at, _)| alone > at) {
+                latest = Some((alone, &rule.name));
+            }
+        }
+        latest.map(|(_, name)| name.to_owned())
+    }
+
+    /// The step cannot run at any instant: the template's window and the calling rules that
+    /// apply to the contact never overlap. Waiting would wait forever, so the sequence ends.
+    fn end_without_window(&mut self, step: usize, attempt: u32, channel: Channel) {
+        self.note(Note::Skipped {
+            step,
+            attempt,
+            reason: SkipReason::NoAllowedWindow,
+        });
+        let no_contact = no_contact(step, attempt);
+        self.end(format!(
+            "Ended before {}: no time is inside both the template's calling hours and the calling rules that apply to the contact; {no_contact}.",
             label(step, attempt, channel),
         ));
     }
@@ -383,6 +438,15 @@ impl Machine<'_> {
 
     fn note(&mut self, note: Note) {
         self.actions.push(Action::Record(note));
+    }
+}
+
+/// What an ending before (step, attempt) means for the patient.
+fn no_contact(step: usize, attempt: u32) -> &'static str {
+    if step == 0 && attempt == 1 {
+        "no contact was made"
+    } else {
+        "no further contact was made"
     }
 }
 

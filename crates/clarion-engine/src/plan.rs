@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use chrono::NaiveTime;
+use chrono::{Datelike, NaiveDateTime, NaiveTime, Weekday};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -126,6 +126,57 @@ impl CallingHours {
     }
 }
 
+/// A set of weekdays (local to the contact).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Weekdays(u8);
+
+impl Weekdays {
+    /// Every day of the week.
+    pub const ALL: Weekdays = Weekdays(0b111_1111);
+    /// No day.
+    pub const NONE: Weekdays = Weekdays(0);
+
+    /// The set with `day` added.
+    pub const fn with(self, day: Weekday) -> Weekdays {
+        Weekdays(self.0 | 1 << day.num_days_from_monday())
+    }
+
+    /// Whether `day` is in the set.
+    pub const fn contains(self, day: Weekday) -> bool {
+        self.0 & (1 << day.num_days_from_monday()) != 0
+    }
+}
+
+impl FromIterator<Weekday> for Weekdays {
+    fn from_iter<I: IntoIterator<Item = Weekday>>(days: I) -> Self {
+        days.into_iter().fold(Weekdays::NONE, Weekdays::with)
+    }
+}
+
+/// A calling rule besides the template's window: a jurisdiction's statute (a US state's
+/// calling hours, its Sunday ban) or an organisation's own policy. Read, like the template's
+/// window, in the contact's zone. The strictest of everything that applies wins: a contact is
+/// allowed at a local instant only if the template's window and every rule allow it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallingRule {
+    /// Names the rule in the deferrals it causes (e.g. `US-FL`).
+    pub name: String,
+    /// The local weekdays the rule governs; on other days it allows anything.
+    pub weekdays: Weekdays,
+    /// The window on those days; `None`: no contact at all on those days.
+    pub hours: Option<CallingHours>,
+}
+
+impl CallingRule {
+    /// Whether the rule allows contact at the local date and time `local`.
+    pub fn allows(&self, local: NaiveDateTime) -> bool {
+        if !self.weekdays.contains(local.weekday()) {
+            return true;
+        }
+        self.hours.is_some_and(|hours| hours.allows(local.time()))
+    }
+}
+
 const fn hm(hour: u32, min: u32) -> NaiveTime {
     match NaiveTime::from_hms_opt(hour, min, 0) {
         Some(t) => t,
@@ -145,6 +196,9 @@ pub struct Plan {
     pub stop_on: Vec<StopReason>,
     /// `None` means no restriction.
     pub calling_hours: Option<CallingHours>,
+    /// The calling rules that apply to the contact (their state's, the organisation's), on
+    /// top of `calling_hours`. Resolved by the driver; empty when none apply.
+    pub rules: Vec<CallingRule>,
     /// The contact's time zone; calling hours are read in it.
     pub time_zone: Tz,
     /// How long an SMS conversation waits for a reply before it ends as `no-reply`. The

@@ -97,6 +97,10 @@ pub enum Event {
         /// With contact caps on, the earliest instant the contact may be contacted; `None`
         /// when allowed now or caps are off.
         contact_cap_allows_at: Option<DateTime<Utc>>,
+        /// With a calling rule's attempt limit reached (e.g. three per 24 hours), the earliest
+        /// instant it allows another contact and which rule (an index into `Plan::rules`);
+        /// `None` when no rule limits attempts now.
+        rule_cap: Option<RuleCap>,
     },
     /// The encounter the engine started has ended.
     EncounterEnded {
@@ -119,6 +123,15 @@ pub enum Event {
         /// Why it was withheld.
         reason: Withheld,
     },
+}
+
+/// A calling rule's attempt limit, as looked up by the driver (see [`Event::Wake`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleCap {
+    /// The earliest instant the rule allows another contact.
+    pub allows_at: DateTime<Utc>,
+    /// The rule, an index into `Plan::rules`.
+    pub rule: usize,
 }
 
 /// Why an encounter the engine had started was not handed to its provider.
@@ -165,6 +178,12 @@ pub enum DeferReason {
     CallingHours,
     /// The organisation's contact cap does not allow contact yet.
     ContactCap,
+    /// Outside a calling rule's window (a state's calling hours, a weekday it bans, an
+    /// organisation's own rule); the note names the rule.
+    CallingRule,
+    /// A calling rule's limit on attempts (e.g. three per 24 hours) is reached; the note
+    /// names the rule.
+    CallingRuleAttempts,
 }
 
 /// Why a step was not run at all.
@@ -173,6 +192,9 @@ pub enum DeferReason {
 pub enum SkipReason {
     /// The number is on the suppression list.
     Suppressed,
+    /// No instant is inside both the template's calling hours and the calling rules that
+    /// apply to the contact (e.g. a 20:00–21:00 template for a state that ends calls at 20:00).
+    NoAllowedWindow,
     /// The plan has no step at this index (the driver passed a different plan than the one
     /// the sequence started with). Defensive: ends the sequence instead of panicking.
     MissingStep,
@@ -202,6 +224,9 @@ pub enum Note {
         reason: DeferReason,
         /// When it will be tried again.
         until: DateTime<Utc>,
+        /// The calling rule that held it back, for the `calling-rule` reasons.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rule: Option<String>,
     },
     /// A step was not run, and the sequence ended.
     Skipped {

@@ -11,11 +11,12 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
+use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 use clarion_engine::{
-    Action, CallingHours, Channel, EncounterOutcome as O, Event, Note, Phase, Plan, SequenceState,
-    SequenceStatus, StepSpec, StopReason, Withheld, contact_check, next_allowed_instant, step,
+    Action, CallingHours, CallingRule, Channel, EncounterOutcome as O, Event, Note, Phase, Plan,
+    RuleCap, SequenceState, SequenceStatus, StepSpec, StopReason, Withheld, contact_check,
+    next_allowed_instant, step,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -31,6 +32,8 @@ enum In {
     WakeSuppressed,
     /// A wake-up with the contact cap allowing contact only at this time.
     WakeCapped(&'static str),
+    /// A wake-up with the attempt limit of calling rule `.1` allowing contact only at `.0`.
+    WakeRuleCapped(&'static str, usize),
     /// The encounter ended at the script time.
     Ended(O),
     /// The encounter ended at the given time; the callback arrives at the script time.
@@ -48,12 +51,21 @@ impl In {
         let wake = |suppressed, cap| Event::Wake {
             suppressed,
             contact_cap_allows_at: cap,
+            rule_cap: None,
         };
         match self {
             Enrolled => Event::Enrolled,
             Wake => wake(false, None),
             WakeSuppressed => wake(true, None),
             WakeCapped(at) => wake(false, Some(t(at))),
+            WakeRuleCapped(at, rule) => Event::Wake {
+                suppressed: false,
+                contact_cap_allows_at: None,
+                rule_cap: Some(RuleCap {
+                    allows_at: t(at),
+                    rule,
+                }),
+            },
             Ended(outcome) => Event::EncounterEnded {
                 outcome,
                 ended_at: now,
@@ -185,6 +197,7 @@ fn assert_invariants(
             if let Event::Wake {
                 suppressed,
                 contact_cap_allows_at,
+                rule_cap,
             } = *event
             {
                 assert!(!suppressed, "{ctx}: never contact a suppressed number");
@@ -192,12 +205,20 @@ fn assert_invariants(
                     contact_cap_allows_at.is_none_or(|cap| cap <= now),
                     "{ctx}: cap"
                 );
+                assert!(
+                    rule_cap.is_none_or(|cap| cap.allows_at <= now),
+                    "{ctx}: a rule's attempt limit"
+                );
             } else {
                 panic!("{ctx}: encounters start only on a wake-up");
             }
             if let Some(hours) = &plan.calling_hours {
                 let local = now.with_timezone(&plan.time_zone).time();
                 assert!(hours.allows(local), "{ctx}: outside calling hours");
+            }
+            let local = now.with_timezone(&plan.time_zone).naive_local();
+            for rule in &plan.rules {
+                assert!(rule.allows(local), "{ctx}: outside rule {}", rule.name);
             }
         }
         if *action == Action::SuppressNumber {
@@ -231,14 +252,42 @@ fn render_plan(plan: &Plan) -> String {
         Some(h) => format!("{}-{}", h.start.format("%H:%M"), h.end.format("%H:%M")),
         None => "none".to_string(),
     };
+    let rules: Vec<String> = plan
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let days: Vec<String> = WEEK
+                .iter()
+                .filter(|d| r.weekdays.contains(**d))
+                .map(|d| d.to_string())
+                .collect();
+            let hours = match &r.hours {
+                Some(h) => format!("{}-{}", h.start.format("%H:%M"), h.end.format("%H:%M")),
+                None => "no contact".to_string(),
+            };
+            format!("  rule {i}: {} [{}] {hours}\n", r.name, days.join(" "))
+        })
+        .collect();
     format!(
-        "plan:\n{}  stop_on=[{}] calling_hours={} time_zone={}\n\n",
+        "plan:\n{}  stop_on=[{}] calling_hours={} time_zone={}\n{}\n",
         steps.concat(),
         stop_on.join(", "),
         hours,
-        plan.time_zone
+        plan.time_zone,
+        rules.concat()
     )
 }
+
+const WEEK: [Weekday; 7] = [
+    Weekday::Mon,
+    Weekday::Tue,
+    Weekday::Wed,
+    Weekday::Thu,
+    Weekday::Fri,
+    Weekday::Sat,
+    Weekday::Sun,
+];
 
 fn render_event(event: &Event, tz: Tz) -> String {
     match event {
@@ -246,6 +295,7 @@ fn render_event(event: &Event, tz: Tz) -> String {
         Event::Wake {
             suppressed,
             contact_cap_allows_at,
+            rule_cap,
         } => {
             let mut s = "Wake".to_string();
             if *suppressed {
@@ -253,6 +303,15 @@ fn render_event(event: &Event, tz: Tz) -> String {
             }
             if let Some(cap) = contact_cap_allows_at {
                 write!(s, " cap_allows_at={}", at(*cap, tz)).unwrap();
+            }
+            if let Some(cap) = rule_cap {
+                write!(
+                    s,
+                    " rule_cap={} allows_at={}",
+                    cap.rule,
+                    at(cap.allows_at, tz)
+                )
+                .unwrap();
             }
             s
         }
@@ -297,11 +356,18 @@ fn render_note(note: &Note, tz: Tz) -> String {
             attempt,
             reason,
             until,
-        } => format!(
-            "deferred step={step} attempt={attempt} reason={} until={}",
-            kebab(reason),
-            at(*until, tz)
-        ),
+            rule,
+        } => {
+            let mut s = format!(
+                "deferred step={step} attempt={attempt} reason={} until={}",
+                kebab(reason),
+                at(*until, tz)
+            );
+            if let Some(rule) = rule {
+                write!(s, " rule={rule}").unwrap();
+            }
+            s
+        }
         Note::Skipped {
             step,
             attempt,
@@ -401,6 +467,11 @@ fn secs(d: Duration) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// "2025-06-02 14:00" or "2025-06-02 14:00:30", UTC.
+/// A wake-up with nothing holding the contact back but the plan.
+fn plain_wake() -> Event {
+    Wake.event(DateTime::<Utc>::MIN_UTC)
+}
+
 fn t(s: &str) -> DateTime<Utc> {
     let fmt = if s.len() > 16 {
         "%Y-%m-%d %H:%M:%S"
@@ -482,6 +553,7 @@ fn plan(steps: Vec<StepSpec>) -> Plan {
         steps,
         stop_on: ALL_STOPS.to_vec(),
         calling_hours: None,
+        rules: Vec::new(),
         time_zone: Tz::UTC,
         sms_timeout: d("24h"),
     }
@@ -1143,10 +1215,7 @@ fn contact_check_says_no_unless_running_unsuppressed_and_inside_the_window() {
     let p = plan_in(NEW_YORK, vec![call(11)]);
     let noon = t("2025-06-02 16:00");
     let enrolled = step(&p, &SequenceState::new(), &Event::Enrolled, noon).state;
-    let wake = Event::Wake {
-        suppressed: false,
-        contact_cap_allows_at: None,
-    };
+    let wake = plain_wake();
     let started = step(&p, &enrolled, &wake, noon).state;
     assert!(matches!(started.phase, Phase::InEncounter { .. }));
     assert_eq!(contact_check(&p, &started, false, noon), Ok(()));
@@ -1432,10 +1501,7 @@ fn a_deferral_wakes_exactly_at_the_next_allowed_instant() {
     let p = plan_in(NEW_YORK, vec![call(11)]);
     let now = t("2025-06-02 03:00");
     let enrolled = step(&p, &SequenceState::new(), &Event::Enrolled, now).state;
-    let wake = Event::Wake {
-        suppressed: false,
-        contact_cap_allows_at: None,
-    };
+    let wake = plain_wake();
     let deferred = step(&p, &enrolled, &wake, now).state;
     let expected = next_allowed_instant(now, NEW_YORK, &p.calling_hours.unwrap());
     assert_eq!(deferred.next_wake, Some(expected));
@@ -1472,10 +1538,7 @@ fn a_state_pointing_past_the_plan_ends_instead_of_panicking() {
         next_wake: Some(t("2025-06-02 09:00")),
         ..SequenceState::new()
     };
-    let wake = Event::Wake {
-        suppressed: false,
-        contact_cap_allows_at: None,
-    };
+    let wake = plain_wake();
     let tr = step(&p, &state, &wake, t("2025-06-02 09:00"));
     assert_eq!(tr.state.status, SequenceStatus::Ended);
     assert_eq!(tr.actions.last(), Some(&Action::End));
@@ -1484,4 +1547,236 @@ fn a_state_pointing_past_the_plan_ends_instead_of_panicking() {
             .iter()
             .any(|a| matches!(a, Action::StartEncounter { .. }))
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Calling rules (a state's statute, an organisation's policy): the strictest window wins
+// ---------------------------------------------------------------------------------------------
+
+const MIAMI: Tz = chrono_tz::America::New_York;
+const HOUSTON: Tz = chrono_tz::America::Chicago;
+
+fn rule(name: &str, days: &[Weekday], window: Option<(&str, &str)>) -> CallingRule {
+    CallingRule {
+        name: name.to_owned(),
+        weekdays: days.iter().copied().collect(),
+        hours: window.and_then(|(start, end)| hours(start, end)),
+    }
+}
+
+/// Florida's statute as a rule: 08:00 to 20:00 every day.
+fn florida() -> CallingRule {
+    rule("US-FL", &WEEK, Some(("08:00", "20:00")))
+}
+
+fn with_rules(tz: Tz, rules: Vec<CallingRule>) -> Plan {
+    Plan {
+        rules,
+        ..plan_in(tz, vec![call(11), call(12)])
+    }
+}
+
+#[test]
+fn a_state_window_narrower_than_the_template_defers_and_names_the_rule() {
+    // 20:30 EDT: inside the template's 08:00-21:00, outside Florida's 08:00-20:00. Deferred
+    // to 08:00 tomorrow, and the deferral says which rule held it back.
+    let p = with_rules(MIAMI, vec![florida()]);
+    check(
+        "rule_florida_evening",
+        &p,
+        &[
+            ("2025-06-03 00:30", Enrolled),
+            ("2025-06-03 00:30", Wake),
+            ("2025-06-03 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn before_both_windows_the_template_is_named_not_the_rule() {
+    // 07:00 EDT: the template's window and Florida's both open at 08:00; the template's
+    // calling hours are what defer it (the rule pushed nothing later).
+    let p = with_rules(MIAMI, vec![florida()]);
+    check(
+        "rule_florida_morning",
+        &p,
+        &[
+            ("2025-06-02 11:00", Enrolled),
+            ("2025-06-02 11:00", Wake),
+            ("2025-06-02 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_weekday_window_and_a_sunday_window_each_apply_on_their_days() {
+    // Texas: 09:00-21:00 Monday to Saturday, 12:00-21:00 on Sunday. Sunday 2025-06-01 10:00
+    // CDT waits for noon; Monday 08:30 CDT waits for 09:00; Monday 20:30 CDT is allowed.
+    let p = with_rules(
+        HOUSTON,
+        vec![
+            rule(
+                "US-TX",
+                &[
+                    Weekday::Mon,
+                    Weekday::Tue,
+                    Weekday::Wed,
+                    Weekday::Thu,
+                    Weekday::Fri,
+                    Weekday::Sat,
+                ],
+                Some(("09:00", "21:00")),
+            ),
+            rule("US-TX-sunday", &[Weekday::Sun], Some(("12:00", "21:00"))),
+        ],
+    );
+    check(
+        "rule_texas_sunday",
+        &p,
+        &[
+            ("2025-06-01 15:00", Enrolled),
+            ("2025-06-01 15:00", Wake),
+            ("2025-06-01 17:00", Wake),
+            ("2025-06-02 01:30", Ended(O::Busy)),
+            ("2025-06-02 13:30", Wake),
+            ("2025-06-02 14:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_banned_weekday_is_skipped_to_the_next_allowed_day() {
+    // Alabama-style: no contact on Sunday. Saturday 2025-05-31 21:30 CDT is after the
+    // template's window; Sunday is banned; the next allowed instant is Monday 08:00 CDT.
+    let p = with_rules(HOUSTON, vec![rule("US-AL", &[Weekday::Sun], None)]);
+    check(
+        "rule_sunday_ban",
+        &p,
+        &[
+            ("2025-06-01 02:30", Enrolled),
+            ("2025-06-01 02:30", Wake),
+            ("2025-06-02 13:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_rule_attempt_limit_defers_and_names_the_rule() {
+    // Florida's three attempts per 24 h reached: the driver says the rule allows the next
+    // contact at 15:00 UTC (11:00 EDT), inside both windows: deferred there, naming the rule.
+    let p = with_rules(MIAMI, vec![florida()]);
+    check(
+        "rule_attempt_limit",
+        &p,
+        &[
+            ("2025-06-02 13:00", Enrolled),
+            ("2025-06-02 13:00", WakeRuleCapped("2025-06-02 15:00", 0)),
+            ("2025-06-02 15:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_rule_attempt_limit_that_lands_after_the_window_defers_for_the_window() {
+    // The limit allows the next contact at 20:30 EDT, inside the template's window but after
+    // Florida's 20:00 close: deferred to 08:00 EDT the next day, naming Florida's window.
+    let p = with_rules(MIAMI, vec![florida()]);
+    check(
+        "rule_attempt_limit_after_close",
+        &p,
+        &[
+            ("2025-06-02 13:00", Enrolled),
+            ("2025-06-02 13:00", WakeRuleCapped("2025-06-03 00:30", 0)),
+            ("2025-06-03 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_template_window_that_no_rule_allows_ends_the_sequence_instead_of_waiting_forever() {
+    // A 20:00-21:00 template for a Florida contact: there is no allowed instant, ever.
+    let p = Plan {
+        calling_hours: hours("20:00", "21:00"),
+        ..with_rules(MIAMI, vec![florida()])
+    };
+    check(
+        "rule_no_window",
+        &p,
+        &[("2025-06-02 13:00", Enrolled), ("2025-06-02 13:00", Wake)],
+    );
+}
+
+#[test]
+fn the_contact_check_refuses_outside_a_rule_window() {
+    let p = with_rules(MIAMI, vec![florida()]);
+    let evening = t("2025-06-03 00:30"); // 20:30 EDT
+    let enrolled = step(
+        &p,
+        &SequenceState::new(),
+        &Event::Enrolled,
+        t("2025-06-02 23:00"),
+    )
+    .state;
+    let wake = plain_wake();
+    // Started at 19:00 EDT, the window closed before the provider request.
+    let started = step(&p, &enrolled, &wake, t("2025-06-02 23:00")).state;
+    assert!(matches!(started.phase, Phase::InEncounter { .. }));
+    assert_eq!(
+        contact_check(&p, &started, false, evening),
+        Err(Withheld::OutsideCallingHours)
+    );
+    assert_eq!(
+        contact_check(&p, &started, false, t("2025-06-02 23:59")),
+        Ok(())
+    );
+    // Without the rule, 20:30 EDT is inside the template's window.
+    let template_only = Plan {
+        rules: Vec::new(),
+        ..p.clone()
+    };
+    assert_eq!(
+        contact_check(&template_only, &started, false, evening),
+        Ok(())
+    );
+}
+
+#[test]
+fn every_allowed_instant_is_allowed_by_every_rule_and_is_the_first_such() {
+    // Exhaustive over a fortnight of 10-minute steps, across a DST change: the computed next
+    // instant is allowed by the template and every rule, and no earlier 10-minute mark after
+    // the start is.
+    let p = with_rules(
+        chrono_tz::America::Chicago,
+        vec![
+            rule("weekdays", &WEEK[..6], Some(("09:00", "20:00"))),
+            rule("sunday", &[Weekday::Sun], Some(("12:00", "18:30"))),
+        ],
+    );
+    let allowed_at = |at: DateTime<Utc>| {
+        let local = at.with_timezone(&p.time_zone).naive_local();
+        p.calling_hours.unwrap().allows(local.time()) && p.rules.iter().all(|r| r.allows(local))
+    };
+    let enrolled = step(
+        &p,
+        &SequenceState::new(),
+        &Event::Enrolled,
+        t("2025-10-28 00:00"),
+    )
+    .state;
+    let wake = plain_wake();
+    let mut at = t("2025-10-28 00:00");
+    while at < t("2025-11-11 00:00") {
+        let tr = step(&p, &enrolled, &wake, at);
+        let next = tr.state.next_wake.unwrap_or(at);
+        assert!(allowed_at(next), "{at}: {next} is not allowed");
+        let mut probe = at;
+        while probe < next {
+            assert!(
+                !allowed_at(probe),
+                "{at}: {probe} was allowed before {next}"
+            );
+            probe += chrono::TimeDelta::minutes(10);
+        }
+        at += chrono::TimeDelta::minutes(10);
+    }
 }

@@ -100,12 +100,15 @@ fn enums_use_kebab_case_names() {
         SequenceStatus::Ended,
         DeferReason::CallingHours,
         DeferReason::ContactCap,
+        DeferReason::CallingRule,
+        DeferReason::CallingRuleAttempts,
         SkipReason::Suppressed,
+        SkipReason::NoAllowedWindow,
         SkipReason::MissingStep,
     ]);
     assert_eq!(
         json.to_string(),
-        r#"["call","sms","resolved","opt-out","declined","escalated","active","paused","ended","calling-hours","contact-cap","suppressed","missing-step"]"#
+        r#"["call","sms","resolved","opt-out","declined","escalated","active","paused","ended","calling-hours","contact-cap","calling-rule","calling-rule-attempts","suppressed","no-allowed-window","missing-step"]"#
     );
 }
 
@@ -142,6 +145,14 @@ fn history_note_shapes() {
             attempt: 1,
             reason: DeferReason::CallingHours,
             until: t("2025-06-02T12:00:00Z"),
+            rule: None,
+        },
+        Note::Deferred {
+            step: 0,
+            attempt: 1,
+            reason: DeferReason::CallingRule,
+            until: t("2025-06-03T12:00:00Z"),
+            rule: Some("US-FL".into()),
         },
         Note::Skipped {
             step: 1,

@@ -62,6 +62,10 @@ pub struct ContactInfo {
     pub time_zone: String,
     pub name: Option<String>,
     pub external_id: Option<String>,
+    /// The contact's US state (two-letter code), which picks the state's calling rules;
+    /// absent: the state of the number's area code.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// A validation failure: the field (JSON path) and what is wrong with it.

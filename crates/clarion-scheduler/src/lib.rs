@@ -1,6 +1,7 @@
 //! The durable scheduler: turns enrollments into runs of encounters through the pure engine
 //! (`clarion-engine`), the simulator channel (`clarion-channels`) and the outbox.
 
+pub mod calling_rules;
 pub mod clock;
 pub mod definition;
 pub mod fault;

@@ -88,6 +88,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("max_contacts_per_day", Int),
             ("max_contacts_per_week", Int),
             ("sms_help_text", Text),
+            ("calling_rules", Text),
         ],
     ),
     table(
@@ -928,7 +929,8 @@ mod tests {
         assert_eq!(
             page_sql(find("organizations"), false, sqlite_io::param),
             "SELECT \"id\", \"name\", \"created_at\", \"max_contacts_per_day\", \
-             \"max_contacts_per_week\", \"sms_help_text\" FROM organizations ORDER BY \"id\" \
+             \"max_contacts_per_week\", \"sms_help_text\", \"calling_rules\" FROM organizations \
+             ORDER BY \"id\" \
              LIMIT 1000"
         );
     }

@@ -26,6 +26,58 @@ impl ContactCaps {
 }
 
 impl Scheduler {
+    /// The start times of the number's contacts by the organisation since `since`, in order,
+    /// counting those started earlier in this transaction.
+    async fn contacts_since(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        since: Millis,
+    ) -> Result<Vec<Millis>, SchedulerError> {
+        if !tx.encounters.is_empty() {
+            tx.flush(&self.inner.store).await?;
+        }
+        Ok(self
+            .inner
+            .store
+            .contacts_since(&mut tx.tx, sequence.org_id, &sequence.phone_number, since)
+            .await?)
+    }
+
+    /// The calling rules' attempt limits (`limits`: the rule's index in the plan and its
+    /// limit per rolling 24 hours, counting every contact of the number in the organisation):
+    /// the latest instant one of them allows another contact, and which, when that is after
+    /// `now`.
+    pub(super) async fn rule_cap(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        limits: &[(usize, u32)],
+        now: Millis,
+    ) -> Result<Option<RuleCap>, SchedulerError> {
+        const DAY: Millis = 24 * 3600 * 1000;
+        if limits.is_empty() {
+            return Ok(None);
+        }
+        let times = self.contacts_since(tx, sequence, now - DAY).await?;
+        let mut latest: Option<(Millis, usize)> = None;
+        for &(rule, limit) in limits {
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            if limit == 0 || times.len() < limit {
+                continue;
+            }
+            // The contact that must fall out of the 24 hours before another is allowed.
+            let allows = times[times.len() - limit] + DAY;
+            if allows > now && latest.is_none_or(|(at, _)| allows > at) {
+                latest = Some((allows, rule));
+            }
+        }
+        Ok(latest.map(|(at, rule)| RuleCap {
+            allows_at: datetime(at),
+            rule,
+        }))
+    }
+
     /// Rolling-window contact caps: the earliest instant another contact is allowed.
     pub(super) async fn cap_allows_at(
         &self,
@@ -39,20 +91,7 @@ impl Scheduler {
         };
         const DAY: Millis = 24 * 3600 * 1000;
         let week_ago = now - 7 * DAY;
-        if !tx.encounters.is_empty() {
-            // Contacts started earlier in this transaction count.
-            tx.flush(&self.inner.store).await?;
-        }
-        let contacts = self
-            .inner
-            .store
-            .contacts_since(
-                &mut tx.tx,
-                sequence.org_id,
-                &sequence.phone_number,
-                week_ago,
-            )
-            .await?;
+        let contacts = self.contacts_since(tx, sequence, week_ago).await?;
         let mut allows = now;
         let day: Vec<Millis> = contacts
             .iter()

@@ -75,14 +75,28 @@ impl Scheduler {
                 ContactCaps::resolve(self.inner.config.contact_caps, per_day, per_week)
             })
             .collect();
+        // The calling rules' attempt limits (e.g. three per 24 hours in Florida): for each
+        // sequence, (index of the rule in its plan, limit).
+        let mut rule_limits: Vec<Vec<(usize, u32)>> = Vec::with_capacity(due.len());
+        for sequence in &due {
+            let contact = contact_of(sequence)?;
+            let rules = self.calling_rules(sequence.org_id, &contact).await?;
+            rule_limits.push(
+                rules
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, r)| r.max_attempts_per_24h.map(|limit| (i, limit)))
+                    .collect(),
+            );
+        }
         // The cap check here is the only one before a contact: the capped numbers' locks
         // first, so no other transaction counts or adds their contacts until this commits.
         // (Suppression is read here too, but the last word before a real contact is the
         // provider claim's check, under the same lock; simulated encounters contact nobody.)
         let capped: Vec<(OrgId, &str)> = numbers
             .iter()
-            .zip(&caps)
-            .filter(|(_, caps)| caps.is_some())
+            .zip(caps.iter().zip(&rule_limits))
+            .filter(|(_, (caps, limits))| caps.is_some() || !limits.is_empty())
             .map(|(number, _)| *number)
             .collect();
         store.lock_contacts(&mut tx.tx, &capped, now).await?;
@@ -95,9 +109,12 @@ impl Scheduler {
                     .contains(&(sequence.org_id, sequence.phone_number.clone()));
             let caps = caps.get(index).copied().flatten();
             let cap = self.cap_allows_at(&mut tx, sequence, caps, now).await?;
+            let limits = rule_limits.get(index).map_or(&[][..], Vec::as_slice);
+            let rule_cap = self.rule_cap(&mut tx, sequence, limits, now).await?;
             let event = Event::Wake {
                 suppressed,
                 contact_cap_allows_at: cap.map(datetime),
+                rule_cap,
             };
             match self.transition(&mut tx, sequence, &event, now).await {
                 Ok(()) => {}

@@ -60,7 +60,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use clarion_clock::Clock;
 use clarion_delivery::Outbox;
 use clarion_engine::{
-    Action, Channel, Event, Note, Plan, SequenceState, SequenceStatus, StepSpec, Transition,
+    Action, Channel, Event, Note, Plan, RuleCap, SequenceState, SequenceStatus, StepSpec,
+    Transition,
 };
 use clarion_store::{
     Assistant, AssistantId, CapacityWait, EncounterEnd, EncounterId, EncounterRow, EncounterStatus,
@@ -72,6 +73,7 @@ use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
+use crate::calling_rules::{self, ResolvedRule, RuleDefinition};
 use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
 use crate::fault::crash_point;
 use crate::report::build_report;
@@ -293,9 +295,19 @@ struct Inner {
     /// Template versions and assistants never change once written: cached by id.
     plans: Mutex<HashMap<TemplateVersionId, Arc<TemplateDefinition>>>,
     assistants: Mutex<HashMap<AssistantId, Arc<Assistant>>>,
+    /// Organisations' own calling rules, read at most every [`ORG_RULES_TTL`] per
+    /// organisation (they change rarely; a change made through this node applies at once).
+    org_rules: Mutex<HashMap<OrgId, CachedRules>>,
     /// Single enrollments committed together (group commit).
     enrollment_groups: enrollment::EnrollmentGroups,
 }
+
+/// An organisation's calling rules and when they were read.
+type CachedRules = (std::time::Instant, Arc<Vec<RuleDefinition>>);
+
+/// How long a node uses an organisation's calling rules before reading them again: a change
+/// made through another node applies within this.
+const ORG_RULES_TTL: Duration = Duration::from_secs(5);
 
 fn datetime(millis: Millis) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(millis)
@@ -314,7 +326,13 @@ fn note_kind(note: &Note) -> String {
         .unwrap_or_else(|| "note".to_owned())
 }
 
-/// The engine's plan for a stored definition and a contact's zone.
+/// A sequence's stored contact.
+fn contact_of(sequence: &SequenceRow) -> Result<ContactInfo, SchedulerError> {
+    serde_json::from_value(sequence.contact.clone()).map_err(|_| SchedulerError::Corrupt("contact"))
+}
+
+/// The engine's plan for a stored definition and a contact's zone, without calling rules
+/// (the scheduler adds those that apply to the contact: [`Scheduler::plan_of`]).
 pub fn plan_for(definition: &TemplateDefinition, time_zone: &str) -> Result<Plan, SchedulerError> {
     let time_zone = definition::parse_time_zone("contact.time_zone", time_zone)?;
     let steps = definition
@@ -339,6 +357,7 @@ pub fn plan_for(definition: &TemplateDefinition, time_zone: &str) -> Result<Plan
         calling_hours: definition
             .hours()
             .map(|(start, end)| clarion_engine::CallingHours { start, end }),
+        rules: Vec::new(),
         time_zone,
         sms_timeout: Duration::from_millis(definition.sms_timeout_ms),
     })
@@ -366,6 +385,7 @@ impl Scheduler {
                 call_backoff: CallBackoff::default(),
                 plans: Mutex::default(),
                 assistants: Mutex::default(),
+                org_rules: Mutex::default(),
                 enrollment_groups: enrollment::EnrollmentGroups::default(),
             }),
         }
@@ -439,6 +459,37 @@ impl Scheduler {
         Ok(assistant)
     }
 
+    /// An organisation's own calling rules (cached for [`ORG_RULES_TTL`]).
+    async fn organization_rules(
+        &self,
+        org: OrgId,
+    ) -> Result<Arc<Vec<RuleDefinition>>, SchedulerError> {
+        if let Some((read_at, rules)) = self.lock_org_rules().get(&org)
+            && read_at.elapsed() < ORG_RULES_TTL
+        {
+            return Ok(rules.clone());
+        }
+        let stored = self.inner.store.get_organization(org).await?;
+        let rules = Arc::new(calling_rules::stored(
+            stored.as_ref().and_then(|o| o.calling_rules.as_deref()),
+        ));
+        self.lock_org_rules()
+            .insert(org, (std::time::Instant::now(), rules.clone()));
+        Ok(rules)
+    }
+
+    /// Drops the cached rules of `org` (they were just changed through this node).
+    pub fn forget_organization_rules(&self, org: OrgId) {
+        self.lock_org_rules().remove(&org);
+    }
+
+    fn lock_org_rules(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, CachedRules>> {
+        self.inner
+            .org_rules
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock_assistants(&self) -> std::sync::MutexGuard<'_, HashMap<AssistantId, Arc<Assistant>>> {
         self.inner
             .assistants
@@ -446,11 +497,33 @@ impl Scheduler {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The plan a sequence runs under now: its template version's steps and window, and the
+    /// calling rules that apply to its contact (their state's, the organisation's).
     async fn plan_of(&self, sequence: &SequenceRow) -> Result<Plan, SchedulerError> {
         let definition = self.definition(sequence.template_version_id).await?;
-        let contact: ContactInfo = serde_json::from_value(sequence.contact.clone())
-            .map_err(|_| SchedulerError::Corrupt("contact"))?;
-        plan_for(&definition, &contact.time_zone)
+        let contact = contact_of(sequence)?;
+        let mut plan = plan_for(&definition, &contact.time_zone)?;
+        plan.rules = self
+            .calling_rules(sequence.org_id, &contact)
+            .await?
+            .into_iter()
+            .map(|resolved| resolved.rule)
+            .collect();
+        Ok(plan)
+    }
+
+    /// The calling rules that apply to a contact, in the order of the plan's `rules`.
+    async fn calling_rules(
+        &self,
+        org: OrgId,
+        contact: &ContactInfo,
+    ) -> Result<Vec<ResolvedRule>, SchedulerError> {
+        let org_rules = self.organization_rules(org).await?;
+        let state = calling_rules::state_of(contact.state.as_deref(), &contact.phone_number);
+        Ok(calling_rules::rules_for(
+            state.as_deref(),
+            org_rules.as_slice(),
+        ))
     }
 
     /// The report shape of a sequence: for an ended one, the delivered bytes.

@@ -1,9 +1,11 @@
 //! `/v1/organization`: the calling organisation's settings — its contact caps (how often one
 //! number may be contacted, across all sequences and both channels) and the reply to an SMS
-//! `HELP`.
+//! `HELP`, and its own calling rules (windows and attempt limits on top of every template's
+//! calling hours and the built-in state table).
 
 use axum::Json;
 use axum::extract::State;
+use clarion_scheduler::calling_rules::{self, RuleDefinition};
 use clarion_store::{Organization, OrganizationPatch};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -37,7 +39,34 @@ pub struct OrganizationOut {
     /// (`config.vapi_assistant_id`). Read-only: the deployment's operator sets the list
     /// (`clarion org allow-vapi-assistant`); empty, no Vapi assistant may be used.
     pub vapi_assistants: Vec<String>,
+    /// The organisation's own calling rules, applied to its contacts on top of each
+    /// template's calling hours and the built-in US state rules (the strictest window wins).
+    #[schema(value_type = Vec<CallingRuleSchema>)]
+    pub calling_rules: Vec<RuleDefinition>,
     pub created_at: String,
+}
+
+/// A calling rule: on the `weekdays` it governs, contact only inside `[start, end)` local
+/// time (the contact's zone), or not at all when both are left out; and at most
+/// `max_attempts_per_24h` contacts of one number in any 24 hours. A deferral it causes names
+/// it in the sequence's events.
+#[derive(ToSchema)]
+#[allow(dead_code)] // The schema of `RuleDefinition`, which is what (de)serialises.
+pub struct CallingRuleSchema {
+    /// Names the rule in deferrals; 1 to 64 characters.
+    name: String,
+    /// Two-letter US state codes the rule applies to; empty or absent: every contact.
+    states: Option<Vec<String>>,
+    /// `mon` .. `sun`; absent: every day.
+    weekdays: Option<Vec<String>>,
+    /// `HH:MM`, with `end`.
+    start: Option<String>,
+    /// `HH:MM`, exclusive, after `start`.
+    end: Option<String>,
+    /// At least 1.
+    max_attempts_per_24h: Option<u32>,
+    /// Free-text references (a policy, a statute).
+    sources: Option<Vec<String>>,
 }
 
 /// Caps to set; an absent window keeps the deployment default for it.
@@ -60,6 +89,10 @@ pub struct OrganizationPatchIn {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub sms_help_text: Option<Option<String>>,
+    /// Replaces the organisation's calling rules (at most 50); `null` or `[]` removes them.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<Vec<CallingRuleSchema>>)]
+    pub calling_rules: Option<Option<Vec<RuleDefinition>>>,
 }
 
 /// A key that is present, `null` or not: `Some(None)` for `null` (absent is `None` through
@@ -94,6 +127,7 @@ async fn organization_out(
         },
         sms_help_text: org.sms_help_text,
         vapi_assistants,
+        calling_rules: calling_rules::stored(org.calling_rules.as_deref()),
         created_at: wire::time(org.created_at),
     })
 }
@@ -137,10 +171,27 @@ pub async fn update(
         }
         patch.sms_help_text = Some(text);
     }
+    if let Some(rules) = body.calling_rules {
+        let rules = rules.unwrap_or_default();
+        calling_rules::validate_rules(&rules)
+            .map_err(|invalid| ApiError::invalid(&invalid.field, invalid.message))?;
+        patch.calling_rules = Some(if rules.is_empty() {
+            None
+        } else {
+            Some(
+                serde_json::to_string(&rules)
+                    .map_err(|_| ApiError::invalid("calling_rules", "cannot be stored"))?,
+            )
+        });
+    }
     let updated = state
         .store
         .update_organization(org, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
+    if patch.calling_rules.is_some() {
+        // This node applies them at once; the others within their cache's lifetime.
+        state.scheduler.forget_organization_rules(org);
+    }
     Ok(Json(organization_out(&state, updated).await?))
 }

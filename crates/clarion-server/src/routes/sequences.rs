@@ -41,6 +41,9 @@ pub struct ContactIn {
     pub time_zone: String,
     pub name: Option<String>,
     pub external_id: Option<String>,
+    /// The contact's US state, two letters (e.g. `FL`): its calling rules apply (stricter
+    /// windows, attempt limits). Absent: the state of the number's area code, if any.
+    pub state: Option<String>,
 }
 
 /// Body of `POST /v1/sequences`.
@@ -170,6 +173,15 @@ fn request(
             "at most 200 characters",
         ));
     }
+    let contact_state = contact.state.map(|s| s.trim().to_ascii_uppercase());
+    if let Some(code) = &contact_state
+        && !clarion_scheduler::calling_rules::is_state_code(code)
+    {
+        return Err(ApiError::invalid(
+            &format!("{prefix}contact.state"),
+            "must be a two-letter US state code such as \"FL\"",
+        ));
+    }
     Ok(EnrollRequest {
         template_id,
         contact: ContactInfo {
@@ -177,6 +189,7 @@ fn request(
             time_zone: contact.time_zone.trim().to_owned(),
             name,
             external_id: contact.external_id,
+            state: contact_state,
         },
         variables,
         simulation,

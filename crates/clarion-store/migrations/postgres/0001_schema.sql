@@ -18,7 +18,9 @@ CREATE TABLE organizations (
     -- NULL: the deployment's default (`[compliance]`); 0: no cap.
     max_contacts_per_day   BIGINT,
     max_contacts_per_week  BIGINT,
-    sms_help_text          TEXT
+    sms_help_text          TEXT,
+    -- The organisation's own calling rules (JSON array, validated by the API); NULL: none.
+    calling_rules          TEXT
 );
 
 -- Only a SHA-256 of each key is kept; the key itself is shown once, at creation.

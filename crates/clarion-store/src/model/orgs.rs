@@ -15,6 +15,9 @@ pub struct Organization {
     pub max_contacts_per_week: Option<u32>,
     /// The reply to an SMS `HELP`.
     pub sms_help_text: Option<String>,
+    /// The organisation's own calling rules: a JSON array validated by the API (the
+    /// scheduler's `calling_rules::RuleDefinition`s).
+    pub calling_rules: Option<String>,
     pub created_at: Millis,
 }
 
@@ -25,6 +28,7 @@ pub struct OrganizationPatch {
     pub max_contacts_per_day: Option<Option<u32>>,
     pub max_contacts_per_week: Option<Option<u32>>,
     pub sms_help_text: Option<Option<String>>,
+    pub calling_rules: Option<Option<String>>,
 }
 
 /// A new organisation and its first API key, which is shown only now.

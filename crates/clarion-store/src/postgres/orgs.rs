@@ -19,12 +19,13 @@ fn organization_from_row(row: &PgRow) -> Result<Organization> {
         max_contacts_per_day: cap("max_contacts_per_day")?,
         max_contacts_per_week: cap("max_contacts_per_week")?,
         sms_help_text: row.try_get("sms_help_text")?,
+        calling_rules: row.try_get("calling_rules")?,
         created_at: row.try_get("created_at")?,
     })
 }
 
-const ORGANIZATION_COLUMNS: &str =
-    "id, name, max_contacts_per_day, max_contacts_per_week, sms_help_text, created_at";
+const ORGANIZATION_COLUMNS: &str = "id, name, max_contacts_per_day, max_contacts_per_week, sms_help_text, calling_rules, \
+     created_at";
 
 impl PgStore {
     pub(crate) async fn create_org(&self, name: &str, now: Millis) -> Result<CreatedOrganization> {
@@ -90,8 +91,9 @@ impl PgStore {
             "UPDATE organizations SET \
              max_contacts_per_day = CASE WHEN $1 THEN $2 ELSE max_contacts_per_day END, \
              max_contacts_per_week = CASE WHEN $3 THEN $4 ELSE max_contacts_per_week END, \
-             sms_help_text = CASE WHEN $5 THEN $6 ELSE sms_help_text END \
-             WHERE id = $7 RETURNING {ORGANIZATION_COLUMNS}"
+             sms_help_text = CASE WHEN $5 THEN $6 ELSE sms_help_text END, \
+             calling_rules = CASE WHEN $7 THEN $8 ELSE calling_rules END \
+             WHERE id = $9 RETURNING {ORGANIZATION_COLUMNS}"
         ))
         .bind(patch.max_contacts_per_day.is_some())
         .bind(patch.max_contacts_per_day.flatten().map(i64::from))
@@ -99,6 +101,8 @@ impl PgStore {
         .bind(patch.max_contacts_per_week.flatten().map(i64::from))
         .bind(patch.sms_help_text.is_some())
         .bind(patch.sms_help_text.clone().flatten())
+        .bind(patch.calling_rules.is_some())
+        .bind(patch.calling_rules.clone().flatten())
         .bind(org.0)
         .fetch_optional(&self.pool)
         .await?;

@@ -99,3 +99,55 @@ async fn try_contact(
     tx.commit().await.unwrap();
     added
 }
+
+/// An organisation's settings patch touches only the keys it names: calling rules set, kept
+/// across another setting's change, cleared; another organisation's untouched.
+#[tokio::test]
+async fn an_organisations_calling_rules_are_stored_kept_and_cleared() {
+    use clarion_store::OrganizationPatch;
+
+    let backend = backend().await;
+    let store = &backend.store;
+    let mine = tenant(store, "rules").await;
+    let other = tenant(store, "other").await;
+    let rules = r#"[{"name":"no-weekends","weekdays":["sat","sun"]}]"#;
+    let set = store
+        .update_organization(
+            mine.org,
+            &OrganizationPatch {
+                calling_rules: Some(Some(rules.to_owned())),
+                ..OrganizationPatch::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(set.calling_rules.as_deref(), Some(rules));
+    let kept = store
+        .update_organization(
+            mine.org,
+            &OrganizationPatch {
+                sms_help_text: Some(Some("Call us".to_owned())),
+                ..OrganizationPatch::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(kept.calling_rules.as_deref(), Some(rules));
+    let untouched = store.get_organization(other.org).await.unwrap().unwrap();
+    assert_eq!(untouched.calling_rules, None);
+    let cleared = store
+        .update_organization(
+            mine.org,
+            &OrganizationPatch {
+                calling_rules: Some(None),
+                ..OrganizationPatch::default()
+            },
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.calling_rules, None);
+    assert_eq!(cleared.sms_help_text.as_deref(), Some("Call us"));
+}

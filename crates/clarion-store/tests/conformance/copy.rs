@@ -40,6 +40,9 @@ async fn fill(store: &Store) -> Filled {
             tenant.org,
             &OrganizationPatch {
                 max_contacts_per_day: Some(Some(3)),
+                calling_rules: Some(Some(
+                    r#"[{"name":"r","start":"09:00","end":"17:00"}]"#.into(),
+                )),
                 ..OrganizationPatch::default()
             },
         )

@@ -160,6 +160,7 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
                     time_zone: "America/New_York".to_owned(),
                     name: Some("Pat Doe".to_owned()),
                     external_id: None,
+                    state: None,
                 },
                 variables: serde_json::Map::new(),
                 simulation: Some(json!({ "outcomes": ["unresolved", "no-reply", "resolved"] })),

@@ -1007,3 +1007,380 @@ async fn organisation_contact_caps_defer_a_second_contact_and_say_why() {
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["error"]["field"], "contact_caps.per_day");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Calling rules: a state's statute and an organisation's own rules on top of the template's
+// window (the strictest wins), checked at every wake-up and again before the provider.
+// ---------------------------------------------------------------------------------------------
+
+fn utc(text: &str) -> chrono::DateTime<chrono::Utc> {
+    text.parse().unwrap()
+}
+
+impl Fixture {
+    async fn enroll_in_state(
+        &self,
+        template: i64,
+        phone: &str,
+        zone: &str,
+        state: Option<&str>,
+        outcomes: &[&str],
+    ) -> i64 {
+        let mut contact = json!({ "phone_number": phone, "time_zone": zone });
+        if let Some(state) = state {
+            contact["state"] = json!(state);
+        }
+        let (status, sequence) = self
+            .app
+            .post(&self.key, "/v1/sequences", json!({
+                "template_id": template, "contact": contact, "simulation": { "outcomes": outcomes },
+            }))
+            .await;
+        assert_eq!(status, 201, "{sequence}");
+        sequence["id"].as_i64().unwrap()
+    }
+
+    async fn events_of(&self, id: i64) -> Vec<Value> {
+        let (status, events) = self
+            .app
+            .get(&self.key, &format!("/v1/sequences/{id}/events?limit=200"))
+            .await;
+        assert_eq!(status, 200, "{events}");
+        events["data"].as_array().unwrap().clone()
+    }
+
+    async fn calls_made(&self, id: i64) -> usize {
+        let sequence = self.app.sequence(&self.key, id).await;
+        sequence["outreach"].as_array().unwrap().len()
+    }
+
+    async fn at(&self, instant: chrono::DateTime<chrono::Utc>) {
+        self.app.clock.set_millis(instant.timestamp_millis());
+        self.app.scheduler.run_due_now().await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn a_florida_number_waits_for_eight_and_stops_at_eight_while_texas_is_called_until_nine() {
+    let f = fixture().await;
+    let template = f
+        .template(
+            json!({ "name": "Evening call", "calling_hours": { "start": "08:00", "end": "21:00" },
+            "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }),
+        )
+        .await;
+
+    // Wednesday 07:30 EDT: before the template's window and Florida's, which both open at
+    // 08:00; the template's hours are what defer it.
+    f.app
+        .clock
+        .set_millis(utc("2025-06-04T11:30:00Z").timestamp_millis());
+    let early = f
+        .enroll_in_state(
+            template,
+            "+13055550101",
+            "America/New_York",
+            None,
+            &["resolved"],
+        )
+        .await;
+    f.app.scheduler.run_due_now().await.unwrap();
+    assert_eq!(
+        f.first_deferral(early).await,
+        ("calling-hours".to_owned(), utc("2025-06-04T12:00:00Z"))
+    );
+    assert_eq!(f.calls_made(early).await, 0);
+    f.at(utc("2025-06-04T12:00:00Z")).await;
+    assert_eq!(f.calls_made(early).await, 1, "called at 08:00 EDT");
+
+    // 20:30 EDT: inside the template's 08:00-21:00, after Florida's 20:00. A 305 number
+    // (Florida by its area code) and a 212 number enrolled with `state: FL` wait for 08:00
+    // the next day, and the deferral names the rule; a 212 number without a state (New York,
+    // no stricter rule) is called.
+    f.app
+        .clock
+        .set_millis(utc("2025-06-05T00:30:00Z").timestamp_millis());
+    let by_area_code = f
+        .enroll_in_state(
+            template,
+            "+13055550102",
+            "America/New_York",
+            None,
+            &["resolved"],
+        )
+        .await;
+    let by_state = f
+        .enroll_in_state(
+            template,
+            "+12125550103",
+            "America/New_York",
+            Some("fl"),
+            &["resolved"],
+        )
+        .await;
+    let new_york = f
+        .enroll_in_state(
+            template,
+            "+12125550104",
+            "America/New_York",
+            None,
+            &["resolved"],
+        )
+        .await;
+    f.app.scheduler.run_due_now().await.unwrap();
+    for id in [by_area_code, by_state] {
+        let deferral = f
+            .events_of(id)
+            .await
+            .into_iter()
+            .find(|e| e["type"] == "deferred")
+            .unwrap_or_else(|| panic!("sequence {id} was not deferred"));
+        assert_eq!(deferral["detail"]["reason"], "calling-rule", "{deferral}");
+        assert_eq!(deferral["detail"]["rule"], "US-FL", "{deferral}");
+        assert_eq!(
+            utc(deferral["detail"]["until"].as_str().unwrap()),
+            utc("2025-06-05T12:00:00Z"),
+            "08:00 EDT the next morning"
+        );
+        assert_eq!(f.calls_made(id).await, 0, "no Florida call after 20:00");
+    }
+    assert_eq!(
+        f.calls_made(new_york).await,
+        1,
+        "New York is called at 20:30"
+    );
+
+    // 20:30 CDT in Houston (a 713 number): Texas allows calls until 21:00.
+    f.app
+        .clock
+        .set_millis(utc("2025-06-05T01:30:00Z").timestamp_millis());
+    let texas = f
+        .enroll_in_state(
+            template,
+            "+17135550105",
+            "America/Chicago",
+            None,
+            &["resolved"],
+        )
+        .await;
+    f.app.scheduler.run_due_now().await.unwrap();
+    assert_eq!(f.calls_made(texas).await, 1, "Texas is called at 20:30");
+    assert!(
+        !f.events_of(texas)
+            .await
+            .iter()
+            .any(|e| e["type"] == "deferred"),
+        "no deferral for Texas at 20:30"
+    );
+
+    // The Florida sequences are called when their morning comes.
+    f.at(utc("2025-06-05T12:00:00Z")).await;
+    for id in [by_area_code, by_state] {
+        assert_eq!(f.calls_made(id).await, 1, "sequence {id} at 08:00 EDT");
+    }
+}
+
+#[tokio::test]
+async fn floridas_three_attempts_in_24_hours_defer_the_fourth_until_the_first_falls_out() {
+    let f = fixture().await;
+    let steps: Vec<Value> = (0..4)
+        .map(|_| json!({ "type": "call", "assistant_id": f.call_assistant }))
+        .collect();
+    let template = f
+        .template(
+            json!({ "name": "Four calls", "calling_hours": null, "stop_on": [], "steps": steps }),
+        )
+        .await;
+    // Wednesday 10:00 EDT.
+    f.app
+        .clock
+        .set_millis(utc("2025-06-04T14:00:00Z").timestamp_millis());
+    let id = f
+        .enroll_in_state(
+            template,
+            "+13055550110",
+            "America/New_York",
+            None,
+            &["unresolved", "unresolved", "unresolved", "unresolved"],
+        )
+        .await;
+    // Run the calls as they come, ten simulated minutes at a time, until the fourth waits.
+    let mut deferral = None;
+    for _ in 0..36 {
+        f.app.scheduler.run_due_now().await.unwrap();
+        deferral = f
+            .events_of(id)
+            .await
+            .into_iter()
+            .find(|e| e["type"] == "deferred");
+        if deferral.is_some() {
+            break;
+        }
+        f.app.clock.advance(Duration::from_secs(600));
+    }
+    let deferral = deferral.expect("the fourth call was never deferred");
+    let events = f.events_of(id).await;
+    let started: Vec<chrono::DateTime<chrono::Utc>> = events
+        .iter()
+        .filter(|e| e["type"] == "encounter-started")
+        .map(|e| utc(e["at"].as_str().unwrap()))
+        .collect();
+    assert_eq!(started.len(), 3, "three calls, then the limit: {events:?}");
+    assert_eq!(deferral["detail"]["reason"], "calling-rule-attempts");
+    assert_eq!(deferral["detail"]["rule"], "US-FL");
+    assert_eq!(deferral["detail"]["step"], 3);
+    assert_eq!(
+        utc(deferral["detail"]["until"].as_str().unwrap()),
+        started[0] + chrono::Duration::hours(24),
+        "the fourth call waits until the first is 24 hours old"
+    );
+
+    // Then it goes out.
+    f.at(started[0] + chrono::Duration::hours(24)).await;
+    assert_eq!(f.calls_made(id).await, 4);
+}
+
+#[tokio::test]
+async fn an_organisations_own_rule_applies_to_its_contacts_only_and_bad_rules_are_refused() {
+    let f = fixture().await;
+    let (status, org) = f
+        .app
+        .patch(
+            &f.key,
+            "/v1/organization",
+            json!({ "calling_rules": [
+            { "name": "no-weekends", "weekdays": ["sat", "sun"] },
+        ] }),
+        )
+        .await;
+    assert_eq!(status, 200, "{org}");
+    assert_eq!(
+        org["calling_rules"],
+        json!([{ "name": "no-weekends", "weekdays": ["sat", "sun"] }])
+    );
+    let (_, read) = f.app.get(&f.key, "/v1/organization").await;
+    assert_eq!(read["calling_rules"], org["calling_rules"]);
+
+    for (body, field) in [
+        (
+            json!([{ "name": "x", "start": "18:00", "end": "09:00" }]),
+            "calling_rules[0].end",
+        ),
+        (
+            json!([{ "name": "x", "states": ["Florida"] }]),
+            "calling_rules[0].states[0]",
+        ),
+        (
+            json!([{ "name": "x", "weekdays": ["someday"] }]),
+            "calling_rules[0].weekdays[0]",
+        ),
+    ] {
+        let (status, error) = f
+            .app
+            .patch(&f.key, "/v1/organization", json!({ "calling_rules": body }))
+            .await;
+        assert_eq!(status, 422, "{error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+    }
+
+    let template = f
+        .template(json!({ "name": "Call", "calling_hours": null,
+            "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    // Saturday 2025-06-07 12:00 EDT: waits for Monday 00:00 local (the template has no
+    // window of its own), naming the organisation's rule.
+    f.app
+        .clock
+        .set_millis(utc("2025-06-07T16:00:00Z").timestamp_millis());
+    let id = f
+        .enroll_in_state(
+            template,
+            "+12125550120",
+            "America/New_York",
+            None,
+            &["resolved"],
+        )
+        .await;
+    f.app.scheduler.run_due_now().await.unwrap();
+    let deferral = f
+        .events_of(id)
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "deferred")
+        .expect("deferred on a Saturday");
+    assert_eq!(deferral["detail"]["reason"], "calling-rule");
+    assert_eq!(deferral["detail"]["rule"], "no-weekends");
+    assert_eq!(
+        utc(deferral["detail"]["until"].as_str().unwrap()),
+        utc("2025-06-09T04:00:00Z"),
+        "Monday 00:00 EDT"
+    );
+
+    // Another organisation's contact on the same Saturday is not bound by the rule.
+    let (_, other_key) = f.app.org("Lakeside Clinic").await;
+    let (status, assistant) = f
+        .app
+        .post(&other_key, "/v1/assistants", json!({
+            "name": "Caller", "channel": "call",
+            "config": { "purpose": "confirm the appointment", "organisation_name": "Lakeside Clinic" },
+        }))
+        .await;
+    assert_eq!(status, 201, "{assistant}");
+    let (status, other_template) = f
+        .app
+        .post(
+            &other_key,
+            "/v1/sequence-templates",
+            json!({ "name": "Call", "calling_hours": null,
+            "steps": [ { "type": "call", "assistant_id": assistant["id"] } ] }),
+        )
+        .await;
+    assert_eq!(status, 201, "{other_template}");
+    let (status, other) = f
+        .app
+        .post(
+            &other_key,
+            "/v1/sequences",
+            json!({
+                "template_id": other_template["id"],
+                "contact": { "phone_number": "+12125550121", "time_zone": "America/New_York" },
+                "simulation": { "outcomes": ["resolved"] },
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{other}");
+    f.app.scheduler.run_due_now().await.unwrap();
+    let other = f
+        .app
+        .sequence(&other_key, other["id"].as_i64().unwrap())
+        .await;
+    assert_eq!(other["outreach"].as_array().unwrap().len(), 1, "{other}");
+
+    // Monday comes: the first organisation's contact is called.
+    f.at(utc("2025-06-09T04:00:00Z")).await;
+    assert_eq!(f.calls_made(id).await, 1);
+    // `null` removes the rules.
+    let (status, cleared) = f
+        .app
+        .patch(&f.key, "/v1/organization", json!({ "calling_rules": null }))
+        .await;
+    assert_eq!(status, 200, "{cleared}");
+    assert_eq!(cleared["calling_rules"], json!([]));
+}
+
+#[tokio::test]
+async fn an_unknown_contact_state_is_refused() {
+    let f = fixture().await;
+    let template = f
+        .template(json!({ "name": "Call", "steps": [ { "type": "call", "assistant_id": f.call_assistant } ] }))
+        .await;
+    let (status, error) = f
+        .app
+        .post(&f.key, "/v1/sequences", json!({
+            "template_id": template,
+            "contact": { "phone_number": "+13055550130", "time_zone": "America/New_York", "state": "Florida" },
+        }))
+        .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "contact.state", "{error}");
+}
