@@ -212,7 +212,7 @@ fn outcomes(overview: &Overview, days: &[i64]) -> Markup {
         .max()
         .unwrap_or(0)
         .max(1);
-    let (left, top, height, step) = (40_u64, 10_u64, 160_u64, 18_u64);
+    let (left, top, height, step) = (40_u64, 10_u64, 120_u64, 18_u64);
     let width = left + step * days.len() as u64;
     html! {
         section aria-labelledby="h-outcomes" {
@@ -375,7 +375,7 @@ fn heat_map_section(overview: &Overview) -> Markup {
                     @for (d, row) in cells.iter().enumerate() {
                         text.tick x="0" y=(top + d * cell + 15) { (WEEKDAYS[d]) }
                         @for (h, count) in row.iter().enumerate() {
-                            @let level = if *count == 0 { 0 } else { 1 + (4 * (*count - 1) / max.max(1)).min(3) };
+                            @let level = if *count == 0 { 0 } else { 1 + ((4 * count - 1) / max.max(1)).min(3) };
                             rect class=(format!("heat h{level}")) x=(left + h * cell) y=(top + d * cell)
                                 width=(cell - 2) height=(cell - 2)
                                 data-weekday=(d) data-hour=(h) data-count=(count) {
@@ -433,16 +433,16 @@ fn deliveries(overview: &Overview, days: &[i64]) -> Markup {
     let (left, top, height, step) = (50_u64, 10_u64, 120_u64, 18_u64);
     let width = left + step * days.len() as u64;
     let point = |i: usize, ms: u64| {
-        format!(
-            "{},{}",
+        (
             left + step * i as u64 + step / 2,
-            top + height - height * ms / max_ms
+            top + height - height * ms / max_ms,
         )
     };
     let line = |pick: fn(&clarion_store::DeliveryDay) -> u64| -> String {
         days.iter()
             .enumerate()
             .filter_map(|(i, day)| by_day.get(day).map(|d| point(i, pick(d))))
+            .map(|(x, y)| format!("{x},{y}"))
             .collect::<Vec<_>>()
             .join(" ")
     };
@@ -491,6 +491,16 @@ fn deliveries(overview: &Overview, days: &[i64]) -> Markup {
                     text.tick x=(left - 4) y=(top + height) text-anchor="end" { "0" }
                     polyline.p99 points=(line(|d| d.p99_ms)) {}
                     polyline.p50 points=(line(|d| d.p50_ms)) {}
+                    @for (i, day) in days.iter().enumerate() {
+                        @if let Some(d) = by_day.get(day) {
+                            @for (class, ms) in [("p99", d.p99_ms), ("p50", d.p50_ms)] {
+                                @let (x, y) = point(i, ms);
+                                circle class=(class) cx=(x) cy=(y) r="3" {
+                                    title { (day_label(*day)) " " (class) ": " (ms) " ms" }
+                                }
+                            }
+                        }
+                    }
                     @for (i, day) in days.iter().enumerate() {
                         @if i % 7 == 0 {
                             text.tick x=(left + step * i as u64) y=(top + height + 16) { (short_day(*day)) }

@@ -280,8 +280,8 @@ pub async fn list(
                 @if filtered {
                     "No sequence matches these filters. Widen the date range or clear the search."
                 } @else {
-                    "No sequences yet. Enroll a patient with POST /v1/sequences (or clarion enroll \
-                     with a CSV file); their sequence appears here."
+                    "No sequences yet. Enroll patients from a CSV file on the Templates page (or \
+                     with POST /v1/sequences or clarion enroll); their sequences appear here."
                 }
             }
         } @else {
