@@ -2,9 +2,11 @@
 //! with the latest of each kind and every duration's count; nothing of another endpoint, of
 //! before the window, or for another organisation.
 
-use clarion_store::{AttemptOutcome, AttemptStats, ClaimRequest, Millis};
+use clarion_store::{AttemptOutcome, AttemptStats, Millis};
 
-use crate::{attempt_outcome, backend, endpoint, queue_deliveries, tenant};
+use crate::{
+    attempt_outcome, backend, claim_ten_first_attempts, endpoint, queue_deliveries, tenant,
+};
 
 #[tokio::test]
 async fn attempt_stats_cover_one_endpoints_window_and_nothing_else() {
@@ -19,21 +21,7 @@ async fn attempt_stats_cover_one_endpoints_window_and_nothing_else() {
     queue_deliveries(store, acme.org, beside.id, 2, 1_000).await;
     // One claim with room for every delivery (the suite's usual claim takes four per
     // endpoint, and counts those four's live leases against the endpoint's cap after).
-    let mut claims = store
-        .claim_due(&ClaimRequest {
-            owner: "node",
-            now: 1_000,
-            lease_until: 61_000,
-            limit: 10,
-            first_attempts: true,
-            per_endpoint_limit: 10,
-            in_flight: &[],
-            endpoint_limits: &[],
-            per_organization_limit: 100,
-            in_flight_per_organization: &[],
-        })
-        .await
-        .unwrap();
+    let mut claims = claim_ten_first_attempts(store, 1_000, 61_000).await;
     assert_eq!(claims.len(), 8);
     let (watched_claims, beside_claims): (Vec<_>, Vec<_>) = claims
         .drain(..)

@@ -327,3 +327,28 @@ pub fn attempt_outcome(
         disable_endpoint: None,
     }
 }
+
+/// Claims up to ten first attempts due at `now`, ten per endpoint (room for every delivery a
+/// check queued: the usual claim's four per endpoint would count their leases against the
+/// endpoint's cap for the next claim), leased until `lease_until`.
+pub async fn claim_ten_first_attempts(
+    store: &Store,
+    now: Millis,
+    lease_until: Millis,
+) -> Vec<ClaimedDelivery> {
+    store
+        .claim_due(&ClaimRequest {
+            owner: "node",
+            now,
+            lease_until,
+            limit: 10,
+            first_attempts: true,
+            per_endpoint_limit: 10,
+            in_flight: &[],
+            endpoint_limits: &[],
+            per_organization_limit: 100,
+            in_flight_per_organization: &[],
+        })
+        .await
+        .unwrap()
+}

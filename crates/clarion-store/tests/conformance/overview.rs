@@ -5,15 +5,15 @@
 //! answer with the numbers the data makes.
 
 use clarion_store::{
-    AnsweredSlot, AttemptOutcome, Channel, ClaimRequest, DeliveryDay, EncounterStatus,
-    MILLIS_PER_DAY, Millis, NewMessage, OrgId, OutcomeCount, Overview, OverviewQuery, Recipients,
-    SequenceId, SequenceRow, SequenceStatus, SequenceUpdate, Store,
+    AnsweredSlot, AttemptOutcome, Channel, DeliveryDay, EncounterStatus, MILLIS_PER_DAY, Millis,
+    NewMessage, OrgId, OutcomeCount, Overview, OverviewQuery, Recipients, SequenceId, SequenceRow,
+    SequenceStatus, SequenceUpdate, Store,
 };
 use serde_json::json;
 
 use crate::{
-    Tenant, attempt_outcome, backend, encounter_of, ended, endpoint, new_sequence,
-    queue_deliveries, sqlite_backend, tenant,
+    Tenant, attempt_outcome, backend, claim_ten_first_attempts, encounter_of, ended, endpoint,
+    new_sequence, queue_deliveries, sqlite_backend, tenant,
 };
 
 const DAY: Millis = MILLIS_PER_DAY;
@@ -77,21 +77,7 @@ async fn encounter(
 async fn attempts(store: &Store, org: OrgId, script: &[(Millis, Option<u16>, u64)]) {
     let target = endpoint(store, org, "https://receiver.example/hooks").await;
     queue_deliveries(store, org, target.id, script.len(), 1_000).await;
-    let claims = store
-        .claim_due(&ClaimRequest {
-            owner: "node",
-            now: 1_000,
-            lease_until: 1_000 + 40 * DAY,
-            limit: 10,
-            first_attempts: true,
-            per_endpoint_limit: 10,
-            in_flight: &[],
-            endpoint_limits: &[],
-            per_organization_limit: 100,
-            in_flight_per_organization: &[],
-        })
-        .await
-        .unwrap();
+    let claims = claim_ten_first_attempts(store, 1_000, 1_000 + 40 * DAY).await;
     assert_eq!(claims.len(), script.len());
     let outcomes: Vec<AttemptOutcome> = claims
         .iter()

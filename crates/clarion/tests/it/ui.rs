@@ -120,6 +120,13 @@ impl Browser {
         request.send().await.unwrap()
     }
 
+    /// Uploads `csv` for enrollment in `template` through the Templates page's form.
+    pub async fn upload_csv(&self, template: &str, csv: &str) -> reqwest::Response {
+        let fields = [("csrf_token", self.csrf.as_str()), ("template", template)];
+        let body = multipart("b", &fields, Some(("p.csv", csv)));
+        self.post_multipart("/ui/templates/enroll", "b", body).await
+    }
+
     /// Signs in with `key` through the form; panics unless it succeeds.
     pub async fn sign_in(base: &str, key: &str) -> Self {
         let mut browser = Self::new(base);
@@ -1547,35 +1554,11 @@ async fn a_csv_upload_enrolls_good_rows_and_lists_bad_ones_by_line_once_per_file
     assert_eq!(forged.status(), StatusCode::FORBIDDEN);
     // Another organisation's template: 404.
     let foreign = lakeside.template.to_string();
-    let response = browser
-        .post_multipart(
-            "/ui/templates/enroll",
-            "b",
-            multipart(
-                "b",
-                &[
-                    ("csrf_token", browser.csrf.as_str()),
-                    ("template", foreign.as_str()),
-                ],
-                Some(("p.csv", csv)),
-            ),
-        )
-        .await;
+    let response = browser.upload_csv(&foreign, csv).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     // A header without a required column: the whole file is refused, saying why.
     let response = browser
-        .post_multipart(
-            "/ui/templates/enroll",
-            "b",
-            multipart(
-                "b",
-                &[
-                    ("csrf_token", browser.csrf.as_str()),
-                    ("template", template.as_str()),
-                ],
-                Some(("p.csv", "phone_number,name\n+15550100009,Flo\n")),
-            ),
-        )
+        .upload_csv(&template, "phone_number,name\n+15550100009,Flo\n")
         .await;
     assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
     assert!(
@@ -1590,35 +1573,11 @@ async fn a_csv_upload_enrolls_good_rows_and_lists_bad_ones_by_line_once_per_file
     for i in 0..1001 {
         big.push_str(&format!("+1555030{i:04},America/Chicago\n"));
     }
-    let response = browser
-        .post_multipart(
-            "/ui/templates/enroll",
-            "b",
-            multipart(
-                "b",
-                &[
-                    ("csrf_token", browser.csrf.as_str()),
-                    ("template", template.as_str()),
-                ],
-                Some(("p.csv", &big)),
-            ),
-        )
-        .await;
+    let response = browser.upload_csv(&template, &big).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // A body over the API's 2 MiB: refused before it is read whole.
     let response = browser
-        .post_multipart(
-            "/ui/templates/enroll",
-            "b",
-            multipart(
-                "b",
-                &[
-                    ("csrf_token", browser.csrf.as_str()),
-                    ("template", template.as_str()),
-                ],
-                Some(("p.csv", &"x".repeat(2 * 1024 * 1024 + 1))),
-            ),
-        )
+        .upload_csv(&template, &"x".repeat(2 * 1024 * 1024 + 1))
         .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(count(&app).await, 2);
