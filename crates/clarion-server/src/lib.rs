@@ -5,6 +5,7 @@
 //! **tenant isolation is enforced by construction, here and in the store's queries.** Every
 //! failure is an [`error::ApiError`], answered as JSON `{"error": {"code", "message", "field"}}`.
 
+pub mod enroll_csv;
 pub mod error;
 pub mod extract;
 pub mod limits;

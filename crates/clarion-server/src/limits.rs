@@ -10,6 +10,10 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 
+/// The largest request body the API reads (axum's default body limit, which every `/v1`
+/// route keeps): 413 `payload_too_large` beyond it. The dashboard's CSV upload takes the same.
+pub const MAX_BODY_BYTES: usize = 2 * 1024 * 1024;
+
 /// How large a free-form JSON value may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JsonBounds {

@@ -706,6 +706,23 @@ impl Store {
         /// The organisation's access log after the cursor, oldest first, or newest first (the
         /// cursor then continues below it), at most `limit`.
         pub async fn access_log(&self, org: OrgId, after: Option<i64>, newest_first: bool, limit: u32) -> Result<Vec<AccessEntry>>;
+
+        /// The dashboard's overview of one organisation over `[query.since, query.until)`:
+        /// sequences by status (running and paused now, ended in the window), encounters
+        /// ended per UTC day by outcome, answered calls per contact zone and 15-minute slot of
+        /// their start (at most `query.max_slots` rows), and webhook delivery attempts per UTC
+        /// day (2xx share, exact nearest-rank p50/p99). Every part reads one range of an
+        /// index per organisation (see ARCHITECTURE.md).
+        pub async fn overview(&self, query: &OverviewQuery) -> Result<Overview>;
+
+        /// The delivered report bodies of those of `sequence_ids` that are the organisation's
+        /// and have one (the latest non-test message of each, as [`Store::report_body`]).
+        pub async fn report_bodies(&self, org: OrgId, sequence_ids: &[SequenceId]) -> Result<std::collections::HashMap<SequenceId, Vec<u8>>>;
+
+        /// The encounters of those of `sequence_ids` that are the organisation's, in (step,
+        /// attempt) order per sequence (every id asked for has an entry, maybe empty): one
+        /// statement for a page of reports.
+        pub async fn encounters_of_sequences(&self, org: OrgId, sequence_ids: &[SequenceId]) -> Result<std::collections::HashMap<SequenceId, Vec<EncounterRow>>>;
     }
 
     /// The organisation's sequences, optionally of one status, oldest first after the cursor.

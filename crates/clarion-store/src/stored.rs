@@ -1,9 +1,11 @@
 //! How the engine's enums are spelled in the database. Every backend stores the same words
 //! (the API's own spelling), so a dump reads the same and migrations between backends copy
-//! columns as they are.
+//! columns as they are. The overview's aggregates are assembled here from both backends'
+//! rows, so that the two answer alike.
 
 use clarion_engine::{Channel, SequenceStatus};
 
+use crate::model::{AnsweredSlot, DeliveryDay, OutcomeCount, Overview, UNANSWERED_CALL_OUTCOMES};
 use crate::{Result, StoreError};
 
 /// A channel's stored spelling.
@@ -37,6 +39,81 @@ pub(crate) fn sequence_status(text: &str) -> Result<SequenceStatus> {
         "ended" => Ok(SequenceStatus::Ended),
         _ => Err(StoreError::Corrupt("unknown sequence status")),
     }
+}
+
+/// The overview's rows as both backends read them: `(active, paused, ended)`, then
+/// `(day, channel, outcome, count)`, `(zone, slot, count)` (up to `max_slots + 1` rows, the
+/// extra one only saying there were more) and `(day, attempts, succeeded, p50, p99)`.
+/// One day's delivery row: (day, attempts, succeeded, p50, p99).
+pub(crate) type DeliveryRow = (i64, i64, i64, Option<i64>, Option<i64>);
+
+pub(crate) struct OverviewRows {
+    pub counts: (i64, i64, i64),
+    pub outcomes: Vec<(i64, String, String, i64)>,
+    pub slots: Vec<(String, i64, i64)>,
+    pub deliveries: Vec<DeliveryRow>,
+}
+
+/// Assembles the overview from its rows, in an order that does not depend on the
+/// database's collation.
+pub(crate) fn overview(rows: OverviewRows, max_slots: u32) -> Result<Overview> {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    let mut outcomes = rows
+        .outcomes
+        .into_iter()
+        .map(|(day, channel_word, outcome, n)| {
+            Ok(OutcomeCount {
+                day,
+                channel: channel(&channel_word)?,
+                outcome,
+                count: count(n),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    outcomes.sort();
+    let max_slots = usize::try_from(max_slots).unwrap_or(usize::MAX);
+    let answered_slots_truncated = rows.slots.len() > max_slots;
+    let mut answered_slots: Vec<AnsweredSlot> = rows
+        .slots
+        .into_iter()
+        .take(max_slots)
+        .map(|(time_zone, slot_start, n)| AnsweredSlot {
+            time_zone,
+            slot_start,
+            count: count(n),
+        })
+        .collect();
+    answered_slots.sort();
+    let deliveries = rows
+        .deliveries
+        .into_iter()
+        .map(|(day, attempts, succeeded, p50, p99)| DeliveryDay {
+            day,
+            attempts: count(attempts),
+            succeeded: count(succeeded),
+            p50_ms: count(p50.unwrap_or(0)),
+            p99_ms: count(p99.unwrap_or(0)),
+        })
+        .collect();
+    let (active, paused, ended) = rows.counts;
+    Ok(Overview {
+        active: count(active),
+        paused: count(paused),
+        ended: count(ended),
+        outcomes,
+        answered_slots,
+        answered_slots_truncated,
+        deliveries,
+    })
+}
+
+/// [`UNANSWERED_CALL_OUTCOMES`] as an SQL `IN` list of constant words.
+pub(crate) fn unanswered_sql() -> String {
+    UNANSWERED_CALL_OUTCOMES
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 #[cfg(test)]

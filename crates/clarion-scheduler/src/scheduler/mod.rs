@@ -549,4 +549,44 @@ impl Scheduler {
             .map(Some)
             .map_err(|_| SchedulerError::Corrupt("report"))
     }
+
+    /// [`Scheduler::report_json`] of each of `sequences` (rows the caller read for `org`), in
+    /// their order, with two statements whatever their number: the delivered bodies of the
+    /// ended ones, then the encounters of the others.
+    pub async fn reports_json(
+        &self,
+        org: OrgId,
+        sequences: &[SequenceRow],
+    ) -> Result<Vec<String>, SchedulerError> {
+        let ended: Vec<SequenceId> = sequences
+            .iter()
+            .filter(|s| s.status == SequenceStatus::Ended)
+            .map(|s| s.id)
+            .collect();
+        let mut bodies = self.inner.store.report_bodies(org, &ended).await?;
+        let built: Vec<SequenceId> = sequences
+            .iter()
+            .filter(|s| !bodies.contains_key(&s.id))
+            .map(|s| s.id)
+            .collect();
+        let mut encounters = self
+            .inner
+            .store
+            .encounters_of_sequences(org, &built)
+            .await?;
+        let ids = self.inner.store.public_ids(org);
+        sequences
+            .iter()
+            .map(|sequence| match bodies.remove(&sequence.id) {
+                Some(body) => {
+                    String::from_utf8(body).map_err(|_| SchedulerError::Corrupt("report body"))
+                }
+                None => {
+                    let encounters = encounters.remove(&sequence.id).unwrap_or_default();
+                    let report = build_report(&ids, sequence, &encounters, sequence.last_updated);
+                    serde_json::to_string(&report).map_err(|_| SchedulerError::Corrupt("report"))
+                }
+            })
+            .collect()
+    }
 }

@@ -385,16 +385,47 @@ pub async fn enroll_batch(
         ));
     }
     let template_id = template_of(&state, org, body.template_id);
+    let items = body.items.into_iter().map(|item| (item, None)).collect();
+    let outcomes = enroll_items(&state, org, template_id, items).await?;
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (index, outcome) in outcomes.into_iter().enumerate() {
+        results.push(match outcome {
+            Ok(Enrolled::Created(row) | Enrolled::Existing(row)) => BatchResult {
+                index,
+                status: 201,
+                sequence: Some(sequence_json(&state, org, row.id).await?),
+                error: None,
+            },
+            Err(error) => error_result(index, error),
+        });
+    }
+    Ok(Json(
+        serde_json::json!({ "data": results, "next_cursor": null }),
+    ))
+}
+
+/// Checks and enrolls `items` in the organisation's template, each with its own
+/// `Idempotency-Key` when given: the path of `POST /v1/sequences/batch` (and, item by item,
+/// of `POST /v1/sequences`: the same validation, rendering check, suppression and tenant),
+/// shared with the dashboard's CSV upload. Answers each item's outcome in order; an item's
+/// error names its field as `items[i].…`. `Err` refuses the whole batch (an unknown
+/// template).
+pub(crate) async fn enroll_items(
+    state: &AppState,
+    org: OrgId,
+    template_id: TemplateId,
+    items: Vec<(BatchItem, Option<String>)>,
+) -> Result<Vec<Result<Enrolled, ApiError>>, ApiError> {
     state
         .store
         .get_template(org, template_id)
         .await?
         .ok_or_else(|| ApiError::invalid("template_id", "no such sequence template"))?;
-    let scripts = sms_scripts(&state, org, template_id).await?;
-    let mut results: Vec<Option<BatchResult>> = Vec::with_capacity(body.items.len());
+    let scripts = sms_scripts(state, org, template_id).await?;
+    let mut results: Vec<Option<Result<Enrolled, ApiError>>> = Vec::with_capacity(items.len());
     let mut requests = Vec::new();
     let mut positions = Vec::new();
-    for (index, item) in body.items.into_iter().enumerate() {
+    for (index, (item, key)) in items.into_iter().enumerate() {
         let prefix = format!("items[{index}].");
         match request(
             template_id,
@@ -402,7 +433,7 @@ pub async fn enroll_batch(
             item.variables,
             item.simulation,
             item.allow_concurrent,
-            None,
+            key,
             &prefix,
         )
         .and_then(|request| check_rendering(&scripts, &request, &prefix).map(|()| request))
@@ -412,7 +443,7 @@ pub async fn enroll_batch(
                 positions.push(index);
                 results.push(None);
             }
-            Err(error) => results.push(Some(error_result(index, error))),
+            Err(error) => results.push(Some(Err(error))),
         }
     }
     let outcomes = state
@@ -421,26 +452,16 @@ pub async fn enroll_batch(
         .await
         .map_err(|e| scheduler_error(e, ""))?;
     for (index, outcome) in positions.into_iter().zip(outcomes) {
-        results[index] = Some(match outcome {
-            Ok(Enrolled::Created(row) | Enrolled::Existing(row)) => BatchResult {
-                index,
-                status: 201,
-                sequence: Some(sequence_json(&state, org, row.id).await?),
-                error: None,
-            },
-            Err(error) => error_result(index, scheduler_error(error, &format!("items[{index}]."))),
-        });
+        results[index] =
+            Some(outcome.map_err(|error| scheduler_error(error, &format!("items[{index}]."))));
     }
-    let data: Vec<BatchResult> = results.into_iter().flatten().collect();
-    Ok(Json(
-        serde_json::json!({ "data": data, "next_cursor": null }),
-    ))
+    Ok(results.into_iter().flatten().collect())
 }
 
 /// The internal id of the template a request names by its public id. A number outside the
 /// id range becomes 0, which no row has, so it is refused exactly like an unknown template
 /// (at the same point of validation).
-fn template_of(state: &AppState, org: OrgId, public: i64) -> TemplateId {
+pub(crate) fn template_of(state: &AppState, org: OrgId, public: i64) -> TemplateId {
     TemplateId(
         state
             .store

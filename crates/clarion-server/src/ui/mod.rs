@@ -17,6 +17,8 @@
 //! before anything is shown ([`audit::record`]); nothing of the PHI goes to the log.
 
 mod audit;
+mod enroll;
+mod overview;
 mod page;
 mod sequences;
 mod session;
@@ -94,8 +96,8 @@ fn css_path() -> &'static str {
 /// The dashboard's routes, each answered with [`security_headers`].
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
-        .route("/ui", get(sequences::home))
-        .route("/ui/", get(sequences::home))
+        .route("/ui", get(overview::page))
+        .route("/ui/", get(overview::page))
         .route("/ui/login", get(session::login_form).post(session::login))
         .route("/ui/logout", post(session::logout))
         .route("/ui/sequences", get(sequences::list))
@@ -107,6 +109,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/ui/sequences/{id}", get(sequences::detail))
         .route("/ui/sequences/{id}/{action}", post(sequences::control))
         .route("/ui/templates", get(templates::page))
+        .route("/ui/templates/enroll", post(enroll::upload))
         .route("/ui/webhooks", get(webhooks::list).post(webhooks::create))
         .route("/ui/webhooks/{id}", get(webhooks::detail))
         .route("/ui/webhooks/{id}/{action}", post(webhooks::action))

@@ -23,6 +23,7 @@ pub struct Frame<'a> {
 /// The navigation entries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Nav {
+    Overview,
     Sequences,
     Templates,
     Webhooks,
@@ -50,6 +51,7 @@ pub fn layout(title: &str, frame: Option<Frame<'_>>, body: Markup) -> Markup {
                     @if let Some(frame) = frame {
                         nav aria-label="Main" {
                             ul {
+                                (nav_item("/ui", "Overview", frame.current == Nav::Overview))
                                 (nav_item("/ui/sequences", "Sequences", frame.current == Nav::Sequences))
                                 (nav_item("/ui/templates", "Templates", frame.current == Nav::Templates))
                                 (nav_item("/ui/webhooks", "Webhooks", frame.current == Nav::Webhooks))

@@ -39,11 +39,6 @@ const MAX_EVENTS: u32 = 500;
 /// Deliveries shown on the detail page.
 const MAX_DELIVERIES: u32 = 50;
 
-/// `GET /ui`: the sequences list is the dashboard's home for now.
-pub async fn home(_viewer: Viewer) -> Redirect {
-    Redirect::to("/ui/sequences")
-}
-
 /// The list's filters as the form sends them (every field optional, empty meaning "any").
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,8 +280,8 @@ pub async fn list(
                 @if filtered {
                     "No sequence matches these filters. Widen the date range or clear the search."
                 } @else {
-                    "No sequences yet. Enroll a patient with POST /v1/sequences (or clarion enroll \
-                     with a CSV file); their sequence appears here."
+                    "No sequences yet. Enroll patients from a CSV file on the Templates page (or \
+                     with POST /v1/sequences or clarion enroll); their sequences appear here."
                 }
             }
         } @else {
@@ -693,28 +688,47 @@ pub async fn control(
     Ok(Redirect::to(&format!("/ui/sequences/{public}")).into_response())
 }
 
-/// Every sequence the filters select (newest first, at most [`MAX_EXPORT_ROWS`]).
+/// What both exports start from: the filters of the page's address, and every sequence they
+/// select (newest first, at most [`MAX_EXPORT_ROWS`]) with its report, read a page at a
+/// time: one query for the page's sequences, two for their reports
+/// (`Scheduler::reports_json`), never one per sequence.
+struct Export {
+    ids: PublicIds,
+    /// The filters, for the access log (no patient data).
+    what: String,
+    rows: Vec<(SequenceRow, SequenceReport)>,
+}
+
 async fn export_rows(
     state: &AppState,
     viewer: &Viewer,
-    filter: &SequenceFilter,
-) -> Result<Vec<SequenceRow>, UiError> {
+    raw: Option<&str>,
+) -> Result<Export, UiError> {
+    let query = ListQuery::parse(raw)?;
+    let ids = state.store.public_ids(viewer.org);
+    let (filter, what) = query.filter(&ids)?;
     let mut rows = Vec::new();
     let mut after = None;
     loop {
-        let page = state
+        let mut page = state
             .store
-            .search_sequences(viewer.org, filter, after, EXPORT_CHUNK)
+            .search_sequences(viewer.org, &filter, after, EXPORT_CHUNK)
             .await?;
         let full = page.len() == EXPORT_CHUNK as usize;
         after = page.last().map(|row| row.id);
-        rows.extend(page);
-        if rows.len() >= MAX_EXPORT_ROWS {
-            rows.truncate(MAX_EXPORT_ROWS);
-            return Ok(rows);
+        page.truncate(MAX_EXPORT_ROWS - rows.len());
+        let reports = state
+            .scheduler
+            .reports_json(viewer.org, &page)
+            .await
+            .map_err(|e| crate::routes::sequences::scheduler_error(e, ""))?;
+        for (row, text) in page.into_iter().zip(reports) {
+            let report = serde_json::from_str(&text)
+                .map_err(|e| UiError::from(crate::error::ApiError::internal(&e)))?;
+            rows.push((row, report));
         }
-        if !full {
-            return Ok(rows);
+        if !full || rows.len() >= MAX_EXPORT_ROWS {
+            return Ok(Export { ids, what, rows });
         }
     }
 }
@@ -782,14 +796,10 @@ pub async fn export_sequences(
     viewer: Viewer,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, UiError> {
-    let query = ListQuery::parse(raw.as_deref())?;
-    let ids = state.store.public_ids(viewer.org);
-    let (filter, what) = query.filter(&ids)?;
-    let rows = export_rows(&state, &viewer, &filter).await?;
+    let Export { ids, what, rows } = export_rows(&state, &viewer, raw.as_deref()).await?;
     let templates = templates(&state, &viewer).await?;
     let mut records = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let (_, report) = report_of(&state, &viewer, row.id).await?;
+    for (row, report) in &rows {
         let contact = Contact::of(row);
         let calls: Vec<&Call> = report
             .outreach
@@ -883,13 +893,9 @@ pub async fn export_encounters(
     viewer: Viewer,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, UiError> {
-    let query = ListQuery::parse(raw.as_deref())?;
-    let ids = state.store.public_ids(viewer.org);
-    let (filter, what) = query.filter(&ids)?;
-    let rows = export_rows(&state, &viewer, &filter).await?;
+    let Export { ids, what, rows } = export_rows(&state, &viewer, raw.as_deref()).await?;
     let mut records = Vec::new();
-    for row in &rows {
-        let (_, report) = report_of(&state, &viewer, row.id).await?;
+    for (row, report) in &rows {
         let contact = Contact::of(row);
         let sequence = ids.encode(IdKind::Sequence, row.id.0).to_string();
         for step in &report.outreach {

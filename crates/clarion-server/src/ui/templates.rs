@@ -1,6 +1,7 @@
 //! Templates and assistants, read-only: each template at its current version with its steps,
 //! stop conditions and calling hours; each assistant with its channel. Changes go through the
 //! API (`PUT /v1/sequence-templates/{id}` makes a new version; running sequences keep theirs).
+//! The page also carries the CSV enrollment form (`super::enroll`).
 
 use std::collections::HashMap;
 
@@ -38,6 +39,33 @@ pub async fn page(State(state): State<AppState>, viewer: Viewer) -> Result<Respo
         h1 { "Templates and assistants" }
         p { "Read-only. Change them through the API: a changed template gets a new version, and \
              running sequences keep the version they were enrolled on." }
+        @if !templates.is_empty() {
+            section.enroll aria-labelledby="h-enroll" {
+                h2 id="h-enroll" { "Enroll from a CSV file" }
+                p {
+                    "A header row, then one patient a row: " code { "phone_number" } " (E.164) and "
+                    code { "time_zone" } " (IANA, e.g. America/Chicago) are required, "
+                    code { "name" } " and " code { "external_id" } " optional; every other column                      is a template variable. At most " (crate::routes::sequences::MAX_BATCH)
+                    " rows and 2 MiB a file (clarion enroll takes larger files). Each rejected row                      is listed with its line and reason."
+                }
+                form.filters method="post" action="/ui/templates/enroll" enctype="multipart/form-data" {
+                    input type="hidden" name="csrf_token" value=(viewer.csrf);
+                    div.field {
+                        label for="enroll-template" { "Template" }
+                        select id="enroll-template" name="template" required {
+                            @for template in &templates {
+                                option value=(ids.encode(IdKind::Template, template.template_id.0)) { (template.name) }
+                            }
+                        }
+                    }
+                    div.field.grow {
+                        label for="enroll-file" { "CSV file" }
+                        input id="enroll-file" name="file" type="file" accept=".csv,text/csv" required;
+                    }
+                    div.actions { button type="submit" { "Enroll" } }
+                }
+            }
+        }
         h2 { "Sequence templates" }
         @if templates.is_empty() {
             p.empty { "No template yet. Create one with POST /v1/sequence-templates." }

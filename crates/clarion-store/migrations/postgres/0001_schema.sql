@@ -302,3 +302,9 @@ CREATE TABLE access_log (
     detail       TEXT   NOT NULL
 );
 CREATE INDEX access_log_by_org ON access_log (org_id, id);
+
+-- The dashboard's overview (migrations/sqlite/0024_dashboard_overview.sql says what reads
+-- each): ended encounters and ended sequences by organisation and end time.
+CREATE INDEX encounters_org_ended ON encounters(org_id, ended_at, channel, outcome)
+    WHERE status = 'ended';
+CREATE INDEX sequences_org_ended ON sequences(org_id, ended_at) WHERE status = 'ended';

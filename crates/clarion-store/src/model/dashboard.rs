@@ -79,3 +79,82 @@ pub struct AccessEntry {
     pub sequence_id: Option<SequenceId>,
     pub detail: String,
 }
+
+/// The call outcomes that mean nobody answered (or the call never connected): every other
+/// ended call reached the contact. The answer rate sets the answered against the first three;
+/// `failed` is counted apart (the call was not placed or broke down).
+pub const UNANSWERED_CALL_OUTCOMES: [&str; 4] = ["voicemail", "no-answer", "busy", "failed"];
+
+/// The width of the slots answered calls are counted in for the overview's heat map: every
+/// time zone's offset from UTC is a multiple of 15 minutes (and so is every daylight-saving
+/// change), so a slot lies wholly in one local hour of any zone.
+pub const HEAT_MAP_SLOT_MILLIS: Millis = 15 * 60 * 1000;
+
+/// What the dashboard's overview asks for: one organisation, one window `[since, until)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverviewQuery {
+    pub org_id: OrgId,
+    pub since: Millis,
+    pub until: Millis,
+    /// The most (zone, slot) rows of answered calls to read (the answer says when there
+    /// were more).
+    pub max_slots: u32,
+}
+
+/// The overview's aggregates, every one of them bounded by the organisation and the window
+/// (and none carrying a patient's data).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overview {
+    /// Sequences running now (whenever they were enrolled).
+    pub active: u64,
+    /// Sequences paused now.
+    pub paused: u64,
+    /// Sequences that ended in the window.
+    pub ended: u64,
+    /// Encounters that ended in the window, per UTC day, channel and outcome, in that order.
+    pub outcomes: Vec<OutcomeCount>,
+    /// Answered calls that ended in the window, per contact time zone and
+    /// [`HEAT_MAP_SLOT_MILLIS`] slot of their start, in (zone, slot) order.
+    pub answered_slots: Vec<AnsweredSlot>,
+    /// Whether there were more (zone, slot) rows than `max_slots` (the heat map is then
+    /// partial).
+    pub answered_slots_truncated: bool,
+    /// Webhook delivery attempts in the window, per UTC day (days without attempts left out).
+    pub deliveries: Vec<DeliveryDay>,
+}
+
+/// Encounters of one channel that ended on one UTC day with one outcome.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct OutcomeCount {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    pub channel: crate::Channel,
+    pub outcome: String,
+    pub count: u64,
+}
+
+/// Answered calls of contacts in one time zone that started in one slot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AnsweredSlot {
+    /// The zone stored with the sequence's contact (IANA name as enrolled), empty if none.
+    pub time_zone: String,
+    /// The slot's start (a multiple of [`HEAT_MAP_SLOT_MILLIS`]).
+    pub slot_start: Millis,
+    pub count: u64,
+}
+
+/// One UTC day's webhook delivery attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryDay {
+    /// Days since 1970-01-01 (UTC).
+    pub day: i64,
+    pub attempts: u64,
+    /// Attempts answered with a 2xx.
+    pub succeeded: u64,
+    /// Nearest-rank percentiles of the attempts' durations.
+    pub p50_ms: u64,
+    pub p99_ms: u64,
+}
+
+/// One day in milliseconds.
+pub const MILLIS_PER_DAY: Millis = 86_400_000;

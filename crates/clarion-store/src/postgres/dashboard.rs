@@ -1,10 +1,12 @@
-//! The operator dashboard's sessions and the PHI access log (PostgreSQL).
+//! The operator dashboard's sessions, the PHI access log and the overview's aggregates
+//! (PostgreSQL).
 
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use super::{IdOrder, PgStore, inserting};
 use crate::model::*;
+use crate::stored::{OverviewRows, overview, unanswered_sql};
 use crate::{ApiKeyId, OrgId, Result, SequenceId};
 
 const SESSION_COLUMNS: &str = "id, org_id, api_key_id, created_at, last_seen_at, expires_at";
@@ -135,5 +137,86 @@ impl PgStore {
         .await?;
         tx.commit().await?;
         rows.iter().map(access_from_row).collect()
+    }
+
+    pub(crate) async fn overview(&self, query: &OverviewQuery) -> Result<Overview> {
+        let OverviewQuery {
+            org_id,
+            since,
+            until,
+            max_slots,
+        } = *query;
+        // The SQLite twin (sqlite/dashboard.rs) says which index each statement reads.
+        let counts: (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COUNT(*) FROM sequences WHERE org_id = $1 AND status = 'active'), \
+                    (SELECT COUNT(*) FROM sequences WHERE org_id = $1 AND status = 'paused'), \
+                    (SELECT COUNT(*) FROM sequences WHERE org_id = $1 AND status = 'ended' \
+                     AND ended_at >= $2 AND ended_at < $3)",
+        )
+        .bind(org_id.0)
+        .bind(since)
+        .bind(until)
+        .fetch_one(&self.pool)
+        .await?;
+        let outcomes = sqlx::query_as(&format!(
+            "SELECT ended_at / {MILLIS_PER_DAY} AS day, channel, outcome, COUNT(*) \
+             FROM encounters \
+             WHERE org_id = $1 AND status = 'ended' AND ended_at >= $2 AND ended_at < $3 \
+               AND outcome IS NOT NULL \
+             GROUP BY day, channel, outcome"
+        ))
+        .bind(org_id.0)
+        .bind(since)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        // `COLLATE "C"`: the rows kept under the limit are the same as on SQLite.
+        let slots = sqlx::query_as(&format!(
+            "SELECT zone, slot, n FROM ( \
+               SELECT COALESCE(s.contact::jsonb ->> 'time_zone', '') AS zone, \
+                      (COALESCE(e.claimed_at, e.created_at) / {HEAT_MAP_SLOT_MILLIS}) \
+                        * {HEAT_MAP_SLOT_MILLIS} AS slot, \
+                      COUNT(*) AS n \
+               FROM encounters e JOIN sequences s ON s.id = e.sequence_id \
+               WHERE e.org_id = $1 AND e.status = 'ended' AND e.ended_at >= $2 \
+                 AND e.ended_at < $3 AND e.channel = 'call' AND e.outcome IS NOT NULL \
+                 AND e.outcome NOT IN ({unanswered}) \
+               GROUP BY zone, slot) q \
+             ORDER BY zone COLLATE \"C\", slot LIMIT $4",
+            unanswered = unanswered_sql(),
+        ))
+        .bind(org_id.0)
+        .bind(since)
+        .bind(until)
+        .bind(i64::from(max_slots) + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let deliveries = sqlx::query_as(&format!(
+            "SELECT day, COUNT(*), SUM(ok), \
+                    MAX(CASE WHEN rn = (50 * n + 99) / 100 THEN d END), \
+                    MAX(CASE WHEN rn = (99 * n + 99) / 100 THEN d END) \
+             FROM (SELECT a.attempted_at / {MILLIS_PER_DAY} AS day, a.duration_ms AS d, \
+                          CASE WHEN a.status_code BETWEEN 200 AND 299 THEN 1 ELSE 0 END AS ok, \
+                          ROW_NUMBER() OVER (PARTITION BY a.attempted_at / {MILLIS_PER_DAY} \
+                                             ORDER BY a.duration_ms) AS rn, \
+                          COUNT(*) OVER (PARTITION BY a.attempted_at / {MILLIS_PER_DAY}) AS n \
+                   FROM webhook_endpoints w JOIN webhook_attempts a ON a.endpoint_id = w.id \
+                   WHERE w.org_id = $1 AND a.attempted_at >= $2 AND a.attempted_at < $3) q \
+             GROUP BY day ORDER BY day"
+        ))
+        .bind(org_id.0)
+        .bind(since)
+        .bind(until)
+        .fetch_all(&self.pool)
+        .await?;
+        overview(
+            OverviewRows {
+                counts,
+                outcomes,
+                slots,
+                deliveries,
+            },
+            max_slots,
+        )
     }
 }

@@ -1295,7 +1295,7 @@ impl PgStore {
         tx: &mut PgTx,
         sequence_ids: &[SequenceId],
     ) -> Result<std::collections::HashMap<SequenceId, Vec<EncounterRow>>> {
-        let mut by_sequence: std::collections::HashMap<SequenceId, Vec<EncounterRow>> =
+        let by_sequence: std::collections::HashMap<SequenceId, Vec<EncounterRow>> =
             sequence_ids.iter().map(|id| (*id, Vec::new())).collect();
         if sequence_ids.is_empty() {
             return Ok(by_sequence);
@@ -1307,14 +1307,52 @@ impl PgStore {
         .bind(raw_ids(sequence_ids))
         .fetch_all(&mut *tx.inner)
         .await?;
-        for row in &rows {
-            let encounter = encounter_from_row(row)?;
-            by_sequence
-                .entry(encounter.sequence_id)
-                .or_default()
-                .push(encounter);
+        group_encounters(by_sequence, &rows)
+    }
+
+    pub(crate) async fn encounters_of_sequences(
+        &self,
+        org: OrgId,
+        sequence_ids: &[SequenceId],
+    ) -> Result<std::collections::HashMap<SequenceId, Vec<EncounterRow>>> {
+        let by_sequence = sequence_ids.iter().map(|id| (*id, Vec::new())).collect();
+        if sequence_ids.is_empty() {
+            return Ok(by_sequence);
         }
-        Ok(by_sequence)
+        let rows = sqlx::query(&format!(
+            "SELECT {ENCOUNTER_COLUMNS} FROM encounters \
+             WHERE sequence_id = ANY($1) AND org_id = $2 ORDER BY sequence_id, step, attempt"
+        ))
+        .bind(raw_ids(sequence_ids))
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?;
+        group_encounters(by_sequence, &rows)
+    }
+
+    pub(crate) async fn report_bodies(
+        &self,
+        org: OrgId,
+        sequence_ids: &[SequenceId],
+    ) -> Result<std::collections::HashMap<SequenceId, Vec<u8>>> {
+        if sequence_ids.is_empty() {
+            return Ok(std::collections::HashMap::new());
+        }
+        // The latest non-test message of each (as `report_body`).
+        let rows: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT sequence_id, body FROM webhook_messages WHERE id IN ( \
+               SELECT MAX(id) FROM webhook_messages \
+               WHERE sequence_id = ANY($1) AND org_id = $2 AND NOT is_test \
+               GROUP BY sequence_id)",
+        )
+        .bind(raw_ids(sequence_ids))
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, body)| (SequenceId(id), body))
+            .collect())
     }
 
     pub(crate) async fn lock_contacts(
@@ -1609,4 +1647,19 @@ async fn record_suppression_change(
     .execute(&mut *tx.inner)
     .await?;
     Ok(())
+}
+
+/// `rows` of encounters (in order) added to their sequence's list.
+fn group_encounters(
+    mut by_sequence: std::collections::HashMap<SequenceId, Vec<EncounterRow>>,
+    rows: &[PgRow],
+) -> Result<std::collections::HashMap<SequenceId, Vec<EncounterRow>>> {
+    for row in rows {
+        let encounter = encounter_from_row(row)?;
+        by_sequence
+            .entry(encounter.sequence_id)
+            .or_default()
+            .push(encounter);
+    }
+    Ok(by_sequence)
 }

@@ -2,37 +2,11 @@
 //! with the latest of each kind and every duration's count; nothing of another endpoint, of
 //! before the window, or for another organisation.
 
-use clarion_store::{
-    AfterAttempt, Attempt, AttemptOutcome, AttemptStats, ClaimRequest, ClaimedDelivery, Millis,
+use clarion_store::{AttemptOutcome, AttemptStats, Millis};
+
+use crate::{
+    attempt_outcome, backend, claim_ten_first_attempts, endpoint, queue_deliveries, tenant,
 };
-
-use crate::{backend, endpoint, queue_deliveries, tenant};
-
-fn outcome(
-    claim: &ClaimedDelivery,
-    at: Millis,
-    status: Option<u16>,
-    duration_ms: u64,
-) -> AttemptOutcome {
-    AttemptOutcome {
-        delivery_id: claim.id,
-        lease: claim.lease.clone(),
-        attempt: Attempt {
-            attempt_number: 1,
-            attempted_at: at,
-            status_code: status,
-            duration_ms,
-            error: status.is_none().then(|| "timeout".to_owned()),
-            response_body: None,
-        },
-        next: if status.is_some_and(|s| (200..300).contains(&s)) {
-            AfterAttempt::Delivered
-        } else {
-            AfterAttempt::Failed
-        },
-        disable_endpoint: None,
-    }
-}
 
 #[tokio::test]
 async fn attempt_stats_cover_one_endpoints_window_and_nothing_else() {
@@ -47,21 +21,7 @@ async fn attempt_stats_cover_one_endpoints_window_and_nothing_else() {
     queue_deliveries(store, acme.org, beside.id, 2, 1_000).await;
     // One claim with room for every delivery (the suite's usual claim takes four per
     // endpoint, and counts those four's live leases against the endpoint's cap after).
-    let mut claims = store
-        .claim_due(&ClaimRequest {
-            owner: "node",
-            now: 1_000,
-            lease_until: 61_000,
-            limit: 10,
-            first_attempts: true,
-            per_endpoint_limit: 10,
-            in_flight: &[],
-            endpoint_limits: &[],
-            per_organization_limit: 100,
-            in_flight_per_organization: &[],
-        })
-        .await
-        .unwrap();
+    let mut claims = claim_ten_first_attempts(store, 1_000, 61_000).await;
     assert_eq!(claims.len(), 8);
     let (watched_claims, beside_claims): (Vec<_>, Vec<_>) = claims
         .drain(..)
@@ -79,13 +39,13 @@ async fn attempt_stats_cover_one_endpoints_window_and_nothing_else() {
     let mut outcomes: Vec<AttemptOutcome> = watched_claims
         .iter()
         .zip(script)
-        .map(|(claim, (at, status, ms))| outcome(claim, at, status, ms))
+        .map(|(claim, (at, status, ms))| attempt_outcome(claim, at, status, ms))
         .collect();
     // The endpoint beside it: attempts in the window that must not count.
     outcomes.extend(
         beside_claims
             .iter()
-            .map(|claim| outcome(claim, 12_500, Some(500), 1)),
+            .map(|claim| attempt_outcome(claim, 12_500, Some(500), 1)),
     );
     store.record_outcomes(&outcomes, 15_000).await.unwrap();
 

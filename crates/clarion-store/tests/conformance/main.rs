@@ -21,6 +21,7 @@ mod encounter_claims;
 mod endpoint_stats;
 mod enrollment;
 mod outbox;
+mod overview;
 mod paging;
 mod postgres_only;
 mod provider_capacity;
@@ -297,4 +298,57 @@ pub async fn queue_deliveries(
         assert_eq!(created, 1);
     }
     tx.commit().await.unwrap();
+}
+
+/// The outcome of a first attempt of `claim` at `at`: answered `status` (none: a timeout)
+/// after `duration_ms`; delivered on a 2xx, failed otherwise.
+pub fn attempt_outcome(
+    claim: &ClaimedDelivery,
+    at: Millis,
+    status: Option<u16>,
+    duration_ms: u64,
+) -> clarion_store::AttemptOutcome {
+    clarion_store::AttemptOutcome {
+        delivery_id: claim.id,
+        lease: claim.lease.clone(),
+        attempt: clarion_store::Attempt {
+            attempt_number: 1,
+            attempted_at: at,
+            status_code: status,
+            duration_ms,
+            error: status.is_none().then(|| "timeout".to_owned()),
+            response_body: None,
+        },
+        next: if status.is_some_and(|s| (200..300).contains(&s)) {
+            clarion_store::AfterAttempt::Delivered
+        } else {
+            clarion_store::AfterAttempt::Failed
+        },
+        disable_endpoint: None,
+    }
+}
+
+/// Claims up to ten first attempts due at `now`, ten per endpoint (room for every delivery a
+/// check queued: the usual claim's four per endpoint would count their leases against the
+/// endpoint's cap for the next claim), leased until `lease_until`.
+pub async fn claim_ten_first_attempts(
+    store: &Store,
+    now: Millis,
+    lease_until: Millis,
+) -> Vec<ClaimedDelivery> {
+    store
+        .claim_due(&ClaimRequest {
+            owner: "node",
+            now,
+            lease_until,
+            limit: 10,
+            first_attempts: true,
+            per_endpoint_limit: 10,
+            in_flight: &[],
+            endpoint_limits: &[],
+            per_organization_limit: 100,
+            in_flight_per_organization: &[],
+        })
+        .await
+        .unwrap()
 }

@@ -1,5 +1,6 @@
 //! `clarion enroll --template ID FILE.csv`: bulk enrollment from a CSV file through
-//! `POST /v1/sequences/batch`.
+//! `POST /v1/sequences/batch`. The file is read as the dashboard's upload reads it
+//! (`clarion_server::enroll_csv`: columns, items, each row's error).
 //!
 //! The file is streamed: a blocking reader parses rows into batches (at most [`MAX_ROWS`]
 //! rows, and about [`MAX_BATCH_BYTES`] of JSON, so the request stays well under the server's
@@ -18,20 +19,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
+use clarion_server::enroll_csv::{self, Columns, Row};
 use serde::Deserialize;
-use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 /// Most rows in one batch request (the API's limit).
 const MAX_ROWS: usize = 1000;
 /// A batch is sent once its items' JSON reaches this size (the server takes 2 MB bodies).
 const MAX_BATCH_BYTES: usize = 1024 * 1024;
-/// The columns that fill the contact; every other column is a variable.
-const PHONE: &str = "phone_number";
-const ZONE: &str = "time_zone";
-const NAME: &str = "name";
-const EXTERNAL_ID: &str = "external_id";
-
 #[derive(Clone, clap::Args)]
 pub struct EnrollArgs {
     /// The sequence template every row is enrolled in.
@@ -57,102 +52,6 @@ impl std::fmt::Debug for EnrollArgs {
             .field("api_key", &"<redacted>")
             .field("file", &self.file)
             .finish()
-    }
-}
-
-/// Where each column goes.
-#[derive(Debug)]
-struct Columns {
-    len: usize,
-    phone: usize,
-    zone: usize,
-    name: Option<usize>,
-    external_id: Option<usize>,
-    /// (column, variable name)
-    variables: Vec<(usize, String)>,
-}
-
-impl Columns {
-    fn from_header(header: &csv::ByteRecord) -> anyhow::Result<Self> {
-        if header.is_empty() || header.iter().all(<[u8]>::is_empty) {
-            bail!("the file has no header row (expected at least {PHONE},{ZONE})");
-        }
-        let mut names = Vec::with_capacity(header.len());
-        for (i, cell) in header.iter().enumerate() {
-            let name = std::str::from_utf8(cell)
-                .with_context(|| format!("column {} of the header is not valid UTF-8", i + 1))?;
-            let name = name.trim_start_matches('\u{feff}').trim();
-            if name.is_empty() {
-                bail!("column {} of the header has no name", i + 1);
-            }
-            if names.iter().any(|n: &String| n.eq_ignore_ascii_case(name)) {
-                bail!("the header names the column `{name}` twice");
-            }
-            names.push(name.to_owned());
-        }
-        let find = |wanted: &str| names.iter().position(|n| n.eq_ignore_ascii_case(wanted));
-        let (Some(phone), Some(zone)) = (find(PHONE), find(ZONE)) else {
-            let missing: Vec<String> = [PHONE, ZONE]
-                .into_iter()
-                .filter(|c| find(c).is_none())
-                .map(|c| format!("`{c}`"))
-                .collect();
-            bail!(
-                "missing required column{} {} (the header has: {})",
-                if missing.len() > 1 { "s" } else { "" },
-                missing.join(", "),
-                names.join(", ")
-            );
-        };
-        let (name, external_id) = (find(NAME), find(EXTERNAL_ID));
-        let variables = names
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| ![Some(phone), Some(zone), name, external_id].contains(&Some(*i)))
-            .map(|(i, n)| (i, n.clone()))
-            .collect();
-        Ok(Self {
-            len: names.len(),
-            phone,
-            zone,
-            name,
-            external_id,
-            variables,
-        })
-    }
-
-    /// The batch item of one row, as JSON text; an error names the column, never the value.
-    fn item(&self, record: &csv::ByteRecord) -> Result<String, String> {
-        let cell = |i: usize| -> Result<&str, String> {
-            std::str::from_utf8(record.get(i).unwrap_or_default())
-                .map_err(|_| format!("column {} is not valid UTF-8", i + 1))
-        };
-        let optional = |i: Option<usize>| -> Result<Option<String>, String> {
-            match i {
-                None => Ok(None),
-                Some(i) => Ok(Some(cell(i)?.to_owned()).filter(|v| !v.is_empty())),
-            }
-        };
-        let mut contact = Map::new();
-        contact.insert(PHONE.into(), cell(self.phone)?.into());
-        contact.insert(ZONE.into(), cell(self.zone)?.into());
-        if let Some(name) = optional(self.name)? {
-            contact.insert(NAME.into(), name.into());
-        }
-        if let Some(external_id) = optional(self.external_id)? {
-            contact.insert(EXTERNAL_ID.into(), external_id.into());
-        }
-        let mut variables = Map::new();
-        for (i, name) in &self.variables {
-            let value = cell(*i)?;
-            if !value.is_empty() {
-                variables.insert(name.clone(), value.into());
-            }
-        }
-        let mut item = Map::new();
-        item.insert("contact".into(), Value::Object(contact));
-        item.insert("variables".into(), Value::Object(variables));
-        serde_json::to_string(&item).map_err(|_| "the row could not be encoded".to_owned())
     }
 }
 
@@ -210,46 +109,28 @@ fn read_batches(
     let mut record = csv::ByteRecord::new();
     let mut batch = Batch::default();
     loop {
-        match reader.read_byte_record(&mut record) {
-            Ok(false) => break,
-            Ok(true) => {
-                let line = record.position().map_or(0, csv::Position::line);
+        match columns.next_row(&mut reader, &mut record) {
+            Ok(None) => break,
+            Ok(Some(Row::Item { line, json })) => {
                 batch.note_line(line);
-                match columns.item(&record) {
-                    Ok(json) => {
-                        batch.bytes += json.len() + 1;
-                        batch.items.push(Item { line, json });
-                    }
-                    Err(message) => batch.rejected.push(Rejected {
-                        line,
-                        code: "invalid_csv".into(),
-                        field: None,
-                        message,
-                    }),
-                }
+                batch.bytes += json.len() + 1;
+                batch.items.push(Item { line, json });
             }
-            Err(error) => match error.kind() {
-                csv::ErrorKind::UnequalLengths { pos, len, .. } => {
-                    let line = pos.as_ref().map_or(0, csv::Position::line);
-                    batch.note_line(line);
-                    batch.rejected.push(Rejected {
-                        line,
-                        code: "invalid_csv".into(),
-                        field: None,
-                        message: format!(
-                            "the row has {len} field{}, the header {}",
-                            if *len == 1 { "" } else { "s" },
-                            columns.len
-                        ),
-                    });
-                }
-                _ => {
-                    return Err(anyhow!(error)).context(format!(
-                        "reading the file near line {}",
-                        reader.position().line()
-                    ));
-                }
-            },
+            Ok(Some(Row::Rejected { line, message })) => {
+                batch.note_line(line);
+                batch.rejected.push(Rejected {
+                    line,
+                    code: "invalid_csv".into(),
+                    field: None,
+                    message,
+                });
+            }
+            Err(error) => {
+                return Err(anyhow!(error)).context(format!(
+                    "reading the file near line {}",
+                    reader.position().line()
+                ));
+            }
         }
         if batch.is_full() {
             batch.end = reader.position().byte();
@@ -349,14 +230,6 @@ impl Api {
     }
 }
 
-/// `items[3].contact.phone_number` → `contact.phone_number`.
-fn item_field(field: &str) -> &str {
-    field
-        .strip_prefix("items[")
-        .and_then(|rest| rest.split_once("]."))
-        .map_or(field, |(_, rest)| rest)
-}
-
 fn print_rejected(rejected: &Rejected) {
     match &rejected.field {
         Some(field) => println!(
@@ -378,10 +251,7 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<ExitCode> {
         .ok()
         .filter(std::fs::Metadata::is_file)
         .map(|m| m.len());
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .trim(csv::Trim::All)
-        .from_reader(file);
+    let mut reader = enroll_csv::reader(file);
     let header = reader
         .byte_headers()
         .with_context(|| format!("reading the header row of {}", args.file.display()))?;
@@ -441,7 +311,11 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<ExitCode> {
                     Some(error) => Rejected {
                         line,
                         code: error.code,
-                        field: error.field.as_deref().map(item_field).map(str::to_owned),
+                        field: error
+                            .field
+                            .as_deref()
+                            .map(enroll_csv::item_field)
+                            .map(str::to_owned),
                         message: error.message,
                     },
                     None => Rejected {
@@ -483,7 +357,9 @@ pub async fn run(args: EnrollArgs) -> anyhow::Result<ExitCode> {
 mod properties {
     use std::io::{Seek, Write};
 
+    use clarion_server::enroll_csv::{NAME, PHONE, ZONE};
     use proptest::prelude::*;
+    use serde_json::Value;
 
     use super::*;
 
@@ -492,10 +368,7 @@ mod properties {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(bytes).unwrap();
         file.rewind().unwrap();
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(true)
-            .trim(csv::Trim::All)
-            .from_reader(file);
+        let mut reader = enroll_csv::reader(file);
         let header = reader.byte_headers().ok()?.clone();
         let columns = Columns::from_header(&header).ok()?;
         // Room for every batch the inputs here can make, so that no send waits.

@@ -99,6 +99,34 @@ impl Browser {
         request.send().await.unwrap()
     }
 
+    /// Posts `body` as `multipart/form-data` with `boundary`.
+    pub async fn post_multipart(
+        &self,
+        path: &str,
+        boundary: &str,
+        body: Vec<u8>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={boundary}"),
+            )
+            .body(body);
+        if let Some(cookie) = self.cookie_header() {
+            request = request.header("cookie", cookie);
+        }
+        request.send().await.unwrap()
+    }
+
+    /// Uploads `csv` for enrollment in `template` through the Templates page's form.
+    pub async fn upload_csv(&self, template: &str, csv: &str) -> reqwest::Response {
+        let fields = [("csrf_token", self.csrf.as_str()), ("template", template)];
+        let body = multipart("b", &fields, Some(("p.csv", csv)));
+        self.post_multipart("/ui/templates/enroll", "b", body).await
+    }
+
     /// Signs in with `key` through the form; panics unless it succeeds.
     pub async fn sign_in(base: &str, key: &str) -> Self {
         let mut browser = Self::new(base);
@@ -1246,4 +1274,311 @@ async fn endpoints_are_created_with_their_secret_shown_once_and_disabled_and_ena
         .get(&lakeside.key, &format!("/v1/webhook-endpoints/{theirs}"))
         .await;
     assert_eq!(state["enabled"], true);
+}
+
+/// A `multipart/form-data` body as a browser sends one: `fields` as text, `file` (field
+/// `file`) when given.
+fn multipart(boundary: &str, fields: &[(&str, &str)], file: Option<(&str, &str)>) -> Vec<u8> {
+    let mut body = String::new();
+    for (name, value) in fields {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+        ));
+    }
+    if let Some((file_name, content)) = file {
+        body.push_str(&format!(
+            "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; \
+             filename=\"{file_name}\"\r\nContent-Type: text/csv\r\n\r\n{content}\r\n"
+        ));
+    }
+    body.push_str(&format!("--{boundary}--\r\n"));
+    body.into_bytes()
+}
+
+/// The number in the `data-` attribute `name` of `html` (the first one).
+fn data_number(html: &str, name: &str) -> String {
+    let start = html
+        .find(&format!("{name}=\""))
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + name.len()
+        + 2;
+    html[start..].split('"').next().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_overview_counts_statuses_answers_and_places_answered_calls_on_the_contacts_clock() {
+    let app = spawn_app().await;
+    let riverside = clinic(&app, "Riverside", Value::Null).await;
+    let lakeside = clinic(&app, "Lakeside", Value::Null).await;
+    let enroll =
+        |phone: &'static str, zone: &'static str, outcomes: Value| {
+            let (app, key, template) = (&app, riverside.key.clone(), riverside.template);
+            async move {
+                app.enroll(&key, json!({
+                "template_id": template,
+                "contact": { "phone_number": phone, "time_zone": zone, "external_id": phone },
+                "simulation": { "outcomes": outcomes },
+            }))
+            .await
+            }
+        };
+    let honolulu = enroll("+15550100001", "Pacific/Honolulu", json!(["resolved"])).await;
+    let chicago = enroll(
+        "+15550100002",
+        "America/Chicago",
+        json!(["voicemail", "no-answer"]),
+    )
+    .await;
+    run_until_ended(&app, &riverside.key, &[honolulu, chicago]).await;
+    let paused = enroll("+15550100003", "America/Chicago", json!(["resolved"])).await;
+    let (status, body) = app
+        .post(
+            &riverside.key,
+            &format!("/v1/sequences/{paused}/pause"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    enroll("+15550100004", "America/Chicago", json!(["resolved"])).await;
+
+    let browser = Browser::sign_in(&app.base, &riverside.key).await;
+    let (status, html) = browser.page("/ui").await;
+    assert_eq!(status, StatusCode::OK, "{html}");
+    assert!(html.contains("<h1>Overview</h1>"), "{html}");
+    assert!(
+        html.contains(r#"<a href="/ui" aria-current="page">Overview</a>"#),
+        "the overview is the home and first in the navigation: {html}"
+    );
+    // Sequences by status.
+    assert!(
+        html.contains(r#"data-status="active" data-count="1""#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-status="paused" data-count="1""#),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"data-status="ended" data-count="2""#),
+        "{html}"
+    );
+    // Outcomes per day: three calls ended (resolved, voicemail, no-answer).
+    assert!(html.contains(r#"<title id="outcomes-title">"#));
+    assert!(
+        html.contains("3 calls and texts ended in the last 30 days"),
+        "{html}"
+    );
+    // One answered of three.
+    assert_eq!(data_number(&html, "data-answer-rate"), "33.3");
+    // The answered call sits in its Honolulu hour and weekday, not the UTC ones.
+    let report = app.sequence(&riverside.key, honolulu).await;
+    let started = report["outreach"][0]["call"]["started_at"]
+        .as_str()
+        .unwrap();
+    let started = chrono::DateTime::parse_from_rfc3339(started).unwrap();
+    let local = started.with_timezone(&chrono_tz::Pacific::Honolulu);
+    let utc = started.with_timezone(&chrono::Utc);
+    use chrono::{Datelike, Timelike};
+    let cell = |weekday: u32, hour: u32| {
+        format!(r#"data-weekday="{weekday}" data-hour="{hour}" data-count="#)
+    };
+    let local_cell = cell(local.weekday().num_days_from_monday(), local.hour());
+    assert!(
+        html.contains(&format!(r#"{local_cell}"1""#)),
+        "{local_cell} in {html}"
+    );
+    let utc_cell = cell(utc.weekday().num_days_from_monday(), utc.hour());
+    assert!(
+        html.contains(&format!(r#"{utc_cell}"0""#)),
+        "{utc_cell} in {html}"
+    );
+    assert_eq!(
+        html.matches(r#"data-count="1""#).count(),
+        3,
+        "active, paused, one cell"
+    );
+    // Every chart has a text alternative.
+    assert_eq!(
+        html.matches(r#"role="img""#).count(),
+        html.matches("<desc id=").count()
+    );
+    assert!(html.contains("Answered calls by weekday and hour as a table"));
+    // No endpoint yet: the deliveries' empty state says what to do.
+    assert!(
+        html.contains("Add an endpoint on the Webhooks page"),
+        "{html}"
+    );
+    // No patient data on the overview.
+    assert!(!html.contains("+15550100001"));
+
+    // Another organisation's overview has none of it.
+    let theirs = Browser::sign_in(&app.base, &lakeside.key).await;
+    let (_, html) = theirs.page("/ui").await;
+    assert!(
+        html.contains(r#"data-status="ended" data-count="0""#),
+        "{html}"
+    );
+    assert!(
+        html.contains("No answered call in the last 30 days."),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn a_csv_upload_enrolls_good_rows_and_lists_bad_ones_by_line_once_per_file() {
+    let app = spawn_app().await;
+    let riverside = clinic(&app, "Riverside", Value::Null).await;
+    let riverside_org = app
+        .store
+        .authenticate(&riverside.key)
+        .await
+        .unwrap()
+        .unwrap();
+    let lakeside = clinic(&app, "Lakeside", Value::Null).await;
+    let (status, body) = app
+        .post(
+            &riverside.key,
+            "/v1/suppressions",
+            json!({ "phone_number": "+15550100006" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let browser = Browser::sign_in(&app.base, &riverside.key).await;
+    let (_, templates) = browser.page("/ui/templates").await;
+    assert!(
+        templates.contains(
+            r#"<form class="filters" method="post" action="/ui/templates/enroll" enctype="multipart/form-data">"#
+        ),
+        "{templates}"
+    );
+    assert!(templates.contains(r#"<label for="enroll-file">CSV file</label>"#));
+    assert!(templates.contains(&format!(r#"<option value="{}">"#, riverside.template)));
+
+    let csv = "phone_number,time_zone,name,external_id,visit\n\
+               +15550100001,America/Chicago,Ann Lee,MRN-1,Monday\n\
+               555-0142,America/Chicago,Bob Ray,MRN-2,Tuesday\n\
+               +15550100003,Mars/Olympus_Mons,Cy Dunn,MRN-3,Wednesday\n\
+               +15550100004,America/Chicago\n\
+               +15550100005,America/Chicago,Di Park,MRN-5,Friday\n\
+               +15550100006,America/Chicago,Ed Moss,MRN-6,Friday\n";
+    let template = riverside.template.to_string();
+    let upload = |csrf: &str| {
+        multipart(
+            "----clarionBoundary7",
+            &[("csrf_token", csrf), ("template", template.as_str())],
+            Some(("patients.csv", csv)),
+        )
+    };
+    let response = browser
+        .post_multipart(
+            "/ui/templates/enroll",
+            "----clarionBoundary7",
+            upload(&browser.csrf),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let html = response.text().await.unwrap();
+    assert_eq!(data_number(&html, "data-rows"), "6", "{html}");
+    assert_eq!(data_number(&html, "data-enrolled"), "2", "{html}");
+    assert_eq!(data_number(&html, "data-rejected"), "4", "{html}");
+    let row = |line: u32| {
+        let start = html
+            .find(&format!(r#"<tr data-line="{line}">"#))
+            .unwrap_or_else(|| panic!("line {line} in {html}"));
+        html[start..].split("</tr>").next().unwrap().to_owned()
+    };
+    assert!(
+        row(3).contains("invalid_field") && row(3).contains("contact.phone_number"),
+        "{}",
+        row(3)
+    );
+    assert!(row(4).contains("contact.time_zone"), "{}", row(4));
+    assert!(
+        row(5).contains("invalid_csv") && row(5).contains("the row has 2 fields, the header 5"),
+        "{}",
+        row(5)
+    );
+    assert!(row(7).contains("<code>suppressed</code>"), "{}", row(7));
+    for value in ["555-0142", "Bob Ray", "Mars/Olympus_Mons", "Ed Moss"] {
+        assert!(
+            !html.contains(value),
+            "no cell value on the result page: {value}"
+        );
+    }
+    let stored = app
+        .store
+        .list_sequences(riverside_org, None, None, 50)
+        .await
+        .unwrap();
+    let numbers: Vec<&str> = stored.iter().map(|s| s.phone_number.as_str()).collect();
+    assert_eq!(numbers, ["+15550100001", "+15550100005"]);
+    assert_eq!(stored[0].contact["external_id"], "MRN-1");
+    assert_eq!(stored[0].contact["name"], "Ann Lee");
+    assert_eq!(stored[0].variables, json!({ "visit": "Monday" }));
+
+    // The same file again (a resubmitted form): nobody is enrolled twice.
+    let again = browser
+        .post_multipart(
+            "/ui/templates/enroll",
+            "----clarionBoundary7",
+            upload(&browser.csrf),
+        )
+        .await;
+    let html = again.text().await.unwrap();
+    assert_eq!(data_number(&html, "data-enrolled"), "0", "{html}");
+    assert_eq!(data_number(&html, "data-existing"), "2", "{html}");
+    let count = |app: &TestApp| {
+        let store = app.store.clone();
+        async move {
+            store
+                .list_sequences(riverside_org, None, None, 50)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    assert_eq!(count(&app).await, 2);
+
+    // Without the CSRF token: refused, nothing read.
+    let forged = browser
+        .post_multipart(
+            "/ui/templates/enroll",
+            "b",
+            multipart(
+                "b",
+                &[("template", template.as_str())],
+                Some(("p.csv", csv)),
+            ),
+        )
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    // Another organisation's template: 404.
+    let foreign = lakeside.template.to_string();
+    let response = browser.upload_csv(&foreign, csv).await;
+    assert_eq!(response.status(), StatusCode::NOT_FOUND);
+    // A header without a required column: the whole file is refused, saying why.
+    let response = browser
+        .upload_csv(&template, "phone_number,name\n+15550100009,Flo\n")
+        .await;
+    assert_eq!(response.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(
+        response
+            .text()
+            .await
+            .unwrap()
+            .contains("missing required column `time_zone`")
+    );
+    // More rows than a batch takes: refused whole.
+    let mut big = String::from("phone_number,time_zone\n");
+    for i in 0..1001 {
+        big.push_str(&format!("+1555030{i:04},America/Chicago\n"));
+    }
+    let response = browser.upload_csv(&template, &big).await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // A body over the API's 2 MiB: refused before it is read whole.
+    let response = browser
+        .upload_csv(&template, &"x".repeat(2 * 1024 * 1024 + 1))
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(count(&app).await, 2);
 }

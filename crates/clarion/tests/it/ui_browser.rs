@@ -1,8 +1,10 @@
 //! The dashboard end to end in a real headless Chromium, driven through WebDriver
 //! (fantoccini, chromedriver started here on a free port) against a real `clarion serve`
-//! child: sign in, see the sequences, filter, open one and read its transcript and events,
-//! export CSV, retry a failed delivery, rotate a secret, add and remove a suppression, a form
-//! POST without its CSRF token refused, another organisation's sequence 404, sign out. A screenshot of every page goes to `target/ui-screenshots/`.
+//! child: sign in to the overview, see the sequences, filter, open one and read its transcript
+//! and events, export CSV, retry a failed delivery, rotate a secret, enroll from a CSV file
+//! through the file input, add and remove a suppression, a form POST without its CSRF token
+//! refused, another organisation's sequence 404, the overview's charts, sign out. A
+//! screenshot of every page goes to `target/ui-screenshots/`.
 //!
 //! Ignored by default (they need Debian's `chromium` and `chromium-driver`); `scripts/test`
 //! runs them when `/usr/bin/chromedriver` exists.
@@ -297,6 +299,10 @@ async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_suppress_and_
         Locator::Css("form[action='/ui/login'] button[type='submit']"),
     )
     .await;
+    // Signed in, the overview is home; the sequences are one link away.
+    wait_for_path(&browser, "/ui").await;
+    assert_eq!(text_of(&browser, "h1").await, "Overview");
+    click(&browser, Locator::LinkText("Sequences")).await;
     wait_for_path(&browser, "/ui/sequences").await;
 
     // The sequences, newest first; none of the other organisation's.
@@ -507,6 +513,43 @@ async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_suppress_and_
     assert!(steps.contains("Reminder caller"), "{steps}");
     screenshot(&browser, "14-templates").await;
 
+    // Enroll from a CSV file through the file input: two good rows, one bad.
+    let upload = tempfile::tempdir().unwrap();
+    let file = upload.path().join("patients.csv");
+    std::fs::write(
+        &file,
+        "phone_number,time_zone,name,external_id\n\
+         +15550100011,America/Chicago,Sam Ortiz,MRN-2001\n\
+         555-0142,America/Chicago,Kim Lo,MRN-2002\n\
+         +15550100013,Pacific/Honolulu,Ana Kealoha,MRN-2003\n",
+    )
+    .unwrap();
+    click(
+        &browser,
+        Locator::Css(&format!("#enroll-template option[value='{quick}']")),
+    )
+    .await;
+    browser
+        .find(Locator::Css("#enroll-file"))
+        .await
+        .unwrap()
+        .send_keys(&file.display().to_string())
+        .await
+        .unwrap();
+    click(
+        &browser,
+        Locator::Css("form[action='/ui/templates/enroll'] button[type='submit']"),
+    )
+    .await;
+    wait_for_path(&browser, "/ui/templates/enroll").await;
+    assert_eq!(text_of(&browser, "dd[data-enrolled]").await, "2");
+    let rejected = text_of(&browser, "table.rejected tr[data-line='3']").await;
+    assert!(rejected.contains("contact.phone_number"), "{rejected}");
+    assert!(!rejected.contains("555-0142"), "{rejected}");
+    screenshot(&browser, "15-enrolled-from-csv").await;
+    let listed = api_get(&http, &format!("{base}/v1/sequences?limit=50"), &key).await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 5, "{listed}");
+
     // Add a number to the suppression list, then remove it.
     click(&browser, Locator::LinkText("Suppressions")).await;
     wait_for_path(&browser, "/ui/suppressions").await;
@@ -540,6 +583,39 @@ async fn ui_browser_sign_in_browse_filter_read_export_retry_rotate_suppress_and_
     let listed = api_get(&http, &format!("{base}/v1/suppressions"), &key).await;
     assert!(!listed.to_string().contains("+15550100777"), "{listed}");
     screenshot(&browser, "13-suppression-removed").await;
+
+    // The overview: the organisation's statuses, outcomes, answered calls on the contacts'
+    // clocks and the deliveries (the failed ones and the retried one).
+    click(&browser, Locator::LinkText("Overview")).await;
+    wait_for_path(&browser, "/ui").await;
+    wait_for_text(&browser, "#h-heat", "When calls are answered").await;
+    let deliveries = text_of(&browser, "section[aria-labelledby='h-deliveries']").await;
+    assert!(
+        deliveries.contains("delivery attempts answered 2xx"),
+        "{deliveries}"
+    );
+    let charts = browser
+        .find_all(Locator::Css("svg[role='img'] > desc"))
+        .await
+        .unwrap();
+    assert!(charts.len() >= 5, "every chart with its description");
+    let answered = browser
+        .find_all(Locator::Css("rect.heat:not(.h0)"))
+        .await
+        .unwrap();
+    assert!(
+        !answered.is_empty(),
+        "the resolved calls are on the heat map"
+    );
+    screenshot(&browser, "16-overview").await;
+    browser
+        .execute(
+            "document.getElementById('h-heat').scrollIntoView();",
+            vec![],
+        )
+        .await
+        .unwrap();
+    screenshot(&browser, "17-overview-heat-map").await;
 
     // Sign out: the session is over, the dashboard asks to sign in again.
     click(&browser, Locator::Css("form[action='/ui/logout'] button")).await;
