@@ -3,8 +3,10 @@
 //! reads the same through either.
 //!
 //! The header names the columns in any order and case: `phone_number` and `time_zone`
-//! (required) and `name` and `external_id` (optional) fill the contact; every other column
-//! is a template variable (an empty cell leaves it out). A row's error names the column,
+//! (required) and `name`, `external_id` and `contact_state` (optional; the contact's US
+//! state, `contact.state` in the API — not `state`, which existing files use as a template
+//! variable) fill the contact; every other column is a template variable (an empty cell
+//! leaves it out). A row's error names the column,
 //! never a cell's value, which may be PHI.
 
 use std::io::Read;
@@ -16,6 +18,8 @@ pub const PHONE: &str = "phone_number";
 pub const ZONE: &str = "time_zone";
 pub const NAME: &str = "name";
 pub const EXTERNAL_ID: &str = "external_id";
+/// The contact's US state (`contact.state`).
+pub const CONTACT_STATE: &str = "contact_state";
 
 /// A header the file cannot be read with (the whole file is refused).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,6 +34,7 @@ pub struct Columns {
     zone: usize,
     name: Option<usize>,
     external_id: Option<usize>,
+    contact_state: Option<usize>,
     /// (column, variable name)
     variables: Vec<(usize, String)>,
 }
@@ -96,10 +101,13 @@ impl Columns {
             ));
         };
         let (name, external_id) = (find(NAME), find(EXTERNAL_ID));
+        let contact_state = find(CONTACT_STATE);
         let variables = names
             .iter()
             .enumerate()
-            .filter(|(i, _)| ![Some(phone), Some(zone), name, external_id].contains(&Some(*i)))
+            .filter(|(i, _)| {
+                ![Some(phone), Some(zone), name, external_id, contact_state].contains(&Some(*i))
+            })
             .map(|(i, n)| (i, n.clone()))
             .collect();
         Ok(Self {
@@ -108,6 +116,7 @@ impl Columns {
             zone,
             name,
             external_id,
+            contact_state,
             variables,
         })
     }
@@ -140,6 +149,9 @@ impl Columns {
         }
         if let Some(external_id) = optional(self.external_id)? {
             contact.insert(EXTERNAL_ID.into(), external_id.into());
+        }
+        if let Some(state) = optional(self.contact_state)? {
+            contact.insert("state".into(), state.into());
         }
         let mut variables = Map::new();
         for (i, name) in &self.variables {
@@ -192,4 +204,24 @@ pub fn item_field(field: &str) -> &str {
         .strip_prefix("items[")
         .and_then(|rest| rest.split_once("]."))
         .map_or(field, |(_, rest)| rest)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn contact_state_fills_the_contacts_state_and_a_state_column_stays_a_variable() {
+        let mut reader = reader(
+            "phone_number,time_zone,contact_state,state\n+13055550100,America/New_York,FL,Ohio\n"
+                .as_bytes(),
+        );
+        let columns = Columns::read(&mut reader).unwrap();
+        let record = reader.byte_records().next().unwrap().unwrap();
+        let item: Value = serde_json::from_str(&columns.item(&record).unwrap()).unwrap();
+        assert_eq!(item["contact"]["state"], "FL");
+        assert_eq!(item["variables"], serde_json::json!({ "state": "Ohio" }));
+    }
 }

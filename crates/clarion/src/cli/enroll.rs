@@ -38,8 +38,8 @@ pub struct EnrollArgs {
     /// The organisation's API key.
     #[arg(long, env = "CLARION_API_KEY", hide_env_values = true)]
     pub api_key: String,
-    /// A CSV file with a header row: phone_number and time_zone (required), name and
-    /// external_id (optional); every other column is a template variable.
+    /// A CSV file with a header row: phone_number and time_zone (required), name,
+    /// external_id and contact_state (optional); every other column is a template variable.
     #[arg(value_name = "FILE.csv")]
     pub file: PathBuf,
 }
