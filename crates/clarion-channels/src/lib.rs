@@ -55,4 +55,6 @@ pub use outcome::{
     simulated_outcomes, validate_outcome,
 };
 pub use profile::{AssistantProfile, ContactProfile, CustomField, CustomFieldKind};
-pub use simulate::{EncounterReport, EncounterRequest, SimulatedEncounter, StatusStep, simulate};
+pub use simulate::{
+    EncounterReport, EncounterRequest, SimulatedEncounter, StatusStep, VoicemailAction, simulate,
+};

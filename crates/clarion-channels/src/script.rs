@@ -925,6 +925,28 @@ fn assistant_ended(ctx: &Ctx, dice: &mut Dice) -> Script {
     )
 }
 
+/// A voicemail script under the step's policy: its own message left, or none (hung up).
+pub(crate) fn apply_voicemail_action(script: &mut Script, action: &crate::VoicemailAction<'_>) {
+    match action {
+        crate::VoicemailAction::AssistantMessage => {}
+        crate::VoicemailAction::Leave(message) => {
+            script.turns = vec![Turn {
+                speaker: Speaker::Ai,
+                text: (*message).to_owned(),
+            }];
+            script.voicemail = Some((*message).to_owned());
+            script.summary = "The call reached voicemail; the step's message was left.".into();
+        }
+        crate::VoicemailAction::HangUp => {
+            script.turns.clear();
+            script.voicemail = None;
+            script.summary =
+                "The call reached voicemail; the assistant hung up without leaving a message."
+                    .into();
+        }
+    }
+}
+
 fn voicemail(ctx: &Ctx, dice: &mut Dice) -> Script {
     let org = &ctx.org;
     let purpose = &ctx.purpose;

@@ -48,6 +48,20 @@ pub struct EncounterRequest<'a> {
     pub started_at: DateTime<Utc>,
     /// How long an SMS conversation waits for a reply before it times out.
     pub sms_timeout: Duration,
+    /// What a call that reaches voicemail does (the step's voicemail policy).
+    pub voicemail: VoicemailAction<'a>,
+}
+
+/// What a call does when it reaches voicemail: the step's voicemail policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum VoicemailAction<'a> {
+    /// Leave the assistant's message (the simulator writes one from its purpose).
+    #[default]
+    AssistantMessage,
+    /// Leave this message.
+    Leave(&'a str),
+    /// Hang up without leaving a message.
+    HangUp,
 }
 
 /// A status the encounter passes through.
@@ -334,7 +348,10 @@ fn simulate_call(
     dice: &mut Dice,
 ) -> SimulatedEncounter {
     let guard = PhoneGuard::new(&request.contact.phone_number);
-    let script = script::call_script(ctx, outcome, dice);
+    let mut script = script::call_script(ctx, outcome, dice);
+    if outcome == EncounterOutcome::Voicemail {
+        script::apply_voicemail_action(&mut script, &request.voicemail);
+    }
     let timing = call_timing(outcome, &script, dice);
     let transcript = script::render(&script.turns).map(|t| guard.scrub(t));
     let summary = guard.scrub(script.summary.clone());

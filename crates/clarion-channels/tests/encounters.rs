@@ -9,7 +9,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use clarion_channels::{
     AssistantProfile, Channel, ContactProfile, CustomField, CustomFieldKind, EncounterOutcome,
-    EncounterReport, EncounterRequest, SimulatedEncounter, StatusStep, simulate,
+    EncounterReport, EncounterRequest, SimulatedEncounter, StatusStep, VoicemailAction, simulate,
     simulated_outcomes,
 };
 use clarion_webhooks::{
@@ -102,6 +102,7 @@ fn run_with(
         scripted,
         started_at: started(),
         sms_timeout: DAY,
+        voicemail: VoicemailAction::default(),
     })
 }
 
@@ -656,6 +657,7 @@ fn sms_replies_fit_inside_a_short_timeout() {
             scripted: Some(EncounterOutcome::Resolved),
             started_at: started(),
             sms_timeout: timeout,
+            voicemail: VoicemailAction::default(),
         });
         assert!(encounter.ends_after < timeout, "{:?}", encounter.ends_after);
     }
@@ -988,4 +990,58 @@ fn the_revocation_detector_agrees_with_every_simulated_outcome() {
             );
         }
     }
+}
+
+/// The step's voicemail policy shapes a voicemail call: its own message left word for word,
+/// or a hang-up with nothing said; other outcomes are untouched by it.
+#[test]
+fn the_voicemail_policy_leaves_the_steps_message_or_hangs_up() {
+    let assistant = assistant();
+    let contact = contact();
+    let call = |voicemail: VoicemailAction, outcome: EncounterOutcome| {
+        let encounter = simulate(&EncounterRequest {
+            sequence_id: 77,
+            encounter_id: 5_077,
+            step: 1,
+            attempt: 1,
+            channel: Channel::Call,
+            assistant: &assistant,
+            contact: &contact,
+            clinic_number: CLINIC,
+            scripted: Some(outcome),
+            started_at: started(),
+            sms_timeout: DAY,
+            voicemail,
+        });
+        match encounter.report {
+            EncounterReport::Call(call) => call,
+            EncounterReport::Sms(_) => panic!("a call step gave an SMS"),
+        }
+    };
+    let message = "This is Riverside Family Clinic. Please call us back at 555-0100.";
+    let left = call(VoicemailAction::Leave(message), EncounterOutcome::Voicemail);
+    assert_eq!(left.voicemail_message.as_deref(), Some(message));
+    assert_eq!(
+        left.transcript.as_deref(),
+        Some(format!("AI: {message}").as_str())
+    );
+
+    let hung_up = call(VoicemailAction::HangUp, EncounterOutcome::Voicemail);
+    assert_eq!(hung_up.voicemail_message, None);
+    assert_eq!(hung_up.transcript, None);
+    assert!(
+        hung_up
+            .summary
+            .unwrap()
+            .contains("without leaving a message")
+    );
+
+    let default = call(VoicemailAction::default(), EncounterOutcome::Voicemail);
+    assert!(default.voicemail_message.is_some());
+
+    let answered = call(VoicemailAction::HangUp, EncounterOutcome::Resolved);
+    assert!(
+        answered.transcript.is_some(),
+        "a human answered: the policy does not apply"
+    );
 }

@@ -72,6 +72,7 @@ fn encounter(sequence_id: i64, channel: Channel, outcome: EncounterOutcome) -> S
         scripted: Some(outcome),
         started_at: Utc.with_ymd_and_hms(2026, 1, 6, 15, 0, 3).unwrap(),
         sms_timeout: Duration::from_secs(24 * 3600),
+        voicemail: clarion_channels::VoicemailAction::default(),
     })
 }
 

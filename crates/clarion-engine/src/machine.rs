@@ -320,9 +320,11 @@ impl Machine<'_> {
                 _ => format!("Stopped on {here}: {}.", outcome.phrase()),
             });
         }
+        let voicemail = outcome == EncounterOutcome::Voicemail;
         if spec.channel == Channel::Call
             && outcome.is_retryable_call()
             && attempt < spec.max_attempts
+            && (spec.retry_on_voicemail || !voicemail)
         {
             let due_at = after(ended_at, spec.retry_delay);
             self.wait(step, attempt + 1, due_at);
@@ -333,7 +335,14 @@ impl Machine<'_> {
             });
         }
         if let Some(next) = self.plan.steps.get(step + 1) {
-            let due_at = after(ended_at, next.delay);
+            // A voicemail's SMS follow-up: the next step's text goes out now.
+            let follow_up = voicemail && spec.sms_after_voicemail && next.channel == Channel::Sms;
+            let delay = if follow_up {
+                Duration::ZERO
+            } else {
+                next.delay
+            };
+            let due_at = after(ended_at, delay);
             self.wait(step + 1, 1, due_at);
             return self.note(Note::StepScheduled {
                 step: step + 1,

@@ -91,6 +91,11 @@ pub struct StepSpec {
     pub max_attempts: u32,
     /// Wait between the end of a failed attempt and the next one.
     pub retry_delay: Duration,
+    /// Whether a call that reached voicemail is retried (like no-answer and busy).
+    pub retry_on_voicemail: bool,
+    /// After the step's last voicemail, the next step, when it is an SMS, is due at once
+    /// instead of after its `delay` (a text right after the voicemail).
+    pub sms_after_voicemail: bool,
 }
 
 /// The window of local time in which the contact may be called or texted: `[start, end)`.

@@ -237,8 +237,15 @@ fn render_plan(plan: &Plan) -> String {
         .iter()
         .enumerate()
         .map(|(i, s)| {
+            let mut voicemail = String::new();
+            if !s.retry_on_voicemail {
+                voicemail.push_str(" no_voicemail_retry");
+            }
+            if s.sms_after_voicemail {
+                voicemail.push_str(" sms_after_voicemail");
+            }
             format!(
-                "  {i}: {} assistant={} delay={} max_attempts={} retry_delay={}\n",
+                "  {i}: {} assistant={} delay={} max_attempts={} retry_delay={}{voicemail}\n",
                 s.channel,
                 s.assistant_id,
                 secs(s.delay),
@@ -508,6 +515,8 @@ fn spec(channel: Channel, assistant_id: i64) -> StepSpec {
         delay: Duration::ZERO,
         max_attempts: 1,
         retry_delay: d("4h"),
+        retry_on_voicemail: true,
+        sms_after_voicemail: false,
     }
 }
 
@@ -522,6 +531,7 @@ fn sms(assistant_id: i64) -> StepSpec {
 trait StepExt {
     fn delay(self, delay: &str) -> Self;
     fn attempts(self, max: u32, retry_delay: &str) -> Self;
+    fn voicemail(self, retry: bool, sms_after: bool) -> Self;
 }
 
 impl StepExt for StepSpec {
@@ -535,6 +545,13 @@ impl StepExt for StepSpec {
         StepSpec {
             max_attempts,
             retry_delay: d(retry_delay),
+            ..self
+        }
+    }
+    fn voicemail(self, retry_on_voicemail: bool, sms_after_voicemail: bool) -> Self {
+        StepSpec {
+            retry_on_voicemail,
+            sms_after_voicemail,
             ..self
         }
     }
@@ -1779,4 +1796,63 @@ fn every_allowed_instant_is_allowed_by_every_rule_and_is_the_first_such() {
         }
         at += chrono::TimeDelta::minutes(10);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Voicemail policy per call step
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_step_that_does_not_retry_voicemail_moves_on_and_its_text_comes_at_once() {
+    // Three attempts, but a voicemail is not retried: the SMS step (delay 2 h) is brought
+    // forward to the voicemail's end. A busy line is still retried.
+    let p = plan(vec![
+        call(11).attempts(3, "1h").voicemail(false, true),
+        sms(21).delay("2h"),
+    ]);
+    check(
+        "voicemail_no_retry_sms_follow_up",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Busy)),
+            ("2025-06-02 10:01", Wake),
+            ("2025-06-02 10:02", Ended(O::Voicemail)),
+            ("2025-06-02 10:02", Wake),
+        ],
+    );
+}
+
+#[test]
+fn a_retried_voicemail_brings_the_text_forward_only_after_the_last_attempt() {
+    // Voicemail is retried (the default) and the follow-up is on: the first voicemail is
+    // retried after 1 h; the second, the last attempt, brings the SMS step forward. A no-answer
+    // on the last attempt would not (only a voicemail does).
+    let p = plan(vec![
+        call(11).attempts(2, "1h").voicemail(true, true),
+        sms(21).delay("2h"),
+    ]);
+    check(
+        "voicemail_retry_then_follow_up",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Voicemail)),
+            ("2025-06-02 10:01", Wake),
+            ("2025-06-02 10:02", Ended(O::Voicemail)),
+            ("2025-06-02 10:02", Wake),
+        ],
+    );
+    let no_answer = plan(vec![call(11).voicemail(true, true), sms(21).delay("2h")]);
+    check(
+        "voicemail_follow_up_not_for_no_answer",
+        &no_answer,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::NoAnswer)),
+        ],
+    );
 }

@@ -46,6 +46,47 @@ pub struct StepDefinition {
     pub delay_ms: u64,
     pub max_attempts: u32,
     pub retry_delay_ms: u64,
+    /// A call step's voicemail policy; the default is the behaviour before policies existed.
+    #[serde(default, skip_serializing_if = "VoicemailPolicy::is_default")]
+    pub voicemail: VoicemailPolicy,
+}
+
+/// What a call step does when it reaches voicemail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoicemailPolicy {
+    /// Whether a voicemail is retried like no-answer and busy (within `max_attempts`).
+    pub retry: bool,
+    /// `None`: the assistant's own behaviour (its `voicemail_message`, if any, is left).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<VoicemailActionDefinition>,
+    /// After the step's last voicemail, the next step (an SMS) starts at once instead of
+    /// after its delay.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sms_follow_up: bool,
+}
+
+impl Default for VoicemailPolicy {
+    fn default() -> Self {
+        Self {
+            retry: true,
+            action: None,
+            sms_follow_up: false,
+        }
+    }
+}
+
+impl VoicemailPolicy {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// Leave a message (this one) or hang up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", content = "message", rename_all = "kebab-case")]
+pub enum VoicemailActionDefinition {
+    LeaveMessage(String),
+    HangUp,
 }
 
 /// A local-time window `[start, end)`, `HH:MM`.

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use clarion_channels::{
     AssistantProfile, ContactProfile, CustomField, CustomFieldKind, EncounterReport,
-    EncounterRequest,
+    EncounterRequest, VoicemailAction,
 };
 use clarion_engine::{Channel, EncounterOutcome};
 use clarion_store::{Assistant, EncounterRow, Millis, SequenceRow};
 use serde_json::{Value, json};
 
-use crate::definition::ContactInfo;
+use crate::definition::{ContactInfo, TemplateDefinition, VoicemailActionDefinition};
 use crate::scheduler::SchedulerError;
 
 /// The scripted outcome for the `index`-th encounter of the sequence, if the enrollment
@@ -84,8 +84,18 @@ pub fn simulate(
     index: usize,
     assistant: &Assistant,
     clinic_number: &str,
-    sms_timeout: Duration,
+    definition: &TemplateDefinition,
 ) -> Result<(Millis, String, String), SchedulerError> {
+    let sms_timeout = Duration::from_millis(definition.sms_timeout_ms);
+    let policy = usize::try_from(encounter.step)
+        .ok()
+        .and_then(|step| definition.steps.get(step))
+        .map(|step| &step.voicemail);
+    let voicemail = match policy.and_then(|p| p.action.as_ref()) {
+        None => VoicemailAction::AssistantMessage,
+        Some(VoicemailActionDefinition::LeaveMessage(text)) => VoicemailAction::Leave(text),
+        Some(VoicemailActionDefinition::HangUp) => VoicemailAction::HangUp,
+    };
     let contact: ContactInfo = serde_json::from_value(sequence.contact.clone())
         .map_err(|_| SchedulerError::Corrupt("contact"))?;
     let contact = ContactProfile {
@@ -108,6 +118,7 @@ pub fn simulate(
         scripted: scripted(sequence, index),
         started_at,
         sms_timeout,
+        voicemail,
     };
     let simulated = clarion_channels::simulate(&request);
     let ends_at = encounter

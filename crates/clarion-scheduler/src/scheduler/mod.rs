@@ -344,6 +344,8 @@ pub fn plan_for(definition: &TemplateDefinition, time_zone: &str) -> Result<Plan
             delay: Duration::from_millis(s.delay_ms),
             max_attempts: s.max_attempts,
             retry_delay: Duration::from_millis(s.retry_delay_ms),
+            retry_on_voicemail: s.voicemail.retry,
+            sms_after_voicemail: s.voicemail.sms_follow_up,
         })
         .collect();
     let stop_on = definition

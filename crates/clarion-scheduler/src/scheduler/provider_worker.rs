@@ -310,14 +310,13 @@ impl Scheduler {
             .assistant(sequence.org_id, encounter.assistant_id)
             .await?;
         let definition = self.definition(sequence.template_version_id).await?;
-        let sms_timeout = Duration::from_millis(definition.sms_timeout_ms);
         crate::simulator::simulate(
             sequence,
             encounter,
             *ordinal,
             &assistant,
             &self.inner.config.clinic_number,
-            sms_timeout,
+            &definition,
         )
     }
 }

@@ -6,7 +6,8 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use clarion_scheduler::definition::{
     self, DEFAULT_CALLING_HOURS, DEFAULT_SMS_TIMEOUT, HoursDefinition, Invalid, MAX_ATTEMPTS,
-    MAX_STEPS, STOP_REASONS, StepDefinition, TemplateDefinition,
+    MAX_STEPS, STOP_REASONS, StepDefinition, TemplateDefinition, VoicemailActionDefinition,
+    VoicemailPolicy,
 };
 use clarion_store::{AssistantId, Channel, IdKind, OrgId, PublicIds, TemplateVersion};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -51,6 +52,103 @@ pub struct StepIn {
     /// Wait between attempts of a call that got no answer, a busy line or voicemail.
     #[serde(default = "four_hours")]
     pub retry_delay: String,
+    /// A call step's voicemail policy (absent: voicemail is retried and the assistant's own
+    /// behaviour applies).
+    pub voicemail: Option<VoicemailIn>,
+}
+
+/// What a call step does when it reaches voicemail.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VoicemailIn {
+    /// Retry the call after a voicemail, like after no answer or a busy line (within
+    /// `max_attempts`). Default `true`.
+    #[serde(default = "yes")]
+    pub retry: bool,
+    /// `leave-message` (with `message`) or `hang-up`; absent: the assistant's own behaviour.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+    /// The message left with `leave-message`, 1 to 500 characters. A voicemail may be heard
+    /// by others: name the clinic and ask for a call back, nothing about the patient's care.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// After the step's last voicemail, the next step (which must be an SMS step) starts at
+    /// once instead of after its delay. Default `false`.
+    #[serde(default)]
+    pub sms_follow_up: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The longest voicemail message a step may leave.
+const MAX_VOICEMAIL_MESSAGE_CHARS: usize = 500;
+
+impl VoicemailIn {
+    fn from_policy(policy: &VoicemailPolicy) -> Option<Self> {
+        (!policy.is_default()).then(|| {
+            let (action, message) = match &policy.action {
+                None => (None, None),
+                Some(VoicemailActionDefinition::HangUp) => (Some("hang-up".to_owned()), None),
+                Some(VoicemailActionDefinition::LeaveMessage(text)) => {
+                    (Some("leave-message".to_owned()), Some(text.clone()))
+                }
+            };
+            Self {
+                retry: policy.retry,
+                action,
+                message,
+                sms_follow_up: policy.sms_follow_up,
+            }
+        })
+    }
+
+    /// Checks the policy of step `i` (`next`: the channel of the step after it, if any).
+    fn policy(&self, i: usize, next: Option<&str>) -> Result<VoicemailPolicy, ApiError> {
+        let at = |f: &str| format!("steps[{i}].voicemail.{f}");
+        let message = self.message.as_deref().map(str::trim);
+        let action = match (self.action.as_deref(), message) {
+            (None, None) => None,
+            (Some("hang-up"), None) => Some(VoicemailActionDefinition::HangUp),
+            (Some("leave-message"), Some(text))
+                if !text.is_empty() && text.chars().count() <= MAX_VOICEMAIL_MESSAGE_CHARS =>
+            {
+                Some(VoicemailActionDefinition::LeaveMessage(text.to_owned()))
+            }
+            (Some("leave-message"), _) => {
+                return Err(ApiError::invalid(
+                    &at("message"),
+                    format!(
+                        "leave-message needs a message of 1 to {MAX_VOICEMAIL_MESSAGE_CHARS} characters"
+                    ),
+                ));
+            }
+            (Some("hang-up") | None, Some(_)) => {
+                return Err(ApiError::invalid(
+                    &at("message"),
+                    "a message goes only with action leave-message",
+                ));
+            }
+            (Some(_), _) => {
+                return Err(ApiError::invalid(
+                    &at("action"),
+                    "action must be leave-message or hang-up",
+                ));
+            }
+        };
+        if self.sms_follow_up && next != Some("sms") {
+            return Err(ApiError::invalid(
+                &at("sms_follow_up"),
+                "an SMS follow-up needs an SMS step right after this one",
+            ));
+        }
+        Ok(VoicemailPolicy {
+            retry: self.retry,
+            action,
+            sms_follow_up: self.sms_follow_up,
+        })
+    }
 }
 
 /// Calling hours, `HH:MM`, local to the contact.
@@ -100,6 +198,8 @@ pub struct StepOut {
     pub delay: String,
     pub max_attempts: u32,
     pub retry_delay: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub voicemail: Option<VoicemailIn>,
 }
 
 pub fn template_out(ids: &PublicIds, template: TemplateVersion) -> Result<TemplateOut, ApiError> {
@@ -118,6 +218,7 @@ pub fn template_out(ids: &PublicIds, template: TemplateVersion) -> Result<Templa
                 delay: definition::format_duration(s.delay_ms),
                 max_attempts: s.max_attempts,
                 retry_delay: definition::format_duration(s.retry_delay_ms),
+                voicemail: VoicemailIn::from_policy(&s.voicemail),
             })
             .collect(),
         stop_on: definition.stop_on,
@@ -193,12 +294,26 @@ async fn validate(
         let delay = definition::parse_duration(&at("delay"), &step.delay).map_err(from_invalid)?;
         let retry = definition::parse_duration(&at("retry_delay"), &step.retry_delay)
             .map_err(from_invalid)?;
+        let voicemail = match &step.voicemail {
+            None => VoicemailPolicy::default(),
+            Some(_) if channel != Channel::Call => {
+                return Err(ApiError::invalid(
+                    &at("voicemail"),
+                    "only a call step has a voicemail policy",
+                ));
+            }
+            Some(policy) => {
+                let next = body.steps.get(i + 1).map(|s| s.kind.as_str());
+                policy.policy(i, next)?
+            }
+        };
         steps.push(StepDefinition {
             channel,
             assistant_id,
             delay_ms: millis(delay),
             max_attempts: step.max_attempts,
             retry_delay_ms: millis(retry),
+            voicemail,
         });
     }
     let mut stop_on = Vec::new();

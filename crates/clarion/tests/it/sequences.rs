@@ -1384,3 +1384,123 @@ async fn an_unknown_contact_state_is_refused() {
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["error"]["field"], "contact.state", "{error}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Voicemail policy per call step
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_voicemail_policy_hangs_up_or_leaves_its_message_and_brings_the_text_forward() {
+    let f = fixture().await;
+    let message = "This is Riverside Family Clinic. Please call us back at 555-0100.";
+    // Hang up, no retry (max_attempts 3 notwithstanding), and the SMS step's 2 h delay waived.
+    let hang_up = f
+        .template(json!({ "name": "Call, then text", "calling_hours": null, "stop_on": ["resolved"],
+            "steps": [
+                { "type": "call", "assistant_id": f.call_assistant, "max_attempts": 3, "retry_delay": "1h",
+                  "voicemail": { "retry": false, "action": "hang-up", "sms_follow_up": true } },
+                { "type": "sms", "assistant_id": f.sms_assistant, "delay": "2h" },
+            ] }))
+        .await;
+    let (_, read) = f
+        .app
+        .get(&f.key, &format!("/v1/sequence-templates/{hang_up}"))
+        .await;
+    assert_eq!(
+        read["steps"][0]["voicemail"],
+        json!({ "retry": false, "action": "hang-up", "sms_follow_up": true }),
+        "{read}"
+    );
+    assert!(read["steps"][1].get("voicemail").is_none(), "{read}");
+    let leave = f
+        .template(json!({ "name": "One call", "calling_hours": null,
+            "steps": [ { "type": "call", "assistant_id": f.call_assistant,
+                "voicemail": { "action": "leave-message", "message": message } } ] }))
+        .await;
+
+    let first = f
+        .enroll(
+            hang_up,
+            "+15555550180",
+            "America/Chicago",
+            &["voicemail", "resolved"],
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    let second = f
+        .enroll(leave, "+15555550181", "America/Chicago", &["voicemail"])
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    f.run_until_ended(first).await;
+    f.run_until_ended(second).await;
+
+    let report = f.delivered(first);
+    let outreach = report["outreach"].as_array().unwrap();
+    assert_eq!(
+        outreach.len(),
+        2,
+        "one call (not retried), one text: {report}"
+    );
+    let call = &outreach[0]["call"];
+    assert_eq!(call["outcome"], "voicemail");
+    assert_eq!(
+        call["voicemail_message"],
+        Value::Null,
+        "hung up: no message"
+    );
+    assert_eq!(call["transcript"], Value::Null);
+    assert!(outreach[1]["sms"].is_object(), "{report}");
+    let scheduled = f
+        .events_of(first)
+        .await
+        .into_iter()
+        .find(|e| e["type"] == "step-scheduled" && e["detail"]["step"] == 1)
+        .expect("the text step was scheduled");
+    assert_eq!(
+        utc(scheduled["detail"]["due_at"].as_str().unwrap()),
+        utc(call["ended_at"].as_str().unwrap()),
+        "the text was due when the voicemail ended, not 2 h later: {scheduled}"
+    );
+
+    let report = f.delivered(second);
+    let call = &report["outreach"][0]["call"];
+    assert_eq!(call["voicemail_message"], message, "{report}");
+    assert!(schema_errors(&report).is_empty(), "{report}");
+
+    // Refused policies name the field.
+    for (steps, field) in [
+        (
+            json!([{ "type": "call", "assistant_id": f.call_assistant,
+                "voicemail": { "action": "leave-message" } }]),
+            "steps[0].voicemail.message",
+        ),
+        (
+            json!([{ "type": "call", "assistant_id": f.call_assistant,
+                "voicemail": { "action": "shout" } }]),
+            "steps[0].voicemail.action",
+        ),
+        (
+            json!([{ "type": "call", "assistant_id": f.call_assistant,
+                "voicemail": { "sms_follow_up": true } }]),
+            "steps[0].voicemail.sms_follow_up",
+        ),
+        (
+            json!([{ "type": "sms", "assistant_id": f.sms_assistant,
+                "voicemail": { "retry": false } }]),
+            "steps[0].voicemail",
+        ),
+    ] {
+        let (status, error) = f
+            .app
+            .post(
+                &f.key,
+                "/v1/sequence-templates",
+                json!({ "name": "Bad", "steps": steps }),
+            )
+            .await;
+        assert_eq!(status, 422, "{error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+    }
+}
