@@ -267,8 +267,14 @@ impl Store {
         pub async fn organization_contact_caps(&self, tx: &mut Tx, orgs: &[OrgId]) -> Result<std::collections::HashMap<OrgId, (Option<u32>, Option<u32>)>>;
 
         // ---- endpoints ----
-        /// Creates an enabled endpoint with its first secret.
-        pub async fn create_endpoint(&self, org: OrgId, url: &str, description: &str, secret: &str, now: Millis) -> Result<Endpoint>;
+        /// Creates an enabled endpoint with its first secret, subscribed to `event_types`
+        /// ([`DEFAULT_EVENT_TYPES`] unless chosen; the caller validates the names).
+        pub async fn create_endpoint(&self, org: OrgId, url: &str, description: &str, event_types: &[&str], secret: &str, now: Millis) -> Result<Endpoint>;
+
+        /// Those of `orgs` with at least one enabled endpoint subscribed to `event_type`, read
+        /// inside the caller's transaction: whether an event is worth building at all (the
+        /// outbox write then fans it out to exactly those endpoints).
+        pub async fn subscribed_organizations(&self, tx: &mut Tx, orgs: &[OrgId], event_type: &str) -> Result<Vec<OrgId>>;
 
         /// One endpoint of the organisation (`None` for another organisation's or a deleted one).
         pub async fn get_endpoint(&self, org: OrgId, id: EndpointId) -> Result<Option<Endpoint>>;
@@ -304,13 +310,14 @@ impl Store {
         // ---- outbox ----
         /// The outbox write: stores the message and one pending delivery per recipient endpoint,
         /// due at `first_attempt_at`, inside the caller's transaction. Returns the message id and
-        /// the number of deliveries created (zero when the organisation has no enabled endpoint;
-        /// the report is still kept for the pull API).
+        /// the number of deliveries created (zero when the organisation has no enabled endpoint
+        /// subscribed to the message's event type; the report is still kept for the pull API).
         pub async fn insert_message(&self, tx: &mut Tx, message: &NewMessage<'_>, recipients: Recipients, first_attempt_at: Millis) -> Result<(MessageId, u64)>;
 
         /// The outbox write for many reports at once (every sequence ending in one scheduler
         /// transaction): the messages in one statement, then one pending delivery per message and
-        /// enabled endpoint of its organisation in another, all due at `first_attempt_at`.
+        /// enabled endpoint of its organisation subscribed to the message's event type in
+        /// another, all due at `first_attempt_at`.
         /// Answers the number of deliveries created. The report then holds the ended
         /// encounters of each reported sequence: their `report` objects are dropped from the
         /// encounter rows in the same transaction (stored once; an ended sequence is read back

@@ -125,6 +125,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("created_at", Int),
             ("updated_at", Int),
             ("deleted_at", Int),
+            ("event_types", Text),
         ],
     ),
     table(

@@ -300,3 +300,8 @@ CREATE TABLE access_log (
     detail       TEXT   NOT NULL
 );
 CREATE INDEX access_log_by_org ON access_log (org_id, id);
+
+-- ---- Webhook event types (migrations/sqlite/0025_endpoint_event_types.sql) ----
+-- Each endpoint subscribes to event types (a JSON array of names, as TEXT like every JSON
+-- column here); a message is fanned out only to the endpoints subscribed to its type.
+ALTER TABLE webhook_endpoints ADD COLUMN event_types TEXT NOT NULL DEFAULT '["sequence.ended"]';

@@ -20,6 +20,7 @@ mod delivery_claims;
 mod encounter_claims;
 mod endpoint_stats;
 mod enrollment;
+mod event_types;
 mod outbox;
 mod paging;
 mod postgres_only;
@@ -153,7 +154,7 @@ pub async fn tenant(store: &Store, name: &str) -> Tenant {
 
 pub async fn endpoint(store: &Store, org: OrgId, url: &str) -> Endpoint {
     store
-        .create_endpoint(org, url, "", SECRET, 0)
+        .create_endpoint(org, url, "", clarion_store::DEFAULT_EVENT_TYPES, SECRET, 0)
         .await
         .unwrap()
 }

@@ -30,3 +30,4 @@ mod twilio;
 mod ui;
 mod ui_browser;
 mod vapi;
+mod webhook_events;
