@@ -279,6 +279,15 @@ impl Outbox {
         })
     }
 
+    /// Tells this node's dispatcher that a bulk recovery was started (it advances it at its
+    /// next round; without a dispatcher here, a worker node finds it within a second).
+    pub fn recovery_started(&self) {
+        match &self.dispatcher {
+            Some(dispatcher) => dispatcher.recovery_started(),
+            None => self.wake(),
+        }
+    }
+
     /// Tells the dispatcher that new work was committed.
     pub fn wake(&self) {
         self.wake.notify_one();

@@ -17,8 +17,8 @@ use crate::sqlite::{SqliteStore, SqliteTx};
 use crate::wakeup::{Wakeup, Wakeups};
 use crate::{
     AssistantId, Channel, CopyError, DeliveryId, EncounterId, EndpointId, IdCodec, MessageId,
-    Millis, OrgId, PublicIds, Result, SequenceEventId, SequenceId, SequenceStatus, StoreError,
-    TemplateId, TemplateVersionId,
+    Millis, OrgId, PublicIds, RecoveryId, Result, SequenceEventId, SequenceId, SequenceStatus,
+    StoreError, TemplateId, TemplateVersionId,
 };
 
 /// The store: whichever database the URL named, behind one handle. Cheap to clone (pools are
@@ -368,6 +368,28 @@ impl Store {
         /// is no such delivery, or its endpoint is deleted or disabled (it could never be
         /// attempted, so it is left as it is).
         pub async fn retry_delivery(&self, org: OrgId, id: DeliveryId, now: Millis) -> Result<Option<Delivery>>;
+
+        /// Starts a bulk recovery of one of the organisation's endpoints: every delivery that
+        /// became `failed` at or after `since` and before `until` gets one more attempt, as
+        /// [`Store::advance_recovery`] reaches it. `None` for another organisation's or a
+        /// deleted endpoint.
+        pub async fn create_recovery(&self, org: OrgId, endpoint: EndpointId, since: Millis, until: Millis, now: Millis) -> Result<Option<Recovery>>;
+
+        /// One of the organisation's recoveries of `endpoint`.
+        pub async fn get_recovery(&self, org: OrgId, endpoint: EndpointId, id: RecoveryId) -> Result<Option<Recovery>>;
+
+        /// Recoveries still running, oldest first, at most `limit`: the dispatcher's work list.
+        pub async fn unfinished_recoveries(&self, limit: u32) -> Result<Vec<RecoveryId>>;
+
+        /// Advances a running recovery by one batch, in one transaction: its endpoint's next
+        /// (by id) at most `batch` deliveries after its cursor that are `failed` and became so
+        /// in its window go back to `pending`, due at `now`, for one manual attempt; the cursor
+        /// moves past them; the recovery finishes when fewer than `batch` were found.
+        /// Idempotent: only `failed` rows move (conditional UPDATE), so a delivery already
+        /// queued again (by this job run twice, another node, another recovery of the same
+        /// window, or a manual retry) is not queued twice, and one that failed again after the
+        /// window is outside it. Answers the recovery as it now stands (`None`: no such job).
+        pub async fn advance_recovery(&self, id: RecoveryId, batch: u32, now: Millis) -> Result<Option<Recovery>>;
 
         /// Ended sequences' reports in the order they were queued, after the cursor.
         pub async fn list_reports(&self, org: OrgId, event_type: &str, after: Option<MessageId>, limit: u32) -> Result<Vec<StoredReport>>;

@@ -2,7 +2,9 @@
 
 use std::str::FromStr;
 
-use crate::{DeliveryId, EndpointId, MessageId, Millis, OrgId, Result, SequenceId, StoreError};
+use crate::{
+    DeliveryId, EndpointId, MessageId, Millis, OrgId, RecoveryId, Result, SequenceId, StoreError,
+};
 
 /// A webhook endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -340,3 +342,22 @@ pub enum Recipients {
 /// the replaced one's overlap. Rotation keeps no more alive; the limit in the reading queries
 /// also covers databases written before it did.
 pub const MAX_SIGNING_SECRETS: i64 = 2;
+
+/// A bulk recovery: one more attempt for every delivery of an endpoint that ended `failed`
+/// in a window (`Store::create_recovery`, advanced a batch at a time by
+/// `Store::advance_recovery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub id: RecoveryId,
+    pub org_id: OrgId,
+    pub endpoint_id: EndpointId,
+    /// Deliveries that became `failed` at or after this instant...
+    pub since: Millis,
+    /// ...and before this one.
+    pub until: Millis,
+    /// Failed deliveries queued again so far.
+    pub requeued: u64,
+    pub created_at: Millis,
+    /// When the job had looked at every delivery; `None` while it runs.
+    pub finished_at: Option<Millis>,
+}

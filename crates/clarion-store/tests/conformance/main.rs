@@ -25,6 +25,7 @@ mod outbox;
 mod paging;
 mod postgres_only;
 mod provider_capacity;
+mod recovery;
 mod secrets;
 mod sequence_claims;
 mod suppression;
