@@ -677,7 +677,7 @@ mod tests {
         let message = NewMessage {
             org_id: org,
             webhook_id: "msg_lease",
-            event_type: "sequence.completed",
+            event_type: "sequence.ended",
             sequence_id: None,
             is_test: false,
             body: b"{}",
