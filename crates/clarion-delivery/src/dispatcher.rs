@@ -91,7 +91,15 @@ struct Inner {
     owner: String,
     wake: Arc<Notify>,
     in_flight: Mutex<InFlight>,
+    /// When this node last looked for running bulk recoveries (`None`: look at the next
+    /// round; a recovery started through this node's API asks for that).
+    recoveries_checked: Mutex<Option<Instant>>,
 }
+
+/// Deliveries a bulk recovery queues again per transaction.
+pub const RECOVERY_BATCH: u32 = 500;
+/// How often a dispatcher looks for bulk recoveries started on another node.
+const RECOVERY_LOOK_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct InFlight {
@@ -201,6 +209,7 @@ impl Dispatcher {
                     per_organization: HashMap::new(),
                     limits,
                 }),
+                recoveries_checked: Mutex::new(None),
             }),
         })
     }
@@ -223,6 +232,53 @@ impl Dispatcher {
     /// Wakes the loop now (new work was committed, or the clock moved).
     pub fn wake(&self) {
         self.inner.wake.notify_one();
+    }
+
+    /// A bulk recovery was started: look at the running ones in the next round.
+    pub fn recovery_started(&self) {
+        *self
+            .inner
+            .recoveries_checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.wake();
+    }
+
+    /// Advances each running bulk recovery by one batch ([`RECOVERY_BATCH`] deliveries, one
+    /// transaction), at most once a second unless one was just started here; answers how
+    /// many are still running (the loop then comes straight back). The job's state is its
+    /// row, so a recovery a dying node left half-done is taken up by any node.
+    async fn advance_recoveries(&self) -> Result<usize, StoreError> {
+        {
+            let mut checked = self
+                .inner
+                .recoveries_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if checked.is_some_and(|at| at.elapsed() < RECOVERY_LOOK_EVERY) {
+                return Ok(0);
+            }
+            *checked = Some(Instant::now());
+        }
+        let store = &self.inner.store;
+        let mut running = 0;
+        for id in store.unfinished_recoveries(16).await? {
+            let now = self.inner.clock.now_millis();
+            if let Some(recovery) = store.advance_recovery(id, RECOVERY_BATCH, now).await?
+                && recovery.finished_at.is_none()
+            {
+                running += 1;
+            }
+        }
+        if running > 0 {
+            // More batches to go: the next round looks again at once.
+            *self
+                .inner
+                .recoveries_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        Ok(running)
     }
 
     /// Runs until `shutdown` resolves, then stops claiming, lets in-flight attempts finish
@@ -299,6 +355,12 @@ impl Dispatcher {
     /// until nothing is due. Returns the number of attempts made. Never sleeps.
     pub async fn run_due_now(&self) -> Result<usize, StoreError> {
         let mut total = 0;
+        *self
+            .inner
+            .recoveries_checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        while self.advance_recoveries().await? > 0 {}
         loop {
             let claimed = self.claim_round().await?;
             if claimed.is_empty() {
@@ -350,6 +412,9 @@ impl Dispatcher {
     /// Claims due work for the free slots: first attempts first, then retries, which may use
     /// at most three quarters of all slots so fresh reports always find room.
     async fn claim_round(&self) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        if self.advance_recoveries().await? > 0 {
+            self.wake();
+        }
         let config = &self.inner.config;
         let now = self.inner.clock.now_millis();
         let lease = config.attempt_timeout + config.lease_margin;

@@ -15,7 +15,7 @@ use tokio::sync::Notify;
 
 /// The event type of a test report sent with the "test" button; receivers see it in the
 /// `clarion-event-type` header and in the `msg_test_` prefix of `webhook-id`.
-pub const EVENT_TYPE_TEST: &str = "sequence.ended.test";
+pub const EVENT_TYPE_TEST: &str = clarion_webhooks::EVENT_TYPE_SEQUENCE_ENDED_TEST;
 
 /// A fresh `webhook-id`: `msg_` and 24 random alphanumerics. It names the message for all of
 /// its attempts, so receivers de-duplicate on it; it never contains a `.`, which would be
@@ -162,6 +162,78 @@ impl Outbox {
             .await
     }
 
+    /// Queues events of one type (`encounter.ended`, `endpoint.disabled`) inside `tx`, each
+    /// for the endpoints of its organisation subscribed to `event_type`, in the order given
+    /// (two statements in all). Each body is serialised once, here. Answers the number of
+    /// deliveries created.
+    pub async fn enqueue_events<T: serde::Serialize>(
+        &self,
+        tx: &mut Tx,
+        event_type: &'static str,
+        events: &[(OrgId, SequenceId, T)],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        self.enqueue_serialised(
+            tx,
+            event_type,
+            events
+                .iter()
+                .map(|(org, sequence, event)| (*org, Some(*sequence), event)),
+            now,
+        )
+        .await
+    }
+
+    /// [`Outbox::enqueue_events`] for events that name no sequence.
+    pub async fn enqueue_org_events<T: serde::Serialize>(
+        &self,
+        tx: &mut Tx,
+        event_type: &'static str,
+        events: &[(OrgId, T)],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        self.enqueue_serialised(
+            tx,
+            event_type,
+            events.iter().map(|(org, event)| (*org, None, event)),
+            now,
+        )
+        .await
+    }
+
+    async fn enqueue_serialised<'a, T: serde::Serialize + 'a>(
+        &self,
+        tx: &mut Tx,
+        event_type: &'static str,
+        events: impl Iterator<Item = (OrgId, Option<SequenceId>, &'a T)>,
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let mut bodies = Vec::new();
+        for (org, sequence_id, event) in events {
+            let body = serde_json::to_vec(event)
+                .map_err(|_| StoreError::Corrupt("an event that does not serialise"))?;
+            bodies.push((org, sequence_id, new_webhook_id("msg_"), body));
+        }
+        if bodies.is_empty() {
+            return Ok(0);
+        }
+        let messages: Vec<NewMessage<'_>> = bodies
+            .iter()
+            .map(|(org, sequence_id, webhook_id, body)| NewMessage {
+                org_id: *org,
+                webhook_id,
+                event_type,
+                sequence_id: *sequence_id,
+                is_test: false,
+                body,
+                created_at: now,
+            })
+            .collect();
+        self.store
+            .insert_report_messages(tx, &messages, now.saturating_add(self.first_delay_ms))
+            .await
+    }
+
     /// The internal id of the sequence a report is about: the report carries the
     /// organisation's public id ([`clarion_store::public_id`]), the message row the internal
     /// one (what `GET /v1/sequences/{id}` and the delivery filters look up).
@@ -205,6 +277,15 @@ impl Outbox {
             message_id,
             deliveries,
         })
+    }
+
+    /// Tells this node's dispatcher that a bulk recovery was started (it advances it at its
+    /// next round; without a dispatcher here, a worker node finds it within a second).
+    pub fn recovery_started(&self) {
+        match &self.dispatcher {
+            Some(dispatcher) => dispatcher.recovery_started(),
+            None => self.wake(),
+        }
     }
 
     /// Tells the dispatcher that new work was committed.

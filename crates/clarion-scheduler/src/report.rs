@@ -51,6 +51,12 @@ fn report_status(status: clarion_engine::SequenceStatus) -> SequenceStatus {
     }
 }
 
+/// One encounter's entry of its sequence's report `outreach`, exactly as the report writes it
+/// (what an `encounter.ended` event carries).
+pub fn outreach_entry(ids: &PublicIds, encounter: &EncounterRow) -> Option<OutreachStep> {
+    outreach_step(ids, encounter)
+}
+
 fn outreach_step(ids: &PublicIds, encounter: &EncounterRow) -> Option<OutreachStep> {
     let step = u32::try_from(encounter.step + 1).ok()?;
     let id = ids.encode(IdKind::Encounter, encounter.id);

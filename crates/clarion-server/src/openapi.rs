@@ -12,8 +12,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    assistants, audit, deliveries, endpoints, organization, providers, reports, sequences,
-    suppressions, templates,
+    assistants, audit, deliveries, endpoints, organization, providers, recoveries, reports,
+    sequences, suppressions, templates,
 };
 
 #[derive(OpenApi)]
@@ -22,6 +22,7 @@ use crate::routes::{
     paths(
         endpoints::create, endpoints::list, endpoints::get, endpoints::update, endpoints::delete,
         endpoints::secret, endpoints::rotate_secret, endpoints::send_test, endpoints::stats,
+        recoveries::recover, recoveries::get,
         deliveries::list, deliveries::get, deliveries::retry,
         reports::list,
         audit::list,

@@ -17,8 +17,8 @@ use crate::sqlite::{SqliteStore, SqliteTx};
 use crate::wakeup::{Wakeup, Wakeups};
 use crate::{
     AssistantId, Channel, CopyError, DeliveryId, EncounterId, EndpointId, IdCodec, MessageId,
-    Millis, OrgId, PublicIds, Result, SequenceEventId, SequenceId, SequenceStatus, StoreError,
-    TemplateId, TemplateVersionId,
+    Millis, OrgId, PublicIds, RecoveryId, Result, SequenceEventId, SequenceId, SequenceStatus,
+    StoreError, TemplateId, TemplateVersionId,
 };
 
 /// The store: whichever database the URL named, behind one handle. Cheap to clone (pools are
@@ -267,8 +267,14 @@ impl Store {
         pub async fn organization_contact_caps(&self, tx: &mut Tx, orgs: &[OrgId]) -> Result<std::collections::HashMap<OrgId, (Option<u32>, Option<u32>)>>;
 
         // ---- endpoints ----
-        /// Creates an enabled endpoint with its first secret.
-        pub async fn create_endpoint(&self, org: OrgId, url: &str, description: &str, secret: &str, now: Millis) -> Result<Endpoint>;
+        /// Creates an enabled endpoint with its first secret, subscribed to `event_types`
+        /// ([`DEFAULT_EVENT_TYPES`] unless chosen; the caller validates the names).
+        pub async fn create_endpoint(&self, org: OrgId, url: &str, description: &str, event_types: &[&str], secret: &str, now: Millis) -> Result<Endpoint>;
+
+        /// Those of `orgs` with at least one enabled endpoint subscribed to `event_type`, read
+        /// inside the caller's transaction: whether an event is worth building at all (the
+        /// outbox write then fans it out to exactly those endpoints).
+        pub async fn subscribed_organizations(&self, tx: &mut Tx, orgs: &[OrgId], event_type: &str) -> Result<Vec<OrgId>>;
 
         /// One endpoint of the organisation (`None` for another organisation's or a deleted one).
         pub async fn get_endpoint(&self, org: OrgId, id: EndpointId) -> Result<Option<Endpoint>>;
@@ -304,13 +310,14 @@ impl Store {
         // ---- outbox ----
         /// The outbox write: stores the message and one pending delivery per recipient endpoint,
         /// due at `first_attempt_at`, inside the caller's transaction. Returns the message id and
-        /// the number of deliveries created (zero when the organisation has no enabled endpoint;
-        /// the report is still kept for the pull API).
+        /// the number of deliveries created (zero when the organisation has no enabled endpoint
+        /// subscribed to the message's event type; the report is still kept for the pull API).
         pub async fn insert_message(&self, tx: &mut Tx, message: &NewMessage<'_>, recipients: Recipients, first_attempt_at: Millis) -> Result<(MessageId, u64)>;
 
         /// The outbox write for many reports at once (every sequence ending in one scheduler
         /// transaction): the messages in one statement, then one pending delivery per message and
-        /// enabled endpoint of its organisation in another, all due at `first_attempt_at`.
+        /// enabled endpoint of its organisation subscribed to the message's event type in
+        /// another, all due at `first_attempt_at`.
         /// Answers the number of deliveries created. The report then holds the ended
         /// encounters of each reported sequence: their `report` objects are dropped from the
         /// encounter rows in the same transaction (stored once; an ended sequence is read back
@@ -361,6 +368,28 @@ impl Store {
         /// is no such delivery, or its endpoint is deleted or disabled (it could never be
         /// attempted, so it is left as it is).
         pub async fn retry_delivery(&self, org: OrgId, id: DeliveryId, now: Millis) -> Result<Option<Delivery>>;
+
+        /// Starts a bulk recovery of one of the organisation's endpoints: every delivery that
+        /// became `failed` at or after `since` and before `until` gets one more attempt, as
+        /// [`Store::advance_recovery`] reaches it. `None` for another organisation's or a
+        /// deleted endpoint.
+        pub async fn create_recovery(&self, org: OrgId, endpoint: EndpointId, since: Millis, until: Millis, now: Millis) -> Result<Option<Recovery>>;
+
+        /// One of the organisation's recoveries of `endpoint`.
+        pub async fn get_recovery(&self, org: OrgId, endpoint: EndpointId, id: RecoveryId) -> Result<Option<Recovery>>;
+
+        /// Recoveries still running, oldest first, at most `limit`: the dispatcher's work list.
+        pub async fn unfinished_recoveries(&self, limit: u32) -> Result<Vec<RecoveryId>>;
+
+        /// Advances a running recovery by one batch, in one transaction: its endpoint's next
+        /// (by id) at most `batch` deliveries after its cursor that are `failed` and became so
+        /// in its window go back to `pending`, due at `now`, for one manual attempt; the cursor
+        /// moves past them; the recovery finishes when fewer than `batch` were found.
+        /// Idempotent: only `failed` rows move (conditional UPDATE), so a delivery already
+        /// queued again (by this job run twice, another node, another recovery of the same
+        /// window, or a manual retry) is not queued twice, and one that failed again after the
+        /// window is outside it. Answers the recovery as it now stands (`None`: no such job).
+        pub async fn advance_recovery(&self, id: RecoveryId, batch: u32, now: Millis) -> Result<Option<Recovery>>;
 
         /// Ended sequences' reports in the order they were queued, after the cursor.
         pub async fn list_reports(&self, org: OrgId, event_type: &str, after: Option<MessageId>, limit: u32) -> Result<Vec<StoredReport>>;

@@ -126,6 +126,8 @@ pub(crate) const TABLES: &[Table] = &[
             ("created_at", Int),
             ("updated_at", Int),
             ("deleted_at", Int),
+            ("event_types", Text),
+            ("failing_since", Int),
         ],
     ),
     table(
@@ -299,6 +301,20 @@ pub(crate) const TABLES: &[Table] = &[
             ("duration_ms", Int),
             ("error", Text),
             ("response_body", Blob),
+        ],
+    ),
+    table(
+        "webhook_recoveries",
+        &[
+            ("id", Int),
+            ("org_id", Int),
+            ("endpoint_id", Int),
+            ("since", Int),
+            ("until", Int),
+            ("cursor", Int),
+            ("requeued", Int),
+            ("created_at", Int),
+            ("finished_at", Int),
         ],
     ),
     // The PHI access log moves with the data it audits.

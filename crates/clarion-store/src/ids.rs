@@ -54,6 +54,11 @@ id_type!(
     /// One message's delivery to one endpoint.
     DeliveryId
 );
+
+id_type!(
+    /// A bulk recovery of an endpoint's failed deliveries.
+    RecoveryId
+);
 id_type!(
     /// An assistant (a call or SMS agent's configuration).
     AssistantId

@@ -55,6 +55,8 @@ pub enum IdKind {
     ApiKey,
     /// An entry of the PHI access log.
     AccessEntry,
+    /// A bulk recovery of an endpoint's failed deliveries.
+    Recovery,
 }
 
 impl IdKind {
@@ -71,6 +73,7 @@ impl IdKind {
             Self::SuppressionChange => b"suppression-change",
             Self::ApiKey => b"api-key",
             Self::AccessEntry => b"access-entry",
+            Self::Recovery => b"recovery",
         }
     }
 }

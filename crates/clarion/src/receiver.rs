@@ -1,5 +1,6 @@
-//! A local End of Sequence Report receiver: verifies each POST, parses the report and hands
-//! it to the caller. Used by `clarion webhook listen` and by tests.
+//! A local webhook receiver: verifies each POST, parses it by its `clarion-event-type`
+//! (the End of Sequence Report, `encounter.ended`, `endpoint.disabled`) and hands it to the
+//! caller. Used by `clarion webhook listen`, `clarion demo` and by tests.
 
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -10,16 +11,18 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use clarion_webhooks::{OutreachType, SequenceReport, Verifier, VerifyError, WebhookHeaders};
+use clarion_webhooks::{
+    Event, OutreachStep, OutreachType, SequenceReport, Verifier, VerifyError, WebhookHeaders,
+};
 use tokio::sync::mpsc;
 
-/// One verified report as the receiver got it.
+/// One verified delivery as the receiver got it.
 #[derive(Debug, Clone)]
 pub struct ReceivedReport {
     /// The `webhook-id` header: the same on every attempt of one message.
     pub webhook_id: String,
-    /// The parsed report.
-    pub report: SequenceReport,
+    /// The parsed event (a report, a test report, an encounter, a disabled endpoint).
+    pub event: Event,
     /// The body bytes exactly as received.
     pub body: Bytes,
     /// True when a report with this `webhook-id` was already received (a retry after a lost
@@ -67,11 +70,11 @@ async fn receive(
             &reason.to_string(),
         );
     }
-    let report: SequenceReport = match serde_json::from_slice(&body) {
-        Ok(report) => report,
+    let event = match Event::parse(header(clarion_webhooks::HEADER_EVENT_TYPE), &body) {
+        Ok(event) => event,
         Err(error) => {
             // serde's message names the field and position, never the value.
-            let message = format!("the body is not an End of Sequence Report: {error}");
+            let message = error.to_string();
             return rejection(StatusCode::BAD_REQUEST, "invalid_report", &message);
         }
     };
@@ -82,7 +85,7 @@ async fn receive(
     };
     let _ = state.reports.send(ReceivedReport {
         webhook_id,
-        report,
+        event,
         body,
         duplicate,
     });
@@ -109,19 +112,51 @@ fn rejection(status: StatusCode, code: &str, message: &str) -> Response {
 
 /// A short human-readable summary of a received report: one header line, the outcome, and one
 /// line per outreach step. It shows no transcript, summary or phone number.
+impl ReceivedReport {
+    /// The End of Sequence Report, when this is one (not a test report nor another event).
+    pub fn report(&self) -> Option<&SequenceReport> {
+        match &self.event {
+            Event::SequenceEnded(report) => Some(report),
+            _ => None,
+        }
+    }
+}
+
+/// A few readable lines about one delivery.
 pub fn summarize(received: &ReceivedReport) -> String {
-    let report = &received.report;
-    let mut text = format!(
-        "sequence {} {} at {} (webhook-id {}{})",
-        report.id,
-        report.status,
-        report.last_updated,
+    let delivery = format!(
+        "webhook-id {}{}",
         received.webhook_id,
         if received.duplicate {
             ", duplicate delivery"
         } else {
             ""
         },
+    );
+    match &received.event {
+        Event::SequenceEnded(report) => summarize_report(report, "", &delivery),
+        Event::SequenceEndedTest(report) => summarize_report(report, "test report: ", &delivery),
+        Event::EncounterEnded(event) => {
+            let mut text = format!(
+                "encounter.ended: sequence {} ({delivery})",
+                event.sequence_id
+            );
+            write_step(&mut text, &event.outreach_step());
+            text
+        }
+        Event::EndpointDisabled(event) => format!(
+            "endpoint.disabled: endpoint {} ({}) disabled at {} ({delivery})\n  reason: {}\n  \
+             failing since {}; re-enable it to deliver what it missed",
+            event.endpoint_id, event.url, event.disabled_at, event.reason, event.failing_since
+        ),
+        other => format!("{} ({delivery})", other.event_type()),
+    }
+}
+
+fn summarize_report(report: &SequenceReport, prefix: &str, delivery: &str) -> String {
+    let mut text = format!(
+        "{prefix}sequence {} {} at {} ({delivery})",
+        report.id, report.status, report.last_updated,
     );
     let outcome = report
         .outcome_description
@@ -132,43 +167,48 @@ pub fn summarize(received: &ReceivedReport) -> String {
         text.push_str("\n  no outreach was performed");
     }
     for step in &report.outreach {
-        let _ = write!(
-            text,
-            "\n  step {:>2}  {:<4}  ",
-            step.step,
-            kind_name(step.kind)
-        );
-        match (&step.call, &step.sms) {
-            (Some(call), _) => {
-                let _ = write!(
-                    text,
-                    "call {}  outcome={}  ended_reason={}",
-                    call.id,
-                    call.outcome.as_ref().map_or("-", |o| o.as_str()),
-                    call.ended_reason.as_ref().map_or("-", |r| r.as_str()),
-                );
-                if let Some(reason) = call.failure_reason {
-                    let _ = write!(text, "  failure_reason={}", enum_text(&reason));
-                }
-                if let Some(ms) = call.duration_ms {
-                    let _ = write!(text, "  duration={:.1}s", ms as f64 / 1000.0);
-                }
-            }
-            (None, Some(sms)) => {
-                let _ = write!(
-                    text,
-                    "sms {}  status={}  ended_reason={}",
-                    sms.id,
-                    enum_text(&sms.status),
-                    sms.ended_reason
-                        .as_ref()
-                        .map_or_else(|| "-".to_owned(), enum_text),
-                );
-            }
-            (None, None) => text.push_str("(no details)"),
-        }
+        write_step(&mut text, step);
     }
     text
+}
+
+/// One outreach entry as one line.
+fn write_step(text: &mut String, step: &OutreachStep) {
+    let _ = write!(
+        text,
+        "\n  step {:>2}  {:<4}  ",
+        step.step,
+        kind_name(step.kind)
+    );
+    match (&step.call, &step.sms) {
+        (Some(call), _) => {
+            let _ = write!(
+                text,
+                "call {}  outcome={}  ended_reason={}",
+                call.id,
+                call.outcome.as_ref().map_or("-", |o| o.as_str()),
+                call.ended_reason.as_ref().map_or("-", |r| r.as_str()),
+            );
+            if let Some(reason) = call.failure_reason {
+                let _ = write!(text, "  failure_reason={}", enum_text(&reason));
+            }
+            if let Some(ms) = call.duration_ms {
+                let _ = write!(text, "  duration={:.1}s", ms as f64 / 1000.0);
+            }
+        }
+        (None, Some(sms)) => {
+            let _ = write!(
+                text,
+                "sms {}  status={}  ended_reason={}",
+                sms.id,
+                enum_text(&sms.status),
+                sms.ended_reason
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), enum_text),
+            );
+        }
+        (None, None) => text.push_str("(no details)"),
+    }
 }
 
 fn kind_name(kind: OutreachType) -> &'static str {

@@ -7,9 +7,9 @@
 use serde_json::{Map, Value, json};
 
 use crate::{
-    Call, CallAnalysis, CallEndedReason, CallOutcome, CallStatus, CallType, FailureReason,
-    OutreachStep, SequenceReport, SequenceStatus, Sms, SmsAnalysis, SmsEndedReason, SmsStatus,
-    Timestamp,
+    Call, CallAnalysis, CallEndedReason, CallOutcome, CallStatus, CallType, EncounterEnded,
+    EndpointDisabled, FailureReason, OutreachStep, SequenceReport, SequenceStatus, Sms,
+    SmsAnalysis, SmsEndedReason, SmsStatus, Timestamp,
 };
 
 const CLINIC_NUMBER: &str = "+15555550100";
@@ -188,4 +188,56 @@ pub fn all() -> Vec<(&'static str, SequenceReport)> {
         ("call-sms-call.json", call_sms_call()),
         ("cancelled.json", cancelled()),
     ]
+}
+
+/// An `encounter.ended` event: the first call of [`call_sms_call`], as it was sent when the
+/// call ended.
+pub fn encounter_ended_call() -> EncounterEnded {
+    let report = call_sms_call();
+    let step = report.outreach[0].clone();
+    EncounterEnded::new(report.id, step)
+}
+
+/// An `encounter.ended` event: the SMS conversation of [`call_sms_call`].
+pub fn encounter_ended_sms() -> EncounterEnded {
+    let report = call_sms_call();
+    let step = report.outreach[1].clone();
+    EncounterEnded::new(report.id, step)
+}
+
+/// An `endpoint.disabled` event.
+pub fn endpoint_disabled() -> EndpointDisabled {
+    EndpointDisabled {
+        endpoint_id: 77,
+        url: "https://receiver.example.com/clarion".to_owned(),
+        reason: "every attempt failed for 5days".to_owned(),
+        failing_since: at("2026-01-01T09:00:00.000Z"),
+        disabled_at: at("2026-01-06T09:00:12.250Z"),
+    }
+}
+
+/// Every event example (other than reports) with its event type and the file name it is
+/// committed under in `schemas/examples/`.
+pub fn events() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        (
+            "encounter-ended-call.json",
+            crate::EVENT_TYPE_ENCOUNTER_ENDED,
+            json_of(&encounter_ended_call()),
+        ),
+        (
+            "encounter-ended-sms.json",
+            crate::EVENT_TYPE_ENCOUNTER_ENDED,
+            json_of(&encounter_ended_sms()),
+        ),
+        (
+            "endpoint-disabled.json",
+            crate::EVENT_TYPE_ENDPOINT_DISABLED,
+            json_of(&endpoint_disabled()),
+        ),
+    ]
+}
+
+fn json_of(event: &impl serde::Serialize) -> Value {
+    serde_json::to_value(event).unwrap_or_else(|_| unreachable!("example events always serialise"))
 }

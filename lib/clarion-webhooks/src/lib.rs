@@ -19,8 +19,11 @@
 //!   secrets, `v1,<base64 HMAC-SHA256("{id}.{timestamp}.{body}")>` signatures, several
 //!   signatures side by side during secret rotation, a five-minute timestamp tolerance in both
 //!   directions and constant-time comparison.
-//! * **The JSON Schema** of the report (draft 2020-12), behind the `schema` feature
-//!   ([`schema::report_schema`]).
+//! * **The other event types** ([`EncounterEnded`], [`EndpointDisabled`]) and [`Event`], which
+//!   parses any delivery by its `clarion-event-type` header.
+//! * **The JSON Schemas** of the report and of each event (draft 2020-12), behind the `schema`
+//!   feature ([`schema::report_schema`], [`schema::encounter_ended_schema`],
+//!   [`schema::endpoint_disabled_schema`]).
 //!
 //! # Receiving a report
 //!
@@ -50,6 +53,7 @@
 //! with the same `webhook-id` and the same body bytes. Use `webhook-id` to de-duplicate.
 #![deny(missing_docs)]
 
+mod events;
 pub mod examples;
 mod open_enum;
 mod report;
@@ -58,6 +62,10 @@ pub mod schema;
 mod signing;
 mod timestamp;
 
+pub use events::{
+    EVENT_TYPE_ENCOUNTER_ENDED, EVENT_TYPE_ENDPOINT_DISABLED, EVENT_TYPE_SEQUENCE_ENDED_TEST,
+    EVENT_TYPES, EncounterEnded, EndpointDisabled, Event, EventError, HEADER_EVENT_TYPE,
+};
 pub use report::{
     Call, CallAnalysis, CallEndedReason, CallOutcome, CallStatus, CallType, FailureReason,
     OutreachStep, OutreachType, SequenceReport, SequenceStatus, Sms, SmsAnalysis, SmsEndedReason,

@@ -1,4 +1,5 @@
-//! The JSON Schema (draft 2020-12) of the End of Sequence Report.
+//! The JSON Schemas (draft 2020-12) of the End of Sequence Report and of the other event
+//! types (`encounter.ended`, `endpoint.disabled`; the same rules, committed beside it).
 //!
 //! The schema is generated from the Rust types, so it cannot drift from them. The published
 //! schema is the receivers' contract, the specification's: it requires exactly the keys the
@@ -18,14 +19,67 @@ use schemars::Schema;
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
 
-use crate::SequenceReport;
+use crate::{EncounterEnded, EndpointDisabled, SequenceReport};
 
 /// The `$id` of the published schema.
 pub const SCHEMA_ID: &str = "https://schemas.clarion.health/end-of-sequence-report.schema.json";
+/// The `$id` of the published `encounter.ended` schema.
+pub const ENCOUNTER_ENDED_SCHEMA_ID: &str =
+    "https://schemas.clarion.health/encounter-ended.schema.json";
+/// The `$id` of the published `endpoint.disabled` schema.
+pub const ENDPOINT_DISABLED_SCHEMA_ID: &str =
+    "https://schemas.clarion.health/endpoint-disabled.schema.json";
 
 /// The published JSON Schema of [`SequenceReport`] as a JSON value: the receivers' contract.
 pub fn report_schema() -> serde_json::Value {
     identified(SchemaSettings::draft2020_12())
+}
+
+/// The published JSON Schema of an `encounter.ended` event ([`EncounterEnded`]): it requires
+/// `sequence_id`, `type` and `step`, and of the call or SMS object what the report's schema
+/// requires of it, so an event's object validates exactly as it does inside a report.
+pub fn encounter_ended_schema() -> serde_json::Value {
+    identified_as::<EncounterEnded>(
+        SchemaSettings::draft2020_12(),
+        ENCOUNTER_ENDED_SCHEMA_ID,
+        "Encounter Ended event",
+    )
+}
+
+/// [`encounter_ended_schema`] with every documented key required: what Clarion sends.
+pub fn encounter_ended_schema_as_sent() -> serde_json::Value {
+    identified_as::<EncounterEnded>(
+        SchemaSettings::draft2020_12().with_transform(RecursiveTransform(require_every_property)),
+        ENCOUNTER_ENDED_SCHEMA_ID,
+        "Encounter Ended event",
+    )
+}
+
+/// The published JSON Schema of an `endpoint.disabled` event ([`EndpointDisabled`]): every
+/// key is required (each is always known).
+pub fn endpoint_disabled_schema() -> serde_json::Value {
+    identified_as::<EndpointDisabled>(
+        SchemaSettings::draft2020_12(),
+        ENDPOINT_DISABLED_SCHEMA_ID,
+        "Endpoint Disabled event",
+    )
+}
+
+/// Every published schema with the file name it is committed under in `schemas/`.
+pub fn all() -> Vec<(&'static str, serde_json::Value)> {
+    vec![
+        ("end-of-sequence-report.schema.json", report_schema()),
+        ("encounter-ended.schema.json", encounter_ended_schema()),
+        ("endpoint-disabled.schema.json", endpoint_disabled_schema()),
+    ]
+}
+
+/// A schema as pretty-printed JSON with a trailing newline, byte for byte its committed file.
+pub fn pretty(schema: &serde_json::Value) -> String {
+    let mut text = serde_json::to_string_pretty(schema)
+        .unwrap_or_else(|_| unreachable!("a JSON value always serialises"));
+    text.push('\n');
+    text
 }
 
 /// The stricter schema Clarion's own reports meet: every documented key of every object is
@@ -38,15 +92,24 @@ pub fn report_schema_as_sent() -> serde_json::Value {
 
 /// The schema generated under `settings`, with its identification first.
 fn identified(settings: SchemaSettings) -> serde_json::Value {
+    identified_as::<SequenceReport>(settings, SCHEMA_ID, "End of Sequence Report")
+}
+
+/// The schema of `T` generated under `settings`, with its identification first.
+fn identified_as<T: schemars::JsonSchema>(
+    settings: SchemaSettings,
+    id: &str,
+    title: &str,
+) -> serde_json::Value {
     let generated = settings
         .into_generator()
-        .into_root_schema_for::<SequenceReport>()
+        .into_root_schema_for::<T>()
         .to_value();
     // Identification first, then the generated body, so the file reads top-down.
     let mut root = serde_json::Map::new();
     root.insert("$schema".to_owned(), generated["$schema"].clone());
-    root.insert("$id".to_owned(), SCHEMA_ID.into());
-    root.insert("title".to_owned(), "End of Sequence Report".into());
+    root.insert("$id".to_owned(), id.into());
+    root.insert("title".to_owned(), title.into());
     if let serde_json::Value::Object(body) = generated {
         for (key, value) in body {
             root.entry(key).or_insert(value);
@@ -57,10 +120,7 @@ fn identified(settings: SchemaSettings) -> serde_json::Value {
 
 /// The schema as pretty-printed JSON with a trailing newline, byte for byte the committed file.
 pub fn report_schema_pretty() -> String {
-    let mut text = serde_json::to_string_pretty(&report_schema())
-        .unwrap_or_else(|_| unreachable!("a JSON value always serialises"));
-    text.push('\n');
-    text
+    pretty(&report_schema())
 }
 
 /// Clarion writes every documented key, `null` where unknown: the schema says so by requiring

@@ -505,3 +505,118 @@ fn a_report_missing_a_required_key_is_rejected_by_the_types() {
         "outreach": [{ "type": "call", "step": 1, "call": { "id": 1, "assistant_id": 1, "call_status": "answered" } }] });
     assert!(serde_json::from_value::<SequenceReport>(bad_call_status).is_err());
 }
+
+// ---- the other event types (`encounter.ended`, `endpoint.disabled`) ----
+
+/// The committed schema an event type's payload is checked against.
+fn committed_event_validator(event_type: &str) -> jsonschema::Validator {
+    let file = match event_type {
+        "encounter.ended" => "encounter-ended.schema.json",
+        "endpoint.disabled" => "endpoint-disabled.schema.json",
+        other => panic!("no schema for {other}"),
+    };
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("schemas").join(file)).unwrap(),
+    )
+    .unwrap();
+    jsonschema::draft202012::options()
+        .should_validate_formats(true)
+        .build(&schema)
+        .expect("a valid draft 2020-12 schema")
+}
+
+#[test]
+fn committed_event_schemas_are_exactly_the_generated_ones() {
+    for (file, schema) in schema::all() {
+        assert_matches_committed(
+            &repo_root().join("schemas").join(file),
+            &schema::pretty(&schema),
+        );
+    }
+}
+
+#[test]
+fn golden_event_payloads_are_the_examples_validate_and_round_trip() {
+    for (file, event_type, value) in examples::events() {
+        let path = examples_dir().join(file);
+        assert_matches_committed(&path, &pretty(&value));
+        let text = std::fs::read_to_string(&path).unwrap();
+        let instance: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            validation_errors(&committed_event_validator(event_type), &instance),
+            Vec::<String>::new(),
+            "{file}"
+        );
+        // The typed event reads it and writes the same bytes back.
+        let event = clarion_webhooks::Event::parse(Some(event_type), text.as_bytes()).unwrap();
+        let again = match event {
+            clarion_webhooks::Event::EncounterEnded(e) => pretty(&e),
+            clarion_webhooks::Event::EndpointDisabled(e) => pretty(&e),
+            other => panic!("{file} parsed as {other:?}"),
+        };
+        assert_eq!(again, text, "{file}");
+    }
+}
+
+#[test]
+fn an_encounter_event_is_its_report_entry_with_the_sequence_id_and_every_key() {
+    let report = serde_json::to_value(examples::call_sms_call()).unwrap();
+    for (file, event_type, value) in examples::events() {
+        if event_type != "encounter.ended" {
+            continue;
+        }
+        let mut keys_ = keys(&value);
+        assert_eq!(keys_.remove(0), "sequence_id", "{file}");
+        assert_eq!(keys_, STEP_KEYS, "{file}");
+        let entry = report["outreach"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|step| step["step"] == value["step"])
+            .unwrap();
+        for key in STEP_KEYS {
+            assert_eq!(value[*key], entry[*key], "{file}: {key}");
+        }
+        let as_sent =
+            jsonschema::draft202012::new(&schema::encounter_ended_schema_as_sent()).unwrap();
+        assert_eq!(validation_errors(&as_sent, &value), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn the_event_schemas_require_exactly_what_is_always_known() {
+    let encounter = schema::encounter_ended_schema();
+    assert_eq!(
+        required(&encounter),
+        sorted(&["sequence_id", "type", "step"])
+    );
+    assert_eq!(
+        required(&encounter["$defs"]["Call"]),
+        sorted(REQUIRED_CALL_KEYS)
+    );
+    assert_eq!(
+        required(&encounter["$defs"]["Sms"]),
+        sorted(REQUIRED_SMS_KEYS)
+    );
+    let disabled = schema::endpoint_disabled_schema();
+    assert_eq!(
+        required(&disabled),
+        sorted(&[
+            "endpoint_id",
+            "url",
+            "reason",
+            "failing_since",
+            "disabled_at"
+        ])
+    );
+    // A minimal encounter event validates; one without its sequence id does not.
+    let validator = committed_event_validator("encounter.ended");
+    let mut minimal = json!({ "sequence_id": 1043, "type": "sms", "step": 2,
+        "sms": { "id": 5001, "assistant_id": 12, "status": "ended" } });
+    assert_eq!(
+        validation_errors(&validator, &minimal),
+        Vec::<String>::new()
+    );
+    minimal.as_object_mut().unwrap().remove("sequence_id");
+    assert!(!validation_errors(&validator, &minimal).is_empty());
+}

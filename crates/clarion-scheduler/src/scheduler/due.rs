@@ -220,6 +220,7 @@ impl Scheduler {
                 };
                 self.record_simulated_opt_out(&mut tx, encounter, outcome, now)
                     .await?;
+                tx.encounter_ended(&sequence, encounter.id);
                 self.encounter_ended(&mut tx, &sequence, outcome, *ended_at, now)
                     .await?;
             }

@@ -80,9 +80,12 @@ impl Scheduler {
                 serde_json::to_value(&report).map_err(|_| SchedulerError::Corrupt("sms"))?;
             // Not an error of the channel: the organisation closed it.
             report["ended_reason"] = Value::String("unknown".to_owned());
-            store
+            if store
                 .end_encounter(&mut tx.tx, encounter.id, "unresolved", Some(&report), now)
-                .await?;
+                .await?
+            {
+                tx.encounter_ended(sequence, encounter.id);
+            }
         }
         Ok(())
     }
@@ -256,6 +259,7 @@ impl Scheduler {
         let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
             return Ok(());
         };
+        tx.encounter_ended(&sequence, encounter.id);
         self.encounter_ended(tx, &sequence, outcome, ended_at, now)
             .await
     }

@@ -26,6 +26,10 @@ pub(super) struct WriteTx {
     /// whose reports go into the outbox when the buffer is written: one read of their
     /// encounters and one outbox write for all of them.
     pub(super) ending: Vec<(SequenceRow, Millis)>,
+    /// Encounters ended in this transaction (organisation, sequence, encounter), in the order
+    /// they ended: their `encounter.ended` events go into the outbox when the buffer is
+    /// written, before any report of their sequences (which takes over their objects).
+    pub(super) ended_encounters: Vec<(OrgId, SequenceId, EncounterId)>,
     /// Reports written into the outbox by this transaction (for the metric, at commit).
     pub(super) reports_queued: u64,
     pub(super) outbox: Outbox,
@@ -48,6 +52,7 @@ impl WriteTx {
         Ok(Self {
             tx: inner.store.begin().await?,
             ending: Vec::new(),
+            ended_encounters: Vec::new(),
             reports_queued: 0,
             outbox: inner.outbox.clone(),
             real_clock: inner.real_clock.clone(),
@@ -134,7 +139,75 @@ impl WriteTx {
         self.updates.clear();
         self.updated.clear();
         self.ends = false;
+        self.enqueue_encounter_events(store).await?;
         self.enqueue_reports(store).await
+    }
+
+    /// Records that an encounter ended in this transaction (call it before the engine's
+    /// transition, which may end the sequence): its `encounter.ended` event is queued with
+    /// the buffered writes, if its organisation has an endpoint subscribed to it.
+    pub(super) fn encounter_ended(&mut self, sequence: &SequenceRow, encounter: EncounterId) {
+        self.ended_encounters
+            .push((sequence.org_id, sequence.id, encounter));
+    }
+
+    /// The `encounter.ended` events of the encounters ended since the last flush, into the
+    /// outbox: nothing is read or built unless the organisation subscribes (one indexed read
+    /// of its endpoints), then each event is the encounter's report entry as the report will
+    /// carry it.
+    async fn enqueue_encounter_events(&mut self, store: &Store) -> Result<(), StoreError> {
+        if self.ended_encounters.is_empty() {
+            return Ok(());
+        }
+        let ended = std::mem::take(&mut self.ended_encounters);
+        let mut orgs: Vec<OrgId> = ended.iter().map(|(org, ..)| *org).collect();
+        orgs.sort_unstable_by_key(|org| org.0);
+        orgs.dedup();
+        let subscribed = store
+            .subscribed_organizations(
+                &mut self.tx,
+                &orgs,
+                clarion_webhooks::EVENT_TYPE_ENCOUNTER_ENDED,
+            )
+            .await?;
+        if subscribed.is_empty() {
+            return Ok(());
+        }
+        let ended: Vec<(OrgId, SequenceId, EncounterId)> = ended
+            .into_iter()
+            .filter(|(org, ..)| subscribed.contains(org))
+            .collect();
+        let mut sequences: Vec<SequenceId> = ended.iter().map(|(_, id, _)| *id).collect();
+        sequences.sort_unstable_by_key(|id| id.0);
+        sequences.dedup();
+        let encounters = store
+            .encounters_of_sequences_tx(&mut self.tx, &sequences)
+            .await?;
+        let events: Vec<(OrgId, SequenceId, clarion_webhooks::EncounterEnded)> = ended
+            .iter()
+            .filter_map(|(org, sequence, encounter)| {
+                let row = encounters
+                    .get(sequence)?
+                    .iter()
+                    .find(|row| row.id == *encounter)?;
+                let ids = store.public_ids(*org);
+                let entry = crate::report::outreach_entry(&ids, row)?;
+                let event = clarion_webhooks::EncounterEnded::new(
+                    ids.encode(clarion_store::IdKind::Sequence, *sequence),
+                    entry,
+                );
+                Some((*org, *sequence, event))
+            })
+            .collect();
+        self.outbox
+            .enqueue_events(
+                &mut self.tx,
+                clarion_webhooks::EVENT_TYPE_ENCOUNTER_ENDED,
+                &events,
+                self.real_clock.now_millis(),
+            )
+            .await?;
+        Ok(())
     }
 
     /// The reports of the sequences ended since the last flush, built from the encounters as

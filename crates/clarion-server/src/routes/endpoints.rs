@@ -35,6 +35,9 @@ pub struct EndpointOut {
     pub enabled: bool,
     /// Why Clarion disabled the endpoint by itself (e.g. it answered 410 Gone); null otherwise.
     pub disabled_reason: Option<String>,
+    /// The event types this endpoint receives (`sequence.ended`, `encounter.ended`,
+    /// `endpoint.disabled`); test reports come whatever it subscribes to.
+    pub event_types: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
     /// The signing secret (`whsec_...`): present only when creating the endpoint, rotating
@@ -51,6 +54,7 @@ impl EndpointOut {
             description: endpoint.description,
             enabled: endpoint.enabled,
             disabled_reason: endpoint.disabled_reason,
+            event_types: endpoint.event_types,
             created_at: wire::time(endpoint.created_at),
             updated_at: wire::time(endpoint.updated_at),
             secret,
@@ -66,6 +70,9 @@ pub struct CreateEndpoint {
     pub url: String,
     #[serde(default)]
     pub description: String,
+    /// The event types to receive, at least one of `sequence.ended`, `encounter.ended` and
+    /// `endpoint.disabled`; default `["sequence.ended"]`.
+    pub event_types: Option<Vec<String>>,
 }
 
 /// Body of `PATCH /v1/webhook-endpoints/{id}`; absent fields stay as they are.
@@ -76,6 +83,8 @@ pub struct UpdateEndpoint {
     pub description: Option<String>,
     /// Re-enabling an endpoint Clarion disabled resumes its pending deliveries.
     pub enabled: Option<bool>,
+    /// Replaces the event types it receives (as in creation).
+    pub event_types: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,7 +203,12 @@ pub async fn create(
     Org(org): Org,
     ApiJson(body): ApiJson<CreateEndpoint>,
 ) -> Result<(StatusCode, Json<EndpointOut>), ApiError> {
-    let (endpoint, secret) = create_endpoint(&state, org, &body.url, &body.description).await?;
+    let event_types = match &body.event_types {
+        Some(types) => valid_event_types(types)?,
+        None => clarion_store::DEFAULT_EVENT_TYPES.to_vec(),
+    };
+    let (endpoint, secret) =
+        create_subscribed_endpoint(&state, org, &body.url, &body.description, &event_types).await?;
     Ok((
         StatusCode::CREATED,
         Json(EndpointOut::new(
@@ -205,13 +219,61 @@ pub async fn create(
     ))
 }
 
-/// Creates an endpoint (the API's and the dashboard's action): the description's length and
-/// the URL against the SSRF policy, then a new secret. Answers the endpoint and its secret.
+/// The event types a request names, checked: each one Clarion sends, at least one, each
+/// once (in the order given).
+fn valid_event_types(types: &[String]) -> Result<Vec<&'static str>, ApiError> {
+    let mut valid: Vec<&'static str> = Vec::with_capacity(types.len());
+    for name in types {
+        let Some(known) = clarion_webhooks::EVENT_TYPES
+            .iter()
+            .find(|known| **known == name.as_str())
+        else {
+            return Err(ApiError::invalid(
+                "event_types",
+                format!(
+                    "unknown event type; the types are {}",
+                    clarion_webhooks::EVENT_TYPES.join(", ")
+                ),
+            ));
+        };
+        if !valid.contains(known) {
+            valid.push(known);
+        }
+    }
+    if valid.is_empty() {
+        return Err(ApiError::invalid(
+            "event_types",
+            "subscribe to at least one event type",
+        ));
+    }
+    Ok(valid)
+}
+
+/// Creates an endpoint subscribed to the default event types (the dashboard's action).
 pub(crate) async fn create_endpoint(
     state: &AppState,
     org: OrgId,
     url: &str,
     description: &str,
+) -> Result<(Endpoint, String), ApiError> {
+    create_subscribed_endpoint(
+        state,
+        org,
+        url,
+        description,
+        clarion_store::DEFAULT_EVENT_TYPES,
+    )
+    .await
+}
+
+/// Creates an endpoint (the API's and the dashboard's action): the description's length and
+/// the URL against the SSRF policy, then a new secret. Answers the endpoint and its secret.
+async fn create_subscribed_endpoint(
+    state: &AppState,
+    org: OrgId,
+    url: &str,
+    description: &str,
+    event_types: &[&str],
 ) -> Result<(Endpoint, String), ApiError> {
     crate::limits::check_text(
         "description",
@@ -223,7 +285,7 @@ pub(crate) async fn create_endpoint(
     let now = state.clock.now_millis();
     let endpoint = state
         .store
-        .create_endpoint(org, url.as_str(), description, &secret, now)
+        .create_endpoint(org, url.as_str(), description, event_types, &secret, now)
         .await?;
     Ok((endpoint, secret))
 }
@@ -307,10 +369,20 @@ pub(crate) async fn update_endpoint(
         Some(url) => Some(validate_target(&state.ssrf, url).await?.to_string()),
         None => None,
     };
+    let event_types = match &body.event_types {
+        Some(types) => Some(
+            valid_event_types(types)?
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        ),
+        None => None,
+    };
     let patch = EndpointPatch {
         url,
         description: body.description,
         enabled: body.enabled,
+        event_types,
     };
     let now = state.clock.now_millis();
     let endpoint = state

@@ -7,6 +7,7 @@ pub mod endpoints;
 pub mod ops;
 pub mod organization;
 pub mod providers;
+pub mod recoveries;
 pub mod reports;
 pub mod sequences;
 pub mod suppressions;
@@ -88,6 +89,14 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
             post(endpoints::send_test),
         )
         .route("/v1/webhook-endpoints/{id}/stats", get(endpoints::stats))
+        .route(
+            "/v1/webhook-endpoints/{id}/recover",
+            post(recoveries::recover),
+        )
+        .route(
+            "/v1/webhook-endpoints/{id}/recoveries/{recovery_id}",
+            get(recoveries::get),
+        )
         .route("/v1/webhook-deliveries", get(deliveries::list))
         .route("/v1/webhook-deliveries/{id}", get(deliveries::get))
         .route("/v1/webhook-deliveries/{id}/retry", post(deliveries::retry))

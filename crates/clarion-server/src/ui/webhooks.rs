@@ -265,6 +265,7 @@ pub async fn action(
                 url: None,
                 description: None,
                 enabled: Some(action == "enable"),
+                event_types: None,
             };
             crate::routes::endpoints::update_endpoint(&state, viewer.org, endpoint.id, change)
                 .await?;

@@ -2,7 +2,9 @@
 
 use std::str::FromStr;
 
-use crate::{DeliveryId, EndpointId, MessageId, Millis, OrgId, Result, SequenceId, StoreError};
+use crate::{
+    DeliveryId, EndpointId, MessageId, Millis, OrgId, RecoveryId, Result, SequenceId, StoreError,
+};
 
 /// A webhook endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +16,8 @@ pub struct Endpoint {
     pub enabled: bool,
     /// Why Clarion disabled the endpoint by itself (e.g. the receiver answered 410 Gone).
     pub disabled_reason: Option<String>,
+    /// The event types it subscribes to ([`DEFAULT_EVENT_TYPES`] unless chosen).
+    pub event_types: Vec<String>,
     pub created_at: Millis,
     pub updated_at: Millis,
 }
@@ -24,6 +28,21 @@ pub struct EndpointPatch {
     pub url: Option<String>,
     pub description: Option<String>,
     pub enabled: Option<bool>,
+    /// Replaces the subscribed event types (the caller validates the names).
+    pub event_types: Option<Vec<String>>,
+}
+
+/// What an endpoint subscribes to unless told otherwise: the End of Sequence Report.
+pub const DEFAULT_EVENT_TYPES: &[&str] = &["sequence.ended"];
+
+/// Event types as stored: a JSON array of names.
+pub(crate) fn event_types_json<S: AsRef<str>>(types: &[S]) -> String {
+    serde_json::Value::from(types.iter().map(|t| t.as_ref()).collect::<Vec<_>>()).to_string()
+}
+
+/// Event types as read back.
+pub(crate) fn event_types_from_json(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|_| StoreError::Corrupt("endpoint event types"))
 }
 
 /// Where a delivery stands.
@@ -73,11 +92,12 @@ pub struct NewMessage<'a> {
     pub created_at: Millis,
 }
 
-/// The sequences whose End of Sequence Report these messages are (test reports name none).
+/// The sequences whose End of Sequence Report these messages are (test reports and other
+/// event types name none).
 pub(crate) fn reported_sequences(messages: &[NewMessage<'_>]) -> Vec<i64> {
     messages
         .iter()
-        .filter(|message| !message.is_test)
+        .filter(|message| !message.is_test && message.event_type == "sequence.ended")
         .filter_map(|message| message.sequence_id.map(|id| id.0))
         .collect()
 }
@@ -312,7 +332,7 @@ pub struct StoredReport {
 /// Which endpoints a new message goes to.
 #[derive(Debug, Clone, Copy)]
 pub enum Recipients {
-    /// Every enabled endpoint of the organisation (a report).
+    /// Every enabled endpoint of the organisation subscribed to the message's event type.
     AllEnabled,
     /// One endpoint (a test report).
     One(EndpointId),
@@ -322,3 +342,22 @@ pub enum Recipients {
 /// the replaced one's overlap. Rotation keeps no more alive; the limit in the reading queries
 /// also covers databases written before it did.
 pub const MAX_SIGNING_SECRETS: i64 = 2;
+
+/// A bulk recovery: one more attempt for every delivery of an endpoint that ended `failed`
+/// in a window (`Store::create_recovery`, advanced a batch at a time by
+/// `Store::advance_recovery`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub id: RecoveryId,
+    pub org_id: OrgId,
+    pub endpoint_id: EndpointId,
+    /// Deliveries that became `failed` at or after this instant...
+    pub since: Millis,
+    /// ...and before this one.
+    pub until: Millis,
+    /// Failed deliveries queued again so far.
+    pub requeued: u64,
+    pub created_at: Millis,
+    /// When the job had looked at every delivery; `None` while it runs.
+    pub finished_at: Option<Millis>,
+}

@@ -10,7 +10,7 @@ use crate::wakeup::Wakeup;
 use crate::{DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result};
 
 const ENDPOINT_COLUMNS: &str =
-    "id, org_id, url, description, enabled, disabled_reason, created_at, updated_at";
+    "id, org_id, url, description, enabled, disabled_reason, event_types, created_at, updated_at";
 
 fn endpoint_from_row(row: &PgRow) -> Result<Endpoint> {
     Ok(Endpoint {
@@ -20,6 +20,7 @@ fn endpoint_from_row(row: &PgRow) -> Result<Endpoint> {
         description: row.try_get("description")?,
         enabled: row.try_get("enabled")?,
         disabled_reason: row.try_get("disabled_reason")?,
+        event_types: event_types_from_json(&row.try_get::<String, _>("event_types")?)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -31,19 +32,22 @@ impl PgStore {
         org: OrgId,
         url: &str,
         description: &str,
+        event_types: &[&str],
         secret: &str,
         now: Millis,
     ) -> Result<Endpoint> {
         let mut tx = self.begin().await?;
         inserting(&mut tx, IdOrder::Endpoints).await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO webhook_endpoints (org_id, url, description, enabled, created_at, updated_at) \
-             VALUES ($1, $2, $3, TRUE, $4, $4) RETURNING {ENDPOINT_COLUMNS}"
+            "INSERT INTO webhook_endpoints \
+             (org_id, url, description, enabled, event_types, created_at, updated_at) \
+             VALUES ($1, $2, $3, TRUE, $5, $4, $4) RETURNING {ENDPOINT_COLUMNS}"
         ))
         .bind(org.0)
         .bind(url)
         .bind(description)
         .bind(now)
+        .bind(event_types_json(event_types))
         .fetch_one(&mut *tx.inner)
         .await?;
         let endpoint = endpoint_from_row(&row)?;
@@ -111,6 +115,7 @@ impl PgStore {
                 description = COALESCE($2, description), \
                 enabled = COALESCE($3, enabled), \
                 disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END, \
+                event_types = COALESCE($8, event_types), \
                 updated_at = $5 \
              WHERE id = $6 AND org_id = $7 AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}"
         ))
@@ -121,6 +126,7 @@ impl PgStore {
         .bind(now)
         .bind(id.0)
         .bind(org.0)
+        .bind(patch.event_types.as_deref().map(event_types_json))
         .fetch_optional(&self.pool)
         .await?;
         if row.is_some() && patch.enabled == Some(true) {

@@ -42,6 +42,29 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery> {
 }
 
 impl PgStore {
+    pub(crate) async fn subscribed_organizations(
+        &self,
+        tx: &mut PgTx,
+        orgs: &[OrgId],
+        event_type: &str,
+    ) -> Result<Vec<OrgId>> {
+        if orgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<i64> = orgs.iter().map(|o| o.0).collect();
+        let found: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT e.org_id FROM webhook_endpoints e \
+             WHERE e.org_id = ANY($1) AND e.deleted_at IS NULL AND e.enabled \
+               AND e.event_types::jsonb ? $2 \
+             ORDER BY e.org_id",
+        )
+        .bind(&ids)
+        .bind(event_type)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        Ok(found.into_iter().map(OrgId).collect())
+    }
+
     pub(crate) async fn insert_message(
         &self,
         tx: &mut PgTx,
@@ -73,13 +96,15 @@ impl PgStore {
              (org_id, message_id, endpoint_id, status, attempt_count, next_attempt_at, created_at, updated_at) \
              SELECT org_id, $1, id, 'pending', 0, $2, $3, $3 FROM webhook_endpoints \
              WHERE org_id = $4 AND deleted_at IS NULL \
-               AND (($5::bigint IS NULL AND enabled) OR id = $5::bigint)",
+               AND (($5::bigint IS NULL AND enabled AND event_types::jsonb ? $6) \
+                    OR id = $5::bigint)",
         )
         .bind(message_id)
         .bind(first_attempt_at)
         .bind(message.created_at)
         .bind(message.org_id.0)
         .bind(only_endpoint)
+        .bind(message.event_type)
         .execute(&mut *tx.inner)
         .await?
         .rows_affected();
@@ -132,6 +157,7 @@ impl PgStore {
                  SELECT m.org_id, m.id, e.id, 'pending', 0, $1, $2, $2 \
                  FROM webhook_messages m JOIN webhook_endpoints e ON e.org_id = m.org_id \
                  WHERE m.id = ANY($3) AND e.deleted_at IS NULL AND e.enabled \
+                   AND e.event_types::jsonb ? m.event_type \
                  ORDER BY m.id, e.id",
             )
             .bind(first_attempt_at)

@@ -1395,7 +1395,7 @@ impl PgStore {
     ) -> Result<Option<Vec<u8>>> {
         let body = sqlx::query_scalar(
             "SELECT body FROM webhook_messages WHERE org_id = $1 AND sequence_id = $2 \
-             AND NOT is_test ORDER BY id DESC LIMIT 1",
+             AND NOT is_test AND event_type = 'sequence.ended' ORDER BY id DESC LIMIT 1",
         )
         .bind(org.0)
         .bind(sequence_id)

@@ -11,7 +11,7 @@ use crate::{
 };
 
 const ENDPOINT_COLUMNS: &str =
-    "id, org_id, url, description, enabled, disabled_reason, created_at, updated_at";
+    "id, org_id, url, description, enabled, disabled_reason, event_types, created_at, updated_at";
 
 fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
     Ok(Endpoint {
@@ -21,6 +21,7 @@ fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
         description: row.try_get("description")?,
         enabled: row.try_get("enabled")?,
         disabled_reason: row.try_get("disabled_reason")?,
+        event_types: event_types_from_json(&row.try_get::<String, _>("event_types")?)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -32,17 +33,20 @@ impl SqliteStore {
         org: OrgId,
         url: &str,
         description: &str,
+        event_types: &[&str],
         secret: &str,
         now: Millis,
     ) -> Result<Endpoint> {
         let mut tx = self.begin().await?;
         let row = sqlx::query(&format!(
-            "INSERT INTO webhook_endpoints (org_id, url, description, enabled, created_at, updated_at) \
-             VALUES (?, ?, ?, 1, ?, ?) RETURNING {ENDPOINT_COLUMNS}"
+            "INSERT INTO webhook_endpoints \
+             (org_id, url, description, enabled, event_types, created_at, updated_at) \
+             VALUES (?, ?, ?, 1, ?, ?, ?) RETURNING {ENDPOINT_COLUMNS}"
         ))
         .bind(org.0)
         .bind(url)
         .bind(description)
+        .bind(event_types_json(event_types))
         .bind(now)
         .bind(now)
         .fetch_one(&mut *tx.inner)
@@ -110,6 +114,7 @@ impl SqliteStore {
                 url = COALESCE(?, url), \
                 description = COALESCE(?, description), \
                 enabled = COALESCE(?, enabled), \
+                event_types = COALESCE(?, event_types), \
                 disabled_reason = CASE WHEN ? = 1 THEN NULL ELSE disabled_reason END, \
                 updated_at = ? \
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}"
@@ -117,6 +122,7 @@ impl SqliteStore {
         .bind(patch.url.as_deref())
         .bind(patch.description.as_deref())
         .bind(patch.enabled)
+        .bind(patch.event_types.as_deref().map(event_types_json))
         .bind(patch.enabled == Some(true))
         .bind(now)
         .bind(id.0)

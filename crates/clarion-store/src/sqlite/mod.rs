@@ -5,6 +5,7 @@ mod dashboard;
 mod endpoints;
 mod orgs;
 mod outbox;
+mod recovery;
 mod sequences;
 
 use std::str::FromStr;
@@ -460,7 +461,14 @@ mod tests {
         let store = Store::connect(&url).await.unwrap();
         let org = store.create_org("org", 0).await.unwrap().id;
         let hook = store
-            .create_endpoint(org, "https://hook.example/", "", "whsec_Zmlyc3Q=", 0)
+            .create_endpoint(
+                org,
+                "https://hook.example/",
+                "",
+                crate::DEFAULT_EVENT_TYPES,
+                "whsec_Zmlyc3Q=",
+                0,
+            )
             .await
             .unwrap();
         let legacy = "whsec_bGVnYWN5LXNlY3JldC1pbi10aGUtY2xlYXI=";

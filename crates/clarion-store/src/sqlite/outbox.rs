@@ -123,6 +123,29 @@ fn json_counts(counts: impl IntoIterator<Item = (i64, u32)>) -> String {
 }
 
 impl SqliteStore {
+    pub(crate) async fn subscribed_organizations(
+        &self,
+        tx: &mut SqliteTx,
+        orgs: &[OrgId],
+        event_type: &str,
+    ) -> Result<Vec<OrgId>> {
+        if orgs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let found: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT e.org_id FROM webhook_endpoints e \
+             WHERE e.org_id IN (SELECT value FROM json_each(?)) \
+               AND e.deleted_at IS NULL AND e.enabled = 1 \
+               AND EXISTS (SELECT 1 FROM json_each(e.event_types) j WHERE j.value = ?) \
+             ORDER BY e.org_id",
+        )
+        .bind(json_ids(orgs.iter().map(|o| o.0)))
+        .bind(event_type)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        Ok(found.into_iter().map(OrgId).collect())
+    }
+
     pub(crate) async fn insert_message(
         &self,
         tx: &mut SqliteTx,
@@ -152,7 +175,8 @@ impl SqliteStore {
             "INSERT INTO webhook_deliveries \
              (org_id, message_id, endpoint_id, status, attempt_count, next_attempt_at, created_at, updated_at) \
              SELECT org_id, ?, id, 'pending', 0, ?, ?, ? FROM webhook_endpoints \
-             WHERE org_id = ? AND deleted_at IS NULL AND (? IS NULL AND enabled = 1 OR id = ?)",
+             WHERE org_id = ? AND deleted_at IS NULL AND (? IS NULL AND enabled = 1 \
+               AND EXISTS (SELECT 1 FROM json_each(event_types) j WHERE j.value = ?) OR id = ?)",
         )
         .bind(message_id)
         .bind(first_attempt_at)
@@ -160,6 +184,7 @@ impl SqliteStore {
         .bind(message.created_at)
         .bind(message.org_id.0)
         .bind(only_endpoint)
+        .bind(message.event_type)
         .bind(only_endpoint)
         .execute(&mut *tx.inner)
         .await?
@@ -210,6 +235,7 @@ impl SqliteStore {
                  FROM webhook_messages m JOIN webhook_endpoints e ON e.org_id = m.org_id \
                  WHERE m.id IN (SELECT value FROM json_each(?)) \
                  AND e.deleted_at IS NULL AND e.enabled = 1 \
+                 AND EXISTS (SELECT 1 FROM json_each(e.event_types) j WHERE j.value = m.event_type) \
                  ORDER BY m.id, e.id",
             )
             .bind(first_attempt_at)
@@ -641,6 +667,7 @@ mod tests {
                 org,
                 "https://receiver.example/hook",
                 "",
+                crate::DEFAULT_EVENT_TYPES,
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
                 0,
             )
@@ -650,7 +677,7 @@ mod tests {
         let message = NewMessage {
             org_id: org,
             webhook_id: "msg_lease",
-            event_type: "sequence.completed",
+            event_type: "sequence.ended",
             sequence_id: None,
             is_test: false,
             body: b"{}",

@@ -1362,6 +1362,7 @@ impl SqliteStore {
     ) -> Result<Option<Vec<u8>>> {
         let body = sqlx::query_scalar(
             "SELECT body FROM webhook_messages WHERE org_id = ? AND sequence_id = ? AND is_test = 0 \
+             AND event_type = 'sequence.ended' \
              ORDER BY id DESC LIMIT 1",
         )
         .bind(org.0)

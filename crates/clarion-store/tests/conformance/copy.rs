@@ -70,6 +70,13 @@ async fn fill(store: &Store) -> Filled {
             .await
             .unwrap()
     );
+    // A bulk recovery of it, finished.
+    let recovery = store
+        .create_recovery(tenant.org, hook.id, 0, 7, 7)
+        .await
+        .unwrap()
+        .unwrap();
+    store.advance_recovery(recovery.id, 10, 7).await.unwrap();
     let gone = endpoint(store, tenant.org, "https://hook.example/gone").await;
     assert!(store.delete_endpoint(tenant.org, gone.id, 8).await.unwrap());
 

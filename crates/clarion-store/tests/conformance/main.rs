@@ -20,11 +20,13 @@ mod delivery_claims;
 mod encounter_claims;
 mod endpoint_stats;
 mod enrollment;
+mod event_types;
 mod outbox;
 mod overview;
 mod paging;
 mod postgres_only;
 mod provider_capacity;
+mod recovery;
 mod secrets;
 mod sequence_claims;
 mod suppression;
@@ -154,7 +156,7 @@ pub async fn tenant(store: &Store, name: &str) -> Tenant {
 
 pub async fn endpoint(store: &Store, org: OrgId, url: &str) -> Endpoint {
     store
-        .create_endpoint(org, url, "", SECRET, 0)
+        .create_endpoint(org, url, "", clarion_store::DEFAULT_EVENT_TYPES, SECRET, 0)
         .await
         .unwrap()
 }

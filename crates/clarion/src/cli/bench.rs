@@ -114,7 +114,14 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
     for i in 0..endpoints {
         let url = format!("{receiver_url}/{i}");
         store
-            .create_endpoint(org, &url, "benchmark receiver", &secret, clock.now_millis())
+            .create_endpoint(
+                org,
+                &url,
+                "benchmark receiver",
+                clarion_store::DEFAULT_EVENT_TYPES,
+                &secret,
+                clock.now_millis(),
+            )
             .await?;
     }
 
@@ -199,6 +206,7 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
             latency_org,
             &format!("{receiver_url}/latency"),
             "latency receiver",
+            clarion_store::DEFAULT_EVENT_TYPES,
             &secret,
             clock.now_millis(),
         )
@@ -227,6 +235,7 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
                 commit_org,
                 &format!("{receiver_url}/commits"),
                 "commit receiver",
+                clarion_store::DEFAULT_EVENT_TYPES,
                 &secret,
                 clock.now_millis(),
             )
@@ -267,6 +276,7 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
                     black_hole_org,
                     &format!("{}/{i}", black_hole.url),
                     "black hole",
+                    clarion_store::DEFAULT_EVENT_TYPES,
                     &secret,
                     clock.now_millis(),
                 )
@@ -299,6 +309,7 @@ pub async fn delivery(args: BenchArgs) -> anyhow::Result<()> {
                 healthy_org,
                 &format!("{receiver_url}/healthy"),
                 "healthy receiver",
+                clarion_store::DEFAULT_EVENT_TYPES,
                 &secret,
                 clock.now_millis(),
             )

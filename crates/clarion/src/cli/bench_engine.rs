@@ -111,7 +111,14 @@ pub async fn engine(args: EngineBenchArgs) -> anyhow::Result<()> {
     let org = store.create_org("Benchmark", now).await?.id;
     let secret = clarion_webhooks::Secret::from_bytes(&[9; 32])?.to_whsec();
     store
-        .create_endpoint(org, &url, "bench", &secret, now)
+        .create_endpoint(
+            org,
+            &url,
+            "bench",
+            clarion_store::DEFAULT_EVENT_TYPES,
+            &secret,
+            now,
+        )
         .await?;
     let profile = json!({ "purpose": "confirm the upcoming appointment", "organisation_name": "Riverside Family Clinic" });
     let fields = json!([{ "name": "appointment_confirmed", "type": "boolean" }]);

@@ -221,11 +221,14 @@ pub async fn run(keep: bool) -> anyhow::Result<()> {
             .await
             .context("no report arrived for two minutes")?
             .context("the receiver stopped")?;
-        if received.duplicate || !seen.insert(received.report.id) {
+        let Some(report) = received.report() else {
+            continue;
+        };
+        if received.duplicate || !seen.insert(report.id) {
             continue;
         }
-        encounters += received.report.outreach.len();
-        *endings.entry(ending(&received.report)).or_default() += 1;
+        encounters += report.outreach.len();
+        *endings.entry(ending(report)).or_default() += 1;
         // To stdout, around the bar (which draws on stderr, and only on a terminal).
         let summary = crate::receiver::summarize(&received);
         progress.suspend(|| println!("{summary}\n"));

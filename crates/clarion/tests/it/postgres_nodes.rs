@@ -569,6 +569,7 @@ async fn postgres_a_report_committed_on_one_node_is_attempted_by_another_at_once
             org,
             &receiver.url,
             "",
+            clarion_store::DEFAULT_EVENT_TYPES,
             "whsec_dGVzdC1zZWNyZXQtZm9yLW5vZGVzLTEyMzQ=",
             0,
         )

@@ -1,0 +1,151 @@
+//! Bulk recovery of an endpoint's failed deliveries (PostgreSQL): the job's row and its
+//! batches, as in the SQLite backend.
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::PgStore;
+use crate::wakeup::Wakeup;
+use crate::{EndpointId, Millis, OrgId, Recovery, RecoveryId, Result};
+
+const RECOVERY_COLUMNS: &str =
+    "id, org_id, endpoint_id, since, until, requeued, created_at, finished_at";
+
+fn recovery_from_row(row: &PgRow) -> Result<Recovery> {
+    Ok(Recovery {
+        id: RecoveryId(row.try_get("id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        endpoint_id: EndpointId(row.try_get("endpoint_id")?),
+        since: row.try_get("since")?,
+        until: row.try_get("until")?,
+        requeued: u64::try_from(row.try_get::<i64, _>("requeued")?).unwrap_or(0),
+        created_at: row.try_get("created_at")?,
+        finished_at: row.try_get("finished_at")?,
+    })
+}
+
+impl PgStore {
+    pub(crate) async fn create_recovery(
+        &self,
+        org: OrgId,
+        endpoint: EndpointId,
+        since: Millis,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Option<Recovery>> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO webhook_recoveries (org_id, endpoint_id, since, until, created_at) \
+             SELECT org_id, id, $1, $2, $3 FROM webhook_endpoints \
+             WHERE id = $4 AND org_id = $5 AND deleted_at IS NULL \
+             RETURNING {RECOVERY_COLUMNS}"
+        ))
+        .bind(since)
+        .bind(until)
+        .bind(now)
+        .bind(endpoint.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(recovery_from_row).transpose()
+    }
+
+    pub(crate) async fn get_recovery(
+        &self,
+        org: OrgId,
+        endpoint: EndpointId,
+        id: RecoveryId,
+    ) -> Result<Option<Recovery>> {
+        let row = sqlx::query(&format!(
+            "SELECT {RECOVERY_COLUMNS} FROM webhook_recoveries \
+             WHERE id = $1 AND org_id = $2 AND endpoint_id = $3"
+        ))
+        .bind(id.0)
+        .bind(org.0)
+        .bind(endpoint.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(recovery_from_row).transpose()
+    }
+
+    pub(crate) async fn unfinished_recoveries(&self, limit: u32) -> Result<Vec<RecoveryId>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM webhook_recoveries WHERE finished_at IS NULL ORDER BY id LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids.into_iter().map(RecoveryId).collect())
+    }
+
+    pub(crate) async fn advance_recovery(
+        &self,
+        id: RecoveryId,
+        batch: u32,
+        now: Millis,
+    ) -> Result<Option<Recovery>> {
+        let mut tx = self.begin().await?;
+        // The job's row locked: two nodes advance one job one batch after the other.
+        let Some(row) = sqlx::query(&format!(
+            "SELECT {RECOVERY_COLUMNS}, cursor FROM webhook_recoveries WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id.0)
+        .fetch_optional(&mut *tx.inner)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let recovery = recovery_from_row(&row)?;
+        if recovery.finished_at.is_some() {
+            tx.commit().await?;
+            return Ok(Some(recovery));
+        }
+        let cursor: i64 = row.try_get("cursor")?;
+        let found: Vec<(i64, Millis)> = sqlx::query_as(
+            "SELECT id, updated_at FROM webhook_deliveries \
+             WHERE endpoint_id = $1 AND status = 'failed' AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(recovery.endpoint_id.0)
+        .bind(cursor)
+        .bind(i64::from(batch))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let in_window: Vec<i64> = found
+            .iter()
+            .filter(|(_, at)| *at >= recovery.since && *at < recovery.until)
+            .map(|(id, _)| *id)
+            .collect();
+        let requeued = if in_window.is_empty() {
+            0
+        } else {
+            sqlx::query(
+                "UPDATE webhook_deliveries SET status = 'pending', manual = TRUE, \
+                   next_attempt_at = $1, updated_at = $1 \
+                 WHERE id = ANY($2) AND status = 'failed'",
+            )
+            .bind(now)
+            .bind(&in_window)
+            .execute(&mut *tx.inner)
+            .await?
+            .rows_affected()
+        };
+        if requeued > 0 {
+            tx.wake_nodes(Wakeup::Deliveries);
+        }
+        let finished = found.len() < usize::try_from(batch).unwrap_or(usize::MAX);
+        let next_cursor = found.last().map_or(cursor, |(id, _)| *id);
+        let row = sqlx::query(&format!(
+            "UPDATE webhook_recoveries SET cursor = GREATEST(cursor, $1), requeued = requeued + $2, \
+               finished_at = CASE WHEN $3 THEN COALESCE(finished_at, $4) ELSE finished_at END \
+             WHERE id = $5 RETURNING {RECOVERY_COLUMNS}"
+        ))
+        .bind(next_cursor)
+        .bind(i64::try_from(requeued).unwrap_or(i64::MAX))
+        .bind(finished)
+        .bind(now)
+        .bind(id.0)
+        .fetch_one(&mut *tx.inner)
+        .await?;
+        tx.commit().await?;
+        recovery_from_row(&row).map(Some)
+    }
+}
