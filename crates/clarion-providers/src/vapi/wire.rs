@@ -84,10 +84,26 @@ impl CreateCallRequest {
                 number: Some(customer_number.into()),
                 ..VapiCustomer::default()
             },
-            assistant_overrides: (!variable_values.is_empty())
-                .then_some(AssistantOverrides { variable_values }),
+            assistant_overrides: (!variable_values.is_empty()).then_some(AssistantOverrides {
+                variable_values,
+                ..AssistantOverrides::default()
+            }),
             name: Some(encounter_call_name(encounter_id)),
         }
+    }
+
+    /// The step's voicemail policy: detect voicemail (Vapi's own detector) and leave
+    /// `message`, or, with `None`, hang up — Vapi hangs up on a voicemail when the assistant
+    /// has no `voicemailMessage` (the saved assistant must not set one of its own).
+    pub fn on_voicemail(mut self, message: Option<String>) -> Self {
+        let overrides = self
+            .assistant_overrides
+            .get_or_insert_with(Default::default);
+        overrides.voicemail_detection = Some(VoicemailDetection {
+            provider: "vapi".to_owned(),
+        });
+        overrides.voicemail_message = message;
+        self
     }
 }
 
@@ -104,18 +120,33 @@ impl fmt::Debug for CreateCallRequest {
 }
 
 /// `assistantOverrides`, the part Clarion sets.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssistantOverrides {
     /// Values for the assistant's LiquidJS `{{ }}` templates.
     #[serde(default)]
     pub variable_values: Map<String, Value>,
+    /// What the assistant says when it reaches voicemail (a step's `leave-message` policy).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_message: Option<String>,
+    /// Voicemail detection, turned on by a step's voicemail policy (off by default at Vapi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voicemail_detection: Option<VoicemailDetection>,
+}
+
+/// `assistant.voicemailDetection`: the detector (Clarion asks for Vapi's own).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoicemailDetection {
+    /// `vapi`, `google`, `openai` or `twilio`.
+    pub provider: String,
 }
 
 impl fmt::Debug for AssistantOverrides {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AssistantOverrides")
             .field("variable_values", &Count(self.variable_values.len()))
+            .field("voicemail_message", &self.voicemail_message.is_some())
+            .field("voicemail_detection", &self.voicemail_detection)
             .finish()
     }
 }
@@ -666,6 +697,30 @@ pub(crate) mod tests {
         assert!(json["customer"].get("name").is_none());
         let debug = format!("{request:?}");
         assert!(!debug.contains("5555550123"), "{debug}");
+    }
+
+    #[test]
+    fn a_voicemail_policy_turns_detection_on_and_leaves_its_message_or_none() {
+        let leave = CreateCallRequest::new("a", "p", "+15555550123", 7, Map::new())
+            .on_voicemail(Some("Please call the clinic back.".into()));
+        let json = serde_json::to_value(&leave).unwrap();
+        assert_eq!(
+            json["assistantOverrides"],
+            serde_json::json!({
+                "variableValues": {},
+                "voicemailMessage": "Please call the clinic back.",
+                "voicemailDetection": { "provider": "vapi" },
+            })
+        );
+        let hang_up =
+            CreateCallRequest::new("a", "p", "+15555550123", 7, Map::new()).on_voicemail(None);
+        let json = serde_json::to_value(&hang_up).unwrap();
+        assert!(json["assistantOverrides"].get("voicemailMessage").is_none());
+        assert_eq!(
+            json["assistantOverrides"]["voicemailDetection"]["provider"],
+            "vapi"
+        );
+        assert!(!format!("{leave:?}").contains("clinic back"));
     }
 
     #[test]

@@ -74,7 +74,9 @@ use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
 use crate::calling_rules::{self, ResolvedRule, RuleDefinition};
-use crate::definition::{self, ContactInfo, Invalid, TemplateDefinition};
+use crate::definition::{
+    self, ContactInfo, Invalid, TemplateDefinition, VoicemailActionDefinition,
+};
 use crate::fault::crash_point;
 use crate::report::build_report;
 use clarion_providers::llm::LlmClient;
@@ -512,6 +514,20 @@ impl Scheduler {
             .map(|resolved| resolved.rule)
             .collect();
         Ok(plan)
+    }
+
+    /// The voicemail action of step `step` (0-based) of a template version: `None` for the
+    /// assistant's own behaviour.
+    async fn voicemail_action(
+        &self,
+        version: TemplateVersionId,
+        step: i64,
+    ) -> Result<Option<VoicemailActionDefinition>, SchedulerError> {
+        let definition = self.definition(version).await?;
+        Ok(usize::try_from(step)
+            .ok()
+            .and_then(|step| definition.steps.get(step))
+            .and_then(|step| step.voicemail.action.clone()))
     }
 
     /// The calling rules that apply to a contact, in the order of the plan's `rules`.

@@ -132,13 +132,27 @@ impl Scheduler {
             .as_object()
             .cloned()
             .unwrap_or_default();
-        let request = CreateCallRequest::new(
+        let mut request = CreateCallRequest::new(
             vapi_assistant,
             vapi.phone_number_id(),
             encounter.phone_number.as_str(),
             id.0,
             variables,
         );
+        match self
+            .voicemail_action(started.sequence.template_version_id, encounter.step)
+            .await
+        {
+            Ok(None) => {}
+            Ok(Some(VoicemailActionDefinition::LeaveMessage(text))) => {
+                request = request.on_voicemail(Some(text));
+            }
+            Ok(Some(VoicemailActionDefinition::HangUp)) => request = request.on_voicemail(None),
+            Err(error) => {
+                tracing::error!(encounter_id = id.0, error = %error, "template unreadable; call not placed");
+                return not_placed("the template could not be read");
+            }
+        }
         let mut tries = 1;
         loop {
             match vapi.create_call(&request).await {
@@ -384,15 +398,30 @@ impl Scheduler {
                     .collect()
             })
             .unwrap_or_default();
+        let sequence_version = store
+            .get_sequence(encounter.org_id, encounter.sequence_id)
+            .await?
+            .map(|s| s.template_version_id);
+        let policy = match sequence_version {
+            Some(version) => self.voicemail_action(version, encounter.step).await?,
+            None => None,
+        };
+        // What was left on voicemail: the step's message, nothing after a hang-up, else the
+        // assistant's own.
+        let voicemail_message = match &policy {
+            Some(VoicemailActionDefinition::LeaveMessage(text)) => Some(text.as_str()),
+            Some(VoicemailActionDefinition::HangUp) => None,
+            None => assistant
+                .config
+                .get("voicemail_message")
+                .and_then(Value::as_str),
+        };
         let facts = EncounterFacts {
             encounter_id: encounter.id.0,
             assistant_id: encounter.assistant_id.0,
             destination_number: &encounter.phone_number,
             source_number: None,
-            voicemail_message: assistant
-                .config
-                .get("voicemail_message")
-                .and_then(Value::as_str),
+            voicemail_message,
             custom_fields: &custom_fields,
         };
         let end = call_from_end_of_call(report, &facts);

@@ -1167,3 +1167,78 @@ async fn the_assistant_saying_the_words_is_not_a_patients_opt_out() {
         "the sequence went on to its text: {sequence}"
     );
 }
+
+/// A step's voicemail policy reaches Vapi as assistant overrides (detection on, the step's
+/// message or none) and shapes the report's `voicemail_message`.
+#[tokio::test]
+async fn a_steps_voicemail_policy_is_sent_to_vapi_and_reported() {
+    let f = fixture().await;
+    let (_, assistants) = f.app.get(&f.key, "/v1/assistants").await;
+    let assistant = assistants["data"][0]["id"].clone();
+    let message = "This is Riverside Family Clinic. Please call us back at 555-0100.";
+    let mut templates = Vec::new();
+    for voicemail in [
+        json!({ "action": "leave-message", "message": message }),
+        json!({ "action": "hang-up" }),
+    ] {
+        let (status, template) = f
+            .app
+            .post(&f.key, "/v1/sequence-templates", json!({
+                "name": "One call", "calling_hours": null, "stop_on": ["resolved"],
+                "steps": [ { "type": "call", "assistant_id": assistant, "voicemail": voicemail } ]
+            }))
+            .await;
+        assert_eq!(status, 201, "{template}");
+        templates.push(template["id"].as_i64().unwrap());
+    }
+    let mut sequences = Vec::new();
+    for (template, phone) in templates.iter().zip(["+15555550190", "+15555550191"]) {
+        sequences.push(
+            f.app
+                .enroll(
+                    &f.key,
+                    json!({
+                        "template_id": template,
+                        "contact": { "phone_number": phone, "time_zone": "America/New_York" },
+                    }),
+                )
+                .await,
+        );
+        f.run().await;
+    }
+    let requests = f.vapi.requests();
+    assert_eq!(requests.len(), 2);
+    let overrides = |i: usize| requests[i]["assistantOverrides"].clone();
+    assert_eq!(overrides(0)["voicemailMessage"], message);
+    assert_eq!(
+        overrides(0)["voicemailDetection"],
+        json!({ "provider": "vapi" })
+    );
+    assert!(
+        overrides(1).get("voicemailMessage").is_none(),
+        "{}",
+        overrides(1)
+    );
+    assert_eq!(
+        overrides(1)["voicemailDetection"],
+        json!({ "provider": "vapi" })
+    );
+
+    for (call, id) in ["call_1", "call_2"].into_iter().zip(&sequences) {
+        let (status, _) = f
+            .emit(&end_of_call_report(call, "voicemail", json!({})))
+            .await;
+        assert_eq!(status, 200);
+        f.run().await;
+        let ended = f.sequence(*id).await;
+        assert_eq!(ended["status"], "ended", "{ended}");
+    }
+    let left = f.sequence(sequences[0]).await;
+    assert_eq!(left["outreach"][0]["call"]["voicemail_message"], message);
+    let hung_up = f.sequence(sequences[1]).await;
+    assert_eq!(
+        hung_up["outreach"][0]["call"]["voicemail_message"],
+        Value::Null,
+        "the assistant's own message was not left: {hung_up}"
+    );
+}
