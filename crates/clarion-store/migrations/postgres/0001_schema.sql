@@ -308,3 +308,9 @@ CREATE INDEX access_log_by_org ON access_log (org_id, id);
 CREATE INDEX encounters_org_ended ON encounters(org_id, ended_at, channel, outcome)
     WHERE status = 'ended';
 CREATE INDEX sequences_org_ended ON sequences(org_id, ended_at) WHERE status = 'ended';
+
+-- PHI retention and erasure (migrations/sqlite/0028_phi_retention.sql says what each is for).
+ALTER TABLE organizations ADD COLUMN retention_days BIGINT;
+ALTER TABLE sequences ADD COLUMN phi_purged_at BIGINT;
+CREATE INDEX sequences_phi_retained ON sequences(org_id, ended_at)
+    WHERE status = 'ended' AND phi_purged_at IS NULL;

@@ -24,6 +24,7 @@ mod outbox;
 mod overview;
 mod paging;
 mod postgres_only;
+mod privacy;
 mod provider_capacity;
 mod secrets;
 mod sequence_claims;
