@@ -1,7 +1,7 @@
-#![allow(clippy::unwrap_used)] // tests fail loudly by design
-
 //! PHI retention and erasure through the API: the retention job on the manual clock, and
 //! `DELETE /v1/contacts/{phone_number}`.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::time::Duration;
 
