@@ -11,6 +11,6 @@ mod simulator;
 
 pub use clock::ScaledClock;
 pub use scheduler::{
-    ContactCaps, Control, EnrollRequest, Enrolled, ProviderCapacity, ProviderLimits, Scheduler,
-    SchedulerConfig, SchedulerError, TwilioChannel, plan_for,
+    ContactCaps, Control, EnrollRequest, Enrolled, EraseOutcome, Erasure, ProviderCapacity,
+    ProviderLimits, Scheduler, SchedulerConfig, SchedulerError, TwilioChannel, plan_for,
 };

@@ -12,8 +12,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    assistants, audit, deliveries, endpoints, organization, providers, recoveries, reports,
-    sequences, suppressions, templates,
+    assistants, audit, contacts, deliveries, endpoints, organization, providers, recoveries,
+    reports, sequences, suppressions, templates,
 };
 
 #[derive(OpenApi)]
@@ -32,6 +32,7 @@ use crate::routes::{
         sequences::cancel, sequences::pause, sequences::resume, sequences::events,
         suppressions::list, suppressions::create, suppressions::delete, suppressions::history,
         organization::get, organization::update,
+        contacts::erase,
         providers::vapi_events, providers::twilio_inbound, providers::twilio_status,
     ),
     modifiers(&BearerKey),

@@ -714,6 +714,28 @@ impl Store {
     }
 }
 
+/// PHI retention and erasure (`crate::phi` says what is purged; README, "Privacy").
+impl Store {
+    store_api! {
+        /// Ended sequences a PHI purge should take, at most `limit`, read outside any
+        /// transaction (hints: [`Store::purge_phi`] checks again under its lock). `Expired`:
+        /// past their organisation's retention period and not purged yet (one range of the
+        /// partial index `sequences_phi_retained` per organisation with a period); `Contact`:
+        /// one organisation's ended sequences with a number, purged or not, in id order.
+        pub async fn phi_purge_candidates(&self, selection: &PhiSelection<'_>, limit: u32) -> Result<Vec<SequenceId>>;
+
+        /// Purges the PHI of those of `ids` that are ended (and, with `only_unpurged`, not
+        /// purged yet) in the caller's transaction: the contact's name and external id and the
+        /// variables, every encounter's report object and conversation, the PHI in every
+        /// stored message body of the sequence (a delivered report, one still pending: what
+        /// is sent from now on is the purged body) and receivers' answers to those messages.
+        /// Ids, statuses, times, outcomes and numbers stay. Sets `phi_purged_at = now`. A row
+        /// locked by another transaction is skipped (PostgreSQL: `SKIP LOCKED`; that
+        /// transaction's purge, or a later pass, takes it). Answers what it purged.
+        pub async fn purge_phi(&self, tx: &mut Tx, ids: &[SequenceId], only_unpurged: bool, now: Millis) -> Result<PhiPurged>;
+    }
+}
+
 /// The operator dashboard's sessions and the PHI access log (`/ui`, `GET /v1/audit-log`).
 impl Store {
     store_api! {

@@ -89,6 +89,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("max_contacts_per_week", Int),
             ("sms_help_text", Text),
             ("calling_rules", Text),
+            ("retention_days", Int),
         ],
     ),
     table(
@@ -196,6 +197,7 @@ pub(crate) const TABLES: &[Table] = &[
             ("created_at", Int),
             ("last_updated", Int),
             ("ended_at", Int),
+            ("phi_purged_at", Int),
         ],
     ),
     table(
@@ -945,7 +947,7 @@ mod tests {
         assert_eq!(
             page_sql(find("organizations"), false, sqlite_io::param),
             "SELECT \"id\", \"name\", \"created_at\", \"max_contacts_per_day\", \
-             \"max_contacts_per_week\", \"sms_help_text\", \"calling_rules\" FROM organizations \
+             \"max_contacts_per_week\", \"sms_help_text\", \"calling_rules\", \"retention_days\" FROM organizations \
              ORDER BY \"id\" \
              LIMIT 1000"
         );

@@ -23,6 +23,7 @@ mod copy;
 mod error;
 mod ids;
 pub mod model;
+pub(crate) mod phi;
 mod postgres;
 pub mod public_id;
 pub mod retry;

@@ -28,16 +28,19 @@ async fn wait_out(stopped: &mut tokio::sync::watch::Receiver<bool>, wait: Durati
 }
 
 impl Scheduler {
-    /// Runs until `shutdown` resolves: three loops, so that none waits on another's I/O.
+    /// Runs until `shutdown` resolves: four loops, so that none waits on another's I/O.
     ///
     /// - the **due loop** wakes due sequences, ends due encounters and reconciles
     ///   unconfirmed ones (database work only: it never waits on a provider);
     /// - the **provider worker** claims and sends the encounters committed for Vapi and
     ///   Twilio ([`Scheduler::place_claimable`]);
     /// - the **overdue loop** reads back provider encounters whose report is late
-    ///   ([`Scheduler::settle_overdue_provider_encounters`]).
+    ///   ([`Scheduler::settle_overdue_provider_encounters`]);
+    /// - the **retention job** purges the PHI of sequences past their organisation's
+    ///   retention period every few minutes ([`Scheduler::purge_expired_phi`]).
     ///
-    /// A provider that answers slowly, or not at all, holds up only the last two, and those
+    /// A provider that answers slowly, or not at all, holds up only the provider worker and
+    /// the overdue loop, and those
     /// only for its own encounters, within their concurrency and time budget.
     pub async fn run(&self, shutdown: impl std::future::Future<Output = ()>) {
         // Work other nodes commit for the scheduler (an enrollment or a callback on an API
@@ -55,7 +58,8 @@ impl Scheduler {
             tokio::join!(
                 self.due_loop(stopped.clone()),
                 self.provider_loop(stopped.clone()),
-                self.overdue_loop(stopped),
+                self.overdue_loop(stopped.clone()),
+                self.retention_loop(stopped),
             )
         };
         tokio::pin!(shutdown);

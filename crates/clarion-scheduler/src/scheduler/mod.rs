@@ -27,7 +27,8 @@
 //!   simulator hand-off;
 //! - [`vapi`], [`twilio`]: each provider's protocol (requests, retries, protocol constants,
 //!   callbacks, routing, read-backs);
-//! - [`overdue`]: provider encounters whose report is late.
+//! - [`overdue`]: provider encounters whose report is late;
+//! - [`privacy`]: the retention job and a contact's erasure (PHI purged in batches).
 
 mod capacity;
 mod caps;
@@ -36,6 +37,7 @@ mod due;
 mod enrollment;
 mod loops;
 mod overdue;
+mod privacy;
 mod provider_worker;
 mod transitions;
 mod twilio;
@@ -44,12 +46,13 @@ mod write_tx;
 
 pub use capacity::{ProviderCapacity, ProviderLimits};
 pub use caps::ContactCaps;
+pub use privacy::{EraseOutcome, Erasure};
 pub use twilio::TwilioChannel;
 
 // The concern modules share their crate-private items through this module.
 #[allow(unused_imports)]
 use self::{
-    capacity::*, caps::*, channel::*, due::*, enrollment::*, loops::*, overdue::*,
+    capacity::*, caps::*, channel::*, due::*, enrollment::*, loops::*, overdue::*, privacy::*,
     provider_worker::*, transitions::*, twilio::*, vapi::*, write_tx::*,
 };
 use std::collections::{HashMap, HashSet};
@@ -65,9 +68,9 @@ use clarion_engine::{
 };
 use clarion_store::{
     Assistant, AssistantId, CapacityWait, EncounterEnd, EncounterId, EncounterRow, EncounterStatus,
-    InsertSequenceError, Millis, NewSequence, NewSequenceEvent, OrgId, QueuedEncounter,
-    RequestedEncounter, SequenceId, SequenceRow, SequenceUpdate, Store, StoreError, TemplateId,
-    TemplateVersionId, Tx,
+    InsertSequenceError, Millis, NewSequence, NewSequenceEvent, OrgId, PhiPurged, PhiSelection,
+    QueuedEncounter, RequestedEncounter, SequenceId, SequenceRow, SequenceUpdate, Store,
+    StoreError, TemplateId, TemplateVersionId, Tx,
 };
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
@@ -557,14 +560,14 @@ impl Scheduler {
             && let Some(body) = self.inner.store.report_body(org, id).await?
         {
             return String::from_utf8(body)
-                .map(Some)
+                .map(|text| Some(mark_purge(text, &sequence)))
                 .map_err(|_| SchedulerError::Corrupt("report body"));
         }
         let encounters = self.inner.store.sequence_encounters(id).await?;
         let ids = self.inner.store.public_ids(org);
         let report = build_report(&ids, &sequence, &encounters, sequence.last_updated);
         serde_json::to_string(&report)
-            .map(Some)
+            .map(|text| Some(mark_purge(text, &sequence)))
             .map_err(|_| SchedulerError::Corrupt("report"))
     }
 
@@ -596,15 +599,35 @@ impl Scheduler {
         sequences
             .iter()
             .map(|sequence| match bodies.remove(&sequence.id) {
-                Some(body) => {
-                    String::from_utf8(body).map_err(|_| SchedulerError::Corrupt("report body"))
-                }
+                Some(body) => String::from_utf8(body)
+                    .map(|text| mark_purge(text, sequence))
+                    .map_err(|_| SchedulerError::Corrupt("report body")),
                 None => {
                     let encounters = encounters.remove(&sequence.id).unwrap_or_default();
                     let report = build_report(&ids, sequence, &encounters, sequence.last_updated);
-                    serde_json::to_string(&report).map_err(|_| SchedulerError::Corrupt("report"))
+                    serde_json::to_string(&report)
+                        .map(|text| mark_purge(text, sequence))
+                        .map_err(|_| SchedulerError::Corrupt("report"))
                 }
             })
             .collect()
     }
+}
+
+/// The API's view of a sequence whose PHI was purged: its report's JSON with one more key,
+/// `phi_purged_at` (absent while the PHI is kept; never in the report a webhook sends).
+fn mark_purge(mut text: String, sequence: &SequenceRow) -> String {
+    let Some(at) = sequence
+        .phi_purged_at
+        .and_then(clarion_webhooks::Timestamp::from_unix_millis)
+    else {
+        return text;
+    };
+    let trimmed = text.trim_end().len();
+    if text[..trimmed].ends_with('}') {
+        text.truncate(trimmed - 1);
+        let at = serde_json::to_string(&at).unwrap_or_else(|_| "null".to_owned());
+        text.push_str(&format!(",\"phi_purged_at\":{at}}}"));
+    }
+    text
 }

@@ -2,6 +2,7 @@
 
 pub mod assistants;
 pub mod audit;
+pub mod contacts;
 pub mod deliveries;
 pub mod endpoints;
 pub mod ops;
@@ -68,6 +69,10 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
         .route(
             "/v1/suppressions/{phone_number}/history",
             get(suppressions::history),
+        )
+        .route(
+            "/v1/contacts/{phone_number}",
+            axum::routing::delete(contacts::erase),
         )
         .route(
             "/v1/webhook-endpoints",

@@ -43,6 +43,10 @@ pub struct OrganizationOut {
     /// template's calling hours and the built-in US state rules (the strictest window wins).
     #[schema(value_type = Vec<CallingRuleSchema>)]
     pub calling_rules: Vec<RuleDefinition>,
+    /// Days after its end that an ended sequence's PHI (transcripts, summaries, analysis
+    /// values, the contact's name, external id and variables, its report bodies) is purged;
+    /// ids, statuses, times and outcomes stay. Null: kept forever (the default).
+    pub retention_days: Option<u32>,
     pub created_at: String,
 }
 
@@ -93,6 +97,10 @@ pub struct OrganizationPatchIn {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<Vec<CallingRuleSchema>>)]
     pub calling_rules: Option<Option<Vec<RuleDefinition>>>,
+    /// 1 to 3650 days; `null`: keep PHI forever.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
+    pub retention_days: Option<Option<u32>>,
 }
 
 /// A key that is present, `null` or not: `Some(None)` for `null` (absent is `None` through
@@ -102,6 +110,9 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)
 }
+
+/// The longest retention period accepted (ten years).
+const MAX_RETENTION_DAYS: u32 = 3650;
 
 /// The longest HELP reply accepted: one concatenated SMS is at most 1,600 characters.
 const MAX_HELP_TEXT_CHARS: usize = 1_600;
@@ -128,6 +139,7 @@ async fn organization_out(
         sms_help_text: org.sms_help_text,
         vapi_assistants,
         calling_rules: calling_rules::stored(org.calling_rules.as_deref()),
+        retention_days: org.retention_days,
         created_at: wire::time(org.created_at),
     })
 }
@@ -183,6 +195,15 @@ pub async fn update(
                     .map_err(|_| ApiError::invalid("calling_rules", "cannot be stored"))?,
             )
         });
+    }
+    if let Some(days) = body.retention_days {
+        if days.is_some_and(|d| !(1..=MAX_RETENTION_DAYS).contains(&d)) {
+            return Err(ApiError::invalid(
+                "retention_days",
+                format!("1 to {MAX_RETENTION_DAYS} days, or null to keep PHI forever"),
+            ));
+        }
+        patch.retention_days = Some(days);
     }
     let updated = state
         .store

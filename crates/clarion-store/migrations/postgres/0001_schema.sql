@@ -330,3 +330,9 @@ CREATE INDEX webhook_recoveries_running ON webhook_recoveries(id) WHERE finished
 CREATE INDEX webhook_deliveries_endpoint_failed
     ON webhook_deliveries(endpoint_id, id) WHERE status = 'failed';
 ALTER TABLE webhook_endpoints ADD COLUMN failing_since BIGINT;
+
+-- PHI retention and erasure (migrations/sqlite/0028_phi_retention.sql says what each is for).
+ALTER TABLE organizations ADD COLUMN retention_days BIGINT;
+ALTER TABLE sequences ADD COLUMN phi_purged_at BIGINT;
+CREATE INDEX sequences_phi_retained ON sequences(org_id, ended_at)
+    WHERE status = 'ended' AND phi_purged_at IS NULL;

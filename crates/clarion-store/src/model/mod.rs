@@ -9,6 +9,7 @@ mod encounters;
 mod options;
 mod orgs;
 mod outbox;
+mod privacy;
 mod sequences;
 mod suppression;
 
@@ -18,5 +19,6 @@ pub use encounters::*;
 pub use options::*;
 pub use orgs::*;
 pub use outbox::*;
+pub use privacy::*;
 pub use sequences::*;
 pub use suppression::*;

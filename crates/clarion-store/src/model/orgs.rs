@@ -18,6 +18,8 @@ pub struct Organization {
     /// The organisation's own calling rules: a JSON array validated by the API (the
     /// scheduler's `calling_rules::RuleDefinition`s).
     pub calling_rules: Option<String>,
+    /// Days after its end that an ended sequence's PHI is purged (`None`: kept forever).
+    pub retention_days: Option<u32>,
     pub created_at: Millis,
 }
 
@@ -29,6 +31,7 @@ pub struct OrganizationPatch {
     pub max_contacts_per_week: Option<Option<u32>>,
     pub sms_help_text: Option<Option<String>>,
     pub calling_rules: Option<Option<String>>,
+    pub retention_days: Option<Option<u32>>,
 }
 
 /// A new organisation and its first API key, which is shown only now.

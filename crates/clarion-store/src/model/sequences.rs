@@ -51,6 +51,9 @@ pub struct SequenceRow {
     pub created_at: Millis,
     pub last_updated: Millis,
     pub ended_at: Option<Millis>,
+    /// When the sequence's PHI was purged (its retention period passed) or erased (its
+    /// contact's erasure); `None` while it is kept.
+    pub phi_purged_at: Option<Millis>,
 }
 
 /// A new sequence.

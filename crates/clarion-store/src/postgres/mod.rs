@@ -28,6 +28,7 @@ mod endpoints;
 mod listen;
 mod orgs;
 mod outbox;
+mod privacy;
 mod recovery;
 mod sequences;
 

@@ -59,7 +59,7 @@ fn template_from_row(row: &PgRow) -> Result<TemplateVersion> {
 
 const SEQUENCE_COLUMNS: &str = "id, org_id, template_id, template_version_id, phone_number, \
      contact, variables, simulation, status, state, next_wake_at, outcome_description, created_at, \
-     last_updated, ended_at";
+     last_updated, ended_at, phi_purged_at";
 
 fn sequence_from_row(row: &PgRow) -> Result<SequenceRow> {
     let simulation: Option<String> = row.try_get("simulation")?;
@@ -81,6 +81,7 @@ fn sequence_from_row(row: &PgRow) -> Result<SequenceRow> {
         created_at: row.try_get("created_at")?,
         last_updated: row.try_get("last_updated")?,
         ended_at: row.try_get("ended_at")?,
+        phi_purged_at: row.try_get("phi_purged_at")?,
     })
 }
 

@@ -5,6 +5,7 @@ mod dashboard;
 mod endpoints;
 mod orgs;
 mod outbox;
+mod privacy;
 mod recovery;
 mod sequences;
 

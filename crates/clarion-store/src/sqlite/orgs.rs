@@ -19,12 +19,13 @@ fn organization_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Organization> 
         max_contacts_per_week: cap("max_contacts_per_week")?,
         sms_help_text: row.try_get("sms_help_text")?,
         calling_rules: row.try_get("calling_rules")?,
+        retention_days: cap("retention_days")?,
         created_at: row.try_get("created_at")?,
     })
 }
 
 const ORGANIZATION_COLUMNS: &str = "id, name, max_contacts_per_day, max_contacts_per_week, sms_help_text, calling_rules, \
-     created_at";
+     retention_days, created_at";
 
 impl SqliteStore {
     pub(crate) async fn create_org(&self, name: &str, now: Millis) -> Result<CreatedOrganization> {
@@ -96,7 +97,8 @@ impl SqliteStore {
              max_contacts_per_day = CASE WHEN ?1 THEN ?2 ELSE max_contacts_per_day END, \
              max_contacts_per_week = CASE WHEN ?3 THEN ?4 ELSE max_contacts_per_week END, \
              sms_help_text = CASE WHEN ?5 THEN ?6 ELSE sms_help_text END, \
-             calling_rules = CASE WHEN ?7 THEN ?8 ELSE calling_rules END \
+             calling_rules = CASE WHEN ?7 THEN ?8 ELSE calling_rules END, \
+             retention_days = CASE WHEN ?10 THEN ?11 ELSE retention_days END \
              WHERE id = ?9 RETURNING {ORGANIZATION_COLUMNS}"
         ))
         .bind(patch.max_contacts_per_day.is_some())
@@ -108,6 +110,8 @@ impl SqliteStore {
         .bind(patch.calling_rules.is_some())
         .bind(patch.calling_rules.clone().flatten())
         .bind(org.0)
+        .bind(patch.retention_days.is_some())
+        .bind(patch.retention_days.flatten().map(i64::from))
         .fetch_optional(&mut *tx.inner)
         .await?;
         tx.commit().await?;

@@ -52,7 +52,7 @@ fn template_from_row(row: &SqliteRow) -> Result<TemplateVersion> {
 
 const SEQUENCE_COLUMNS: &str = "id, org_id, template_id, template_version_id, phone_number, \
      contact, variables, simulation, status, state, next_wake_at, outcome_description, created_at, \
-     last_updated, ended_at";
+     last_updated, ended_at, phi_purged_at";
 
 fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
     let simulation: Option<String> = row.try_get("simulation")?;
@@ -74,6 +74,7 @@ fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
         created_at: row.try_get("created_at")?,
         last_updated: row.try_get("last_updated")?,
         ended_at: row.try_get("ended_at")?,
+        phi_purged_at: row.try_get("phi_purged_at")?,
     })
 }
 
@@ -113,7 +114,7 @@ fn stored_channels(channels: &[Channel]) -> String {
     serde_json::Value::from(words).to_string()
 }
 
-fn json_ids<Id: Copy + Into<i64>>(ids: &[Id]) -> String {
+pub(super) fn json_ids<Id: Copy + Into<i64>>(ids: &[Id]) -> String {
     serde_json::Value::Array(ids.iter().map(|id| (*id).into().into()).collect()).to_string()
 }
 

@@ -25,6 +25,7 @@ mod outbox;
 mod overview;
 mod paging;
 mod postgres_only;
+mod privacy;
 mod provider_capacity;
 mod recovery;
 mod secrets;

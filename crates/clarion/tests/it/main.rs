@@ -24,6 +24,7 @@ mod input_limits;
 mod logs;
 mod migrate_store;
 mod postgres_nodes;
+mod privacy;
 mod process;
 mod sequences;
 mod tidy;

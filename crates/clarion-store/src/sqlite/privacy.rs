@@ -1,0 +1,125 @@
+//! PHI retention and erasure: finding the ended sequences to purge and purging them
+//! (`crate::phi` says what is PHI).
+
+use sqlx::Row;
+
+use super::sequences::json_ids;
+use super::{SqliteStore, SqliteTx};
+use crate::model::*;
+use crate::phi::{DAY_MILLIS, PURGED_VARIABLES, redact_body, redact_contact};
+use crate::{Millis, Result, SequenceId};
+
+impl SqliteStore {
+    pub(crate) async fn phi_purge_candidates(
+        &self,
+        selection: &PhiSelection<'_>,
+        limit: u32,
+    ) -> Result<Vec<SequenceId>> {
+        let ids: Vec<SequenceId> = match *selection {
+            // Per organisation with a retention period, one range of `sequences_phi_retained`.
+            PhiSelection::Expired { now } => {
+                sqlx::query_scalar(
+                    "SELECT s.id FROM organizations o \
+                     JOIN sequences s ON s.org_id = o.id AND s.status = 'ended' \
+                     AND s.phi_purged_at IS NULL AND s.ended_at <= ?1 - o.retention_days * ?2 \
+                     WHERE o.retention_days IS NOT NULL LIMIT ?3",
+                )
+                .bind(now)
+                .bind(DAY_MILLIS)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+            PhiSelection::Contact {
+                org,
+                phone_number,
+                after,
+            } => {
+                sqlx::query_scalar(
+                    "SELECT id FROM sequences WHERE org_id = ? AND id > ? AND phone_number = ? \
+                     AND status = 'ended' ORDER BY id LIMIT ?",
+                )
+                .bind(org.0)
+                .bind(after.map_or(0, |id| id.0))
+                .bind(phone_number)
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?
+            }
+        };
+        Ok(ids)
+    }
+
+    pub(crate) async fn purge_phi(
+        &self,
+        tx: &mut SqliteTx,
+        ids: &[SequenceId],
+        only_unpurged: bool,
+        now: Millis,
+    ) -> Result<PhiPurged> {
+        if ids.is_empty() {
+            return Ok(PhiPurged::default());
+        }
+        let rows = sqlx::query(
+            "SELECT id, contact FROM sequences WHERE id IN (SELECT value FROM json_each(?1)) \
+             AND status = 'ended' AND (NOT ?2 OR phi_purged_at IS NULL) ORDER BY id",
+        )
+        .bind(json_ids(ids))
+        .bind(only_unpurged)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let mut purged = PhiPurged::default();
+        for row in &rows {
+            let id: SequenceId = row.try_get("id")?;
+            let contact: String = row.try_get("contact")?;
+            sqlx::query(
+                "UPDATE sequences SET contact = ?, variables = ?, phi_purged_at = ? WHERE id = ?",
+            )
+            .bind(redact_contact(&contact))
+            .bind(PURGED_VARIABLES)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx.inner)
+            .await?;
+            purged.sequences.push(id);
+        }
+        if purged.sequences.is_empty() {
+            return Ok(purged);
+        }
+        let taken = json_ids(&purged.sequences);
+        purged.encounters = sqlx::query(
+            "UPDATE encounters SET report = NULL, conversation = NULL \
+             WHERE sequence_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&taken)
+        .execute(&mut *tx.inner)
+        .await?
+        .rows_affected();
+        let bodies: Vec<(i64, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, body FROM webhook_messages \
+             WHERE sequence_id IN (SELECT value FROM json_each(?))",
+        )
+        .bind(&taken)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        for (id, body) in &bodies {
+            sqlx::query("UPDATE webhook_messages SET body = ? WHERE id = ?")
+                .bind(redact_body(body))
+                .bind(id)
+                .execute(&mut *tx.inner)
+                .await?;
+        }
+        purged.report_bodies = u64::try_from(bodies.len()).unwrap_or(u64::MAX);
+        // A receiver's answer may echo what it was sent.
+        sqlx::query(
+            "UPDATE webhook_attempts SET response_body = NULL WHERE response_body IS NOT NULL \
+             AND delivery_id IN (SELECT d.id FROM webhook_deliveries d \
+             JOIN webhook_messages m ON m.id = d.message_id \
+             WHERE m.sequence_id IN (SELECT value FROM json_each(?)))",
+        )
+        .bind(&taken)
+        .execute(&mut *tx.inner)
+        .await?;
+        Ok(purged)
+    }
+}
