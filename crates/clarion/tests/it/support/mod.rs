@@ -558,12 +558,22 @@ impl Drop for InFlightGuard {
 }
 
 /// Waits for `condition` to hold, polling, within the deadline.
-pub async fn eventually<F, Fut>(what: &str, mut condition: F)
+pub async fn eventually<F, Fut>(what: &str, condition: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
+    eventually_within(what, DEADLINE, condition).await;
+}
+
+/// [`eventually`] with a deadline of its own, for a condition that takes several of the
+/// system's own backoffs to come true (a node reconnecting after each of many outages).
+pub async fn eventually_within<F, Fut>(what: &str, within: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
     while !condition().await {
         assert!(
             tokio::time::Instant::now() < deadline,
