@@ -323,9 +323,8 @@ impl Dispatcher {
         let mut total = 0;
         loop {
             let now = self.inner.clock.now_millis();
-            let failing_before = now.saturating_sub(
-                Millis::try_from(disable_after.as_millis()).unwrap_or(Millis::MAX),
-            );
+            let failing_before = now
+                .saturating_sub(Millis::try_from(disable_after.as_millis()).unwrap_or(Millis::MAX));
             let mut tx = store.begin().await?;
             let disabled = store
                 .disable_failing_endpoints(&mut tx, failing_before, &reason, now, HEALTH_BATCH)

@@ -9,8 +9,7 @@ use crate::secret_keys::{STORED_SECRET_SQL, StoredSecret};
 use crate::wakeup::Wakeup;
 use crate::{DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result};
 
-const ENDPOINT_COLUMNS: &str =
-    "id, org_id, url, description, enabled, disabled_reason, failing_since, event_types, created_at, \
+const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, enabled, disabled_reason, failing_since, event_types, created_at, \
      updated_at";
 
 fn endpoint_from_row(row: &PgRow) -> Result<Endpoint> {

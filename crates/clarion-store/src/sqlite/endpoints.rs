@@ -10,8 +10,7 @@ use crate::{
     DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result, StoreError,
 };
 
-const ENDPOINT_COLUMNS: &str =
-    "id, org_id, url, description, enabled, disabled_reason, failing_since, event_types, created_at, \
+const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, enabled, disabled_reason, failing_since, event_types, created_at, \
      updated_at";
 
 fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {

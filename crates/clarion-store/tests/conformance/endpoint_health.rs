@@ -104,7 +104,10 @@ async fn attempts_keep_failing_since_and_a_failing_endpoint_is_disabled_once() {
         endpoint_id: Some(hook),
         ..DeliveryFilter::default()
     };
-    let pending = store.list_deliveries(org, &filter, None, 100).await.unwrap();
+    let pending = store
+        .list_deliveries(org, &filter, None, 100)
+        .await
+        .unwrap();
     let kept: Vec<_> = pending
         .iter()
         .filter(|d| d.status == DeliveryStatus::Pending)
@@ -122,7 +125,11 @@ async fn attempts_keep_failing_since_and_a_failing_endpoint_is_disabled_once() {
     assert!(enabled.enabled);
     assert_eq!(enabled.disabled_reason, None);
     assert_eq!(enabled.failing_since, None);
-    for delivery in store.list_deliveries(org, &filter, None, 100).await.unwrap() {
+    for delivery in store
+        .list_deliveries(org, &filter, None, 100)
+        .await
+        .unwrap()
+    {
         if delivery.status == DeliveryStatus::Pending {
             assert_eq!(delivery.next_attempt_at, Some(10_000));
         }

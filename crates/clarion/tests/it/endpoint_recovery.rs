@@ -281,7 +281,11 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_once_and_the_organisa
     app.enqueue(org, &report(3)).await;
     app.run_due().await;
     let (_, read) = app.get(&key, &path).await;
-    assert_eq!(read["failing_since"], Value::Null, "a 2xx resets it: {read}");
+    assert_eq!(
+        read["failing_since"],
+        Value::Null,
+        "a 2xx resets it: {read}"
+    );
 
     // Day 1: failures again. Day 2.9 (2.9 days after the first failure, but 1.9 after the
     // run began): still enabled.
@@ -307,7 +311,10 @@ async fn an_endpoint_failing_for_disable_after_is_disabled_once_and_the_organisa
     );
     let received = watcher.received();
     assert_eq!(received.len(), 1);
-    assert_eq!(received[0].header("clarion-event-type"), "endpoint.disabled");
+    assert_eq!(
+        received[0].header("clarion-event-type"),
+        "endpoint.disabled"
+    );
     let event: Value = serde_json::from_slice(&received[0].body).unwrap();
     assert_eq!(
         crate::webhook_events::endpoint_disabled_event_errors(&event),
@@ -365,7 +372,11 @@ async fn a_disabled_endpoints_backlog_is_kept_and_delivered_in_message_order_onc
     app.dispatcher.run_due_now().await.unwrap();
     let (_, read) = app.get(&key, &path).await;
     assert_eq!(read["enabled"], false, "{read}");
-    assert_eq!(received_ids(&receiver), [1, 2, 3], "nothing sent once disabled");
+    assert_eq!(
+        received_ids(&receiver),
+        [1, 2, 3],
+        "nothing sent once disabled"
+    );
 
     // Days go by: the backlog is kept, neither dropped nor failed.
     app.clock.advance(3 * DAY);
