@@ -65,6 +65,9 @@ pub struct DispatcherConfig {
     /// Keep the first [`crate::sender::RESPONSE_EXCERPT_LIMIT`] bytes of each answer with its
     /// attempt (shown in the deliveries API), or none (`webhooks.store_response_excerpt`).
     pub store_response_excerpt: bool,
+    /// Endpoint health: an endpoint whose every attempt has failed for this long is disabled
+    /// (`webhooks.disable_after`); its undelivered messages are kept.
+    pub disable_after: Duration,
 }
 
 /// Errors building a dispatcher.
@@ -94,12 +97,18 @@ struct Inner {
     /// When this node last looked for running bulk recoveries (`None`: look at the next
     /// round; a recovery started through this node's API asks for that).
     recoveries_checked: Mutex<Option<Instant>>,
+    /// When this node last looked for endpoints to disable (`None`: look at the next round).
+    health_checked: Mutex<Option<Instant>>,
 }
 
 /// Deliveries a bulk recovery queues again per transaction.
 pub const RECOVERY_BATCH: u32 = 500;
 /// How often a dispatcher looks for bulk recoveries started on another node.
 const RECOVERY_LOOK_EVERY: Duration = Duration::from_secs(1);
+/// How often a dispatcher looks for endpoints to disable.
+const HEALTH_LOOK_EVERY: Duration = Duration::from_secs(10);
+/// Endpoints disabled per transaction by the health check.
+const HEALTH_BATCH: u32 = 100;
 
 #[derive(Debug)]
 struct InFlight {
@@ -167,6 +176,12 @@ fn decrement<K: std::hash::Hash + Eq>(counts: &mut HashMap<K, u32>, key: K) {
     }
 }
 
+/// An instant of the store as the wire's timestamp.
+fn timestamp(millis: Millis) -> Result<clarion_webhooks::Timestamp, StoreError> {
+    clarion_webhooks::Timestamp::from_unix_millis(millis)
+        .ok_or(StoreError::Corrupt("an instant out of range"))
+}
+
 /// A finished attempt on its way to the writer.
 struct Finished {
     outcome: AttemptOutcome,
@@ -210,6 +225,7 @@ impl Dispatcher {
                     limits,
                 }),
                 recoveries_checked: Mutex::new(None),
+                health_checked: Mutex::new(None),
             }),
         })
     }
@@ -279,6 +295,98 @@ impl Dispatcher {
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         }
         Ok(running)
+    }
+
+    /// Endpoint health, at most every [`HEALTH_LOOK_EVERY`] (each round of `run_due_now`):
+    /// disables the endpoints whose every attempt has failed for `disable_after`, and in the
+    /// same transaction queues an `endpoint.disabled` event for each to the organisation's
+    /// other enabled endpoints subscribed to it. Safe on several nodes: the store disables an
+    /// endpoint once, so its event is queued once. Answers how many were disabled.
+    pub async fn check_endpoint_health(&self) -> Result<usize, StoreError> {
+        {
+            let mut checked = self
+                .inner
+                .health_checked
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if checked.is_some_and(|at| at.elapsed() < HEALTH_LOOK_EVERY) {
+                return Ok(0);
+            }
+            *checked = Some(Instant::now());
+        }
+        let store = &self.inner.store;
+        let disable_after = self.inner.config.disable_after;
+        let reason = format!(
+            "every delivery attempt failed for {}",
+            humantime::format_duration(disable_after)
+        );
+        let mut total = 0;
+        loop {
+            let now = self.inner.clock.now_millis();
+            let failing_before = now
+                .saturating_sub(Millis::try_from(disable_after.as_millis()).unwrap_or(Millis::MAX));
+            let mut tx = store.begin().await?;
+            let disabled = store
+                .disable_failing_endpoints(&mut tx, failing_before, &reason, now, HEALTH_BATCH)
+                .await?;
+            let mut queued = 0;
+            for endpoint in &disabled {
+                let event = clarion_webhooks::EndpointDisabled {
+                    // The id as the organisation's API shows it.
+                    endpoint_id: store
+                        .public_ids(endpoint.org_id)
+                        .encode(clarion_store::IdKind::Endpoint, endpoint.id.0),
+                    url: endpoint.url.clone(),
+                    reason: reason.clone(),
+                    failing_since: timestamp(endpoint.failing_since.unwrap_or(now))?,
+                    disabled_at: timestamp(now)?,
+                };
+                let body = serde_json::to_vec(&event)
+                    .map_err(|_| StoreError::Corrupt("an event that does not serialise"))?;
+                let webhook_id = crate::outbox::new_webhook_id("msg_");
+                let message = clarion_store::NewMessage {
+                    org_id: endpoint.org_id,
+                    webhook_id: &webhook_id,
+                    event_type: clarion_webhooks::EVENT_TYPE_ENDPOINT_DISABLED,
+                    sequence_id: None,
+                    is_test: false,
+                    body: &body,
+                    created_at: now,
+                };
+                // The endpoint is disabled now: "every enabled endpoint" leaves it out.
+                let (_, created) = store
+                    .insert_message(
+                        &mut tx,
+                        &message,
+                        clarion_store::Recipients::AllEnabled,
+                        now.saturating_add(self.first_delay_ms()),
+                    )
+                    .await?;
+                queued += created;
+            }
+            tx.commit().await?;
+            for endpoint in &disabled {
+                tracing::warn!(
+                    endpoint_id = endpoint.id.0,
+                    org_id = endpoint.org_id.0,
+                    "webhook endpoint disabled: every attempt failed for {}",
+                    humantime::format_duration(disable_after)
+                );
+            }
+            metrics::counter!("clarion_webhook_endpoints_disabled_total")
+                .increment(disabled.len() as u64);
+            if queued > 0 {
+                self.wake();
+            }
+            total += disabled.len();
+            if disabled.len() < HEALTH_BATCH as usize {
+                return Ok(total);
+            }
+        }
+    }
+
+    fn first_delay_ms(&self) -> Millis {
+        Millis::try_from(self.inner.config.retry.first_delay().as_millis()).unwrap_or(0)
     }
 
     /// Runs until `shutdown` resolves, then stops claiming, lets in-flight attempts finish
@@ -361,6 +469,12 @@ impl Dispatcher {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
         while self.advance_recoveries().await? > 0 {}
+        *self
+            .inner
+            .health_checked
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        self.check_endpoint_health().await?;
         loop {
             let claimed = self.claim_round().await?;
             if claimed.is_empty() {
@@ -415,6 +529,7 @@ impl Dispatcher {
         if self.advance_recoveries().await? > 0 {
             self.wake();
         }
+        self.check_endpoint_health().await?;
         let config = &self.inner.config;
         let now = self.inner.clock.now_millis();
         let lease = config.attempt_timeout + config.lease_margin;

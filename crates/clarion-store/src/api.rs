@@ -282,7 +282,9 @@ impl Store {
         /// A page of the organisation's endpoints, by id, after the cursor.
         pub async fn list_endpoints(&self, org: OrgId, after: Option<EndpointId>, limit: u32) -> Result<Vec<Endpoint>>;
 
-        /// Applies a patch; re-enabling clears the reason Clarion disabled it for.
+        /// Applies a patch; re-enabling clears the reason Clarion disabled it for and its
+        /// `failing_since`, and makes its kept backlog (every pending delivery) due at `now`, so
+        /// that it goes out in message order.
         pub async fn update_endpoint(&self, org: OrgId, id: EndpointId, patch: &EndpointPatch, now: Millis) -> Result<Option<Endpoint>>;
 
         /// Deletes an endpoint. Its pending deliveries end as `failed` (nothing is silently
@@ -306,6 +308,14 @@ impl Store {
 
         /// Disables an endpoint on Clarion's own initiative, recording why.
         pub async fn disable_endpoint(&self, id: EndpointId, reason: &str, now: Millis) -> Result<()>;
+
+        /// Endpoint health: disables, inside the caller's transaction, up to `limit` enabled
+        /// endpoints whose every attempt has failed since `failing_before` or earlier
+        /// (`failing_since <= failing_before`), recording `reason`; answers them (as they are
+        /// now, in id order). Idempotent across nodes: an endpoint already disabled is left
+        /// alone and not answered, so its `endpoint.disabled` event is queued once. Its pending
+        /// deliveries stay pending (kept for when it is re-enabled).
+        pub async fn disable_failing_endpoints(&self, tx: &mut Tx, failing_before: Millis, reason: &str, now: Millis, limit: u32) -> Result<Vec<Endpoint>>;
 
         // ---- outbox ----
         /// The outbox write: stores the message and one pending delivery per recipient endpoint,

@@ -465,6 +465,8 @@ pub struct WebhooksConfig {
     pub allowed_ports: Vec<u16>,
     /// Keep the first 256 bytes of each answer with its attempt.
     pub store_response_excerpt: bool,
+    /// An endpoint whose every attempt has failed for this long is disabled.
+    pub disable_after: HumanDuration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -611,6 +613,9 @@ impl Config {
                 "role = \"{}\" needs a PostgreSQL database_url; on SQLite one process runs everything (role = \"all\")",
                 format!("{:?}", self.role).to_lowercase()
             );
+        }
+        if webhooks.disable_after.0.is_zero() {
+            bail!("webhooks.disable_after must be more than zero");
         }
         if webhooks.poll_interval.0.is_zero() {
             bail!("webhooks.poll_interval must be more than zero");

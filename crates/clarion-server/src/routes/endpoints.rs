@@ -35,6 +35,10 @@ pub struct EndpointOut {
     pub enabled: bool,
     /// Why Clarion disabled the endpoint by itself (e.g. it answered 410 Gone); null otherwise.
     pub disabled_reason: Option<String>,
+    /// Since when every attempt to it has failed (RFC 3339), null while it is healthy; once
+    /// this is older than `webhooks.disable_after`, Clarion disables the endpoint. Cleared by
+    /// a 2xx and by re-enabling it.
+    pub failing_since: Option<String>,
     /// The event types this endpoint receives (`sequence.ended`, `encounter.ended`,
     /// `endpoint.disabled`); test reports come whatever it subscribes to.
     pub event_types: Vec<String>,
@@ -54,6 +58,7 @@ impl EndpointOut {
             description: endpoint.description,
             enabled: endpoint.enabled,
             disabled_reason: endpoint.disabled_reason,
+            failing_since: endpoint.failing_since.map(wire::time),
             event_types: endpoint.event_types,
             created_at: wire::time(endpoint.created_at),
             updated_at: wire::time(endpoint.updated_at),

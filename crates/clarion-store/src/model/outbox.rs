@@ -16,6 +16,9 @@ pub struct Endpoint {
     pub enabled: bool,
     /// Why Clarion disabled the endpoint by itself (e.g. the receiver answered 410 Gone).
     pub disabled_reason: Option<String>,
+    /// Since when every attempt to it has failed (`None` after a 2xx, before any attempt, and
+    /// once re-enabled).
+    pub failing_since: Option<Millis>,
     /// The event types it subscribes to ([`DEFAULT_EVENT_TYPES`] unless chosen).
     pub event_types: Vec<String>,
     pub created_at: Millis,

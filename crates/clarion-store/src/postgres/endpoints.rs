@@ -3,14 +3,14 @@
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
-use super::{IdOrder, PgStore, inserting};
+use super::{IdOrder, PgStore, PgTx, inserting};
 use crate::model::*;
 use crate::secret_keys::{STORED_SECRET_SQL, StoredSecret};
 use crate::wakeup::Wakeup;
 use crate::{DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result};
 
-const ENDPOINT_COLUMNS: &str =
-    "id, org_id, url, description, enabled, disabled_reason, event_types, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, enabled, disabled_reason, failing_since, event_types, created_at, \
+     updated_at";
 
 fn endpoint_from_row(row: &PgRow) -> Result<Endpoint> {
     Ok(Endpoint {
@@ -20,6 +20,7 @@ fn endpoint_from_row(row: &PgRow) -> Result<Endpoint> {
         description: row.try_get("description")?,
         enabled: row.try_get("enabled")?,
         disabled_reason: row.try_get("disabled_reason")?,
+        failing_since: row.try_get("failing_since")?,
         event_types: event_types_from_json(&row.try_get::<String, _>("event_types")?)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -109,12 +110,23 @@ impl PgStore {
         patch: &EndpointPatch,
         now: Millis,
     ) -> Result<Option<Endpoint>> {
+        let mut tx = self.begin().await?;
+        let was_enabled: Option<bool> = sqlx::query_scalar(
+            "SELECT enabled FROM webhook_endpoints \
+             WHERE id = $1 AND org_id = $2 AND deleted_at IS NULL FOR NO KEY UPDATE",
+        )
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        let re_enabled = patch.enabled == Some(true) && was_enabled == Some(false);
         let row = sqlx::query(&format!(
             "UPDATE webhook_endpoints SET \
                 url = COALESCE($1, url), \
                 description = COALESCE($2, description), \
                 enabled = COALESCE($3, enabled), \
                 disabled_reason = CASE WHEN $4 THEN NULL ELSE disabled_reason END, \
+                failing_since = CASE WHEN $9 THEN NULL ELSE failing_since END, \
                 event_types = COALESCE($8, event_types), \
                 updated_at = $5 \
              WHERE id = $6 AND org_id = $7 AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}"
@@ -127,13 +139,59 @@ impl PgStore {
         .bind(id.0)
         .bind(org.0)
         .bind(patch.event_types.as_deref().map(event_types_json))
-        .fetch_optional(&self.pool)
+        .bind(re_enabled)
+        .fetch_optional(&mut *tx.inner)
         .await?;
+        if re_enabled {
+            // The backlog kept while it was disabled is due now, all of it at the same instant,
+            // so the claim takes it in message order.
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_at = $1, updated_at = $1 \
+                 WHERE endpoint_id = $2 AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *tx.inner)
+            .await?;
+        }
+        tx.commit().await?;
         if row.is_some() && patch.enabled == Some(true) {
             // Its pending deliveries are due again.
             self.notify_nodes(Wakeup::Deliveries);
         }
         row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    pub(crate) async fn disable_failing_endpoints(
+        &self,
+        tx: &mut PgTx,
+        failing_before: Millis,
+        reason: &str,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>> {
+        // Row locks make it once across nodes: a node whose look found an endpoint another
+        // node is disabling skips it, and the outer condition re-checked on the row's latest
+        // version leaves out one disabled meanwhile.
+        let rows = sqlx::query(&format!(
+            "UPDATE webhook_endpoints SET enabled = FALSE, disabled_reason = $1, updated_at = $2 \
+             WHERE id IN (SELECT id FROM webhook_endpoints \
+                          WHERE enabled AND deleted_at IS NULL AND failing_since <= $3 \
+                          ORDER BY id LIMIT $4 FOR NO KEY UPDATE SKIP LOCKED) \
+               AND enabled RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(reason)
+        .bind(now)
+        .bind(failing_before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let mut disabled = rows
+            .iter()
+            .map(endpoint_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        disabled.sort_by_key(|e| e.id.0);
+        Ok(disabled)
     }
 
     pub(crate) async fn delete_endpoint(

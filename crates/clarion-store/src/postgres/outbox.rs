@@ -220,6 +220,18 @@ impl PgStore {
         } else {
             "d.attempt_count > 0"
         };
+        // Per endpoint, due work goes out in message order: a first attempt waits while an
+        // earlier message's retry to the same endpoint is due and unclaimed (the retry lane
+        // takes it in the same round). This is what makes a re-enabled endpoint's backlog,
+        // all of it due at once, come out in message order.
+        let in_order = if request.first_attempts {
+            "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries r \
+               WHERE r.endpoint_id = e.id AND r.status = 'pending' AND r.attempt_count > 0 \
+                 AND r.next_attempt_at <= $3 \
+                 AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= $3) AND r.id < d.id)"
+        } else {
+            ""
+        };
         // Candidates are taken per enabled endpoint, its earliest due rows (at most what its
         // cap has room for now) from its range of the lane's index, so one endpoint's backlog
         // never hides another's due work. The room is worked out before the rows are locked:
@@ -249,7 +261,7 @@ impl PgStore {
                  SELECT d.id, d.endpoint_id, d.next_attempt_at FROM webhook_deliveries d \
                  WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
                    AND d.next_attempt_at <= $3 \
-                   AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $3) \
+                   AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= $3) {in_order} \
                  ORDER BY d.next_attempt_at, d.id \
                  LIMIT LEAST($4, GREATEST(COALESCE(l.cap, $5) \
                    - GREATEST(COALESCE(f.n, 0), COALESCE(k.n, 0)), 0)) \
@@ -447,6 +459,35 @@ impl PgStore {
         .bind(&numbers)
         .bind(&statuses)
         .bind(&nexts)
+        .execute(&mut *tx.inner)
+        .await?;
+        // Endpoint health, one statement for the batch: an endpoint whose latest attempt here
+        // succeeded is healthy again, unless a failure followed (then its run of failures
+        // starts there); one with failures only keeps the start of its run, or starts one.
+        // Only rows whose value changes are locked, in id order (two nodes' writers never
+        // wait on each other in a cycle), and written.
+        sqlx::query(
+            "WITH a AS ( \
+               SELECT (SELECT w.endpoint_id FROM webhook_deliveries w WHERE w.id = u.d) AS ep, \
+                      u.at, COALESCE(u.s BETWEEN 200 AND 299, FALSE) AS ok \
+               FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS u(d, at, s)), \
+             k AS (SELECT ep, MAX(CASE WHEN ok THEN at END) AS last_ok FROM a GROUP BY ep), \
+             h AS (SELECT k.ep, k.last_ok, \
+                     MIN(CASE WHEN NOT a.ok AND (k.last_ok IS NULL OR a.at > k.last_ok) \
+                         THEN a.at END) AS first_failed \
+                   FROM k JOIN a ON a.ep = k.ep GROUP BY k.ep, k.last_ok), \
+             changing AS ( \
+               SELECT e.id FROM webhook_endpoints e JOIN h ON h.ep = e.id \
+               WHERE e.failing_since IS DISTINCT FROM CASE WHEN h.last_ok IS NULL \
+                   THEN COALESCE(e.failing_since, h.first_failed) ELSE h.first_failed END \
+               ORDER BY e.id FOR NO KEY UPDATE OF e) \
+             UPDATE webhook_endpoints e SET failing_since = CASE WHEN h.last_ok IS NULL \
+                 THEN COALESCE(e.failing_since, h.first_failed) ELSE h.first_failed END \
+             FROM h WHERE e.id = h.ep AND e.id IN (SELECT id FROM changing)",
+        )
+        .bind(&deliveries)
+        .bind(&attempted)
+        .bind(&codes)
         .execute(&mut *tx.inner)
         .await?;
         for outcome in outcomes {

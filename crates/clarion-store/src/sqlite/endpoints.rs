@@ -3,15 +3,15 @@
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-use super::SqliteStore;
+use super::{SqliteStore, SqliteTx};
 use crate::model::*;
 use crate::secret_keys::{STORED_SECRET_SQL, StoredSecret};
 use crate::{
     DeliveryStatus, Endpoint, EndpointId, EndpointPatch, Millis, OrgId, Result, StoreError,
 };
 
-const ENDPOINT_COLUMNS: &str =
-    "id, org_id, url, description, enabled, disabled_reason, event_types, created_at, updated_at";
+const ENDPOINT_COLUMNS: &str = "id, org_id, url, description, enabled, disabled_reason, failing_since, event_types, created_at, \
+     updated_at";
 
 fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
     Ok(Endpoint {
@@ -21,6 +21,7 @@ fn endpoint_from_row(row: &SqliteRow) -> Result<Endpoint> {
         description: row.try_get("description")?,
         enabled: row.try_get("enabled")?,
         disabled_reason: row.try_get("disabled_reason")?,
+        failing_since: row.try_get("failing_since")?,
         event_types: event_types_from_json(&row.try_get::<String, _>("event_types")?)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -109,6 +110,14 @@ impl SqliteStore {
         now: Millis,
     ) -> Result<Option<Endpoint>> {
         let mut tx = self.begin().await?;
+        let was_enabled: Option<bool> = sqlx::query_scalar(
+            "SELECT enabled FROM webhook_endpoints WHERE id = ? AND org_id = ? AND deleted_at IS NULL",
+        )
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        let re_enabled = patch.enabled == Some(true) && was_enabled == Some(false);
         let row = sqlx::query(&format!(
             "UPDATE webhook_endpoints SET \
                 url = COALESCE(?, url), \
@@ -116,6 +125,7 @@ impl SqliteStore {
                 enabled = COALESCE(?, enabled), \
                 event_types = COALESCE(?, event_types), \
                 disabled_reason = CASE WHEN ? = 1 THEN NULL ELSE disabled_reason END, \
+                failing_since = CASE WHEN ? = 1 THEN NULL ELSE failing_since END, \
                 updated_at = ? \
              WHERE id = ? AND org_id = ? AND deleted_at IS NULL RETURNING {ENDPOINT_COLUMNS}"
         ))
@@ -124,11 +134,25 @@ impl SqliteStore {
         .bind(patch.enabled)
         .bind(patch.event_types.as_deref().map(event_types_json))
         .bind(patch.enabled == Some(true))
+        .bind(re_enabled)
         .bind(now)
         .bind(id.0)
         .bind(org.0)
         .fetch_optional(&mut *tx.inner)
         .await?;
+        if re_enabled {
+            // The backlog kept while it was disabled is due now, all of it at the same instant,
+            // so the claim takes it in message order.
+            sqlx::query(
+                "UPDATE webhook_deliveries SET next_attempt_at = ?, updated_at = ? \
+                 WHERE endpoint_id = ? AND status = 'pending'",
+            )
+            .bind(now)
+            .bind(now)
+            .bind(id.0)
+            .execute(&mut *tx.inner)
+            .await?;
+        }
         tx.commit().await?;
         row.as_ref().map(endpoint_from_row).transpose()
     }
@@ -295,6 +319,35 @@ impl SqliteStore {
         tx.commit().await?;
         tracing::info!(count = resealed.len(), key_id = %current, "re-sealed webhook endpoint secrets under the current secret key");
         Ok(())
+    }
+
+    pub(crate) async fn disable_failing_endpoints(
+        &self,
+        tx: &mut SqliteTx,
+        failing_before: Millis,
+        reason: &str,
+        now: Millis,
+        limit: u32,
+    ) -> Result<Vec<Endpoint>> {
+        let rows = sqlx::query(&format!(
+            "UPDATE webhook_endpoints SET enabled = 0, disabled_reason = ?, updated_at = ? \
+             WHERE id IN (SELECT id FROM webhook_endpoints \
+                          WHERE enabled = 1 AND deleted_at IS NULL AND failing_since <= ? \
+                          ORDER BY id LIMIT ?) \
+               AND enabled = 1 RETURNING {ENDPOINT_COLUMNS}"
+        ))
+        .bind(reason)
+        .bind(now)
+        .bind(failing_before)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let mut disabled = rows
+            .iter()
+            .map(endpoint_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        disabled.sort_by_key(|e| e.id.0);
+        Ok(disabled)
     }
 
     pub(crate) async fn disable_endpoint(

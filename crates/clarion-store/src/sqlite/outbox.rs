@@ -59,6 +59,18 @@ fn json_ids(ids: impl IntoIterator<Item = i64>) -> String {
 /// The claim's `UPDATE` for one lane (`d.attempt_count = 0` or `> 0`, written out so that
 /// SQLite can use the lane's partial index).
 fn claim_statement(lane: &str) -> String {
+    // Per endpoint, due work goes out in message order: a first attempt waits while an
+    // earlier message's retry to the same endpoint is due and unclaimed (the retry lane takes
+    // it in the same round). This is what makes a re-enabled endpoint's backlog, all of it
+    // due at once, come out in message order.
+    let in_order = if lane.ends_with("= 0") {
+        "AND NOT EXISTS (SELECT 1 FROM webhook_deliveries r \
+           WHERE r.endpoint_id = e.id AND r.status = 'pending' AND r.attempt_count > 0 \
+             AND r.next_attempt_at <= ?4 \
+             AND (r.lease_expires_at IS NULL OR r.lease_expires_at <= ?4) AND r.id < d.id)"
+    } else {
+        ""
+    };
     // Candidates are taken per endpoint: each enabled endpoint's earliest due rows, at
     // most `take` of them (an index range on `webhook_deliveries_endpoint_due_*`), so a
     // deep backlog of one endpoint due earlier never hides another endpoint's rows.
@@ -96,7 +108,7 @@ fn claim_statement(lane: &str) -> String {
                  SELECT d.id FROM webhook_deliveries d \
                  WHERE d.endpoint_id = e.id AND d.status = 'pending' AND {lane} \
                    AND d.next_attempt_at <= ?4 \
-                   AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) \
+                   AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?4) {in_order} \
                  ORDER BY d.next_attempt_at, d.id LIMIT ?5) \
                WHERE e.enabled = 1 \
              ) WHERE endpoint_rank <= COALESCE( \
@@ -414,6 +426,32 @@ impl SqliteStore {
              WHERE webhook_deliveries.id = u.d AND webhook_deliveries.lease_owner = u.o",
         )
         .bind(now)
+        .bind(&batch)
+        .execute(&mut *tx.inner)
+        .await?;
+        // Endpoint health, one statement for the batch: an endpoint whose latest attempt here
+        // succeeded is healthy again, unless a failure followed (then its run of failures
+        // starts there); one with failures only keeps the start of its run, or starts one.
+        // Rows whose value stays are not written.
+        sqlx::query(
+            "WITH a AS ( \
+               SELECT (SELECT d.endpoint_id FROM webhook_deliveries d WHERE d.id = j.value->>'d') AS ep, \
+                      j.value->>'at' AS at, \
+                      COALESCE(j.value->>'s' BETWEEN 200 AND 299, 0) AS ok \
+               FROM json_each(?) j), \
+             k AS (SELECT ep, MAX(CASE WHEN ok THEN at END) AS last_ok FROM a GROUP BY ep), \
+             h AS (SELECT k.ep, k.last_ok, \
+                     MIN(CASE WHEN NOT a.ok AND (k.last_ok IS NULL OR a.at > k.last_ok) \
+                         THEN a.at END) AS first_failed \
+                   FROM k JOIN a ON a.ep = k.ep GROUP BY k.ep, k.last_ok) \
+             UPDATE webhook_endpoints SET failing_since = CASE WHEN h.last_ok IS NULL \
+                 THEN COALESCE(webhook_endpoints.failing_since, h.first_failed) \
+                 ELSE h.first_failed END \
+             FROM h WHERE webhook_endpoints.id = h.ep \
+               AND webhook_endpoints.failing_since IS NOT CASE WHEN h.last_ok IS NULL \
+                 THEN COALESCE(webhook_endpoints.failing_since, h.first_failed) \
+                 ELSE h.first_failed END",
+        )
         .bind(&batch)
         .execute(&mut *tx.inner)
         .await?;

@@ -18,6 +18,7 @@ mod copy;
 mod dashboard;
 mod delivery_claims;
 mod encounter_claims;
+mod endpoint_health;
 mod endpoint_stats;
 mod enrollment;
 mod event_types;

@@ -31,6 +31,7 @@ pub fn dispatcher_config(config: &Config) -> DispatcherConfig {
         poll_interval: webhooks.poll_interval.0,
         ssrf: ssrf_policy(config),
         store_response_excerpt: webhooks.store_response_excerpt,
+        disable_after: webhooks.disable_after.0,
     }
 }
 

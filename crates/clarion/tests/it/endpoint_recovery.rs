@@ -223,3 +223,186 @@ async fn a_recovery_window_is_bounded_and_another_organisations_endpoint_is_not_
         404
     );
 }
+
+/// The value of the process-wide `clarion_webhook_endpoints_disabled_total` counter.
+async fn disabled_total(app: &TestApp) -> u64 {
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("clarion_webhook_endpoints_disabled_total "))
+        .map_or(0, |value| value.trim().parse().unwrap())
+}
+
+async fn endpoint_subscribed(app: &TestApp, key: &str, url: &str, types: Value) -> i64 {
+    let (status, endpoint) = app
+        .post(
+            key,
+            "/v1/webhook-endpoints",
+            json!({ "url": url, "event_types": types }),
+        )
+        .await;
+    assert_eq!(status, 201, "{endpoint}");
+    endpoint["id"].as_i64().unwrap()
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_for_disable_after_is_disabled_once_and_the_organisation_is_told() {
+    let mut options = AppOptions::default();
+    options.dispatcher.retry.schedule = vec![Duration::ZERO];
+    options.dispatcher.disable_after = 2 * DAY;
+    let app = spawn_app_with(options).await;
+    let (org, key) = app.org("Riverside Family Clinic").await;
+    let failing = TestReceiver::start(Answer::Status(500)).await;
+    let watcher = TestReceiver::start(Answer::Status(204)).await;
+    let bystander = TestReceiver::start(Answer::Status(204)).await;
+    let (endpoint, _) = app.endpoint(&key, &failing.url).await;
+    let watcher_id =
+        endpoint_subscribed(&app, &key, &watcher.url, json!(["endpoint.disabled"])).await;
+    endpoint_subscribed(&app, &key, &bystander.url, json!(["sequence.ended"])).await;
+    let path = format!("/v1/webhook-endpoints/{endpoint}");
+    let before = disabled_total(&app).await;
+
+    // Day 0: a failure starts the run; day 1: another; then one success resets it.
+    app.enqueue(org, &report(1)).await;
+    app.run_due().await;
+    let (_, read) = app.get(&key, &path).await;
+    assert!(read["failing_since"].is_string(), "{read}");
+    app.clock.advance(DAY);
+    app.enqueue(org, &report(2)).await;
+    app.run_due().await;
+    failing.answer(Answer::Status(204));
+    app.enqueue(org, &report(3)).await;
+    app.run_due().await;
+    let (_, read) = app.get(&key, &path).await;
+    assert_eq!(
+        read["failing_since"],
+        Value::Null,
+        "a 2xx resets it: {read}"
+    );
+
+    // Day 1: failures again. Day 2.9 (2.9 days after the first failure, but 1.9 after the
+    // run began): still enabled.
+    failing.answer(Answer::Status(500));
+    app.enqueue(org, &report(4)).await;
+    app.run_due().await;
+    let run_began = app.clock.now_millis();
+    app.clock.advance(DAY.mul_f64(1.9));
+    app.enqueue(org, &report(5)).await;
+    app.run_due().await;
+    let (_, read) = app.get(&key, &path).await;
+    assert_eq!(read["enabled"], true, "not before disable_after: {read}");
+    assert!(watcher.received().is_empty());
+
+    // Two days after the run began: disabled, with its reason, and the watcher is told once.
+    app.clock.advance(DAY.mul_f64(0.1));
+    app.run_due().await;
+    let (_, read) = app.get(&key, &path).await;
+    assert_eq!(read["enabled"], false, "{read}");
+    assert_eq!(
+        read["disabled_reason"], "every delivery attempt failed for 2days",
+        "{read}"
+    );
+    let received = watcher.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(
+        received[0].header("clarion-event-type"),
+        "endpoint.disabled"
+    );
+    let event: Value = serde_json::from_slice(&received[0].body).unwrap();
+    assert_eq!(
+        crate::webhook_events::endpoint_disabled_event_errors(&event),
+        Vec::<String>::new()
+    );
+    assert_eq!(event["endpoint_id"], endpoint);
+    assert_eq!(event["url"], failing.url.as_str());
+    assert_eq!(event["reason"], read["disabled_reason"]);
+    assert_eq!(event["failing_since"], read["failing_since"]);
+    let failing_since = event["failing_since"]
+        .as_str()
+        .unwrap()
+        .parse::<clarion_webhooks::Timestamp>()
+        .unwrap();
+    assert_eq!(failing_since.unix_millis(), run_began);
+    assert!(event["disabled_at"].is_string());
+    assert_ne!(watcher_id, endpoint);
+    // The endpoint that does not subscribe saw reports only; nobody is told twice.
+    assert!(
+        bystander
+            .received()
+            .iter()
+            .all(|r| r.header("clarion-event-type") == "sequence.ended")
+    );
+    app.clock.advance(DAY);
+    app.run_due().await;
+    assert_eq!(watcher.received().len(), 1, "sent once");
+    assert!(
+        disabled_total(&app).await > before,
+        "clarion_webhook_endpoints_disabled_total counts it"
+    );
+}
+
+#[tokio::test]
+async fn a_disabled_endpoints_backlog_is_kept_and_delivered_in_message_order_once_re_enabled() {
+    let mut options = AppOptions::default();
+    options.dispatcher.max_in_flight_per_endpoint = 1;
+    options.dispatcher.min_in_flight_per_endpoint = 1;
+    options.dispatcher.disable_after = Duration::from_secs(3600);
+    let app = spawn_app_with(options).await;
+    let (org, key) = app.org("Riverside Family Clinic").await;
+    let receiver = TestReceiver::start(Answer::Status(500)).await;
+    let (endpoint, _) = app.endpoint(&key, &receiver.url).await;
+    let path = format!("/v1/webhook-endpoints/{endpoint}");
+
+    // Reports 1 to 3 fail once (retries scheduled); two hours later report 4 is queued and the
+    // endpoint is disabled before anything more is attempted.
+    for id in 1..=3 {
+        app.enqueue(org, &report(id)).await;
+    }
+    app.dispatcher.run_due_now().await.unwrap();
+    assert_eq!(received_ids(&receiver), [1, 2, 3]);
+    app.clock.advance(Duration::from_secs(2 * 3600));
+    app.enqueue(org, &report(4)).await;
+    app.dispatcher.run_due_now().await.unwrap();
+    let (_, read) = app.get(&key, &path).await;
+    assert_eq!(read["enabled"], false, "{read}");
+    assert_eq!(
+        received_ids(&receiver),
+        [1, 2, 3],
+        "nothing sent once disabled"
+    );
+
+    // Days go by: the backlog is kept, neither dropped nor failed.
+    app.clock.advance(3 * DAY);
+    app.dispatcher.run_due_now().await.unwrap();
+    assert_eq!(received_ids(&receiver).len(), 3);
+    let statuses: Vec<String> = app
+        .deliveries(&key)
+        .await
+        .iter()
+        .map(|d| d["status"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(statuses, ["pending"; 4]);
+
+    // Re-enabled: the backlog goes out in message order (retries and first attempts alike),
+    // and the endpoint's health is reset.
+    receiver.answer(Answer::Status(204));
+    let (status, read) = app.patch(&key, &path, json!({ "enabled": true })).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["disabled_reason"], Value::Null);
+    assert_eq!(read["failing_since"], Value::Null);
+    app.dispatcher.run_due_now().await.unwrap();
+    assert_eq!(received_ids(&receiver), [1, 2, 3, 1, 2, 3, 4]);
+    for id in 1..=4 {
+        assert_eq!(
+            delivery_of(&app, &key, &receiver, endpoint, id).await.0,
+            "delivered"
+        );
+    }
+}

@@ -19,6 +19,16 @@ pub fn encounter_event_errors(event: &Value) -> Vec<String> {
     )
 }
 
+/// Why `event` does not validate against the committed `endpoint.disabled` schema (every key
+/// is required there, so it is also what Clarion sends); empty when it does.
+pub fn endpoint_disabled_event_errors(event: &Value) -> Vec<String> {
+    event_errors(
+        "endpoint-disabled.schema.json",
+        clarion_webhooks::schema::endpoint_disabled_schema(),
+        event,
+    )
+}
+
 fn event_errors(file: &str, as_sent: Value, event: &Value) -> Vec<String> {
     let path = format!("{}/../../schemas/{file}", env!("CARGO_MANIFEST_DIR"));
     let published: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
