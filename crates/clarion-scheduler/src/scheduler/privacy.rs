@@ -36,9 +36,11 @@ pub enum EraseOutcome {
 
 /// Why a sequence's PHI went, in its history (`phi-purged`).
 #[derive(Debug, Clone, Copy)]
-enum PurgeReason {
+pub(super) enum PurgeReason {
     Retention,
     Erasure,
+    /// A provider's answer that arrived after the sequence's PHI was purged.
+    LateReport,
 }
 
 impl PurgeReason {
@@ -46,6 +48,7 @@ impl PurgeReason {
         match self {
             Self::Retention => "retention",
             Self::Erasure => "erasure",
+            Self::LateReport => "late-report",
         }
     }
 }
@@ -186,7 +189,7 @@ impl Scheduler {
 
     /// Purges `ids` in the transaction and records a `phi-purged` history entry on each
     /// sequence purged.
-    async fn purge_in(
+    pub(super) async fn purge_in(
         &self,
         tx: &mut WriteTx,
         ids: &[SequenceId],

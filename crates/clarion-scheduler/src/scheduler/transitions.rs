@@ -261,7 +261,17 @@ impl Scheduler {
         };
         tx.encounter_ended(&sequence, encounter.id);
         self.encounter_ended(tx, &sequence, outcome, ended_at, now)
-            .await
+            .await?;
+        if sequence.phi_purged_at.is_some() {
+            // A provider's late answer for a sequence whose PHI was already purged (a call
+            // still running when its number was erased or its retention ran out): what it
+            // brought (the transcript, the encounter.ended event it queued) is purged too,
+            // before anything commits.
+            tx.flush(store).await?;
+            self.purge_in(tx, &[sequence.id], false, PurgeReason::LateReport, now)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Feeds an ended encounter's outcome to the engine, in `tx`.

@@ -1242,3 +1242,68 @@ async fn a_steps_voicemail_policy_is_sent_to_vapi_and_reported() {
         "the assistant's own message was not left: {hung_up}"
     );
 }
+
+/// A call still running when its number is erased reports later: what the report brings
+/// (transcript, summary) is purged in the same transaction, so no PHI outlives the erasure.
+#[tokio::test]
+async fn a_calls_report_after_its_number_was_erased_is_kept_without_phi() {
+    let f = fixture().await;
+    let id = f.enroll("+15555550195").await;
+    f.run().await;
+    assert_eq!(f.vapi.calls().len(), 1, "the call is placed and running");
+    let (status, erased) = f
+        .app
+        .request(
+            reqwest::Method::DELETE,
+            &f.key,
+            "/v1/contacts/%2B15555550195?cancel=true",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{erased}");
+    assert_eq!(erased["cancelled"], 1, "{erased}");
+
+    let (status, _) = f
+        .emit(&end_of_call_report(
+            "call_1",
+            "customer-ended-call",
+            json!({ "confirmed": true }),
+        ))
+        .await;
+    assert_eq!(status, 200);
+    f.run().await;
+    // The encounter row took the report's outcome, and nothing of its words.
+    let sequence_id =
+        clarion_store::SequenceId(f.internal(clarion_store::IdKind::Sequence, &json!(id)));
+    let encounters = f
+        .app
+        .store
+        .encounters_of_sequences(f.org, &[sequence_id])
+        .await
+        .unwrap();
+    let encounter = &encounters[&sequence_id][0];
+    assert_eq!(
+        encounter.outcome.as_deref(),
+        Some("resolved"),
+        "{encounter:?}"
+    );
+    let stored = format!("{:?}", encounter.report);
+    assert!(
+        !stored.contains("January 8") && !stored.contains("confirmed the appointment"),
+        "the late transcript and summary were kept: {stored}"
+    );
+    let sequence = f.sequence(id).await;
+    assert!(!sequence.to_string().contains("January 8"), "{sequence}");
+    let (_, events) = f
+        .app
+        .get(&f.key, &format!("/v1/sequences/{id}/events?limit=200"))
+        .await;
+    assert!(
+        events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["type"] == "phi-purged" && e["detail"]["reason"] == "late-report"),
+        "{events}"
+    );
+}
