@@ -140,10 +140,13 @@ impl Machine<'_> {
         let Some(spec) = self.plan.steps.get(step) else {
             return self.missing_step();
         };
+        // The text after a voicemail is a contact like any other: the same checks, on the SMS
+        // channel, with the call step's assistant.
+        let channel = self.channel_now(spec.channel);
         // Suppression is checked first: it ends the sequence, so deferring first would only
         // postpone the same answer.
         if suppressed {
-            return self.end_suppressed(step, attempt, spec.channel);
+            return self.end_suppressed(step, attempt, channel);
         }
         // The caps are applied first and the windows to their result, so a cap that lands
         // after the window closes goes straight to the next window instead of waking in the
@@ -159,7 +162,7 @@ impl Machine<'_> {
         let by_template = template_only.next_allowed(cap_ok, tz);
         let allowed = constraints(self.plan).next_allowed(cap_ok, tz);
         if allowed == DateTime::<Utc>::MAX_UTC {
-            return self.end_without_window(step, attempt, spec.channel);
+            return self.end_without_window(step, attempt, channel);
         }
         if allowed > now {
             // Name the constraint that pushed the contact latest: a rule's window, the
@@ -194,14 +197,39 @@ impl Machine<'_> {
         self.note(Note::EncounterStarted {
             step,
             attempt,
-            channel: spec.channel,
+            channel,
         });
         self.actions.push(Action::StartEncounter {
             step,
             attempt,
-            channel: spec.channel,
+            channel,
             assistant_id: spec.assistant_id,
         });
+    }
+
+    /// The channel of the current (step, attempt): the step's, or SMS for the text after a
+    /// voicemail.
+    fn channel_now(&self, step_channel: Channel) -> Channel {
+        if self.state.voicemail_text {
+            Channel::Sms
+        } else {
+            step_channel
+        }
+    }
+
+    /// How descriptions name the current (step, attempt): "step 2 (sms)", "attempt 3 of
+    /// step 1 (call)", or "the text after the voicemail of step 1 (call)".
+    fn label_now(&self, step: usize, attempt: u32, channel: Channel) -> String {
+        if self.state.voicemail_text {
+            let call = self
+                .plan
+                .steps
+                .get(step)
+                .map_or(Channel::Call, |s| s.channel);
+            format!("the text after the voicemail of step {} ({call})", step + 1)
+        } else {
+            label(step, attempt, channel)
+        }
     }
 
     /// The step (or attempt) is not run because the number is suppressed: the sequence ends.
@@ -214,7 +242,7 @@ impl Machine<'_> {
         let no_contact = no_contact(step, attempt);
         self.end(format!(
             "Ended before {}: the number is on the suppression list; {no_contact}.",
-            label(step, attempt, channel),
+            self.label_now(step, attempt, channel),
         ));
     }
 
@@ -246,7 +274,7 @@ impl Machine<'_> {
         let no_contact = no_contact(step, attempt);
         self.end(format!(
             "Ended before {}: no time is inside both the template's calling hours and the calling rules that apply to the contact; {no_contact}.",
-            label(step, attempt, channel),
+            self.label_now(step, attempt, channel),
         ));
     }
 
@@ -276,7 +304,8 @@ impl Machine<'_> {
             return self.missing_step();
         };
         if reason == Withheld::Suppressed {
-            return self.end_suppressed(step, attempt, spec.channel);
+            let channel = self.channel_now(spec.channel);
+            return self.end_suppressed(step, attempt, channel);
         }
         // Armed only while active: a paused sequence picks the attempt up on resume.
         self.wait(step, attempt, started_at);
@@ -291,6 +320,9 @@ impl Machine<'_> {
                 self.late_opt_out();
             }
             return;
+        }
+        if self.state.voicemail_text {
+            return self.voicemail_text_ended(outcome, ended_at);
         }
         let (step, attempt) = (self.state.step, self.state.attempt);
         self.state.last_outcome = Some(outcome);
@@ -334,6 +366,63 @@ impl Machine<'_> {
                 due_at,
             });
         }
+        if voicemail && spec.channel == Channel::Call && spec.text_after_voicemail {
+            // The step's last voicemail: its fixed text is due now, as the attempt after the
+            // call's last (the pair stays unique); the sequence goes on when it has ended.
+            self.wait(step, attempt + 1, ended_at);
+            self.state.voicemail_text = true;
+            return self.note(Note::VoicemailTextScheduled {
+                step,
+                attempt: attempt + 1,
+                due_at: ended_at,
+            });
+        }
+        self.proceed(step, attempt, outcome, ended_at);
+    }
+
+    /// The text after a voicemail ended (sent or not; never sent again): the sequence goes
+    /// on exactly as the call's end would have taken it (the next step `delay` after this
+    /// end, or the end of the sequence), unless the carrier refused the text as an opt-out.
+    fn voicemail_text_ended(&mut self, outcome: EncounterOutcome, ended_at: DateTime<Utc>) {
+        let (step, attempt) = (self.state.step, self.state.attempt);
+        let sent = !matches!(
+            outcome,
+            EncounterOutcome::Failed | EncounterOutcome::Error | EncounterOutcome::OptOut
+        );
+        self.note(Note::VoicemailTextEnded {
+            step,
+            attempt,
+            sent,
+        });
+        let Some(spec) = self.plan.steps.get(step) else {
+            return self.missing_step();
+        };
+        if outcome == EncounterOutcome::OptOut {
+            self.actions.push(Action::SuppressNumber);
+            return self.end(format!(
+                "Stopped on step {} ({}): the contact opted out when the text after the \
+                 voicemail was sent; the number is now on the suppression list.",
+                step + 1,
+                spec.channel
+            ));
+        }
+        let call_attempt = attempt.saturating_sub(1).max(1);
+        self.proceed(step, call_attempt, EncounterOutcome::Voicemail, ended_at);
+    }
+
+    /// After (step, attempt) ended with `outcome` and is not retried: the next step, due
+    /// `delay` after `ended_at` (at once for a voicemail's SMS follow-up), or the end.
+    fn proceed(
+        &mut self,
+        step: usize,
+        attempt: u32,
+        outcome: EncounterOutcome,
+        ended_at: DateTime<Utc>,
+    ) {
+        let Some(spec) = self.plan.steps.get(step) else {
+            return self.missing_step();
+        };
+        let voicemail = outcome == EncounterOutcome::Voicemail;
         if let Some(next) = self.plan.steps.get(step + 1) {
             // A voicemail's SMS follow-up: the next step's text goes out now.
             let follow_up = voicemail && spec.sms_after_voicemail && next.channel == Channel::Sms;
@@ -376,6 +465,18 @@ impl Machine<'_> {
         let (step, attempt) = (self.state.step, self.state.attempt);
         let channel = self.plan.steps.get(step).map(|s| s.channel);
         let when = match (&self.state.phase, channel) {
+            (Phase::InEncounter { .. }, Some(ch)) if self.state.voicemail_text => {
+                format!(
+                    "on step {} ({ch}), while its text after the voicemail was sent",
+                    step + 1
+                )
+            }
+            (Phase::WaitingToStart { .. }, Some(ch)) if self.state.voicemail_text => {
+                format!(
+                    "on step {} ({ch}), before its text after the voicemail",
+                    step + 1
+                )
+            }
             (Phase::InEncounter { .. }, Some(ch)) => format!("on step {} ({ch})", step + 1),
             (Phase::WaitingToStart { .. }, Some(ch)) if attempt == 1 => {
                 format!("before step {} ({ch}) ran", step + 1)
@@ -413,8 +514,12 @@ impl Machine<'_> {
         self.note(Note::Resumed);
     }
 
-    /// Moves to "waiting for (step, attempt) at `due_at`"; armed only while active.
+    /// Moves to "waiting for (step, attempt) at `due_at`"; armed only while active. Another
+    /// (step, attempt) than the current one is a step's own attempt until said otherwise.
     fn wait(&mut self, step: usize, attempt: u32, due_at: DateTime<Utc>) {
+        if (step, attempt) != (self.state.step, self.state.attempt) {
+            self.state.voicemail_text = false;
+        }
         self.state.step = step;
         self.state.attempt = attempt;
         self.state.phase = Phase::WaitingToStart { due_at };
@@ -440,6 +545,7 @@ impl Machine<'_> {
         self.state.status = SequenceStatus::Ended;
         self.state.phase = Phase::Done;
         self.state.next_wake = None;
+        self.state.voicemail_text = false;
         self.state.outcome_description = Some(description.clone());
         self.note(Note::Ended { description });
         self.actions.push(Action::End);

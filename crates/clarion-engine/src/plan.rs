@@ -96,6 +96,11 @@ pub struct StepSpec {
     /// After the step's last voicemail, the next step, when it is an SMS, is due at once
     /// instead of after its `delay` (a text right after the voicemail).
     pub sms_after_voicemail: bool,
+    /// After the step's last voicemail, a fixed text goes to the contact (an SMS encounter of
+    /// this step, keyed by the attempt after the call's last one, with this step's
+    /// assistant); the sequence then goes on as the call's end would have taken it. The
+    /// driver knows the text; the engine only when to send it.
+    pub text_after_voicemail: bool,
 }
 
 /// The window of local time in which the contact may be called or texted: `[start, end)`.

@@ -59,8 +59,15 @@ pub struct SequenceState {
     pub next_wake: Option<DateTime<Utc>>,
     /// Set when the sequence ends; goes into the report.
     pub outcome_description: Option<String>,
-    /// The outcome of the most recent encounter.
+    /// The outcome of the most recent encounter (a call's, not that of the text sent after
+    /// its voicemail).
     pub last_outcome: Option<EncounterOutcome>,
+    /// Whether the current (step, attempt) is the call step's text after its last voicemail
+    /// ([`StepSpec::text_after_voicemail`](crate::StepSpec::text_after_voicemail)), an SMS
+    /// encounter, rather than an attempt of the step itself. Absent from the stored state
+    /// when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub voicemail_text: bool,
 }
 
 impl SequenceState {
@@ -74,6 +81,7 @@ impl SequenceState {
             next_wake: None,
             outcome_description: None,
             last_outcome: None,
+            voicemail_text: false,
         }
     }
 }
@@ -263,6 +271,26 @@ pub enum Note {
         attempt: u32,
         /// When it becomes due.
         due_at: DateTime<Utc>,
+    },
+    /// A call step ended on a voicemail that is not retried, and its fixed text follows:
+    /// due at the voicemail's end, as an SMS encounter (step, `attempt`).
+    VoicemailTextScheduled {
+        /// 0-based step index (the call step's).
+        step: usize,
+        /// The text's attempt: the one after the call's last.
+        attempt: u32,
+        /// When it becomes due.
+        due_at: DateTime<Utc>,
+    },
+    /// The text after a voicemail ended: sent (the provider took it), or not (it failed, or
+    /// the carrier refused it as an opt-out). Never sent again either way.
+    VoicemailTextEnded {
+        /// 0-based step index (the call step's).
+        step: usize,
+        /// The text's attempt.
+        attempt: u32,
+        /// Whether it was sent.
+        sent: bool,
     },
     /// Paused through the API.
     Paused,

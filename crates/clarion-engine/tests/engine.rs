@@ -113,6 +113,21 @@ fn check(name: &str, plan: &Plan, script: &[(&str, In)]) {
     insta::assert_snapshot!(name, out);
 }
 
+/// Runs a script as `check` does, without a snapshot: the last transition.
+fn run(plan: &Plan, script: &[(&str, In)]) -> clarion_engine::Transition {
+    let mut state = SequenceState::new();
+    let mut last = None;
+    for &(time, input) in script {
+        let now = t(time);
+        let event = input.event(now);
+        let tr = step(plan, &state, &event, now);
+        assert_invariants(plan, &state, &event, now, &tr.state, &tr.actions);
+        state = tr.state.clone();
+        last = Some(tr);
+    }
+    last.expect("a script has at least one entry")
+}
+
 /// What every transition must keep, whatever the script.
 fn assert_invariants(
     plan: &Plan,
@@ -243,6 +258,9 @@ fn render_plan(plan: &Plan) -> String {
             }
             if s.sms_after_voicemail {
                 voicemail.push_str(" sms_after_voicemail");
+            }
+            if s.text_after_voicemail {
+                voicemail.push_str(" text_after_voicemail");
             }
             format!(
                 "  {i}: {} assistant={} delay={} max_attempts={} retry_delay={}{voicemail}\n",
@@ -401,6 +419,19 @@ fn render_note(note: &Note, tz: Tz) -> String {
             "retry-scheduled step={step} attempt={attempt} due={}",
             at(*due_at, tz)
         ),
+        Note::VoicemailTextScheduled {
+            step,
+            attempt,
+            due_at,
+        } => format!(
+            "voicemail-text-scheduled step={step} attempt={attempt} due={}",
+            at(*due_at, tz)
+        ),
+        Note::VoicemailTextEnded {
+            step,
+            attempt,
+            sent,
+        } => format!("voicemail-text-ended step={step} attempt={attempt} sent={sent}"),
         Note::Paused => "paused".into(),
         Note::Resumed => "resumed".into(),
         Note::Cancelled => "cancelled".into(),
@@ -426,8 +457,13 @@ fn render_state(s: &SequenceState, tz: Tz) -> String {
     };
     let wake = s.next_wake.map_or("none".to_string(), |w| at(w, tz));
     let last = s.last_outcome.map_or("none".to_string(), |o| o.to_string());
+    let text = if s.voicemail_text {
+        " (text after voicemail)"
+    } else {
+        ""
+    };
     format!(
-        "{} step={} attempt={} {phase} wake={wake} last={last}",
+        "{} step={} attempt={}{text} {phase} wake={wake} last={last}",
         kebab(&s.status),
         s.step,
         s.attempt
@@ -517,6 +553,7 @@ fn spec(channel: Channel, assistant_id: i64) -> StepSpec {
         retry_delay: d("4h"),
         retry_on_voicemail: true,
         sms_after_voicemail: false,
+        text_after_voicemail: false,
     }
 }
 
@@ -532,6 +569,7 @@ trait StepExt {
     fn delay(self, delay: &str) -> Self;
     fn attempts(self, max: u32, retry_delay: &str) -> Self;
     fn voicemail(self, retry: bool, sms_after: bool) -> Self;
+    fn text_after_voicemail(self) -> Self;
 }
 
 impl StepExt for StepSpec {
@@ -552,6 +590,12 @@ impl StepExt for StepSpec {
         StepSpec {
             retry_on_voicemail,
             sms_after_voicemail,
+            ..self
+        }
+    }
+    fn text_after_voicemail(self) -> Self {
+        StepSpec {
+            text_after_voicemail: true,
             ..self
         }
     }
@@ -1853,6 +1897,163 @@ fn a_retried_voicemail_brings_the_text_forward_only_after_the_last_attempt() {
             ("2025-06-02 09:00", Enrolled),
             ("2025-06-02 09:00", Wake),
             ("2025-06-02 09:01", Ended(O::NoAnswer)),
+        ],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fixed text after a voicemail
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn the_text_after_the_last_voicemail_is_sent_then_the_next_step_comes_after_its_delay() {
+    // Voicemail on the last attempt: the text is due at once as attempt 3 of step 0 (an SMS
+    // with the call's assistant), and the SMS step follows 2 h after the text ended.
+    let p = plan(vec![
+        call(11).attempts(2, "1h").text_after_voicemail(),
+        sms(21).delay("2h"),
+    ]);
+    check(
+        "voicemail_text_then_next_step",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Voicemail)),
+            ("2025-06-02 10:01", Wake),
+            ("2025-06-02 10:02", Ended(O::Voicemail)),
+            ("2025-06-02 10:02", Wake),
+            ("2025-06-02 10:02", Ended(O::NoReply)),
+            ("2025-06-02 12:02", Wake),
+        ],
+    );
+}
+
+#[test]
+fn the_text_after_the_voicemail_of_the_last_step_ends_the_sequence_as_the_call_would_have() {
+    let p = plan(vec![
+        call(11).voicemail(false, false).text_after_voicemail(),
+    ]);
+    check(
+        "voicemail_text_then_end",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Voicemail)),
+            ("2025-06-02 09:01", Wake),
+            ("2025-06-02 09:01", Ended(O::NoReply)),
+        ],
+    );
+    // A text that failed is not sent again: the sequence goes on (here: ends) all the same.
+    let tr = run(
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Voicemail)),
+            ("2025-06-02 09:01", Wake),
+            ("2025-06-02 09:01", Ended(O::Error)),
+        ],
+    );
+    assert_eq!(tr.state.status, SequenceStatus::Ended);
+    assert!(
+        tr.actions
+            .contains(&Action::Record(Note::VoicemailTextEnded {
+                step: 0,
+                attempt: 2,
+                sent: false,
+            }))
+    );
+    assert!(!tr.actions.contains(&Action::SuppressNumber));
+}
+
+#[test]
+fn no_text_after_an_answered_call_a_no_answer_or_a_voicemail_that_is_retried() {
+    let p = plan(vec![
+        call(11).attempts(2, "1h").text_after_voicemail(),
+        sms(21).delay("2h"),
+    ]);
+    for (outcome, retried) in [
+        (O::Unresolved, false),
+        (O::RequestedCallback, false),
+        (O::Voicemail, true),
+        (O::NoAnswer, true),
+    ] {
+        let tr = run(
+            &p,
+            &[
+                ("2025-06-02 09:00", Enrolled),
+                ("2025-06-02 09:00", Wake),
+                ("2025-06-02 09:01", Ended(outcome)),
+            ],
+        );
+        assert!(!tr.state.voicemail_text, "{outcome}");
+        assert_eq!(
+            (tr.state.step, tr.state.attempt),
+            if retried { (0, 2) } else { (1, 1) },
+            "{outcome}"
+        );
+    }
+    // A no-answer on the last attempt moves on without a text.
+    let tr = run(
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:01", Ended(O::Voicemail)),
+            ("2025-06-02 10:01", Wake),
+            ("2025-06-02 10:02", Ended(O::NoAnswer)),
+        ],
+    );
+    assert!(!tr.state.voicemail_text);
+    assert_eq!((tr.state.step, tr.state.attempt), (1, 1));
+}
+
+#[test]
+fn the_text_after_a_voicemail_waits_for_the_window_and_is_withheld_like_any_text() {
+    // The voicemail ends at 20:59 local; the text is due then, started, withheld at its claim
+    // as the window closed, deferred to 08:00 and sent then. A suppressed number ends the
+    // sequence before it; a carrier opt-out on the text suppresses and ends it.
+    let p = Plan {
+        calling_hours: hours("08:00", "21:00"),
+        ..plan(vec![
+            call(11).voicemail(false, false).text_after_voicemail(),
+            sms(21).delay("1h"),
+        ])
+    };
+    check(
+        "voicemail_text_withheld_and_deferred",
+        &p,
+        &[
+            ("2025-06-02 20:58", Enrolled),
+            ("2025-06-02 20:58", Wake),
+            ("2025-06-02 20:59", Ended(O::Voicemail)),
+            ("2025-06-02 20:59", Wake),
+            ("2025-06-02 21:00", Withhold(Withheld::OutsideCallingHours)),
+            ("2025-06-02 21:00", Wake),
+            ("2025-06-03 08:00", Wake),
+            ("2025-06-03 08:00", Ended(O::OptOut)),
+        ],
+    );
+    check(
+        "voicemail_text_suppressed",
+        &p,
+        &[
+            ("2025-06-02 10:00", Enrolled),
+            ("2025-06-02 10:00", Wake),
+            ("2025-06-02 10:01", Ended(O::Voicemail)),
+            ("2025-06-02 10:01", WakeSuppressed),
+        ],
+    );
+    check(
+        "voicemail_text_cancelled",
+        &p,
+        &[
+            ("2025-06-02 10:00", Enrolled),
+            ("2025-06-02 10:00", Wake),
+            ("2025-06-02 10:01", Ended(O::Voicemail)),
+            ("2025-06-02 10:01", Cancel),
         ],
     );
 }

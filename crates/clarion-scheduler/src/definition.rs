@@ -63,6 +63,10 @@ pub struct VoicemailPolicy {
     /// after its delay.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sms_follow_up: bool,
+    /// After the step's last voicemail, this fixed text goes to the contact by SMS (an
+    /// encounter of this step); then the sequence goes on as the call's end would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms_text: Option<String>,
 }
 
 impl Default for VoicemailPolicy {
@@ -71,6 +75,7 @@ impl Default for VoicemailPolicy {
             retry: true,
             action: None,
             sms_follow_up: false,
+            sms_text: None,
         }
     }
 }
@@ -78,6 +83,18 @@ impl Default for VoicemailPolicy {
 impl VoicemailPolicy {
     pub fn is_default(&self) -> bool {
         *self == Self::default()
+    }
+}
+
+impl TemplateDefinition {
+    /// The fixed text sent after the voicemail of step `step` (0-based), when `channel` (an
+    /// encounter's) says the encounter is that text: an SMS encounter of a call step is
+    /// always the step's text after its voicemail.
+    pub fn voicemail_text(&self, step: i64, channel: Channel) -> Option<&str> {
+        let spec = usize::try_from(step).ok().and_then(|i| self.steps.get(i))?;
+        (spec.channel == Channel::Call && channel == Channel::Sms)
+            .then_some(spec.voicemail.sms_text.as_deref())
+            .flatten()
     }
 }
 

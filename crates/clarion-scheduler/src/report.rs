@@ -9,7 +9,8 @@
 use clarion_engine::Channel;
 use clarion_store::{EncounterRow, EncounterStatus, IdKind, Millis, PublicIds, SequenceRow};
 use clarion_webhooks::{
-    Call, CallStatus, OutreachStep, SequenceReport, SequenceStatus, Sms, SmsStatus, Timestamp,
+    Call, CallStatus, OutreachStep, SequenceReport, SequenceStatus, Sms, SmsEndedReason, SmsStatus,
+    Timestamp,
 };
 
 fn at(millis: Millis) -> Option<Timestamp> {
@@ -143,4 +144,38 @@ fn outreach_step(ids: &PublicIds, encounter: &EncounterRow) -> Option<OutreachSt
             },
         ),
     })
+}
+
+/// The report's Sms object of the fixed text a call step sends after its voicemail
+/// (`voicemail.sms_text`): one message, no conversation. `unsent` is `None` when the text was
+/// sent (transcript `AI: <text>`), else why not (`system-error`, or `contact-opt-out` when the
+/// carrier refused it as an opt-out; no transcript). The ids are internal, as in every stored
+/// object.
+pub fn voicemail_text_report(
+    encounter: &EncounterRow,
+    text: &str,
+    source_number: Option<&str>,
+    unsent: Option<SmsEndedReason>,
+    ended_at: Millis,
+) -> Sms {
+    let (transcript, summary) = match unsent {
+        None => (
+            Some(format!("AI: {text}")),
+            "The fixed text after the voicemail was sent; replies to it are not a conversation.",
+        ),
+        Some(_) => (None, "The fixed text after the voicemail was not sent."),
+    };
+    Sms {
+        id: encounter.id.0,
+        assistant_id: encounter.assistant_id.0,
+        started_at: at(encounter.created_at),
+        ended_at: at(ended_at),
+        status: SmsStatus::Ended,
+        ended_reason: unsent,
+        transcript,
+        source_number: source_number.map(str::to_owned),
+        destination_number: Some(encounter.phone_number.clone()),
+        analysis: None,
+        summary: Some(summary.to_owned()),
+    }
 }

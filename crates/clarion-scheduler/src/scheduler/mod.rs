@@ -97,6 +97,10 @@ use clarion_providers::vapi::client::{
 use clarion_providers::vapi::report::{EncounterFacts, call_from_end_of_call};
 use clarion_providers::vapi::wire::{CreateCallRequest, EndOfCallReport};
 
+/// The outcome stored for a text after a voicemail that was sent: one message that expects no
+/// reply. (The engine reads any outcome but a failure or an opt-out as "sent".)
+pub(super) const VOICEMAIL_TEXT_SENT: &str = "no-reply";
+
 /// Scheduler settings.
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
@@ -351,6 +355,7 @@ pub fn plan_for(definition: &TemplateDefinition, time_zone: &str) -> Result<Plan
             retry_delay: Duration::from_millis(s.retry_delay_ms),
             retry_on_voicemail: s.voicemail.retry,
             sms_after_voicemail: s.voicemail.sms_follow_up,
+            text_after_voicemail: s.voicemail.sms_text.is_some(),
         })
         .collect();
     let stop_on = definition

@@ -306,16 +306,50 @@ impl Scheduler {
             ordinal,
             sequence,
         } = started;
+        let definition = self.definition(sequence.template_version_id).await?;
+        let clinic_number = &self.inner.config.clinic_number;
+        if let Some(text) = definition.voicemail_text(encounter.step, encounter.channel) {
+            // The text after a voicemail is "sent" at once, whatever the script says: it
+            // takes no scripted outcome.
+            let report = crate::report::voicemail_text_report(
+                encounter,
+                text,
+                Some(clinic_number),
+                None,
+                encounter.created_at,
+            );
+            let report = serde_json::to_string(&report)
+                .map_err(|_| SchedulerError::Corrupt("voicemail text report"))?;
+            return Ok((encounter.created_at, VOICEMAIL_TEXT_SENT.to_owned(), report));
+        }
         let assistant = self
             .assistant(sequence.org_id, encounter.assistant_id)
             .await?;
-        let definition = self.definition(sequence.template_version_id).await?;
+        // The scripted outcomes are one per encounter, texts after a voicemail left out.
+        let texts_before = if definition
+            .steps
+            .iter()
+            .any(|s| s.voicemail.sms_text.is_some())
+        {
+            self.inner
+                .store
+                .sequence_encounters(sequence.id)
+                .await?
+                .iter()
+                .filter(|e| {
+                    (e.step, e.attempt) < (encounter.step, encounter.attempt)
+                        && definition.voicemail_text(e.step, e.channel).is_some()
+                })
+                .count()
+        } else {
+            0
+        };
         crate::simulator::simulate(
             sequence,
             encounter,
-            *ordinal,
+            ordinal.saturating_sub(texts_before),
             &assistant,
-            &self.inner.config.clinic_number,
+            clinic_number,
             &definition,
         )
     }

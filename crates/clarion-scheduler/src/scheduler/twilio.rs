@@ -60,6 +60,17 @@ pub(super) fn message_sender_keys<'a>(
     number.into_iter().chain(service).collect()
 }
 
+/// What sending one text came to ([`Scheduler::send_text`]).
+pub(super) enum TextSend {
+    /// Twilio took it (its message sid).
+    Sent(Option<String>),
+    /// Not sent and nothing to record: put back in the queue (rate limit) or withheld at the
+    /// check before a retry.
+    NotNow,
+    /// Not sent, for good: the encounter ends this way.
+    Unsent(SmsEnd),
+}
+
 /// How many times a text Twilio certainly did not accept (429, connection refused) is tried.
 pub(super) const TWILIO_SEND_ATTEMPTS: u32 = 3;
 
@@ -169,6 +180,11 @@ impl Scheduler {
                 return unsent(SmsEnd::Error);
             }
         };
+        if let Some(text) = definition.voicemail_text(encounter.step, encounter.channel) {
+            return self
+                .send_voicemail_text(twilio, started, text, source.as_deref())
+                .await;
+        }
         let Ok(script) = ScriptConfig::from_assistant_config(&assistant.config) else {
             tracing::warn!(
                 encounter_id = id.0,
@@ -195,26 +211,95 @@ impl Scheduler {
                 twilio.public_base_url.trim_end_matches('/')
             )),
         };
+        match self.send_text(twilio, id, &message).await {
+            TextSend::Sent(sid) => {
+                tracing::info!(encounter_id = id.0, "SMS conversation opened with Twilio");
+                let ends_at = now.saturating_add(
+                    Millis::try_from(definition.sms_timeout_ms).unwrap_or(Millis::MAX),
+                );
+                let state = serde_json::to_string(&conversation).ok();
+                Some((
+                    RequestedEncounter {
+                        id,
+                        provider_ref: sid.unwrap_or_else(|| format!("twilio_{id}")),
+                        ends_at: Some(ends_at),
+                        report: None,
+                        outcome: None,
+                    },
+                    state,
+                ))
+            }
+            TextSend::NotNow => None,
+            TextSend::Unsent(end) => unsent(end),
+        }
+    }
+
+    /// Sends the fixed text of a call step after its voicemail (`voicemail.sms_text`) for one
+    /// claimed encounter: one message from the organisation's sender, no conversation. It
+    /// ends once Twilio has taken it (or not: it is never sent again); what to record answers
+    /// that end, due now, for the due loop to hand to the engine.
+    pub(super) async fn send_voicemail_text(
+        &self,
+        twilio: &TwilioChannel,
+        started: &Started,
+        text: &str,
+        source: Option<&str>,
+    ) -> Option<(RequestedEncounter, Option<String>)> {
+        let encounter = &started.encounter;
+        let id = encounter.id;
+        let message = SendMessage {
+            to: encounter.phone_number.clone(),
+            sender: twilio.sender_for(started.sequence.org_id).clone(),
+            body: text.to_owned(),
+            status_callback: Some(format!(
+                "{}/providers/twilio/status",
+                twilio.public_base_url.trim_end_matches('/')
+            )),
+        };
+        let (provider_ref, unsent) = match self.send_text(twilio, id, &message).await {
+            TextSend::NotNow => return None,
+            TextSend::Sent(sid) => {
+                tracing::info!(
+                    encounter_id = id.0,
+                    "text after a voicemail sent with Twilio"
+                );
+                (sid.unwrap_or_else(|| format!("twilio_{id}")), None)
+            }
+            TextSend::Unsent(end) => (format!("twilio_unsent_{id}"), Some(end)),
+        };
+        let now = self.inner.clock.now_millis();
+        let report = crate::report::voicemail_text_report(
+            encounter,
+            text,
+            source,
+            unsent.map(SmsEnd::ended_reason),
+            now,
+        );
+        let outcome = unsent.map_or(VOICEMAIL_TEXT_SENT, SmsEnd::engine_outcome);
+        Some((
+            RequestedEncounter {
+                id,
+                provider_ref,
+                ends_at: Some(now),
+                report: serde_json::to_string(&report).ok(),
+                outcome: Some(outcome.to_owned()),
+            },
+            None,
+        ))
+    }
+
+    /// Sends one text of a claimed encounter: tried again (after the contact check) only
+    /// when Twilio certainly did not take it, put back in the queue on Twilio's rate limit.
+    pub(super) async fn send_text(
+        &self,
+        twilio: &TwilioChannel,
+        id: EncounterId,
+        message: &SendMessage,
+    ) -> TextSend {
         let mut tries = 1;
         loop {
-            match twilio.client.send(&message).await {
-                Ok(sent) => {
-                    tracing::info!(encounter_id = id.0, "SMS conversation opened with Twilio");
-                    let ends_at = now.saturating_add(
-                        Millis::try_from(definition.sms_timeout_ms).unwrap_or(Millis::MAX),
-                    );
-                    let state = serde_json::to_string(&conversation).ok();
-                    return Some((
-                        RequestedEncounter {
-                            id,
-                            provider_ref: sent.sid.unwrap_or_else(|| format!("twilio_{id}")),
-                            ends_at: Some(ends_at),
-                            report: None,
-                            outcome: None,
-                        },
-                        state,
-                    ));
-                }
+            match twilio.client.send(message).await {
+                Ok(sent) => return TextSend::Sent(sent.sid),
                 Err(SendError::Rejected {
                     failure: SendFailure::Retryable,
                     status,
@@ -229,7 +314,7 @@ impl Scheduler {
                     if let Err(error) = self.requeue_for_capacity(id, None).await {
                         tracing::error!(encounter_id = id.0, error = %error, "putting a text back in the queue failed");
                     }
-                    return None;
+                    return TextSend::NotNow;
                 }
                 Err(SendError::Rejected {
                     failure: SendFailure::Retryable,
@@ -243,14 +328,14 @@ impl Scheduler {
                     tokio::time::sleep(Duration::from_millis(500 * u64::from(tries))).await;
                     match self.recheck_before_retry(id).await {
                         Recheck::Allowed => {}
-                        Recheck::Withheld => return None,
-                        Recheck::Failed => return unsent(SmsEnd::Error),
+                        Recheck::Withheld => return TextSend::NotNow,
+                        Recheck::Failed => return TextSend::Unsent(SmsEnd::Error),
                     }
                     tries += 1;
                 }
                 Err(error) => {
                     tracing::warn!(encounter_id = id.0, error = %error, "text not sent");
-                    return unsent(match error {
+                    return TextSend::Unsent(match error {
                         SendError::Rejected {
                             failure: SendFailure::OptedOut,
                             ..
@@ -634,7 +719,9 @@ impl Scheduler {
             .store
             .encounter_by_provider_ref(&mut tx.tx, Channel::Sms, &callback.message_sid)
             .await?
-            .filter(|e| e.status != EncounterStatus::Ended)
+            // One whose end is known already (a text after a voicemail, ended once Twilio
+            // took it) is left as it is; a 21610 still suppresses, below.
+            .filter(|e| e.status != EncounterStatus::Ended && e.outcome.is_none())
         else {
             // The carrier's own opt-out (21610) counts even when its message is not known
             // (yet): the callback can arrive before the send's answer is recorded.

@@ -76,6 +76,16 @@ pub struct VoicemailIn {
     /// once instead of after its delay. Default `false`.
     #[serde(default)]
     pub sms_follow_up: bool,
+    /// After the step's last voicemail (one that is not retried), this fixed text is sent to
+    /// the contact by SMS, 1 to 320 characters (trimmed), from the organisation's sender;
+    /// then the sequence goes on as it would have (the next step after its delay, or the
+    /// end). Not with `sms_follow_up`. Like the voicemail message it may be read by others:
+    /// name the clinic and ask for a call back, nothing about the patient's care. It is
+    /// checked like any text (calling hours, suppression, the sequence still running) and
+    /// appears in the report as an `sms` entry of this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(min_length = 1, max_length = 320)]
+    pub sms_text: Option<String>,
 }
 
 fn yes() -> bool {
@@ -84,6 +94,9 @@ fn yes() -> bool {
 
 /// The longest voicemail message a step may leave.
 const MAX_VOICEMAIL_MESSAGE_CHARS: usize = 500;
+
+/// The longest text a step may send after a voicemail: two SMS segments of plain text.
+const MAX_VOICEMAIL_TEXT_CHARS: usize = 320;
 
 impl VoicemailIn {
     fn from_policy(policy: &VoicemailPolicy) -> Option<Self> {
@@ -100,6 +113,7 @@ impl VoicemailIn {
                 action,
                 message,
                 sms_follow_up: policy.sms_follow_up,
+                sms_text: policy.sms_text.clone(),
             }
         })
     }
@@ -143,10 +157,29 @@ impl VoicemailIn {
                 "an SMS follow-up needs an SMS step right after this one",
             ));
         }
+        let sms_text = match self.sms_text.as_deref().map(str::trim) {
+            None => None,
+            Some(_) if self.sms_follow_up => {
+                return Err(ApiError::invalid(
+                    &at("sms_text"),
+                    "sms_text and sms_follow_up cannot be combined: choose one follow-up",
+                ));
+            }
+            Some(text) if !text.is_empty() && text.chars().count() <= MAX_VOICEMAIL_TEXT_CHARS => {
+                Some(text.to_owned())
+            }
+            Some(_) => {
+                return Err(ApiError::invalid(
+                    &at("sms_text"),
+                    format!("sms_text must be 1 to {MAX_VOICEMAIL_TEXT_CHARS} characters"),
+                ));
+            }
+        };
         Ok(VoicemailPolicy {
             retry: self.retry,
             action,
             sms_follow_up: self.sms_follow_up,
+            sms_text,
         })
     }
 }

@@ -1504,3 +1504,173 @@ async fn a_voicemail_policy_hangs_up_or_leaves_its_message_and_brings_the_text_f
         assert_eq!(error["error"]["field"], field, "{error}");
     }
 }
+
+#[tokio::test]
+async fn a_fixed_text_follows_the_last_voicemail_in_the_simulator_and_the_sequence_goes_on() {
+    let f = fixture().await;
+    let text = "This is Riverside Family Clinic. Please call us back at 555-0100.";
+    let template = f
+        .template(json!({ "name": "Call, text, then the text step", "calling_hours": null,
+            "stop_on": ["resolved"],
+            "steps": [
+                { "type": "call", "assistant_id": f.call_assistant, "max_attempts": 2, "retry_delay": "1h",
+                  "voicemail": { "action": "hang-up", "sms_text": format!("  {text}\n") } },
+                { "type": "sms", "assistant_id": f.sms_assistant, "delay": "2h" },
+            ] }))
+        .await;
+    let (_, read) = f
+        .app
+        .get(&f.key, &format!("/v1/sequence-templates/{template}"))
+        .await;
+    assert_eq!(
+        read["steps"][0]["voicemail"],
+        json!({ "retry": true, "action": "hang-up", "sms_follow_up": false, "sms_text": text }),
+        "stored trimmed: {read}"
+    );
+    // Voicemail, retried; voicemail again (the last attempt): the text; then the SMS step,
+    // which takes the next scripted outcome (the text takes none).
+    let id = f
+        .enroll(
+            template,
+            "+15555550182",
+            "America/Chicago",
+            &["voicemail", "voicemail", "resolved"],
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    f.run_until_ended(id).await;
+    let report = f.delivered(id);
+    assert!(schema_errors(&report).is_empty(), "{report}");
+    let outreach = report["outreach"].as_array().unwrap();
+    assert_eq!(
+        outreach.len(),
+        4,
+        "two calls, the text, the SMS step: {report}"
+    );
+    let types: Vec<(&str, i64)> = outreach
+        .iter()
+        .map(|o| (o["type"].as_str().unwrap(), o["step"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(types, [("call", 1), ("call", 1), ("sms", 1), ("sms", 2)]);
+    let call = &outreach[1]["call"];
+    let sms = &outreach[2]["sms"];
+    assert_eq!(sms["status"], "ended");
+    assert_eq!(sms["transcript"], format!("AI: {text}"));
+    assert_eq!(sms["assistant_id"], call["assistant_id"], "{report}");
+    assert_eq!(sms["destination_number"], "+15555550182");
+    assert!(sms["source_number"].is_string(), "{report}");
+    assert!(
+        utc(sms["started_at"].as_str().unwrap()) >= utc(call["ended_at"].as_str().unwrap()),
+        "sent after the voicemail: {report}"
+    );
+    assert_eq!(
+        outreach[3]["sms"]["ended_reason"], "resolved",
+        "the SMS step took the script's third outcome: {report}"
+    );
+    let events = f.events_of(id).await;
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == "voicemail-text-scheduled")
+            .count(),
+        1,
+        "only after the last voicemail: {kinds:?}"
+    );
+    let ended = events
+        .iter()
+        .find(|e| e["type"] == "voicemail-text-ended")
+        .expect("the text's end is in the events");
+    assert_eq!(ended["detail"]["sent"], true, "{ended}");
+    assert_eq!(ended["detail"]["step"], 0, "{ended}");
+    let scheduled = events
+        .iter()
+        .find(|e| e["type"] == "step-scheduled" && e["detail"]["step"] == 1)
+        .expect("the SMS step was scheduled");
+    assert_eq!(
+        utc(scheduled["detail"]["due_at"].as_str().unwrap()),
+        utc(sms["ended_at"].as_str().unwrap()) + chrono::TimeDelta::hours(2),
+        "the SMS step keeps its delay, counted from the text: {scheduled}"
+    );
+
+    // An answered call sends no text.
+    let answered = f
+        .enroll(
+            template,
+            "+15555550183",
+            "America/Chicago",
+            &["unresolved", "resolved"],
+        )
+        .await["id"]
+        .as_i64()
+        .unwrap();
+    f.run_until_ended(answered).await;
+    let report = f.delivered(answered);
+    let types: Vec<(&str, i64)> = report["outreach"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["type"].as_str().unwrap(), o["step"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(types, [("call", 1), ("sms", 2)], "{report}");
+}
+
+#[tokio::test]
+async fn a_fixed_text_after_voicemail_is_refused_with_the_follow_up_or_outside_its_bounds() {
+    let f = fixture().await;
+    let call = |voicemail: Value| {
+        json!([
+            { "type": "call", "assistant_id": f.call_assistant, "voicemail": voicemail },
+            { "type": "sms", "assistant_id": f.sms_assistant },
+        ])
+    };
+    for (steps, field) in [
+        (
+            call(json!({ "sms_follow_up": true, "sms_text": "Please call us back." })),
+            "steps[0].voicemail.sms_text",
+        ),
+        (
+            call(json!({ "sms_text": "" })),
+            "steps[0].voicemail.sms_text",
+        ),
+        (
+            call(json!({ "sms_text": "   \n " })),
+            "steps[0].voicemail.sms_text",
+        ),
+        (
+            call(json!({ "sms_text": "x".repeat(321) })),
+            "steps[0].voicemail.sms_text",
+        ),
+        (
+            json!([{ "type": "sms", "assistant_id": f.sms_assistant,
+                "voicemail": { "sms_text": "Please call us back." } }]),
+            "steps[0].voicemail",
+        ),
+    ] {
+        let (status, error) = f
+            .app
+            .post(
+                &f.key,
+                "/v1/sequence-templates",
+                json!({ "name": "Bad", "steps": steps }),
+            )
+            .await;
+        assert_eq!(status, 422, "{error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+        assert!(
+            !error.to_string().contains("xxxxxxxx"),
+            "the text is not echoed: {error}"
+        );
+    }
+    // 320 characters (counted as characters, not bytes) are accepted, on the last step too.
+    let longest: String = "é".repeat(320);
+    let (status, template) = f
+        .app
+        .post(&f.key, "/v1/sequence-templates", json!({ "name": "Longest", "steps": [
+            { "type": "call", "assistant_id": f.call_assistant, "voicemail": { "sms_text": longest } },
+        ] }))
+        .await;
+    assert_eq!(status, 201, "{template}");
+    assert_eq!(template["steps"][0]["voicemail"]["sms_text"], longest);
+}
