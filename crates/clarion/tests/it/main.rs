@@ -32,4 +32,5 @@ mod twilio;
 mod ui;
 mod ui_browser;
 mod vapi;
+mod voicemail_text;
 mod webhook_events;
