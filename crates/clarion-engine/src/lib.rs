@@ -7,8 +7,10 @@
 //! tried again up to `max_attempts` times. After every encounter the engine decides, in this
 //! order: an opt-out stops the sequence and suppresses the number (always, for compliance);
 //! an outcome listed in the template's `stop_on` stops it; a retryable call with attempts
-//! left is retried after `retry_delay`; otherwise the next step is scheduled `delay` after
-//! the encounter ended; and after the last step the sequence ends.
+//! left is retried after `retry_delay`; a call step's last voicemail is followed by its fixed
+//! text when the step has one ([`StepSpec::text_after_voicemail`]: one more encounter of the
+//! step, on the SMS channel, after which the engine goes on as below); otherwise the next step
+//! is scheduled `delay` after the encounter ended; and after the last step the sequence ends.
 //!
 //! Between encounters a sequence waits for a *due time*. When the scheduler wakes it, the
 //! engine checks, in order, that the number is not suppressed (else the sequence ends with
