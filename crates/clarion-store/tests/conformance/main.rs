@@ -240,6 +240,7 @@ pub fn encounter_of(
         conversation: None,
         claimed_at: None,
         sender: None,
+        caller_number: None,
     }
 }
 
