@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod caller_numbers;
 mod contact_caps;
 mod copy;
 mod dashboard;
