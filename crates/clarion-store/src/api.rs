@@ -758,7 +758,8 @@ impl Store {
         pub async fn record_caller_number_choice(&self, tx: &mut Tx, encounter: EncounterId, number: &CallerNumber, now: Millis) -> Result<()>;
 
         /// Whether any organisation has `number` as a caller number on `channel` (enabled or
-        /// not): an inbound text sent to it is addressed to this deployment.
+        /// not), or an encounter went out from it (the number deleted since): an inbound text
+        /// sent to it is addressed to this deployment, so a reply or a STOP is never dropped.
         pub async fn is_caller_number(&self, channel: Channel, number: &str) -> Result<bool>;
     }
 }

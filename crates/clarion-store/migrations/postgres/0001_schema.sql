@@ -357,3 +357,5 @@ ALTER TABLE encounters ADD COLUMN caller_provider_id TEXT;
 ALTER TABLE encounters ADD COLUMN caller_number_at BIGINT;
 CREATE INDEX encounters_by_caller_number ON encounters(caller_number_id, caller_number_at)
     WHERE caller_number_id IS NOT NULL;
+CREATE INDEX encounters_sms_caller_number ON encounters(caller_number)
+    WHERE channel = 'sms' AND caller_number IS NOT NULL;

@@ -29,3 +29,6 @@ ALTER TABLE encounters ADD COLUMN caller_number_at INTEGER;
 -- A number's contacts of the last 24 hours, for its cap.
 CREATE INDEX encounters_by_caller_number ON encounters(caller_number_id, caller_number_at)
     WHERE caller_number_id IS NOT NULL;
+-- Texts sent from a number (deleted since, maybe): an inbound text to it is still ours.
+CREATE INDEX encounters_sms_caller_number ON encounters(caller_number)
+    WHERE channel = 'sms' AND caller_number IS NOT NULL;

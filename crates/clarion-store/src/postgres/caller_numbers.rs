@@ -207,7 +207,9 @@ impl PgStore {
 
     pub(crate) async fn is_caller_number(&self, channel: Channel, number: &str) -> Result<bool> {
         let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1::bigint FROM caller_numbers WHERE channel = $1 AND number = $2 LIMIT 1",
+            "SELECT 1::bigint FROM caller_numbers WHERE channel = $1 AND number = $2 \
+             UNION ALL SELECT 1::bigint FROM encounters WHERE channel = $1 AND caller_number = $2 \
+             LIMIT 1",
         )
         .bind(stored::channel_str(channel))
         .bind(number)

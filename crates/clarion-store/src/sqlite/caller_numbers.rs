@@ -212,8 +212,12 @@ impl SqliteStore {
 
     pub(crate) async fn is_caller_number(&self, channel: Channel, number: &str) -> Result<bool> {
         let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM caller_numbers WHERE channel = ? AND number = ? LIMIT 1",
+            "SELECT 1 FROM caller_numbers WHERE channel = ? AND number = ? \
+             UNION ALL SELECT 1 FROM encounters WHERE channel = ? AND caller_number = ? \
+             LIMIT 1",
         )
+        .bind(stored::channel_str(channel))
+        .bind(number)
         .bind(stored::channel_str(channel))
         .bind(number)
         .fetch_optional(&self.pool)

@@ -167,6 +167,13 @@ async fn a_choice_is_recorded_on_the_encounter_and_counted_in_its_numbers_window
         .unwrap();
     tx.commit().await.unwrap();
 
+    assert!(
+        store
+            .is_caller_number(Channel::Call, "+13125550100")
+            .await
+            .unwrap(),
+        "a disabled number is still one of ours"
+    );
     let recorded = store.encounter_by_id(first).await.unwrap().unwrap();
     let chosen = recorded.caller_number.unwrap();
     assert_eq!(
@@ -209,6 +216,19 @@ async fn a_choice_is_recorded_on_the_encounter_and_counted_in_its_numbers_window
         uses(first, 50).await,
         [(capped.id, vec![]), (open.id, vec![])],
         "an encounter choosing again does not count its own earlier choice"
+    );
+    assert!(
+        store
+            .delete_caller_number(tenant.org, capped.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .is_caller_number(Channel::Call, "+18085550100")
+            .await
+            .unwrap(),
+        "deleted, but an encounter went out from it"
     );
 }
 
