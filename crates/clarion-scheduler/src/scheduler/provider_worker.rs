@@ -66,14 +66,16 @@ impl Scheduler {
         for mut started in simulated {
             let encounter_id = started.encounter.id;
             let key = (started.sequence.org_id, started.encounter.channel);
-            if !numbers.contains_key(&key) {
-                let since = now.saturating_sub(CAP_WINDOW_MILLIS).saturating_add(1);
-                let read = store
-                    .caller_numbers_for_choice(&mut tx.tx, key.0, key.1, encounter_id, since)
-                    .await?;
-                numbers.insert(key, read);
-            }
-            let pool = numbers.entry(key).or_default();
+            let pool = match numbers.entry(key) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    let since = now.saturating_sub(CAP_WINDOW_MILLIS).saturating_add(1);
+                    let read = store
+                        .caller_numbers_for_choice(&mut tx.tx, key.0, key.1, encounter_id, since)
+                        .await?;
+                    vacant.insert(read)
+                }
+            };
             match choose(pool, &started.encounter.phone_number, now) {
                 CallerChoice::Configured => {}
                 CallerChoice::Use(number) => {

@@ -61,12 +61,12 @@ async fn caller_numbers_are_unique_per_organisation_and_channel_and_patched_fiel
         Some(&first)
     );
     let page = store.list_caller_numbers(a, None, 1).await.unwrap();
-    assert_eq!(page, [first.clone()]);
+    assert_eq!(page, std::slice::from_ref(&first));
     let rest = store
         .list_caller_numbers(a, Some(first.id), 10)
         .await
         .unwrap();
-    assert_eq!(rest, [texts.clone()]);
+    assert_eq!(rest, std::slice::from_ref(&texts));
 
     let patch = CallerNumberPatch {
         daily_cap: Some(None),
