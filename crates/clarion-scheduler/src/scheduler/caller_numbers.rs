@@ -15,6 +15,18 @@ use clarion_store::{CallerNumber, CallerNumberUses, ChosenCallerNumber};
 /// The window a daily cap counts contacts in: a rolling 24 hours.
 pub(super) const CAP_WINDOW_MILLIS: Millis = 24 * 3600 * 1000;
 
+/// Where a number's cap window starts at `now`: contacts in (now − 24 h, now] count, so one
+/// made exactly 24 h ago no longer does (and a deferral to when it leaves finds it gone).
+pub(super) fn cap_window_start(now: Millis) -> Millis {
+    now.saturating_sub(CAP_WINDOW_MILLIS).saturating_add(1)
+}
+
+/// Counts an attempt deferred because every caller number was at its cap (`/metrics`).
+pub(super) fn count_cap_deferral(channel: Channel) {
+    metrics::counter!("clarion_caller_number_cap_deferrals_total", "channel" => channel.as_str())
+        .increment(1);
+}
+
 /// What a claim does about the number it goes out from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum CallerChoice {
@@ -88,12 +100,16 @@ impl Scheduler {
         org: OrgId,
         now: Millis,
     ) -> Result<CallerChoice, SchedulerError> {
-        // Contacts in (now − 24 h, now]: one made exactly 24 h ago no longer counts.
-        let since = now.saturating_sub(CAP_WINDOW_MILLIS).saturating_add(1);
         let numbers = self
             .inner
             .store
-            .caller_numbers_for_choice(tx, org, encounter.channel, encounter.id, since)
+            .caller_numbers_for_choice(
+                tx,
+                org,
+                encounter.channel,
+                encounter.id,
+                cap_window_start(now),
+            )
             .await?;
         Ok(choose(&numbers, &encounter.phone_number, now))
     }

@@ -26,6 +26,12 @@ pub(super) enum Recheck {
     Failed,
 }
 
+/// Whether `encounter` is the sequence's current (step, attempt): the one its state waits for.
+fn is_current_attempt(encounter: &EncounterRow, state: &SequenceState) -> bool {
+    usize::try_from(encounter.step).ok() == Some(state.step)
+        && i64::from(state.attempt) == encounter.attempt
+}
+
 /// Which claim [`Scheduler::claim_for_request`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Claim {
@@ -69,7 +75,7 @@ impl Scheduler {
             let pool = match numbers.entry(key) {
                 std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
                 std::collections::hash_map::Entry::Vacant(vacant) => {
-                    let since = now.saturating_sub(CAP_WINDOW_MILLIS).saturating_add(1);
+                    let since = cap_window_start(now);
                     let read = store
                         .caller_numbers_for_choice(&mut tx.tx, key.0, key.1, encounter_id, since)
                         .await?;
@@ -137,9 +143,8 @@ impl Scheduler {
         };
         let state: SequenceState =
             serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
-        let this_attempt = usize::try_from(encounter.step).ok() == Some(state.step)
-            && i64::from(state.attempt) == encounter.attempt
-            && sequence.status == SequenceStatus::Active;
+        let this_attempt =
+            is_current_attempt(encounter, &state) && sequence.status == SequenceStatus::Active;
         if !this_attempt || !store.withdraw_encounter(&mut tx.tx, encounter.id).await? {
             return Ok(false);
         }
@@ -147,11 +152,7 @@ impl Scheduler {
             until: datetime(until),
         };
         self.transition(tx, &sequence, &event, now).await?;
-        metrics::counter!(
-            "clarion_caller_number_cap_deferrals_total",
-            "channel" => encounter.channel.as_str()
-        )
-        .increment(1);
+        count_cap_deferral(encounter.channel);
         Ok(true)
     }
 
@@ -276,8 +277,7 @@ impl Scheduler {
         let plan = self.plan_of(&sequence).await?;
         let state: SequenceState =
             serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
-        let this_attempt = usize::try_from(encounter.step).ok() == Some(state.step)
-            && i64::from(state.attempt) == encounter.attempt;
+        let this_attempt = is_current_attempt(&encounter, &state);
         let check = if this_attempt {
             clarion_engine::contact_check(&plan, &state, suppressed, datetime(now))
         } else {
@@ -375,11 +375,7 @@ impl Scheduler {
             sequence_id = sequence.id.0,
             "every caller number is at its daily cap; nobody was contacted, the attempt waits"
         );
-        metrics::counter!(
-            "clarion_caller_number_cap_deferrals_total",
-            "channel" => encounter.channel.as_str()
-        )
-        .increment(1);
+        count_cap_deferral(encounter.channel);
         self.wake();
         Ok(None)
     }

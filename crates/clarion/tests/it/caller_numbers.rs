@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+use crate::capacity::events;
 use crate::support::fake_twilio::FakeTwilio;
 use crate::support::fake_vapi::end_of_call_report;
 use crate::support::{AppOptions, TestApp, spawn_app, spawn_app_with};
@@ -28,12 +29,6 @@ fn placed_from(f: &vapi::Fixture) -> Vec<String> {
         .iter()
         .map(|r| r["phoneNumberId"].as_str().unwrap().to_owned())
         .collect()
-}
-
-async fn events(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
-    let (status, events) = app.get(key, &format!("/v1/sequences/{id}/events")).await;
-    assert_eq!(status, 200, "{events}");
-    events["data"].as_array().unwrap().clone()
 }
 
 #[tokio::test]
