@@ -50,6 +50,7 @@ pub fn step(plan: &Plan, state: &SequenceState, event: &Event, now: DateTime<Utc
             Event::Pause => m.pause(),
             Event::Resume => m.resume(now),
             Event::EncounterWithheld { reason } => m.withheld(reason),
+            Event::CallerNumbersAtCap { until } => m.caller_numbers_at_cap(until),
         }
     }
     Transition {
@@ -309,6 +310,25 @@ impl Machine<'_> {
         }
         // Armed only while active: a paused sequence picks the attempt up on resume.
         self.wait(step, attempt, started_at);
+    }
+
+    /// The encounter started for the current (step, attempt) found no caller number under its
+    /// cap just before its provider request. Nobody was contacted, so the attempt is not used
+    /// up: it is deferred to `until` (recorded as `caller-number-cap`), when the next wake-up
+    /// checks calling hours, caps and suppression as for any start.
+    fn caller_numbers_at_cap(&mut self, until: DateTime<Utc>) {
+        if !matches!(self.state.phase, Phase::InEncounter { .. }) {
+            return;
+        }
+        let (step, attempt) = (self.state.step, self.state.attempt);
+        self.note(Note::Deferred {
+            step,
+            attempt,
+            reason: DeferReason::CallerNumberCap,
+            until,
+            rule: None,
+        });
+        self.wait(step, attempt, until);
     }
 
     fn encounter_ended(&mut self, outcome: EncounterOutcome, ended_at: DateTime<Utc>) {

@@ -131,6 +131,15 @@ pub enum Event {
         /// Why it was withheld.
         reason: Withheld,
     },
+    /// The encounter the engine started was not handed to its provider because every one of
+    /// the organisation's caller numbers for its channel has reached its daily cap (the driver
+    /// chooses the number in the transaction just before the request). Nobody was contacted;
+    /// the driver removed the encounter row. The attempt waits until `until`, when the first
+    /// number frees up.
+    CallerNumbersAtCap {
+        /// When the earliest number may contact someone again.
+        until: DateTime<Utc>,
+    },
 }
 
 /// A calling rule's attempt limit, as looked up by the driver (see [`Event::Wake`]).
@@ -192,6 +201,8 @@ pub enum DeferReason {
     /// A calling rule's limit on attempts (e.g. three per 24 hours) is reached; the note
     /// names the rule.
     CallingRuleAttempts,
+    /// Every caller number of the organisation for the channel has reached its daily cap.
+    CallerNumberCap,
 }
 
 /// Why a step was not run at all.

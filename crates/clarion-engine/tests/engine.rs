@@ -43,6 +43,9 @@ enum In {
     Resume,
     /// The started encounter was withheld just before its provider request.
     Withhold(Withheld),
+    /// Every caller number was at its daily cap just before the provider request; the first
+    /// frees up at the given time.
+    NumbersAtCap(&'static str),
 }
 use In::*;
 
@@ -78,6 +81,7 @@ impl In {
             Pause => Event::Pause,
             Resume => Event::Resume,
             Withhold(reason) => Event::EncounterWithheld { reason },
+            NumbersAtCap(until) => Event::CallerNumbersAtCap { until: t(until) },
         }
     }
 }
@@ -347,6 +351,9 @@ fn render_event(event: &Event, tz: Tz) -> String {
         Event::Pause => "Pause".into(),
         Event::Resume => "Resume".into(),
         Event::EncounterWithheld { reason } => format!("EncounterWithheld {}", kebab(reason)),
+        Event::CallerNumbersAtCap { until } => {
+            format!("CallerNumbersAtCap until={}", at(*until, tz))
+        }
     }
 }
 
@@ -1236,6 +1243,24 @@ fn a_withheld_encounter_waits_again_and_defers_to_the_next_window() {
             ("2025-06-02 01:00", Withhold(Withheld::OutsideCallingHours)),
             ("2025-06-02 01:00", Wake),
             ("2025-06-02 12:00", Wake),
+        ],
+    );
+}
+
+#[test]
+fn an_encounter_with_every_caller_number_at_its_cap_is_deferred_until_one_frees_up() {
+    // Two caller numbers at their caps at 09:00; the first frees up at 10:30. A spurious
+    // report after the deferral changes nothing; the attempt is not used up.
+    let p = plan(vec![call(11), sms(12)]);
+    check(
+        "caller_numbers_at_cap",
+        &p,
+        &[
+            ("2025-06-02 09:00", Enrolled),
+            ("2025-06-02 09:00", Wake),
+            ("2025-06-02 09:00", NumbersAtCap("2025-06-02 10:30")),
+            ("2025-06-02 09:01", NumbersAtCap("2025-06-02 11:00")),
+            ("2025-06-02 10:30", Wake),
         ],
     );
 }

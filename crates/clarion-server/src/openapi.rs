@@ -12,8 +12,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    assistants, audit, contacts, deliveries, endpoints, organization, providers, recoveries,
-    reports, sequences, suppressions, templates,
+    assistants, audit, caller_numbers, contacts, deliveries, endpoints, organization, providers,
+    recoveries, reports, sequences, suppressions, templates,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +27,8 @@ use crate::routes::{
         reports::list,
         audit::list,
         assistants::create, assistants::list, assistants::get,
+        caller_numbers::create, caller_numbers::list, caller_numbers::get,
+        caller_numbers::update, caller_numbers::delete,
         templates::create, templates::list, templates::get, templates::replace,
         sequences::enroll, sequences::enroll_batch, sequences::get, sequences::list,
         sequences::cancel, sequences::pause, sequences::resume, sequences::events,

@@ -16,9 +16,9 @@ use crate::postgres::{PgStore, PgTx};
 use crate::sqlite::{SqliteStore, SqliteTx};
 use crate::wakeup::{Wakeup, Wakeups};
 use crate::{
-    AssistantId, Channel, CopyError, DeliveryId, EncounterId, EndpointId, IdCodec, MessageId,
-    Millis, OrgId, PublicIds, RecoveryId, Result, SequenceEventId, SequenceId, SequenceStatus,
-    StoreError, TemplateId, TemplateVersionId,
+    AssistantId, CallerNumberId, Channel, CopyError, DeliveryId, EncounterId, EndpointId, IdCodec,
+    MessageId, Millis, OrgId, PublicIds, RecoveryId, Result, SequenceEventId, SequenceId,
+    SequenceStatus, StoreError, TemplateId, TemplateVersionId,
 };
 
 /// The store: whichever database the URL named, behind one handle. Cheap to clone (pools are
@@ -721,6 +721,46 @@ impl Store {
             }
             _ => Err(StoreError::ForeignTransaction),
         }
+    }
+}
+
+/// Caller numbers (`/v1/caller-numbers`): the organisation's numbers to call and text from,
+/// and the reads and writes of choosing one at a claim.
+impl Store {
+    store_api! {
+        /// Creates a caller number. [`StoreError::Conflict`] when the organisation has that
+        /// number on that channel already.
+        pub async fn create_caller_number(&self, org: OrgId, new: &NewCallerNumber<'_>, now: Millis) -> Result<CallerNumber>;
+
+        /// One of the organisation's caller numbers (`None` for another organisation's).
+        pub async fn get_caller_number(&self, org: OrgId, id: CallerNumberId) -> Result<Option<CallerNumber>>;
+
+        /// A page of the organisation's caller numbers, by id, after the cursor.
+        pub async fn list_caller_numbers(&self, org: OrgId, after: Option<CallerNumberId>, limit: u32) -> Result<Vec<CallerNumber>>;
+
+        /// Applies a patch; answers the number as it is now (`None`: not the organisation's).
+        pub async fn update_caller_number(&self, org: OrgId, id: CallerNumberId, patch: &CallerNumberPatch, now: Millis) -> Result<Option<CallerNumber>>;
+
+        /// Deletes a caller number; answers whether it was the organisation's. Encounters keep
+        /// the number they went out from.
+        pub async fn delete_caller_number(&self, org: OrgId, id: CallerNumberId) -> Result<bool>;
+
+        /// The organisation's enabled caller numbers on `channel`, by id, inside a claim's
+        /// transaction, each with its contacts chosen at or after `since` (oldest first; read
+        /// only for a number with a daily cap, and not counting `encounter` itself). Locks the
+        /// numbers' rows until the transaction ends (PostgreSQL `FOR UPDATE`; SQLite's write
+        /// transaction holds the database), so concurrent choosers, on any node, choose one
+        /// after the other and a cap counted here is never exceeded.
+        pub async fn caller_numbers_for_choice(&self, tx: &mut Tx, org: OrgId, channel: Channel, encounter: EncounterId, since: Millis) -> Result<Vec<CallerNumberUses>>;
+
+        /// Records on `encounter` that it goes out from `number`, chosen at `now` (what the
+        /// number's cap counts), and makes `now` the number's last choice (the round robin).
+        pub async fn record_caller_number_choice(&self, tx: &mut Tx, encounter: EncounterId, number: &CallerNumber, now: Millis) -> Result<()>;
+
+        /// Whether any organisation has `number` as a caller number on `channel` (enabled or
+        /// not), or an encounter went out from it (the number deleted since): an inbound text
+        /// sent to it is addressed to this deployment, so a reply or a STOP is never dropped.
+        pub async fn is_caller_number(&self, channel: Channel, number: &str) -> Result<bool>;
     }
 }
 

@@ -93,6 +93,21 @@ pub(crate) const TABLES: &[Table] = &[
         ],
     ),
     table(
+        "caller_numbers",
+        &[
+            ("id", Int),
+            ("org_id", Int),
+            ("channel", Text),
+            ("number", Text),
+            ("provider_id", Text),
+            ("daily_cap", Int),
+            ("enabled", Bool),
+            ("last_chosen_at", Int),
+            ("created_at", Int),
+            ("updated_at", Int),
+        ],
+    ),
+    table(
         "api_keys",
         &[
             ("id", Int),
@@ -223,6 +238,10 @@ pub(crate) const TABLES: &[Table] = &[
             ("claimed_at", Int),
             ("sender", Text),
             ("capacity_wait_at", Int),
+            ("caller_number_id", Int),
+            ("caller_number", Text),
+            ("caller_provider_id", Text),
+            ("caller_number_at", Int),
         ],
     ),
     table(

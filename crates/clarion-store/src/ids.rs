@@ -60,6 +60,10 @@ id_type!(
     RecoveryId
 );
 id_type!(
+    /// One of an organisation's caller numbers (`/v1/caller-numbers`).
+    CallerNumberId
+);
+id_type!(
     /// An assistant (a call or SMS agent's configuration).
     AssistantId
 );

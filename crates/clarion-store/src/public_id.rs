@@ -57,6 +57,8 @@ pub enum IdKind {
     AccessEntry,
     /// A bulk recovery of an endpoint's failed deliveries.
     Recovery,
+    /// One of an organisation's caller numbers.
+    CallerNumber,
 }
 
 impl IdKind {
@@ -74,6 +76,7 @@ impl IdKind {
             Self::ApiKey => b"api-key",
             Self::AccessEntry => b"access-entry",
             Self::Recovery => b"recovery",
+            Self::CallerNumber => b"caller-number",
         }
     }
 }

@@ -257,8 +257,8 @@ impl VapiClient {
         checks
     }
 
-    /// `GET /call?phoneNumberId=…&createdAtGe=…&limit=…`: the calls placed from Clarion's
-    /// number since `created_at_ge` (ISO 8601), newest first as Vapi lists them. Vapi cannot
+    /// `GET /call?phoneNumberId=…&createdAtGe=…&limit=…`: the calls placed from the number
+    /// `phone_number_id` (Clarion's, or a caller number's) since `created_at_ge` (ISO 8601), newest first as Vapi lists them. Vapi cannot
     /// filter by name, so the caller looks for its encounter's [`encounter_call_name`]
     /// among them; that is how a call whose placement was never recorded (a crash between
     /// Vapi's answer and the commit) is found again.
@@ -266,6 +266,7 @@ impl VapiClient {
     /// [`encounter_call_name`]: super::wire::encounter_call_name
     pub async fn list_calls(
         &self,
+        phone_number_id: &str,
         created_at_ge: &str,
         limit: u32,
     ) -> Result<Vec<VapiCall>, GetCallError> {
@@ -273,7 +274,7 @@ impl VapiClient {
             .http
             .get(self.url("/call"))
             .query(&[
-                ("phoneNumberId", self.settings.phone_number_id.as_str()),
+                ("phoneNumberId", phone_number_id),
                 ("createdAtGe", created_at_ge),
                 ("limit", &limit.to_string()),
             ])

@@ -26,7 +26,8 @@ pub struct EncounterFacts<'a> {
     pub assistant_id: i64,
     /// The number called.
     pub destination_number: &'a str,
-    /// The number called from, when Vapi does not say (`phoneNumber.number`).
+    /// The number Clarion chose to call from (a caller number); `None`: Vapi's
+    /// `phoneNumber.number`.
     pub source_number: Option<&'a str>,
     /// What the assistant says on voicemail (`voicemail_message` of its configuration).
     pub voicemail_message: Option<&'a str>,
@@ -95,11 +96,11 @@ pub fn call_from_end_of_call(report: &EndOfCallReport, facts: &EncounterFacts<'_
             .collect()
     });
     let connected = result.connected;
-    let source_number = report
-        .phone_number
-        .as_ref()
-        .and_then(|p| p.number.clone())
-        .or_else(|| facts.source_number.map(str::to_owned));
+    // The number Clarion chose to call from, when it chose one; else Vapi's.
+    let source_number = facts
+        .source_number
+        .map(str::to_owned)
+        .or_else(|| report.phone_number.as_ref().and_then(|p| p.number.clone()));
     let call = Call {
         id: facts.encounter_id,
         assistant_id: facts.assistant_id,

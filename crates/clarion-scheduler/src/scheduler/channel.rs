@@ -86,17 +86,19 @@ impl Provider<'_> {
     }
 
     /// Writes that belong to a first claim, in the claim's transaction (Twilio: the sender
-    /// the conversation is begun from, which routes the patient's replies).
+    /// the conversation is begun from, which routes the patient's replies: the caller number
+    /// chosen for it, else the organisation's configured sender).
     pub(super) async fn on_claim(
         self,
         store: &Store,
         tx: &mut Tx,
-        encounter_id: EncounterId,
-        org: OrgId,
+        encounter: &EncounterRow,
     ) -> Result<(), SchedulerError> {
         if let Provider::Twilio(Some(twilio)) = self {
-            let sender = sender_key(twilio.sender_for(org));
-            store.set_encounter_sender(tx, encounter_id, sender).await?;
+            let sender = twilio.sender_of(encounter);
+            store
+                .set_encounter_sender(tx, encounter.id, sender_key(&sender))
+                .await?;
         }
         Ok(())
     }

@@ -292,10 +292,13 @@ impl Scheduler {
                 encounter_id = encounter.id.0,
                 "encounter was never confirmed by the provider; ending it as failed, not re-sending"
             );
-            let report = crate::simulator::unknown_outcome_report(
-                encounter,
-                &self.inner.config.clinic_number,
-            );
+            let from = encounter
+                .caller_number
+                .as_ref()
+                .map_or(self.inner.config.clinic_number.as_str(), |c| {
+                    c.number.as_str()
+                });
+            let report = crate::simulator::unknown_outcome_report(encounter, from);
             self.finish_encounter(&mut tx, encounter, "failed", Some(&report), now, now)
                 .await?;
         }

@@ -19,6 +19,7 @@
 //! - [`transitions`]: the engine hand-off (events in, actions performed), cancel/pause/resume;
 //! - [`loops`]: the three loops (`run`) and `run_due_now`;
 //! - [`due`]: the due loop's work (wake, end, reconcile), database only;
+//! - [`caller_numbers`]: which of the organisation's numbers a contact goes out from;
 //! - [`caps`]: contact caps;
 //! - [`capacity`]: the provider capacity governor (slots, pacing, fair shares, re-queues);
 //! - [`channel`]: the channel interface ([`channel::Provider`]: the simulator, Vapi, Twilio),
@@ -30,6 +31,7 @@
 //! - [`overdue`]: provider encounters whose report is late;
 //! - [`privacy`]: the retention job and a contact's erasure (PHI purged in batches).
 
+mod caller_numbers;
 mod capacity;
 mod caps;
 mod channel;
@@ -52,8 +54,8 @@ pub use twilio::TwilioChannel;
 // The concern modules share their crate-private items through this module.
 #[allow(unused_imports)]
 use self::{
-    capacity::*, caps::*, channel::*, due::*, enrollment::*, loops::*, overdue::*, privacy::*,
-    provider_worker::*, transitions::*, twilio::*, vapi::*, write_tx::*,
+    caller_numbers::*, capacity::*, caps::*, channel::*, due::*, enrollment::*, loops::*,
+    overdue::*, privacy::*, provider_worker::*, transitions::*, twilio::*, vapi::*, write_tx::*,
 };
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

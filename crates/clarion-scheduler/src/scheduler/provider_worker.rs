@@ -26,6 +26,12 @@ pub(super) enum Recheck {
     Failed,
 }
 
+/// Whether `encounter` is the sequence's current (step, attempt): the one its state waits for.
+fn is_current_attempt(encounter: &EncounterRow, state: &SequenceState) -> bool {
+    usize::try_from(encounter.step).ok() == Some(state.step)
+        && i64::from(state.attempt) == encounter.attempt
+}
+
 /// Which claim [`Scheduler::claim_for_request`] makes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Claim {
@@ -52,9 +58,51 @@ impl Scheduler {
         if !with_provider.is_empty() {
             self.inner.provider_wake.notify_one();
         }
+        if simulated.is_empty() {
+            return Ok(());
+        }
+        let store = &self.inner.store;
+        let now = self.inner.clock.now_millis();
+        let mut tx = WriteTx::begin(&self.inner).await?;
+        // Each (organisation, channel)'s caller numbers, read and locked once for the batch;
+        // each choice is then counted here as it is made.
+        let mut numbers: HashMap<(OrgId, Channel), Vec<clarion_store::CallerNumberUses>> =
+            HashMap::new();
         let mut requested = Vec::with_capacity(simulated.len());
-        for started in simulated {
+        for mut started in simulated {
             let encounter_id = started.encounter.id;
+            let key = (started.sequence.org_id, started.encounter.channel);
+            let pool = match numbers.entry(key) {
+                std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+                std::collections::hash_map::Entry::Vacant(vacant) => {
+                    let since = cap_window_start(now);
+                    let read = store
+                        .caller_numbers_for_choice(&mut tx.tx, key.0, key.1, encounter_id, since)
+                        .await?;
+                    vacant.insert(read)
+                }
+            };
+            match choose(pool, &started.encounter.phone_number, now) {
+                CallerChoice::Configured => {}
+                CallerChoice::Use(number) => {
+                    store
+                        .record_caller_number_choice(&mut tx.tx, encounter_id, &number, now)
+                        .await?;
+                    started.encounter.caller_number = Some(chosen(&number));
+                    if let Some(entry) = pool.iter_mut().find(|e| e.number.id == number.id) {
+                        entry.uses.push(now);
+                        entry.number.last_chosen_at = Some(now);
+                    }
+                }
+                CallerChoice::AtCap { until } => {
+                    if self
+                        .defer_simulated_for_cap(&mut tx, &started, until, now)
+                        .await?
+                    {
+                        continue;
+                    }
+                }
+            }
             match self.simulate(&started).await {
                 Ok((ends_at, outcome, report)) => requested.push(RequestedEncounter {
                     id: encounter_id,
@@ -68,18 +116,44 @@ impl Scheduler {
                 }
             }
         }
-        if requested.is_empty() {
-            return Ok(());
-        }
         crash_point("provider-asked");
-        let mut tx = self.inner.store.begin().await?;
-        self.inner
-            .store
-            .mark_encounters_requested(&mut tx, &requested)
+        store
+            .mark_encounters_requested(&mut tx.tx, &requested)
             .await?;
-        tx.commit().await?;
+        tx.commit(store).await?;
         crash_point("encounter-requested");
         Ok(())
+    }
+
+    /// A simulated encounter for which every caller number is at its cap: as at a claim, the
+    /// row goes and the engine defers the attempt (`caller-number-cap`), in the transaction
+    /// that records the batch. `false` (simulate it as usual) when its sequence has moved on
+    /// meanwhile (a cancel): the engine ignores that encounter's end anyway.
+    async fn defer_simulated_for_cap(
+        &self,
+        tx: &mut WriteTx,
+        started: &Started,
+        until: Millis,
+        now: Millis,
+    ) -> Result<bool, SchedulerError> {
+        let store = &self.inner.store;
+        let encounter = &started.encounter;
+        let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
+            return Ok(false);
+        };
+        let state: SequenceState =
+            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let this_attempt =
+            is_current_attempt(encounter, &state) && sequence.status == SequenceStatus::Active;
+        if !this_attempt || !store.withdraw_encounter(&mut tx.tx, encounter.id).await? {
+            return Ok(false);
+        }
+        let event = Event::CallerNumbersAtCap {
+            until: datetime(until),
+        };
+        self.transition(tx, &sequence, &event, now).await?;
+        count_cap_deferral(encounter.channel);
+        Ok(true)
     }
 
     /// The provider worker's pass: encounters committed for Vapi or Twilio and not yet
@@ -173,7 +247,7 @@ impl Scheduler {
         let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
         let mut tx = WriteTx::begin(&self.inner).await?;
-        let Some(encounter) = store.encounter_for_update(&mut tx.tx, id).await? else {
+        let Some(mut encounter) = store.encounter_for_update(&mut tx.tx, id).await? else {
             return Ok(None);
         };
         let ours = match claim {
@@ -203,8 +277,7 @@ impl Scheduler {
         let plan = self.plan_of(&sequence).await?;
         let state: SequenceState =
             serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
-        let this_attempt = usize::try_from(encounter.step).ok() == Some(state.step)
-            && i64::from(state.attempt) == encounter.attempt;
+        let this_attempt = is_current_attempt(&encounter, &state);
         let check = if this_attempt {
             clarion_engine::contact_check(&plan, &state, suppressed, datetime(now))
         } else {
@@ -217,12 +290,28 @@ impl Scheduler {
                     // stays queued, unclaimed, and waits.
                     return Ok(None);
                 }
-                if claim == Claim::First && !store.claim_encounter(&mut tx.tx, id, now).await? {
-                    return Ok(None);
-                }
                 if claim == Claim::First {
+                    // The number it goes out from, under the lock of the organisation's
+                    // numbers: a retry keeps the number its first claim chose.
+                    let choice = self
+                        .choose_caller_number(&mut tx.tx, &encounter, sequence.org_id, now)
+                        .await?;
+                    if let CallerChoice::AtCap { until } = choice {
+                        return self
+                            .defer_for_caller_number_cap(tx, &encounter, &sequence, until, now)
+                            .await;
+                    }
+                    if !store.claim_encounter(&mut tx.tx, id, now).await? {
+                        return Ok(None);
+                    }
+                    if let CallerChoice::Use(number) = choice {
+                        store
+                            .record_caller_number_choice(&mut tx.tx, id, &number, now)
+                            .await?;
+                        encounter.caller_number = Some(chosen(&number));
+                    }
                     self.provider(encounter.channel)
-                        .on_claim(store, &mut tx.tx, id, sequence.org_id)
+                        .on_claim(store, &mut tx.tx, &encounter)
                         .await?;
                 }
                 tx.commit(store).await?;
@@ -261,6 +350,34 @@ impl Scheduler {
                 Ok(None)
             }
         }
+    }
+
+    /// Every caller number of the organisation for the encounter's channel is at its daily
+    /// cap: nobody is contacted; the row goes and the engine defers the attempt until the
+    /// first number frees up (`caller-number-cap` in the sequence's events).
+    async fn defer_for_caller_number_cap(
+        &self,
+        mut tx: WriteTx,
+        encounter: &EncounterRow,
+        sequence: &SequenceRow,
+        until: Millis,
+        now: Millis,
+    ) -> Result<Option<Started>, SchedulerError> {
+        let store = &self.inner.store;
+        store.withdraw_encounter(&mut tx.tx, encounter.id).await?;
+        let event = Event::CallerNumbersAtCap {
+            until: datetime(until),
+        };
+        self.transition(&mut tx, sequence, &event, now).await?;
+        tx.commit(store).await?;
+        tracing::info!(
+            encounter_id = encounter.id.0,
+            sequence_id = sequence.id.0,
+            "every caller number is at its daily cap; nobody was contacted, the attempt waits"
+        );
+        count_cap_deferral(encounter.channel);
+        self.wake();
+        Ok(None)
     }
 
     /// Whether a first claim on `channel` may take a provider slot, counted in the claim's
@@ -307,14 +424,20 @@ impl Scheduler {
             sequence,
         } = started;
         let definition = self.definition(sequence.template_version_id).await?;
-        let clinic_number = &self.inner.config.clinic_number;
+        // The caller number chosen for it, else the simulator's one number.
+        let from = encounter
+            .caller_number
+            .as_ref()
+            .map_or(self.inner.config.clinic_number.as_str(), |c| {
+                c.number.as_str()
+            });
         if let Some(text) = definition.voicemail_text(encounter.step, encounter.channel) {
             // The text after a voicemail is "sent" at once, whatever the script says: it
             // takes no scripted outcome.
             let report = crate::report::voicemail_text_report(
                 encounter,
                 text,
-                Some(clinic_number),
+                Some(from),
                 None,
                 encounter.created_at,
             );
@@ -349,7 +472,7 @@ impl Scheduler {
             encounter,
             ordinal.saturating_sub(texts_before),
             &assistant,
-            clinic_number,
+            from,
             &definition,
         )
     }

@@ -170,6 +170,7 @@ impl Scheduler {
                             ended_at: None,
                             claimed_at: None,
                             sender: None,
+                            caller_number: None,
                         },
                         ordinal: 0,
                         sequence: sequence.clone(),

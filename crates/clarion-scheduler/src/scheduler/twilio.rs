@@ -22,6 +22,15 @@ impl TwilioChannel {
         self.senders.get(&org).unwrap_or(self.client.sender())
     }
 
+    /// The sender an encounter's texts go out from: the caller number chosen at its claim,
+    /// else its organisation's configured sender.
+    pub fn sender_of(&self, encounter: &EncounterRow) -> Sender {
+        match &encounter.caller_number {
+            Some(chosen) => Sender::From(chosen.number.clone()),
+            None => self.sender_for(encounter.org_id).clone(),
+        }
+    }
+
     /// Every sender this deployment texts from.
     pub(super) fn all_senders(&self) -> impl Iterator<Item = &Sender> {
         std::iter::once(self.client.sender()).chain(self.senders.values())
@@ -204,7 +213,7 @@ impl Scheduler {
         let mut conversation = Conversation::new(name, variables);
         let message = SendMessage {
             to: encounter.phone_number.clone(),
-            sender: twilio.sender_for(started.sequence.org_id).clone(),
+            sender: twilio.sender_of(encounter),
             body: conversation.open(&script),
             status_callback: Some(format!(
                 "{}/providers/twilio/status",
@@ -235,7 +244,8 @@ impl Scheduler {
     }
 
     /// Sends the fixed text of a call step after its voicemail (`voicemail.sms_text`) for one
-    /// claimed encounter: one message from the organisation's sender, no conversation. It
+    /// claimed encounter: one message from its sender (the caller number chosen at its claim,
+    /// else the organisation's sender), no conversation. It
     /// ends once Twilio has taken it (or not: it is never sent again); what to record answers
     /// that end, due now, for the due loop to hand to the engine.
     pub(super) async fn send_voicemail_text(
@@ -249,7 +259,7 @@ impl Scheduler {
         let id = encounter.id;
         let message = SendMessage {
             to: encounter.phone_number.clone(),
-            sender: twilio.sender_for(started.sequence.org_id).clone(),
+            sender: twilio.sender_of(encounter),
             body: text.to_owned(),
             status_callback: Some(format!(
                 "{}/providers/twilio/status",
@@ -385,13 +395,33 @@ impl Scheduler {
     }
 
     /// The number texts come from, when Clarion knows it (a Messaging Service picks one
-    /// from its pool).
+    /// from its pool): the caller number chosen at the claim, else the configured sender's.
     pub(super) fn twilio_source_number(&self, encounter: &EncounterRow) -> Option<String> {
+        if let Some(chosen) = &encounter.caller_number {
+            return Some(chosen.number.clone());
+        }
         let twilio = self.inner.config.twilio.as_ref()?;
         match twilio.sender_for(encounter.org_id) {
             Sender::From(number) => Some(number.clone()),
             Sender::MessagingService(_) => None,
         }
+    }
+
+    /// Whether an inbound text was sent to this deployment: from its Twilio account, to one
+    /// of its configured senders or to an organisation's caller number for texts.
+    pub(super) async fn addressed_to_us(
+        &self,
+        twilio: &TwilioChannel,
+        message: &InboundMessage,
+    ) -> Result<bool, SchedulerError> {
+        if twilio.addressed_to_us(message) {
+            return Ok(true);
+        }
+        let ours = message.account_sid.as_deref() == Some(twilio.account_sid.as_str());
+        Ok(match (&message.to, ours) {
+            (Some(to), true) => self.inner.store.is_caller_number(Channel::Sms, to).await?,
+            _ => false,
+        })
     }
 
     pub(super) fn conversation_of(encounter: &EncounterRow) -> Conversation {
@@ -420,7 +450,7 @@ impl Scheduler {
         let Some(twilio) = &self.inner.config.twilio else {
             return Ok(None);
         };
-        if !twilio.addressed_to_us(message) {
+        if !self.addressed_to_us(twilio, message).await? {
             tracing::warn!("inbound text for another Twilio account or number; ignored");
             return Ok(None);
         }

@@ -35,6 +35,19 @@ pub(super) const NEVER_REPORTED_SUMMARY: &str = "The call was placed but its end
 /// How many calls one `GET /call` listing asks for when looking for an unrecorded call.
 pub(super) const VAPI_LIST_LIMIT: u32 = 100;
 
+/// The Vapi phoneNumberId a call goes out from: its caller number's, chosen at the claim,
+/// else the configured `[vapi] phone_number_id`.
+pub(super) fn caller_phone_number_id<'a>(
+    vapi: &'a VapiClient,
+    encounter: &'a EncounterRow,
+) -> &'a str {
+    encounter
+        .caller_number
+        .as_ref()
+        .and_then(|c| c.provider_id.as_deref())
+        .unwrap_or(vapi.phone_number_id())
+}
+
 impl Scheduler {
     /// Places the call of one claimed encounter and records Vapi's answer at once, in its
     /// own small transaction: the call's callbacks (an end-of-call report) may arrive while
@@ -134,7 +147,7 @@ impl Scheduler {
             .unwrap_or_default();
         let mut request = CreateCallRequest::new(
             vapi_assistant,
-            vapi.phone_number_id(),
+            caller_phone_number_id(vapi, encounter),
             encounter.phone_number.as_str(),
             id.0,
             variables,
@@ -420,7 +433,7 @@ impl Scheduler {
             encounter_id: encounter.id.0,
             assistant_id: encounter.assistant_id.0,
             destination_number: &encounter.phone_number,
-            source_number: None,
+            source_number: encounter.caller_number.as_ref().map(|c| c.number.as_str()),
             voicemail_message,
             custom_fields: &custom_fields,
         };
@@ -466,7 +479,8 @@ impl Scheduler {
                 // A minute of slack for the clocks of Vapi and this node.
                 let since = datetime(encounter.created_at.saturating_sub(60_000))
                     .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
-                match vapi.list_calls(&since, VAPI_LIST_LIMIT).await {
+                let from = caller_phone_number_id(vapi, encounter);
+                match vapi.list_calls(from, &since, VAPI_LIST_LIMIT).await {
                     Ok(calls) => Some(calls),
                     Err(error) => {
                         tracing::warn!(encounter_id = encounter.id.0, error = %error, "listing calls to find an unrecorded one failed");

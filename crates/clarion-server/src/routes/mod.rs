@@ -2,6 +2,7 @@
 
 pub mod assistants;
 pub mod audit;
+pub mod caller_numbers;
 pub mod contacts;
 pub mod deliveries;
 pub mod endpoints;
@@ -40,6 +41,16 @@ pub fn router(with_metrics: bool) -> Router<AppState> {
             post(assistants::create).get(assistants::list),
         )
         .route("/v1/assistants/{id}", get(assistants::get))
+        .route(
+            "/v1/caller-numbers",
+            post(caller_numbers::create).get(caller_numbers::list),
+        )
+        .route(
+            "/v1/caller-numbers/{id}",
+            get(caller_numbers::get)
+                .patch(caller_numbers::update)
+                .delete(caller_numbers::delete),
+        )
         .route(
             "/v1/sequence-templates",
             post(templates::create).get(templates::list),

@@ -105,7 +105,7 @@ pub struct OrganizationPatchIn {
 
 /// A key that is present, `null` or not: `Some(None)` for `null` (absent is `None` through
 /// `#[serde(default)]`).
-fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
+pub(crate) fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     deserializer: D,
 ) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(deserializer).map(Some)

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use clarion_engine::Channel;
 
-use crate::{AssistantId, EncounterId, Millis, OrgId, SequenceId, StoreError};
+use crate::{AssistantId, CallerNumberId, EncounterId, Millis, OrgId, SequenceId, StoreError};
 
 /// Where an encounter stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -71,6 +71,21 @@ pub struct EncounterRow {
     /// An SMS conversation's sender (our number, or the Messaging Service sid), set when it
     /// is claimed; `None` for calls, simulated texts and rows older than the column.
     pub sender: Option<String>,
+    /// The caller number chosen at its claim (`/v1/caller-numbers`): its id, the number (the
+    /// report's `source_number`) and the provider's id for it (a Vapi phoneNumberId). `None`
+    /// when the organisation has no caller number for the channel (the configured one is
+    /// used), and until the claim.
+    pub caller_number: Option<ChosenCallerNumber>,
+}
+
+/// The caller number an encounter goes out from, as recorded on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChosenCallerNumber {
+    pub id: CallerNumberId,
+    /// E.164.
+    pub number: String,
+    /// The provider's id for the number (a Vapi phoneNumberId); `None` for a Twilio From.
+    pub provider_id: Option<String>,
 }
 
 /// What the channel answered for an encounter's request.

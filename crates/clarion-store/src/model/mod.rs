@@ -3,6 +3,7 @@
 //! Plain, backend-neutral data: nothing here names a database. Each backend maps its rows to
 //! these types; the HTTP layer maps them to its JSON.
 
+mod caller_numbers;
 mod copy;
 mod dashboard;
 mod encounters;
@@ -13,6 +14,7 @@ mod privacy;
 mod sequences;
 mod suppression;
 
+pub use caller_numbers::*;
 pub use copy::*;
 pub use dashboard::*;
 pub use encounters::*;

@@ -22,6 +22,7 @@
 //!   wait for each other, only briefly for a reader; and whatever id a read returns, every
 //!   smaller id that will ever exist is already visible to it.
 
+mod caller_numbers;
 mod capacity;
 mod dashboard;
 mod endpoints;

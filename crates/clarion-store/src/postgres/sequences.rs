@@ -87,13 +87,16 @@ fn sequence_from_row(row: &PgRow) -> Result<SequenceRow> {
 
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
      phone_number, status, provider_ref, provider_status, outcome, report, ends_at, created_at, \
-     ended_at, conversation, claimed_at, sender";
+     ended_at, conversation, claimed_at, sender, \
+     caller_number_id, caller_number, caller_provider_id";
 
 /// [`ENCOUNTER_COLUMNS`] without the report object, the one large column.
 const DUE_ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, \
      assistant_id, phone_number, status, provider_ref, provider_status, outcome, \
      NULL::text AS report, ends_at, created_at, ended_at, NULL::text AS conversation, claimed_at, \
-     sender";
+     sender, caller_number_id, caller_number, caller_provider_id";
+
+use super::caller_numbers::chosen_caller_number;
 
 fn encounter_from_row(row: &PgRow) -> Result<EncounterRow> {
     Ok(EncounterRow {
@@ -116,6 +119,7 @@ fn encounter_from_row(row: &PgRow) -> Result<EncounterRow> {
         conversation: row.try_get("conversation")?,
         claimed_at: row.try_get("claimed_at")?,
         sender: row.try_get("sender")?,
+        caller_number: chosen_caller_number(row)?,
     })
 }
 

@@ -1,5 +1,6 @@
 //! The SQLite backend (the embedded default).
 
+mod caller_numbers;
 mod capacity;
 mod dashboard;
 mod endpoints;

@@ -93,7 +93,8 @@ fn inserted_as(new: &NewSequence<'_>, row: &SequenceRow, allow_concurrent: bool)
 
 const ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, assistant_id, \
      phone_number, status, provider_ref, provider_status, outcome, report, ends_at, created_at, \
-     ended_at, conversation, claimed_at, sender";
+     ended_at, conversation, claimed_at, sender, \
+     caller_number_id, caller_number, caller_provider_id";
 
 /// The SMS conversation running through a provider with a number (`?`): the most recent,
 /// if several organisations text the number at once.
@@ -127,7 +128,10 @@ const OVERDUE_PROVIDER_ENCOUNTERS: &str = "status = 'requested' AND ends_at IS N
 /// [`ENCOUNTER_COLUMNS`] without the report object, the one large column.
 const DUE_ENCOUNTER_COLUMNS: &str = "id, org_id, sequence_id, step, attempt, channel, \
      assistant_id, phone_number, status, provider_ref, provider_status, outcome, NULL AS report, \
-     ends_at, created_at, ended_at, NULL AS conversation, claimed_at, sender";
+     ends_at, created_at, ended_at, NULL AS conversation, claimed_at, sender, \
+     caller_number_id, caller_number, caller_provider_id";
+
+use super::caller_numbers::chosen_caller_number;
 
 fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
     Ok(EncounterRow {
@@ -150,6 +154,7 @@ fn encounter_from_row(row: &SqliteRow) -> Result<EncounterRow> {
         conversation: row.try_get("conversation")?,
         claimed_at: row.try_get("claimed_at")?,
         sender: row.try_get("sender")?,
+        caller_number: chosen_caller_number(row)?,
     })
 }
 

@@ -85,7 +85,26 @@ async fn fill(store: &Store) -> Filled {
     let first = insert_encounter(store, &encounter_of(&tenant, &running, 1, 10)).await;
     let second = insert_encounter(store, &encounter_of(&tenant, &running, 2, 11)).await;
     assert!(second.0 > first.0);
+    // A caller number, chosen for the running sequence's encounter.
+    let caller = store
+        .create_caller_number(
+            tenant.org,
+            &clarion_store::NewCallerNumber {
+                channel: clarion_store::Channel::Call,
+                number: "+18085550100",
+                provider_id: Some("pn_1"),
+                daily_cap: Some(5),
+                enabled: true,
+            },
+            9,
+        )
+        .await
+        .unwrap();
     let mut tx = store.begin().await.unwrap();
+    store
+        .record_caller_number_choice(&mut tx, first, &caller, 12)
+        .await
+        .unwrap();
     assert!(store.withdraw_encounter(&mut tx, second).await.unwrap());
     store
         .update_sequences(&mut tx, &[(finished.id, ended(20))])
@@ -188,6 +207,10 @@ async fn what_the_api_reads(store: &Store, filled: &Filled) -> Vec<String> {
             store.signing_secrets(filled.hook, 40).await.unwrap()
         ),
         format!("{:?}", store.list_assistants(org, None, 10).await.unwrap()),
+        format!(
+            "{:?}",
+            store.list_caller_numbers(org, None, 10).await.unwrap()
+        ),
         format!("{:?}", store.list_templates(org, None, 10).await.unwrap()),
         format!(
             "{:?}",

@@ -13,6 +13,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod caller_numbers;
 mod contact_caps;
 mod copy;
 mod dashboard;
@@ -240,6 +241,7 @@ pub fn encounter_of(
         conversation: None,
         claimed_at: None,
         sender: None,
+        caller_number: None,
     }
 }
 

@@ -65,7 +65,7 @@ async fn enroll(app: &TestApp, key: &str, template: i64, phone: &str) -> i64 {
     .await
 }
 
-async fn events(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
+pub(crate) async fn events(app: &TestApp, key: &str, id: i64) -> Vec<Value> {
     let (status, events) = app.get(key, &format!("/v1/sequences/{id}/events")).await;
     assert_eq!(status, 200, "{events}");
     events["data"].as_array().unwrap().clone()

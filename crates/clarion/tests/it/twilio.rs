@@ -798,7 +798,7 @@ const CLINIC_A_NUMBER: &str = "+15555550101";
 const CLINIC_B_NUMBER: &str = "+15555550102";
 
 /// An organisation with a one-text template; answers (org id, key, template id).
-async fn texting_org(app: &TestApp, name: &str) -> (clarion_store::OrgId, String, i64) {
+pub(crate) async fn texting_org(app: &TestApp, name: &str) -> (clarion_store::OrgId, String, i64) {
     let (org, key) = app.org(name).await;
     let (status, assistant) = app
         .post(&key, "/v1/assistants", json!({
@@ -821,7 +821,7 @@ async fn texting_org(app: &TestApp, name: &str) -> (clarion_store::OrgId, String
     (org, key, template["id"].as_i64().unwrap())
 }
 
-async fn enroll_in(app: &TestApp, key: &str, template: i64, phone: &str) -> i64 {
+pub(crate) async fn enroll_in(app: &TestApp, key: &str, template: i64, phone: &str) -> i64 {
     app.enroll(
         key,
         json!({
@@ -834,7 +834,7 @@ async fn enroll_in(app: &TestApp, key: &str, template: i64, phone: &str) -> i64 
 }
 
 /// A text from `from` to our number `to` (not through a Messaging Service), with `sid`.
-async fn text_to(
+pub(crate) async fn text_to(
     twilio: &FakeTwilio,
     app: &TestApp,
     sid: &str,

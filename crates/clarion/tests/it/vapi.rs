@@ -17,16 +17,16 @@ use crate::support::{
 use clarion_delivery::Clock as _;
 use serde_json::{Value, json};
 
-struct Fixture {
-    app: TestApp,
-    vapi: FakeVapi,
-    key: String,
+pub(crate) struct Fixture {
+    pub(crate) app: TestApp,
+    pub(crate) vapi: FakeVapi,
+    pub(crate) key: String,
     receiver: TestReceiver,
     template: i64,
     org: clarion_store::OrgId,
 }
 
-async fn fixture() -> Fixture {
+pub(crate) async fn fixture() -> Fixture {
     fixture_with_hmac(None).await
 }
 
@@ -74,7 +74,7 @@ async fn fixture_with_hmac(hmac_secret: Option<&str>) -> Fixture {
 }
 
 impl Fixture {
-    async fn enroll(&self, phone: &str) -> i64 {
+    pub(crate) async fn enroll(&self, phone: &str) -> i64 {
         self.app
             .enroll(&self.key, json!({
                 "template_id": self.template,
@@ -102,11 +102,11 @@ impl Fixture {
         )
     }
 
-    async fn sequence(&self, id: i64) -> Value {
+    pub(crate) async fn sequence(&self, id: i64) -> Value {
         self.app.sequence(&self.key, id).await
     }
 
-    async fn emit(&self, message: &Value) -> (u16, Value) {
+    pub(crate) async fn emit(&self, message: &Value) -> (u16, Value) {
         self.vapi
             .emit(&self.app.base, Some(SERVER_SECRET), message)
             .await
@@ -127,7 +127,7 @@ impl Fixture {
         id
     }
 
-    async fn run(&self) {
+    pub(crate) async fn run(&self) {
         self.app.run_due().await;
     }
 }

@@ -1,0 +1,220 @@
+//! Caller numbers: the organisation's resource, and what a claim reads and writes to choose
+//! one (PostgreSQL): the claim locks the organisation's numbers of the channel `FOR UPDATE`,
+//! so two claims, on any nodes, choose one after the other and never exceed a cap.
+
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use super::{PgStore, PgTx};
+use crate::{
+    CallerNumber, CallerNumberId, CallerNumberPatch, CallerNumberUses, Channel, ChosenCallerNumber,
+    EncounterId, Millis, NewCallerNumber, OrgId, Result, StoreError, stored,
+};
+
+const CALLER_NUMBER_COLUMNS: &str = "id, org_id, channel, number, provider_id, daily_cap, \
+     enabled, last_chosen_at, created_at, updated_at";
+
+fn caller_number_from_row(row: &PgRow) -> Result<CallerNumber> {
+    Ok(CallerNumber {
+        id: CallerNumberId(row.try_get("id")?),
+        org_id: OrgId(row.try_get("org_id")?),
+        channel: stored::channel(row.try_get("channel")?)?,
+        number: row.try_get("number")?,
+        provider_id: row.try_get("provider_id")?,
+        daily_cap: row
+            .try_get::<Option<i64>, _>("daily_cap")?
+            .map(|cap| u32::try_from(cap).map_err(|_| StoreError::Corrupt("daily_cap")))
+            .transpose()?,
+        enabled: row.try_get("enabled")?,
+        last_chosen_at: row.try_get("last_chosen_at")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+/// The caller number recorded on an encounter row (its `caller_number*` columns).
+pub(super) fn chosen_caller_number(row: &PgRow) -> Result<Option<ChosenCallerNumber>> {
+    let id: Option<i64> = row.try_get("caller_number_id")?;
+    let number: Option<String> = row.try_get("caller_number")?;
+    Ok(id.zip(number).map(|(id, number)| ChosenCallerNumber {
+        id: CallerNumberId(id),
+        number,
+        provider_id: row.try_get("caller_provider_id").ok().flatten(),
+    }))
+}
+
+impl PgStore {
+    pub(crate) async fn create_caller_number(
+        &self,
+        org: OrgId,
+        new: &NewCallerNumber<'_>,
+        now: Millis,
+    ) -> Result<CallerNumber> {
+        let row = sqlx::query(&format!(
+            "INSERT INTO caller_numbers \
+             (org_id, channel, number, provider_id, daily_cap, enabled, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {CALLER_NUMBER_COLUMNS}"
+        ))
+        .bind(org.0)
+        .bind(stored::channel_str(new.channel))
+        .bind(new.number)
+        .bind(new.provider_id)
+        .bind(new.daily_cap.map(i64::from))
+        .bind(new.enabled)
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        caller_number_from_row(&row)
+    }
+
+    pub(crate) async fn get_caller_number(
+        &self,
+        org: OrgId,
+        id: CallerNumberId,
+    ) -> Result<Option<CallerNumber>> {
+        let row = sqlx::query(&format!(
+            "SELECT {CALLER_NUMBER_COLUMNS} FROM caller_numbers WHERE id = $1 AND org_id = $2"
+        ))
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(caller_number_from_row).transpose()
+    }
+
+    pub(crate) async fn list_caller_numbers(
+        &self,
+        org: OrgId,
+        after: Option<CallerNumberId>,
+        limit: u32,
+    ) -> Result<Vec<CallerNumber>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CALLER_NUMBER_COLUMNS} FROM caller_numbers WHERE org_id = $1 AND id > $2 \
+             ORDER BY id LIMIT $3"
+        ))
+        .bind(org.0)
+        .bind(after.map_or(0, |id| id.0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(caller_number_from_row).collect()
+    }
+
+    pub(crate) async fn update_caller_number(
+        &self,
+        org: OrgId,
+        id: CallerNumberId,
+        patch: &CallerNumberPatch,
+        now: Millis,
+    ) -> Result<Option<CallerNumber>> {
+        let row = sqlx::query(&format!(
+            "UPDATE caller_numbers SET \
+             provider_id = CASE WHEN $1 THEN $2 ELSE provider_id END, \
+             daily_cap = CASE WHEN $3 THEN $4 ELSE daily_cap END, \
+             enabled = COALESCE($5, enabled), updated_at = $6 \
+             WHERE id = $7 AND org_id = $8 RETURNING {CALLER_NUMBER_COLUMNS}"
+        ))
+        .bind(patch.provider_id.is_some())
+        .bind(patch.provider_id.clone().flatten())
+        .bind(patch.daily_cap.is_some())
+        .bind(patch.daily_cap.flatten().map(i64::from))
+        .bind(patch.enabled)
+        .bind(now)
+        .bind(id.0)
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(caller_number_from_row).transpose()
+    }
+
+    pub(crate) async fn delete_caller_number(
+        &self,
+        org: OrgId,
+        id: CallerNumberId,
+    ) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM caller_numbers WHERE id = $1 AND org_id = $2")
+            .bind(id.0)
+            .bind(org.0)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn caller_numbers_for_choice(
+        &self,
+        tx: &mut PgTx,
+        org: OrgId,
+        channel: Channel,
+        encounter: EncounterId,
+        since: Millis,
+    ) -> Result<Vec<CallerNumberUses>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CALLER_NUMBER_COLUMNS} FROM caller_numbers \
+             WHERE org_id = $1 AND channel = $2 AND enabled ORDER BY id FOR UPDATE"
+        ))
+        .bind(org.0)
+        .bind(stored::channel_str(channel))
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let mut numbers = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let number = caller_number_from_row(row)?;
+            let uses = if number.daily_cap.is_some() {
+                sqlx::query_scalar(
+                    "SELECT caller_number_at FROM encounters \
+                     WHERE caller_number_id = $1 AND caller_number_at >= $2 AND id != $3 \
+                     ORDER BY caller_number_at",
+                )
+                .bind(number.id.0)
+                .bind(since)
+                .bind(encounter)
+                .fetch_all(&mut *tx.inner)
+                .await?
+            } else {
+                Vec::new()
+            };
+            numbers.push(CallerNumberUses { number, uses });
+        }
+        Ok(numbers)
+    }
+
+    pub(crate) async fn record_caller_number_choice(
+        &self,
+        tx: &mut PgTx,
+        encounter: EncounterId,
+        number: &CallerNumber,
+        now: Millis,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE encounters SET caller_number_id = $1, caller_number = $2, \
+             caller_provider_id = $3, caller_number_at = $4 WHERE id = $5",
+        )
+        .bind(number.id.0)
+        .bind(&number.number)
+        .bind(&number.provider_id)
+        .bind(now)
+        .bind(encounter)
+        .execute(&mut *tx.inner)
+        .await?;
+        sqlx::query("UPDATE caller_numbers SET last_chosen_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(number.id.0)
+            .execute(&mut *tx.inner)
+            .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn is_caller_number(&self, channel: Channel, number: &str) -> Result<bool> {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT 1::bigint FROM caller_numbers WHERE channel = $1 AND number = $2 \
+             UNION ALL SELECT 1::bigint FROM encounters WHERE channel = $1 AND caller_number = $2 \
+             LIMIT 1",
+        )
+        .bind(stored::channel_str(channel))
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(found.is_some())
+    }
+}

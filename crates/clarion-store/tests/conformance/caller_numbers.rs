@@ -1,0 +1,292 @@
+//! Caller numbers: the organisation's resource (unique per organisation and channel, patched
+//! field by field, another organisation's not found), and the claim's choice — the enabled
+//! numbers with their contacts of the window, the choice recorded on the encounter — with
+//! racing choosers on separate handles never taking a number past its cap.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use clarion_store::{
+    CallerNumber, CallerNumberPatch, Channel, EncounterId, NewCallerNumber, OrgId, Store,
+    StoreError,
+};
+
+use crate::{backend, encounter_of, enroll, insert_encounter, tenant};
+
+fn call_number<'a>(number: &'a str, daily_cap: Option<u32>) -> NewCallerNumber<'a> {
+    NewCallerNumber {
+        channel: Channel::Call,
+        number,
+        provider_id: Some("pn_1"),
+        daily_cap,
+        enabled: true,
+    }
+}
+
+async fn create(store: &Store, org: OrgId, new: &NewCallerNumber<'_>) -> CallerNumber {
+    store.create_caller_number(org, new, 10).await.unwrap()
+}
+
+#[tokio::test]
+async fn caller_numbers_are_unique_per_organisation_and_channel_and_patched_field_by_field() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let a = store.create_org("a", 0).await.unwrap().id;
+    let b = store.create_org("b", 0).await.unwrap().id;
+    let first = create(store, a, &call_number("+12125550100", Some(5))).await;
+    assert_eq!(
+        (first.org_id, first.channel, first.daily_cap, first.enabled),
+        (a, Channel::Call, Some(5), true)
+    );
+    assert_eq!(first.provider_id.as_deref(), Some("pn_1"));
+    assert_eq!(first.last_chosen_at, None);
+    assert!(matches!(
+        store
+            .create_caller_number(a, &call_number("+12125550100", None), 11)
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    // The same number for texts, or for another organisation, is another caller number.
+    let sms = NewCallerNumber {
+        channel: Channel::Sms,
+        provider_id: None,
+        ..call_number("+12125550100", None)
+    };
+    let texts = create(store, a, &sms).await;
+    create(store, b, &call_number("+12125550100", None)).await;
+
+    assert_eq!(store.get_caller_number(b, first.id).await.unwrap(), None);
+    assert_eq!(
+        store.get_caller_number(a, first.id).await.unwrap().as_ref(),
+        Some(&first)
+    );
+    let page = store.list_caller_numbers(a, None, 1).await.unwrap();
+    assert_eq!(page, std::slice::from_ref(&first));
+    let rest = store
+        .list_caller_numbers(a, Some(first.id), 10)
+        .await
+        .unwrap();
+    assert_eq!(rest, std::slice::from_ref(&texts));
+
+    let patch = CallerNumberPatch {
+        daily_cap: Some(None),
+        enabled: Some(false),
+        ..CallerNumberPatch::default()
+    };
+    assert_eq!(
+        store
+            .update_caller_number(b, first.id, &patch, 20)
+            .await
+            .unwrap(),
+        None,
+        "another organisation's number is not changed"
+    );
+    let changed = store
+        .update_caller_number(a, first.id, &patch, 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            changed.daily_cap,
+            changed.enabled,
+            changed.provider_id.as_deref(),
+            changed.updated_at
+        ),
+        (None, false, Some("pn_1"), 20),
+        "absent fields stay as they were"
+    );
+    let patch = CallerNumberPatch {
+        provider_id: Some(Some("pn_2".to_owned())),
+        daily_cap: Some(Some(3)),
+        ..CallerNumberPatch::default()
+    };
+    let changed = store
+        .update_caller_number(a, first.id, &patch, 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (
+            changed.daily_cap,
+            changed.enabled,
+            changed.provider_id.as_deref()
+        ),
+        (Some(3), false, Some("pn_2"))
+    );
+
+    assert!(
+        store
+            .is_caller_number(Channel::Sms, "+12125550100")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .is_caller_number(Channel::Sms, "+12125550199")
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete_caller_number(b, texts.id).await.unwrap());
+    assert!(store.delete_caller_number(a, texts.id).await.unwrap());
+    assert!(
+        !store
+            .is_caller_number(Channel::Sms, "+12125550100")
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_choice_is_recorded_on_the_encounter_and_counted_in_its_numbers_window() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let tenant = tenant(store, "choice").await;
+    let capped = create(store, tenant.org, &call_number("+18085550100", Some(2))).await;
+    let open = create(store, tenant.org, &call_number("+12125550100", None)).await;
+    let disabled = NewCallerNumber {
+        enabled: false,
+        ..call_number("+13125550100", None)
+    };
+    create(store, tenant.org, &disabled).await;
+    let sequence = enroll(store, &tenant, "+18085550123").await;
+    let first = insert_encounter(store, &encounter_of(&tenant, &sequence, 1, 0)).await;
+    let second = insert_encounter(store, &encounter_of(&tenant, &sequence, 2, 0)).await;
+
+    let mut tx = store.begin().await.unwrap();
+    let numbers = store
+        .caller_numbers_for_choice(&mut tx, tenant.org, Channel::Call, first, 0)
+        .await
+        .unwrap();
+    let ids: Vec<_> = numbers.iter().map(|n| n.number.id).collect();
+    assert_eq!(ids, [capped.id, open.id], "the enabled numbers, by id");
+    assert!(numbers.iter().all(|n| n.uses.is_empty()));
+    store
+        .record_caller_number_choice(&mut tx, first, &capped, 100)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    assert!(
+        store
+            .is_caller_number(Channel::Call, "+13125550100")
+            .await
+            .unwrap(),
+        "a disabled number is still one of ours"
+    );
+    let recorded = store.encounter_by_id(first).await.unwrap().unwrap();
+    let chosen = recorded.caller_number.unwrap();
+    assert_eq!(
+        (
+            chosen.id,
+            chosen.number.as_str(),
+            chosen.provider_id.as_deref()
+        ),
+        (capped.id, "+18085550100", Some("pn_1"))
+    );
+    let number = store
+        .get_caller_number(tenant.org, capped.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(number.last_chosen_at, Some(100));
+
+    let uses = |encounter: EncounterId, since| async move {
+        let mut tx = store.begin().await.unwrap();
+        let numbers = store
+            .caller_numbers_for_choice(&mut tx, tenant.org, Channel::Call, encounter, since)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        numbers
+            .into_iter()
+            .map(|n| (n.number.id, n.uses))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        uses(second, 50).await,
+        [(capped.id, vec![100]), (open.id, vec![])],
+        "only a capped number's contacts are read"
+    );
+    assert_eq!(
+        uses(second, 101).await,
+        [(capped.id, vec![]), (open.id, vec![])]
+    );
+    assert_eq!(
+        uses(first, 50).await,
+        [(capped.id, vec![]), (open.id, vec![])],
+        "an encounter choosing again does not count its own earlier choice"
+    );
+    assert!(
+        store
+            .delete_caller_number(tenant.org, capped.id)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .is_caller_number(Channel::Call, "+18085550100")
+            .await
+            .unwrap(),
+        "deleted, but an encounter went out from it"
+    );
+}
+
+/// Several handles choose for many encounters at once, each choice in its own transaction:
+/// read the numbers (locked), record a choice only while the capped number is under its cap.
+/// The number is chosen exactly its cap times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn racing_choosers_never_take_a_number_past_its_cap() {
+    const CAP: u32 = 3;
+    const ENCOUNTERS: usize = 16;
+    let backend = backend().await;
+    let tenant = tenant(&backend.store, "racing choosers").await;
+    let number = create(
+        &backend.store,
+        tenant.org,
+        &call_number("+18085550100", Some(CAP)),
+    )
+    .await;
+    let mut encounters = Vec::new();
+    for i in 0..ENCOUNTERS {
+        let sequence = enroll(&backend.store, &tenant, &format!("+1808555{i:04}")).await;
+        encounters
+            .push(insert_encounter(&backend.store, &encounter_of(&tenant, &sequence, 1, 0)).await);
+    }
+    let chosen = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for (h, store) in backend.handles(4).await.into_iter().enumerate() {
+        let mine: Vec<EncounterId> = encounters.iter().copied().skip(h).step_by(4).collect();
+        let (chosen, org) = (chosen.clone(), tenant.org);
+        tasks.push(tokio::spawn(async move {
+            for encounter in mine {
+                let mut tx = store.begin().await.unwrap();
+                let numbers = store
+                    .caller_numbers_for_choice(&mut tx, org, Channel::Call, encounter, 0)
+                    .await
+                    .unwrap();
+                let entry = &numbers[0];
+                if entry.uses.len() < CAP as usize {
+                    store
+                        .record_caller_number_choice(&mut tx, encounter, &entry.number, 100)
+                        .await
+                        .unwrap();
+                    chosen.fetch_add(1, Ordering::SeqCst);
+                }
+                tx.commit().await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(chosen.load(Ordering::SeqCst), CAP as usize);
+    let mut tx = backend.store.begin().await.unwrap();
+    let numbers = backend
+        .store
+        .caller_numbers_for_choice(&mut tx, tenant.org, Channel::Call, EncounterId(0), 0)
+        .await
+        .unwrap();
+    assert_eq!(numbers[0].number.id, number.id);
+    assert_eq!(numbers[0].uses.len(), CAP as usize);
+}
