@@ -14,9 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 use clarion_engine::{
-    Action, CallingHours, CallingRule, Channel, EncounterOutcome as O, Event, Note, Phase, Plan,
-    RuleCap, SequenceState, SequenceStatus, StepSpec, StopReason, Withheld, contact_check,
-    next_allowed_instant, step,
+    Action, CallingHours, CallingRule, Channel, EligibilityAction, EncounterOutcome as O, Event,
+    Note, Phase, Plan, RuleCap, SequenceState, SequenceStatus, StepSpec, StopReason, Withheld,
+    contact_check, next_allowed_instant, step,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -43,6 +43,8 @@ enum In {
     Resume,
     /// The started encounter was withheld just before its provider request.
     Withhold(Withheld),
+    /// The eligibility hook said no just before the provider request.
+    NotEligible(EligibilityAction),
 }
 use In::*;
 
@@ -78,6 +80,10 @@ impl In {
             Pause => Event::Pause,
             Resume => Event::Resume,
             Withhold(reason) => Event::EncounterWithheld { reason },
+            NotEligible(action) => Event::Ineligible {
+                action,
+                reason: Some("confirmed in the EHR".into()),
+            },
         }
     }
 }
@@ -329,6 +335,9 @@ fn render_event(event: &Event, tz: Tz) -> String {
         Event::Pause => "Pause".into(),
         Event::Resume => "Resume".into(),
         Event::EncounterWithheld { reason } => format!("EncounterWithheld {}", kebab(reason)),
+        Event::Ineligible { action, reason } => {
+            format!("Ineligible {} reason={reason:?}", kebab(action))
+        }
     }
 }
 
@@ -379,10 +388,21 @@ fn render_note(note: &Note, tz: Tz) -> String {
             step,
             attempt,
             reason,
-        } => format!(
-            "skipped step={step} attempt={attempt} reason={}",
-            kebab(reason)
-        ),
+            action,
+            hook_reason,
+        } => {
+            let mut s = format!(
+                "skipped step={step} attempt={attempt} reason={}",
+                kebab(reason)
+            );
+            if let Some(action) = action {
+                write!(s, " action={}", kebab(action)).unwrap();
+            }
+            if let Some(hook_reason) = hook_reason {
+                write!(s, " hook_reason={hook_reason:?}").unwrap();
+            }
+            s
+        }
         Note::EncounterStarted {
             step,
             attempt,
@@ -1853,6 +1873,65 @@ fn a_retried_voicemail_brings_the_text_forward_only_after_the_last_attempt() {
             ("2025-06-02 09:00", Enrolled),
             ("2025-06-02 09:00", Wake),
             ("2025-06-02 09:01", Ended(O::NoAnswer)),
+        ],
+    );
+}
+
+#[test]
+fn an_ineligible_step_is_skipped_and_the_next_step_is_due_after_its_delay() {
+    let mut second = sms(2);
+    second.delay = d("1h");
+    check(
+        "ineligible_skip_step",
+        &plan(vec![call(1), second]),
+        &[
+            ("2025-06-02 09:00:00", Enrolled),
+            ("2025-06-02 09:00:00", Wake),
+            (
+                "2025-06-02 09:00:05",
+                NotEligible(EligibilityAction::SkipStep),
+            ),
+            ("2025-06-02 10:00:05", Wake),
+            ("2025-06-02 10:30:00", Ended(O::Resolved)),
+        ],
+    );
+}
+
+#[test]
+fn an_ineligible_last_step_ends_the_sequence_and_a_retry_is_skipped_with_its_step() {
+    check(
+        "ineligible_last_step",
+        &plan(vec![call(1).attempts(3, "4h")]),
+        &[
+            ("2025-06-02 09:00:00", Enrolled),
+            ("2025-06-02 09:00:00", Wake),
+            ("2025-06-02 09:01:00", Ended(O::NoAnswer)),
+            ("2025-06-02 13:01:00", Wake),
+            (
+                "2025-06-02 13:01:02",
+                NotEligible(EligibilityAction::SkipStep),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn an_ineligible_answer_that_ends_the_sequence_ends_it_and_a_stale_one_changes_nothing() {
+    check(
+        "ineligible_end_sequence",
+        &plan(vec![call(1), sms(2)]),
+        &[
+            ("2025-06-02 09:00:00", Enrolled),
+            // Before any encounter was started: not for this sequence's state.
+            (
+                "2025-06-02 08:59:00",
+                NotEligible(EligibilityAction::EndSequence),
+            ),
+            ("2025-06-02 09:00:00", Wake),
+            (
+                "2025-06-02 09:00:03",
+                NotEligible(EligibilityAction::EndSequence),
+            ),
         ],
     );
 }
