@@ -336,3 +336,8 @@ ALTER TABLE organizations ADD COLUMN retention_days BIGINT;
 ALTER TABLE sequences ADD COLUMN phi_purged_at BIGINT;
 CREATE INDEX sequences_phi_retained ON sequences(org_id, ended_at)
     WHERE status = 'ended' AND phi_purged_at IS NULL;
+
+-- ---- Eligibility hook (migrations/sqlite/0030_eligibility_hook.sql says what each is for) ----
+ALTER TABLE organizations ADD COLUMN eligibility_hook TEXT;
+ALTER TABLE organizations ADD COLUMN eligibility_hook_secret TEXT;
+ALTER TABLE organizations ADD COLUMN eligibility_hook_key_id TEXT;

@@ -175,6 +175,7 @@ impl PgStore {
         };
         if options.reseal_secrets {
             store.reseal_endpoint_secrets().await?;
+            store.reseal_hook_secrets().await?;
         }
         Ok(store)
     }

@@ -133,6 +133,7 @@ impl SqliteStore {
         };
         if options.reseal_secrets {
             store.reseal_endpoint_secrets().await?;
+            store.reseal_hook_secrets().await?;
         }
         Ok(store)
     }
