@@ -168,26 +168,13 @@ impl PgStore {
         .into_iter()
         .map(StoredSecret::of_hook)
         .collect();
-        if stored.is_empty() {
-            return Ok(());
-        }
-        let resealed = self.keys.reseal(stored)?;
-        let mut tx = self.begin().await?;
-        for secret in &resealed {
-            sqlx::query(
-                "UPDATE organizations SET eligibility_hook_secret = $1, eligibility_hook_key_id = $2 \
+        self.reseal_rows(
+            stored,
+            "UPDATE organizations SET eligibility_hook_secret = $1, eligibility_hook_key_id = $2 \
                  WHERE id = $3 AND eligibility_hook_key_id IS NOT DISTINCT FROM $4",
-            )
-            .bind(&secret.sealed.text)
-            .bind(&secret.sealed.key_id)
-            .bind(secret.id)
-            .bind(&secret.previous_key_id)
-            .execute(&mut *tx.inner)
-            .await?;
-        }
-        tx.commit().await?;
-        tracing::info!(count = resealed.len(), key_id = %current, "re-sealed eligibility hook secrets under the current secret key");
-        Ok(())
+            "eligibility hook secrets",
+        )
+        .await
     }
 
     pub(crate) async fn allow_vapi_assistant(

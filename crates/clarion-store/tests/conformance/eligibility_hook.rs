@@ -3,7 +3,7 @@
 //! rotation, re-sealed under a new key, erased with the hook.
 
 use clarion_store::secret_keys::{SecretKey, SecretKeys};
-use clarion_store::{OrganizationPatch, StoreError};
+use clarion_store::{OrgId, OrganizationPatch, Store, StoreError};
 
 use crate::{backend, tenant};
 
@@ -15,6 +15,11 @@ const STORED: &str = "SELECT eligibility_hook_secret FROM organizations \
                       WHERE eligibility_hook_secret IS NOT NULL";
 const KEY_IDS: &str = "SELECT eligibility_hook_key_id FROM organizations \
                        WHERE eligibility_hook_key_id IS NOT NULL";
+
+/// The organisation's hook secret as the scheduler gets it.
+async fn secret_of(store: &Store, org: OrgId) -> Option<String> {
+    store.eligibility_hook(org).await.unwrap().unwrap().secret
+}
 
 fn set(settings: Option<&str>, secret: Option<&str>) -> OrganizationPatch {
     OrganizationPatch {
@@ -57,16 +62,7 @@ async fn a_hook_is_stored_sealed_rotated_and_removed_with_its_secret() {
         ..OrganizationPatch::default()
     };
     store.update_organization(org, &other_change).await.unwrap();
-    assert_eq!(
-        store
-            .eligibility_hook(org)
-            .await
-            .unwrap()
-            .unwrap()
-            .secret
-            .as_deref(),
-        Some(FIRST)
-    );
+    assert_eq!(secret_of(store, org).await.as_deref(), Some(FIRST));
 
     // New settings keep the secret; a new secret replaces it (rotation).
     let moved = SETTINGS.replace("hook.example", "hook2.example");
@@ -89,16 +85,7 @@ async fn a_hook_is_stored_sealed_rotated_and_removed_with_its_secret() {
         )
         .await
         .unwrap();
-    assert_eq!(
-        store
-            .eligibility_hook(org)
-            .await
-            .unwrap()
-            .unwrap()
-            .secret
-            .as_deref(),
-        Some(NEXT)
-    );
+    assert_eq!(secret_of(store, org).await.as_deref(), Some(NEXT));
 
     // Removing the hook erases its secret.
     let removed = store
@@ -138,16 +125,7 @@ async fn a_new_key_reseals_the_hook_secret_and_a_missing_key_stops_the_start() {
     );
     // A node with the new key alone opens it too; one with only the old key cannot start.
     let only_new = backend.open_with(SecretKeys::new(new)).await.unwrap();
-    assert_eq!(
-        only_new
-            .eligibility_hook(org)
-            .await
-            .unwrap()
-            .unwrap()
-            .secret
-            .as_deref(),
-        Some(FIRST)
-    );
+    assert_eq!(secret_of(&only_new, org).await.as_deref(), Some(FIRST));
     let refused = backend.open_with(SecretKeys::new(old)).await;
     assert!(
         matches!(refused, Err(StoreError::UnknownSecretKey { .. })),
