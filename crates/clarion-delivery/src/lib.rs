@@ -6,6 +6,8 @@
 //! - [`Dispatcher`] claims due deliveries under a lease, signs each attempt (Standard
 //!   Webhooks, fresh timestamp, same `webhook-id`), POSTs it through the SSRF guard, records
 //!   the attempt and schedules the next from the [`RetryPolicy`].
+//! - [`eligibility`] asks an organisation's eligibility hook before a contact (signed both
+//!   ways, through the same SSRF guard).
 //! - [`ssrf`] refuses internal targets, at endpoint creation and on every connection.
 //! - [`Clock`] makes time a dependency, so tests run the whole retry schedule on a
 //!   [`ManualClock`].
@@ -16,6 +18,7 @@ pub mod clock {
 }
 pub mod concurrency;
 mod dispatcher;
+pub mod eligibility;
 mod outbox;
 pub mod schedule;
 mod sender;

@@ -126,7 +126,7 @@ impl HttpSender {
 
 /// The short error class of a failed request. Never the URL or the message, which could
 /// carry a customer's host names into logs.
-fn classify(error: &reqwest::Error) -> &'static str {
+pub(crate) fn classify(error: &reqwest::Error) -> &'static str {
     if ssrf::find_ssrf_error(error).is_some() {
         return "ssrf-blocked";
     }

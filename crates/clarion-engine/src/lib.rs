@@ -58,6 +58,9 @@
 //! window may close. [`contact_check`] is the rule the driver applies in the transaction just
 //! before each provider request; when it says no, [`Event::EncounterWithheld`] puts the
 //! attempt back (a closed window becomes a deferral; a suppressed number ends the sequence).
+//! An organisation's eligibility hook may say no too, just before that check:
+//! [`Event::Ineligible`] skips the step (the next one is scheduled after its delay) or ends
+//! the sequence, as the hook's answer says.
 //!
 //! # Conventions
 //!
@@ -79,6 +82,6 @@ pub use machine::{contact_check, step};
 pub use outcome::{EncounterOutcome, StopReason};
 pub use plan::{CallingHours, CallingRule, Channel, ParseError, Plan, StepSpec, Weekdays};
 pub use state::{
-    Action, DeferReason, Event, Note, Phase, RuleCap, SequenceState, SequenceStatus, SkipReason,
-    Transition, Withheld,
+    Action, DeferReason, EligibilityAction, Event, Note, Phase, RuleCap, SequenceState,
+    SequenceStatus, SkipReason, Transition, Withheld,
 };

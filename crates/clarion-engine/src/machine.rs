@@ -8,8 +8,8 @@ use crate::hours::Constraints;
 use crate::outcome::EncounterOutcome;
 use crate::plan::{Channel, Plan};
 use crate::state::{
-    Action, DeferReason, Event, Note, Phase, RuleCap, SequenceState, SequenceStatus, SkipReason,
-    Transition, Withheld,
+    Action, DeferReason, EligibilityAction, Event, Note, Phase, RuleCap, SequenceState,
+    SequenceStatus, SkipReason, Transition, Withheld,
 };
 
 /// Applies one event to a sequence at instant `now` and returns the new state and the actions
@@ -51,6 +51,7 @@ pub fn step(plan: &Plan, state: &SequenceState, event: &Event, now: DateTime<Utc
             Event::Resume => m.resume(now),
             Event::EncounterWithheld { reason } => m.withheld(reason),
             Event::CallerNumbersAtCap { until } => m.caller_numbers_at_cap(until),
+            Event::Ineligible { action, ref reason } => m.ineligible(action, reason.clone(), now),
         }
     }
     Transition {
@@ -239,6 +240,8 @@ impl Machine<'_> {
             step,
             attempt,
             reason: SkipReason::Suppressed,
+            action: None,
+            hook_reason: None,
         });
         let no_contact = no_contact(step, attempt);
         self.end(format!(
@@ -271,6 +274,8 @@ impl Machine<'_> {
             step,
             attempt,
             reason: SkipReason::NoAllowedWindow,
+            action: None,
+            hook_reason: None,
         });
         let no_contact = no_contact(step, attempt);
         self.end(format!(
@@ -329,6 +334,54 @@ impl Machine<'_> {
             rule: None,
         });
         self.wait(step, attempt, until);
+    }
+
+    /// The eligibility hook said no just before the provider request of the encounter started
+    /// for the current (step, attempt). Nobody was contacted. `skip-step` moves on to the
+    /// next step (due its delay after now) or ends the sequence after the last step;
+    /// `end-sequence` ends it. The hook's reason goes only into the history: the outcome
+    /// description, which the report carries, names the check, not its words.
+    fn ineligible(
+        &mut self,
+        action: EligibilityAction,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) {
+        if !matches!(self.state.phase, Phase::InEncounter { .. }) {
+            return;
+        }
+        let (step, attempt) = (self.state.step, self.state.attempt);
+        self.note(Note::Skipped {
+            step,
+            attempt,
+            reason: SkipReason::Ineligible,
+            action: Some(action),
+            hook_reason: reason,
+        });
+        let Some(spec) = self.plan.steps.get(step) else {
+            return self.missing_step();
+        };
+        let here = self.label_now(step, attempt, self.channel_now(spec.channel));
+        let no_contact = no_contact(step, attempt);
+        if action == EligibilityAction::SkipStep {
+            if let Some(next) = self.plan.steps.get(step + 1) {
+                let due_at = after(now, next.delay);
+                self.wait(step + 1, 1, due_at);
+                return self.note(Note::StepScheduled {
+                    step: step + 1,
+                    attempt: 1,
+                    due_at,
+                });
+            }
+            return self.end(format!(
+                "Ended: {here}, the last step, was skipped because the eligibility check \
+                 answered that the patient is not to be contacted; {no_contact}."
+            ));
+        }
+        self.end(format!(
+            "Ended before {here}: the eligibility check answered that the patient is not to be \
+             contacted; {no_contact}."
+        ))
     }
 
     fn encounter_ended(&mut self, outcome: EncounterOutcome, ended_at: DateTime<Utc>) {
@@ -552,6 +605,8 @@ impl Machine<'_> {
             step,
             attempt,
             reason: SkipReason::MissingStep,
+            action: None,
+            hook_reason: None,
         });
         self.end(format!(
             "Ended: step {} is not in the template; no further contact was made.",

@@ -140,6 +140,27 @@ pub enum Event {
         /// When the earliest number may contact someone again.
         until: DateTime<Utc>,
     },
+    /// The organisation's eligibility hook, asked just before the provider request of the
+    /// encounter the engine started, answered that the patient is not to be contacted (or
+    /// could not be asked, and the organisation treats that as "not eligible"). Nobody was
+    /// contacted; the driver removed the encounter row.
+    Ineligible {
+        /// Skip the step or end the sequence.
+        action: EligibilityAction,
+        /// The hook's reason (or `hook-error: <class>`), kept only in the history.
+        reason: Option<String>,
+    },
+}
+
+/// What an "ineligible" answer does to the sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EligibilityAction {
+    /// This step is not run (nor its remaining attempts): the next step is scheduled after
+    /// its delay, or the sequence ends if this was the last.
+    SkipStep,
+    /// The sequence ends now.
+    EndSequence,
 }
 
 /// A calling rule's attempt limit, as looked up by the driver (see [`Event::Wake`]).
@@ -217,6 +238,9 @@ pub enum SkipReason {
     /// The plan has no step at this index (the driver passed a different plan than the one
     /// the sequence started with). Defensive: ends the sequence instead of panicking.
     MissingStep,
+    /// The organisation's eligibility hook answered "not eligible" (or failed, under the
+    /// default policy); the note carries the action and the hook's reason.
+    Ineligible,
 }
 
 /// One history entry. Each carries what is needed to answer "why wasn't this patient called?"
@@ -247,7 +271,8 @@ pub enum Note {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         rule: Option<String>,
     },
-    /// A step was not run, and the sequence ended.
+    /// A step was not run, and the sequence ended (or, for `ineligible` with `skip-step`,
+    /// went on to its next step).
     Skipped {
         /// 0-based step index.
         step: usize,
@@ -255,6 +280,12 @@ pub enum Note {
         attempt: u32,
         /// Why.
         reason: SkipReason,
+        /// For `ineligible`: what the answer did.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        action: Option<EligibilityAction>,
+        /// For `ineligible`: the eligibility hook's reason, or `hook-error: <class>`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hook_reason: Option<String>,
     },
     /// An encounter was started.
     EncounterStarted {

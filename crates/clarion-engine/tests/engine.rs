@@ -14,9 +14,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc, Weekday};
 use chrono_tz::Tz;
 use clarion_engine::{
-    Action, CallingHours, CallingRule, Channel, EncounterOutcome as O, Event, Note, Phase, Plan,
-    RuleCap, SequenceState, SequenceStatus, StepSpec, StopReason, Withheld, contact_check,
-    next_allowed_instant, step,
+    Action, CallingHours, CallingRule, Channel, EligibilityAction, EncounterOutcome as O, Event,
+    Note, Phase, Plan, RuleCap, SequenceState, SequenceStatus, StepSpec, StopReason, Withheld,
+    contact_check, next_allowed_instant, step,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -46,6 +46,8 @@ enum In {
     /// Every caller number was at its daily cap just before the provider request; the first
     /// frees up at the given time.
     NumbersAtCap(&'static str),
+    /// The eligibility hook said no just before the provider request.
+    NotEligible(EligibilityAction),
 }
 use In::*;
 
@@ -82,6 +84,10 @@ impl In {
             Resume => Event::Resume,
             Withhold(reason) => Event::EncounterWithheld { reason },
             NumbersAtCap(until) => Event::CallerNumbersAtCap { until: t(until) },
+            NotEligible(action) => Event::Ineligible {
+                action,
+                reason: Some("confirmed in the EHR".into()),
+            },
         }
     }
 }
@@ -354,6 +360,9 @@ fn render_event(event: &Event, tz: Tz) -> String {
         Event::CallerNumbersAtCap { until } => {
             format!("CallerNumbersAtCap until={}", at(*until, tz))
         }
+        Event::Ineligible { action, reason } => {
+            format!("Ineligible {} reason={reason:?}", kebab(action))
+        }
     }
 }
 
@@ -404,10 +413,21 @@ fn render_note(note: &Note, tz: Tz) -> String {
             step,
             attempt,
             reason,
-        } => format!(
-            "skipped step={step} attempt={attempt} reason={}",
-            kebab(reason)
-        ),
+            action,
+            hook_reason,
+        } => {
+            let mut s = format!(
+                "skipped step={step} attempt={attempt} reason={}",
+                kebab(reason)
+            );
+            if let Some(action) = action {
+                write!(s, " action={}", kebab(action)).unwrap();
+            }
+            if let Some(hook_reason) = hook_reason {
+                write!(s, " hook_reason={hook_reason:?}").unwrap();
+            }
+            s
+        }
         Note::EncounterStarted {
             step,
             attempt,
@@ -2079,6 +2099,65 @@ fn the_text_after_a_voicemail_waits_for_the_window_and_is_withheld_like_any_text
             ("2025-06-02 10:00", Wake),
             ("2025-06-02 10:01", Ended(O::Voicemail)),
             ("2025-06-02 10:01", Cancel),
+        ],
+    );
+}
+
+#[test]
+fn an_ineligible_step_is_skipped_and_the_next_step_is_due_after_its_delay() {
+    let mut second = sms(2);
+    second.delay = d("1h");
+    check(
+        "ineligible_skip_step",
+        &plan(vec![call(1), second]),
+        &[
+            ("2025-06-02 09:00:00", Enrolled),
+            ("2025-06-02 09:00:00", Wake),
+            (
+                "2025-06-02 09:00:05",
+                NotEligible(EligibilityAction::SkipStep),
+            ),
+            ("2025-06-02 10:00:05", Wake),
+            ("2025-06-02 10:30:00", Ended(O::Resolved)),
+        ],
+    );
+}
+
+#[test]
+fn an_ineligible_last_step_ends_the_sequence_and_a_retry_is_skipped_with_its_step() {
+    check(
+        "ineligible_last_step",
+        &plan(vec![call(1).attempts(3, "4h")]),
+        &[
+            ("2025-06-02 09:00:00", Enrolled),
+            ("2025-06-02 09:00:00", Wake),
+            ("2025-06-02 09:01:00", Ended(O::NoAnswer)),
+            ("2025-06-02 13:01:00", Wake),
+            (
+                "2025-06-02 13:01:02",
+                NotEligible(EligibilityAction::SkipStep),
+            ),
+        ],
+    );
+}
+
+#[test]
+fn an_ineligible_answer_that_ends_the_sequence_ends_it_and_a_stale_one_changes_nothing() {
+    check(
+        "ineligible_end_sequence",
+        &plan(vec![call(1), sms(2)]),
+        &[
+            ("2025-06-02 09:00:00", Enrolled),
+            // Before any encounter was started: not for this sequence's state.
+            (
+                "2025-06-02 08:59:00",
+                NotEligible(EligibilityAction::EndSequence),
+            ),
+            ("2025-06-02 09:00:00", Wake),
+            (
+                "2025-06-02 09:00:03",
+                NotEligible(EligibilityAction::EndSequence),
+            ),
         ],
     );
 }

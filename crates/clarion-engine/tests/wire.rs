@@ -3,8 +3,8 @@
 
 use chrono::{DateTime, Utc};
 use clarion_engine::{
-    Channel, DeferReason, EncounterOutcome, Note, Phase, SequenceState, SequenceStatus, SkipReason,
-    StopReason,
+    Channel, DeferReason, EligibilityAction, EncounterOutcome, Note, Phase, SequenceState,
+    SequenceStatus, SkipReason, StopReason,
 };
 
 fn t(s: &str) -> DateTime<Utc> {
@@ -105,10 +105,13 @@ fn enums_use_kebab_case_names() {
         SkipReason::Suppressed,
         SkipReason::NoAllowedWindow,
         SkipReason::MissingStep,
+        SkipReason::Ineligible,
+        EligibilityAction::SkipStep,
+        EligibilityAction::EndSequence,
     ]);
     assert_eq!(
         json.to_string(),
-        r#"["call","sms","resolved","opt-out","declined","escalated","active","paused","ended","calling-hours","contact-cap","calling-rule","calling-rule-attempts","suppressed","no-allowed-window","missing-step"]"#
+        r#"["call","sms","resolved","opt-out","declined","escalated","active","paused","ended","calling-hours","contact-cap","calling-rule","calling-rule-attempts","suppressed","no-allowed-window","missing-step","ineligible","skip-step","end-sequence"]"#
     );
 }
 
@@ -158,6 +161,15 @@ fn history_note_shapes() {
             step: 1,
             attempt: 1,
             reason: SkipReason::Suppressed,
+            action: None,
+            hook_reason: None,
+        },
+        Note::Skipped {
+            step: 0,
+            attempt: 2,
+            reason: SkipReason::Ineligible,
+            action: Some(EligibilityAction::SkipStep),
+            hook_reason: Some("hook-error: timeout".into()),
         },
         Note::EncounterStarted {
             step: 0,

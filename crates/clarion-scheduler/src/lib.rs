@@ -4,6 +4,7 @@
 pub mod calling_rules;
 pub mod clock;
 pub mod definition;
+pub mod eligibility;
 pub mod fault;
 pub mod report;
 mod scheduler;

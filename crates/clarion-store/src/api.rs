@@ -248,6 +248,9 @@ impl Store {
         /// Changes an organisation's settings; answers them as they are now.
         pub async fn update_organization(&self, org: OrgId, patch: &OrganizationPatch) -> Result<Option<Organization>>;
 
+        /// The organisation's eligibility hook with its secret opened; `None` without a hook.
+        pub async fn eligibility_hook(&self, org: OrgId) -> Result<Option<EligibilityHookRow>>;
+
         /// Puts a Vapi assistant id on the organisation's allow-list (operator only: the CLI, never
         /// `/v1`). Answers whether it was new. An unknown organisation is a foreign-key error.
         pub async fn allow_vapi_assistant(&self, org: OrgId, vapi_assistant_id: &str, now: Millis) -> Result<bool>;

@@ -28,9 +28,9 @@
 use std::collections::BTreeSet;
 
 use crate::postgres::{PgStore, PgTx};
-use crate::secret_keys::{OpenError, SecretKeys};
+use crate::secret_keys::{Binding, OpenError, SecretKeys};
 use crate::sqlite::{SqliteStore, SqliteTx};
-use crate::{CopyError, CopyReport, EndpointId, StoreError, TableCount};
+use crate::{CopyError, CopyReport, EndpointId, OrgId, StoreError, TableCount};
 
 /// How a column's values are read and bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +90,9 @@ pub(crate) const TABLES: &[Table] = &[
             ("sms_help_text", Text),
             ("calling_rules", Text),
             ("retention_days", Int),
+            ("eligibility_hook", Text),
+            ("eligibility_hook_secret", Text),
+            ("eligibility_hook_key_id", Text),
         ],
     ),
     table(
@@ -362,6 +365,11 @@ pub(crate) const TABLES: &[Table] = &[
 
 /// The table whose rows are re-sealed on the way.
 const SECRETS: &str = "webhook_endpoint_secrets";
+/// The table whose rows may hold an eligibility hook secret, re-sealed like endpoint secrets.
+const ORGANIZATIONS: &str = "organizations";
+/// Where an `organizations` row holds the hook's sealed secret and its key id.
+const HOOK_SECRET_COLUMN: usize = 9;
+const HOOK_KEY_ID_COLUMN: usize = 10;
 
 /// Tables in a schema that are deliberately not copied: the migrator's bookkeeping (the
 /// target's own migrations wrote its own), and SQLite's `contact_locks`, whose rows are only
@@ -870,6 +878,31 @@ fn reseal(row: &mut Row, from: &SecretKeys, to: &SecretKeys) -> Result<(), CopyE
     Ok(())
 }
 
+/// An organisation row's eligibility hook secret (if any), opened with the source's key ring
+/// and sealed under the target's, bound to the organisation id (kept).
+fn reseal_hook(row: &mut Row, from: &SecretKeys, to: &SecretKeys) -> Result<(), CopyError> {
+    let Some(sealed) = row.get(HOOK_SECRET_COLUMN).and_then(Cell::text) else {
+        return Ok(());
+    };
+    let org = row
+        .first()
+        .and_then(Cell::int)
+        .map(OrgId)
+        .ok_or(StoreError::Corrupt("organisation without an id"))?;
+    let key_id = row.get(HOOK_KEY_ID_COLUMN).and_then(Cell::text);
+    let binding = Binding::EligibilityHook(org);
+    let secret = from
+        .open(binding, key_id, sealed)
+        .map_err(|error| match error {
+            OpenError::UnknownKey(key_id) => CopyError::SecretKeyMissing { key_id },
+            OpenError::Damaged => CopyError::HookSecretDoesNotOpen { org_id: org.0 },
+        })?;
+    let resealed = to.seal(binding, &secret)?;
+    row[HOOK_SECRET_COLUMN] = Cell::Text(Some(resealed.text));
+    row[HOOK_KEY_ID_COLUMN] = Cell::Text(Some(resealed.key_id));
+    Ok(())
+}
+
 /// Each copied table's rows, read in one snapshot, in copy order.
 pub(crate) async fn table_counts(side: Side<'_>) -> Result<Vec<(&'static str, u64)>, StoreError> {
     let mut reader = side.snapshot().await?;
@@ -910,6 +943,11 @@ pub(crate) async fn copy(source: Side<'_>, target: Side<'_>) -> Result<CopyRepor
             if table.name == SECRETS {
                 for row in &mut page {
                     reseal(row, source.keys(), target.keys())?;
+                }
+            }
+            if table.name == ORGANIZATIONS {
+                for row in &mut page {
+                    reseal_hook(row, source.keys(), target.keys())?;
                 }
             }
             writer.insert(table, &page).await?;
@@ -966,7 +1004,8 @@ mod tests {
         assert_eq!(
             page_sql(find("organizations"), false, sqlite_io::param),
             "SELECT \"id\", \"name\", \"created_at\", \"max_contacts_per_day\", \
-             \"max_contacts_per_week\", \"sms_help_text\", \"calling_rules\", \"retention_days\" FROM organizations \
+             \"max_contacts_per_week\", \"sms_help_text\", \"calling_rules\", \"retention_days\", \"eligibility_hook\", \"eligibility_hook_secret\", \
+             \"eligibility_hook_key_id\" FROM organizations \
              ORDER BY \"id\" \
              LIMIT 1000"
         );
@@ -1034,5 +1073,53 @@ mod tests {
             error,
             CopyError::SecretDoesNotOpen { endpoint_id: 8 }
         ));
+    }
+
+    #[test]
+    fn a_hook_secret_is_resealed_for_its_organisation_and_a_row_without_one_is_left_alone() {
+        use crate::secret_keys::SecretKey;
+        let from = SecretKeys::new(SecretKey::generate());
+        let to = SecretKeys::new(SecretKey::generate());
+        let sealed = from
+            .seal(Binding::EligibilityHook(OrgId(4)), "whsec_aG9vaw==")
+            .unwrap();
+        let columns = find(ORGANIZATIONS).columns;
+        assert_eq!(columns[HOOK_SECRET_COLUMN].0, "eligibility_hook_secret");
+        assert_eq!(columns[HOOK_KEY_ID_COLUMN].0, "eligibility_hook_key_id");
+        let row = |secret: Option<String>, key: Option<String>| {
+            let mut row = vec![Cell::Int(Some(4))];
+            row.extend((1..HOOK_SECRET_COLUMN).map(|_| Cell::Text(None)));
+            row.push(Cell::Text(secret));
+            row.push(Cell::Text(key));
+            row
+        };
+        let mut with = row(Some(sealed.text.clone()), Some(sealed.key_id.clone()));
+        reseal_hook(&mut with, &from, &to).unwrap();
+        let opened = to
+            .open(
+                Binding::EligibilityHook(OrgId(4)),
+                with[HOOK_KEY_ID_COLUMN].text(),
+                with[HOOK_SECRET_COLUMN].text().unwrap(),
+            )
+            .unwrap();
+        assert_eq!(opened, "whsec_aG9vaw==");
+        // Not an endpoint's secret, nor another organisation's.
+        assert!(
+            to.open(
+                EndpointId(4),
+                with[HOOK_KEY_ID_COLUMN].text(),
+                with[HOOK_SECRET_COLUMN].text().unwrap()
+            )
+            .is_err()
+        );
+        let mut moved = row(Some(sealed.text.clone()), Some(sealed.key_id.clone()));
+        moved[0] = Cell::Int(Some(5));
+        assert!(matches!(
+            reseal_hook(&mut moved, &from, &to),
+            Err(CopyError::HookSecretDoesNotOpen { org_id: 5 })
+        ));
+        let mut without = row(None, None);
+        reseal_hook(&mut without, &from, &to).unwrap();
+        assert_eq!(without, row(None, None));
     }
 }

@@ -87,6 +87,13 @@ pub enum CopyError {
          rotate or delete that endpoint's secret on the source, then copy again"
     )]
     SecretDoesNotOpen { endpoint_id: i64 },
+    /// An organisation's eligibility hook secret in the source does not open with the key
+    /// that sealed it.
+    #[error(
+        "the eligibility hook secret of organisation {org_id} in the source does not open \
+         (damaged); rotate it on the source (PATCH /v1/organization), then copy again"
+    )]
+    HookSecretDoesNotOpen { org_id: i64 },
     /// The rows counted in the source, copied and counted in the target differ.
     #[error(
         "table {table}: {in_source} rows in the source, {copied} copied, {in_target} in the \

@@ -4,7 +4,8 @@
 //! Purged: the contact's name and external id, the enrollment's variables, every encounter's
 //! report object (transcript, summary, analysis) and conversation state, and in every stored
 //! message body of the sequence (its report, events about its encounters) the transcripts,
-//! summaries, analysis values and voicemail messages. Kept: ids, statuses, times, outcomes,
+//! summaries, analysis values and voicemail messages; and the eligibility hook's reasons in
+//! the sequence's history (they may name the patient's circumstances). Kept: ids, statuses, times, outcomes,
 //! ended reasons, durations, the numbers (the contact's number is what an opt-out, the
 //! suppression list and contact caps are matched by; see README, "Privacy").
 
@@ -67,6 +68,23 @@ fn null_keys(value: &mut Value) {
         }
         Value::Array(items) => items.iter_mut().for_each(null_keys),
         _ => {}
+    }
+}
+
+/// The history key that holds an eligibility hook's reason (a `skipped` entry's).
+const EVENT_KEY: &str = "hook_reason";
+
+/// The kind of history entry that may hold [`EVENT_KEY`].
+pub(crate) const EVENT_KIND_WITH_PHI: &str = "skipped";
+
+/// A history entry's detail (JSON text) without the hook's reason, the rest kept in order;
+/// `None` when there is none to remove (the row stays as it is).
+pub(crate) fn redact_event(detail: &str) -> Option<String> {
+    match serde_json::from_str::<Value>(detail) {
+        Ok(Value::Object(mut object)) => object
+            .shift_remove(EVENT_KEY)
+            .map(|_| Value::Object(object).to_string()),
+        _ => None,
     }
 }
 

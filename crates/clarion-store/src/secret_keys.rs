@@ -14,7 +14,9 @@
 //! does not hold stops the connect, loudly, instead of leaving deliveries unsigned.
 //!
 //! Each sealed value is bound to its endpoint (the endpoint id and key id are the cipher's
-//! associated data): a sealed secret copied onto another endpoint's row does not open.
+//! associated data): a sealed secret copied onto another endpoint's row does not open. An
+//! organisation's eligibility hook secret is sealed the same way, bound to the organisation
+//! under a prefix of its own ([`Binding`]), so neither kind opens as the other.
 
 use std::fmt;
 use std::io::Write;
@@ -28,7 +30,7 @@ use chacha20poly1305::{KeyInit, XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
-use crate::{EndpointId, Result, StoreError};
+use crate::{EndpointId, OrgId, Result, StoreError};
 
 /// Bytes in a secret key.
 pub const SECRET_KEY_LEN: usize = 32;
@@ -36,6 +38,23 @@ pub const SECRET_KEY_LEN: usize = 32;
 const NONCE_LEN: usize = 24;
 /// Domain separation for the associated data (a version, so a future format can differ).
 const AAD_PREFIX: &[u8] = b"clarion/webhook-endpoint-secret/v1";
+/// The same for an organisation's eligibility hook secret.
+const HOOK_AAD_PREFIX: &[u8] = b"clarion/eligibility-hook-secret/v1";
+
+/// What a sealed secret belongs to: its associated data, so it opens only there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Binding {
+    /// A webhook endpoint's signing secret.
+    Endpoint(EndpointId),
+    /// An organisation's eligibility hook secret.
+    EligibilityHook(OrgId),
+}
+
+impl From<EndpointId> for Binding {
+    fn from(endpoint: EndpointId) -> Self {
+        Self::Endpoint(endpoint)
+    }
+}
 
 /// One 32-byte key. `Debug` shows its id, never the key.
 #[derive(Clone, PartialEq, Eq)]
@@ -126,8 +145,13 @@ impl SecretKeys {
             .find(|key| key.id() == id)
     }
 
-    /// Seals `plaintext` for `endpoint` under the current key.
-    pub(crate) fn seal(&self, endpoint: EndpointId, plaintext: &str) -> Result<SealedSecret> {
+    /// Seals `plaintext` for `endpoint` (or another [`Binding`]) under the current key.
+    pub(crate) fn seal(
+        &self,
+        endpoint: impl Into<Binding>,
+        plaintext: &str,
+    ) -> Result<SealedSecret> {
+        let endpoint = endpoint.into();
         let key_id = self.current.id();
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill_bytes(&mut nonce);
@@ -157,10 +181,11 @@ impl SecretKeys {
     /// (its text is the secret); the connect-time pass re-seals those.
     pub(crate) fn open(
         &self,
-        endpoint: EndpointId,
+        endpoint: impl Into<Binding>,
         key_id: Option<&str>,
         text: &str,
     ) -> Result<String, OpenError> {
+        let endpoint = endpoint.into();
         let Some(key_id) = key_id else {
             return Ok(text.to_owned());
         };
@@ -235,10 +260,10 @@ impl SecretKeys {
         let mut resealed = Vec::with_capacity(stored.len());
         let mut unknown: Option<(String, u64)> = None;
         for row in stored {
-            match self.open(row.endpoint_id, row.key_id.as_deref(), &row.sealed_secret) {
+            match self.open(row.binding, row.key_id.as_deref(), &row.sealed_secret) {
                 Ok(secret) => resealed.push(Resealed {
                     id: row.id,
-                    sealed: self.seal(row.endpoint_id, &secret)?,
+                    sealed: self.seal(row.binding, &secret)?,
                     previous_key_id: row.key_id,
                 }),
                 Err(OpenError::UnknownKey(key_id)) => match &mut unknown {
@@ -246,7 +271,7 @@ impl SecretKeys {
                     None => unknown = Some((key_id, 1)),
                 },
                 Err(error @ OpenError::Damaged) => {
-                    tracing::warn!(endpoint_id = row.endpoint_id.0, %error, "an endpoint secret does not open; left as it is");
+                    tracing::warn!(binding = ?row.binding, %error, "a sealed secret does not open; left as it is");
                 }
             }
         }
@@ -261,13 +286,27 @@ impl SecretKeys {
 /// empty for a secret stored before sealing). Reads from `webhook_endpoint_secrets s`.
 pub(crate) const STORED_SECRET_SQL: &str = "COALESCE(s.key_id, '') || ':' || s.sealed_secret";
 
-/// One stored secret as the re-sealing pass reads it.
+/// One stored secret as the re-sealing pass reads it (`id` is the row's: the secret's for an
+/// endpoint, the organisation's for a hook).
 #[derive(Debug)]
 pub(crate) struct StoredSecret {
     pub(crate) id: i64,
-    pub(crate) endpoint_id: EndpointId,
+    pub(crate) binding: Binding,
     pub(crate) sealed_secret: String,
     pub(crate) key_id: Option<String>,
+}
+
+impl StoredSecret {
+    /// An organisation's hook secret, from the columns `id, eligibility_hook_secret,
+    /// eligibility_hook_key_id`.
+    pub(crate) fn of_hook((org, sealed_secret, key_id): (i64, String, Option<String>)) -> Self {
+        Self {
+            id: org,
+            binding: Binding::EligibilityHook(OrgId(org)),
+            sealed_secret,
+            key_id,
+        }
+    }
 }
 
 impl From<(i64, i64, String, Option<String>)> for StoredSecret {
@@ -275,7 +314,7 @@ impl From<(i64, i64, String, Option<String>)> for StoredSecret {
     fn from((id, endpoint_id, sealed_secret, key_id): (i64, i64, String, Option<String>)) -> Self {
         Self {
             id,
-            endpoint_id: EndpointId(endpoint_id),
+            binding: Binding::Endpoint(EndpointId(endpoint_id)),
             sealed_secret,
             key_id,
         }
@@ -318,10 +357,14 @@ pub(crate) enum OpenError {
     Damaged,
 }
 
-fn associated_data(endpoint: EndpointId, key_id: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(AAD_PREFIX.len() + 8 + key_id.len());
-    aad.extend_from_slice(AAD_PREFIX);
-    aad.extend_from_slice(&endpoint.0.to_be_bytes());
+fn associated_data(binding: Binding, key_id: &str) -> Vec<u8> {
+    let (prefix, id) = match binding {
+        Binding::Endpoint(endpoint) => (AAD_PREFIX, endpoint.0),
+        Binding::EligibilityHook(org) => (HOOK_AAD_PREFIX, org.0),
+    };
+    let mut aad = Vec::with_capacity(prefix.len() + 8 + key_id.len());
+    aad.extend_from_slice(prefix);
+    aad.extend_from_slice(&id.to_be_bytes());
     aad.extend_from_slice(key_id.as_bytes());
     aad
 }

@@ -238,6 +238,43 @@ pub fn events() -> Vec<(&'static str, &'static str, Value)> {
     ]
 }
 
+/// An `encounter.eligibility` request: the second attempt of step 1 (a call) of sequence
+/// 1043.
+pub fn encounter_eligibility() -> crate::EligibilityRequest {
+    crate::EligibilityRequest::new(
+        1043,
+        Some("pt-000184".to_owned()),
+        1,
+        2,
+        crate::OutreachType::Call,
+    )
+}
+
+/// An eligibility hook's answer: not eligible, skip the step.
+pub fn eligibility_answer() -> crate::EligibilityAnswer {
+    crate::EligibilityAnswer::not_eligible(
+        "appointment already confirmed",
+        crate::IneligibleAction::SkipStep,
+    )
+}
+
+/// The eligibility check's examples (request and answer) with the schema file each validates
+/// against and the file name it is committed under in `schemas/examples/`.
+pub fn eligibility() -> Vec<(&'static str, &'static str, Value)> {
+    vec![
+        (
+            "encounter-eligibility.json",
+            "encounter-eligibility.schema.json",
+            json_of(&encounter_eligibility()),
+        ),
+        (
+            "encounter-eligibility-answer.json",
+            "encounter-eligibility-answer.schema.json",
+            json_of(&eligibility_answer()),
+        ),
+    ]
+}
+
 fn json_of(event: &impl serde::Serialize) -> Value {
     serde_json::to_value(event).unwrap_or_else(|_| unreachable!("example events always serialise"))
 }

@@ -21,6 +21,9 @@
 //!   directions and constant-time comparison.
 //! * **The other event types** ([`EncounterEnded`], [`EndpointDisabled`]) and [`Event`], which
 //!   parses any delivery by its `clarion-event-type` header.
+//! * **The pre-contact eligibility check** ([`EligibilityRequest`], [`EligibilityAnswer`],
+//!   [`verify_answer`]): what an organisation's eligibility hook receives and how it answers,
+//!   signed both ways.
 //! * **The JSON Schemas** of the report and of each event (draft 2020-12), behind the `schema`
 //!   feature ([`schema::report_schema`], [`schema::encounter_ended_schema`],
 //!   [`schema::endpoint_disabled_schema`]).
@@ -53,6 +56,7 @@
 //! with the same `webhook-id` and the same body bytes. Use `webhook-id` to de-duplicate.
 #![deny(missing_docs)]
 
+mod eligibility;
 mod events;
 pub mod examples;
 mod open_enum;
@@ -62,6 +66,10 @@ pub mod schema;
 mod signing;
 mod timestamp;
 
+pub use eligibility::{
+    AnswerError, EVENT_TYPE_ENCOUNTER_ELIGIBILITY, EligibilityAnswer, EligibilityRequest,
+    IneligibleAction, MAX_ANSWER_BYTES, MAX_REASON_CHARS, verify_answer,
+};
 pub use events::{
     EVENT_TYPE_ENCOUNTER_ENDED, EVENT_TYPE_ENDPOINT_DISABLED, EVENT_TYPE_SEQUENCE_ENDED_TEST,
     EVENT_TYPES, EncounterEnded, EndpointDisabled, Event, EventError, HEADER_EVENT_TYPE,

@@ -19,7 +19,9 @@ use schemars::Schema;
 use schemars::generate::SchemaSettings;
 use schemars::transform::RecursiveTransform;
 
-use crate::{EncounterEnded, EndpointDisabled, SequenceReport};
+use crate::{
+    EligibilityAnswer, EligibilityRequest, EncounterEnded, EndpointDisabled, SequenceReport,
+};
 
 /// The `$id` of the published schema.
 pub const SCHEMA_ID: &str = "https://schemas.clarion.health/end-of-sequence-report.schema.json";
@@ -29,6 +31,13 @@ pub const ENCOUNTER_ENDED_SCHEMA_ID: &str =
 /// The `$id` of the published `endpoint.disabled` schema.
 pub const ENDPOINT_DISABLED_SCHEMA_ID: &str =
     "https://schemas.clarion.health/endpoint-disabled.schema.json";
+
+/// The `$id` of the published `encounter.eligibility` request schema.
+pub const ENCOUNTER_ELIGIBILITY_SCHEMA_ID: &str =
+    "https://schemas.clarion.health/encounter-eligibility.schema.json";
+/// The `$id` of the published schema of an eligibility hook's answer.
+pub const ELIGIBILITY_ANSWER_SCHEMA_ID: &str =
+    "https://schemas.clarion.health/encounter-eligibility-answer.schema.json";
 
 /// The published JSON Schema of [`SequenceReport`] as a JSON value: the receivers' contract.
 pub fn report_schema() -> serde_json::Value {
@@ -65,12 +74,40 @@ pub fn endpoint_disabled_schema() -> serde_json::Value {
     )
 }
 
+/// The published JSON Schema of an `encounter.eligibility` request ([`EligibilityRequest`]):
+/// every key is required (`external_id` may be `null`).
+pub fn encounter_eligibility_schema() -> serde_json::Value {
+    identified_as::<EligibilityRequest>(
+        SchemaSettings::draft2020_12(),
+        ENCOUNTER_ELIGIBILITY_SCHEMA_ID,
+        "Encounter Eligibility request",
+    )
+}
+
+/// The published JSON Schema of an eligibility hook's answer ([`EligibilityAnswer`]):
+/// `eligible` is required, `reason` and `action` optional.
+pub fn eligibility_answer_schema() -> serde_json::Value {
+    identified_as::<EligibilityAnswer>(
+        SchemaSettings::draft2020_12(),
+        ELIGIBILITY_ANSWER_SCHEMA_ID,
+        "Encounter Eligibility answer",
+    )
+}
+
 /// Every published schema with the file name it is committed under in `schemas/`.
 pub fn all() -> Vec<(&'static str, serde_json::Value)> {
     vec![
         ("end-of-sequence-report.schema.json", report_schema()),
         ("encounter-ended.schema.json", encounter_ended_schema()),
         ("endpoint-disabled.schema.json", endpoint_disabled_schema()),
+        (
+            "encounter-eligibility.schema.json",
+            encounter_eligibility_schema(),
+        ),
+        (
+            "encounter-eligibility-answer.schema.json",
+            eligibility_answer_schema(),
+        ),
     ]
 }
 

@@ -620,3 +620,78 @@ fn the_event_schemas_require_exactly_what_is_always_known() {
     minimal.as_object_mut().unwrap().remove("sequence_id");
     assert!(!validation_errors(&validator, &minimal).is_empty());
 }
+
+// ---- the eligibility check (`encounter.eligibility` and the hook's answer) ----
+
+#[test]
+fn golden_eligibility_payloads_are_the_examples_validate_and_round_trip() {
+    for (file, schema_file, value) in examples::eligibility() {
+        let path = examples_dir().join(file);
+        assert_matches_committed(&path, &pretty(&value));
+        let schema: Value = serde_json::from_str(
+            &std::fs::read_to_string(repo_root().join("schemas").join(schema_file)).unwrap(),
+        )
+        .unwrap();
+        let validator = jsonschema::draft202012::options()
+            .should_validate_formats(true)
+            .build(&schema)
+            .unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let instance: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            validation_errors(&validator, &instance),
+            Vec::<String>::new(),
+            "{file}"
+        );
+        let again = if file == "encounter-eligibility.json" {
+            pretty(&serde_json::from_str::<clarion_webhooks::EligibilityRequest>(&text).unwrap())
+        } else {
+            pretty(&serde_json::from_str::<clarion_webhooks::EligibilityAnswer>(&text).unwrap())
+        };
+        assert_eq!(again, text, "{file}");
+    }
+}
+
+#[test]
+fn the_eligibility_request_names_no_phone_number_and_the_answer_requires_only_eligible() {
+    let request = schema::encounter_eligibility_schema();
+    assert_eq!(
+        required(&request),
+        sorted(&[
+            "type",
+            "sequence_id",
+            "external_id",
+            "step",
+            "attempt",
+            "channel"
+        ])
+    );
+    let example = serde_json::to_value(examples::encounter_eligibility()).unwrap();
+    assert_eq!(
+        keys(&example),
+        [
+            "type",
+            "sequence_id",
+            "external_id",
+            "step",
+            "attempt",
+            "channel"
+        ]
+    );
+    let answer = schema::eligibility_answer_schema();
+    assert_eq!(required(&answer), sorted(&["eligible"]));
+    let validator = jsonschema::draft202012::new(&answer).unwrap();
+    for ok in [
+        json!({"eligible": true}),
+        json!({"eligible": false, "reason": "seen", "action": "end-sequence"}),
+    ] {
+        assert_eq!(validation_errors(&validator, &ok), Vec::<String>::new());
+    }
+    for bad in [
+        json!({}),
+        json!({"eligible": "no"}),
+        json!({"eligible": false, "action": "stop"}),
+    ] {
+        assert!(!validation_errors(&validator, &bad).is_empty(), "{bad}");
+    }
+}

@@ -26,6 +26,8 @@
 //!   what each provider does with a claimed encounter and an overdue one;
 //! - [`provider_worker`]: the contact check and claim before every provider request, the
 //!   simulator hand-off;
+//! - [`hook`]: the organisation's eligibility hook, asked before the claim (or the
+//!   simulator's run);
 //! - [`vapi`], [`twilio`]: each provider's protocol (requests, retries, protocol constants,
 //!   callbacks, routing, read-backs);
 //! - [`overdue`]: provider encounters whose report is late;
@@ -37,6 +39,7 @@ mod caps;
 mod channel;
 mod due;
 mod enrollment;
+mod hook;
 mod loops;
 mod overdue;
 mod privacy;
@@ -54,7 +57,7 @@ pub use twilio::TwilioChannel;
 // The concern modules share their crate-private items through this module.
 #[allow(unused_imports)]
 use self::{
-    caller_numbers::*, capacity::*, caps::*, channel::*, due::*, enrollment::*, loops::*,
+    caller_numbers::*, capacity::*, caps::*, channel::*, due::*, enrollment::*, hook::*, loops::*,
     overdue::*, privacy::*, provider_worker::*, transitions::*, twilio::*, vapi::*, write_tx::*,
 };
 use std::collections::{HashMap, HashSet};
@@ -70,9 +73,9 @@ use clarion_engine::{
 };
 use clarion_store::{
     Assistant, AssistantId, CapacityWait, EncounterEnd, EncounterId, EncounterRow, EncounterStatus,
-    InsertSequenceError, Millis, NewSequence, NewSequenceEvent, OrgId, PhiPurged, PhiSelection,
-    QueuedEncounter, RequestedEncounter, SequenceId, SequenceRow, SequenceUpdate, Store,
-    StoreError, TemplateId, TemplateVersionId, Tx,
+    IdKind, InsertSequenceError, Millis, NewSequence, NewSequenceEvent, OrgId, PhiPurged,
+    PhiSelection, QueuedEncounter, RequestedEncounter, SequenceId, SequenceRow, SequenceUpdate,
+    Store, StoreError, TemplateId, TemplateVersionId, Tx,
 };
 use futures::StreamExt as _;
 use serde_json::{Map, Value, json};
@@ -129,6 +132,9 @@ pub struct SchedulerConfig {
     pub twilio: Option<TwilioChannel>,
     /// The model behind LLM SMS assistants (`[llm]`), when configured.
     pub llm: Option<LlmClient>,
+    /// What organisations' eligibility hooks may reach (the deployment's webhook SSRF
+    /// policy: `webhooks.allow_private_targets`, `allow_http`, `allowed_ports`).
+    pub eligibility_ssrf: clarion_delivery::ssrf::SsrfPolicy,
     /// How long after a provider call is placed (engine time) Clarion reads it back with
     /// `GET /call/{id}` if its end-of-call report has not arrived, and then again as often
     /// while it has not ended.
@@ -309,6 +315,10 @@ struct Inner {
     /// Organisations' own calling rules, read at most every [`ORG_RULES_TTL`] per
     /// organisation (they change rarely; a change made through this node applies at once).
     org_rules: Mutex<HashMap<OrgId, CachedRules>>,
+    /// Organisations' eligibility hooks, read as their rules are.
+    org_hooks: Mutex<HashMap<OrgId, CachedHook>>,
+    /// Asks the hooks (`None` if the client could not be built: every check errs).
+    eligibility: Option<clarion_delivery::eligibility::EligibilityClient>,
     /// Single enrollments committed together (group commit).
     enrollment_groups: enrollment::EnrollmentGroups,
 }
@@ -385,6 +395,7 @@ impl Scheduler {
         outbox: Outbox,
         config: SchedulerConfig,
     ) -> Self {
+        let eligibility = eligibility_client(config.eligibility_ssrf.clone());
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -400,6 +411,8 @@ impl Scheduler {
                 plans: Mutex::default(),
                 assistants: Mutex::default(),
                 org_rules: Mutex::default(),
+                org_hooks: Mutex::default(),
+                eligibility,
                 enrollment_groups: enrollment::EnrollmentGroups::default(),
             }),
         }
@@ -492,9 +505,11 @@ impl Scheduler {
         Ok(rules)
     }
 
-    /// Drops the cached rules of `org` (they were just changed through this node).
+    /// Drops the cached rules and eligibility hook of `org` (they were just changed through
+    /// this node).
     pub fn forget_organization_rules(&self, org: OrgId) {
         self.lock_org_rules().remove(&org);
+        self.lock_org_hooks().remove(&org);
     }
 
     fn lock_org_rules(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, CachedRules>> {

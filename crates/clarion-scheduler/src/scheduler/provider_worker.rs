@@ -58,6 +58,34 @@ impl Scheduler {
         if !with_provider.is_empty() {
             self.inner.provider_wake.notify_one();
         }
+        // The organisations' eligibility hooks first (HTTP, outside any transaction; a few
+        // at a time): a "no" withdraws the encounter before it is run.
+        let checked: Vec<(Started, Result<Option<Ineligible>, SchedulerError>)> =
+            futures::stream::iter(simulated)
+                .map(|started| async move {
+                    let verdict = self
+                        .eligibility(&started.encounter, &started.sequence)
+                        .await;
+                    (started, verdict)
+                })
+                .buffered(PROVIDER_REQUESTS_IN_FLIGHT)
+                .collect()
+                .await;
+        let mut simulated = Vec::with_capacity(checked.len());
+        for (started, verdict) in checked {
+            let id = started.encounter.id;
+            match verdict {
+                Ok(None) => simulated.push(started),
+                Ok(Some(ineligible)) => {
+                    if let Err(error) = self.withdraw_ineligible(id, &ineligible).await {
+                        tracing::error!(encounter_id = id.0, error = %error, "withdrawing an encounter the eligibility check refused failed");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(encounter_id = id.0, error = %error, "the eligibility check of a simulated encounter failed");
+                }
+            }
+        }
         if simulated.is_empty() {
             return Ok(());
         }
@@ -209,6 +237,9 @@ impl Scheduler {
     /// provider and records the answer.
     #[tracing::instrument(level = "debug", name = "provider_request", skip_all, fields(encounter_id = id.0))]
     pub(super) async fn send_to_provider(&self, id: EncounterId) -> Result<(), SchedulerError> {
+        if !self.eligible_before_claim(id).await? {
+            return Ok(());
+        }
         let Some(started) = self.claim_for_request(id, Claim::First).await? else {
             return Ok(());
         };
@@ -258,7 +289,8 @@ impl Scheduler {
             return Ok(None);
         }
         let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
-            store.withdraw_encounter(&mut tx.tx, id).await?;
+            self.not_contacted(&mut tx, &encounter, None, None, now)
+                .await?;
             tx.commit(store).await?;
             return Ok(None);
         };
@@ -328,23 +360,10 @@ impl Scheduler {
                     reason = ?reason,
                     "encounter withheld just before its provider request; nobody was contacted"
                 );
-                if sequence.status == SequenceStatus::Ended {
-                    // Cancelled meanwhile: its report is queued and may name this encounter,
-                    // so the row stays, ended as a call or text that was not made.
-                    let report = self
-                        .provider_of_open(&encounter)
-                        .not_contacted_report(self, &encounter, now);
-                    store
-                        .end_encounter(&mut tx.tx, id, "failed", Some(&report), now)
-                        .await?;
-                } else {
-                    // The attempt runs again when allowed: the row goes, nobody was contacted.
-                    store.withdraw_encounter(&mut tx.tx, id).await?;
-                    if this_attempt {
-                        let event = Event::EncounterWithheld { reason };
-                        self.transition(&mut tx, &sequence, &event, now).await?;
-                    }
-                }
+                // The attempt runs again when allowed.
+                let event = Event::EncounterWithheld { reason };
+                self.not_contacted(&mut tx, &encounter, Some(&sequence), Some(&event), now)
+                    .await?;
                 tx.commit(store).await?;
                 self.wake();
                 Ok(None)
@@ -378,6 +397,44 @@ impl Scheduler {
         count_cap_deferral(encounter.channel);
         self.wake();
         Ok(None)
+    }
+
+    /// An encounter that was not handed to its provider (withheld by the contact check, or
+    /// refused by the eligibility hook), in `tx`; nobody was contacted. For a sequence that
+    /// has ended meanwhile (a cancel), whose report is queued and may name this encounter, the
+    /// row stays, ended as a call or text that was not made. Otherwise the row goes, and the
+    /// engine gets `event` if the sequence is still in that encounter.
+    pub(super) async fn not_contacted(
+        &self,
+        tx: &mut WriteTx,
+        encounter: &EncounterRow,
+        sequence: Option<&SequenceRow>,
+        event: Option<&Event>,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
+        let Some(sequence) = sequence else {
+            store.withdraw_encounter(&mut tx.tx, encounter.id).await?;
+            return Ok(());
+        };
+        if sequence.status == SequenceStatus::Ended {
+            let report = self
+                .provider_of_open(encounter)
+                .not_contacted_report(self, encounter, now);
+            store
+                .end_encounter(&mut tx.tx, encounter.id, "failed", Some(&report), now)
+                .await?;
+            return Ok(());
+        }
+        store.withdraw_encounter(&mut tx.tx, encounter.id).await?;
+        let state: SequenceState =
+            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        if let Some(event) = event
+            && is_current_attempt(encounter, &state)
+        {
+            self.transition(tx, sequence, event, now).await?;
+        }
+        Ok(())
     }
 
     /// Whether a first claim on `channel` may take a provider slot, counted in the claim's

@@ -130,7 +130,7 @@ async fn owned_endpoint(
         .ok_or_else(|| ApiError::not_found("webhook endpoint"))
 }
 
-fn new_secret() -> String {
+pub(crate) fn new_secret() -> String {
     let mut key = [0u8; 32];
     rand::rng().fill_bytes(&mut key);
     Secret::from_bytes(&key)

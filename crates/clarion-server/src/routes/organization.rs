@@ -1,11 +1,12 @@
 //! `/v1/organization`: the calling organisation's settings — its contact caps (how often one
 //! number may be contacted, across all sequences and both channels) and the reply to an SMS
 //! `HELP`, and its own calling rules (windows and attempt limits on top of every template's
-//! calling hours and the built-in state table).
+//! calling hours and the built-in state table), and its pre-contact eligibility hook.
 
 use axum::Json;
 use axum::extract::State;
 use clarion_scheduler::calling_rules::{self, RuleDefinition};
+use clarion_scheduler::eligibility::{self, HookSettings, OnError};
 use clarion_store::{Organization, OrganizationPatch};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
@@ -47,7 +48,45 @@ pub struct OrganizationOut {
     /// values, the contact's name, external id and variables, its report bodies) is purged;
     /// ids, statuses, times and outcomes stay. Null: kept forever (the default).
     pub retention_days: Option<u32>,
+    /// The pre-contact eligibility hook (null: none). Its signing secret is shown only in the
+    /// answer of the `PATCH` that created or rotated it.
+    pub eligibility_hook: Option<EligibilityHookOut>,
     pub created_at: String,
+}
+
+/// The eligibility hook: before each call attempt and each conversation's first text,
+/// Clarion POSTs a signed `encounter.eligibility` request to `url` and waits up to
+/// `timeout_ms` for the hook's signed answer; `on_error` says what a timeout, an error or an
+/// unsigned answer counts as.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EligibilityHookOut {
+    pub url: String,
+    pub timeout_ms: u32,
+    /// `not-eligible` (the default) or `eligible`.
+    #[schema(value_type = String)]
+    pub on_error: OnError,
+    /// The signing secret (`whsec_…`): both the requests and the answers are signed with it.
+    /// Present only in the answer of the `PATCH` that set the hook first or rotated it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// The eligibility hook to set (replaces the settings; the secret is kept unless
+/// `rotate_secret`).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EligibilityHookIn {
+    /// `https://…` (plain http only where the deployment allows it); internal addresses are
+    /// refused as for webhook endpoints.
+    pub url: String,
+    /// 100 to 10000; default 3000.
+    #[schema(minimum = 100, maximum = 10000)]
+    pub timeout_ms: Option<u32>,
+    /// `not-eligible` (default) or `eligible`.
+    #[schema(value_type = Option<String>)]
+    pub on_error: Option<OnError>,
+    /// Draws a new signing secret (shown once in this answer); the old one stops at once.
+    pub rotate_secret: Option<bool>,
 }
 
 /// A calling rule: on the `weekdays` it governs, contact only inside `[start, end)` local
@@ -101,6 +140,10 @@ pub struct OrganizationPatchIn {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<u32>, minimum = 1, maximum = 3650)]
     pub retention_days: Option<Option<u32>>,
+    /// Sets (or replaces) the eligibility hook; `null` removes it and its secret.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<EligibilityHookIn>)]
+    pub eligibility_hook: Option<Option<EligibilityHookIn>>,
 }
 
 /// A key that is present, `null` or not: `Some(None)` for `null` (absent is `None` through
@@ -120,6 +163,7 @@ const MAX_HELP_TEXT_CHARS: usize = 1_600;
 async fn organization_out(
     state: &AppState,
     org: Organization,
+    new_hook_secret: Option<String>,
 ) -> Result<OrganizationOut, ApiError> {
     let vapi_assistants = state.store.allowed_vapi_assistants(org.id).await?;
     let own = org.max_contacts_per_day.is_some() || org.max_contacts_per_week.is_some();
@@ -140,6 +184,16 @@ async fn organization_out(
         vapi_assistants,
         calling_rules: calling_rules::stored(org.calling_rules.as_deref()),
         retention_days: org.retention_days,
+        eligibility_hook: org
+            .eligibility_hook
+            .as_deref()
+            .and_then(HookSettings::stored)
+            .map(|hook| EligibilityHookOut {
+                url: hook.url,
+                timeout_ms: hook.timeout_ms,
+                on_error: hook.on_error,
+                secret: new_hook_secret,
+            }),
         created_at: wire::time(org.created_at),
     })
 }
@@ -155,7 +209,7 @@ pub async fn get(
         .get_organization(org)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
-    Ok(Json(organization_out(&state, found).await?))
+    Ok(Json(organization_out(&state, found, None).await?))
 }
 
 #[utoipa::path(patch, path = "/v1/organization", tag = "organization", request_body = OrganizationPatchIn,
@@ -205,14 +259,53 @@ pub async fn update(
         }
         patch.retention_days = Some(days);
     }
+    if let Some(hook) = body.eligibility_hook {
+        let (settings, secret) = hook_change(&state, org, hook).await?;
+        patch.eligibility_hook = Some(settings);
+        patch.eligibility_hook_secret = secret;
+    }
     let updated = state
         .store
         .update_organization(org, &patch)
         .await?
         .ok_or_else(|| ApiError::not_found("organization"))?;
-    if patch.calling_rules.is_some() {
+    if patch.calling_rules.is_some() || patch.eligibility_hook.is_some() {
         // This node applies them at once; the others within their cache's lifetime.
         state.scheduler.forget_organization_rules(org);
     }
-    Ok(Json(organization_out(&state, updated).await?))
+    let new_secret = patch.eligibility_hook_secret.clone();
+    Ok(Json(organization_out(&state, updated, new_secret).await?))
+}
+
+/// The stored settings and, when one is drawn (the hook's first, or a rotation), the new
+/// secret of an `eligibility_hook` change. The URL is checked as a webhook endpoint's.
+async fn hook_change(
+    state: &AppState,
+    org: clarion_store::OrgId,
+    hook: Option<EligibilityHookIn>,
+) -> Result<(Option<String>, Option<String>), ApiError> {
+    let Some(hook) = hook else {
+        return Ok((None, None));
+    };
+    crate::validate_target(&state.ssrf, &hook.url)
+        .await
+        .map_err(|error| error.with_field("eligibility_hook.url"))?;
+    let timeout_ms = hook.timeout_ms.unwrap_or(eligibility::DEFAULT_TIMEOUT_MS);
+    if !eligibility::TIMEOUT_RANGE_MS.contains(&timeout_ms) {
+        return Err(ApiError::invalid(
+            "eligibility_hook.timeout_ms",
+            "100 to 10000 milliseconds",
+        ));
+    }
+    let settings = HookSettings {
+        url: hook.url,
+        timeout_ms,
+        on_error: hook.on_error.unwrap_or_default(),
+    };
+    let had_one = state.store.eligibility_hook(org).await?.is_some();
+    let secret =
+        (!had_one || hook.rotate_secret == Some(true)).then(crate::routes::endpoints::new_secret);
+    let stored = serde_json::to_string(&settings)
+        .map_err(|_| ApiError::invalid("eligibility_hook", "cannot be stored"))?;
+    Ok((Some(stored), secret))
 }

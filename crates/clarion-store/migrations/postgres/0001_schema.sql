@@ -359,3 +359,7 @@ CREATE INDEX encounters_by_caller_number ON encounters(caller_number_id, caller_
     WHERE caller_number_id IS NOT NULL;
 CREATE INDEX encounters_sms_caller_number ON encounters(caller_number)
     WHERE channel = 'sms' AND caller_number IS NOT NULL;
+-- ---- Eligibility hook (migrations/sqlite/0030_eligibility_hook.sql says what each is for) ----
+ALTER TABLE organizations ADD COLUMN eligibility_hook TEXT;
+ALTER TABLE organizations ADD COLUMN eligibility_hook_secret TEXT;
+ALTER TABLE organizations ADD COLUMN eligibility_hook_key_id TEXT;

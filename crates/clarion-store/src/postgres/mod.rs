@@ -176,6 +176,7 @@ impl PgStore {
         };
         if options.reseal_secrets {
             store.reseal_endpoint_secrets().await?;
+            store.reseal_hook_secrets().await?;
         }
         Ok(store)
     }
@@ -298,4 +299,36 @@ fn to_u32(value: i64) -> u32 {
 /// Raw ids of typed ids, for `= ANY($1)` and `UNNEST`.
 fn raw_ids<Id: Copy + Into<i64>>(ids: &[Id]) -> Vec<i64> {
     ids.iter().map(|id| (*id).into()).collect()
+}
+
+impl PgStore {
+    /// The connect-time re-sealing of one kind of stored secret: `stored` (read by the
+    /// caller) re-sealed under the current key and written with `update` (parameters: the
+    /// sealed text, the key id, the row id, the key id read), which changes a row only if it
+    /// still holds what was read, so two nodes starting together do not clash.
+    pub(crate) async fn reseal_rows(
+        &self,
+        stored: Vec<crate::secret_keys::StoredSecret>,
+        update: &str,
+        what: &str,
+    ) -> Result<()> {
+        if stored.is_empty() {
+            return Ok(());
+        }
+        let resealed = self.keys.reseal(stored)?;
+        let mut tx = self.begin().await?;
+        for secret in &resealed {
+            sqlx::query(update)
+                .bind(&secret.sealed.text)
+                .bind(&secret.sealed.key_id)
+                .bind(secret.id)
+                .bind(&secret.previous_key_id)
+                .execute(&mut *tx.inner)
+                .await?;
+        }
+        tx.commit().await?;
+        let key_id = self.keys.current().id();
+        tracing::info!(count = resealed.len(), %key_id, what, "re-sealed secrets under the current secret key");
+        Ok(())
+    }
 }

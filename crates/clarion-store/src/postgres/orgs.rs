@@ -6,6 +6,7 @@ use sqlx::postgres::PgRow;
 use super::{PgStore, PgTx, raw_ids, to_u32};
 use crate::api_key::{KeyHash, NewApiKey};
 use crate::model::*;
+use crate::secret_keys::{Binding, StoredSecret};
 use crate::{ApiKeyId, Millis, OrgId, Result};
 
 fn organization_from_row(row: &PgRow) -> Result<Organization> {
@@ -21,12 +22,13 @@ fn organization_from_row(row: &PgRow) -> Result<Organization> {
         sms_help_text: row.try_get("sms_help_text")?,
         calling_rules: row.try_get("calling_rules")?,
         retention_days: cap("retention_days")?,
+        eligibility_hook: row.try_get("eligibility_hook")?,
         created_at: row.try_get("created_at")?,
     })
 }
 
 const ORGANIZATION_COLUMNS: &str = "id, name, max_contacts_per_day, max_contacts_per_week, sms_help_text, calling_rules, \
-     retention_days, created_at";
+     retention_days, eligibility_hook, created_at";
 
 impl PgStore {
     pub(crate) async fn create_org(&self, name: &str, now: Millis) -> Result<CreatedOrganization> {
@@ -88,13 +90,23 @@ impl PgStore {
         org: OrgId,
         patch: &OrganizationPatch,
     ) -> Result<Option<Organization>> {
+        let sealed = patch
+            .eligibility_hook_secret
+            .as_deref()
+            .map(|secret| self.keys.seal(Binding::EligibilityHook(org), secret))
+            .transpose()?;
         let row = sqlx::query(&format!(
             "UPDATE organizations SET \
              max_contacts_per_day = CASE WHEN $1 THEN $2 ELSE max_contacts_per_day END, \
              max_contacts_per_week = CASE WHEN $3 THEN $4 ELSE max_contacts_per_week END, \
              sms_help_text = CASE WHEN $5 THEN $6 ELSE sms_help_text END, \
              calling_rules = CASE WHEN $7 THEN $8 ELSE calling_rules END, \
-             retention_days = CASE WHEN $10 THEN $11 ELSE retention_days END \
+             retention_days = CASE WHEN $10 THEN $11 ELSE retention_days END, \
+             eligibility_hook = CASE WHEN $12 THEN $13 ELSE eligibility_hook END, \
+             eligibility_hook_secret = CASE WHEN $12 AND $13 IS NULL THEN NULL \
+                 WHEN $14 THEN $15 ELSE eligibility_hook_secret END, \
+             eligibility_hook_key_id = CASE WHEN $12 AND $13 IS NULL THEN NULL \
+                 WHEN $14 THEN $16 ELSE eligibility_hook_key_id END \
              WHERE id = $9 RETURNING {ORGANIZATION_COLUMNS}"
         ))
         .bind(patch.max_contacts_per_day.is_some())
@@ -108,9 +120,61 @@ impl PgStore {
         .bind(org.0)
         .bind(patch.retention_days.is_some())
         .bind(patch.retention_days.flatten().map(i64::from))
+        .bind(patch.eligibility_hook.is_some())
+        .bind(patch.eligibility_hook.clone().flatten())
+        .bind(sealed.is_some())
+        .bind(sealed.as_ref().map(|s| s.text.clone()))
+        .bind(sealed.as_ref().map(|s| s.key_id.clone()))
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(organization_from_row).transpose()
+    }
+
+    pub(crate) async fn eligibility_hook(&self, org: OrgId) -> Result<Option<EligibilityHookRow>> {
+        let row: Option<(Option<String>, Option<String>, Option<String>)> = sqlx::query_as(
+            "SELECT eligibility_hook, eligibility_hook_secret, eligibility_hook_key_id \
+             FROM organizations WHERE id = $1",
+        )
+        .bind(org.0)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((Some(settings), sealed, key_id)) = row else {
+            return Ok(None);
+        };
+        let secret = sealed.and_then(|sealed| {
+            self.keys
+                .open(Binding::EligibilityHook(org), key_id.as_deref(), &sealed)
+                .map_err(|error| {
+                    tracing::warn!(org_id = org.0, %error, "an eligibility hook secret does not open");
+                })
+                .ok()
+        });
+        Ok(Some(EligibilityHookRow { settings, secret }))
+    }
+
+    /// Re-seals under the current key every eligibility hook secret sealed under another.
+    /// Runs at connect, after the endpoints' pass; a row is written only if it still holds
+    /// what was read.
+    pub(crate) async fn reseal_hook_secrets(&self) -> Result<()> {
+        let current = self.keys.current().id();
+        let stored: Vec<StoredSecret> = sqlx::query_as::<_, (i64, String, Option<String>)>(
+            "SELECT id, eligibility_hook_secret, eligibility_hook_key_id FROM organizations \
+             WHERE eligibility_hook_secret IS NOT NULL \
+             AND (eligibility_hook_key_id IS NULL OR eligibility_hook_key_id <> $1)",
+        )
+        .bind(&current)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(StoredSecret::of_hook)
+        .collect();
+        self.reseal_rows(
+            stored,
+            "UPDATE organizations SET eligibility_hook_secret = $1, eligibility_hook_key_id = $2 \
+                 WHERE id = $3 AND eligibility_hook_key_id IS NOT DISTINCT FROM $4",
+            "eligibility hook secrets",
+        )
+        .await
     }
 
     pub(crate) async fn allow_vapi_assistant(

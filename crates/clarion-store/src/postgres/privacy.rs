@@ -5,7 +5,9 @@ use sqlx::Row;
 
 use super::{PgStore, PgTx, raw_ids};
 use crate::model::*;
-use crate::phi::{DAY_MILLIS, PURGED_VARIABLES, redact_body, redact_contact};
+use crate::phi::{
+    DAY_MILLIS, EVENT_KIND_WITH_PHI, PURGED_VARIABLES, redact_body, redact_contact, redact_event,
+};
 use crate::{Millis, Result, SequenceId};
 
 impl PgStore {
@@ -112,6 +114,27 @@ impl PgStore {
         .execute(&mut *tx.inner)
         .await?;
         purged.report_bodies = u64::try_from(bodies.len()).unwrap_or(u64::MAX);
+        let events: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, detail FROM sequence_events WHERE sequence_id = ANY($1) AND kind = $2",
+        )
+        .bind(&taken)
+        .bind(EVENT_KIND_WITH_PHI)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        let (event_ids, details): (Vec<i64>, Vec<String>) = events
+            .iter()
+            .filter_map(|(id, detail)| Some((*id, redact_event(detail)?)))
+            .unzip();
+        if !event_ids.is_empty() {
+            sqlx::query(
+                "UPDATE sequence_events e SET detail = u.detail \
+                 FROM UNNEST($1::BIGINT[], $2::TEXT[]) AS u(id, detail) WHERE e.id = u.id",
+            )
+            .bind(&event_ids)
+            .bind(&details)
+            .execute(&mut *tx.inner)
+            .await?;
+        }
         // A receiver's answer may echo what it was sent.
         sqlx::query(
             "UPDATE webhook_attempts SET response_body = NULL WHERE response_body IS NOT NULL \

@@ -299,26 +299,13 @@ impl SqliteStore {
         .into_iter()
         .map(StoredSecret::from)
         .collect();
-        if stored.is_empty() {
-            return Ok(());
-        }
-        let resealed = self.keys.reseal(stored)?;
-        let mut tx = self.begin().await?;
-        for secret in &resealed {
-            sqlx::query(
-                "UPDATE webhook_endpoint_secrets SET sealed_secret = ?, key_id = ? \
+        self.reseal_rows(
+            stored,
+            "UPDATE webhook_endpoint_secrets SET sealed_secret = ?, key_id = ? \
                  WHERE id = ? AND key_id IS ?",
-            )
-            .bind(&secret.sealed.text)
-            .bind(&secret.sealed.key_id)
-            .bind(secret.id)
-            .bind(&secret.previous_key_id)
-            .execute(&mut *tx.inner)
-            .await?;
-        }
-        tx.commit().await?;
-        tracing::info!(count = resealed.len(), key_id = %current, "re-sealed webhook endpoint secrets under the current secret key");
-        Ok(())
+            "webhook endpoint secrets",
+        )
+        .await
     }
 
     pub(crate) async fn disable_failing_endpoints(

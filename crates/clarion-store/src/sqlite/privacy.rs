@@ -6,7 +6,9 @@ use sqlx::Row;
 use super::sequences::json_ids;
 use super::{SqliteStore, SqliteTx};
 use crate::model::*;
-use crate::phi::{DAY_MILLIS, PURGED_VARIABLES, redact_body, redact_contact};
+use crate::phi::{
+    DAY_MILLIS, EVENT_KIND_WITH_PHI, PURGED_VARIABLES, redact_body, redact_contact, redact_event,
+};
 use crate::{Millis, Result, SequenceId};
 
 impl SqliteStore {
@@ -110,6 +112,23 @@ impl SqliteStore {
                 .await?;
         }
         purged.report_bodies = u64::try_from(bodies.len()).unwrap_or(u64::MAX);
+        let events: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT id, detail FROM sequence_events \
+             WHERE sequence_id IN (SELECT value FROM json_each(?)) AND kind = ?",
+        )
+        .bind(&taken)
+        .bind(EVENT_KIND_WITH_PHI)
+        .fetch_all(&mut *tx.inner)
+        .await?;
+        for (id, detail) in &events {
+            if let Some(redacted) = redact_event(detail) {
+                sqlx::query("UPDATE sequence_events SET detail = ? WHERE id = ?")
+                    .bind(redacted)
+                    .bind(id)
+                    .execute(&mut *tx.inner)
+                    .await?;
+            }
+        }
         // A receiver's answer may echo what it was sent.
         sqlx::query(
             "UPDATE webhook_attempts SET response_body = NULL WHERE response_body IS NOT NULL \

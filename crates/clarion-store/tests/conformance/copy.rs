@@ -43,6 +43,8 @@ async fn fill(store: &Store) -> Filled {
                 calling_rules: Some(Some(
                     r#"[{"name":"r","start":"09:00","end":"17:00"}]"#.into(),
                 )),
+                eligibility_hook: Some(Some(r#"{"url":"https://hook.example/"}"#.into())),
+                eligibility_hook_secret: Some("whsec_aG9vay1zZWNyZXQtaG9vay1zZWNyZXQ=".into()),
                 ..OrganizationPatch::default()
             },
         )
@@ -196,6 +198,15 @@ async fn what_the_api_reads(store: &Store, filled: &Filled) -> Vec<String> {
     let mut seen = vec![
         format!("{:?}", store.get_organization(org).await.unwrap()),
         format!("{:?}", store.authenticate(&filled.api_key).await.unwrap()),
+        // The hook's secret, opened under the target's key after the copy re-sealed it.
+        format!(
+            "{:?}",
+            store
+                .eligibility_hook(org)
+                .await
+                .unwrap()
+                .map(|hook| (hook.settings, hook.secret))
+        ),
         format!("{:?}", store.allowed_vapi_assistants(org).await.unwrap()),
         format!("{:?}", store.list_endpoints(org, None, 10).await.unwrap()),
         format!(

@@ -18,6 +18,7 @@ mod contact_caps;
 mod copy;
 mod dashboard;
 mod delivery_claims;
+mod eligibility_hook;
 mod encounter_claims;
 mod endpoint_health;
 mod endpoint_stats;

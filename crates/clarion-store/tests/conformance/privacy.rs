@@ -271,3 +271,59 @@ async fn racing_retention_purges_take_each_sequence_once() {
         "each sequence purged by exactly one handle"
     );
 }
+
+/// An eligibility hook's reason in a `skipped` history entry goes with the PHI; the rest of the
+/// entry, and every other entry, stays as it was, key order included.
+#[tokio::test]
+async fn a_purge_removes_the_eligibility_hooks_reasons_from_the_history_and_nothing_else() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let tenant = tenant(store, "org").await;
+    let purged = sequence_with_phi(store, &tenant, "+15550111", Some(DAY)).await;
+    let kept = sequence_with_phi(store, &tenant, "+15550112", Some(DAY)).await;
+    let skipped = json!({ "type": "skipped", "step": 0, "attempt": 1, "reason": "ineligible",
+                          "action": "skip-step", "hook_reason": "seen by Dr. Example" });
+    let started = json!({ "type": "encounter-started", "step": 1, "attempt": 1, "channel": "sms" });
+    let mut tx = store.begin().await.unwrap();
+    let events: Vec<clarion_store::NewSequenceEvent> = [purged.id, kept.id]
+        .into_iter()
+        .flat_map(|sequence_id| {
+            [("skipped", &skipped), ("encounter-started", &started)].map(|(kind, detail)| {
+                clarion_store::NewSequenceEvent {
+                    sequence_id,
+                    at: DAY,
+                    kind: kind.to_owned(),
+                    detail: detail.clone(),
+                }
+            })
+        })
+        .collect();
+    store.add_sequence_events(&mut tx, &events).await.unwrap();
+    tx.commit().await.unwrap();
+
+    assert_eq!(
+        purge(store, &[purged.id], true, 2 * DAY).await,
+        vec![purged.id]
+    );
+    let details = |id| async move {
+        store
+            .sequence_events(id, None, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind != "step-scheduled")
+            .map(|e| e.detail.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        details(purged.id).await,
+        [
+            r#"{"type":"skipped","step":0,"attempt":1,"reason":"ineligible","action":"skip-step"}"#,
+            started.to_string().as_str(),
+        ]
+    );
+    assert_eq!(
+        details(kept.id).await,
+        [skipped.to_string(), started.to_string()]
+    );
+}

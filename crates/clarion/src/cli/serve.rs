@@ -53,6 +53,7 @@ pub fn scheduler_config(config: &Config) -> clarion_scheduler::SchedulerConfig {
         vapi: None,
         twilio: None,
         llm: None,
+        eligibility_ssrf: ssrf_policy(config),
         provider_report_timeout: config.vapi.end_of_call_timeout.0,
         provider_give_up_after: config.vapi.give_up_after.0,
         limits: clarion_scheduler::ProviderLimits {

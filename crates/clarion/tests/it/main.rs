@@ -14,6 +14,7 @@ mod cli_config;
 mod cli_webhook;
 mod crash;
 mod delivery;
+mod eligibility;
 mod endpoint_recovery;
 mod endpoint_stats;
 mod enroll;

@@ -170,6 +170,8 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let mut scheduler_config =
         clarion::cli::scheduler_config(&Config::load(None, Overrides::default()).unwrap());
     scheduler_config.contact_caps = options.contact_caps;
+    // Eligibility hooks on loopback receivers, as webhook endpoints are.
+    scheduler_config.eligibility_ssrf = dev_policy();
     if let Some(limits) = options.limits {
         scheduler_config.limits = limits;
     }
