@@ -206,15 +206,24 @@ impl PgStore {
     }
 
     pub(crate) async fn is_caller_number(&self, channel: Channel, number: &str) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1::bigint FROM caller_numbers WHERE channel = $1 AND number = $2 \
-             UNION ALL SELECT 1::bigint FROM encounters WHERE channel = $1 AND caller_number = $2 \
-             LIMIT 1",
-        )
-        .bind(stored::channel_str(channel))
-        .bind(number)
-        .fetch_optional(&self.pool)
-        .await?;
+        // The channel is written into the statement, not bound: a generic plan uses the
+        // partial index `encounters_sms_caller_number` only for a literal `channel = 'sms'`.
+        let sql = match channel {
+            Channel::Sms => {
+                "SELECT 1::bigint FROM caller_numbers WHERE channel = 'sms' AND number = $1 \
+                 UNION ALL SELECT 1::bigint FROM encounters \
+                 WHERE channel = 'sms' AND caller_number = $1 LIMIT 1"
+            }
+            Channel::Call => {
+                "SELECT 1::bigint FROM caller_numbers WHERE channel = 'call' AND number = $1 \
+                 UNION ALL SELECT 1::bigint FROM encounters \
+                 WHERE channel = 'call' AND caller_number = $1 LIMIT 1"
+            }
+        };
+        let found: Option<i64> = sqlx::query_scalar(sql)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(found.is_some())
     }
 }

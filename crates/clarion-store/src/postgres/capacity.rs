@@ -128,7 +128,8 @@ impl PgStore {
         let row = sqlx::query(
             "UPDATE encounters SET status = 'created', claimed_at = NULL, sender = NULL, \
                  provider_ref = NULL, provider_status = NULL, ends_at = NULL, \
-                 conversation = NULL, capacity_wait_at = $1 \
+                 conversation = NULL, caller_number_id = NULL, caller_number = NULL, \
+                 caller_provider_id = NULL, caller_number_at = NULL, capacity_wait_at = $1 \
              WHERE id = $2 AND provider_ref IS NOT DISTINCT FROM $3 AND claimed_at IS NOT NULL \
              AND outcome IS NULL AND status IN ('created', 'requested') \
              RETURNING id, sequence_id, step, attempt, channel",

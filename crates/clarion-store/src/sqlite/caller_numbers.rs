@@ -211,17 +211,25 @@ impl SqliteStore {
     }
 
     pub(crate) async fn is_caller_number(&self, channel: Channel, number: &str) -> Result<bool> {
-        let found: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM caller_numbers WHERE channel = ? AND number = ? \
-             UNION ALL SELECT 1 FROM encounters WHERE channel = ? AND caller_number = ? \
-             LIMIT 1",
-        )
-        .bind(stored::channel_str(channel))
-        .bind(number)
-        .bind(stored::channel_str(channel))
-        .bind(number)
-        .fetch_optional(&self.pool)
-        .await?;
+        // The channel is written into the statement, not bound: the planner uses the partial
+        // index `encounters_sms_caller_number` only for a literal `channel = 'sms'`.
+        let sql = match channel {
+            Channel::Sms => {
+                "SELECT 1 FROM caller_numbers WHERE channel = 'sms' AND number = ? \
+                 UNION ALL SELECT 1 FROM encounters WHERE channel = 'sms' AND caller_number = ? \
+                 LIMIT 1"
+            }
+            Channel::Call => {
+                "SELECT 1 FROM caller_numbers WHERE channel = 'call' AND number = ? \
+                 UNION ALL SELECT 1 FROM encounters WHERE channel = 'call' AND caller_number = ? \
+                 LIMIT 1"
+            }
+        };
+        let found: Option<i64> = sqlx::query_scalar(sql)
+            .bind(number)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(found.is_some())
     }
 }

@@ -127,11 +127,14 @@ impl SqliteStore {
     ) -> Result<Option<CapacityWait>> {
         // Claimed and not yet requested (the provider's answer came at request time), or
         // requested with no outcome under the provider reference that proved it was not
-        // started (its report or read-back): either way it never reached the patient.
+        // started (its report or read-back): either way it never reached the patient. Its
+        // caller number goes too: the next claim chooses again among the numbers enabled then,
+        // and a contact that was not made counts toward no number's cap.
         let row = sqlx::query(
             "UPDATE encounters SET status = 'created', claimed_at = NULL, sender = NULL, \
                  provider_ref = NULL, provider_status = NULL, ends_at = NULL, \
-                 conversation = NULL, capacity_wait_at = ? \
+                 conversation = NULL, caller_number_id = NULL, caller_number = NULL, \
+                 caller_provider_id = NULL, caller_number_at = NULL, capacity_wait_at = ? \
              WHERE id = ? AND provider_ref IS ? AND claimed_at IS NOT NULL AND outcome IS NULL \
              AND status IN ('created', 'requested') \
              RETURNING id, sequence_id, step, attempt, channel",

@@ -230,6 +230,32 @@ async fn a_choice_is_recorded_on_the_encounter_and_counted_in_its_numbers_window
             .unwrap(),
         "deleted, but an encounter went out from it"
     );
+
+    // The provider proved the call was not placed: the encounter goes back in the queue
+    // without its number (chosen again at its next claim; a contact never made counts
+    // toward no cap), and the deleted number is no longer one an encounter went out from.
+    let mut tx = store.begin().await.unwrap();
+    assert!(store.claim_encounter(&mut tx, first, 150).await.unwrap());
+    assert!(
+        store
+            .requeue_encounter(&mut tx, first, None, 200)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    tx.commit().await.unwrap();
+    let requeued = store.encounter_by_id(first).await.unwrap().unwrap();
+    assert!(
+        requeued.caller_number.is_none(),
+        "{:?}",
+        requeued.caller_number
+    );
+    assert!(
+        !store
+            .is_caller_number(Channel::Call, "+18085550100")
+            .await
+            .unwrap()
+    );
 }
 
 /// Several handles choose for many encounters at once, each choice in its own transaction:
