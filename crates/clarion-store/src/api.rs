@@ -748,9 +748,11 @@ impl Store {
         /// the number they went out from.
         pub async fn delete_caller_number(&self, org: OrgId, id: CallerNumberId) -> Result<bool>;
 
-        /// The organisation's enabled caller numbers on `channel`, by id, inside a claim's
-        /// transaction, each with its contacts chosen at or after `since` (oldest first; read
-        /// only for a number with a daily cap, and not counting `encounter` itself). Locks the
+        /// The organisation's enabled caller numbers on `channel` that the operator still
+        /// allows it (on its allow-list, with the allowed provider id when one is set), by
+        /// id, inside a claim's transaction, each with its contacts chosen at or after `since`
+        /// (oldest first; read only for a number with a daily cap, and not counting
+        /// `encounter` itself). Locks the
         /// numbers' rows until the transaction ends (PostgreSQL `FOR UPDATE`; SQLite's write
         /// transaction holds the database), so concurrent choosers, on any node, choose one
         /// after the other and a cap counted here is never exceeded.
@@ -759,6 +761,27 @@ impl Store {
         /// Records on `encounter` that it goes out from `number`, chosen at `now` (what the
         /// number's cap counts), and makes `now` the number's last choice (the round robin).
         pub async fn record_caller_number_choice(&self, tx: &mut Tx, encounter: EncounterId, number: &CallerNumber, now: Millis) -> Result<()>;
+
+        /// Allows the organisation to call or text from `number` on `channel` (operator only:
+        /// the CLI, never `/v1`), with the provider's id for it (required for a call number:
+        /// its Vapi phoneNumberId; the caller validates). Answers whether anything changed:
+        /// allowed already with another provider id, the id is replaced, on the allow-list and
+        /// on the organisation's caller number of that channel and number.
+        /// [`StoreError::Conflict`] when the number is allowed to another organisation, or
+        /// the provider id to another number (of any organisation), on that channel, or the
+        /// organisation does not exist: a number and a provider id belong to one organisation.
+        pub async fn allow_caller_number(&self, org: OrgId, channel: Channel, number: &str, provider_id: Option<&str>, now: Millis) -> Result<bool>;
+
+        /// Takes a number off the organisation's allow-list; answers whether it was on it. The
+        /// organisation's caller number stays, but is no longer chosen.
+        pub async fn disallow_caller_number(&self, org: OrgId, channel: Channel, number: &str) -> Result<bool>;
+
+        /// The numbers the organisation is allowed, by channel then number.
+        pub async fn allowed_caller_numbers(&self, org: OrgId) -> Result<Vec<AllowedCallerNumber>>;
+
+        /// The allowance of `number` on `channel` for this organisation (`None`: not allowed to
+        /// it, whether or not another organisation has it).
+        pub async fn allowed_caller_number(&self, org: OrgId, channel: Channel, number: &str) -> Result<Option<AllowedCallerNumber>>;
 
         /// Whether any organisation has `number` as a caller number on `channel` (enabled or
         /// not), or an encounter went out from it (the number deleted since): an inbound text

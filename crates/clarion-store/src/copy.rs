@@ -133,6 +133,20 @@ pub(crate) const TABLES: &[Table] = &[
             ],
         )
     },
+    Table {
+        key: 2,
+        identity: false,
+        ..table(
+            "organization_caller_numbers",
+            &[
+                ("channel", Text),
+                ("number", Text),
+                ("org_id", Int),
+                ("provider_id", Text),
+                ("added_at", Int),
+            ],
+        )
+    },
     table(
         "webhook_endpoints",
         &[

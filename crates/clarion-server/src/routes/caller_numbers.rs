@@ -6,13 +6,19 @@
 //! `caller_numbers` module). Without any, the deployment's configured number is used. A call
 //! number needs its Vapi `provider_id` (phoneNumberId); a text number is the Twilio `From`.
 //! The numbers are the clinic's, not PHI, but like every number they stay out of logs.
+//!
+//! Every organisation calls through the deployment's one Vapi account and texts through its
+//! Twilio account, so which numbers (and Vapi phoneNumberIds) an organisation may use is the
+//! operator's decision (`clarion org allow-caller-number`): a number is accepted here only
+//! when it is on the organisation's allow-list, with the allowed provider id, and the same
+//! 422 answers whether or not another organisation has it (no existence oracle).
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use clarion_store::{
-    CallerNumber, CallerNumberId, CallerNumberPatch, Channel, IdKind, NewCallerNumber, OrgId,
-    PublicIds, StoreError,
+    AllowedCallerNumber, CallerNumber, CallerNumberId, CallerNumberPatch, Channel, IdKind,
+    NewCallerNumber, OrgId, PublicIds, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -23,6 +29,9 @@ use crate::extract::{ApiJson, ApiQuery, IdPath, Org};
 use crate::routes::assistants::ListQuery;
 use crate::routes::organization::present;
 use crate::wire::{self, Page};
+
+/// Why a call number without a provider id is refused.
+const CALL_NEEDS_PROVIDER_ID: &str = "a call number needs its Vapi phoneNumberId as provider_id";
 
 /// The largest `daily_cap`.
 const MAX_DAILY_CAP: i64 = 1_000_000;
@@ -68,10 +77,13 @@ impl CallerNumberOut {
 pub struct CreateCallerNumber {
     /// `call` or `sms`.
     pub channel: String,
-    /// E.164.
+    /// E.164. The deployment's operator must have allowed it on this channel to this
+    /// organisation (`clarion org allow-caller-number`); otherwise 422 on `number`.
     pub number: String,
-    /// The Vapi phoneNumberId (required for `call`; for `sms`, optional and informational:
-    /// the number itself is the Twilio `From`).
+    /// The Vapi phoneNumberId of a call number; absent, the one the operator allowed with
+    /// the number is used, and one given must equal it. For `sms`, optional and
+    /// informational (the number itself is the Twilio `From`), but when the operator allowed
+    /// the number with an id, that one.
     #[serde(default)]
     pub provider_id: Option<String>,
     /// 1 to 1,000,000 contacts per rolling 24 hours; absent or `null`: no cap.
@@ -87,7 +99,8 @@ pub struct CreateCallerNumber {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateCallerNumber {
-    /// `null` clears it (not allowed for a call number).
+    /// `null` clears it (not allowed for a call number). It must be the one the operator
+    /// allowed with the number, when the operator set one.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>)]
     pub provider_id: Option<Option<String>>,
@@ -110,6 +123,36 @@ fn valid_provider_id(provider_id: &str) -> Result<(), ApiError> {
         provider_id,
         crate::limits::MAX_SHORT_TEXT_CHARS,
     )
+}
+
+/// Why a number off the organisation's allow-list is refused (the same whether or not another
+/// organisation has it).
+const NUMBER_NOT_ALLOWED: &str = "the deployment's operator has not allowed this number on this \
+     channel for this organisation (clarion org allow-caller-number)";
+
+/// Why a provider id other than the allowed one is refused.
+const PROVIDER_ID_NOT_ALLOWED: &str = "the deployment's operator has not allowed this \
+     provider_id for this number in this organisation; omit it to use the allowed one";
+
+/// The provider id a caller number must carry, given the one asked for (`None`: none asked)
+/// and the organisation's allowance of the number: the allowed id when the allow-list sets
+/// one (taken from it when none is asked), else what was asked (a text number's is only
+/// recorded; a call number always has one on the allow-list).
+fn allowed_provider_id(
+    channel: Channel,
+    asked: Option<String>,
+    allowed: &AllowedCallerNumber,
+) -> Result<Option<String>, ApiError> {
+    match (asked, allowed.provider_id.as_deref()) {
+        (Some(asked), Some(allowed)) if asked != allowed => {
+            Err(ApiError::invalid("provider_id", PROVIDER_ID_NOT_ALLOWED))
+        }
+        (_, Some(allowed)) => Ok(Some(allowed.to_owned())),
+        (Some(_), None) if channel == Channel::Call => {
+            Err(ApiError::invalid("provider_id", PROVIDER_ID_NOT_ALLOWED))
+        }
+        (asked, None) => Ok(asked),
+    }
 }
 
 fn valid_cap(cap: Option<i64>) -> Result<Option<u32>, ApiError> {
@@ -139,7 +182,11 @@ fn caller_number_of(state: &AppState, org: OrgId, id: i64) -> Result<CallerNumbe
     request_body = CreateCallerNumber,
     responses((status = 201, body = CallerNumberOut), (status = 409, body = ErrorBody,
         description = "the organisation has this number for this channel already"),
-        (status = 422, body = ErrorBody)),
+        (status = 422, body = ErrorBody, description = "`invalid_field`: a field is malformed, \
+            or the deployment's operator has not allowed this number on this channel for \
+            this organisation (field `number`), or not with this `provider_id` (field \
+            `provider_id`; absent, the allowed one is used). The same answer whether or not \
+            another organisation has the number.")),
     security(("api_key" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -152,21 +199,23 @@ pub async fn create(
         .map_err(|_| ApiError::invalid("channel", "channel must be call or sms"))?;
     clarion_scheduler::definition::validate_e164("number", &body.number)
         .map_err(|e| ApiError::invalid(&e.field, e.message))?;
-    match (&body.provider_id, channel) {
-        (Some(id), _) => valid_provider_id(id)?,
-        (None, Channel::Call) => {
-            return Err(ApiError::invalid(
-                "provider_id",
-                "a call number needs its Vapi phoneNumberId as provider_id",
-            ));
-        }
-        (None, Channel::Sms) => {}
+    if let Some(id) = &body.provider_id {
+        valid_provider_id(id)?;
     }
     let daily_cap = valid_cap(body.daily_cap)?;
+    let allowed = state
+        .store
+        .allowed_caller_number(org, channel, &body.number)
+        .await?
+        .ok_or_else(|| ApiError::invalid("number", NUMBER_NOT_ALLOWED))?;
+    let provider_id = allowed_provider_id(channel, body.provider_id, &allowed)?;
+    if channel == Channel::Call && provider_id.is_none() {
+        return Err(ApiError::invalid("provider_id", CALL_NEEDS_PROVIDER_ID));
+    }
     let new = NewCallerNumber {
         channel,
         number: &body.number,
-        provider_id: body.provider_id.as_deref(),
+        provider_id: provider_id.as_deref(),
         daily_cap,
         enabled: body.enabled.unwrap_or(true),
     };
@@ -234,7 +283,9 @@ pub async fn get(
 #[utoipa::path(patch, path = "/v1/caller-numbers/{id}", tag = "caller numbers",
     request_body = UpdateCallerNumber,
     responses((status = 200, body = CallerNumberOut), (status = 404, body = ErrorBody),
-        (status = 422, body = ErrorBody)),
+        (status = 422, body = ErrorBody, description = "`invalid_field`: a field is \
+            malformed, or `provider_id` is not the one the deployment's operator allowed for \
+            this number in this organisation (or the number is no longer allowed).")),
     security(("api_key" = [])))]
 pub async fn update(
     State(state): State<AppState>,
@@ -252,14 +303,23 @@ pub async fn update(
     match &body.provider_id {
         Some(Some(provider_id)) => valid_provider_id(provider_id)?,
         Some(None) if current.channel == Channel::Call => {
-            return Err(ApiError::invalid(
-                "provider_id",
-                "a call number needs its Vapi phoneNumberId as provider_id",
-            ));
+            return Err(ApiError::invalid("provider_id", CALL_NEEDS_PROVIDER_ID));
         }
         _ => {}
     }
     let daily_cap = body.daily_cap.map(valid_cap).transpose()?;
+    if let Some(asked) = &body.provider_id {
+        // A new provider id must be the allowed one (a number taken off the allow-list can
+        // change its cap or be disabled, not take another id).
+        let allowed = state
+            .store
+            .allowed_caller_number(org, current.channel, &current.number)
+            .await?
+            .ok_or_else(|| ApiError::invalid("provider_id", PROVIDER_ID_NOT_ALLOWED))?;
+        if allowed_provider_id(current.channel, asked.clone(), &allowed)? != *asked {
+            return Err(ApiError::invalid("provider_id", PROVIDER_ID_NOT_ALLOWED));
+        }
+    }
     let patch = CallerNumberPatch {
         provider_id: body.provider_id,
         daily_cap,

@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::State;
 use clarion_scheduler::calling_rules::{self, RuleDefinition};
 use clarion_scheduler::eligibility::{self, HookSettings, OnError};
-use clarion_store::{Organization, OrganizationPatch};
+use clarion_store::{AllowedCallerNumber, Organization, OrganizationPatch};
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::ToSchema;
 
@@ -28,6 +28,28 @@ pub struct ContactCapsOut {
     pub source: &'static str,
 }
 
+/// A number the deployment's operator allowed the organisation to call or text from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AllowedCallerNumberOut {
+    /// `call` or `sms`.
+    pub channel: String,
+    /// E.164.
+    pub number: String,
+    /// The provider's id for it: the Vapi phoneNumberId of a call number; for a text number,
+    /// `null` unless the operator set one.
+    pub provider_id: Option<String>,
+}
+
+impl From<AllowedCallerNumber> for AllowedCallerNumberOut {
+    fn from(allowed: AllowedCallerNumber) -> Self {
+        Self {
+            channel: allowed.channel.as_str().to_owned(),
+            number: allowed.number,
+            provider_id: allowed.provider_id,
+        }
+    }
+}
+
 /// The organisation.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct OrganizationOut {
@@ -40,6 +62,10 @@ pub struct OrganizationOut {
     /// (`config.vapi_assistant_id`). Read-only: the deployment's operator sets the list
     /// (`clarion org allow-vapi-assistant`); empty, no Vapi assistant may be used.
     pub vapi_assistants: Vec<String>,
+    /// The numbers this organisation may call and text from (`/v1/caller-numbers`), by
+    /// channel then number. Read-only: the deployment's operator sets the list (`clarion org
+    /// allow-caller-number`); a caller number not on it is refused, and no longer chosen.
+    pub allowed_caller_numbers: Vec<AllowedCallerNumberOut>,
     /// The organisation's own calling rules, applied to its contacts on top of each
     /// template's calling hours and the built-in US state rules (the strictest window wins).
     #[schema(value_type = Vec<CallingRuleSchema>)]
@@ -166,6 +192,7 @@ async fn organization_out(
     new_hook_secret: Option<String>,
 ) -> Result<OrganizationOut, ApiError> {
     let vapi_assistants = state.store.allowed_vapi_assistants(org.id).await?;
+    let allowed_caller_numbers = state.store.allowed_caller_numbers(org.id).await?;
     let own = org.max_contacts_per_day.is_some() || org.max_contacts_per_week.is_some();
     let caps = clarion_scheduler::ContactCaps::resolve(
         state.scheduler.default_contact_caps(),
@@ -182,6 +209,7 @@ async fn organization_out(
         },
         sms_help_text: org.sms_help_text,
         vapi_assistants,
+        allowed_caller_numbers: allowed_caller_numbers.into_iter().map(Into::into).collect(),
         calling_rules: calling_rules::stored(org.calling_rules.as_deref()),
         retention_days: org.retention_days,
         eligibility_hook: org

@@ -363,3 +363,16 @@ CREATE INDEX encounters_sms_caller_number ON encounters(caller_number)
 ALTER TABLE organizations ADD COLUMN eligibility_hook TEXT;
 ALTER TABLE organizations ADD COLUMN eligibility_hook_secret TEXT;
 ALTER TABLE organizations ADD COLUMN eligibility_hook_key_id TEXT;
+-- ---- Caller number allow-list (migrations/sqlite/0031_caller_number_allow_list.sql says what
+-- each is for) ----
+CREATE TABLE organization_caller_numbers (
+    org_id       BIGINT NOT NULL REFERENCES organizations(id),
+    channel      TEXT   COLLATE "C" NOT NULL CHECK (channel IN ('call', 'sms')),
+    number       TEXT   COLLATE "C" NOT NULL,
+    provider_id  TEXT   CHECK (channel = 'sms' OR provider_id IS NOT NULL),
+    added_at     BIGINT NOT NULL,
+    PRIMARY KEY (channel, number)
+);
+CREATE UNIQUE INDEX organization_caller_numbers_provider_id
+    ON organization_caller_numbers(channel, provider_id) WHERE provider_id IS NOT NULL;
+CREATE INDEX organization_caller_numbers_by_org ON organization_caller_numbers(org_id);

@@ -52,3 +52,20 @@ pub struct CallerNumberUses {
     pub number: CallerNumber,
     pub uses: Vec<Millis>,
 }
+
+/// A number the deployment's operator allowed an organisation to call or text from
+/// (`clarion org allow-caller-number`, never the tenant API). Only such a number is accepted
+/// as the organisation's caller number, and chosen at a claim. A number belongs to one
+/// organisation only, and so does a provider id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedCallerNumber {
+    pub org_id: OrgId,
+    pub channel: Channel,
+    /// E.164.
+    pub number: String,
+    /// The provider's id for the number: the Vapi phoneNumberId of a call number (always
+    /// set); for a text number, optional (set, the organisation's caller number must carry
+    /// the same).
+    pub provider_id: Option<String>,
+    pub added_at: Millis,
+}

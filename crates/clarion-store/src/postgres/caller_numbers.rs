@@ -7,12 +7,33 @@ use sqlx::postgres::PgRow;
 
 use super::{PgStore, PgTx};
 use crate::{
-    CallerNumber, CallerNumberId, CallerNumberPatch, CallerNumberUses, Channel, ChosenCallerNumber,
-    EncounterId, Millis, NewCallerNumber, OrgId, Result, StoreError, stored,
+    AllowedCallerNumber, CallerNumber, CallerNumberId, CallerNumberPatch, CallerNumberUses,
+    Channel, ChosenCallerNumber, EncounterId, Millis, NewCallerNumber, OrgId, Result, StoreError,
+    stored,
 };
 
 const CALLER_NUMBER_COLUMNS: &str = "id, org_id, channel, number, provider_id, daily_cap, \
      enabled, last_chosen_at, created_at, updated_at";
+
+/// A caller number (a `caller_numbers` row) the operator still allows its organisation: its
+/// channel and number on the organisation's allow-list, with the allowed provider id when the
+/// allow-list sets one.
+const STILL_ALLOWED: &str = "EXISTS (SELECT 1 FROM organization_caller_numbers a \
+     WHERE a.channel = caller_numbers.channel AND a.number = caller_numbers.number \
+     AND a.org_id = caller_numbers.org_id \
+     AND (a.provider_id IS NULL OR a.provider_id = caller_numbers.provider_id))";
+
+const ALLOWED_COLUMNS: &str = "org_id, channel, number, provider_id, added_at";
+
+fn allowed_from_row(row: &PgRow) -> Result<AllowedCallerNumber> {
+    Ok(AllowedCallerNumber {
+        org_id: OrgId(row.try_get("org_id")?),
+        channel: stored::channel(row.try_get("channel")?)?,
+        number: row.try_get("number")?,
+        provider_id: row.try_get("provider_id")?,
+        added_at: row.try_get("added_at")?,
+    })
+}
 
 fn caller_number_from_row(row: &PgRow) -> Result<CallerNumber> {
     Ok(CallerNumber {
@@ -151,7 +172,8 @@ impl PgStore {
     ) -> Result<Vec<CallerNumberUses>> {
         let rows = sqlx::query(&format!(
             "SELECT {CALLER_NUMBER_COLUMNS} FROM caller_numbers \
-             WHERE org_id = $1 AND channel = $2 AND enabled ORDER BY id FOR UPDATE"
+             WHERE org_id = $1 AND channel = $2 AND enabled AND {STILL_ALLOWED} \
+             ORDER BY id FOR UPDATE"
         ))
         .bind(org.0)
         .bind(stored::channel_str(channel))
@@ -203,6 +225,116 @@ impl PgStore {
             .execute(&mut *tx.inner)
             .await?;
         Ok(())
+    }
+
+    pub(crate) async fn allow_caller_number(
+        &self,
+        org: OrgId,
+        channel: Channel,
+        number: &str,
+        provider_id: Option<&str>,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let held: Option<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT org_id, provider_id FROM organization_caller_numbers WHERE channel = $1 AND number = $2 FOR UPDATE",
+        )
+        .bind(stored::channel_str(channel))
+        .bind(number)
+        .fetch_optional(&mut *tx.inner)
+        .await?;
+        match held {
+            Some((holder, _)) if holder != org.0 => return Err(StoreError::Conflict),
+            Some((_, current)) if current.as_deref() == provider_id => return Ok(false),
+            Some(_) => {
+                sqlx::query(
+                    "UPDATE organization_caller_numbers SET provider_id = $1 WHERE channel = $2 AND number = $3",
+                )
+                .bind(provider_id)
+                .bind(stored::channel_str(channel))
+                .bind(number)
+                .execute(&mut *tx.inner)
+                .await?;
+                // The operator's id is the one calls go out with: the organisation's caller
+                // number of this channel and number follows it (else it would stop being
+                // chosen, its id no longer the allowed one).
+                if provider_id.is_some() {
+                    sqlx::query(
+                        "UPDATE caller_numbers SET provider_id = $1, updated_at = $2 WHERE org_id = $3 AND channel = $4 AND number = $5",
+                    )
+                    .bind(provider_id)
+                    .bind(now)
+                    .bind(org.0)
+                    .bind(stored::channel_str(channel))
+                    .bind(number)
+                    .execute(&mut *tx.inner)
+                    .await?;
+                }
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO organization_caller_numbers (org_id, channel, number, provider_id, added_at) VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(org.0)
+                .bind(stored::channel_str(channel))
+                .bind(number)
+                .bind(provider_id)
+                .bind(now)
+                .execute(&mut *tx.inner)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub(crate) async fn disallow_caller_number(
+        &self,
+        org: OrgId,
+        channel: Channel,
+        number: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM organization_caller_numbers WHERE org_id = $1 AND channel = $2 AND number = $3",
+        )
+        .bind(org.0)
+        .bind(stored::channel_str(channel))
+        .bind(number)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub(crate) async fn allowed_caller_numbers(
+        &self,
+        org: OrgId,
+    ) -> Result<Vec<AllowedCallerNumber>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {ALLOWED_COLUMNS} FROM organization_caller_numbers WHERE org_id = $1 \
+             ORDER BY channel COLLATE \"C\", number COLLATE \"C\""
+        ))
+        .bind(org.0)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(allowed_from_row).collect()
+    }
+
+    pub(crate) async fn allowed_caller_number(
+        &self,
+        org: OrgId,
+        channel: Channel,
+        number: &str,
+    ) -> Result<Option<AllowedCallerNumber>> {
+        let row = sqlx::query(&format!(
+            "SELECT {ALLOWED_COLUMNS} FROM organization_caller_numbers \
+             WHERE org_id = $1 AND channel = $2 AND number = $3"
+        ))
+        .bind(org.0)
+        .bind(stored::channel_str(channel))
+        .bind(number)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(allowed_from_row).transpose()
     }
 
     pub(crate) async fn is_caller_number(&self, channel: Channel, number: &str) -> Result<bool> {

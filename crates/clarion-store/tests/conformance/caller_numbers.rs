@@ -1,7 +1,8 @@
 //! Caller numbers: the organisation's resource (unique per organisation and channel, patched
-//! field by field, another organisation's not found), and the claim's choice — the enabled
-//! numbers with their contacts of the window, the choice recorded on the encounter — with
-//! racing choosers on separate handles never taking a number past its cap.
+//! field by field, another organisation's not found), the operator's allow-list (a number and
+//! a provider id allowed to one organisation only), and the claim's choice — the enabled
+//! numbers still allowed, with their contacts of the window, the choice recorded on the
+//! encounter — with racing choosers on separate handles never taking a number past its cap.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +26,275 @@ fn call_number<'a>(number: &'a str, daily_cap: Option<u32>) -> NewCallerNumber<'
 
 async fn create(store: &Store, org: OrgId, new: &NewCallerNumber<'_>) -> CallerNumber {
     store.create_caller_number(org, new, 10).await.unwrap()
+}
+
+/// What the operator and then the organisation do: allow the number with its provider id,
+/// then create it.
+async fn allow_and_create(store: &Store, org: OrgId, new: &NewCallerNumber<'_>) -> CallerNumber {
+    store
+        .allow_caller_number(org, new.channel, new.number, new.provider_id, 5)
+        .await
+        .unwrap();
+    create(store, org, new).await
+}
+
+#[tokio::test]
+async fn a_number_and_a_provider_id_are_allowed_to_one_organisation_only() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let a = store.create_org("a", 0).await.unwrap().id;
+    let b = store.create_org("b", 0).await.unwrap().id;
+    let number = "+12125550100";
+    assert_eq!(
+        store
+            .allowed_caller_number(a, Channel::Call, number)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .allow_caller_number(a, Channel::Call, number, Some("pn_a"), 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .allow_caller_number(a, Channel::Call, number, Some("pn_a"), 6)
+            .await
+            .unwrap(),
+        "allowed again as it is: nothing changes"
+    );
+    store
+        .allow_caller_number(a, Channel::Sms, number, None, 7)
+        .await
+        .unwrap();
+    store
+        .allow_caller_number(a, Channel::Call, "+13125550100", Some("pn_a2"), 8)
+        .await
+        .unwrap();
+    let allowed = store.allowed_caller_numbers(a).await.unwrap();
+    let listed: Vec<_> = allowed
+        .iter()
+        .map(|n| {
+            (
+                n.org_id,
+                n.channel,
+                n.number.as_str(),
+                n.provider_id.as_deref(),
+                n.added_at,
+            )
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (a, Channel::Call, number, Some("pn_a"), 5),
+            (a, Channel::Call, "+13125550100", Some("pn_a2"), 8),
+            (a, Channel::Sms, number, None, 7),
+        ],
+        "by channel, then number"
+    );
+    assert_eq!(
+        store
+            .allowed_caller_number(a, Channel::Call, number)
+            .await
+            .unwrap()
+            .as_ref(),
+        Some(&allowed[0])
+    );
+
+    // Another organisation can be allowed neither the number (on that channel) nor the
+    // provider id: a typed conflict, and nothing of it is written.
+    for (channel, number, provider_id) in [
+        (Channel::Call, number, Some("pn_b")),
+        (Channel::Sms, number, None),
+        (Channel::Call, "+14155550100", Some("pn_a")),
+    ] {
+        assert!(
+            matches!(
+                store
+                    .allow_caller_number(b, channel, number, provider_id, 9)
+                    .await,
+                Err(StoreError::Conflict)
+            ),
+            "{channel:?} {number} {provider_id:?}"
+        );
+    }
+    assert!(
+        matches!(
+            store
+                .allow_caller_number(a, Channel::Call, "+14155550100", Some("pn_a2"), 9)
+                .await,
+            Err(StoreError::Conflict)
+        ),
+        "one provider id, one number"
+    );
+    assert!(
+        matches!(
+            store
+                .allow_caller_number(OrgId(999_999), Channel::Sms, "+14155550199", None, 9)
+                .await,
+            Err(StoreError::Conflict)
+        ),
+        "an unknown organisation"
+    );
+    assert!(store.allowed_caller_numbers(b).await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .allowed_caller_number(b, Channel::Call, number)
+            .await
+            .unwrap(),
+        None,
+        "another organisation's allowance is not this one's"
+    );
+    assert!(
+        !store
+            .disallow_caller_number(b, Channel::Call, number)
+            .await
+            .unwrap(),
+        "nor can it be taken off by another organisation"
+    );
+    // The same provider id on the other channel is another id space.
+    store
+        .allow_caller_number(b, Channel::Sms, "+14155550100", Some("pn_a"), 9)
+        .await
+        .unwrap();
+
+    // A new provider id for an allowed number: the organisation's caller number follows.
+    let caller = create(
+        store,
+        a,
+        &NewCallerNumber {
+            provider_id: Some("pn_a"),
+            ..call_number(number, None)
+        },
+    )
+    .await;
+    assert!(
+        store
+            .allow_caller_number(a, Channel::Call, number, Some("pn_new"), 10)
+            .await
+            .unwrap()
+    );
+    let now = store
+        .get_caller_number(a, caller.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (now.provider_id.as_deref(), now.updated_at),
+        (Some("pn_new"), 10)
+    );
+    // Its old id is free again, for anyone.
+    store
+        .allow_caller_number(b, Channel::Call, "+14155550101", Some("pn_a"), 11)
+        .await
+        .unwrap();
+
+    // Taken off, the number is free for another organisation; the caller number stays.
+    assert!(
+        store
+            .disallow_caller_number(a, Channel::Call, number)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .disallow_caller_number(a, Channel::Call, number)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .get_caller_number(a, caller.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    store
+        .allow_caller_number(b, Channel::Call, number, Some("pn_new"), 12)
+        .await
+        .unwrap();
+    assert_eq!(store.allowed_caller_numbers(a).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn only_numbers_still_allowed_with_their_allowed_provider_id_are_offered_for_choice() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let tenant = tenant(store, "allowed").await;
+    let org = tenant.org;
+    let kept = allow_and_create(store, org, &call_number("+12125550100", None)).await;
+    let dropped = allow_and_create(
+        store,
+        org,
+        &NewCallerNumber {
+            provider_id: Some("pn_2"),
+            ..call_number("+13125550100", None)
+        },
+    )
+    .await;
+    // Never allowed; and allowed with another provider id than the caller number's.
+    create(
+        store,
+        org,
+        &NewCallerNumber {
+            provider_id: Some("pn_3"),
+            ..call_number("+14155550100", None)
+        },
+    )
+    .await;
+    store
+        .allow_caller_number(org, Channel::Call, "+16175550100", Some("pn_allowed"), 5)
+        .await
+        .unwrap();
+    create(
+        store,
+        org,
+        &NewCallerNumber {
+            provider_id: Some("pn_other"),
+            ..call_number("+16175550100", None)
+        },
+    )
+    .await;
+    // A text number allowed without a provider id keeps its own.
+    store
+        .allow_caller_number(org, Channel::Sms, "+12125550100", None, 5)
+        .await
+        .unwrap();
+    let texts = create(
+        store,
+        org,
+        &NewCallerNumber {
+            channel: Channel::Sms,
+            provider_id: Some("MG_informational"),
+            ..call_number("+12125550100", None)
+        },
+    )
+    .await;
+    let offered = |channel| async move {
+        let mut tx = store.begin().await.unwrap();
+        let numbers = store
+            .caller_numbers_for_choice(&mut tx, org, channel, EncounterId(0), 0)
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        numbers.into_iter().map(|n| n.number.id).collect::<Vec<_>>()
+    };
+    assert_eq!(offered(Channel::Call).await, [kept.id, dropped.id]);
+    assert_eq!(offered(Channel::Sms).await, [texts.id]);
+    assert!(
+        store
+            .disallow_caller_number(org, Channel::Call, "+13125550100")
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        offered(Channel::Call).await,
+        [kept.id],
+        "taken off the allow-list, a number is no longer chosen"
+    );
 }
 
 #[tokio::test]
@@ -142,13 +412,22 @@ async fn a_choice_is_recorded_on_the_encounter_and_counted_in_its_numbers_window
     let backend = backend().await;
     let store = &backend.store;
     let tenant = tenant(store, "choice").await;
-    let capped = create(store, tenant.org, &call_number("+18085550100", Some(2))).await;
-    let open = create(store, tenant.org, &call_number("+12125550100", None)).await;
+    let capped = allow_and_create(store, tenant.org, &call_number("+18085550100", Some(2))).await;
+    let open = allow_and_create(
+        store,
+        tenant.org,
+        &NewCallerNumber {
+            provider_id: Some("pn_2"),
+            ..call_number("+12125550100", None)
+        },
+    )
+    .await;
     let disabled = NewCallerNumber {
         enabled: false,
+        provider_id: Some("pn_3"),
         ..call_number("+13125550100", None)
     };
-    create(store, tenant.org, &disabled).await;
+    allow_and_create(store, tenant.org, &disabled).await;
     let sequence = enroll(store, &tenant, "+18085550123").await;
     let first = insert_encounter(store, &encounter_of(&tenant, &sequence, 1, 0)).await;
     let second = insert_encounter(store, &encounter_of(&tenant, &sequence, 2, 0)).await;
@@ -267,7 +546,7 @@ async fn racing_choosers_never_take_a_number_past_its_cap() {
     const ENCOUNTERS: usize = 16;
     let backend = backend().await;
     let tenant = tenant(&backend.store, "racing choosers").await;
-    let number = create(
+    let number = allow_and_create(
         &backend.store,
         tenant.org,
         &call_number("+18085550100", Some(CAP)),

@@ -87,7 +87,17 @@ async fn fill(store: &Store) -> Filled {
     let first = insert_encounter(store, &encounter_of(&tenant, &running, 1, 10)).await;
     let second = insert_encounter(store, &encounter_of(&tenant, &running, 2, 11)).await;
     assert!(second.0 > first.0);
-    // A caller number, chosen for the running sequence's encounter.
+    // A caller number the operator allowed, chosen for the running sequence's encounter.
+    store
+        .allow_caller_number(
+            tenant.org,
+            clarion_store::Channel::Call,
+            "+18085550100",
+            Some("pn_1"),
+            9,
+        )
+        .await
+        .unwrap();
     let caller = store
         .create_caller_number(
             tenant.org,
@@ -208,6 +218,7 @@ async fn what_the_api_reads(store: &Store, filled: &Filled) -> Vec<String> {
                 .map(|hook| (hook.settings, hook.secret))
         ),
         format!("{:?}", store.allowed_vapi_assistants(org).await.unwrap()),
+        format!("{:?}", store.allowed_caller_numbers(org).await.unwrap()),
         format!("{:?}", store.list_endpoints(org, None, 10).await.unwrap()),
         format!(
             "{:?}",

@@ -120,7 +120,14 @@ enum OrgCommand {
     /// Takes a Vapi assistant off the organisation's list; calls not yet placed with it are
     /// refused.
     DisallowVapiAssistant(org::VapiAssistantArgs),
-    /// Prints the organisation as JSON: id, name and the Vapi assistants it may use.
+    /// Lets the organisation call or text from a number (`/v1/caller-numbers`), with its
+    /// Vapi phoneNumberId for calls. Operator only: tenants cannot change this list. A number
+    /// (and a phoneNumberId) allowed to another organisation is refused.
+    AllowCallerNumber(org::AllowCallerNumberArgs),
+    /// Takes a number off the organisation's list; its caller number is no longer chosen.
+    DisallowCallerNumber(org::DisallowCallerNumberArgs),
+    /// Prints the organisation as JSON: id, name, the Vapi assistants and the caller numbers
+    /// it may use.
     Show(org::ShowArgs),
 }
 
@@ -248,6 +255,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Org(OrgCommand::DisallowVapiAssistant(args)) => {
             runtime()?.block_on(org::allow_vapi_assistant(args, false))
+        }
+        Command::Org(OrgCommand::AllowCallerNumber(args)) => {
+            runtime()?.block_on(org::allow_caller_number(args))
+        }
+        Command::Org(OrgCommand::DisallowCallerNumber(args)) => {
+            runtime()?.block_on(org::disallow_caller_number(args))
         }
         Command::Org(OrgCommand::Show(args)) => runtime()?.block_on(org::show(args)),
         Command::Webhook(command) => {

@@ -1,16 +1,20 @@
-//! `clarion org allow-vapi-assistant | disallow-vapi-assistant | show`: the operator's view of
-//! an organisation.
+//! `clarion org allow-vapi-assistant | disallow-vapi-assistant | allow-caller-number |
+//! disallow-caller-number | show`: the operator's view of an organisation.
 //!
-//! Every organisation's calls go through the deployment's one Vapi account, so which Vapi
-//! assistants an organisation may name in its call assistants (`config.vapi_assistant_id`) is
-//! the operator's decision, made here against the database, never through the tenant API.
+//! Every organisation's calls go through the deployment's one Vapi account, and its texts
+//! through the deployment's Twilio account, so which Vapi assistants an organisation may name
+//! in its call assistants (`config.vapi_assistant_id`), and which numbers (with their Vapi
+//! phoneNumberIds) it may call and text from (`/v1/caller-numbers`), is the operator's
+//! decision, made here against the database, never through the tenant API. A number, and a
+//! phoneNumberId, is allowed to one organisation only: one clinic never calls or texts as
+//! another.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Args;
-use clarion_store::{OrgId, Store};
+use clarion_store::{Channel, OrgId, Store, StoreError};
 
 use crate::config::Overrides;
 
@@ -34,6 +38,53 @@ pub struct VapiAssistantArgs {
     vapi_assistant_id: String,
     #[command(flatten)]
     database: DatabaseArgs,
+}
+
+/// `allow-caller-number`.
+#[derive(Debug, Args)]
+pub struct AllowCallerNumberArgs {
+    #[command(flatten)]
+    number: CallerNumberArgs,
+    /// The provider's id for the number: its Vapi phoneNumberId (required for `call`); for
+    /// `sms`, optional (set, the organisation's caller number must carry the same).
+    #[arg(long)]
+    provider_id: Option<String>,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+/// `disallow-caller-number`.
+#[derive(Debug, Args)]
+pub struct DisallowCallerNumberArgs {
+    #[command(flatten)]
+    number: CallerNumberArgs,
+    #[command(flatten)]
+    database: DatabaseArgs,
+}
+
+/// The organisation, the channel and the number.
+#[derive(Debug, Args)]
+pub struct CallerNumberArgs {
+    /// The organisation's id (printed by `clarion org create`).
+    org_id: i64,
+    /// `call` (through Vapi) or `sms` (through Twilio).
+    #[arg(long)]
+    channel: String,
+    /// The number, in E.164 (`+15555550123`).
+    #[arg(long)]
+    number: String,
+}
+
+impl CallerNumberArgs {
+    fn parse(&self) -> anyhow::Result<(Channel, &str)> {
+        let channel: Channel = self
+            .channel
+            .parse()
+            .map_err(|_| anyhow::anyhow!("--channel is call or sms"))?;
+        clarion_scheduler::definition::validate_e164("number", &self.number)
+            .map_err(|_| anyhow::anyhow!("--number is an E.164 number such as +15555550123"))?;
+        Ok((channel, &self.number))
+    }
 }
 
 /// `show`.
@@ -93,6 +144,65 @@ pub async fn allow_vapi_assistant(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The longest provider id accepted (the API's limit for `provider_id`).
+const MAX_PROVIDER_ID_CHARS: usize = 200;
+
+/// Allows a number to the organisation; prints the organisation as `show` does. Refused
+/// (non-zero exit) when the number, or the provider id, is allowed to another organisation.
+pub async fn allow_caller_number(args: AllowCallerNumberArgs) -> anyhow::Result<ExitCode> {
+    let (channel, number) = args.number.parse()?;
+    let provider_id = args.provider_id.as_deref().map(str::trim);
+    if let Some(id) = provider_id {
+        let valid = !id.is_empty()
+            && id.chars().count() <= MAX_PROVIDER_ID_CHARS
+            && !id.chars().any(char::is_control);
+        if !valid {
+            anyhow::bail!("--provider-id is 1 to 200 characters, none a control character");
+        }
+    } else if channel == Channel::Call {
+        anyhow::bail!("a call number needs its Vapi phoneNumberId: --provider-id ID");
+    }
+    let store = open(args.database).await?;
+    let org = organization(&store, args.number.org_id).await?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match store
+        .allow_caller_number(org.id, channel, number, provider_id, now)
+        .await
+    {
+        Ok(_) => {}
+        Err(StoreError::Conflict) => {
+            store.close().await;
+            anyhow::bail!(
+                "refused: this number is already allowed on this channel to another \
+                 organisation, or this provider id to another number; a number and its \
+                 provider id belong to one organisation only (take it off there first: \
+                 clarion org disallow-caller-number)"
+            );
+        }
+        Err(other) => return Err(other.into()),
+    }
+    print_organization(&store, org).await?;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Takes a number off the organisation's list; prints the organisation as `show` does. The
+/// organisation's caller number stays, but is no longer chosen.
+pub async fn disallow_caller_number(args: DisallowCallerNumberArgs) -> anyhow::Result<ExitCode> {
+    let (channel, number) = args.number.parse()?;
+    let store = open(args.database).await?;
+    let org = organization(&store, args.number.org_id).await?;
+    if !store
+        .disallow_caller_number(org.id, channel, number)
+        .await?
+    {
+        eprintln!("that number was not on the organisation's list for this channel");
+    }
+    print_organization(&store, org).await?;
+    store.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Prints the organisation.
 pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
     let store = open(args.database).await?;
@@ -104,12 +214,25 @@ pub async fn show(args: ShowArgs) -> anyhow::Result<ExitCode> {
 
 async fn print_organization(store: &Store, org: clarion_store::Organization) -> anyhow::Result<()> {
     let vapi_assistants = store.allowed_vapi_assistants(org.id).await?;
+    let allowed_caller_numbers: Vec<_> = store
+        .allowed_caller_numbers(org.id)
+        .await?
+        .into_iter()
+        .map(|allowed| {
+            serde_json::json!({
+                "channel": allowed.channel.as_str(),
+                "number": allowed.number,
+                "provider_id": allowed.provider_id,
+            })
+        })
+        .collect();
     println!(
         "{}",
         serde_json::json!({
             "org_id": org.id.0,
             "name": org.name,
             "vapi_assistants": vapi_assistants,
+            "allowed_caller_numbers": allowed_caller_numbers,
         })
     );
     Ok(())

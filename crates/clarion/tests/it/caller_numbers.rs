@@ -1,25 +1,49 @@
-//! Caller numbers (`/v1/caller-numbers`): the resource, and the number each call or
+//! Caller numbers (`/v1/caller-numbers`): the operator's allow-list (a number and its Vapi
+//! phoneNumberId allowed to one organisation only), the resource, and the number each call or
 //! conversation goes out from — the contact's area code first, else in turn, within each
-//! number's daily cap — through the Vapi and Twilio fakes and the simulator.
+//! number's daily cap, among the numbers still allowed — through the Vapi and Twilio fakes and
+//! the simulator.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use crate::capacity::events;
 use crate::support::fake_twilio::FakeTwilio;
-use crate::support::fake_vapi::end_of_call_report;
+use crate::support::fake_vapi::{PHONE_NUMBER_ID, end_of_call_report};
 use crate::support::{AppOptions, TestApp, spawn_app, spawn_app_with};
 use crate::twilio::{enroll_in, text_to, texting_org};
 use crate::vapi;
 use clarion_delivery::Clock as _;
 use clarion_providers::twilio::wire::Sender;
+use clarion_store::{Channel, OrgId};
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Creates a caller number; answers it.
-async fn caller_number(app: &TestApp, key: &str, body: Value) -> Value {
+/// What the operator and then the organisation do: allow the body's number (with its
+/// `provider_id`) to `org`, then create the caller number; answers it.
+async fn caller_number(app: &TestApp, org: OrgId, key: &str, body: Value) -> Value {
+    let channel: Channel = body["channel"].as_str().unwrap().parse().unwrap();
+    let number = body["number"].as_str().unwrap();
+    app.allow_caller_number(org, channel, number, body["provider_id"].as_str())
+        .await;
     let (status, number) = app.post(key, "/v1/caller-numbers", body).await;
     assert_eq!(status, 201, "{number}");
     number
+}
+
+/// `clarion org ARGS… --database URL`, as the deployment's operator runs it: whether it
+/// succeeded, what it printed, what it said on standard error.
+async fn clarion_org(app: &TestApp, args: &[&str]) -> (bool, Value, String) {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_clarion"))
+        .arg("org")
+        .args(args)
+        .args(["--database", &app.database_url])
+        .env("CLARION_SECRET_KEY", app.secret_key())
+        .output()
+        .await
+        .unwrap();
+    let printed = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let said = String::from_utf8_lossy(&output.stderr).into_owned();
+    (output.status.success(), printed, said)
 }
 
 /// The Vapi phoneNumberId of each call placed so far, in order.
@@ -41,6 +65,7 @@ async fn a_call_goes_out_from_a_number_with_the_contacts_area_code_else_from_eac
     ] {
         caller_number(
             &f.app,
+            f.org,
             &f.key,
             json!({ "channel": "call", "number": number, "provider_id": id }),
         )
@@ -98,6 +123,7 @@ async fn a_number_at_its_daily_cap_gives_way_and_with_every_number_at_its_cap_no
     for (number, id) in [("+18085550100", "pn_hi"), ("+12125550100", "pn_ny")] {
         caller_number(
             &f.app,
+            f.org,
             &f.key,
             json!({ "channel": "call", "number": number, "provider_id": id, "daily_cap": 1 }),
         )
@@ -155,9 +181,15 @@ async fn an_sms_conversation_keeps_the_number_it_began_from() {
         ..AppOptions::default()
     })
     .await;
-    let (_, key, template) = texting_org(&app, "Clinic A").await;
+    let (org, key, template) = texting_org(&app, "Clinic A").await;
     for number in ["+12125550160", "+18085550160"] {
-        caller_number(&app, &key, json!({ "channel": "sms", "number": number })).await;
+        caller_number(
+            &app,
+            org,
+            &key,
+            json!({ "channel": "sms", "number": number }),
+        )
+        .await;
     }
     let patient = "+18085550170";
     let id = enroll_in(&app, &key, template, patient).await;
@@ -226,7 +258,7 @@ async fn an_sms_conversation_keeps_the_number_it_began_from() {
 #[tokio::test]
 async fn a_simulated_call_reports_the_caller_number_it_was_given() {
     let app = spawn_app().await;
-    let (_, key) = app.org("Riverside Family Clinic").await;
+    let (org, key) = app.org("Riverside Family Clinic").await;
     let (status, assistant) = app
         .post(&key, "/v1/assistants", json!({
             "name": "Reminder caller", "channel": "call",
@@ -245,11 +277,12 @@ async fn a_simulated_call_reports_the_caller_number_it_was_given() {
         )
         .await;
     assert_eq!(status, 201, "{template}");
-    for number in ["+12125550180", "+18085550180"] {
+    for (number, id) in [("+12125550180", "pn_sim_ny"), ("+18085550180", "pn_sim_hi")] {
         caller_number(
             &app,
+            org,
             &key,
-            json!({ "channel": "call", "number": number, "provider_id": "pn_sim", "daily_cap": 1 }),
+            json!({ "channel": "call", "number": number, "provider_id": id, "daily_cap": 1 }),
         )
         .await;
     }
@@ -291,8 +324,12 @@ async fn a_simulated_call_reports_the_caller_number_it_was_given() {
 #[tokio::test]
 async fn caller_numbers_are_validated_unique_per_channel_and_another_organisations_are_not_found() {
     let app = spawn_app().await;
-    let (_, key) = app.org("Clinic A").await;
+    let (org, key) = app.org("Clinic A").await;
     let (_, other) = app.org("Clinic B").await;
+    app.allow_caller_number(org, Channel::Call, "+12125550100", Some("pn_1"))
+        .await;
+    app.allow_caller_number(org, Channel::Sms, "+12125550100", None)
+        .await;
     let refused = [
         (
             json!({ "channel": "fax", "number": "+12125550100" }),
@@ -303,11 +340,15 @@ async fn caller_numbers_are_validated_unique_per_channel_and_another_organisatio
             "number",
         ),
         (
-            json!({ "channel": "call", "number": "+12125550100" }),
-            "provider_id",
+            json!({ "channel": "call", "number": "+13125550100", "provider_id": "pn_1" }),
+            "number",
         ),
         (
             json!({ "channel": "call", "number": "+12125550100", "provider_id": "" }),
+            "provider_id",
+        ),
+        (
+            json!({ "channel": "call", "number": "+12125550100", "provider_id": "pn_2" }),
             "provider_id",
         ),
         (
@@ -320,12 +361,16 @@ async fn caller_numbers_are_validated_unique_per_channel_and_another_organisatio
         assert_eq!(status, 422, "{body}: {error}");
         assert_eq!(error["error"]["field"], field, "{error}");
     }
-    let number = caller_number(
-        &app,
-        &key,
-        json!({ "channel": "call", "number": "+12125550100", "provider_id": "pn_1", "daily_cap": 50 }),
-    )
-    .await;
+    // The provider id is the allowed one, given or not.
+    let (status, number) = app
+        .post(
+            &key,
+            "/v1/caller-numbers",
+            json!({ "channel": "call", "number": "+12125550100", "daily_cap": 50 }),
+        )
+        .await;
+    assert_eq!(status, 201, "{number}");
+    assert_eq!(number["provider_id"], "pn_1");
     assert_eq!(number["enabled"], true);
     assert_eq!(number["daily_cap"], 50);
     assert_eq!(number["last_chosen_at"], Value::Null);
@@ -333,43 +378,50 @@ async fn caller_numbers_are_validated_unique_per_channel_and_another_organisatio
         .post(
             &key,
             "/v1/caller-numbers",
-            json!({ "channel": "call", "number": "+12125550100", "provider_id": "pn_2" }),
+            json!({ "channel": "call", "number": "+12125550100", "provider_id": "pn_1" }),
         )
         .await;
     assert_eq!(status, 409, "{error}");
     assert_eq!(error["error"]["code"], "caller_number_exists");
-    // The same number for texts, or for another organisation, is another caller number.
-    caller_number(
-        &app,
-        &key,
-        json!({ "channel": "sms", "number": "+12125550100" }),
-    )
-    .await;
-    caller_number(
-        &app,
-        &other,
-        json!({ "channel": "sms", "number": "+12125550100" }),
-    )
-    .await;
+    // The same number for texts is another caller number.
+    let (status, texts) = app
+        .post(
+            &key,
+            "/v1/caller-numbers",
+            json!({ "channel": "sms", "number": "+12125550100" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{texts}");
 
     let path = format!("/v1/caller-numbers/{}", number["id"]);
     let (status, changed) = app
         .patch(
             &key,
             &path,
-            json!({ "daily_cap": null, "provider_id": "pn_9" }),
+            json!({ "daily_cap": null, "provider_id": "pn_1" }),
         )
         .await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(
         (changed["daily_cap"].clone(), changed["provider_id"].clone()),
-        (Value::Null, json!("pn_9"))
+        (Value::Null, json!("pn_1"))
     );
-    let (status, error) = app.patch(&key, &path, json!({ "provider_id": null })).await;
-    assert_eq!(
-        (status, error["error"]["field"].clone()),
-        (422, json!("provider_id"))
-    );
+    for patch in [
+        json!({ "provider_id": null }),
+        json!({ "provider_id": "pn_9" }),
+    ] {
+        let (status, error) = app.patch(&key, &path, patch.clone()).await;
+        assert_eq!(
+            (status, error["error"]["field"].clone()),
+            (422, json!("provider_id")),
+            "{patch}: {error}"
+        );
+    }
+    // The operator moves the number to another phoneNumberId: the caller number follows.
+    app.allow_caller_number(org, Channel::Call, "+12125550100", Some("pn_9"))
+        .await;
+    let (_, moved) = app.get(&key, &path).await;
+    assert_eq!(moved["provider_id"], "pn_9");
     let (status, list) = app.get(&key, "/v1/caller-numbers?limit=1").await;
     assert_eq!(status, 200);
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
@@ -395,4 +447,261 @@ async fn caller_numbers_are_validated_unique_per_channel_and_another_organisatio
     assert_eq!(status, 204);
     let (status, _) = app.get(&key, &path).await;
     assert_eq!(status, 404);
+}
+
+/// The review finding: any organisation could register any number or Vapi phoneNumberId and
+/// call or text patients as another clinic. Now only what the operator allowed it is
+/// accepted, with the same answer whether or not another organisation has the number.
+#[tokio::test]
+async fn another_organisation_can_register_neither_an_allowed_number_nor_its_phone_number_id() {
+    let f = vapi::fixture().await;
+    // Clinic A's number, allowed by the operator; A registers it without knowing its id.
+    f.app
+        .allow_caller_number(f.org, Channel::Call, "+18085550100", Some("pn_a"))
+        .await;
+    let (status, mine) = f
+        .app
+        .post(
+            &f.key,
+            "/v1/caller-numbers",
+            json!({ "channel": "call", "number": "+18085550100" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{mine}");
+    assert_eq!(mine["provider_id"], "pn_a");
+
+    let (b, b_key) = f.app.org("Clinic B").await;
+    f.app
+        .allow_caller_number(b, Channel::Call, "+12125550100", Some("pn_b"))
+        .await;
+    let refused = [
+        // A's number, with A's id, with B's, or leaving the id to the allow-list.
+        (
+            json!({ "channel": "call", "number": "+18085550100", "provider_id": "pn_a" }),
+            "number",
+        ),
+        (
+            json!({ "channel": "call", "number": "+18085550100", "provider_id": "pn_b" }),
+            "number",
+        ),
+        (
+            json!({ "channel": "call", "number": "+18085550100" }),
+            "number",
+        ),
+        // A's number for texts: not allowed to B either.
+        (
+            json!({ "channel": "sms", "number": "+18085550100" }),
+            "number",
+        ),
+        // B's own number with A's phoneNumberId.
+        (
+            json!({ "channel": "call", "number": "+12125550100", "provider_id": "pn_a" }),
+            "provider_id",
+        ),
+    ];
+    let (_, never_allowed) = f
+        .app
+        .post(
+            &b_key,
+            "/v1/caller-numbers",
+            json!({ "channel": "call", "number": "+13125550100" }),
+        )
+        .await;
+    assert_eq!(never_allowed["error"]["field"], "number", "{never_allowed}");
+    for (body, field) in refused {
+        let (status, error) = f.app.post(&b_key, "/v1/caller-numbers", body.clone()).await;
+        assert_eq!(status, 422, "{body}: {error}");
+        assert_eq!(error["error"]["code"], "invalid_field", "{error}");
+        assert_eq!(error["error"]["field"], field, "{error}");
+        assert!(!error.to_string().contains("pn_a"), "{error}");
+        if field == "number" {
+            assert_eq!(
+                error, never_allowed,
+                "no oracle: the same answer as for a number nobody has"
+            );
+        }
+    }
+    // Nor can B move its own number onto A's phoneNumberId.
+    let (status, own) = f
+        .app
+        .post(
+            &b_key,
+            "/v1/caller-numbers",
+            json!({ "channel": "call", "number": "+12125550100" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{own}");
+    let path = format!("/v1/caller-numbers/{}", own["id"]);
+    let (status, error) = f
+        .app
+        .patch(&b_key, &path, json!({ "provider_id": "pn_a" }))
+        .await;
+    assert_eq!(
+        (status, error["error"]["field"].clone()),
+        (422, json!("provider_id"))
+    );
+    let (_, list) = f.app.get(&b_key, "/v1/caller-numbers").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1, "{list}");
+
+    // Each organisation sees its own allow-list, read-only.
+    let (_, organization) = f.app.get(&b_key, "/v1/organization").await;
+    assert_eq!(
+        organization["allowed_caller_numbers"],
+        json!([{ "channel": "call", "number": "+12125550100", "provider_id": "pn_b" }])
+    );
+
+    // A's number still works for A.
+    f.enroll("+18085550123").await;
+    f.run().await;
+    assert_eq!(placed_from(&f), ["pn_a"]);
+}
+
+#[tokio::test]
+async fn a_number_taken_off_the_allow_list_is_no_longer_chosen() {
+    let f = vapi::fixture().await;
+    for (number, id) in [("+18085550100", "pn_hi"), ("+12125550100", "pn_ny")] {
+        caller_number(
+            &f.app,
+            f.org,
+            &f.key,
+            json!({ "channel": "call", "number": number, "provider_id": id }),
+        )
+        .await;
+    }
+    f.enroll("+18085550141").await;
+    f.run().await;
+    assert_eq!(placed_from(&f), ["pn_hi"]);
+
+    // The operator takes the Honolulu number off: a Honolulu contact is called from the other.
+    let org = f.org.0.to_string();
+    let (ok, shown, said) = clarion_org(
+        &f.app,
+        &[
+            "disallow-caller-number",
+            &org,
+            "--channel",
+            "call",
+            "--number",
+            "+18085550100",
+        ],
+    )
+    .await;
+    assert!(ok, "{said}");
+    assert_eq!(
+        shown["allowed_caller_numbers"],
+        json!([{ "channel": "call", "number": "+12125550100", "provider_id": "pn_ny" }])
+    );
+    f.enroll("+18085550142").await;
+    f.run().await;
+    assert_eq!(placed_from(&f), ["pn_hi", "pn_ny"]);
+    // Still the organisation's caller number (it shows it), just not chosen.
+    let (_, list) = f.app.get(&f.key, "/v1/caller-numbers").await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
+
+    // With none allowed, the deployment's configured number is used, as without any.
+    let (ok, _, said) = clarion_org(
+        &f.app,
+        &[
+            "disallow-caller-number",
+            &org,
+            "--channel",
+            "call",
+            "--number",
+            "+12125550100",
+        ],
+    )
+    .await;
+    assert!(ok, "{said}");
+    f.enroll("+18085550143").await;
+    f.run().await;
+    assert_eq!(placed_from(&f), ["pn_hi", "pn_ny", PHONE_NUMBER_ID]);
+}
+
+#[tokio::test]
+async fn the_cli_refuses_a_number_or_a_phone_number_id_allowed_to_another_organisation() {
+    let app = spawn_app().await;
+    let (a, a_key) = app.org("Clinic A").await;
+    let (b, _) = app.org("Clinic B").await;
+    let (a, b) = (a.0.to_string(), b.0.to_string());
+    let allow = |org: &str, channel: &str, number: &str, provider_id: Option<&str>| {
+        let mut args = vec![
+            "allow-caller-number".to_owned(),
+            org.to_owned(),
+            "--channel".to_owned(),
+            channel.to_owned(),
+            "--number".to_owned(),
+            number.to_owned(),
+        ];
+        if let Some(id) = provider_id {
+            args.extend(["--provider-id".to_owned(), id.to_owned()]);
+        }
+        args
+    };
+    let run = |args: Vec<String>| {
+        let app = &app;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            clarion_org(app, &args).await
+        }
+    };
+    let (ok, shown, said) = run(allow(&a, "call", "+18085550100", Some("pn_a"))).await;
+    assert!(ok, "{said}");
+    assert_eq!(
+        shown["allowed_caller_numbers"],
+        json!([{ "channel": "call", "number": "+18085550100", "provider_id": "pn_a" }])
+    );
+    let (ok, _, said) = run(allow(&a, "sms", "+18085550100", None)).await;
+    assert!(ok, "{said}");
+
+    for (args, why) in [
+        (
+            allow(&b, "call", "+18085550100", Some("pn_b")),
+            "another organisation",
+        ),
+        (
+            allow(&b, "sms", "+18085550100", None),
+            "another organisation",
+        ),
+        (
+            allow(&b, "call", "+12125550100", Some("pn_a")),
+            "another organisation",
+        ),
+        (allow(&b, "call", "+12125550100", None), "phoneNumberId"),
+        (
+            allow(&b, "fax", "+12125550100", Some("pn_b")),
+            "call or sms",
+        ),
+        (allow(&b, "sms", "2125550100", None), "E.164"),
+    ] {
+        let (ok, shown, said) = run(args.clone()).await;
+        assert!(!ok, "{args:?} was accepted: {shown}");
+        assert!(said.contains(why), "{args:?}: {said}");
+        assert!(!said.contains("+1808"), "the number is not echoed: {said}");
+    }
+    let (ok, shown, said) = run(vec!["show".to_owned(), b.clone()]).await;
+    assert!(ok, "{said}");
+    assert_eq!(shown["allowed_caller_numbers"], json!([]));
+    let (_, organization) = app.get(&a_key, "/v1/organization").await;
+    assert_eq!(
+        organization["allowed_caller_numbers"],
+        json!([
+            { "channel": "call", "number": "+18085550100", "provider_id": "pn_a" },
+            { "channel": "sms", "number": "+18085550100", "provider_id": null },
+        ])
+    );
+
+    // Once A's is taken off, B may have it.
+    let (ok, _, said) = run(vec![
+        "disallow-caller-number".to_owned(),
+        a.clone(),
+        "--channel".to_owned(),
+        "call".to_owned(),
+        "--number".to_owned(),
+        "+18085550100".to_owned(),
+    ])
+    .await;
+    assert!(ok, "{said}");
+    let (ok, shown, said) = run(allow(&b, "call", "+18085550100", Some("pn_a"))).await;
+    assert!(ok, "{said}");
+    assert_eq!(shown["allowed_caller_numbers"][0]["provider_id"], "pn_a");
 }

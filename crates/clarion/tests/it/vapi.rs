@@ -23,7 +23,7 @@ pub(crate) struct Fixture {
     pub(crate) key: String,
     receiver: TestReceiver,
     template: i64,
-    org: clarion_store::OrgId,
+    pub(crate) org: clarion_store::OrgId,
 }
 
 pub(crate) async fn fixture() -> Fixture {

@@ -26,7 +26,7 @@ use clarion_delivery::ssrf::SsrfPolicy;
 use clarion_delivery::{Clock, Dispatcher, DispatcherConfig, ManualClock};
 use clarion_server::AppState;
 use clarion_store::testing::TestDatabase;
-use clarion_store::{OrgId, Store};
+use clarion_store::{Channel, OrgId, Store};
 use serde_json::Value;
 use tokio::sync::Notify;
 
@@ -275,6 +275,21 @@ impl TestApp {
     pub async fn allow_vapi_assistant(&self, org: OrgId, vapi_assistant_id: &str) {
         self.store
             .allow_vapi_assistant(org, vapi_assistant_id, self.clock.now_millis())
+            .await
+            .unwrap();
+    }
+
+    /// Allows a number to an organisation (what the operator does with `clarion org
+    /// allow-caller-number`).
+    pub async fn allow_caller_number(
+        &self,
+        org: OrgId,
+        channel: Channel,
+        number: &str,
+        provider_id: Option<&str>,
+    ) {
+        self.store
+            .allow_caller_number(org, channel, number, provider_id, self.clock.now_millis())
             .await
             .unwrap();
     }
