@@ -376,3 +376,6 @@ CREATE TABLE organization_caller_numbers (
 CREATE UNIQUE INDEX organization_caller_numbers_provider_id
     ON organization_caller_numbers(channel, provider_id) WHERE provider_id IS NOT NULL;
 CREATE INDEX organization_caller_numbers_by_org ON organization_caller_numbers(org_id);
+
+-- ---- One patient's sequences (migrations/sqlite/0032_sequences_by_contact.sql) ----
+CREATE INDEX sequences_org_phone ON sequences(org_id, phone_number, id);

@@ -11,6 +11,11 @@ use crate::phi::{
 };
 use crate::{Millis, Result, SequenceId};
 
+/// One number's ended sequences in one organisation, a page in id order: one range of
+/// `sequences_org_phone` (migration 0032), whatever the organisation's size.
+const CONTACT_SEQUENCES: &str = "SELECT id FROM sequences WHERE org_id = ? AND id > ? \
+     AND phone_number = ? AND status = 'ended' ORDER BY id LIMIT ?";
+
 impl SqliteStore {
     pub(crate) async fn phi_purge_candidates(
         &self,
@@ -37,16 +42,13 @@ impl SqliteStore {
                 phone_number,
                 after,
             } => {
-                sqlx::query_scalar(
-                    "SELECT id FROM sequences WHERE org_id = ? AND id > ? AND phone_number = ? \
-                     AND status = 'ended' ORDER BY id LIMIT ?",
-                )
-                .bind(org.0)
-                .bind(after.map_or(0, |id| id.0))
-                .bind(phone_number)
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?
+                sqlx::query_scalar(CONTACT_SEQUENCES)
+                    .bind(org.0)
+                    .bind(after.map_or(0, |id| id.0))
+                    .bind(phone_number)
+                    .bind(i64::from(limit))
+                    .fetch_all(&self.pool)
+                    .await?
             }
         };
         Ok(ids)
@@ -140,5 +142,40 @@ impl SqliteStore {
         .execute(&mut *tx.inner)
         .await?;
         Ok(purged)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::Store;
+
+    #[tokio::test]
+    async fn an_erasure_reads_one_index_range_of_the_numbers_sequences() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = Store::connect(&url).await.unwrap();
+        let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {CONTACT_SEQUENCES}"))
+            .bind(1_i64)
+            .bind(0_i64)
+            .bind("+15555550100")
+            .bind(500_i64)
+            .fetch_all(&store.sqlite().pool)
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get::<String, _>("detail"))
+            .collect();
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("USING INDEX sequences_org_phone")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.contains("TEMP B-TREE")),
+            "sorted by the index, not afterwards: {plan:?}"
+        );
     }
 }
