@@ -26,9 +26,6 @@ pub(super) struct Hook {
     secret: Option<Secret>,
 }
 
-/// An organisation's hook (or none) and when it was read.
-pub(super) type CachedHook = (std::time::Instant, Option<Arc<Hook>>);
-
 /// The hook's "no" for one encounter.
 #[derive(Debug, Clone)]
 pub(super) struct Ineligible {
@@ -60,10 +57,8 @@ impl Scheduler {
     /// An organisation's eligibility hook (cached for [`ORG_RULES_TTL`], like its calling
     /// rules; a change made through this node applies at once).
     async fn organization_hook(&self, org: OrgId) -> Result<Option<Arc<Hook>>, SchedulerError> {
-        if let Some((read_at, hook)) = self.lock_org_hooks().get(&org)
-            && read_at.elapsed() < ORG_RULES_TTL
-        {
-            return Ok(hook.clone());
+        if let Some(hook) = self.inner.org_hooks.fresh(org) {
+            return Ok(hook);
         }
         let hook = self.inner.store.eligibility_hook(org).await?.map(|row| {
             Arc::new(Hook {
@@ -71,16 +66,8 @@ impl Scheduler {
                 secret: row.secret.and_then(|secret| secret.parse().ok()),
             })
         });
-        self.lock_org_hooks()
-            .insert(org, (std::time::Instant::now(), hook.clone()));
+        self.inner.org_hooks.insert(org, hook.clone());
         Ok(hook)
-    }
-
-    pub(super) fn lock_org_hooks(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, CachedHook>> {
-        self.inner
-            .org_hooks
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Asks the organisation's hook about one encounter of a running sequence: `None` when the

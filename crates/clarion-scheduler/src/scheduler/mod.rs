@@ -312,23 +312,58 @@ struct Inner {
     /// Template versions and assistants never change once written: cached by id.
     plans: Mutex<HashMap<TemplateVersionId, Arc<TemplateDefinition>>>,
     assistants: Mutex<HashMap<AssistantId, Arc<Assistant>>>,
-    /// Organisations' own calling rules, read at most every [`ORG_RULES_TTL`] per
-    /// organisation (they change rarely; a change made through this node applies at once).
-    org_rules: Mutex<HashMap<OrgId, CachedRules>>,
-    /// Organisations' eligibility hooks, read as their rules are.
-    org_hooks: Mutex<HashMap<OrgId, CachedHook>>,
+    /// Organisations' own calling rules.
+    org_rules: OrgCache<Arc<Vec<RuleDefinition>>>,
+    /// Organisations' eligibility hooks (`None`: the organisation has none).
+    org_hooks: OrgCache<Option<Arc<Hook>>>,
     /// Asks the hooks (`None` if the client could not be built: every check errs).
     eligibility: Option<clarion_delivery::eligibility::EligibilityClient>,
     /// Single enrollments committed together (group commit).
     enrollment_groups: enrollment::EnrollmentGroups,
 }
 
-/// An organisation's calling rules and when they were read.
-type CachedRules = (std::time::Instant, Arc<Vec<RuleDefinition>>);
-
-/// How long a node uses an organisation's calling rules before reading them again: a change
-/// made through another node applies within this.
+/// How long a node uses an organisation's calling rules and eligibility hook before reading
+/// them again: a change made through another node applies within this.
 const ORG_RULES_TTL: Duration = Duration::from_secs(5);
+
+/// Per-organisation settings that change rarely, read at most every [`ORG_RULES_TTL`] per
+/// organisation; a change made through this node applies at once ([`OrgCache::forget`]).
+#[derive(Debug)]
+struct OrgCache<V> {
+    entries: Mutex<HashMap<OrgId, (std::time::Instant, V)>>,
+}
+
+impl<V> Default for OrgCache<V> {
+    fn default() -> Self {
+        Self {
+            entries: Mutex::default(),
+        }
+    }
+}
+
+impl<V: Clone> OrgCache<V> {
+    /// The organisation's value, if it was read less than [`ORG_RULES_TTL`] ago.
+    fn fresh(&self, org: OrgId) -> Option<V> {
+        self.lock()
+            .get(&org)
+            .filter(|(read_at, _)| read_at.elapsed() < ORG_RULES_TTL)
+            .map(|(_, value)| value.clone())
+    }
+
+    fn insert(&self, org: OrgId, value: V) {
+        self.lock().insert(org, (std::time::Instant::now(), value));
+    }
+
+    fn forget(&self, org: OrgId) {
+        self.lock().remove(&org);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, (std::time::Instant, V)>> {
+        self.entries
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
 
 fn datetime(millis: Millis) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(millis)
@@ -410,8 +445,8 @@ impl Scheduler {
                 call_backoff: CallBackoff::default(),
                 plans: Mutex::default(),
                 assistants: Mutex::default(),
-                org_rules: Mutex::default(),
-                org_hooks: Mutex::default(),
+                org_rules: OrgCache::default(),
+                org_hooks: OrgCache::default(),
                 eligibility,
                 enrollment_groups: enrollment::EnrollmentGroups::default(),
             }),
@@ -491,32 +526,22 @@ impl Scheduler {
         &self,
         org: OrgId,
     ) -> Result<Arc<Vec<RuleDefinition>>, SchedulerError> {
-        if let Some((read_at, rules)) = self.lock_org_rules().get(&org)
-            && read_at.elapsed() < ORG_RULES_TTL
-        {
-            return Ok(rules.clone());
+        if let Some(rules) = self.inner.org_rules.fresh(org) {
+            return Ok(rules);
         }
         let stored = self.inner.store.get_organization(org).await?;
         let rules = Arc::new(calling_rules::stored(
             stored.as_ref().and_then(|o| o.calling_rules.as_deref()),
         ));
-        self.lock_org_rules()
-            .insert(org, (std::time::Instant::now(), rules.clone()));
+        self.inner.org_rules.insert(org, rules.clone());
         Ok(rules)
     }
 
     /// Drops the cached rules and eligibility hook of `org` (they were just changed through
     /// this node).
     pub fn forget_organization_rules(&self, org: OrgId) {
-        self.lock_org_rules().remove(&org);
-        self.lock_org_hooks().remove(&org);
-    }
-
-    fn lock_org_rules(&self) -> std::sync::MutexGuard<'_, HashMap<OrgId, CachedRules>> {
-        self.inner
-            .org_rules
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner.org_rules.forget(org);
+        self.inner.org_hooks.forget(org);
     }
 
     fn lock_assistants(&self) -> std::sync::MutexGuard<'_, HashMap<AssistantId, Arc<Assistant>>> {
