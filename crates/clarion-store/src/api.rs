@@ -497,8 +497,9 @@ impl Store {
         /// ordinal counts every encounter of the sequence before it, this batch's included.
         pub async fn insert_encounters(&self, tx: &mut Tx, encounters: &[&EncounterRow]) -> Result<Vec<Option<InsertedEncounter>>>;
 
-        /// Marks many encounters as requested in one statement.
-        pub async fn mark_encounters_requested(&self, tx: &mut Tx, requested: &[RequestedEncounter]) -> Result<()>;
+        /// Marks many encounters as requested in one statement, each only while it is still
+        /// `created`; answers how many were marked (a repeated record marks none).
+        pub async fn mark_encounters_requested(&self, tx: &mut Tx, requested: &[RequestedEncounter]) -> Result<u64>;
 
         /// Ends an encounter with its outcome and report object (`None`: the report stored when
         /// it was requested stands). `false` if it already ended.
@@ -758,8 +759,9 @@ impl Store {
         /// after the other and a cap counted here is never exceeded.
         pub async fn caller_numbers_for_choice(&self, tx: &mut Tx, org: OrgId, channel: Channel, encounter: EncounterId, since: Millis) -> Result<Vec<CallerNumberUses>>;
 
-        /// Records on `encounter` that it goes out from `number`, chosen at `now` (what the
-        /// number's cap counts), and makes `now` the number's last choice (the round robin).
+        /// Records on `encounter`, while it is still `created` (not yet requested), that it
+        /// goes out from `number`, chosen at `now` (what the number's cap counts), and makes
+        /// `now` the number's last choice (the round robin).
         pub async fn record_caller_number_choice(&self, tx: &mut Tx, encounter: EncounterId, number: &CallerNumber, now: Millis) -> Result<()>;
 
         /// Allows the organisation to call or text from `number` on `channel` (operator only:

@@ -92,15 +92,32 @@ impl Scheduler {
         // Each (organisation, channel)'s caller numbers are locked in that order, the same on
         // every node, so two nodes' batches never wait on each other's locks in a cycle.
         simulated.sort_by_key(|started| (started.sequence.org_id, started.encounter.channel));
-        let store = &self.inner.store;
         let now = self.inner.clock.now_millis();
+        self.record_riding_out_outages(|| self.record_simulated(&simulated, now))
+            .await?;
+        crash_point("encounter-requested");
+        Ok(())
+    }
+
+    /// Runs the simulator for `simulated` and records the batch in one transaction: each
+    /// encounter's caller number, its simulated end, or its deferral when every number is at
+    /// its cap. Run again from the start if the database went away before the commit; an
+    /// encounter recorded already (the commit went through, its answer was lost) is left as
+    /// it is, as every write here applies only to an encounter still `created`.
+    async fn record_simulated(
+        &self,
+        simulated: &[Started],
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        let store = &self.inner.store;
         let mut tx = WriteTx::begin(&self.inner).await?;
         // Each (organisation, channel)'s caller numbers, read and locked once for the batch;
         // each choice is then counted here as it is made.
         let mut numbers: HashMap<(OrgId, Channel), Vec<clarion_store::CallerNumberUses>> =
             HashMap::new();
         let mut requested = Vec::with_capacity(simulated.len());
-        for mut started in simulated {
+        for started in simulated {
+            let mut started = started.clone();
             let encounter_id = started.encounter.id;
             let key = (started.sequence.org_id, started.encounter.channel);
             let pool = match numbers.entry(key) {
@@ -151,9 +168,53 @@ impl Scheduler {
         store
             .mark_encounters_requested(&mut tx.tx, &requested)
             .await?;
+        crate::fault::outage_point("recording-answer")?;
         tx.commit(store).await?;
-        crash_point("encounter-requested");
         Ok(())
+    }
+
+    /// Runs `record` (one transaction recording what a provider answered, or what the
+    /// simulator decided) until it commits. The answer exists only in this process's memory:
+    /// lost, its encounter could only be reconciled (looked up at Vapi, else ended `failed`
+    /// and never sent again). So a database that went away meanwhile (a restart, a failover,
+    /// killed connections) is waited out, with backoff, for up to `reconcile_after`, after
+    /// which the reconciler of any node takes the encounter over. A commit that went through
+    /// although its answer was lost is harmless to repeat: an encounter is marked requested,
+    /// and given its caller number, only while it is still `created`.
+    pub(super) async fn record_riding_out_outages<F, Fut>(
+        &self,
+        mut record: F,
+    ) -> Result<(), SchedulerError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), SchedulerError>>,
+    {
+        let give_up = std::time::Instant::now() + self.inner.config.reconcile_after;
+        let mut backoff = clarion_store::retry::Backoff::default();
+        let mut failures: u32 = 0;
+        loop {
+            match record().await {
+                Err(error) if error.is_transient() => {
+                    let now = std::time::Instant::now();
+                    if now >= give_up {
+                        return Err(error);
+                    }
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(
+                            error = %clarion_store::retry::error_chain(&error),
+                            "the database went away while an answer was being recorded; trying again"
+                        );
+                    }
+                    tokio::time::sleep(backoff.next_delay().min(give_up - now)).await;
+                }
+                Ok(()) if failures > 0 => {
+                    tracing::info!(failures, "answer recorded once the database answered again");
+                    return Ok(());
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A simulated encounter for which every caller number is at its cap: as at a claim, the
@@ -457,19 +518,33 @@ impl Scheduler {
         request: RequestedEncounter,
         conversation: Option<String>,
     ) -> Result<(), SchedulerError> {
+        self.record_riding_out_outages(|| self.record_requested_once(&request, &conversation))
+            .await?;
+        // A reply that overtook this record may be waiting for it.
+        self.inner.sms_recorded.notify_waiters();
+        Ok(())
+    }
+
+    /// [`Scheduler::record_requested`]'s transaction. The conversation is saved only with the
+    /// mark: were this a second try after a commit whose answer was lost, a reply may have
+    /// moved the conversation on since, and it is kept.
+    async fn record_requested_once(
+        &self,
+        request: &RequestedEncounter,
+        conversation: &Option<String>,
+    ) -> Result<(), SchedulerError> {
         let store = &self.inner.store;
         let mut tx = store.begin().await?;
-        if let (Some(conversation), Some(ends_at)) = (&conversation, request.ends_at) {
+        let marked = store
+            .mark_encounters_requested(&mut tx, std::slice::from_ref(request))
+            .await?;
+        if let (1, Some(conversation), Some(ends_at)) = (marked, conversation, request.ends_at) {
             store
                 .save_conversation(&mut tx, request.id, conversation, ends_at)
                 .await?;
         }
-        store
-            .mark_encounters_requested(&mut tx, std::slice::from_ref(&request))
-            .await?;
+        crate::fault::outage_point("recording-answer")?;
         tx.commit().await?;
-        // A reply that overtook this record may be waiting for it.
-        self.inner.sms_recorded.notify_waiters();
         Ok(())
     }
 

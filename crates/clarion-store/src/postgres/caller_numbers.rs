@@ -210,7 +210,7 @@ impl PgStore {
     ) -> Result<()> {
         sqlx::query(
             "UPDATE encounters SET caller_number_id = $1, caller_number = $2, \
-             caller_provider_id = $3, caller_number_at = $4 WHERE id = $5",
+             caller_provider_id = $3, caller_number_at = $4 WHERE id = $5 AND status = 'created'",
         )
         .bind(number.id.0)
         .bind(&number.number)

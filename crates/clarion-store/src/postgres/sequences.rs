@@ -744,16 +744,16 @@ impl PgStore {
         &self,
         tx: &mut PgTx,
         requested: &[RequestedEncounter],
-    ) -> Result<()> {
+    ) -> Result<u64> {
         if requested.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let ids: Vec<i64> = requested.iter().map(|r| r.id.0).collect();
         let refs: Vec<&str> = requested.iter().map(|r| r.provider_ref.as_str()).collect();
         let ends: Vec<Option<i64>> = requested.iter().map(|r| r.ends_at).collect();
         let reports: Vec<Option<&str>> = requested.iter().map(|r| r.report.as_deref()).collect();
         let outcomes: Vec<Option<&str>> = requested.iter().map(|r| r.outcome.as_deref()).collect();
-        sqlx::query(
+        let marked = sqlx::query(
             "UPDATE encounters e SET status = 'requested', provider_ref = u.ref, \
              ends_at = u.ends, report = u.report, outcome = u.outcome \
              FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::text[], $5::text[]) \
@@ -767,7 +767,7 @@ impl PgStore {
         .bind(&outcomes)
         .execute(&mut *tx.inner)
         .await?;
-        Ok(())
+        Ok(marked.rows_affected())
     }
 
     pub(crate) async fn end_encounter(

@@ -214,7 +214,7 @@ impl SqliteStore {
     ) -> Result<()> {
         sqlx::query(
             "UPDATE encounters SET caller_number_id = ?, caller_number = ?, \
-             caller_provider_id = ?, caller_number_at = ? WHERE id = ?",
+             caller_provider_id = ?, caller_number_at = ? WHERE id = ? AND status = 'created'",
         )
         .bind(number.id.0)
         .bind(&number.number)

@@ -742,10 +742,8 @@ impl SqliteStore {
         &self,
         tx: &mut SqliteTx,
         requested: &[RequestedEncounter],
-    ) -> Result<()> {
-        if requested.is_empty() {
-            return Ok(());
-        }
+    ) -> Result<u64> {
+        let mut marked = 0;
         for chunk in requested.chunks(rows_per_statement(5)) {
             let sql = format!(
                 "UPDATE encounters SET status = 'requested', provider_ref = u.column2, \
@@ -763,9 +761,9 @@ impl SqliteStore {
                     .bind(requested.report.as_deref())
                     .bind(requested.outcome.as_deref());
             }
-            update.execute(&mut *tx.inner).await?;
+            marked += update.execute(&mut *tx.inner).await?.rows_affected();
         }
-        Ok(())
+        Ok(marked)
     }
 
     pub(crate) async fn end_encounter(

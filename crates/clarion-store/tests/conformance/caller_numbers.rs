@@ -3,13 +3,15 @@
 //! a provider id allowed to one organisation only), and the claim's choice — the enabled
 //! numbers still allowed, with their contacts of the window, the choice recorded on the
 //! encounter — with racing choosers on separate handles never taking a number past its cap.
+//! A record repeated after its commit's answer was lost (a database outage) changes nothing:
+//! the mark and the choice apply only to an encounter still `created`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use clarion_store::{
-    CallerNumber, CallerNumberPatch, Channel, EncounterId, NewCallerNumber, OrgId, Store,
-    StoreError,
+    CallerNumber, CallerNumberPatch, Channel, EncounterId, EncounterStatus, NewCallerNumber, OrgId,
+    RequestedEncounter, Store, StoreError,
 };
 
 use crate::{backend, encounter_of, enroll, insert_encounter, tenant};
@@ -404,6 +406,69 @@ async fn caller_numbers_are_unique_per_organisation_and_channel_and_patched_fiel
             .is_caller_number(Channel::Sms, "+12125550100")
             .await
             .unwrap()
+    );
+}
+
+/// The simulator's batch and a provider's answer are recorded again when the database went
+/// away before their commit answered; if that commit went through, the second record must
+/// leave the encounter as the first left it.
+#[tokio::test]
+async fn a_repeated_record_marks_nothing_and_changes_no_caller_number() {
+    let backend = backend().await;
+    let store = &backend.store;
+    let tenant = tenant(store, "repeated record").await;
+    let first = allow_and_create(store, tenant.org, &call_number("+18085550110", None)).await;
+    let second = allow_and_create(
+        store,
+        tenant.org,
+        &NewCallerNumber {
+            provider_id: Some("pn_2"),
+            ..call_number("+12125550110", None)
+        },
+    )
+    .await;
+    let sequence = enroll(store, &tenant, "+18085550124").await;
+    let encounter = insert_encounter(store, &encounter_of(&tenant, &sequence, 0, 0)).await;
+    let requested = |provider_ref: &str| RequestedEncounter {
+        id: encounter,
+        provider_ref: provider_ref.to_owned(),
+        ends_at: Some(1_000),
+        report: None,
+        outcome: Some("resolved".to_owned()),
+    };
+
+    let mut tx = store.begin().await.unwrap();
+    store
+        .record_caller_number_choice(&mut tx, encounter, &first, 100)
+        .await
+        .unwrap();
+    let marked = store
+        .mark_encounters_requested(&mut tx, &[requested("sim_1")])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(marked, 1, "the first record marks the encounter");
+
+    let mut tx = store.begin().await.unwrap();
+    store
+        .record_caller_number_choice(&mut tx, encounter, &second, 200)
+        .await
+        .unwrap();
+    let marked = store
+        .mark_encounters_requested(&mut tx, &[requested("sim_2")])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(marked, 0, "a repeated record marks nothing");
+
+    let row = store.encounter_by_id(encounter).await.unwrap().unwrap();
+    assert_eq!(row.status, EncounterStatus::Requested);
+    assert_eq!(row.provider_ref.as_deref(), Some("sim_1"));
+    let chosen = row.caller_number.unwrap();
+    assert_eq!(
+        (chosen.id, chosen.number.as_str()),
+        (first.id, "+18085550110"),
+        "the number the encounter went out from is kept"
     );
 }
 

@@ -177,7 +177,7 @@ async fn a_crash_at_any_point_of_an_encounter_loses_no_report_and_repeats_no_con
 #[tokio::test]
 async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome() {
     use support::fake_vapi::{
-        API_KEY, FakeVapi, PHONE_NUMBER_ID, SERVER_SECRET, end_of_call_report,
+        CLARION_ENV, FakeVapi, SERVER_SECRET, end_of_call_report, two_call_template,
     };
 
     let dir = tempfile::tempdir().unwrap();
@@ -190,11 +190,7 @@ async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome
         "[channels]\ncall = \"vapi\"\n[vapi]\nbase_url = \"{}\"\n[simulator]\ntime_scale = 1.0\n",
         vapi.url
     );
-    let env = [
-        ("CLARION_VAPI__API_KEY", API_KEY),
-        ("CLARION_VAPI__PHONE_NUMBER_ID", PHONE_NUMBER_ID),
-        ("CLARION_VAPI__SERVER_SECRET", SERVER_SECRET),
-    ];
+    let env = CLARION_ENV;
     let http = reqwest::Client::new();
 
     let (mut crashing, base) = support::spawn_server_with_env(
@@ -205,26 +201,7 @@ async fn a_crash_between_placing_a_call_and_recording_it_keeps_the_calls_outcome
         &env,
     )
     .await;
-    let caller = support::post_ok(
-        &http,
-        &base,
-        &key,
-        "/v1/assistants",
-        json!({ "name": "Caller", "channel": "call", "config": { "vapi_assistant_id": "asst_1" } }),
-    )
-    .await;
-    let template = support::post_ok(
-        &http,
-        &base,
-        &key,
-        "/v1/sequence-templates",
-        json!({
-            "name": "Two calls", "calling_hours": null, "stop_on": ["resolved"],
-            "steps": [ { "type": "call", "assistant_id": caller["id"] },
-                       { "type": "call", "assistant_id": caller["id"] } ]
-        }),
-    )
-    .await;
+    let template = two_call_template(&http, &base, &key).await;
     let enrolled = http
         .post(format!("{base}/v1/sequences"))
         .bearer_auth(&key)

@@ -25,6 +25,7 @@ mod ids;
 mod input_limits;
 mod logs;
 mod migrate_store;
+mod outage;
 mod postgres_nodes;
 mod privacy;
 mod process;

@@ -27,6 +27,39 @@ pub const PHONE_NUMBER_ID: &str = "pn_1";
 pub const SERVER_SECRET: &str = "vapi-server-secret-for-tests";
 pub const HMAC_SECRET: &str = "vapi-hmac-secret-for-tests";
 
+/// The environment that points a `clarion serve` at this fake's credentials.
+pub const CLARION_ENV: [(&str, &str); 3] = [
+    ("CLARION_VAPI__API_KEY", API_KEY),
+    ("CLARION_VAPI__PHONE_NUMBER_ID", PHONE_NUMBER_ID),
+    ("CLARION_VAPI__SERVER_SECRET", SERVER_SECRET),
+];
+
+/// Creates, through the API at `base`, a call assistant on the fake's Vapi assistant
+/// `asst_1` (which the operator must have allowed) and a template of two calls that stops on
+/// `resolved`; answers the template.
+pub async fn two_call_template(http: &reqwest::Client, base: &str, key: &str) -> Value {
+    let caller = super::post_ok(
+        http,
+        base,
+        key,
+        "/v1/assistants",
+        json!({ "name": "Caller", "channel": "call", "config": { "vapi_assistant_id": "asst_1" } }),
+    )
+    .await;
+    super::post_ok(
+        http,
+        base,
+        key,
+        "/v1/sequence-templates",
+        json!({
+            "name": "Two calls", "calling_hours": null, "stop_on": ["resolved"],
+            "steps": [ { "type": "call", "assistant_id": caller["id"] },
+                       { "type": "call", "assistant_id": caller["id"] } ]
+        }),
+    )
+    .await
+}
+
 /// A scripted answer to the next `POST /call`.
 #[derive(Debug, Clone, Copy)]
 pub enum CallAnswer {
