@@ -319,8 +319,8 @@ impl Scheduler {
 
 impl Scheduler {
     /// For an encounter ending as an opt-out, records in its sequence's events why
-    /// ([`simulated_opt_out_evidence`]). The due rows carry no report (reading them is the
-    /// cost of every end), so only an opt-out's is read, in `tx`.
+    /// ([`due_opt_out_evidence`]). The due rows carry no report (reading them is the cost of
+    /// every end), so only an opt-out's is read, in `tx`.
     async fn record_simulated_opt_out(
         &self,
         tx: &mut WriteTx,
@@ -339,17 +339,37 @@ impl Scheduler {
         else {
             return Ok(());
         };
-        if let Some(evidence) = simulated_opt_out_evidence(&stored) {
+        if let Some(evidence) = due_opt_out_evidence(&stored) {
             Self::record_opt_out_evidence(tx, encounter, &evidence, now);
         }
         Ok(())
     }
 }
 
-/// Why a simulated encounter that ended as an opt-out is one, read from its stored report
-/// the way a provider's would be: the patient's lines of the transcript — a STOP keyword
-/// (texts) or a revocation in words ([`clarion_channels::revocation`]). `None` when the
-/// transcript says nothing of it.
+/// Why an encounter whose known end is an opt-out is one. A text Twilio refused with error
+/// 21610 (the recipient unsubscribed through the carrier: an opening text or the text after a
+/// voicemail, never sent) says so by its provider reference. A simulated encounter's is read
+/// from its stored report the way a provider's would be: the patient's lines of the
+/// transcript — a STOP keyword (texts) or a revocation in words
+/// ([`clarion_channels::revocation`]). `None` when neither says anything of it.
+fn due_opt_out_evidence(
+    encounter: &EncounterRow,
+) -> Option<clarion_channels::revocation::Evidence> {
+    let refused_by_carrier = encounter.channel == Channel::Sms
+        && encounter
+            .provider_ref
+            .as_deref()
+            .is_some_and(|r| r.starts_with(TWILIO_UNSENT_PREFIX));
+    if refused_by_carrier {
+        return Some(clarion_channels::revocation::Evidence {
+            source: "carrier",
+            detail: clarion_providers::twilio::wire::ERROR_OPTED_OUT.to_string(),
+        });
+    }
+    simulated_opt_out_evidence(encounter)
+}
+
+/// [`due_opt_out_evidence`] for a simulated encounter: read from its transcript.
 fn simulated_opt_out_evidence(
     encounter: &EncounterRow,
 ) -> Option<clarion_channels::revocation::Evidence> {

@@ -80,6 +80,10 @@ pub(super) enum TextSend {
     Unsent(SmsEnd),
 }
 
+/// The provider reference of a text Twilio refused for good (`twilio_unsent_<encounter id>`):
+/// it names no message, and its encounter ends at once with the refusal's outcome.
+pub(super) const TWILIO_UNSENT_PREFIX: &str = "twilio_unsent_";
+
 /// How many times a text Twilio certainly did not accept (429, connection refused) is tried.
 pub(super) const TWILIO_SEND_ATTEMPTS: u32 = 3;
 
@@ -167,7 +171,7 @@ impl Scheduler {
             Some((
                 RequestedEncounter {
                     id,
-                    provider_ref: format!("twilio_unsent_{id}"),
+                    provider_ref: format!("{TWILIO_UNSENT_PREFIX}{id}"),
                     ends_at: Some(now),
                     report: Some(report),
                     outcome: Some(end.engine_outcome().to_owned()),
@@ -275,7 +279,7 @@ impl Scheduler {
                 );
                 (sid.unwrap_or_else(|| format!("twilio_{id}")), None)
             }
-            TextSend::Unsent(end) => (format!("twilio_unsent_{id}"), Some(end)),
+            TextSend::Unsent(end) => (format!("{TWILIO_UNSENT_PREFIX}{id}"), Some(end)),
         };
         let now = self.inner.clock.now_millis();
         let report = crate::report::voicemail_text_report(

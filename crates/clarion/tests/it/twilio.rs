@@ -232,6 +232,20 @@ async fn a_silent_contact_times_out_and_an_unsubscribed_one_is_an_opt_out() {
         ended["outreach"][0]["sms"]["ended_reason"],
         "contact-opt-out"
     );
+    // The refusal is the evidence, in the sequence's events like any other opt-out's.
+    let events = f.events(unsubscribed).await;
+    let detected = events
+        .iter()
+        .find(|event| event["type"] == "opt-out-detected")
+        .unwrap_or_else(|| panic!("no opt-out-detected event: {events:?}"));
+    assert_eq!(
+        (
+            &detected["detail"]["channel"],
+            &detected["detail"]["source"],
+            &detected["detail"]["matched"]
+        ),
+        (&json!("sms"), &json!("carrier"), &json!("21610"))
+    );
     let (_, suppressions) = f.app.get(&f.key, "/v1/suppressions").await;
     assert!(
         suppressions["data"]
