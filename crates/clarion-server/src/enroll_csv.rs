@@ -81,8 +81,17 @@ impl Columns {
             if name.is_empty() {
                 return fail(format!("column {} of the header has no name", i + 1));
             }
-            if names.iter().any(|n: &String| n.eq_ignore_ascii_case(name)) {
-                return fail(format!("the header names the column `{name}` twice"));
+            // Columns by number, never by name: a file without a header row has its first
+            // patient's cells read as the header, and an error message may reach a log.
+            if let Some(first) = names
+                .iter()
+                .position(|n: &String| n.eq_ignore_ascii_case(name))
+            {
+                return fail(format!(
+                    "columns {} and {} of the header have the same name",
+                    first + 1,
+                    i + 1
+                ));
             }
             names.push(name.to_owned());
         }
@@ -94,10 +103,9 @@ impl Columns {
                 .map(|c| format!("`{c}`"))
                 .collect();
             return fail(format!(
-                "missing required column{} {} (the header has: {})",
+                "missing required column{} {} in the header row (is the first row a header?)",
                 if missing.len() > 1 { "s" } else { "" },
                 missing.join(", "),
-                names.join(", ")
             ));
         };
         let (name, external_id) = (find(NAME), find(EXTERNAL_ID));
@@ -223,5 +231,32 @@ mod tests {
         let item: Value = serde_json::from_str(&columns.item(&record).unwrap()).unwrap();
         assert_eq!(item["contact"]["state"], "FL");
         assert_eq!(item["variables"], serde_json::json!({ "state": "Ohio" }));
+    }
+
+    /// A file without its header row has its first patient read as the header: the error
+    /// says what is missing, by column names and numbers, never by that patient's cells.
+    #[test]
+    fn a_header_error_never_quotes_the_cells_it_read() {
+        let headerless = "+13055550100,America/New_York,Ana Lopez\n";
+        let Err(HeaderError(missing)) = Columns::read(&mut reader(headerless.as_bytes())) else {
+            panic!("a file without a header row was read");
+        };
+        assert!(
+            missing.contains("missing required columns `phone_number`, `time_zone`"),
+            "{missing}"
+        );
+        let twice = "+13055550100,Ana Lopez,ana lopez\n";
+        let Err(HeaderError(duplicate)) = Columns::read(&mut reader(twice.as_bytes())) else {
+            panic!("a header naming a column twice was read");
+        };
+        assert_eq!(
+            duplicate,
+            "columns 2 and 3 of the header have the same name"
+        );
+        for message in [&missing, &duplicate] {
+            for cell in ["+13055550100", "America/New_York", "Ana", "Lopez"] {
+                assert!(!message.contains(cell), "{message}");
+            }
+        }
     }
 }

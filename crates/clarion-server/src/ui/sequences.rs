@@ -363,9 +363,16 @@ async fn report_of(
         .await
         .map_err(|e| crate::routes::sequences::scheduler_error(e, ""))?
         .ok_or_else(|| UiError::not_found("sequence"))?;
-    let report = serde_json::from_str(&text)
-        .map_err(|e| UiError::from(crate::error::ApiError::internal(&e)))?;
+    let report = serde_json::from_str(&text).map_err(unreadable_report)?;
     Ok((text, report))
+}
+
+/// A stored report that does not read as one (a corrupt row, or a version skew): logged as
+/// corrupt, never with serde's message, which can quote a value of the report (PHI).
+fn unreadable_report(_: serde_json::Error) -> UiError {
+    UiError::from(crate::error::ApiError::internal(
+        &clarion_store::StoreError::Corrupt("stored report"),
+    ))
 }
 
 /// `GET /ui/sequences/{id}`.
@@ -723,8 +730,7 @@ async fn export_rows(
             .await
             .map_err(|e| crate::routes::sequences::scheduler_error(e, ""))?;
         for (row, text) in page.into_iter().zip(reports) {
-            let report = serde_json::from_str(&text)
-                .map_err(|e| UiError::from(crate::error::ApiError::internal(&e)))?;
+            let report = serde_json::from_str(&text).map_err(unreadable_report)?;
             rows.push((row, report));
         }
         if !full || rows.len() >= MAX_EXPORT_ROWS {
