@@ -288,9 +288,10 @@ pub async fn update(
         patch.retention_days = Some(days);
     }
     if let Some(hook) = body.eligibility_hook {
-        let (settings, secret) = hook_change(&state, org, hook).await?;
-        patch.eligibility_hook = Some(settings);
-        patch.eligibility_hook_secret = secret;
+        let change = hook_change(&state, hook).await?;
+        patch.eligibility_hook = Some(change.settings);
+        patch.eligibility_hook_secret = change.secret;
+        patch.eligibility_hook_secret_rotates = change.rotates;
     }
     let updated = state
         .store
@@ -301,19 +302,47 @@ pub async fn update(
         // This node applies them at once; the others within their cache's lifetime.
         state.scheduler.forget_organization_rules(org);
     }
-    let new_secret = patch.eligibility_hook_secret.clone();
+    // A secret is shown only if it is the one stored: a first one loses to another first
+    // one set meanwhile (the store keeps that), and its caller must not be handed a secret
+    // no request will be signed with.
+    let new_secret = match patch.eligibility_hook_secret {
+        Some(drawn) => {
+            let stored = state
+                .store
+                .eligibility_hook(org)
+                .await?
+                .and_then(|h| h.secret);
+            (stored.as_deref() == Some(drawn.as_str())).then_some(drawn)
+        }
+        None => None,
+    };
     Ok(Json(organization_out(&state, updated, new_secret).await?))
 }
 
-/// The stored settings and, when one is drawn (the hook's first, or a rotation), the new
-/// secret of an `eligibility_hook` change. The URL is checked as a webhook endpoint's.
+/// What an `eligibility_hook` change stores.
+struct HookChange {
+    /// The settings, or `None` to remove the hook (and its secret).
+    settings: Option<String>,
+    /// A new secret, drawn whenever a hook is set: stored if the hook has none yet, or if
+    /// `rotates`.
+    secret: Option<String>,
+    rotates: bool,
+}
+
+/// What an `eligibility_hook` change stores. The URL is checked as a webhook endpoint's.
+/// A secret is drawn for every hook set; the store decides, in the update itself, whether
+/// it is needed (the hook's first) or replaces the stored one (`rotate_secret`), so that
+/// two first settings racing cannot each believe their secret is the hook's.
 async fn hook_change(
     state: &AppState,
-    org: clarion_store::OrgId,
     hook: Option<EligibilityHookIn>,
-) -> Result<(Option<String>, Option<String>), ApiError> {
+) -> Result<HookChange, ApiError> {
     let Some(hook) = hook else {
-        return Ok((None, None));
+        return Ok(HookChange {
+            settings: None,
+            secret: None,
+            rotates: false,
+        });
     };
     crate::validate_target(&state.ssrf, &hook.url)
         .await
@@ -330,10 +359,11 @@ async fn hook_change(
         timeout_ms,
         on_error: hook.on_error.unwrap_or_default(),
     };
-    let had_one = state.store.eligibility_hook(org).await?.is_some();
-    let secret =
-        (!had_one || hook.rotate_secret == Some(true)).then(crate::routes::endpoints::new_secret);
     let stored = serde_json::to_string(&settings)
         .map_err(|_| ApiError::invalid("eligibility_hook", "cannot be stored"))?;
-    Ok((Some(stored), secret))
+    Ok(HookChange {
+        settings: Some(stored),
+        secret: Some(crate::routes::endpoints::new_secret()),
+        rotates: hook.rotate_secret == Some(true),
+    })
 }

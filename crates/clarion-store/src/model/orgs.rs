@@ -60,6 +60,11 @@ pub struct OrganizationPatch {
     /// A new signing secret for the hook (sealed by the store), with a hook set now or
     /// already: its first secret, or a rotation. `None` keeps the stored one.
     pub eligibility_hook_secret: Option<String>,
+    /// Whether `eligibility_hook_secret` replaces a stored secret (a rotation). Otherwise it
+    /// is the hook's first and is stored only where there is none yet, so of two first
+    /// settings racing, the second keeps the first's secret (the caller reads back which
+    /// one is stored before showing it).
+    pub eligibility_hook_secret_rotates: bool,
 }
 
 /// A new organisation and its first API key, which is shown only now.
@@ -89,6 +94,10 @@ impl std::fmt::Debug for OrganizationPatch {
             .field(
                 "eligibility_hook_secret",
                 &self.eligibility_hook_secret.as_ref().map(|_| "<redacted>"),
+            )
+            .field(
+                "eligibility_hook_secret_rotates",
+                &self.eligibility_hook_secret_rotates,
             )
             .finish()
     }

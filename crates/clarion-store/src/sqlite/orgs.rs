@@ -108,9 +108,11 @@ impl SqliteStore {
              retention_days = CASE WHEN ?10 THEN ?11 ELSE retention_days END, \
              eligibility_hook = CASE WHEN ?12 THEN ?13 ELSE eligibility_hook END, \
              eligibility_hook_secret = CASE WHEN ?12 AND ?13 IS NULL THEN NULL \
-                 WHEN ?14 THEN ?15 ELSE eligibility_hook_secret END, \
+                 WHEN ?14 AND (?17 OR eligibility_hook_secret IS NULL) THEN ?15 \
+                 ELSE eligibility_hook_secret END, \
              eligibility_hook_key_id = CASE WHEN ?12 AND ?13 IS NULL THEN NULL \
-                 WHEN ?14 THEN ?16 ELSE eligibility_hook_key_id END \
+                 WHEN ?14 AND (?17 OR eligibility_hook_secret IS NULL) THEN ?16 \
+                 ELSE eligibility_hook_key_id END \
              WHERE id = ?9 RETURNING {ORGANIZATION_COLUMNS}"
         ))
         .bind(patch.max_contacts_per_day.is_some())
@@ -129,6 +131,7 @@ impl SqliteStore {
         .bind(sealed.is_some())
         .bind(sealed.as_ref().map(|s| s.text.clone()))
         .bind(sealed.as_ref().map(|s| s.key_id.clone()))
+        .bind(patch.eligibility_hook_secret_rotates)
         .fetch_optional(&mut *tx.inner)
         .await?;
         tx.commit().await?;

@@ -64,7 +64,8 @@ async fn a_hook_is_stored_sealed_rotated_and_removed_with_its_secret() {
     store.update_organization(org, &other_change).await.unwrap();
     assert_eq!(secret_of(store, org).await.as_deref(), Some(FIRST));
 
-    // New settings keep the secret; a new secret replaces it (rotation).
+    // New settings keep the secret, and so does a first secret drawn by a setting that
+    // raced the one stored (not a rotation); a rotation's secret replaces it.
     let moved = SETTINGS.replace("hook.example", "hook2.example");
     store
         .update_organization(org, &set(Some(&moved), None))
@@ -76,10 +77,20 @@ async fn a_hook_is_stored_sealed_rotated_and_removed_with_its_secret() {
         (moved.as_str(), Some(FIRST))
     );
     store
+        .update_organization(org, &set(Some(&moved), Some(NEXT)))
+        .await
+        .unwrap();
+    assert_eq!(
+        secret_of(store, org).await.as_deref(),
+        Some(FIRST),
+        "a second first secret is not stored over the first"
+    );
+    store
         .update_organization(
             org,
             &OrganizationPatch {
                 eligibility_hook_secret: Some(NEXT.to_owned()),
+                eligibility_hook_secret_rotates: true,
                 ..OrganizationPatch::default()
             },
         )

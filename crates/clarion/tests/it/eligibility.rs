@@ -479,6 +479,32 @@ async fn forged_answers_never_make_a_patient_eligible() {
     assert_eq!(f.hook.checks().len(), 3);
 }
 
+/// Several first settings of the hook at once: one secret is kept, and only the answer
+/// that set it shows it; the others, told nothing, never hold a secret that signs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_racing_first_hook_settings_only_the_one_whose_secret_is_kept_shows_it() {
+    let f = fixture(Reply::Eligible).await;
+    let (org, key) = f.app.org("Racing clinic").await;
+    let answers = futures::future::join_all((0..8).map(|_| {
+        f.app.patch(
+            &key,
+            "/v1/organization",
+            json!({ "eligibility_hook": { "url": f.hook.url } }),
+        )
+    }))
+    .await;
+    let shown: Vec<&str> = answers
+        .iter()
+        .filter_map(|(status, answer)| {
+            assert_eq!(*status, 200, "{answer}");
+            answer["eligibility_hook"]["secret"].as_str()
+        })
+        .collect();
+    assert_eq!(shown.len(), 1, "one answer shows a secret: {shown:?}");
+    let stored = f.app.store.eligibility_hook(org).await.unwrap().unwrap();
+    assert_eq!(stored.secret.as_deref(), Some(shown[0]));
+}
+
 #[tokio::test]
 async fn the_hook_is_configured_validated_shown_without_its_secret_rotated_and_removed() {
     let f = fixture(Reply::Eligible).await;
