@@ -113,8 +113,9 @@ pub struct HoursDefinition {
     pub end: String,
 }
 
-/// The contact of a sequence, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// The contact of a sequence, as stored. `Debug` shows the zone and state only: the number,
+/// name and external id are PHI.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ContactInfo {
     pub phone_number: String,
     pub time_zone: String,
@@ -124,6 +125,15 @@ pub struct ContactInfo {
     /// absent: the state of the number's area code.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+}
+
+impl std::fmt::Debug for ContactInfo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContactInfo")
+            .field("time_zone", &self.time_zone)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A validation failure: the field (JSON path) and what is wrong with it.
@@ -250,6 +260,38 @@ impl TemplateDefinition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A contact printed into a log shows its zone and state, never who it is.
+    #[test]
+    fn a_contact_prints_without_its_phi() {
+        let contact = ContactInfo {
+            phone_number: "+18085550123".to_owned(),
+            time_zone: "Pacific/Honolulu".to_owned(),
+            name: Some("Ana Lopez".to_owned()),
+            external_id: Some("MRN-20000".to_owned()),
+            state: Some("HI".to_owned()),
+        };
+        let printed = format!("{contact:?}");
+        for phi in ["+18085550123", "Ana Lopez", "MRN-20000"] {
+            assert!(!printed.contains(phi), "{printed}");
+        }
+        assert!(printed.contains("Pacific/Honolulu"), "{printed}");
+        let request = crate::scheduler::EnrollRequest {
+            template_id: clarion_store::TemplateId(1),
+            contact,
+            variables: serde_json::Map::from_iter([(
+                "diagnosis".to_owned(),
+                serde_json::Value::from("knee surgery"),
+            )]),
+            simulation: None,
+            idempotency_key: None,
+            allow_concurrent: false,
+        };
+        let printed = format!("{request:?}");
+        for phi in ["+18085550123", "Ana Lopez", "knee surgery", "diagnosis"] {
+            assert!(!printed.contains(phi), "{printed}");
+        }
+    }
 
     #[test]
     fn e164_numbers_are_checked() {

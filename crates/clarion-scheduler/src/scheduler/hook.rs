@@ -26,11 +26,20 @@ pub(super) struct Hook {
     secret: Option<Secret>,
 }
 
-/// The hook's "no" for one encounter.
-#[derive(Debug, Clone)]
+/// The hook's "no" for one encounter. `Debug` leaves out the reason, which may name the
+/// patient's circumstances.
+#[derive(Clone)]
 pub(super) struct Ineligible {
     action: EligibilityAction,
     reason: Option<String>,
+}
+
+impl std::fmt::Debug for Ineligible {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ineligible")
+            .field("action", &self.action)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Ineligible {

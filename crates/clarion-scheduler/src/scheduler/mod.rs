@@ -186,8 +186,9 @@ impl SchedulerError {
     }
 }
 
-/// One enrollment.
-#[derive(Debug, Clone)]
+/// One enrollment. `Debug` shows the template and flags only: the contact, variables and
+/// script are PHI.
+#[derive(Clone)]
 pub struct EnrollRequest {
     pub template_id: TemplateId,
     pub contact: ContactInfo,
@@ -195,6 +196,15 @@ pub struct EnrollRequest {
     pub simulation: Option<Value>,
     pub idempotency_key: Option<String>,
     pub allow_concurrent: bool,
+}
+
+impl std::fmt::Debug for EnrollRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollRequest")
+            .field("template_id", &self.template_id)
+            .field("allow_concurrent", &self.allow_concurrent)
+            .finish_non_exhaustive()
+    }
 }
 
 impl EnrollRequest {

@@ -42,8 +42,9 @@ impl FromStr for EncounterStatus {
     }
 }
 
-/// An encounter row.
-#[derive(Debug, Clone, PartialEq)]
+/// An encounter row. `Debug` leaves out the number, the report (transcript, summary) and
+/// the conversation, which are PHI.
+#[derive(Clone, PartialEq)]
 pub struct EncounterRow {
     pub id: EncounterId,
     pub org_id: OrgId,
@@ -78,6 +79,26 @@ pub struct EncounterRow {
     pub caller_number: Option<ChosenCallerNumber>,
 }
 
+impl std::fmt::Debug for EncounterRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncounterRow")
+            .field("id", &self.id)
+            .field("org_id", &self.org_id)
+            .field("sequence_id", &self.sequence_id)
+            .field("step", &self.step)
+            .field("attempt", &self.attempt)
+            .field("channel", &self.channel)
+            .field("status", &self.status)
+            .field("provider_ref", &self.provider_ref)
+            .field("outcome", &self.outcome)
+            .field("ends_at", &self.ends_at)
+            .field("created_at", &self.created_at)
+            .field("ended_at", &self.ended_at)
+            .field("claimed_at", &self.claimed_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The caller number an encounter goes out from, as recorded on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChosenCallerNumber {
@@ -88,8 +109,9 @@ pub struct ChosenCallerNumber {
     pub provider_id: Option<String>,
 }
 
-/// What the channel answered for an encounter's request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the channel answered for an encounter's request. `Debug` leaves out the report,
+/// which is PHI.
+#[derive(Clone, PartialEq, Eq)]
 pub struct RequestedEncounter {
     pub id: EncounterId,
     /// The provider's id for it (a Vapi call id, a Twilio message sid, a simulated id).
@@ -100,6 +122,17 @@ pub struct RequestedEncounter {
     pub report: Option<String>,
     /// The outcome, when already known (a simulated encounter).
     pub outcome: Option<String>,
+}
+
+impl std::fmt::Debug for RequestedEncounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RequestedEncounter")
+            .field("id", &self.id)
+            .field("provider_ref", &self.provider_ref)
+            .field("ends_at", &self.ends_at)
+            .field("outcome", &self.outcome)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An encounter [`Store::insert_encounters`](crate::Store::insert_encounters) inserted.

@@ -32,8 +32,9 @@ pub struct TemplateVersion {
     pub updated_at: Millis,
 }
 
-/// A sequence row.
-#[derive(Debug, Clone, PartialEq)]
+/// A sequence row. `Debug` shows ids, status and times only: the number, contact,
+/// variables and script are PHI, and a row printed into a log must not carry them.
+#[derive(Clone, PartialEq)]
 pub struct SequenceRow {
     pub id: SequenceId,
     pub org_id: OrgId,
@@ -56,8 +57,24 @@ pub struct SequenceRow {
     pub phi_purged_at: Option<Millis>,
 }
 
-/// A new sequence.
-#[derive(Debug, Clone)]
+impl std::fmt::Debug for SequenceRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SequenceRow")
+            .field("id", &self.id)
+            .field("org_id", &self.org_id)
+            .field("template_version_id", &self.template_version_id)
+            .field("status", &self.status)
+            .field("next_wake_at", &self.next_wake_at)
+            .field("created_at", &self.created_at)
+            .field("last_updated", &self.last_updated)
+            .field("ended_at", &self.ended_at)
+            .field("phi_purged_at", &self.phi_purged_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A new sequence. `Debug` leaves out the number, contact, variables and script (PHI).
+#[derive(Clone)]
 pub struct NewSequence<'a> {
     pub org_id: OrgId,
     pub template_id: TemplateId,
@@ -75,6 +92,19 @@ pub struct NewSequence<'a> {
     /// later request with the key must match it to be answered with this sequence.
     pub idempotency_fingerprint: Option<&'a str>,
     pub now: Millis,
+}
+
+impl std::fmt::Debug for NewSequence<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewSequence")
+            .field("org_id", &self.org_id)
+            .field("template_version_id", &self.template_version_id)
+            .field("status", &self.status)
+            .field("next_wake_at", &self.next_wake_at)
+            .field("allow_concurrent", &self.allow_concurrent)
+            .field("now", &self.now)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The sequence an idempotency key created, and the fingerprint of the request that created
