@@ -115,6 +115,25 @@ impl TestDatabase {
     pub async fn open(&self) -> Result<Store> {
         Store::connect_with(&self.url, self.options()).await
     }
+
+    /// Runs one SQL statement on the database behind the store's back (a test that needs a
+    /// row no API writes: a corrupt one); answers the rows it changed.
+    pub async fn execute_raw(&self, sql: &str) -> std::result::Result<u64, sqlx::Error> {
+        use sqlx::Connection;
+        if self.is_postgres() {
+            let mut connection = sqlx::PgConnection::connect(&self.url).await?;
+            Ok(sqlx::query(sql)
+                .execute(&mut connection)
+                .await?
+                .rows_affected())
+        } else {
+            let mut connection = sqlx::SqliteConnection::connect(&self.url).await?;
+            Ok(sqlx::query(sql)
+                .execute(&mut connection)
+                .await?
+                .rows_affected())
+        }
+    }
 }
 
 /// Drops a PostgreSQL test's database (`WITH (FORCE)`: the test's pools may still hold

@@ -79,7 +79,12 @@ impl Scheduler {
         // sequence, (index of the rule in its plan, limit).
         let mut rule_limits: Vec<Vec<(usize, u32)>> = Vec::with_capacity(due.len());
         for sequence in &due {
-            let contact = contact_of(sequence)?;
+            // A contact that does not read must not stop the batch here: its transition
+            // below fails on it too, and parks that one sequence.
+            let Ok(contact) = contact_of(sequence) else {
+                rule_limits.push(Vec::new());
+                continue;
+            };
             let rules = self.calling_rules(sequence.org_id, &contact).await?;
             rule_limits.push(
                 rules
@@ -116,29 +121,8 @@ impl Scheduler {
                 contact_cap_allows_at: cap.map(datetime),
                 rule_cap,
             };
-            match self.transition(&mut tx, sequence, &event, now).await {
-                Ok(()) => {}
-                Err(SchedulerError::Store(error)) => return Err(error.into()),
-                Err(error) => {
-                    // A bad row must not stop the loop: park it and say why.
-                    tracing::error!(sequence_id = sequence.id.0, error = %error, "sequence cannot run; parked");
-                    let update = PendingUpdate {
-                        id: sequence.id,
-                        status: SequenceStatus::Paused,
-                        state: sequence.state.clone(),
-                        next_wake_at: None,
-                        outcome_description: None,
-                        now,
-                    };
-                    tx.update(store, update).await?;
-                    tx.record(
-                        sequence.id,
-                        now,
-                        "parked".to_owned(),
-                        json!({ "reason": error.to_string() }),
-                    );
-                }
-            }
+            // A bad row does not stop the batch: its transition parks it.
+            self.transition(&mut tx, sequence, &event, now).await?;
         }
         let started = tx.commit(store).await?;
         if !started.is_empty() {

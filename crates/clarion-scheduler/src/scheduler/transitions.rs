@@ -100,15 +100,53 @@ impl Scheduler {
         event: &Event,
         now: Millis,
     ) -> Result<(), SchedulerError> {
-        let plan = self.plan_of(sequence).await?;
-        let state: SequenceState =
-            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let read = match self.plan_of(sequence).await {
+            Ok(plan) => serde_json::from_str::<SequenceState>(&sequence.state)
+                .map(|state| (plan, state))
+                .map_err(|_| SchedulerError::Corrupt("state")),
+            Err(error) => Err(error),
+        };
+        let (plan, state) = match read {
+            Ok(read) => read,
+            Err(SchedulerError::Store(error)) => return Err(error.into()),
+            Err(error) => return self.park(tx, sequence, &error, now).await,
+        };
         let Transition { state, actions } =
             clarion_engine::step(&plan, &state, event, datetime(now));
         if actions.is_empty() && state.next_wake.map(millis) == sequence.next_wake_at {
             return Ok(());
         }
         self.perform(tx, sequence, &state, &actions, now).await
+    }
+
+    /// A sequence whose row cannot run (its plan or its state does not read: a template
+    /// version gone, a corrupt contact or state): paused, with a `parked` entry in its events
+    /// saying why, in `tx`. So one bad row never fails the batch it is in, which its loop
+    /// would otherwise retry, and fail, forever, holding up every other row of the batch.
+    async fn park(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        error: &SchedulerError,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        tracing::error!(sequence_id = sequence.id.0, error = %error, "sequence cannot run; parked");
+        let update = PendingUpdate {
+            id: sequence.id,
+            status: SequenceStatus::Paused,
+            state: sequence.state.clone(),
+            next_wake_at: None,
+            outcome_description: None,
+            now,
+        };
+        tx.update(&self.inner.store, update).await?;
+        tx.record(
+            sequence.id,
+            now,
+            "parked".to_owned(),
+            json!({ "reason": error.to_string() }),
+        );
+        Ok(())
     }
 
     /// Stores the new state and performs the engine's actions, in `tx`.

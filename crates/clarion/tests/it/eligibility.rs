@@ -256,12 +256,7 @@ impl Fixture {
     }
 
     async fn events(&self, id: i64) -> Vec<Value> {
-        let (status, events) = self
-            .app
-            .get(&self.key, &format!("/v1/sequences/{id}/events?limit=200"))
-            .await;
-        assert_eq!(status, 200, "{events}");
-        events["data"].as_array().unwrap().clone()
+        self.app.events(&self.key, id).await
     }
 
     /// The sequence's `skipped` history entries' details.

@@ -7,6 +7,7 @@ mod support;
 
 mod api;
 mod api_path;
+mod bad_rows;
 mod caller_numbers;
 mod capacity;
 mod chaos;

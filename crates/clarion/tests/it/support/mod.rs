@@ -355,6 +355,15 @@ impl TestApp {
         self.get(key, &format!("/v1/sequences/{id}")).await.1
     }
 
+    /// `GET /v1/sequences/{id}/events?limit=200`: the sequence's history, oldest first.
+    pub async fn events(&self, key: &str, id: i64) -> Vec<Value> {
+        let (status, events) = self
+            .get(key, &format!("/v1/sequences/{id}/events?limit=200"))
+            .await;
+        assert_eq!(status, 200, "{events}");
+        events["data"].as_array().unwrap().clone()
+    }
+
     /// Runs what is due now: the scheduler's work, then the dispatcher's.
     pub async fn run_due(&self) {
         self.scheduler.run_due_now().await.unwrap();

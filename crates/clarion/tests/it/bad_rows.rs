@@ -1,0 +1,162 @@
+//! A bad row never stops a worker loop: a sequence whose stored contact or state no longer
+//! reads is parked (paused, with a `parked` event saying why), and every other sequence of
+//! the same batch goes on, whether the batch wakes sequences or ends their encounters.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::time::Duration;
+
+use clarion_store::{IdKind, OrgId, SequenceId, SequenceStatus};
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, spawn_app};
+
+struct Fixture {
+    app: TestApp,
+    org: OrgId,
+    key: String,
+    caller: i64,
+}
+
+async fn fixture() -> Fixture {
+    let app = spawn_app().await;
+    let (org, key) = app.org("Bad rows").await;
+    let (status, caller) = app
+        .post(
+            &key,
+            "/v1/assistants",
+            json!({ "name": "Caller", "channel": "call" }),
+        )
+        .await;
+    assert_eq!(status, 201, "{caller}");
+    Fixture {
+        app,
+        org,
+        key,
+        caller: caller["id"].as_i64().unwrap(),
+    }
+}
+
+impl Fixture {
+    /// A template of one call, `delay` after enrollment (`None`: at once).
+    async fn template(&self, delay: Option<&str>) -> i64 {
+        let mut step = json!({ "type": "call", "assistant_id": self.caller });
+        if let Some(delay) = delay {
+            step["delay"] = json!(delay);
+        }
+        let (status, template) = self
+            .app
+            .post(
+                &self.key,
+                "/v1/sequence-templates",
+                json!({ "name": "One call", "calling_hours": null, "steps": [step] }),
+            )
+            .await;
+        assert_eq!(status, 201, "{template}");
+        template["id"].as_i64().unwrap()
+    }
+
+    async fn enroll(&self, template: i64, phone: &str) -> i64 {
+        self.app
+            .enroll(
+                &self.key,
+                json!({
+                    "template_id": template,
+                    "contact": { "phone_number": phone, "time_zone": "Pacific/Honolulu" },
+                    "simulation": { "outcomes": ["resolved"] }
+                }),
+            )
+            .await
+    }
+
+    fn internal(&self, id: i64) -> SequenceId {
+        SequenceId(
+            self.app
+                .store
+                .public_ids(self.org)
+                .decode(IdKind::Sequence, id)
+                .unwrap(),
+        )
+    }
+
+    /// Overwrites one column of a sequence's row behind the store's back.
+    async fn corrupt(&self, id: i64, column: &str, value: &str) {
+        let changed = self
+            .app
+            .database
+            .execute_raw(&format!(
+                "UPDATE sequences SET {column} = '{value}' WHERE id = {}",
+                self.internal(id).0
+            ))
+            .await
+            .unwrap();
+        assert_eq!(changed, 1);
+    }
+
+    async fn status(&self, id: i64) -> SequenceStatus {
+        let row = self.app.store.get_sequence(self.org, self.internal(id));
+        row.await.unwrap().unwrap().status
+    }
+
+    async fn events(&self, id: i64) -> Vec<Value> {
+        self.app.events(&self.key, id).await
+    }
+
+    /// The bad sequence is paused with a `parked` event naming what does not read; the good
+    /// one ran to its end.
+    async fn assert_parked_and_the_other_ended(&self, bad: i64, what: &str, good: i64) {
+        assert_eq!(
+            (self.status(good).await, self.status(bad).await),
+            (SequenceStatus::Ended, SequenceStatus::Paused),
+            "good: {:?}; bad: {:?}",
+            self.events(good).await,
+            self.events(bad).await
+        );
+        let events = self.events(bad).await;
+        let parked = events
+            .iter()
+            .find(|event| event["type"] == "parked")
+            .unwrap_or_else(|| panic!("no parked event: {events:?}"));
+        let reason = parked["detail"]["reason"].as_str().unwrap();
+        assert!(reason.contains(what), "{reason}");
+    }
+}
+
+#[tokio::test]
+async fn a_sequence_whose_contact_does_not_read_is_parked_and_its_batch_wakes() {
+    let f = fixture().await;
+    let template = f.template(Some("1h")).await;
+    let bad = f.enroll(template, "+18085550140").await;
+    let good = f.enroll(template, "+18085550141").await;
+    f.corrupt(bad, "contact", r#"{"time_zone": 7}"#).await;
+
+    f.app.clock.advance(Duration::from_secs(3600));
+    f.app.run_due().await;
+    f.app.clock.advance(Duration::from_secs(3600));
+    f.app.run_due().await;
+    f.assert_parked_and_the_other_ended(bad, "contact", good)
+        .await;
+}
+
+#[tokio::test]
+async fn a_sequence_whose_state_does_not_read_is_parked_when_its_call_ends() {
+    let f = fixture().await;
+    let template = f.template(None).await;
+    // Both calls start in one pass; their ends are due together, in one batch.
+    let bad = f.enroll(template, "+18085550142").await;
+    let good = f.enroll(template, "+18085550143").await;
+    f.app.run_due().await;
+    for id in [bad, good] {
+        let started = f.events(id).await;
+        assert!(
+            started.iter().any(|e| e["type"] == "encounter-started"),
+            "{started:?}"
+        );
+    }
+    f.corrupt(bad, "state", "not json").await;
+
+    f.app.clock.advance(Duration::from_secs(3600));
+    f.app.run_due().await;
+    f.assert_parked_and_the_other_ended(bad, "state", good)
+        .await;
+}
