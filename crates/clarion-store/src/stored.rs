@@ -22,6 +22,41 @@ pub(crate) fn channel(text: &str) -> Result<Channel> {
     }
 }
 
+/// A sequence's stored JSON columns (`contact`, `variables`, `simulation`), read so that an
+/// unreadable value never fails the read of a batch of sequences (every row of it would be
+/// stuck with the bad one). Such a row decodes with a `null` contact, variables and script:
+/// the scheduler cannot run it, and parks it (paused, a `parked` event) on its next event.
+/// Logged with the sequence's id and the column, never the text.
+pub(crate) fn sequence_json(
+    id: i64,
+    contact: &str,
+    variables: &str,
+    simulation: Option<&str>,
+) -> (
+    serde_json::Value,
+    serde_json::Value,
+    Option<serde_json::Value>,
+) {
+    use serde_json::Value;
+    let read = (|| {
+        let contact: Value = serde_json::from_str(contact).map_err(|_| "contact")?;
+        let variables: Value = serde_json::from_str(variables).map_err(|_| "variables")?;
+        let simulation = simulation
+            .map(serde_json::from_str::<Value>)
+            .transpose()
+            .map_err(|_| "simulation")?;
+        Ok::<_, &str>((contact, variables, simulation))
+    })();
+    read.unwrap_or_else(|column| {
+        tracing::error!(
+            sequence_id = id,
+            column,
+            "a sequence's stored JSON does not read; it decodes as a sequence that cannot run"
+        );
+        (Value::Null, Value::Null, None)
+    })
+}
+
 /// A sequence status's stored spelling.
 pub(crate) fn sequence_status_str(status: SequenceStatus) -> &'static str {
     match status {

@@ -184,6 +184,16 @@ impl SchedulerError {
     pub fn is_transient(&self) -> bool {
         matches!(self, SchedulerError::Store(error) if error.is_transient())
     }
+
+    /// Whether the failure is the row's own (a stored value that does not decode or parse,
+    /// a definition that no longer validates), not the database's: trying again fails the
+    /// same way, so the row is set aside (parked) rather than failing its batch forever.
+    pub(crate) fn is_row_fault(&self) -> bool {
+        match self {
+            SchedulerError::Store(error) => matches!(error, StoreError::Corrupt(_)),
+            _ => true,
+        }
+    }
 }
 
 /// One enrollment. `Debug` shows the template and flags only: the contact, variables and

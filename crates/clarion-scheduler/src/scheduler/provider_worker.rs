@@ -370,9 +370,22 @@ impl Scheduler {
         let suppressed = store
             .is_suppressed(&mut tx.tx, sequence.org_id, &sequence.phone_number)
             .await?;
-        let plan = self.plan_of(&sequence).await?;
-        let state: SequenceState =
-            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        let (plan, state) = match self.plan_and_state(&sequence).await {
+            Ok(read) => read,
+            Err(error) if error.is_row_fault() => {
+                // A row that cannot run: nobody is contacted, the encounter goes and the
+                // sequence is parked, so it never holds the queue (or its sender's pace)
+                // again.
+                self.park(&mut tx, &sequence, &error, now).await?;
+                self.inner
+                    .store
+                    .withdraw_encounter(&mut tx.tx, encounter.id)
+                    .await?;
+                tx.commit(store).await?;
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
         let this_attempt = is_current_attempt(&encounter, &state);
         let check = if this_attempt {
             clarion_engine::contact_check(&plan, &state, suppressed, datetime(now))

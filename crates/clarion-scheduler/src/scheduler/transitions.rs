@@ -100,16 +100,12 @@ impl Scheduler {
         event: &Event,
         now: Millis,
     ) -> Result<(), SchedulerError> {
-        let read = match self.plan_of(sequence).await {
-            Ok(plan) => serde_json::from_str::<SequenceState>(&sequence.state)
-                .map(|state| (plan, state))
-                .map_err(|_| SchedulerError::Corrupt("state")),
-            Err(error) => Err(error),
-        };
-        let (plan, state) = match read {
+        let (plan, state) = match self.plan_and_state(sequence).await {
             Ok(read) => read,
-            Err(SchedulerError::Store(error)) => return Err(error.into()),
-            Err(error) => return self.park(tx, sequence, &error, now).await,
+            Err(error) if error.is_row_fault() => {
+                return self.park(tx, sequence, &error, now).await;
+            }
+            Err(error) => return Err(error),
         };
         let Transition { state, actions } =
             clarion_engine::step(&plan, &state, event, datetime(now));
@@ -119,11 +115,22 @@ impl Scheduler {
         self.perform(tx, sequence, &state, &actions, now).await
     }
 
+    /// The plan a sequence runs under and its engine state, as stored.
+    pub(super) async fn plan_and_state(
+        &self,
+        sequence: &SequenceRow,
+    ) -> Result<(Plan, SequenceState), SchedulerError> {
+        let plan = self.plan_of(sequence).await?;
+        let state =
+            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        Ok((plan, state))
+    }
+
     /// A sequence whose row cannot run (its plan or its state does not read: a template
     /// version gone, a corrupt contact or state): paused, with a `parked` entry in its events
     /// saying why, in `tx`. So one bad row never fails the batch it is in, which its loop
     /// would otherwise retry, and fail, forever, holding up every other row of the batch.
-    async fn park(
+    pub(super) async fn park(
         &self,
         tx: &mut WriteTx,
         sequence: &SequenceRow,

@@ -55,18 +55,23 @@ const SEQUENCE_COLUMNS: &str = "id, org_id, template_id, template_version_id, ph
      last_updated, ended_at, phi_purged_at";
 
 fn sequence_from_row(row: &SqliteRow) -> Result<SequenceRow> {
+    let id: i64 = row.try_get("id")?;
     let simulation: Option<String> = row.try_get("simulation")?;
+    let (contact, variables, simulation) = stored::sequence_json(
+        id,
+        row.try_get("contact")?,
+        row.try_get("variables")?,
+        simulation.as_deref(),
+    );
     Ok(SequenceRow {
-        id: row.try_get("id")?,
+        id: SequenceId(id),
         org_id: OrgId(row.try_get("org_id")?),
         template_id: row.try_get("template_id")?,
         template_version_id: row.try_get("template_version_id")?,
         phone_number: row.try_get("phone_number")?,
-        contact: json(row, "contact")?,
-        variables: json(row, "variables")?,
-        simulation: simulation
-            .map(|s| serde_json::from_str(&s).map_err(|_| StoreError::Corrupt("stored JSON")))
-            .transpose()?,
+        contact,
+        variables,
+        simulation,
         status: stored::sequence_status(row.try_get("status")?)?,
         state: row.try_get("state")?,
         next_wake_at: row.try_get("next_wake_at")?,

@@ -160,3 +160,84 @@ async fn a_sequence_whose_state_does_not_read_is_parked_when_its_call_ends() {
     f.assert_parked_and_the_other_ended(bad, "state", good)
         .await;
 }
+
+/// Text that is not JSON at all fails the store's decoding of the row, before the scheduler
+/// sees it: the row decodes as one that cannot run instead of failing the batch's read.
+#[tokio::test]
+async fn a_sequence_whose_contact_is_not_json_is_parked_and_its_batch_wakes() {
+    let f = fixture().await;
+    let template = f.template(Some("1h")).await;
+    let bad = f.enroll(template, "+18085550144").await;
+    let good = f.enroll(template, "+18085550145").await;
+    f.corrupt(bad, "contact", "not json").await;
+
+    f.app.clock.advance(Duration::from_secs(3600));
+    f.app.run_due().await;
+    f.app.clock.advance(Duration::from_secs(3600));
+    f.app.run_due().await;
+    f.assert_parked_and_the_other_ended(bad, "contact", good)
+        .await;
+}
+
+/// The provider worker's claim reads the sequence too: a row that stopped reading between
+/// its encounter's commit and its claim is parked there, its encounter withdrawn (nobody is
+/// texted), instead of failing every claim pass and holding its sender's queue.
+#[tokio::test]
+async fn a_sequence_whose_state_does_not_read_is_parked_at_its_claim_and_the_queue_moves() {
+    use crate::support::fake_twilio::FakeTwilio;
+    use crate::support::{AppOptions, spawn_app_with};
+    use crate::twilio::{enroll_in, texting_org};
+
+    let twilio = FakeTwilio::start().await;
+    let app = spawn_app_with(AppOptions {
+        twilio: Some(twilio.settings()),
+        ..AppOptions::default()
+    })
+    .await;
+    let (org, key, template) = texting_org(&app, "Bad rows").await;
+    let bad = enroll_in(&app, &key, template, "+15555550180").await;
+    let good = enroll_in(&app, &key, template, "+15555550181").await;
+    // Both texts are committed for Twilio, queued and not yet claimed.
+    app.scheduler.run_due_pass().await.unwrap();
+    assert!(twilio.sent().is_empty());
+    let f = Fixture {
+        app,
+        org,
+        key,
+        caller: 0,
+    };
+    f.corrupt(bad, "state", "not json").await;
+
+    // The first pass takes the bad one (the oldest) and parks it; the sound one goes out
+    // at its sender's next turn (Twilio's pace per sender).
+    f.app.scheduler.place_claimable().await.unwrap();
+    assert_eq!(f.status(bad).await, SequenceStatus::Paused);
+    crate::support::eventually("the sound sequence's text goes out", || async {
+        f.app.scheduler.place_claimable().await.unwrap();
+        !twilio.sent().is_empty()
+    })
+    .await;
+    let sent: Vec<String> = twilio.sent().iter().map(|m| m.to.clone()).collect();
+    assert_eq!(
+        sent,
+        ["+15555550181"],
+        "only the sound sequence's text goes out"
+    );
+    assert_eq!(f.status(bad).await, SequenceStatus::Paused);
+    assert_eq!(f.status(good).await, SequenceStatus::Active);
+    let events = f.events(bad).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "parked"
+                && e["detail"]["reason"].as_str().unwrap().contains("state")),
+        "{events:?}"
+    );
+    let encounters = f
+        .app
+        .store
+        .sequence_encounters(f.internal(bad))
+        .await
+        .unwrap();
+    assert!(encounters.is_empty(), "the bad one's text was withdrawn");
+}
