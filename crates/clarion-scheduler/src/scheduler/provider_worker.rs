@@ -376,7 +376,7 @@ impl Scheduler {
                 // A row that cannot run: nobody is contacted, the encounter goes and the
                 // sequence is parked, so it never holds the queue (or its sender's pace)
                 // again.
-                self.park(&mut tx, &sequence, &error, now).await?;
+                self.park(&mut tx, &sequence, &error, None, now).await?;
                 self.inner
                     .store
                     .withdraw_encounter(&mut tx.tx, encounter.id)

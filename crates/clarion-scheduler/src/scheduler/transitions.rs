@@ -103,7 +103,7 @@ impl Scheduler {
         let (plan, state) = match self.plan_and_state(sequence).await {
             Ok(read) => read,
             Err(error) if error.is_row_fault() => {
-                return self.park(tx, sequence, &error, now).await;
+                return self.park(tx, sequence, &error, Some(event), now).await;
             }
             Err(error) => return Err(error),
         };
@@ -130,14 +130,35 @@ impl Scheduler {
     /// version gone, a corrupt contact or state): paused, with a `parked` entry in its events
     /// saying why, in `tx`. So one bad row never fails the batch it is in, which its loop
     /// would otherwise retry, and fail, forever, holding up every other row of the batch.
+    /// The `event` it could not take still counts where it is an opt-out: an opt-out
+    /// suppresses the number whatever state its sequence is in.
     pub(super) async fn park(
         &self,
         tx: &mut WriteTx,
         sequence: &SequenceRow,
         error: &SchedulerError,
+        event: Option<&Event>,
         now: Millis,
     ) -> Result<(), SchedulerError> {
         tracing::error!(sequence_id = sequence.id.0, error = %error, "sequence cannot run; parked");
+        if let Some(Event::EncounterEnded {
+            outcome: clarion_engine::EncounterOutcome::OptOut,
+            ..
+        }) = event
+        {
+            self.inner
+                .store
+                .suppress(
+                    &mut tx.tx,
+                    sequence.org_id,
+                    &sequence.phone_number,
+                    "opt-out",
+                    now,
+                )
+                .await?;
+            tx.suppressed
+                .insert((sequence.org_id, sequence.phone_number.clone()));
+        }
         let update = PendingUpdate {
             id: sequence.id,
             status: SequenceStatus::Paused,

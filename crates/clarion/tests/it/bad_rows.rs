@@ -57,13 +57,18 @@ impl Fixture {
     }
 
     async fn enroll(&self, template: i64, phone: &str) -> i64 {
+        self.enroll_scripted(template, phone, "resolved").await
+    }
+
+    /// Enrolls `phone` with the simulator's outcome for its call.
+    async fn enroll_scripted(&self, template: i64, phone: &str, outcome: &str) -> i64 {
         self.app
             .enroll(
                 &self.key,
                 json!({
                     "template_id": template,
                     "contact": { "phone_number": phone, "time_zone": "Pacific/Honolulu" },
-                    "simulation": { "outcomes": ["resolved"] }
+                    "simulation": { "outcomes": [outcome] }
                 }),
             )
             .await
@@ -152,12 +157,14 @@ async fn a_sequence_whose_contact_is_not_json_is_parked_and_its_batch_wakes() {
     wake_beside_a_contact_stored_as("not json").await;
 }
 
+/// The bad one's call ends in an opt-out: it is parked, and its number suppressed all the
+/// same (an opt-out suppresses whatever state its sequence is in).
 #[tokio::test]
 async fn a_sequence_whose_state_does_not_read_is_parked_when_its_call_ends() {
     let f = fixture().await;
     let template = f.template(None).await;
     // Both calls start in one pass; their ends are due together, in one batch.
-    let bad = f.enroll(template, "+18085550142").await;
+    let bad = f.enroll_scripted(template, "+18085550142", "opt-out").await;
     let good = f.enroll(template, "+18085550143").await;
     f.app.run_due().await;
     for id in [bad, good] {
@@ -173,6 +180,14 @@ async fn a_sequence_whose_state_does_not_read_is_parked_when_its_call_ends() {
     f.app.run_due().await;
     f.assert_parked_and_the_other_ended(bad, "state", good)
         .await;
+    assert_eq!(
+        f.app
+            .suppression_reason(&f.key, "+18085550142")
+            .await
+            .as_deref(),
+        Some("opt-out")
+    );
+    assert_eq!(f.app.suppression_reason(&f.key, "+18085550143").await, None);
 }
 
 /// The provider worker's claim reads the sequence too: a row that stopped reading between
