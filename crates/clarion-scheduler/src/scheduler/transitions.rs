@@ -146,18 +146,7 @@ impl Scheduler {
             ..
         }) = event
         {
-            self.inner
-                .store
-                .suppress(
-                    &mut tx.tx,
-                    sequence.org_id,
-                    &sequence.phone_number,
-                    "opt-out",
-                    now,
-                )
-                .await?;
-            tx.suppressed
-                .insert((sequence.org_id, sequence.phone_number.clone()));
+            self.suppress_opted_out(tx, sequence, now).await?;
         }
         let update = PendingUpdate {
             id: sequence.id,
@@ -174,6 +163,29 @@ impl Scheduler {
             "parked".to_owned(),
             json!({ "reason": error.to_string() }),
         );
+        Ok(())
+    }
+
+    /// Puts the sequence's number on its organisation's suppression list (an opt-out), in
+    /// `tx`, and remembers it for the rest of the batch.
+    async fn suppress_opted_out(
+        &self,
+        tx: &mut WriteTx,
+        sequence: &SequenceRow,
+        now: Millis,
+    ) -> Result<(), SchedulerError> {
+        self.inner
+            .store
+            .suppress(
+                &mut tx.tx,
+                sequence.org_id,
+                &sequence.phone_number,
+                "opt-out",
+                now,
+            )
+            .await?;
+        tx.suppressed
+            .insert((sequence.org_id, sequence.phone_number.clone()));
         Ok(())
     }
 
@@ -194,19 +206,7 @@ impl Scheduler {
                     let detail = serde_json::to_value(note).unwrap_or(Value::Null);
                     tx.record(sequence.id, now, note_kind(note), detail);
                 }
-                Action::SuppressNumber => {
-                    store
-                        .suppress(
-                            &mut tx.tx,
-                            sequence.org_id,
-                            &sequence.phone_number,
-                            "opt-out",
-                            now,
-                        )
-                        .await?;
-                    tx.suppressed
-                        .insert((sequence.org_id, sequence.phone_number.clone()));
-                }
+                Action::SuppressNumber => self.suppress_opted_out(tx, sequence, now).await?,
                 Action::StartEncounter {
                     step,
                     attempt,
