@@ -256,6 +256,19 @@ impl Scheduler {
         let mut tx = WriteTx::begin(&self.inner).await?;
         let mut unknown = Vec::new();
         for encounter in &stale {
+            // Read again under the row's lock: the node that committed it may have recorded
+            // its answer since the list was read (it rides out a database outage for up to
+            // this same window). Only one still unconfirmed is reconciled; a recorded answer
+            // is never overwritten with `failed`.
+            let still_unconfirmed = self
+                .inner
+                .store
+                .encounter_for_update(&mut tx.tx, encounter.id)
+                .await?
+                .is_some_and(|current| current.status == EncounterStatus::Created);
+            if !still_unconfirmed {
+                continue;
+            }
             if let Unconfirmed::LookUp(provider_ref) =
                 self.provider(encounter.channel).unconfirmed(encounter)
             {

@@ -94,14 +94,12 @@ impl Scheduler {
         let Some(hook) = self.organization_hook(sequence.org_id).await? else {
             return Ok(None);
         };
-        let Ok(contact) = contact_of(sequence) else {
-            // A contact that does not read: the claim parks the sequence; nothing to ask.
-            return Ok(None);
-        };
         let ids = self.inner.store.public_ids(sequence.org_id);
         let request = EligibilityRequest::new(
             ids.encode(IdKind::Sequence, sequence.id),
-            contact.external_id,
+            // A contact that does not read is asked about without its external id (the
+            // claim parks that sequence anyway); the hook is never skipped.
+            contact_of(sequence).ok().and_then(|c| c.external_id),
             u32::try_from(encounter.step + 1).unwrap_or(u32::MAX),
             u32::try_from(encounter.attempt).unwrap_or(u32::MAX),
             match encounter.channel {

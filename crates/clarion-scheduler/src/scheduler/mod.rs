@@ -189,10 +189,12 @@ impl SchedulerError {
     /// a definition that no longer validates), not the database's: trying again fails the
     /// same way, so the row is set aside (parked) rather than failing its batch forever.
     pub(crate) fn is_row_fault(&self) -> bool {
-        match self {
-            SchedulerError::Store(error) => matches!(error, StoreError::Corrupt(_)),
-            _ => true,
-        }
+        matches!(
+            self,
+            SchedulerError::Invalid(_)
+                | SchedulerError::Corrupt(_)
+                | SchedulerError::Store(StoreError::Corrupt(_))
+        )
     }
 }
 

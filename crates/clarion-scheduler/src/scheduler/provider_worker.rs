@@ -233,8 +233,11 @@ impl Scheduler {
         let Some(sequence) = tx.sequence_for_update(store, encounter.sequence_id).await? else {
             return Ok(false);
         };
-        let state: SequenceState =
-            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        // A state that does not read: simulated as usual, and parked when its end is fed to
+        // the engine, rather than failing the whole batch here.
+        let Ok(state) = serde_json::from_str::<SequenceState>(&sequence.state) else {
+            return Ok(false);
+        };
         let this_attempt =
             is_current_attempt(encounter, &state) && sequence.status == SequenceStatus::Active;
         if !this_attempt || !store.withdraw_encounter(&mut tx.tx, encounter.id).await? {
@@ -373,14 +376,17 @@ impl Scheduler {
         let (plan, state) = match self.plan_and_state(&sequence).await {
             Ok(read) => read,
             Err(error) if error.is_row_fault() => {
-                // A row that cannot run: nobody is contacted, the encounter goes and the
-                // sequence is parked, so it never holds the queue (or its sender's pace)
-                // again.
-                self.park(&mut tx, &sequence, &error, None, now).await?;
-                self.inner
-                    .store
-                    .withdraw_encounter(&mut tx.tx, encounter.id)
-                    .await?;
+                // A row that cannot run: nobody is contacted, and the encounter never holds
+                // the queue (or its sender's pace) again. It goes and the sequence is
+                // parked; for a sequence that ended meanwhile (a cancel), whose queued report
+                // may name it, it stays, ended as not sent.
+                if sequence.status == SequenceStatus::Ended {
+                    self.not_contacted(&mut tx, &encounter, Some(&sequence), None, now)
+                        .await?;
+                } else {
+                    self.park(&mut tx, &sequence, &error, None, now).await?;
+                    store.withdraw_encounter(&mut tx.tx, encounter.id).await?;
+                }
                 tx.commit(store).await?;
                 return Ok(None);
             }
@@ -504,9 +510,9 @@ impl Scheduler {
             return Ok(());
         }
         store.withdraw_encounter(&mut tx.tx, encounter.id).await?;
-        let state: SequenceState =
-            serde_json::from_str(&sequence.state).map_err(|_| SchedulerError::Corrupt("state"))?;
+        // A state that does not read takes no event here; the sequence's next one parks it.
         if let Some(event) = event
+            && let Ok(state) = serde_json::from_str::<SequenceState>(&sequence.state)
             && is_current_attempt(encounter, &state)
         {
             self.transition(tx, sequence, event, now).await?;

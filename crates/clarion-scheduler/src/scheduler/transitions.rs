@@ -102,7 +102,13 @@ impl Scheduler {
     ) -> Result<(), SchedulerError> {
         let (plan, state) = match self.plan_and_state(sequence).await {
             Ok(read) => read,
-            Err(error) if error.is_row_fault() => {
+            // A control through the API (cancel, pause, resume; an erasure's cancel) fails
+            // loudly instead: answering it as done would leave the caller believing the
+            // sequence ended, or its PHI erased.
+            Err(error)
+                if error.is_row_fault()
+                    && !matches!(event, Event::Cancel | Event::Pause | Event::Resume) =>
+            {
                 return self.park(tx, sequence, &error, Some(event), now).await;
             }
             Err(error) => return Err(error),
@@ -140,7 +146,6 @@ impl Scheduler {
         event: Option<&Event>,
         now: Millis,
     ) -> Result<(), SchedulerError> {
-        tracing::error!(sequence_id = sequence.id.0, error = %error, "sequence cannot run; parked");
         if let Some(Event::EncounterEnded {
             outcome: clarion_engine::EncounterOutcome::OptOut,
             ..
@@ -148,6 +153,13 @@ impl Scheduler {
         {
             self.suppress_opted_out(tx, sequence, now).await?;
         }
+        if sequence.status == SequenceStatus::Ended {
+            // Over already (its report queued): a late event changes nothing else, and the
+            // sequence is not brought back as paused.
+            tracing::error!(sequence_id = sequence.id.0, error = %error, "an ended sequence's row does not read; the late event is ignored");
+            return Ok(());
+        }
+        tracing::error!(sequence_id = sequence.id.0, error = %error, "sequence cannot run; parked");
         let update = PendingUpdate {
             id: sequence.id,
             status: SequenceStatus::Paused,

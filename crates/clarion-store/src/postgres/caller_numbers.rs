@@ -208,7 +208,7 @@ impl PgStore {
         number: &CallerNumber,
         now: Millis,
     ) -> Result<()> {
-        sqlx::query(
+        let recorded = sqlx::query(
             "UPDATE encounters SET caller_number_id = $1, caller_number = $2, \
              caller_provider_id = $3, caller_number_at = $4 WHERE id = $5 AND status = 'created'",
         )
@@ -218,7 +218,12 @@ impl PgStore {
         .bind(now)
         .bind(encounter)
         .execute(&mut *tx.inner)
-        .await?;
+        .await?
+        .rows_affected();
+        if recorded == 0 {
+            // Requested already (a repeated record): its choice stands, the round robin too.
+            return Ok(());
+        }
         sqlx::query("UPDATE caller_numbers SET last_chosen_at = $1 WHERE id = $2")
             .bind(now)
             .bind(number.id.0)

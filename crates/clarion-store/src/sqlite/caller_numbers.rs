@@ -212,7 +212,7 @@ impl SqliteStore {
         number: &CallerNumber,
         now: Millis,
     ) -> Result<()> {
-        sqlx::query(
+        let recorded = sqlx::query(
             "UPDATE encounters SET caller_number_id = ?, caller_number = ?, \
              caller_provider_id = ?, caller_number_at = ? WHERE id = ? AND status = 'created'",
         )
@@ -222,7 +222,12 @@ impl SqliteStore {
         .bind(now)
         .bind(encounter)
         .execute(&mut *tx.inner)
-        .await?;
+        .await?
+        .rows_affected();
+        if recorded == 0 {
+            // Requested already (a repeated record): its choice stands, the round robin too.
+            return Ok(());
+        }
         sqlx::query("UPDATE caller_numbers SET last_chosen_at = ? WHERE id = ?")
             .bind(now)
             .bind(number.id.0)

@@ -470,6 +470,15 @@ async fn a_repeated_record_marks_nothing_and_changes_no_caller_number() {
         (first.id, "+18085550110"),
         "the number the encounter went out from is kept"
     );
+    let untouched = store
+        .get_caller_number(tenant.org, second.id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        untouched.last_chosen_at, None,
+        "the round robin does not count a choice that was not recorded"
+    );
 }
 
 #[tokio::test]

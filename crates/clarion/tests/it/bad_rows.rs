@@ -252,3 +252,50 @@ async fn a_sequence_whose_state_does_not_read_is_parked_at_its_claim_and_the_que
         .unwrap();
     assert!(encounters.is_empty(), "the bad one's text was withdrawn");
 }
+
+/// A cancel of a sequence whose row does not read fails loudly (a server error, nothing
+/// changed) instead of answering as done with the sequence silently paused: an erasure that
+/// cancels first must not report PHI erased that is still there.
+#[tokio::test]
+async fn a_cancel_of_a_sequence_that_does_not_read_fails_instead_of_pretending() {
+    let f = fixture().await;
+    let template = f.template(Some("1h")).await;
+    let bad = f.enroll(template, "+18085550148").await;
+    f.corrupt(bad, "state", "not json").await;
+
+    let (status, error) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{bad}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 500, "{error}");
+    assert_eq!(error["error"]["code"], "internal", "{error}");
+    assert_eq!(f.status(bad).await, SequenceStatus::Active);
+    assert!(
+        !f.events(bad).await.iter().any(|e| e["type"] == "parked"),
+        "not parked by the failed cancel"
+    );
+}
+
+/// A sequence cancelled while its call was in progress has ended; when that call's end
+/// comes and the row no longer reads, the late end changes nothing: the sequence stays
+/// ended, not brought back as paused.
+#[tokio::test]
+async fn a_late_end_for_an_ended_sequence_that_does_not_read_leaves_it_ended() {
+    let f = fixture().await;
+    let template = f.template(None).await;
+    let id = f.enroll(template, "+18085550149").await;
+    f.app.run_due().await;
+    let (status, cancelled) = f
+        .app
+        .post(&f.key, &format!("/v1/sequences/{id}/cancel"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{cancelled}");
+    assert_eq!(f.status(id).await, SequenceStatus::Ended);
+    f.corrupt(id, "state", "not json").await;
+
+    f.app.clock.advance(Duration::from_secs(3600));
+    f.app.run_due().await;
+    assert_eq!(f.status(id).await, SequenceStatus::Ended);
+    let row = f.app.store.get_sequence(f.org, f.internal(id)).await;
+    assert!(row.unwrap().unwrap().ended_at.is_some());
+}
